@@ -1,0 +1,27 @@
+//! The shared vocabulary of rbee: the only types that cross a wire between the keeper,
+//! the queen, the hive agent and the workers.
+//!
+//! Every type here serialises to JSON with `snake_case` names. Adding a field is
+//! backwards compatible when it has a default; renaming one is not.
+
+pub mod capabilities;
+pub mod error;
+pub mod event;
+pub mod heartbeat;
+pub mod inference;
+pub mod operation;
+pub mod sse;
+pub mod validate;
+
+pub use capabilities::{DeviceInfo, DeviceKind, HiveCapabilities};
+pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use event::{JobEvent, Level, Narration, Progress};
+pub use heartbeat::{WorkerHeartbeat, WorkerState};
+pub use inference::{ChatMessage, InferenceEvent, InferenceRequest, StopReason};
+pub use operation::Operation;
+
+/// The version every rbee binary reports; the queen compares the agent's against its own.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Default port of the queen's HTTP API.
+pub const DEFAULT_QUEEN_PORT: u16 = 8500;

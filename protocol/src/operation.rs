@@ -1,0 +1,170 @@
+//! `Operation`: the one typed command the keeper submits to the queen as a job.
+//!
+//! Tagged JSON, e.g. `{"operation":"hive_status","hive_id":"gpu-a"}`. Wherever an
+//! operation names hives (`hive_id`), the value is a host pattern: an alias, a group,
+//! a glob, or `all`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::inference::InferenceRequest;
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(tag = "operation", rename_all = "snake_case")]
+pub enum Operation {
+    /// The whole cluster: hives, workers, queen.
+    Status,
+
+    /// Push the agent and worker binaries (idempotent by checksum).
+    HiveInstall {
+        hive_id: String,
+        #[serde(default)]
+        accept_new_host_keys: bool,
+    },
+    HiveUninstall {
+        hive_id: String,
+    },
+    /// Reach the hive, check the agent's version, detect devices, mark online.
+    HiveStart {
+        hive_id: String,
+        #[serde(default)]
+        accept_new_host_keys: bool,
+    },
+    HiveStop {
+        hive_id: String,
+    },
+    HiveStatus {
+        hive_id: String,
+    },
+    HiveList,
+    HiveRefresh {
+        hive_id: String,
+    },
+
+    /// Download `repo` or `repo:file.gguf` from Hugging Face on the hive.
+    ModelDownload {
+        hive_id: String,
+        model: String,
+    },
+    /// Stream a model file from the operator's machine to the hive.
+    ModelPush {
+        hive_id: String,
+        path: String,
+    },
+    ModelList {
+        hive_id: String,
+    },
+    ModelGet {
+        hive_id: String,
+        model: String,
+    },
+    ModelDelete {
+        hive_id: String,
+        model: String,
+    },
+
+    WorkerSpawn {
+        hive_id: String,
+        model: String,
+        #[serde(default = "default_device")]
+        device: String,
+    },
+    WorkerList {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hive_id: Option<String>,
+    },
+    WorkerGet {
+        worker_id: String,
+    },
+    WorkerStop {
+        worker_id: String,
+    },
+    WorkerLogs {
+        worker_id: String,
+        #[serde(default = "default_log_lines")]
+        lines: u32,
+        #[serde(default)]
+        follow: bool,
+    },
+    /// Wait until a ready worker serves `model` (on `hive_id`, when given).
+    WaitReady {
+        model: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hive_id: Option<String>,
+        #[serde(default = "default_wait_timeout_s")]
+        timeout_s: u64,
+    },
+
+    /// Generate tokens with the best ready worker serving `model`.
+    Infer {
+        model: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hive_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        worker_id: Option<String>,
+        #[serde(flatten)]
+        request: InferenceRequest,
+    },
+
+    InventoryList,
+    InventoryCheck {
+        #[serde(default = "default_all")]
+        hive_id: String,
+    },
+
+    /// Run a playbook (its TOML text) against the inventory.
+    PlaybookRun {
+        name: String,
+        content: String,
+        #[serde(default)]
+        check: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<String>,
+    },
+}
+
+fn default_device() -> String {
+    "cpu".to_owned()
+}
+
+fn default_log_lines() -> u32 {
+    100
+}
+
+fn default_wait_timeout_s() -> u64 {
+    300
+}
+
+fn default_all() -> String {
+    "all".to_owned()
+}
+
+impl Operation {
+    /// The operation's tag, as it appears in JSON, logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Operation::Status => "status",
+            Operation::HiveInstall { .. } => "hive_install",
+            Operation::HiveUninstall { .. } => "hive_uninstall",
+            Operation::HiveStart { .. } => "hive_start",
+            Operation::HiveStop { .. } => "hive_stop",
+            Operation::HiveStatus { .. } => "hive_status",
+            Operation::HiveList => "hive_list",
+            Operation::HiveRefresh { .. } => "hive_refresh",
+            Operation::ModelDownload { .. } => "model_download",
+            Operation::ModelPush { .. } => "model_push",
+            Operation::ModelList { .. } => "model_list",
+            Operation::ModelGet { .. } => "model_get",
+            Operation::ModelDelete { .. } => "model_delete",
+            Operation::WorkerSpawn { .. } => "worker_spawn",
+            Operation::WorkerList { .. } => "worker_list",
+            Operation::WorkerGet { .. } => "worker_get",
+            Operation::WorkerStop { .. } => "worker_stop",
+            Operation::WorkerLogs { .. } => "worker_logs",
+            Operation::WaitReady { .. } => "wait_ready",
+            Operation::Infer { .. } => "infer",
+            Operation::InventoryList => "inventory_list",
+            Operation::InventoryCheck { .. } => "inventory_check",
+            Operation::PlaybookRun { .. } => "playbook_run",
+        }
+    }
+}

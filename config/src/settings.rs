@@ -1,0 +1,172 @@
+//! `config.toml`: the queen's address and API token, shared by queen and keeper.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::FileError;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub queen: QueenConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueenConfig {
+    pub port: u16,
+    pub bind_addr: IpAddr,
+    /// When set, every route but `/health` needs `Authorization: Bearer <token>`.
+    pub api_token: Option<String>,
+    /// Where the queen finds the inventory; defaults to the config directory's.
+    pub inventory: Option<PathBuf>,
+    /// How long a finished job's events stay available to late subscribers.
+    pub job_ttl_secs: u64,
+    /// How many events one job keeps; older ones are dropped first.
+    pub max_job_events: usize,
+}
+
+impl Default for QueenConfig {
+    fn default() -> Self {
+        QueenConfig {
+            port: rbee_protocol::DEFAULT_QUEEN_PORT,
+            bind_addr: IpAddr::from([127, 0, 0, 1]),
+            api_token: None,
+            inventory: None,
+            job_ttl_secs: 600,
+            max_job_events: 65_536,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            queen: QueenConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    File(#[from] Box<FileError>),
+    #[error("environment variable {name}={value:?} is not valid: {reason}")]
+    Env {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Loads `path`, or the default file when `path` is `None`. A missing default file
+    /// means defaults; a missing file the operator named is an error.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(path) => crate::read_toml(path)?,
+            None => {
+                let path = crate::paths::default_config_file();
+                if path.exists() {
+                    crate::read_toml(&path)?
+                } else {
+                    Config::default()
+                }
+            }
+        };
+        config.apply_env()?;
+        Ok(config)
+    }
+
+    /// Environment overrides: `RBEE_QUEEN_PORT`, `RBEE_BIND_ADDR`, `RBEE_API_TOKEN`.
+    fn apply_env(&mut self) -> Result<(), ConfigError> {
+        if let Ok(value) = std::env::var("RBEE_QUEEN_PORT") {
+            self.queen.port =
+                value
+                    .parse()
+                    .map_err(|e: std::num::ParseIntError| ConfigError::Env {
+                        name: "RBEE_QUEEN_PORT",
+                        value,
+                        reason: e.to_string(),
+                    })?;
+        }
+        if let Ok(value) = std::env::var("RBEE_BIND_ADDR") {
+            self.queen.bind_addr =
+                value
+                    .parse()
+                    .map_err(|e: std::net::AddrParseError| ConfigError::Env {
+                        name: "RBEE_BIND_ADDR",
+                        value,
+                        reason: e.to_string(),
+                    })?;
+        }
+        if let Ok(value) = std::env::var("RBEE_API_TOKEN")
+            && !value.is_empty()
+        {
+            self.queen.api_token = Some(value);
+        }
+        Ok(())
+    }
+
+    /// The URL a client on this machine uses to reach the queen.
+    pub fn queen_url(&self) -> String {
+        let host = if self.queen.bind_addr.is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            match self.queen.bind_addr {
+                IpAddr::V6(v6) => format!("[{v6}]"),
+                IpAddr::V4(v4) => v4.to_string(),
+            }
+        };
+        format!("http://{host}:{}", self.queen.port)
+    }
+
+    pub fn inventory_path(&self) -> PathBuf {
+        self.queen
+            .inventory
+            .clone()
+            .unwrap_or_else(crate::paths::default_inventory_file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, Box<FileError>> {
+        crate::parse_toml(Path::new("config.toml"), text)
+    }
+
+    #[test]
+    fn empty_file_is_defaults() {
+        assert_eq!(parse("").expect("parses"), Config::default());
+    }
+
+    #[test]
+    fn port_and_bind() {
+        let c = parse("[queen]\nport = 9000\nbind_addr = \"0.0.0.0\"\napi_token = \"t\"\n")
+            .expect("parses");
+        assert_eq!(c.queen.port, 9000);
+        assert!(c.queen.bind_addr.is_unspecified());
+        assert_eq!(c.queen_url(), "http://127.0.0.1:9000");
+    }
+
+    #[test]
+    fn errors_name_file_line_column_and_expectation() {
+        let cases = [
+            ("[queen]\nport = \"x\"\n", "line 2"),
+            ("[queen]\nprot = 1\n", "unknown field `prot`"),
+            ("[quen]\n", "unknown field `quen`"),
+            ("[queen]\nport = 70000\n", "line 2"),
+            ("[queen\n", "line 1"),
+        ];
+        for (text, expected) in cases {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(err.starts_with("config.toml:"), "{err}");
+            assert!(err.contains(expected), "{text:?}: {err}");
+        }
+    }
+}

@@ -27,6 +27,8 @@ pub struct QueenConfig {
     pub job_ttl_secs: u64,
     /// How many events one job keeps; older ones are dropped first.
     pub max_job_events: usize,
+    /// How often an idle SSE stream gets a keep-alive comment.
+    pub keepalive_ms: u64,
 }
 
 impl Default for QueenConfig {
@@ -38,6 +40,7 @@ impl Default for QueenConfig {
             inventory: None,
             job_ttl_secs: 600,
             max_job_events: 65_536,
+            keepalive_ms: 10_000,
         }
     }
 }

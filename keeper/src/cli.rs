@@ -1,0 +1,278 @@
+//! The command line: one subcommand per operation, plus the queen's lifecycle.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rbee-keeper",
+    version,
+    about = "Run LLM inference across your own machines"
+)]
+pub struct Cli {
+    /// The queen's URL (default: from config.toml, http://127.0.0.1:8500).
+    #[arg(long, global = true, env = "RBEE_QUEEN_URL")]
+    pub queen_url: Option<String>,
+    /// config.toml to read (default: ~/.config/rbee/config.toml).
+    #[arg(long, global = true, env = "RBEE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print every job event as one JSON line, for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Answer yes to every confirmation prompt.
+    #[arg(long, short = 'y', global = true)]
+    pub yes: bool,
+    /// More log output (repeat for more).
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Manage the queen daemon on this machine.
+    #[command(subcommand)]
+    Queen(QueenCommand),
+    /// The whole cluster: hives, workers, queen.
+    Status,
+    /// Manage hives (machines driven over SSH).
+    #[command(subcommand)]
+    Hive(HiveCommand),
+    /// Manage models in hives' caches.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Manage worker processes.
+    #[command(subcommand)]
+    Worker(WorkerCommand),
+    /// Generate text with the best ready worker serving a model.
+    Infer(InferArgs),
+    /// Bring hives to the state a playbook describes.
+    Play {
+        file: PathBuf,
+        /// Change nothing; report what would change.
+        #[arg(long)]
+        check: bool,
+        /// Only the hives this pattern selects.
+        #[arg(long)]
+        limit: Option<String>,
+    },
+    /// Inspect the inventory.
+    #[command(subcommand)]
+    Inventory(InventoryCommand),
+    /// Jobs the queen knows.
+    #[command(subcommand)]
+    Job(JobCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QueenCommand {
+    /// Start queen-rbee in the background; does nothing when it already runs.
+    Start {
+        /// The queen-rbee binary (default: next to rbee-keeper, else on PATH).
+        #[arg(long, env = "RBEE_QUEEN_BIN")]
+        queen_bin: Option<PathBuf>,
+        /// Seconds to wait for the queen to answer /health.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Stop the queen gracefully (running jobs end as cancelled).
+    Stop {
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Is the queen running, and which build is it?
+    Status,
+    /// The queen's build, configuration and files.
+    Info,
+    /// Rebuild queen-rbee from source with cargo, output shown live.
+    Rebuild {
+        /// Run localhost operations in-process instead of over SSH.
+        #[arg(long)]
+        with_local_hive: bool,
+    },
+}
+
+/// Which hives an operation targets: a pattern, or `--all`.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// Hive alias, group, glob or pattern (`a:b`, `a:&b`, `a:!b`).
+    pub pattern: Option<String>,
+    /// Every hive in the inventory.
+    #[arg(long, conflicts_with = "pattern")]
+    pub all: bool,
+}
+
+impl Target {
+    pub fn pattern(&self) -> anyhow::Result<String> {
+        match (&self.pattern, self.all) {
+            (Some(p), false) => Ok(p.clone()),
+            (None, true) => Ok("all".to_owned()),
+            _ => anyhow::bail!("name a hive, a group or a pattern, or pass --all"),
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HiveCommand {
+    /// Push the agent and worker binaries to hives.
+    Install {
+        #[command(flatten)]
+        target: Target,
+        /// Trust hosts whose key is not yet known (recorded in known_hosts).
+        #[arg(long)]
+        accept_new_host_keys: bool,
+    },
+    /// Stop a hive's workers and remove rbee from it.
+    Uninstall {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Reach hives, check their agent, detect devices, mark them online.
+    Start {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        accept_new_host_keys: bool,
+    },
+    /// Stop hives' workers and mark them offline.
+    Stop {
+        #[command(flatten)]
+        target: Target,
+    },
+    Status {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Every hive of the inventory, reachable or not.
+    List,
+    /// Detect hives' devices again.
+    Refresh {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelCommand {
+    /// Download `repo` or `repo:file.gguf` from Hugging Face onto hives.
+    Download {
+        model: String,
+        #[arg(long = "hive")]
+        pattern: Option<String>,
+        #[arg(long, conflicts_with = "pattern")]
+        all: bool,
+    },
+    /// Stream a model file from this machine to hives.
+    Push {
+        file: PathBuf,
+        #[arg(long = "hive")]
+        pattern: Option<String>,
+        #[arg(long, conflicts_with = "pattern")]
+        all: bool,
+    },
+    List {
+        #[arg(long = "hive")]
+        pattern: Option<String>,
+        #[arg(long, conflicts_with = "pattern")]
+        all: bool,
+    },
+    Get {
+        model: String,
+        #[arg(long = "hive")]
+        pattern: String,
+    },
+    Delete {
+        model: String,
+        #[arg(long = "hive")]
+        pattern: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WorkerCommand {
+    /// Start a worker for a model on a hive's device.
+    Spawn {
+        #[arg(long)]
+        hive: String,
+        #[arg(long)]
+        model: String,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    List {
+        #[arg(long)]
+        hive: Option<String>,
+    },
+    Get {
+        worker_id: String,
+    },
+    Stop {
+        worker_id: String,
+    },
+    Logs {
+        worker_id: String,
+        #[arg(long, short = 'n', default_value_t = 100)]
+        lines: u32,
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Wait until a ready worker serves a model.
+    Wait {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        hive: Option<String>,
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct InferArgs {
+    pub prompt: String,
+    #[arg(long)]
+    pub model: String,
+    /// Send the prompt as a chat message (rendered with the model's chat template).
+    #[arg(long)]
+    pub chat: bool,
+    #[arg(long)]
+    pub hive: Option<String>,
+    #[arg(long)]
+    pub worker: Option<String>,
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    #[arg(long)]
+    pub top_k: Option<u32>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long)]
+    pub stop: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum InventoryCommand {
+    List,
+    /// Reachability, host keys and agent version per hive.
+    Check {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobCommand {
+    List,
+    /// Follow a job's events from the first.
+    Watch {
+        job_id: String,
+    },
+    Cancel {
+        job_id: String,
+    },
+}

@@ -1,0 +1,322 @@
+//! rbee-keeper: the operator's CLI. Every cluster operation is submitted to the queen
+//! as a job and its event stream rendered live; the queen's own lifecycle on this
+//! machine is handled here.
+
+pub mod cli;
+pub mod job_client;
+pub mod prompt;
+pub mod queen_lifecycle;
+pub mod render;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use rbee_config::Config;
+use rbee_protocol::{ChatMessage, InferenceRequest, JobEvent, Operation};
+
+use cli::{
+    Cli, Command, HiveCommand, InventoryCommand, JobCommand, ModelCommand, QueenCommand,
+    WorkerCommand,
+};
+use job_client::QueenClient;
+use render::Renderer;
+
+/// Exit code of a job that ended with `cancelled` (as a shell reports SIGINT).
+const EXIT_CANCELLED: u8 = 130;
+
+pub fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RBEE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// What every command needs: configuration and the output mode.
+pub struct Settings {
+    pub config: Config,
+    pub config_path: Option<PathBuf>,
+    pub queen_url: String,
+    pub json: bool,
+    pub yes: bool,
+}
+
+impl Settings {
+    pub fn client(&self) -> anyhow::Result<QueenClient> {
+        QueenClient::new(&self.queen_url, self.config.queen.api_token.clone())
+    }
+
+    /// Prints a human line, or the JSON form with `--json`.
+    pub fn say(&self, human: &str, json: serde_json::Value) {
+        if self.json {
+            println!("{json}");
+        } else {
+            println!("{human}");
+        }
+    }
+
+    /// The port named by an explicit --queen-url, so `queen start` listens there.
+    fn url_port(&self) -> Option<u16> {
+        let rest = self.queen_url.split("://").nth(1)?;
+        let authority = rest.split('/').next()?;
+        authority.rsplit_once(':')?.1.parse().ok()
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref()).context("loading the configuration")?;
+    let queen_url = cli.queen_url.clone().unwrap_or_else(|| config.queen_url());
+    let settings = Settings {
+        config,
+        config_path: cli.config.clone(),
+        queen_url,
+        json: cli.json,
+        yes: cli.yes,
+    };
+    let operation = match cli.command {
+        Command::Queen(command) => return queen(&settings, command).await,
+        Command::Job(command) => return job(&settings, command).await,
+        Command::Status => Operation::Status,
+        Command::Hive(command) => hive(&settings, command)?,
+        Command::Model(command) => model(&settings, command)?,
+        Command::Worker(command) => worker(command),
+        Command::Infer(args) => Operation::Infer {
+            model: args.model,
+            hive_id: args.hive,
+            worker_id: args.worker,
+            request: InferenceRequest {
+                prompt: (!args.chat).then(|| args.prompt.clone()),
+                messages: args.chat.then(|| {
+                    vec![ChatMessage {
+                        role: "user".into(),
+                        content: args.prompt,
+                    }]
+                }),
+                max_tokens: args.max_tokens,
+                temperature: args.temperature,
+                top_p: args.top_p,
+                top_k: args.top_k,
+                seed: args.seed,
+                stop: args.stop,
+                ..InferenceRequest::default()
+            },
+        },
+        Command::Play { file, check, limit } => {
+            let content = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading the playbook {}", file.display()))?;
+            Operation::PlaybookRun {
+                name: file.display().to_string(),
+                content,
+                check,
+                limit,
+            }
+        }
+        Command::Inventory(InventoryCommand::List) => Operation::InventoryList,
+        Command::Inventory(InventoryCommand::Check { target }) => Operation::InventoryCheck {
+            hive_id: target.pattern()?,
+        },
+    };
+    run_job(&settings, &operation).await
+}
+
+async fn queen(settings: &Settings, command: QueenCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        QueenCommand::Start { queen_bin, timeout } => {
+            queen_lifecycle::start(settings, queen_bin, timeout).await
+        }
+        QueenCommand::Stop { timeout } => queen_lifecycle::stop(settings, timeout).await,
+        QueenCommand::Status => queen_lifecycle::status(settings).await,
+        QueenCommand::Info => queen_lifecycle::info(settings).await,
+        QueenCommand::Rebuild { with_local_hive } => {
+            queen_lifecycle::rebuild(settings, with_local_hive).await
+        }
+    }
+}
+
+fn hive(settings: &Settings, command: HiveCommand) -> anyhow::Result<Operation> {
+    Ok(match command {
+        HiveCommand::Install {
+            target,
+            accept_new_host_keys,
+        } => Operation::HiveInstall {
+            hive_id: target.pattern()?,
+            accept_new_host_keys,
+        },
+        HiveCommand::Uninstall { target } => {
+            let hive_id = target.pattern()?;
+            if !prompt::confirm(
+                &format!("Uninstall rbee from {hive_id} (its workers are stopped)?"),
+                settings.yes,
+            )? {
+                anyhow::bail!("not confirmed; nothing changed");
+            }
+            Operation::HiveUninstall { hive_id }
+        }
+        HiveCommand::Start {
+            target,
+            accept_new_host_keys,
+        } => Operation::HiveStart {
+            hive_id: target.pattern()?,
+            accept_new_host_keys,
+        },
+        HiveCommand::Stop { target } => Operation::HiveStop {
+            hive_id: target.pattern()?,
+        },
+        HiveCommand::Status { target } => Operation::HiveStatus {
+            hive_id: target.pattern()?,
+        },
+        HiveCommand::List => Operation::HiveList,
+        HiveCommand::Refresh { target } => Operation::HiveRefresh {
+            hive_id: target.pattern()?,
+        },
+    })
+}
+
+fn pattern(pattern: Option<String>, all: bool) -> anyhow::Result<String> {
+    cli::Target { pattern, all }.pattern()
+}
+
+fn model(settings: &Settings, command: ModelCommand) -> anyhow::Result<Operation> {
+    Ok(match command {
+        ModelCommand::Download {
+            model,
+            pattern: p,
+            all,
+        } => Operation::ModelDownload {
+            hive_id: pattern(p, all)?,
+            model,
+        },
+        ModelCommand::Push {
+            file,
+            pattern: p,
+            all,
+        } => {
+            let path = std::fs::canonicalize(&file)
+                .with_context(|| format!("model file {}", file.display()))?;
+            Operation::ModelPush {
+                hive_id: pattern(p, all)?,
+                path: path.display().to_string(),
+            }
+        }
+        ModelCommand::List { pattern: p, all: _ } => Operation::ModelList {
+            hive_id: p.unwrap_or_else(|| "all".to_owned()),
+        },
+        ModelCommand::Get { model, pattern } => Operation::ModelGet {
+            hive_id: pattern,
+            model,
+        },
+        ModelCommand::Delete { model, pattern } => {
+            if !prompt::confirm(&format!("Delete {model} from {pattern}?"), settings.yes)? {
+                anyhow::bail!("not confirmed; nothing changed");
+            }
+            Operation::ModelDelete {
+                hive_id: pattern,
+                model,
+            }
+        }
+    })
+}
+
+fn worker(command: WorkerCommand) -> Operation {
+    match command {
+        WorkerCommand::Spawn {
+            hive,
+            model,
+            device,
+        } => Operation::WorkerSpawn {
+            hive_id: hive,
+            model,
+            device,
+        },
+        WorkerCommand::List { hive } => Operation::WorkerList { hive_id: hive },
+        WorkerCommand::Get { worker_id } => Operation::WorkerGet { worker_id },
+        WorkerCommand::Stop { worker_id } => Operation::WorkerStop { worker_id },
+        WorkerCommand::Logs {
+            worker_id,
+            lines,
+            follow,
+        } => Operation::WorkerLogs {
+            worker_id,
+            lines,
+            follow,
+        },
+        WorkerCommand::Wait {
+            model,
+            hive,
+            timeout,
+        } => Operation::WaitReady {
+            model,
+            hive_id: hive,
+            timeout_s: timeout,
+        },
+    }
+}
+
+async fn job(settings: &Settings, command: JobCommand) -> anyhow::Result<ExitCode> {
+    let client = settings.client()?;
+    match command {
+        JobCommand::List => {
+            let jobs = client
+                .get_json("/v1/jobs")
+                .await?
+                .with_context(|| format!("the queen is not running at {}", client.base()))?;
+            settings.say(&render::format_value(&jobs), jobs);
+            Ok(ExitCode::SUCCESS)
+        }
+        JobCommand::Watch { job_id } => follow(settings, &client, &job_id).await,
+        JobCommand::Cancel { job_id } => {
+            client.cancel(&job_id).await?;
+            settings.say(
+                &format!("cancel requested for {job_id}"),
+                serde_json::json!({"job_id": job_id, "cancel": true}),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Submits `operation` and renders its stream; the exit code follows the outcome.
+pub async fn run_job(settings: &Settings, operation: &Operation) -> anyhow::Result<ExitCode> {
+    let client = settings.client()?;
+    let submitted = client.submit(operation).await?;
+    tracing::info!(job_id = %submitted.job_id, "job submitted");
+    follow(settings, &client, &submitted.job_id).await
+}
+
+/// Follows a job to its end. The first Ctrl-C cancels the job on the queen and waits
+/// for its `cancelled` event; a second one leaves at once.
+async fn follow(
+    settings: &Settings,
+    client: &QueenClient,
+    job_id: &str,
+) -> anyhow::Result<ExitCode> {
+    let mut renderer = Renderer::new(settings.json);
+    let stream = client.follow(job_id, |event| renderer.event(event));
+    tokio::pin!(stream);
+    let terminal = tokio::select! {
+        terminal = &mut stream => terminal?,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("\ncancelling {job_id} (Ctrl-C again to leave now)");
+            client.cancel(job_id).await?;
+            tokio::select! {
+                terminal = tokio::time::timeout(Duration::from_secs(10), &mut stream) => {
+                    terminal.context("the queen did not confirm the cancellation in 10s")??
+                }
+                _ = tokio::signal::ctrl_c() => return Ok(ExitCode::from(EXIT_CANCELLED)),
+            }
+        }
+    };
+    Ok(match terminal {
+        JobEvent::Done => ExitCode::SUCCESS,
+        JobEvent::Cancelled { .. } => ExitCode::from(EXIT_CANCELLED),
+        _ => ExitCode::FAILURE,
+    })
+}

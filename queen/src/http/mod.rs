@@ -1,0 +1,111 @@
+//! The queen's HTTP API. Transport only: handlers parse requests into protocol types
+//! and hand them to the job runner or the registries.
+
+mod auth;
+mod error;
+mod jobs;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, middleware};
+use rbee_protocol::{ErrorCode, WorkerHeartbeat};
+use serde_json::json;
+
+pub use error::ApiError;
+
+use crate::state::AppState;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let protected = Router::new()
+        .route("/v1/build-info", get(build_info))
+        .route("/v1/shutdown", post(shutdown))
+        .route("/v1/jobs", post(jobs::submit).get(jobs::list))
+        .route(
+            "/v1/jobs/{id}",
+            axum::routing::delete(jobs::cancel).get(jobs::get),
+        )
+        .route("/v1/jobs/{id}/stream", get(jobs::stream))
+        .route("/v1/worker-heartbeat", post(heartbeat))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/health", get(health))
+        .merge(protected)
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok", "version": rbee_protocol::VERSION}))
+}
+
+async fn build_info() -> Json<serde_json::Value> {
+    Json(json!({
+        "version": rbee_protocol::VERSION,
+        "features": crate::features(),
+        "build_timestamp": build_timestamp(),
+    }))
+}
+
+async fn shutdown(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serde_json::Value>) {
+    tracing::info!("shutdown requested over HTTP");
+    state.shutdown.cancel();
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({"status": "shutting_down"})),
+    )
+}
+
+async fn heartbeat(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let heartbeat: WorkerHeartbeat = error::parse_json(&body)?;
+    if !rbee_protocol::validate::is_valid_name(&heartbeat.worker_id) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            format!("worker_id {:?} is not a valid name", heartbeat.worker_id),
+        ));
+    }
+    state.workers.record(heartbeat);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        format!("no route {}", uri.path()),
+    )
+    .with_hint("the queen's routes are /health, /v1/build-info, /v1/jobs, /v1/shutdown")
+}
+
+/// The build time in RFC 3339, from the unix time `build.rs` recorded.
+fn build_timestamp() -> String {
+    let secs: u64 = env!("RBEE_BUILD_UNIX_TIME").parse().unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
+}

@@ -1,0 +1,65 @@
+//! queen-rbee: the brain of an rbee cluster. An HTTP daemon that holds the inventory,
+//! the job, hive and worker registries, drives every hive operation, and schedules
+//! inference.
+//!
+//! [`serve`] takes a bound listener and the shared state, and returns once
+//! `state.shutdown` is cancelled and every job has ended, so tests start it
+//! in-process on `127.0.0.1:0` and stop it cleanly.
+
+pub mod cli;
+pub mod http;
+pub mod jobs;
+pub mod operations;
+pub mod state;
+pub mod workers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use state::AppState;
+
+/// How long shutdown waits for cancelled jobs to record their end.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The cargo features this queen was built with, as `/v1/build-info` reports them.
+pub fn features() -> Vec<&'static str> {
+    let mut features = Vec::new();
+    if cfg!(feature = "local-hive") {
+        features.push("local-hive");
+    }
+    features
+}
+
+/// Serves the queen's API on `listener` until `state.shutdown` is cancelled.
+///
+/// On shutdown every running job is cancelled and given time to end with its
+/// `cancelled` event, so subscribers see a terminal event before the streams close.
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, version = rbee_protocol::VERSION, "queen listening");
+    let janitor = tokio::spawn(expire_jobs(state.clone()));
+    let router = http::router(state.clone());
+    let drain = state.clone();
+    let result = axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            drain.shutdown.cancelled().await;
+            drain.jobs.cancel_all("the queen is shutting down");
+            let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+            while drain.jobs.running() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+    janitor.abort();
+    tracing::info!("queen stopped");
+    result.map_err(Into::into)
+}
+
+async fn expire_jobs(state: Arc<AppState>) {
+    let period = (state.jobs.ttl() / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        state.jobs.expire();
+    }
+}

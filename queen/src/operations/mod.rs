@@ -1,0 +1,92 @@
+//! Running operations as jobs: one handler per `Operation` variant.
+//!
+//! [`spawn`] starts a job's task; the handler reports through [`JobContext`] and
+//! returns `Ok` (→ `done`) or an error (→ `error`). Cancellation aborts the handler's
+//! future, so whatever it holds (SSH channels, HTTP streams) is dropped and closed.
+
+mod cluster;
+mod workers;
+
+use std::sync::Arc;
+
+use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent, Operation};
+
+use crate::jobs::Job;
+use crate::state::AppState;
+
+/// What a handler gets: the queen's state and its job to report to.
+#[derive(Clone)]
+pub struct JobContext {
+    pub state: Arc<AppState>,
+    pub job: Arc<Job>,
+}
+
+impl JobContext {
+    pub fn emit(&self, event: JobEvent) {
+        self.job.emit(event);
+    }
+
+    pub fn narrate(&self, action: &str, target: &str, human: impl Into<String>) {
+        self.emit(JobEvent::narration("queen", action, target, human));
+    }
+
+    pub fn result(&self, value: serde_json::Value) {
+        self.emit(JobEvent::Result { hive: None, value });
+    }
+}
+
+pub type OpResult = Result<(), ErrorDetail>;
+
+/// Registers a job for `operation` and runs it in the background.
+pub fn spawn(state: Arc<AppState>, operation: Operation) -> Arc<Job> {
+    let job = state.jobs.create(operation.name());
+    let ctx = JobContext {
+        state,
+        job: job.clone(),
+    };
+    tracing::info!(job_id = %job.id, operation = operation.name(), "job submitted");
+    tokio::spawn(async move {
+        let job = ctx.job.clone();
+        let mut handler = tokio::spawn(execute(ctx, operation));
+        let outcome = tokio::select! {
+            joined = &mut handler => match joined {
+                Ok(Ok(())) => JobEvent::Done,
+                Ok(Err(error)) => JobEvent::Error(error),
+                Err(panic) => JobEvent::Error(ErrorDetail::new(
+                    ErrorCode::Internal,
+                    format!("the operation failed unexpectedly: {panic}"),
+                ).with_hint("this is a bug in queen-rbee; the queen's log has details")),
+            },
+            () = job.cancellation().cancelled() => {
+                handler.abort();
+                JobEvent::Cancelled { reason: job.cancel_reason() }
+            }
+        };
+        tracing::info!(job_id = %job.id, outcome = outcome.kind(), "job ended");
+        job.emit(outcome);
+    });
+    job
+}
+
+async fn execute(ctx: JobContext, operation: Operation) -> OpResult {
+    match operation {
+        Operation::Status => cluster::status(&ctx).await,
+        Operation::InventoryList => cluster::inventory_list(&ctx).await,
+        Operation::WorkerList { hive_id } => workers::list(&ctx, hive_id.as_deref()).await,
+        Operation::WorkerGet { worker_id } => workers::get(&ctx, &worker_id).await,
+        Operation::WaitReady {
+            model,
+            hive_id,
+            timeout_s,
+        } => workers::wait_ready(&ctx, &model, hive_id.as_deref(), timeout_s).await,
+        other => Err(not_built(other.name())),
+    }
+}
+
+fn not_built(operation: &str) -> ErrorDetail {
+    ErrorDetail::new(
+        ErrorCode::NotImplemented,
+        format!("operation `{operation}` is not available in this queen build"),
+    )
+    .with_hint("upgrade rbee; `rbee-keeper queen info` shows this queen's version")
+}

@@ -1,0 +1,468 @@
+//! The queen started in-process on 127.0.0.1:0 and driven over real HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use queen_rbee::state::AppState;
+use rbee_config::{Config, Inventory};
+use rbee_protocol::sse::{SseDecoder, SseFrame};
+use rbee_protocol::{ErrorBody, ErrorCode, JobEvent};
+use serde_json::{Value, json};
+
+struct Queen {
+    url: String,
+    state: Arc<AppState>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    http: reqwest::Client,
+}
+
+const INVENTORY: &str = r#"
+[defaults]
+ssh_user = "rbee"
+[hives.gpu-a]
+host = "192.0.2.10"
+groups = ["gpu"]
+[hives.localhost]
+host = "127.0.0.1"
+"#;
+
+async fn start_with(configure: impl FnOnce(&mut Config)) -> Queen {
+    let mut config = Config::default();
+    config.queen.keepalive_ms = 100;
+    configure(&mut config);
+    let inventory =
+        Inventory::parse(std::path::Path::new("inventory.toml"), INVENTORY).expect("inventory");
+    let state = Arc::new(AppState::new(config, inventory));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let server = tokio::spawn(queen_rbee::serve(listener, state.clone()));
+    Queen {
+        url,
+        state,
+        server,
+        http: reqwest::Client::new(),
+    }
+}
+
+async fn start() -> Queen {
+    start_with(|_| {}).await
+}
+
+impl Queen {
+    async fn submit(&self, operation: Value) -> String {
+        let response = self
+            .http
+            .post(format!("{}/v1/jobs", self.url))
+            .json(&operation)
+            .send()
+            .await
+            .expect("submit");
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(
+            body["sse_url"],
+            format!("/v1/jobs/{}/stream", body["job_id"].as_str().expect("id"))
+        );
+        body["job_id"].as_str().expect("job_id").to_owned()
+    }
+
+    /// Reads a job's stream to its end (or `limit`), keeping raw frames and comments.
+    async fn frames(&self, job_id: &str, limit: Duration) -> (Vec<SseFrame>, String) {
+        let response = self
+            .http
+            .get(format!("{}/v1/jobs/{job_id}/stream", self.url))
+            .send()
+            .await
+            .expect("stream");
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .expect("ct")
+                .starts_with("text/event-stream")
+        );
+        let mut raw = String::new();
+        let mut frames = Vec::new();
+        let mut decoder = SseDecoder::new();
+        let mut body = response.bytes_stream();
+        let _ = tokio::time::timeout(limit, async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.expect("chunk");
+                raw.push_str(&String::from_utf8_lossy(&chunk));
+                frames.extend(decoder.feed(&chunk).expect("valid sse"));
+            }
+        })
+        .await;
+        (frames, raw)
+    }
+
+    async fn events(&self, job_id: &str) -> Vec<JobEvent> {
+        let (frames, _) = self.frames(job_id, Duration::from_secs(20)).await;
+        frames
+            .iter()
+            .map(|f| JobEvent::from_sse(&f.event, &f.data).expect("event parses"))
+            .collect()
+    }
+
+    async fn heartbeat(&self, worker_id: &str, model: &str, state: &str, interval_ms: u64) {
+        let response = self
+            .http
+            .post(format!("{}/v1/worker-heartbeat", self.url))
+            .json(&json!({
+                "worker_id": worker_id, "hive_id": "gpu-a", "model": model, "device": "cpu",
+                "url": "http://127.0.0.1:1", "state": state, "interval_ms": interval_ms
+            }))
+            .send()
+            .await
+            .expect("heartbeat");
+        assert_eq!(response.status(), 204);
+    }
+
+    async fn stop(self) {
+        self.state.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(15), self.server)
+            .await
+            .expect("the queen stops")
+            .expect("task")
+            .expect("serve returns Ok");
+    }
+}
+
+fn terminal_count(events: &[JobEvent]) -> usize {
+    events.iter().filter(|e| e.is_terminal()).count()
+}
+
+#[tokio::test]
+async fn health_and_build_info() {
+    let queen = start().await;
+    let health: Value = queen
+        .http
+        .get(format!("{}/health", queen.url))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["status"], "ok");
+    let info: Value = queen
+        .http
+        .get(format!("{}/v1/build-info", queen.url))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(info["version"], rbee_protocol::VERSION);
+    assert!(info["features"].is_array());
+    let stamp = info["build_timestamp"].as_str().expect("timestamp");
+    assert!(
+        stamp.len() == 20 && stamp.ends_with('Z') && stamp.starts_with("20"),
+        "{stamp}"
+    );
+    queen.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_streams_to_done_with_typed_frames() {
+    let queen = start().await;
+    let job = queen.submit(json!({"operation": "status"})).await;
+    let (frames, _) = queen.frames(&job, Duration::from_secs(10)).await;
+    let kinds: Vec<&str> = frames.iter().map(|f| f.event.as_str()).collect();
+    assert_eq!(kinds, ["narration", "result", "done"]);
+    assert_eq!(frames[2].data, "[DONE]");
+    let ids: Vec<Option<&str>> = frames.iter().map(|f| f.id.as_deref()).collect();
+    assert_eq!(ids, [Some("0"), Some("1"), Some("2")]);
+    let result: Value = serde_json::from_str(&frames[1].data).expect("json");
+    let aliases: Vec<&str> = result["value"]["hives"]
+        .as_array()
+        .expect("hives")
+        .iter()
+        .filter_map(|h| h["alias"].as_str())
+        .collect();
+    assert_eq!(aliases, ["gpu-a", "localhost"]);
+    queen.stop().await;
+}
+
+#[tokio::test]
+async fn late_subscriber_receives_every_event_from_the_first() {
+    let queen = start().await;
+    let job = queen
+        .submit(json!({"operation": "wait_ready", "model": "m.gguf", "timeout_s": 30}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    queen.heartbeat("w1", "m.gguf", "ready", 1000).await;
+    // Wait for the job to end, then subscribe for the first time.
+    let mut ended = false;
+    for _ in 0..100 {
+        let summary: Value = queen
+            .http
+            .get(format!("{}/v1/jobs/{job}", queen.url))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        if summary["state"] == "done" {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ended, "wait_ready finished once a ready heartbeat arrived");
+    let events = queen.events(&job).await;
+    assert!(
+        matches!(&events[0], JobEvent::Narration(n) if n.human.contains("waiting for a ready worker"))
+    );
+    assert!(
+        matches!(&events[events.len() - 2], JobEvent::Result { value, .. } if value["worker_id"] == "w1")
+    );
+    assert_eq!(events.last(), Some(&JobEvent::Done));
+    assert_eq!(terminal_count(&events), 1);
+    // A reconnect with Last-Event-ID resumes after it.
+    let resumed = queen
+        .http
+        .get(format!("{}/v1/jobs/{job}/stream", queen.url))
+        .header("last-event-id", "1")
+        .send()
+        .await
+        .expect("stream")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        !resumed.contains("id: 0\n") && !resumed.contains("id: 1\n") && resumed.contains("[DONE]"),
+        "{resumed}"
+    );
+    queen.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_ends_the_stream_with_cancelled() {
+    let queen = start().await;
+    let job = queen
+        .submit(json!({"operation": "wait_ready", "model": "never", "timeout_s": 60}))
+        .await;
+    let canceller = {
+        let (http, url, job) = (queen.http.clone(), queen.url.clone(), job.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let response = http
+                .delete(format!("{url}/v1/jobs/{job}"))
+                .send()
+                .await
+                .expect("delete");
+            assert_eq!(response.status(), 202);
+        })
+    };
+    let events = queen.events(&job).await;
+    canceller.await.expect("canceller");
+    assert!(
+        matches!(events.last(), Some(JobEvent::Cancelled { reason }) if reason.contains("operator")),
+        "{events:?}"
+    );
+    assert_eq!(terminal_count(&events), 1);
+    let jobs: Value = queen
+        .http
+        .get(format!("{}/v1/jobs", queen.url))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(jobs[0]["state"], "cancelled");
+    queen.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_cancels_running_jobs_and_returns() {
+    let queen = start().await;
+    let job = queen
+        .submit(json!({"operation": "wait_ready", "model": "never"}))
+        .await;
+    let reader = {
+        let (http, url, job) = (queen.http.clone(), queen.url.clone(), job.clone());
+        tokio::spawn(async move {
+            http.get(format!("{url}/v1/jobs/{job}/stream"))
+                .send()
+                .await
+                .expect("stream")
+                .text()
+                .await
+                .expect("text")
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let response = queen
+        .http
+        .post(format!("{}/v1/shutdown", queen.url))
+        .send()
+        .await
+        .expect("shutdown");
+    assert_eq!(response.status(), 202);
+    let text = tokio::time::timeout(Duration::from_secs(15), reader)
+        .await
+        .expect("stream ends")
+        .expect("reader");
+    assert!(
+        text.contains("event: cancelled") && text.contains("shutting down"),
+        "{text}"
+    );
+    tokio::time::timeout(Duration::from_secs(15), queen.server)
+        .await
+        .expect("serve returns")
+        .expect("task")
+        .expect("ok");
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_the_error_body() {
+    let queen = start().await;
+    let cases = [
+        ("{\"operation\": ", ErrorCode::InvalidJson, "line 1"),
+        ("not json", ErrorCode::InvalidJson, "expected"),
+        (
+            "{\"operation\":\"fly\"}",
+            ErrorCode::BadRequest,
+            "unknown variant `fly`",
+        ),
+        (
+            "{\"operation\":\"hive_status\"}",
+            ErrorCode::BadRequest,
+            "missing field `hive_id`",
+        ),
+    ];
+    for (body, code, needle) in cases {
+        let response = queen
+            .http
+            .post(format!("{}/v1/jobs", queen.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), 400, "{body}");
+        let error: ErrorBody = response.json().await.expect("error body");
+        assert_eq!(error.error.code, code, "{body}");
+        assert!(
+            error.error.message.contains(needle),
+            "{body}: {}",
+            error.error.message
+        );
+        assert!(error.error.hint.is_some());
+    }
+    let missing = queen
+        .http
+        .get(format!("{}/v1/jobs/job-nope/stream", queen.url))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(missing.status(), 404);
+    let error: ErrorBody = missing.json().await.expect("error body");
+    assert_eq!(error.error.code, ErrorCode::NotFound);
+    let no_route = queen
+        .http
+        .get(format!("{}/v2/nothing", queen.url))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(no_route.status(), 404);
+    let _: ErrorBody = no_route.json().await.expect("error body");
+    let bad_heartbeat = queen
+        .http
+        .post(format!("{}/v1/worker-heartbeat", queen.url))
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(bad_heartbeat.status(), 400);
+    queen.stop().await;
+}
+
+#[tokio::test]
+async fn operations_not_built_end_with_a_coded_error() {
+    let queen = start().await;
+    let job = queen
+        .submit(json!({"operation": "playbook_run", "name": "x", "content": ""}))
+        .await;
+    let events = queen.events(&job).await;
+    assert!(
+        matches!(events.last(), Some(JobEvent::Error(e)) if e.code == ErrorCode::NotImplemented),
+        "{events:?}"
+    );
+    queen.stop().await;
+}
+
+#[tokio::test]
+async fn idle_streams_get_keep_alive_comments() {
+    let queen = start().await;
+    let job = queen
+        .submit(json!({"operation": "wait_ready", "model": "never", "timeout_s": 60}))
+        .await;
+    let (frames, raw) = queen.frames(&job, Duration::from_millis(450)).await;
+    assert_eq!(frames.len(), 1, "only the first narration so far");
+    assert!(
+        raw.lines().filter(|l| l.starts_with(':')).count() >= 2,
+        "{raw:?}"
+    );
+    queen.stop().await;
+}
+
+#[tokio::test]
+async fn workers_go_stale_after_three_missed_intervals() {
+    let queen = start().await;
+    queen.heartbeat("w-stale", "m", "ready", 50).await;
+    async fn list(queen: &Queen) -> Vec<JobEvent> {
+        let job = queen.submit(json!({"operation": "worker_list"})).await;
+        queen.events(&job).await
+    }
+    let fresh = list(&queen).await;
+    assert!(
+        matches!(&fresh[0], JobEvent::Result { value, .. } if value[0]["status"] == "ready"),
+        "{fresh:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let stale = list(&queen).await;
+    assert!(
+        matches!(&stale[0], JobEvent::Result { value, .. } if value[0]["status"] == "stale"),
+        "{stale:?}"
+    );
+    queen.stop().await;
+}
+
+#[tokio::test]
+async fn api_token_guards_every_route_but_health() {
+    let queen = start_with(|c| c.queen.api_token = Some("s3cret".into())).await;
+    let health = queen
+        .http
+        .get(format!("{}/health", queen.url))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(health.status(), 200);
+    for token in [None, Some("wrong"), Some("s3cre"), Some("s3cret2")] {
+        let mut request = queen.http.get(format!("{}/v1/jobs", queen.url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("get");
+        assert_eq!(response.status(), 401, "{token:?}");
+        let error: ErrorBody = response.json().await.expect("error body");
+        assert_eq!(error.error.code, ErrorCode::Unauthorized);
+    }
+    let ok = queen
+        .http
+        .get(format!("{}/v1/jobs", queen.url))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(ok.status(), 200);
+    queen.stop().await;
+}

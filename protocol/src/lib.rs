@@ -4,6 +4,7 @@
 //! Every type here serialises to JSON with `snake_case` names. Adding a field is
 //! backwards compatible when it has a default; renaming one is not.
 
+pub mod agent;
 pub mod capabilities;
 pub mod error;
 pub mod event;

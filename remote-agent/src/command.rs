@@ -1,0 +1,356 @@
+//! The agent's command line: the typed [`AgentCommand`] and the [`AgentContext`] it
+//! runs in, parsed from argv and rendered back to argv, so the queen and the agent
+//! agree on one format.
+//!
+//! Shape: `rbee-hive [--install-dir DIR] [--hive-id ID] <command> [command args]`.
+//! Global flags come before the command; the words after it belong to the command.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use rbee_protocol::{ErrorCode, ErrorDetail, validate};
+
+use crate::error::AgentError;
+
+/// The install directory when the queen passes none, as in the inventory's defaults.
+pub const DEFAULT_INSTALL_DIR: &str = "~/.rbee";
+
+/// What the agent can be asked to do. Each variant is one hive-side operation; adding
+/// one means a variant here, its words in [`AgentCommand::parse_words`] and
+/// [`AgentCommand::to_args`], and one handler in [`crate::execute`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentCommand {
+    /// The agent's version and the hive's OS and architecture.
+    Version,
+    /// The hive's devices, memory and free disk.
+    Detect,
+    /// Version, capabilities, install directory and the workers the agent knows.
+    Status,
+}
+
+impl AgentCommand {
+    /// The command's words as they follow the global flags, e.g. `["detect"]`.
+    pub fn to_args(&self) -> Vec<String> {
+        let word = match self {
+            AgentCommand::Version => "version",
+            AgentCommand::Detect => "detect",
+            AgentCommand::Status => "status",
+        };
+        vec![word.to_owned()]
+    }
+
+    fn parse_words(name: &str, rest: &[String]) -> Result<AgentCommand, UsageError> {
+        let command = match name {
+            "version" => AgentCommand::Version,
+            "detect" => AgentCommand::Detect,
+            "status" => AgentCommand::Status,
+            // Inference goes from the queen straight to a worker; a queen or script
+            // that sends it here has a bug worth naming precisely.
+            "infer" => return Err(UsageError::InferOnHive),
+            other => return Err(UsageError::UnknownCommand(other.to_owned())),
+        };
+        match rest.first() {
+            Some(extra) => Err(UsageError::UnexpectedArgument {
+                command: name.to_owned(),
+                argument: extra.clone(),
+            }),
+            None => Ok(command),
+        }
+    }
+}
+
+/// Where the agent runs: its install directory and the hive it speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentContext {
+    /// As given. A leading `~` is expanded by the agent on the hive, because the queen
+    /// escapes every remote argument, so no shell ever expands it.
+    pub install_dir: PathBuf,
+    /// The inventory alias; copied into the `hive` field of narrations and results.
+    pub hive_id: Option<String>,
+}
+
+impl Default for AgentContext {
+    fn default() -> Self {
+        AgentContext {
+            install_dir: PathBuf::from(DEFAULT_INSTALL_DIR),
+            hive_id: None,
+        }
+    }
+}
+
+impl AgentContext {
+    pub fn new(install_dir: impl Into<PathBuf>, hive_id: Option<String>) -> Self {
+        AgentContext {
+            install_dir: install_dir.into(),
+            hive_id,
+        }
+    }
+
+    /// The install directory with a leading `~` replaced by `$HOME`.
+    pub fn resolved_install_dir(&self) -> Result<PathBuf, AgentError> {
+        let Ok(rest) = self.install_dir.strip_prefix("~") else {
+            return Ok(self.install_dir.clone());
+        };
+        match std::env::var_os("HOME") {
+            Some(home) if !home.is_empty() => Ok(PathBuf::from(home).join(rest)),
+            _ => Err(AgentError::NoHome {
+                path: self.install_dir.clone(),
+            }),
+        }
+    }
+}
+
+/// One run of the agent: a command in its context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    pub context: AgentContext,
+    pub command: AgentCommand,
+}
+
+/// What a command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandLine {
+    Run(Invocation),
+    Help,
+}
+
+impl Invocation {
+    pub fn new(context: AgentContext, command: AgentCommand) -> Self {
+        Invocation { context, command }
+    }
+
+    /// The full argument list after the program name; the queen escapes each one for
+    /// the remote shell.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--install-dir".to_owned(),
+            self.context.install_dir.display().to_string(),
+        ];
+        if let Some(hive_id) = &self.context.hive_id {
+            args.push("--hive-id".to_owned());
+            args.push(hive_id.clone());
+        }
+        args.extend(self.command.to_args());
+        args
+    }
+}
+
+impl CommandLine {
+    /// Parses the arguments after the program name.
+    pub fn parse<I>(args: I) -> Result<CommandLine, UsageError>
+    where
+        I: IntoIterator<Item = OsString>,
+    {
+        let args = args
+            .into_iter()
+            .map(|arg| {
+                arg.into_string()
+                    .map_err(|raw| UsageError::NotUtf8(raw.to_string_lossy().into_owned()))
+            })
+            .collect::<Result<Vec<String>, UsageError>>()?;
+
+        let mut context = AgentContext::default();
+        let mut position = 0;
+        while let Some(arg) = args.get(position) {
+            if !arg.starts_with('-') {
+                break;
+            }
+            let (flag, inline_value) = match arg.split_once('=') {
+                Some((flag, value)) => (flag, Some(value.to_owned())),
+                None => (arg.as_str(), None),
+            };
+            if matches!(flag, "-h" | "--help") {
+                return Ok(CommandLine::Help);
+            }
+            if !matches!(flag, "--install-dir" | "--hive-id") {
+                return Err(UsageError::UnknownFlag(arg.clone()));
+            }
+            let value = match inline_value {
+                Some(value) => value,
+                None => {
+                    position += 1;
+                    args.get(position)
+                        .cloned()
+                        .ok_or_else(|| UsageError::MissingValue(flag.to_owned()))?
+                }
+            };
+            if flag == "--install-dir" {
+                if value.is_empty() {
+                    return Err(UsageError::MissingValue(flag.to_owned()));
+                }
+                context.install_dir = PathBuf::from(value);
+            } else {
+                if !validate::is_valid_name(&value) {
+                    return Err(UsageError::InvalidHiveId(value));
+                }
+                context.hive_id = Some(value);
+            }
+            position += 1;
+        }
+
+        let Some(name) = args.get(position) else {
+            return Err(UsageError::MissingCommand);
+        };
+        if name == "help" {
+            return Ok(CommandLine::Help);
+        }
+        let command = AgentCommand::parse_words(name, &args[position + 1..])?;
+        Ok(CommandLine::Run(Invocation { context, command }))
+    }
+}
+
+/// The usage text, printed on stderr for `help` and after a usage error.
+pub const USAGE: &str = "\
+usage: rbee-hive [--install-dir DIR] [--hive-id ID] <command>
+
+The hive agent. The queen runs it over SSH, one invocation per operation.
+Every stdout line is one JSON job event; stderr is log; the exit status is the outcome
+(0 ok, 1 failed, 2 usage, 3 cancelled). Closing stdin or SIGHUP cancels long work.
+
+commands:
+  version   the agent's version, OS and architecture
+  detect    devices (NVIDIA GPUs, CPU), memory and free disk under DIR/models
+  status    version, capabilities, install directory and known workers
+
+flags:
+  --install-dir DIR   where binaries, models and worker state live (default ~/.rbee)
+  --hive-id ID        the inventory alias reported in events
+";
+
+/// A command line the agent does not accept (exit status 2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsageError {
+    #[error("no command given")]
+    MissingCommand,
+    #[error("unknown command `{0}`")]
+    UnknownCommand(String),
+    #[error(
+        "`infer` is not a hive command: inference goes from the queen to a worker, never through the hive agent"
+    )]
+    InferOnHive,
+    #[error("unknown flag `{0}`")]
+    UnknownFlag(String),
+    #[error("flag `{0}` needs a value")]
+    MissingValue(String),
+    #[error("`{0}` is not a valid hive id (letters, digits, `-`, `_`, `.`)")]
+    InvalidHiveId(String),
+    #[error("`{command}` takes no argument `{argument}`")]
+    UnexpectedArgument { command: String, argument: String },
+    #[error("argument `{0}` is not valid UTF-8")]
+    NotUtf8(String),
+}
+
+impl UsageError {
+    pub fn to_detail(&self) -> ErrorDetail {
+        let hint = match self {
+            UsageError::InferOnHive => {
+                "send prompts with `rbee-keeper infer`; the queen routes them to a worker"
+            }
+            _ => {
+                "run `rbee-hive help` for the commands this agent knows; a queen newer than its agent reinstalls it with `rbee-keeper hive install`"
+            }
+        };
+        ErrorDetail::new(ErrorCode::BadRequest, self.to_string()).with_hint(hint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<CommandLine, UsageError> {
+        CommandLine::parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn every_command_round_trips_through_argv() {
+        let contexts = [
+            AgentContext::default(),
+            AgentContext::new("/srv/rbee dir", Some("gpu-a".to_owned())),
+        ];
+        for context in contexts {
+            for command in [
+                AgentCommand::Version,
+                AgentCommand::Detect,
+                AgentCommand::Status,
+            ] {
+                let invocation = Invocation::new(context.clone(), command);
+                let args: Vec<OsString> = invocation
+                    .to_args()
+                    .into_iter()
+                    .map(OsString::from)
+                    .collect();
+                assert_eq!(CommandLine::parse(args), Ok(CommandLine::Run(invocation)));
+            }
+        }
+    }
+
+    #[test]
+    fn global_flags_accept_inline_values() {
+        let parsed = parse(&["--install-dir=/opt/rbee", "--hive-id=h1", "status"]);
+        let expected = Invocation::new(
+            AgentContext::new("/opt/rbee", Some("h1".to_owned())),
+            AgentCommand::Status,
+        );
+        assert_eq!(parsed, Ok(CommandLine::Run(expected)));
+    }
+
+    #[test]
+    fn bad_command_lines_name_the_problem() {
+        let cases: &[(&[&str], UsageError)] = &[
+            (&[], UsageError::MissingCommand),
+            (&["infer"], UsageError::InferOnHive),
+            (&["fly"], UsageError::UnknownCommand("fly".to_owned())),
+            (
+                &["--verbose", "detect"],
+                UsageError::UnknownFlag("--verbose".to_owned()),
+            ),
+            (
+                &["--install-dir"],
+                UsageError::MissingValue("--install-dir".to_owned()),
+            ),
+            (
+                &["--hive-id", "a b", "detect"],
+                UsageError::InvalidHiveId("a b".to_owned()),
+            ),
+            (
+                &["detect", "--all"],
+                UsageError::UnexpectedArgument {
+                    command: "detect".to_owned(),
+                    argument: "--all".to_owned(),
+                },
+            ),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(parse(args).as_ref(), Err(expected), "args {args:?}");
+        }
+    }
+
+    #[test]
+    fn help_is_recognised_anywhere_before_the_command() {
+        for args in [
+            &["help"][..],
+            &["-h"],
+            &["--install-dir", "/x", "--help", "detect"],
+        ] {
+            assert_eq!(parse(args), Ok(CommandLine::Help), "args {args:?}");
+        }
+    }
+
+    #[test]
+    fn tilde_expands_to_home_only_at_the_start() {
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let context = AgentContext::new("~/.rbee", None);
+        if let Some(home) = home {
+            assert_eq!(
+                context.resolved_install_dir().ok(),
+                Some(home.join(".rbee"))
+            );
+        }
+        let absolute = AgentContext::new("/a/~/b", None);
+        assert_eq!(
+            absolute.resolved_install_dir().ok(),
+            Some(PathBuf::from("/a/~/b"))
+        );
+    }
+}

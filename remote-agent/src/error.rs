@@ -1,0 +1,97 @@
+//! Why an agent operation failed, and how that failure reads on the wire and in the
+//! exit status.
+
+use std::io;
+use std::path::PathBuf;
+
+use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent};
+
+use crate::command::UsageError;
+
+/// Exit status of an operation that failed (an `error` event was printed).
+pub const EXIT_FAILED: u8 = 1;
+/// Exit status of a command line the agent does not accept.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status of an operation cancelled by stdin EOF or SIGHUP (a `cancelled` event
+/// was printed).
+pub const EXIT_CANCELLED: u8 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+
+    #[error("cancelled")]
+    Cancelled,
+
+    #[error("cannot find the home directory to expand `~` in {path}")]
+    NoHome { path: PathBuf },
+
+    #[error("cannot read {path}")]
+    ReadSystemFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("cannot understand {path}: {reason}")]
+    BadSystemFile { path: PathBuf, reason: &'static str },
+
+    #[error("cannot measure free disk space under {path}")]
+    DiskSpace {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("cannot encode the result")]
+    Serialize(#[source] serde_json::Error),
+
+    #[error("cannot list worker state files in {path}")]
+    ListWorkers {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl AgentError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AgentError::Usage(_) => EXIT_USAGE,
+            AgentError::Cancelled => EXIT_CANCELLED,
+            _ => EXIT_FAILED,
+        }
+    }
+
+    /// The terminal event that reports this failure: `cancelled` for a cancellation,
+    /// an `error` with code, message (with its causes) and hint otherwise.
+    pub fn to_event(&self) -> JobEvent {
+        match self {
+            AgentError::Cancelled => JobEvent::Cancelled {
+                reason: "stdin closed or SIGHUP received".to_owned(),
+            },
+            AgentError::Usage(usage) => JobEvent::Error(usage.to_detail()),
+            AgentError::NoHome { .. } => JobEvent::Error(
+                ErrorDetail::new(ErrorCode::AgentFailed, self.to_string())
+                    .with_hint("set HOME for the SSH user or pass an absolute --install-dir"),
+            ),
+            other => JobEvent::Error(ErrorDetail::new(
+                ErrorCode::AgentFailed,
+                message_with_causes(other),
+            )),
+        }
+    }
+}
+
+/// `error: cause: cause`, so the operator sees the OS error behind a failed read.
+pub(crate) fn message_with_causes(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}

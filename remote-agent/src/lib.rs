@@ -1,0 +1,71 @@
+//! The hive agent: the small program the queen pushes to every hive and runs over an
+//! SSH exec channel, one invocation per operation. Also a library, so the queen's
+//! `local-hive` feature runs the same operations in-process.
+//!
+//! The contract, for both uses: a command reports through job events (narrations,
+//! then one `result`); failure is an [`AgentError`]; long work stops when its
+//! [`CancelFlag`] is set. The binary adds the process rules: one JSON event per stdout
+//! line, log on stderr, exit status as outcome, stdin EOF or SIGHUP cancels. The agent
+//! never serves HTTP and never sits on the inference path.
+
+pub mod cancel;
+pub mod cli;
+pub mod command;
+mod detect;
+pub mod error;
+pub mod events;
+mod report;
+mod status;
+
+use rbee_protocol::agent::AgentStatus;
+use rbee_protocol::{JobEvent, Level};
+
+pub use cancel::CancelFlag;
+pub use command::{AgentCommand, AgentContext, CommandLine, Invocation, UsageError};
+pub use error::AgentError;
+
+use report::Reporter;
+
+/// Runs one command, sending its narrations and its result to `out` as they happen.
+///
+/// Returns once the command has finished; the caller writes the terminal event
+/// ([`AgentError::to_event`] on failure). Blocking: async callers run it on a blocking
+/// thread.
+pub fn execute(
+    command: &AgentCommand,
+    ctx: &AgentContext,
+    out: &mut dyn FnMut(JobEvent),
+    cancel: &CancelFlag,
+) -> Result<(), AgentError> {
+    let mut report = Reporter::new(ctx.hive_id.clone(), out);
+    match command {
+        AgentCommand::Version => send(&mut report, &detect::agent_version()),
+        AgentCommand::Detect => {
+            let install_dir = ctx.resolved_install_dir()?;
+            report.narrate(Level::Info, "detect", "detecting devices, memory and disk");
+            let capabilities = detect::detect_capabilities(&install_dir, &mut report, cancel)?;
+            send(&mut report, &capabilities)
+        }
+        AgentCommand::Status => {
+            let install_dir = ctx.resolved_install_dir()?;
+            let capabilities = detect::detect_capabilities(&install_dir, &mut report, cancel)?;
+            let workers = status::known_workers(&install_dir.join("workers"))?;
+            report.narrate(
+                Level::Info,
+                "status",
+                format!("{} known worker(s)", workers.len()),
+            );
+            let status = AgentStatus {
+                version: detect::agent_version(),
+                install_dir: install_dir.display().to_string(),
+                capabilities,
+                workers,
+            };
+            send(&mut report, &status)
+        }
+    }
+}
+
+fn send(report: &mut Reporter<'_>, value: &impl serde::Serialize) -> Result<(), AgentError> {
+    report.result(value).map_err(AgentError::Serialize)
+}

@@ -83,7 +83,9 @@ ssh_port() {
 }
 
 require_host_index() {
-    [[ "$ARG" =~ ^[0-9]+$ ]] && ((ARG >= 1 && ARG <= MAX_HOSTS)) || die "host index must be 1..$MAX_HOSTS, got '$ARG'"
+    if ! [[ "$ARG" =~ ^[0-9]+$ ]] || ((ARG < 1 || ARG > MAX_HOSTS)); then
+        die "host index must be 1..$MAX_HOSTS, got '$ARG'"
+    fi
     [[ -f "$DIR/mode" ]] || die "no lab in $DIR (run: lab/lab.sh up N --dir $DIR)"
     [[ -d "$(host_dir "$ARG")" ]] || die "no host hive-$ARG in $DIR"
 }
@@ -278,6 +280,7 @@ start_host() {
     if [[ "$(mode)" == netns ]]; then
         setup_netns "$i"
         # Its own UTS namespace gives the host its own hostname, as a machine has.
+        # shellcheck disable=SC2016 # $1..$4 are the inner shell's arguments.
         ip netns exec "$(netns_name "$i")" unshare --uts -- \
             sh -c 'hostname "$1" && exec "$2" -f "$3" -E "$4"' sh \
             "hive-$i" "$SSHD" "$dir/sshd_config" "$dir/sshd.log" || failed_sshd "$i"
@@ -342,7 +345,9 @@ write_inventory() {
 
 cmd_up() {
     local n="$ARG" i failed=0
-    [[ "$n" =~ ^[0-9]+$ ]] && ((n >= 1 && n <= MAX_HOSTS)) || die "up needs a host count 1..$MAX_HOSTS, got '$n'"
+    if ! [[ "$n" =~ ^[0-9]+$ ]] || ((n < 1 || n > MAX_HOSTS)); then
+        die "up needs a host count 1..$MAX_HOSTS, got '$n'"
+    fi
     ensure_openssh
     mkdir -p "$DIR/hosts"
     if [[ ! -f "$DIR/mode" ]]; then
@@ -402,9 +407,18 @@ cmd_status() {
     done
 }
 
+# Takes the host's side of its veth pair down or up: the root side keeps its address
+# and route, so packets to the host are lost (connects time out, sessions hang)
+# rather than refused.
 set_link() {
     [[ "$(mode)" == netns ]] || die "$COMMAND needs netns mode (run as root)"
     ip -n "$(netns_name "$ARG")" link set eth0 "$1"
+    if [[ "$1" == up ]]; then
+        # Address resolution failed while the link was down; forget that at once
+        # instead of answering "no route to host" until the entry expires.
+        ip neigh flush dev "$(veth_name "$ARG")" 2>/dev/null || true
+        ip -n "$(netns_name "$ARG")" neigh flush dev eth0 2>/dev/null || true
+    fi
 }
 
 case "$COMMAND" in

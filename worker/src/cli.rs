@@ -1,0 +1,90 @@
+//! The worker's command line, turned into a [`WorkerConfig`].
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::WorkerConfig;
+use crate::device::DeviceSpec;
+
+/// The environment variable holding the worker token. A flag would show the secret
+/// to every user of the machine through the process list.
+pub const TOKEN_ENV: &str = "RBEE_WORKER_TOKEN";
+
+/// Serve one GGUF model over HTTP+SSE and report to the queen.
+#[derive(Debug, clap::Parser)]
+#[command(name = "llm-worker-rbee", version)]
+pub struct Args {
+    /// This worker's id in the queen's registry.
+    #[arg(long)]
+    pub worker_id: String,
+    /// The GGUF model file to load.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The port to listen on; 0 picks a free one (the bound URL is printed on stdout).
+    #[arg(long)]
+    pub port: u16,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// The queen's base URL, e.g. http://10.0.0.1:8500.
+    #[arg(long)]
+    pub queen_url: String,
+    /// The hive this worker runs on.
+    #[arg(long, default_value = "")]
+    pub hive_id: String,
+    /// cpu, cuda:N or metal.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// Seconds between heartbeats.
+    #[arg(long, default_value_t = 2.0)]
+    pub heartbeat_interval: f64,
+    /// Requests that may wait while one runs; more get 503.
+    #[arg(long, default_value_t = 8)]
+    pub queue_capacity: usize,
+    /// The URL the queen should use to reach this worker, when the bound address is
+    /// not it (e.g. when binding 0.0.0.0).
+    #[arg(long)]
+    pub advertise_url: Option<String>,
+    /// Seconds in-flight requests may keep running after SIGTERM before they are cancelled.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain_timeout: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArgsError {
+    #[error("--{name} must be a positive number of seconds, got {value}")]
+    BadSeconds { name: &'static str, value: f64 },
+    #[error("--queue-capacity must be at least 1")]
+    ZeroQueue,
+}
+
+fn seconds(name: &'static str, value: f64) -> Result<Duration, ArgsError> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or(ArgsError::BadSeconds { name, value })
+}
+
+impl Args {
+    /// Validates the arguments and reads the worker token from the environment.
+    pub fn into_config(self) -> Result<WorkerConfig, ArgsError> {
+        if self.queue_capacity == 0 {
+            return Err(ArgsError::ZeroQueue);
+        }
+        Ok(WorkerConfig {
+            heartbeat_interval: seconds("heartbeat-interval", self.heartbeat_interval)?,
+            drain_timeout: seconds("drain-timeout", self.drain_timeout)?,
+            worker_id: self.worker_id,
+            hive_id: self.hive_id,
+            model: self.model,
+            bind: self.bind,
+            port: self.port,
+            queen_url: self.queen_url,
+            device: self.device,
+            queue_capacity: self.queue_capacity,
+            advertise_url: self.advertise_url,
+            token: std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()),
+        })
+    }
+}

@@ -1,0 +1,326 @@
+//! Loads a quantized GGUF file into the candle model its `general.architecture` names.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::{DType, Device, Tensor};
+use candle_transformers::models::{
+    quantized_gemma3, quantized_llama, quantized_phi3, quantized_qwen2, quantized_qwen3,
+};
+
+/// The architectures, as `general.architecture` spells them, that this worker can run.
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
+    "llama", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "gemma3",
+];
+
+/// candle's quantized llama precomputes rotary tables for this many positions only, so
+/// a longer context advertised by the file cannot be used.
+const LLAMA_MAX_POSITIONS: usize = quantized_llama::MAX_SEQ_LEN;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot open model file {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a readable GGUF file: {source}")]
+    Corrupt {
+        path: PathBuf,
+        source: crate::gguf_header::HeaderError,
+    },
+    #[error("{path} is not a readable GGUF file: {source}")]
+    NotGguf {
+        path: PathBuf,
+        source: Box<candle_core::Error>,
+    },
+    #[error("{path} is truncated: its tensors need {needed} bytes but the file has only {actual}")]
+    Truncated {
+        path: PathBuf,
+        needed: u64,
+        actual: u64,
+    },
+    #[error("{path} has no `general.architecture` metadata, so its model type is unknown")]
+    MissingArchitecture { path: PathBuf },
+    #[error(
+        "{path} holds a `{architecture}` model, which this worker cannot run (supported: {})",
+        SUPPORTED_ARCHITECTURES.join(", ")
+    )]
+    UnsupportedArchitecture { path: PathBuf, architecture: String },
+    #[error("cannot build the {architecture} model from {path}: {source}")]
+    Weights {
+        path: PathBuf,
+        architecture: String,
+        source: Box<candle_core::Error>,
+    },
+}
+
+/// What the worker reports about its model in `/ready` and its heartbeats.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelInfo {
+    /// The file name without directories, as the queen matches models by it.
+    pub name: String,
+    pub path: PathBuf,
+    pub architecture: String,
+    /// Prompt plus generated tokens may not exceed this.
+    pub context_length: usize,
+    pub file_bytes: u64,
+    #[serde(serialize_with = "serialize_millis")]
+    pub load_time: Duration,
+}
+
+fn serialize_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1000.0)
+}
+
+enum Weights {
+    Llama(quantized_llama::ModelWeights),
+    Qwen2(quantized_qwen2::ModelWeights),
+    Qwen3(quantized_qwen3::ModelWeights),
+    Phi3(quantized_phi3::ModelWeights),
+    Gemma(quantized_gemma3::ModelWeights),
+}
+
+/// A loaded model with its KV cache. Not shareable: one generation runs at a time.
+pub struct Model {
+    weights: Weights,
+    device: Device,
+    pub info: ModelInfo,
+}
+
+/// A loaded model and the GGUF metadata the tokenizer and chat template are built from.
+pub struct LoadedGguf {
+    pub model: Model,
+    pub metadata: HashMap<String, Value>,
+}
+
+impl Model {
+    /// Runs `tokens` at positions `position..` and returns the logits of the last one.
+    /// Position 0 starts a new sequence: every architecture drops its KV cache there.
+    pub fn forward(&mut self, tokens: &[u32], position: usize) -> candle_core::Result<Vec<f32>> {
+        let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let logits = match &mut self.weights {
+            Weights::Llama(m) => m.forward(&input, position)?,
+            Weights::Qwen2(m) => m.forward(&input, position)?,
+            Weights::Qwen3(m) => {
+                if position == 0 {
+                    m.clear_kv_cache();
+                }
+                m.forward(&input, position)?
+            }
+            Weights::Phi3(m) => m.forward(&input, position)?,
+            Weights::Gemma(m) => m.forward(&input, position)?,
+        };
+        logits.flatten_all()?.to_dtype(DType::F32)?.to_vec1()
+    }
+}
+
+/// Reads `path`, checks it is a complete GGUF file of a supported architecture, and
+/// builds its weights on `device`.
+pub fn load(path: &Path, device: &Device) -> Result<LoadedGguf, LoadError> {
+    let started = Instant::now();
+    let open_error = |source| LoadError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(open_error)?;
+    let file_bytes = file.metadata().map_err(open_error)?.len();
+    let mut reader = BufReader::new(file);
+    crate::gguf_header::check(&mut reader, file_bytes).map_err(|source| LoadError::Corrupt {
+        path: path.to_owned(),
+        source,
+    })?;
+    let content = gguf_file::Content::read(&mut reader).map_err(|source| LoadError::NotGguf {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })?;
+
+    // candle reads tensors lazily and would fail deep inside a model constructor with a
+    // bare I/O error; checking the extent up front names the real problem.
+    let needed = content
+        .tensor_data_offset
+        .saturating_add(tensor_data_len(&content));
+    if needed > file_bytes {
+        return Err(LoadError::Truncated {
+            path: path.to_owned(),
+            needed,
+            actual: file_bytes,
+        });
+    }
+
+    let architecture = content
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .ok_or_else(|| LoadError::MissingArchitecture {
+            path: path.to_owned(),
+        })?;
+    let context_key = format!("{architecture}.context_length");
+    let file_context = content
+        .metadata
+        .get(&context_key)
+        .and_then(|v| v.to_u32().ok())
+        .map_or(2048, |n| n as usize);
+    let metadata = content.metadata.clone();
+
+    let weights_error = |source| LoadError::Weights {
+        path: path.to_owned(),
+        architecture: architecture.clone(),
+        source: Box::new(source),
+    };
+    let (weights, context_length) = match architecture.as_str() {
+        "llama" => (
+            Weights::Llama(
+                quantized_llama::ModelWeights::from_gguf(content, &mut reader, device)
+                    .map_err(weights_error)?,
+            ),
+            file_context.min(LLAMA_MAX_POSITIONS),
+        ),
+        "qwen2" => (
+            Weights::Qwen2(
+                quantized_qwen2::ModelWeights::from_gguf(content, &mut reader, device)
+                    .map_err(weights_error)?,
+            ),
+            file_context,
+        ),
+        "qwen3" => (
+            Weights::Qwen3(
+                quantized_qwen3::ModelWeights::from_gguf(content, &mut reader, device)
+                    .map_err(weights_error)?,
+            ),
+            file_context,
+        ),
+        "phi3" => (
+            Weights::Phi3(
+                quantized_phi3::ModelWeights::from_gguf(false, content, &mut reader, device)
+                    .map_err(weights_error)?,
+            ),
+            file_context,
+        ),
+        "gemma" | "gemma2" | "gemma3" => (
+            Weights::Gemma(
+                quantized_gemma3::ModelWeights::from_gguf(content, &mut reader, device)
+                    .map_err(weights_error)?,
+            ),
+            file_context,
+        ),
+        _ => {
+            return Err(LoadError::UnsupportedArchitecture {
+                path: path.to_owned(),
+                architecture,
+            });
+        }
+    };
+
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let info = ModelInfo {
+        name,
+        path: path.to_owned(),
+        architecture,
+        context_length,
+        file_bytes,
+        load_time: started.elapsed(),
+    };
+    Ok(LoadedGguf {
+        model: Model {
+            weights,
+            device: device.clone(),
+            info,
+        },
+        metadata,
+    })
+}
+
+/// The number of bytes from the start of the tensor data to the end of its last tensor.
+fn tensor_data_len(content: &gguf_file::Content) -> u64 {
+    content
+        .tensor_infos
+        .values()
+        .map(|info| {
+            let blocks = (info.shape.elem_count() / info.ggml_dtype.block_size()) as u64;
+            // The header check bounds element counts, but offsets are unchecked input.
+            info.offset
+                .saturating_add(blocks.saturating_mul(info.ggml_dtype.type_size() as u64))
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QTensor};
+
+    /// Writes a GGUF file with one small tensor and the given architecture.
+    fn write_gguf(dir: &Path, architecture: &str) -> PathBuf {
+        let path = dir.join(format!("{architecture}.gguf"));
+        let mut file = File::create(&path).expect("create test gguf");
+        let tensor = Tensor::zeros((4, 32), DType::F32, &Device::Cpu).expect("tensor");
+        let qtensor = QTensor::quantize(&tensor, GgmlDType::Q8_0).expect("quantize");
+        let arch = Value::String(architecture.to_owned());
+        gguf_file::write(
+            &mut file,
+            &[("general.architecture", &arch)],
+            &[("token_embd.weight", &qtensor)],
+        )
+        .expect("write gguf");
+        path
+    }
+
+    #[test]
+    fn unsupported_architecture_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write_gguf(dir.path(), "mamba");
+        let err = load(&path, &Device::Cpu).err().expect("must fail");
+        assert!(
+            matches!(err, LoadError::UnsupportedArchitecture { .. }),
+            "{err}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains("mamba") && message.contains("mamba.gguf"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn truncated_file_is_reported_with_sizes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write_gguf(dir.path(), "llama");
+        let len = std::fs::metadata(&path).expect("stat").len();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        // The one tensor holds 136 bytes; cutting 100 leaves the header whole.
+        file.set_len(len - 100).expect("truncate");
+        let err = load(&path, &Device::Cpu).err().expect("must fail");
+        assert!(matches!(err, LoadError::Truncated { .. }), "{err}");
+        assert!(err.to_string().contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn garbage_is_not_gguf() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("garbage.gguf");
+        std::fs::write(&path, b"this is not a model at all").expect("write");
+        let err = load(&path, &Device::Cpu).err().expect("must fail");
+        assert!(matches!(err, LoadError::Corrupt { .. }), "{err}");
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let err = load(Path::new("/nonexistent/model.gguf"), &Device::Cpu)
+            .err()
+            .expect("must fail");
+        assert!(err.to_string().contains("/nonexistent/model.gguf"), "{err}");
+    }
+}

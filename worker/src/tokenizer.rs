@@ -1,0 +1,422 @@
+//! Builds the model's tokenizer from its GGUF metadata (`tokenizer.ggml.*`) and knows
+//! each token's bytes for incremental detokenisation.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::Value;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    #[error("the GGUF metadata lacks `{0}`")]
+    MissingKey(&'static str),
+    #[error("the GGUF metadata key `{key}` has the wrong type: {source}")]
+    BadValue {
+        key: &'static str,
+        source: Box<candle_core::Error>,
+    },
+    #[error("tokenizer model `{0}` is not supported (supported: gpt2, llama)")]
+    UnsupportedModel(String),
+    #[error(
+        "pre-tokenizer `{0}` is not supported (supported: default, gpt-2, smollm, starcoder, llama3, llama-bpe, qwen2)"
+    )]
+    UnsupportedPreTokenizer(String),
+    #[error("cannot build the tokenizer: {0}")]
+    Build(tokenizers::Error),
+    #[error("cannot read {path}: {source}")]
+    TokenizerJson {
+        path: std::path::PathBuf,
+        source: tokenizers::Error,
+    },
+    #[error("cannot tokenize the input: {0}")]
+    Encode(tokenizers::Error),
+}
+
+/// GGUF token types, as llama.cpp writes them.
+const TOKEN_TYPE_CONTROL: i32 = 3;
+const TOKEN_TYPE_USER_DEFINED: i32 = 4;
+const TOKEN_TYPE_BYTE: i32 = 6;
+
+/// GPT-2's split: contractions, letter runs, number runs, punctuation runs, whitespace.
+const GPT2_SPLIT: &str =
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+/// Llama 3's split: case-insensitive contractions and numbers in groups of up to three.
+const LLAMA3_SPLIT: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen2's split: like Llama 3's but every digit on its own.
+const QWEN2_SPLIT: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The regexes llama.cpp applies, in order, for each `tokenizer.ggml.pre` value.
+fn pre_tokenizer_splits(pre: &str) -> Option<&'static [&'static str]> {
+    Some(match pre {
+        "default" | "gpt-2" | "gpt2" => &[GPT2_SPLIT],
+        // These split every digit first, then apply GPT-2's regex.
+        "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" => &[r"\p{N}", GPT2_SPLIT],
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" => &[LLAMA3_SPLIT],
+        "qwen2" | "deepseek-r1-qwen" => &[QWEN2_SPLIT],
+        _ => return None,
+    })
+}
+
+/// The tokenizer of one model, plus what generation needs to know about its tokens.
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    /// The bytes each token contributes to the output; empty for control tokens, which
+    /// are never shown to users.
+    token_bytes: Vec<Vec<u8>>,
+    tokens: Vec<String>,
+    pub bos_id: Option<u32>,
+    pub eos_id: Option<u32>,
+    add_bos: bool,
+    /// Every id that ends a generation: the file's EOS, EOT and end-of-turn tokens.
+    pub end_of_generation: Vec<u32>,
+}
+
+impl TextTokenizer {
+    /// Builds the tokenizer from GGUF metadata, preferring a `tokenizer.json` beside
+    /// the model for encoding when one exists.
+    pub fn from_gguf(
+        metadata: &HashMap<String, Value>,
+        model_path: &Path,
+    ) -> Result<Self, TokenizerError> {
+        let tokens: Vec<String> = string_array(metadata, "tokenizer.ggml.tokens")?;
+        let token_types: Vec<i32> = match metadata.get("tokenizer.ggml.token_type") {
+            Some(v) => v
+                .to_vec()
+                .map_err(|source| TokenizerError::BadValue {
+                    key: "tokenizer.ggml.token_type",
+                    source: Box::new(source),
+                })?
+                .iter()
+                .map(|t| t.to_i32().unwrap_or(1))
+                .collect(),
+            None => vec![1; tokens.len()],
+        };
+        let kind = metadata
+            .get("tokenizer.ggml.model")
+            .and_then(|v| v.to_string().ok())
+            .map_or("gpt2", String::as_str);
+        let token_type = |id: usize| token_types.get(id).copied().unwrap_or(1);
+
+        let (inner, token_bytes, add_bos_default) = match kind {
+            "gpt2" => {
+                let pre = metadata
+                    .get("tokenizer.ggml.pre")
+                    .and_then(|v| v.to_string().ok())
+                    .map_or("default", String::as_str);
+                let splits = pre_tokenizer_splits(pre)
+                    .ok_or_else(|| TokenizerError::UnsupportedPreTokenizer(pre.to_owned()))?;
+                let merges = string_array(metadata, "tokenizer.ggml.merges")?;
+                let inner = byte_level_bpe(&tokens, &merges, splits)?;
+                let decode = byte_level_decoder();
+                let bytes = tokens
+                    .iter()
+                    .enumerate()
+                    .map(|(id, text)| match token_type(id) {
+                        TOKEN_TYPE_CONTROL => Vec::new(),
+                        TOKEN_TYPE_USER_DEFINED => text.as_bytes().to_vec(),
+                        _ => text
+                            .chars()
+                            .map(|c| decode.get(&c).copied().unwrap_or(b'?'))
+                            .collect(),
+                    })
+                    .collect();
+                (inner, bytes, false)
+            }
+            "llama" => {
+                let scores: Vec<f32> = match metadata.get("tokenizer.ggml.scores") {
+                    Some(v) => v
+                        .to_vec()
+                        .map_err(|source| TokenizerError::BadValue {
+                            key: "tokenizer.ggml.scores",
+                            source: Box::new(source),
+                        })?
+                        .iter()
+                        .map(|s| s.to_f32().unwrap_or(0.0))
+                        .collect(),
+                    None => vec![0.0; tokens.len()],
+                };
+                let add_space_prefix = metadata
+                    .get("tokenizer.ggml.add_space_prefix")
+                    .and_then(|v| v.to_bool().ok())
+                    .unwrap_or(true);
+                let inner = sentencepiece_bpe(&tokens, &scores, add_space_prefix)?;
+                let bytes = tokens
+                    .iter()
+                    .enumerate()
+                    .map(|(id, text)| match token_type(id) {
+                        TOKEN_TYPE_CONTROL => Vec::new(),
+                        TOKEN_TYPE_BYTE => {
+                            parse_byte_token(text).map_or_else(Vec::new, |b| vec![b])
+                        }
+                        _ => text.replace('\u{2581}', " ").into_bytes(),
+                    })
+                    .collect();
+                (inner, bytes, true)
+            }
+            other => return Err(TokenizerError::UnsupportedModel(other.to_owned())),
+        };
+
+        let mut inner = inner;
+        let specials: Vec<AddedToken> = tokens
+            .iter()
+            .enumerate()
+            .filter(|(id, _)| {
+                matches!(
+                    token_type(*id),
+                    TOKEN_TYPE_CONTROL | TOKEN_TYPE_USER_DEFINED
+                )
+            })
+            .map(|(_, text)| AddedToken::from(text.clone(), true).normalized(false))
+            .collect();
+        inner.add_special_tokens(&specials);
+
+        if let Some(json) = model_path.parent().map(|dir| dir.join("tokenizer.json"))
+            && json.is_file()
+        {
+            inner =
+                Tokenizer::from_file(&json).map_err(|source| TokenizerError::TokenizerJson {
+                    path: json.clone(),
+                    source,
+                })?;
+        }
+
+        let id_of = |key: &str| metadata.get(key).and_then(|v| v.to_u32().ok());
+        let bos_id = id_of("tokenizer.ggml.bos_token_id");
+        let eos_id = id_of("tokenizer.ggml.eos_token_id");
+        let add_bos = metadata
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(add_bos_default);
+        let mut end_of_generation: Vec<u32> = [
+            eos_id,
+            id_of("tokenizer.ggml.eot_token_id"),
+            id_of("tokenizer.ggml.eom_token_id"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        // Chat models end a turn with one of these control tokens even when the file
+        // names another EOS; llama.cpp treats them as end-of-generation too.
+        const END_OF_TURN: &[&str] = &[
+            "<|im_end|>",
+            "<|eot_id|>",
+            "<|end|>",
+            "<end_of_turn>",
+            "<|endoftext|>",
+            "<|end_of_text|>",
+        ];
+        for (id, text) in tokens.iter().enumerate() {
+            if token_type(id) == TOKEN_TYPE_CONTROL && END_OF_TURN.contains(&text.as_str()) {
+                end_of_generation.push(id as u32);
+            }
+        }
+        end_of_generation.sort_unstable();
+        end_of_generation.dedup();
+
+        Ok(TextTokenizer {
+            inner,
+            token_bytes,
+            tokens,
+            bos_id,
+            eos_id,
+            add_bos,
+            end_of_generation,
+        })
+    }
+
+    /// Tokenizes `text`, matching special tokens such as `<|im_start|>` as single ids
+    /// (as llama.cpp does with `parse_special`), without adding BOS.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        let encoding = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(TokenizerError::Encode)?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Tokenizes a whole prompt, adding BOS where the model wants it and the text does
+    /// not already start with it (chat templates often write it themselves).
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        let mut ids = self.encode(text)?;
+        if let (true, Some(bos)) = (self.add_bos, self.bos_id)
+            && ids.first() != Some(&bos)
+        {
+            ids.insert(0, bos);
+        }
+        Ok(ids)
+    }
+
+    /// The bytes `id` adds to the output text; empty for control and unknown ids.
+    pub fn token_bytes(&self, id: u32) -> &[u8] {
+        self.token_bytes.get(id as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// The token's text as the vocabulary spells it, e.g. `<|im_end|>`.
+    pub fn token_text(&self, id: u32) -> Option<&str> {
+        self.tokens.get(id as usize).map(String::as_str)
+    }
+
+    pub fn is_end_of_generation(&self, id: u32) -> bool {
+        self.end_of_generation.binary_search(&id).is_ok()
+    }
+}
+
+fn string_array(
+    metadata: &HashMap<String, Value>,
+    key: &'static str,
+) -> Result<Vec<String>, TokenizerError> {
+    let values = metadata
+        .get(key)
+        .ok_or(TokenizerError::MissingKey(key))?
+        .to_vec()
+        .map_err(|source| TokenizerError::BadValue {
+            key,
+            source: Box::new(source),
+        })?;
+    values
+        .iter()
+        .map(|v| {
+            v.to_string()
+                .cloned()
+                .map_err(|source| TokenizerError::BadValue {
+                    key,
+                    source: Box::new(source),
+                })
+        })
+        .collect()
+}
+
+fn byte_level_bpe(
+    tokens: &[String],
+    merges: &[String],
+    splits: &[&str],
+) -> Result<Tokenizer, TokenizerError> {
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(id, t)| (t.clone(), id as u32))
+        .collect();
+    // Byte-level tokens never contain a plain space (it is spelled `Ġ`), so the first
+    // space separates the two halves of a merge.
+    let merges: Vec<(String, String)> = merges
+        .iter()
+        .filter_map(|m| m.split_once(' '))
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .collect();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(TokenizerError::Build)?;
+    let mut pre: Vec<PreTokenizerWrapper> = Vec::new();
+    for regex in splits {
+        let split = Split::new(
+            SplitPattern::Regex((*regex).to_owned()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(TokenizerError::Build)?;
+        pre.push(split.into());
+    }
+    pre.push(ByteLevel::new(false, false, false).into());
+    let mut tokenizer = Tokenizer::new(bpe);
+    tokenizer.with_pre_tokenizer(Some(Sequence::new(pre)));
+    Ok(tokenizer)
+}
+
+/// SentencePiece BPE as llama.cpp runs it: merge the adjacent pair whose result is the
+/// highest-scoring vocabulary entry. The same merges, ranked by score, drive HF's BPE.
+fn sentencepiece_bpe(
+    tokens: &[String],
+    scores: &[f32],
+    add_space_prefix: bool,
+) -> Result<Tokenizer, TokenizerError> {
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(id, t)| (t.clone(), id as u32))
+        .collect();
+    let mut ranked: Vec<(f32, u32, String, String)> = Vec::new();
+    for (id, token) in tokens.iter().enumerate() {
+        for (split, _) in token.char_indices().skip(1) {
+            let (left, right) = token.split_at(split);
+            if vocab.contains_key(left) && vocab.contains_key(right) {
+                let score = scores.get(id).copied().unwrap_or(0.0);
+                ranked.push((score, id as u32, left.to_owned(), right.to_owned()));
+            }
+        }
+    }
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let merges = ranked.into_iter().map(|(_, _, l, r)| (l, r)).collect();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .byte_fallback(true)
+        .build()
+        .map_err(TokenizerError::Build)?;
+    let prepend = if add_space_prefix {
+        PrependScheme::First
+    } else {
+        PrependScheme::Never
+    };
+    let mut tokenizer = Tokenizer::new(bpe);
+    tokenizer.with_pre_tokenizer(Some(Metaspace::new('\u{2581}', prepend, false)));
+    Ok(tokenizer)
+}
+
+/// GPT-2 maps every byte to a printable character; this is the inverse map.
+fn byte_level_decoder() -> HashMap<char, u8> {
+    let mut map = HashMap::with_capacity(256);
+    let mut next_unprintable = 0u32;
+    for byte in 0..=255u8 {
+        let printable = matches!(byte, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+        let c = if printable {
+            char::from(byte)
+        } else {
+            let c = char::from_u32(256 + next_unprintable).unwrap_or('\u{FFFD}');
+            next_unprintable += 1;
+            c
+        };
+        map.insert(c, byte);
+    }
+    map
+}
+
+/// Parses SentencePiece byte tokens such as `<0x0A>`.
+fn parse_byte_token(text: &str) -> Option<u8> {
+    let hex = text.strip_prefix("<0x")?.strip_suffix('>')?;
+    u8::from_str_radix(hex, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_level_decoder_covers_every_byte_once() {
+        let map = byte_level_decoder();
+        assert_eq!(map.len(), 256);
+        assert_eq!(map[&'Ġ'], b' ');
+        assert_eq!(map[&'Ċ'], b'\n');
+        assert_eq!(map[&'ĉ'], b'\t');
+        assert_eq!(map[&'a'], b'a');
+    }
+
+    #[test]
+    fn byte_tokens_parse() {
+        assert_eq!(parse_byte_token("<0x0A>"), Some(b'\n'));
+        assert_eq!(parse_byte_token("<0xFF>"), Some(0xFF));
+        assert_eq!(parse_byte_token("hello"), None);
+    }
+
+    #[test]
+    fn unknown_pre_tokenizers_are_refused() {
+        assert!(pre_tokenizer_splits("smollm").is_some());
+        assert!(pre_tokenizer_splits("something-new").is_none());
+    }
+}

@@ -1,0 +1,252 @@
+//! The worker binary over HTTP: answers, limits, cancellation, auth, heartbeats.
+
+use std::time::Duration;
+
+use rbee_protocol::{ErrorBody, ErrorCode, InferenceEvent, StopReason, WorkerState};
+use serde_json::json;
+
+use crate::support::{EventStream, NO_QUEEN, Queen, Worker, text_of};
+
+fn end_of(events: &[InferenceEvent]) -> (StopReason, u32) {
+    match events.last() {
+        Some(InferenceEvent::End {
+            stop_reason,
+            tokens,
+            ..
+        }) => (*stop_reason, *tokens),
+        other => panic!("stream did not end with `end`: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn greedy_chat_answers_paris_deterministically() {
+    let worker = Worker::start(NO_QUEEN, None, &[]);
+    let ready = worker.ready().await;
+    assert_eq!(ready["model"]["architecture"], "llama");
+    let body = json!({
+        "messages": [{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+        "temperature": 0.0,
+        "max_tokens": 16,
+    });
+    let events = worker.infer(body.clone()).await;
+    assert!(
+        matches!(events.first(), Some(InferenceEvent::Started { prompt_tokens, .. }) if *prompt_tokens > 10)
+    );
+    let answer = text_of(&events);
+    assert!(answer.contains("Paris"), "answer: {answer:?}");
+    assert_eq!(
+        end_of(&events).0,
+        StopReason::Eos,
+        "a one-word answer ends the turn"
+    );
+    let again = worker.infer(body).await;
+    assert_eq!(text_of(&again), answer, "temperature 0 is deterministic");
+}
+
+#[tokio::test]
+async fn max_tokens_and_stop_sequences_are_honoured() {
+    let worker = Worker::start(NO_QUEEN, None, &[]);
+    worker.ready().await;
+    let prompt = "The three most popular programming languages are";
+    let events = worker
+        .infer(json!({ "prompt": prompt, "temperature": 0, "max_tokens": 12 }))
+        .await;
+    assert_eq!(end_of(&events), (StopReason::Length, 12));
+    let full = text_of(&events);
+
+    // Stop on a piece of the greedy text: the output must end right before it.
+    let words: Vec<&str> = full.split_whitespace().collect();
+    assert!(words.len() > 4, "greedy text too short: {full:?}");
+    let stop = words[3];
+    let cut = full.find(stop).expect("the word is in the text");
+    let events = worker
+        .infer(json!({ "prompt": prompt, "temperature": 0, "max_tokens": 12, "stop": [stop] }))
+        .await;
+    assert_eq!(end_of(&events).0, StopReason::Stop);
+    assert_eq!(text_of(&events), full[..cut]);
+}
+
+#[tokio::test]
+async fn bad_requests_get_an_error_body() {
+    let worker = Worker::start(NO_QUEEN, None, &[]);
+    worker.ready().await;
+    for (body, code) in [
+        ("{not json", ErrorCode::InvalidJson),
+        (r#"{"prompt":"x","messages":[]}"#, ErrorCode::BadRequest),
+        (r#"{"prompt":"x","temperature":-1}"#, ErrorCode::BadRequest),
+        (r#"{"prompt":"x","max_tokens":0}"#, ErrorCode::BadRequest),
+    ] {
+        let response = worker
+            .request(reqwest::Method::POST, "/v1/inference")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 400, "{body}");
+        let error: ErrorBody = response.json().await.expect("error body");
+        assert_eq!(error.error.code, code, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_disconnect_cancels_generation() {
+    let worker = Worker::start(NO_QUEEN, None, &[]);
+    worker.ready().await;
+    let response = worker
+        .request(reqwest::Method::POST, "/v1/inference")
+        .json(&json!({ "prompt": "Write a very long story.", "max_tokens": 3000, "seed": 1, "temperature": 1.0, "min_p": 0 }))
+        .send()
+        .await
+        .expect("request");
+    let mut stream = EventStream::new(response);
+    let mut tokens = 0;
+    while tokens < 3 {
+        if let Some(InferenceEvent::Token { .. }) = stream.next().await {
+            tokens += 1;
+        }
+    }
+    drop(stream);
+
+    // Once the worker notices, its token count stops growing and it is idle again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = worker.ready().await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let after = worker.ready().await;
+    assert_eq!(before["tokens_generated"], after["tokens_generated"]);
+    assert_eq!(after["state"], "ready");
+    assert!(after["tokens_generated"].as_u64().expect("count") < 3000);
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_503_with_retry_after() {
+    let worker = Worker::start(NO_QUEEN, None, &["--queue-capacity", "1"]);
+    worker.ready().await;
+    let long = json!({ "prompt": "Tell me everything about the sea.", "max_tokens": 3000, "temperature": 1.0, "seed": 2, "min_p": 0 });
+    let running = worker
+        .request(reqwest::Method::POST, "/v1/inference")
+        .json(&long)
+        .send()
+        .await
+        .expect("first request");
+    let mut running = EventStream::new(running);
+    assert!(matches!(
+        running.next().await,
+        Some(InferenceEvent::Started { .. })
+    ));
+    let queued = worker
+        .request(reqwest::Method::POST, "/v1/inference")
+        .json(&long)
+        .send()
+        .await
+        .expect("second request");
+    assert_eq!(queued.status(), 200);
+    let refused = worker
+        .request(reqwest::Method::POST, "/v1/inference")
+        .json(&long)
+        .send()
+        .await
+        .expect("third request");
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let error: ErrorBody = refused.json().await.expect("error body");
+    assert_eq!(error.error.code, ErrorCode::QueueFull);
+}
+
+#[tokio::test]
+async fn the_worker_token_guards_every_route_but_health() {
+    let worker = Worker::start(NO_QUEEN, Some("s3cret-token"), &[]);
+    worker.ready().await;
+    let client = reqwest::Client::new();
+    let url = |route: &str| format!("{}{route}", worker.url);
+
+    let health = client.get(url("/health")).send().await.expect("health");
+    assert_eq!(health.status(), 200);
+    for route in ["/ready", "/v1/inference"] {
+        let method = if route == "/ready" {
+            reqwest::Method::GET
+        } else {
+            reqwest::Method::POST
+        };
+        let anonymous = client
+            .request(method.clone(), url(route))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(anonymous.status(), 401, "{route} without a token");
+        let wrong = client
+            .request(method, url(route))
+            .bearer_auth("s3cret-tokem")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(wrong.status(), 401, "{route} with a wrong token");
+        let error: ErrorBody = wrong.json().await.expect("error body");
+        assert_eq!(error.error.code, ErrorCode::Unauthorized);
+    }
+    let events = worker
+        .infer(json!({ "prompt": "Hello", "max_tokens": 2, "temperature": 0 }))
+        .await;
+    assert_eq!(end_of(&events).0, StopReason::Length);
+}
+
+// Multi-threaded so the stand-in queen keeps answering while the test waits for the
+// worker to exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_follow_the_worker_until_sigterm() {
+    let queen = Queen::start().await;
+    let mut worker = Worker::start(&queen.url, None, &["--heartbeat-interval", "0.2"]);
+    worker.ready().await;
+    worker
+        .infer(json!({ "prompt": "Hi", "max_tokens": 3, "temperature": 0 }))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = worker.terminate();
+    assert!(status.success(), "SIGTERM exits 0, got {status}");
+
+    let beats = queen.beats();
+    let states: Vec<WorkerState> = beats.iter().map(|b| b.state).collect();
+    assert_eq!(states.first(), Some(&WorkerState::Loading), "{states:?}");
+    assert_eq!(states.last(), Some(&WorkerState::Stopping), "{states:?}");
+    assert!(states.contains(&WorkerState::Ready), "{states:?}");
+    let last = beats.last().expect("a beat");
+    assert_eq!(last.worker_id, "w-test");
+    assert_eq!(last.hive_id, "localhost");
+    assert_eq!(last.model, "SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert_eq!(last.url, worker.url);
+    assert_eq!(last.tokens_generated, 3);
+    assert!(last.memory_bytes > 50_000_000, "the model is resident");
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_request_finish() {
+    let mut worker = Worker::start(NO_QUEEN, None, &["--drain-timeout", "120"]);
+    worker.ready().await;
+    let response = worker
+        .request(reqwest::Method::POST, "/v1/inference")
+        .json(&json!({ "prompt": "Count from one to fifty:", "max_tokens": 20, "temperature": 0 }))
+        .send()
+        .await
+        .expect("request");
+    let mut stream = EventStream::new(response);
+    assert!(matches!(
+        stream.next().await,
+        Some(InferenceEvent::Started { .. })
+    ));
+    worker.sigterm();
+    let mut last = None;
+    while let Some(event) = stream.next().await {
+        last = Some(event);
+    }
+    assert!(
+        matches!(
+            last,
+            Some(InferenceEvent::End {
+                stop_reason: StopReason::Length | StopReason::Eos,
+                ..
+            })
+        ),
+        "the request ran to its end, not cancelled: {last:?}"
+    );
+    assert!(worker.wait_exit().success());
+}

@@ -1,0 +1,8 @@
+//! The worker's integration tests: the real binary, the real model, real HTTP.
+//!
+//! The test model comes from `scripts/fetch-test-model.sh` (or `RBEE_TEST_MODEL`).
+
+mod http;
+mod load_errors;
+mod support;
+mod tokenizer_ids;

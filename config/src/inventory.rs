@@ -27,7 +27,7 @@ struct InventoryFile {
 #[serde(deny_unknown_fields, default)]
 struct Defaults {
     ssh_user: Option<String>,
-    ssh_port: u16,
+    ssh_port: Option<u16>,
     identity_file: Option<String>,
     install_dir: String,
     /// rbee's own known-hosts file; the user's `~/.ssh/known_hosts` when unset.
@@ -39,7 +39,7 @@ impl Default for Defaults {
     fn default() -> Self {
         Defaults {
             ssh_user: None,
-            ssh_port: 22,
+            ssh_port: None,
             identity_file: None,
             install_dir: "~/.rbee".to_owned(),
             known_hosts: None,
@@ -82,7 +82,8 @@ pub struct Hive {
     pub host: String,
     /// `None` means: whatever `~/.ssh/config` or the local user name says.
     pub ssh_user: Option<String>,
-    pub ssh_port: u16,
+    /// `None` means: whatever `~/.ssh/config` says, else 22.
+    pub ssh_port: Option<u16>,
     pub identity_file: Option<PathBuf>,
     /// On the hive; a leading `~/` is the remote user's home.
     pub install_dir: String,
@@ -237,8 +238,8 @@ impl Inventory {
                 }
             }
             vars.extend(entry.vars.clone());
-            let port = entry.ssh_port.unwrap_or(file.defaults.ssh_port);
-            if port == 0 {
+            let port = entry.ssh_port.or(file.defaults.ssh_port);
+            if port == Some(0) {
                 return Err(invalid(format!("hive {alias:?} has ssh_port 0")));
             }
             hives.insert(

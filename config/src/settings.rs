@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::FileError;
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -29,6 +29,14 @@ pub struct QueenConfig {
     pub max_job_events: usize,
     /// How often an idle SSE stream gets a keep-alive comment.
     pub keepalive_ms: u64,
+    /// Hives driven at once by one fan-out operation.
+    pub forks: usize,
+    /// Seconds to reach a hive (TCP connect and SSH handshake).
+    pub connect_timeout_secs: u64,
+    /// Seconds one hive may take for one operation before it counts as unreachable.
+    pub operation_timeout_secs: u64,
+    /// Where `hive install` finds the binaries it pushes; beside queen-rbee by default.
+    pub bin_dir: Option<PathBuf>,
 }
 
 impl Default for QueenConfig {
@@ -41,14 +49,10 @@ impl Default for QueenConfig {
             job_ttl_secs: 600,
             max_job_events: 65_536,
             keepalive_ms: 10_000,
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            queen: QueenConfig::default(),
+            forks: 16,
+            connect_timeout_secs: 10,
+            operation_timeout_secs: 300,
+            bin_dir: None,
         }
     }
 }

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rbee_config::Config;
-use rbee_protocol::{ChatMessage, InferenceRequest, JobEvent, Operation};
+use std::io::IsTerminal;
+
+use rbee_protocol::{ChatMessage, ErrorCode, InferenceRequest, JobEvent, Operation};
 
 use cli::{
     Cli, Command, HiveCommand, InventoryCommand, JobCommand, ModelCommand, QueenCommand,
@@ -271,7 +273,7 @@ async fn job(settings: &Settings, command: JobCommand) -> anyhow::Result<ExitCod
             settings.say(&render::format_value(&jobs), jobs);
             Ok(ExitCode::SUCCESS)
         }
-        JobCommand::Watch { job_id } => follow(settings, &client, &job_id).await,
+        JobCommand::Watch { job_id } => Ok(follow(settings, &client, &job_id).await?.0),
         JobCommand::Cancel { job_id } => {
             client.cancel(&job_id).await?;
             settings.say(
@@ -284,11 +286,78 @@ async fn job(settings: &Settings, command: JobCommand) -> anyhow::Result<ExitCod
 }
 
 /// Submits `operation` and renders its stream; the exit code follows the outcome.
+///
+/// When hives answered with host keys nobody has trusted yet, an operator at a
+/// terminal is asked whether to trust them, and the operation runs again if so.
 pub async fn run_job(settings: &Settings, operation: &Operation) -> anyhow::Result<ExitCode> {
     let client = settings.client()?;
+    if let Operation::HiveInstall { hive_id, .. } = operation {
+        local_hive_notice(settings, &client, hive_id).await?;
+    }
     let submitted = client.submit(operation).await?;
     tracing::info!(job_id = %submitted.job_id, "job submitted");
-    follow(settings, &client, &submitted.job_id).await
+    let (code, terminal) = follow(settings, &client, &submitted.job_id).await?;
+    let unknown_keys =
+        matches!(&terminal, JobEvent::Error(e) if e.code == ErrorCode::HostKeyUnknown);
+    if unknown_keys && !settings.json && std::io::stdin().is_terminal() {
+        if let Some(retry) = with_accepted_host_keys(operation)
+            && prompt::confirm(
+                "Trust the host keys shown above and record them in known_hosts?",
+                false,
+            )?
+        {
+            let submitted = client.submit(&retry).await?;
+            return Ok(follow(settings, &client, &submitted.job_id).await?.0);
+        }
+    }
+    Ok(code)
+}
+
+fn with_accepted_host_keys(operation: &Operation) -> Option<Operation> {
+    match operation {
+        Operation::HiveInstall { hive_id, .. } => Some(Operation::HiveInstall {
+            hive_id: hive_id.clone(),
+            accept_new_host_keys: true,
+        }),
+        Operation::HiveStart { hive_id, .. } => Some(Operation::HiveStart {
+            hive_id: hive_id.clone(),
+            accept_new_host_keys: true,
+        }),
+        _ => None,
+    }
+}
+
+/// Installing on localhost over SSH works, but a queen built with `local-hive` does
+/// the same in-process, without SSH's overhead: say so before going on.
+async fn local_hive_notice(
+    settings: &Settings,
+    client: &QueenClient,
+    pattern: &str,
+) -> anyhow::Result<()> {
+    let Ok(inventory) = rbee_config::Inventory::load(&settings.config.inventory_path(), false)
+    else {
+        return Ok(());
+    };
+    let includes_localhost = inventory
+        .select(pattern)
+        .is_ok_and(|hives| hives.iter().any(|h| h.is_localhost()));
+    let build = client.get_json("/v1/build-info").await?.unwrap_or_default();
+    let has_local_hive = build["features"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|v| v == "local-hive"));
+    if !includes_localhost || has_local_hive {
+        return Ok(());
+    }
+    eprintln!(
+        "{} Performance notice: you are installing a hive on localhost, but this queen was built \
+         without the local-hive feature.\n   Every localhost operation will go over SSH (milliseconds) \
+         instead of in-process (microseconds).\n   Rebuild with: rbee-keeper queen rebuild --with-local-hive",
+        console::style("⚠").yellow()
+    );
+    if !prompt::confirm("Continue installing over SSH?", settings.yes)? {
+        anyhow::bail!("not confirmed; nothing changed");
+    }
+    Ok(())
 }
 
 /// Follows a job to its end. The first Ctrl-C cancels the job on the queen and waits
@@ -297,7 +366,7 @@ async fn follow(
     settings: &Settings,
     client: &QueenClient,
     job_id: &str,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<(ExitCode, JobEvent)> {
     let mut renderer = Renderer::new(settings.json);
     let stream = client.follow(job_id, |event| renderer.event(event));
     tokio::pin!(stream);
@@ -310,13 +379,16 @@ async fn follow(
                 terminal = tokio::time::timeout(Duration::from_secs(10), &mut stream) => {
                     terminal.context("the queen did not confirm the cancellation in 10s")??
                 }
-                _ = tokio::signal::ctrl_c() => return Ok(ExitCode::from(EXIT_CANCELLED)),
+                _ = tokio::signal::ctrl_c() => {
+                    return Ok((ExitCode::from(EXIT_CANCELLED), JobEvent::Cancelled { reason: "left by the operator".to_owned() }));
+                }
             }
         }
     };
-    Ok(match terminal {
+    let code = match terminal {
         JobEvent::Done => ExitCode::SUCCESS,
         JobEvent::Cancelled { .. } => ExitCode::from(EXIT_CANCELLED),
         _ => ExitCode::FAILURE,
-    })
+    };
+    Ok((code, terminal))
 }

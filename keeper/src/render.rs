@@ -91,7 +91,7 @@ impl Renderer {
     }
 
     fn line(&self, line: &str) {
-        if self.progress.is_empty() {
+        if self.progress.is_empty() || self.bars.is_hidden() {
             eprintln!("{line}");
         } else {
             let _ = self.bars.println(line);

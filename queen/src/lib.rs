@@ -7,9 +7,11 @@
 //! in-process on `127.0.0.1:0` and stop it cleanly.
 
 pub mod cli;
+pub mod hives;
 pub mod http;
 pub mod jobs;
 pub mod operations;
+pub mod ssh;
 pub mod state;
 pub mod workers;
 

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use rbee_config::{Config, Inventory};
 use tokio_util::sync::CancellationToken;
 
+use crate::hives::HiveRegistry;
 use crate::jobs::JobRegistry;
+use crate::ssh::{SshPool, SshSettings};
 use crate::workers::WorkerRegistry;
 
 pub struct AppState {
@@ -14,6 +16,8 @@ pub struct AppState {
     inventory: RwLock<Arc<Inventory>>,
     pub jobs: JobRegistry,
     pub workers: WorkerRegistry,
+    pub hives: HiveRegistry,
+    pub ssh: SshPool,
     /// Cancelled to stop the daemon: by a signal, `POST /v1/shutdown`, or a test.
     pub shutdown: CancellationToken,
     pub started: Instant,
@@ -25,7 +29,11 @@ impl AppState {
             Duration::from_secs(config.queen.job_ttl_secs),
             config.queen.max_job_events,
         );
+        let mut ssh = SshSettings::new(inventory.known_hosts.clone());
+        ssh.connect_timeout = Duration::from_secs(config.queen.connect_timeout_secs.max(1));
         AppState {
+            hives: HiveRegistry::default(),
+            ssh: SshPool::new(ssh),
             config,
             inventory: RwLock::new(Arc::new(inventory)),
             jobs,

@@ -4,7 +4,10 @@
 //! returns `Ok` (→ `done`) or an error (→ `error`). Cancellation aborts the handler's
 //! future, so whatever it holds (SSH channels, HTTP streams) is dropped and closed.
 
+mod agent;
 mod cluster;
+mod fan_out;
+mod hives;
 mod workers;
 
 use std::sync::Arc;
@@ -72,6 +75,20 @@ async fn execute(ctx: JobContext, operation: Operation) -> OpResult {
     match operation {
         Operation::Status => cluster::status(&ctx).await,
         Operation::InventoryList => cluster::inventory_list(&ctx).await,
+        Operation::HiveInstall {
+            hive_id,
+            accept_new_host_keys,
+        } => hives::install(&ctx, &hive_id, accept_new_host_keys).await,
+        Operation::HiveStart {
+            hive_id,
+            accept_new_host_keys,
+        } => hives::start(&ctx, &hive_id, accept_new_host_keys).await,
+        Operation::HiveStop { hive_id } => hives::stop(&ctx, &hive_id).await,
+        Operation::HiveStatus { hive_id } => hives::status(&ctx, &hive_id).await,
+        Operation::HiveRefresh { hive_id } => hives::refresh(&ctx, &hive_id).await,
+        Operation::HiveUninstall { hive_id } => hives::uninstall(&ctx, &hive_id).await,
+        Operation::HiveList => hives::check(&ctx, "all").await,
+        Operation::InventoryCheck { hive_id } => hives::check(&ctx, &hive_id).await,
         Operation::WorkerList { hive_id } => workers::list(&ctx, hive_id.as_deref()).await,
         Operation::WorkerGet { worker_id } => workers::get(&ctx, &worker_id).await,
         Operation::WaitReady {

@@ -1,0 +1,67 @@
+//! The hive registry: what the queen last learned about each hive.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use rbee_protocol::HiveCapabilities;
+use serde::Serialize;
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct HiveRecord {
+    pub online: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<HiveCapabilities>,
+    pub updated_unix_s: u64,
+}
+
+#[derive(Default)]
+pub struct HiveRegistry {
+    hives: Mutex<HashMap<String, HiveRecord>>,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl HiveRegistry {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, HiveRecord>> {
+        self.hives.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn mark_online(
+        &self,
+        alias: &str,
+        agent_version: String,
+        capabilities: Option<HiveCapabilities>,
+    ) {
+        let mut hives = self.lock();
+        let record = hives.entry(alias.to_owned()).or_insert(HiveRecord {
+            online: true,
+            agent_version: None,
+            capabilities: None,
+            updated_unix_s: 0,
+        });
+        record.online = true;
+        record.agent_version = Some(agent_version);
+        if capabilities.is_some() {
+            record.capabilities = capabilities;
+        }
+        record.updated_unix_s = now();
+    }
+
+    pub fn mark_offline(&self, alias: &str) {
+        if let Some(record) = self.lock().get_mut(alias) {
+            record.online = false;
+            record.updated_unix_s = now();
+        }
+    }
+
+    pub fn get(&self, alias: &str) -> Option<HiveRecord> {
+        self.lock().get(alias).cloned()
+    }
+}

@@ -1,0 +1,190 @@
+//! Running the hive agent for one operation: over the hive's pooled SSH connection,
+//! or in-process for `localhost` when the queen is built with `local-hive`. Every
+//! line the agent prints becomes a job event the moment it arrives.
+
+use rbee_hive::{AgentCommand, AgentContext, Invocation};
+use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent, Level};
+
+use super::fan_out::HostContext;
+use crate::ssh::{SshConnection, shell};
+
+/// What the agent answered: its `result` value.
+pub type AgentAnswer = Result<serde_json::Value, ErrorDetail>;
+
+/// Exit status of `sh` when the program does not exist.
+const COMMAND_NOT_FOUND: u32 = 127;
+
+pub fn agent_path(install_dir: &str) -> String {
+    shell::join(install_dir, "bin/rbee-hive")
+}
+
+/// Whether this hive's operations run in-process instead of over SSH.
+pub fn runs_in_process(host: &HostContext) -> bool {
+    cfg!(feature = "local-hive") && host.hive.is_localhost()
+}
+
+/// Collects the agent's answer from its events, forwarding each with the hive set.
+struct Relay<'a> {
+    host: &'a HostContext,
+    result: Option<serde_json::Value>,
+    failure: Option<ErrorDetail>,
+}
+
+impl Relay<'_> {
+    fn event(&mut self, event: JobEvent) {
+        let hive = Some(self.host.hive.alias.clone());
+        match event {
+            JobEvent::Narration(mut n) => {
+                n.hive = hive;
+                self.host.job.emit(JobEvent::Narration(n));
+            }
+            JobEvent::Progress(mut p) => {
+                p.hive = hive;
+                self.host.job.emit(JobEvent::Progress(p));
+            }
+            JobEvent::Token { .. } => self.host.job.emit(event),
+            JobEvent::Result { value, .. } => {
+                self.host.job.emit(JobEvent::Result {
+                    hive,
+                    value: value.clone(),
+                });
+                self.result = Some(value);
+            }
+            JobEvent::Error(detail) => self.failure = Some(detail),
+            JobEvent::Cancelled { reason } => {
+                self.failure = Some(ErrorDetail::new(
+                    ErrorCode::AgentFailed,
+                    format!("the agent was cancelled: {reason}"),
+                ));
+            }
+            JobEvent::Done => {}
+        }
+    }
+
+    fn line(&mut self, line: &str) {
+        if line.trim().is_empty() {
+            return;
+        }
+        match serde_json::from_str::<JobEvent>(line) {
+            Ok(event) => self.event(event),
+            Err(e) => self.host.narrate(
+                Level::Warn,
+                "agent_output",
+                format!(
+                    "the agent printed a line that is not an event ({e}): {}",
+                    truncate(line, 200)
+                ),
+            ),
+        }
+    }
+
+    fn finish(self, ok: bool, fallback: impl FnOnce() -> ErrorDetail) -> AgentAnswer {
+        match (ok, self.failure, self.result) {
+            (true, None, Some(value)) => Ok(value),
+            (true, None, None) => Err(ErrorDetail::new(ErrorCode::AgentProtocol, "the agent finished without a result")
+                .with_hint("the agent on this hive may be from another rbee version; reinstall it with `rbee-keeper hive install`")),
+            (_, Some(failure), _) => Err(failure),
+            (false, None, _) => Err(fallback()),
+        }
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}
+
+/// Runs one agent command on the hive, over SSH.
+pub async fn run_over_ssh(
+    host: &HostContext,
+    connection: &SshConnection,
+    command: AgentCommand,
+) -> AgentAnswer {
+    let invocation = Invocation::new(
+        AgentContext::new(&host.hive.install_dir, Some(host.hive.alias.clone())),
+        command,
+    );
+    let line = shell::command(&agent_path(&host.hive.install_dir), &invocation.to_args());
+    let mut relay = Relay {
+        host,
+        result: None,
+        failure: None,
+    };
+    let outcome = connection
+        .exec(&line, None, &mut |l| relay.line(l))
+        .await
+        .map_err(|e| e.to_detail())?;
+    let alias = host.hive.alias.clone();
+    relay.finish(outcome.success(), || match outcome.exit_status {
+        Some(COMMAND_NOT_FOUND) => ErrorDetail::new(
+            ErrorCode::AgentFailed,
+            format!("the agent is not installed on {alias}"),
+        )
+        .with_hint(format!(
+            "install it with `rbee-keeper hive install {alias}`"
+        )),
+        status => ErrorDetail::new(
+            ErrorCode::AgentFailed,
+            format!(
+                "the agent exited with {}: {}",
+                status.map_or("no status".to_owned(), |s| s.to_string()),
+                truncate(&outcome.stderr, 500)
+            ),
+        ),
+    })
+}
+
+/// Runs one agent command in this process (the `local-hive` feature).
+#[cfg(feature = "local-hive")]
+pub async fn run_in_process(host: &HostContext, command: AgentCommand) -> AgentAnswer {
+    let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let cancel = rbee_hive::CancelFlag::new();
+    // Dropping this future (the job was cancelled) sets the flag, as stdin EOF would.
+    struct CancelOnDrop(rbee_hive::CancelFlag);
+    impl Drop for CancelOnDrop {
+        fn drop(&mut self) {
+            self.0.cancel();
+        }
+    }
+    let _guard = CancelOnDrop(cancel.clone());
+    let context = AgentContext::new(&host.hive.install_dir, Some(host.hive.alias.clone()));
+    let work = tokio::task::spawn_blocking(move || {
+        rbee_hive::execute(
+            &command,
+            &context,
+            &mut |event| {
+                let _ = sender.send(event);
+            },
+            &cancel,
+        )
+    });
+    let mut relay = Relay {
+        host,
+        result: None,
+        failure: None,
+    };
+    while let Some(event) = events.recv().await {
+        relay.event(event);
+    }
+    let outcome = work.await;
+    let error = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(match e.to_event() {
+            JobEvent::Error(detail) => detail,
+            other => ErrorDetail::new(ErrorCode::AgentFailed, format!("{other:?}")),
+        }),
+        Err(e) => Some(ErrorDetail::new(
+            ErrorCode::Internal,
+            format!("the in-process agent failed: {e}"),
+        )),
+    };
+    let ok = error.is_none();
+    if let Some(error) = error {
+        relay.failure.get_or_insert(error);
+    }
+    relay.finish(ok, || {
+        ErrorDetail::new(ErrorCode::AgentFailed, "the in-process agent failed")
+    })
+}

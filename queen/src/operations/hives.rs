@@ -1,0 +1,463 @@
+//! Hive operations: install, uninstall, start, stop, status, list, refresh, and the
+//! inventory check. Each fans out over the hives a pattern selects.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rbee_hive::AgentCommand;
+use rbee_protocol::agent::AgentVersion;
+use rbee_protocol::{ErrorCode, ErrorDetail, HiveCapabilities, JobEvent, Level, Progress};
+use sha2::{Digest, Sha256};
+
+use super::agent::{self, AgentAnswer};
+use super::fan_out::{HostContext, HostDone, fan_out};
+use super::{JobContext, OpResult};
+use crate::ssh::{SshConnection, Upload, shell};
+
+/// The binaries `hive install` pushes.
+const BINARIES: [&str; 2] = ["rbee-hive", "llm-worker-rbee"];
+
+struct LocalBinary {
+    name: &'static str,
+    path: PathBuf,
+    sha256: String,
+}
+
+async fn connect(
+    host: &HostContext,
+    accept_new_host_keys: bool,
+) -> Result<Arc<SshConnection>, ErrorDetail> {
+    host.job
+        .state
+        .ssh
+        .connect(&host.hive, accept_new_host_keys)
+        .await
+        .map_err(|e| e.to_detail())
+}
+
+/// Runs an agent command on the hive, in-process for localhost with local-hive.
+async fn run_agent(host: &HostContext, command: AgentCommand, accept: bool) -> AgentAnswer {
+    #[cfg(feature = "local-hive")]
+    if agent::runs_in_process(host) {
+        return agent::run_in_process(host, command).await;
+    }
+    let connection = connect(host, accept).await?;
+    agent::run_over_ssh(host, &connection, command).await
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    what: &str,
+) -> Result<T, ErrorDetail> {
+    serde_json::from_value(value).map_err(|e| {
+        ErrorDetail::new(
+            ErrorCode::AgentProtocol,
+            format!("the agent's {what} answer is not what this queen expects: {e}"),
+        )
+        .with_hint("reinstall the agent with `rbee-keeper hive install`")
+    })
+}
+
+/// Hashes a file, reusing the last hash while its size and mtime stay the same.
+fn sha256_cached(path: &std::path::Path) -> std::io::Result<String> {
+    type Cache =
+        std::sync::Mutex<std::collections::HashMap<PathBuf, (std::time::SystemTime, u64, String)>>;
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    let meta = std::fs::metadata(path)?;
+    let stamp = (meta.modified()?, meta.len());
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some((modified, len, hash)) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(path)
+        && (*modified, *len) == stamp
+    {
+        return Ok(hash.clone());
+    }
+    let hash = hex::encode(Sha256::digest(std::fs::read(path)?));
+    cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(path.to_owned(), (stamp.0, stamp.1, hash.clone()));
+    Ok(hash)
+}
+
+/// Finds and hashes the binaries to push, once per job.
+async fn local_binaries(ctx: &JobContext) -> Result<Arc<Vec<LocalBinary>>, ErrorDetail> {
+    let dir = match &ctx.state.config.queen.bin_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(PathBuf::from))
+            .ok_or_else(|| {
+                ErrorDetail::new(
+                    ErrorCode::Internal,
+                    "cannot tell where queen-rbee runs from",
+                )
+            })?,
+    };
+    let hashed = tokio::task::spawn_blocking(move || {
+        BINARIES
+            .iter()
+            .map(|name| {
+                let path = dir.join(name);
+                let sha256 = sha256_cached(&path).map_err(|e| {
+                    ErrorDetail::new(ErrorCode::NotFound, format!("cannot read {}: {e}", path.display())).with_hint(
+                        "build the binaries (`cargo build --release --workspace`) or set bin_dir under [queen] in config.toml",
+                    )
+                })?;
+                Ok(LocalBinary { name, sha256, path })
+            })
+            .collect::<Result<Vec<_>, ErrorDetail>>()
+    })
+    .await
+    .map_err(|e| ErrorDetail::new(ErrorCode::Internal, e.to_string()))??;
+    Ok(Arc::new(hashed))
+}
+
+/// `uname -sm` in Rust's names, so it compares with `std::env::consts`.
+fn platform(uname: &str) -> (String, String) {
+    let mut words = uname.split_whitespace();
+    let os = match words.next().unwrap_or("") {
+        "Linux" => "linux".to_owned(),
+        "Darwin" => "macos".to_owned(),
+        other => other.to_lowercase(),
+    };
+    let arch = match words.next().unwrap_or("") {
+        "arm64" => "aarch64".to_owned(),
+        "amd64" => "x86_64".to_owned(),
+        other => other.to_owned(),
+    };
+    (os, arch)
+}
+
+/// Pushes the agent and worker binaries unless the hive has them already.
+async fn install_on(
+    host: &HostContext,
+    binaries: &[LocalBinary],
+    accept: bool,
+) -> Result<HostDone, ErrorDetail> {
+    if agent::runs_in_process(host) {
+        return Ok(HostDone::ok(
+            "local-hive: this queen runs localhost operations in-process; nothing to push",
+        ));
+    }
+    let connection = connect(host, accept).await?;
+    let (_, uname) = connection
+        .output("uname -sm")
+        .await
+        .map_err(|e| e.to_detail())?;
+    let (os, arch) = platform(uname.trim());
+    if (os.as_str(), arch.as_str()) != (std::env::consts::OS, std::env::consts::ARCH) {
+        return Err(ErrorDetail::new(
+            ErrorCode::AgentFailed,
+            format!(
+                "{} runs {os}/{arch}, but these binaries are built for {}/{}",
+                host.hive.alias,
+                std::env::consts::OS,
+                std::env::consts::ARCH
+            ),
+        )
+        .with_hint(format!(
+            "build rbee for {arch}-unknown-{os} and set bin_dir under [queen] to it"
+        )));
+    }
+    let bin_dir = shell::join(&host.hive.install_dir, "bin");
+    let mut pushed = Vec::new();
+    for binary in binaries {
+        let remote = shell::join(&bin_dir, binary.name);
+        let (_, present) = connection
+            .output(&format!(
+                "sha256sum {} 2>/dev/null",
+                shell::quote_path(&remote)
+            ))
+            .await
+            .map_err(|e| e.to_detail())?;
+        if present.split_whitespace().next() == Some(binary.sha256.as_str()) {
+            continue;
+        }
+        host.narrate(
+            Level::Info,
+            "push",
+            format!("pushing {} to {bin_dir}", binary.name),
+        );
+        let script = format!(
+            "set -e; d={dir}; mkdir -p \"$d\"; t=\"$d/.{name}.partial.$$\"; trap 'rm -f \"$t\"' EXIT; \
+             cat > \"$t\"; s=$(sha256sum \"$t\" | cut -d' ' -f1); \
+             if [ \"$s\" != {sha} ]; then echo \"checksum mismatch: got $s\" >&2; exit 3; fi; \
+             chmod 755 \"$t\"; mv -f \"$t\" \"$d/{name}\"; trap - EXIT",
+            dir = shell::quote_path(&bin_dir),
+            name = binary.name,
+            sha = binary.sha256,
+        );
+        let (job, alias, label) = (
+            host.job.clone(),
+            host.hive.alias.clone(),
+            binary.name.to_owned(),
+        );
+        let mut last_reported = 0u64;
+        let mut on_progress = move |sent: u64, total: u64| {
+            if sent == total || sent - last_reported >= 4 * 1024 * 1024 {
+                last_reported = sent;
+                job.emit(JobEvent::Progress(Progress {
+                    label: label.clone(),
+                    current: sent,
+                    total: Some(total),
+                    unit: "bytes".to_owned(),
+                    hive: Some(alias.clone()),
+                }));
+            }
+        };
+        let outcome = connection
+            .exec(
+                &script,
+                Some(Upload {
+                    path: &binary.path,
+                    on_progress: &mut on_progress,
+                }),
+                &mut |_| {},
+            )
+            .await
+            .map_err(|e| e.to_detail())?;
+        if !outcome.success() {
+            return Err(ErrorDetail::new(
+                ErrorCode::AgentFailed,
+                format!("pushing {} failed: {}", binary.name, outcome.stderr),
+            )
+            .with_hint(
+                "check free disk space and permissions of the install directory on the hive",
+            ));
+        }
+        pushed.push(binary.name);
+    }
+    Ok(if pushed.is_empty() {
+        HostDone::ok("binaries up to date (same checksum); nothing uploaded")
+    } else {
+        HostDone::changed(format!("pushed {}", pushed.join(", ")))
+    })
+}
+
+pub async fn install(ctx: &JobContext, pattern: &str, accept: bool) -> OpResult {
+    let binaries = local_binaries(ctx).await?;
+    fan_out(ctx, pattern, "install", |host| {
+        let binaries = binaries.clone();
+        async move { install_on(&host, &binaries, accept).await }
+    })
+    .await
+}
+
+fn describe(caps: &HiveCapabilities) -> String {
+    let devices: Vec<String> = caps
+        .devices
+        .iter()
+        .map(|d| format!("{} {}", d.id, d.name))
+        .collect();
+    format!(
+        "{} device(s): {}; {} GiB RAM free",
+        caps.devices.len(),
+        devices.join(", "),
+        caps.ram_available / (1 << 30)
+    )
+}
+
+async fn detect(
+    host: &HostContext,
+    version: String,
+    accept: bool,
+) -> Result<HiveCapabilities, ErrorDetail> {
+    let caps: HiveCapabilities = parse(
+        run_agent(host, AgentCommand::Detect, accept).await?,
+        "detect",
+    )?;
+    host.job
+        .state
+        .hives
+        .mark_online(&host.hive.alias, version, Some(caps.clone()));
+    Ok(caps)
+}
+
+pub async fn start(ctx: &JobContext, pattern: &str, accept: bool) -> OpResult {
+    let binaries: Option<Arc<Vec<LocalBinary>>> = local_binaries(ctx).await.ok();
+    fan_out(ctx, pattern, "start", |host| {
+        let binaries = binaries.clone();
+        async move {
+            let mut changed = false;
+            let version = match run_agent(&host, AgentCommand::Version, accept).await {
+                Ok(value) => Some(parse::<AgentVersion>(value, "version")?),
+                Err(e)
+                    if e.code == ErrorCode::AgentFailed || e.code == ErrorCode::AgentProtocol =>
+                {
+                    host.narrate(
+                        Level::Info,
+                        "start",
+                        format!("no usable agent ({}); installing it", e.message),
+                    );
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            let stale = version
+                .as_ref()
+                .is_none_or(|v| v.version != rbee_protocol::VERSION);
+            if stale {
+                if let Some(v) = &version {
+                    host.narrate(
+                        Level::Info,
+                        "start",
+                        format!(
+                            "agent {} is stale (queen is {}); reinstalling",
+                            v.version,
+                            rbee_protocol::VERSION
+                        ),
+                    );
+                }
+                let binaries = binaries.as_deref().ok_or_else(|| {
+                    ErrorDetail::new(
+                        ErrorCode::NotFound,
+                        "the agent must be (re)installed, but this queen has no binaries to push",
+                    )
+                    .with_hint("set bin_dir under [queen] in config.toml")
+                })?;
+                changed = install_on(&host, binaries, accept).await?.changed;
+            }
+            let caps = detect(&host, rbee_protocol::VERSION.to_owned(), accept).await?;
+            let message = format!("online; {}", describe(&caps));
+            Ok(if changed {
+                HostDone::changed(message)
+            } else {
+                HostDone::ok(message)
+            })
+        }
+    })
+    .await
+}
+
+pub async fn refresh(ctx: &JobContext, pattern: &str) -> OpResult {
+    fan_out(ctx, pattern, "refresh", |host| async move {
+        let version: AgentVersion = parse(
+            run_agent(&host, AgentCommand::Version, false).await?,
+            "version",
+        )?;
+        let caps = detect(&host, version.version, false).await?;
+        Ok(HostDone::ok(describe(&caps)))
+    })
+    .await
+}
+
+pub async fn status(ctx: &JobContext, pattern: &str) -> OpResult {
+    fan_out(ctx, pattern, "status", |host| async move {
+        let value = run_agent(&host, AgentCommand::Status, false).await?;
+        let status: rbee_protocol::agent::AgentStatus = parse(value, "status")?;
+        let online = host
+            .job
+            .state
+            .hives
+            .get(&host.hive.alias)
+            .is_some_and(|r| r.online);
+        Ok(HostDone::ok(format!(
+            "agent {}, {}, {} worker(s), {}",
+            status.version.version,
+            if online { "online" } else { "not started" },
+            status.workers.len(),
+            describe(&status.capabilities)
+        )))
+    })
+    .await
+}
+
+/// `hive list` and `inventory check`: reachability, host key and agent version of
+/// every hive the pattern selects.
+pub async fn check(ctx: &JobContext, pattern: &str) -> OpResult {
+    fan_out(ctx, pattern, "check", |host| async move {
+        let version: AgentVersion = parse(
+            run_agent(&host, AgentCommand::Version, false).await?,
+            "version",
+        )?;
+        let record = host.job.state.hives.get(&host.hive.alias);
+        let current = if version.version == rbee_protocol::VERSION {
+            "current"
+        } else {
+            "STALE"
+        };
+        Ok(HostDone::ok(format!(
+            "reachable; agent {} ({current}) on {}/{}; {}",
+            version.version,
+            version.os,
+            version.arch,
+            match record.and_then(|r| r.capabilities.filter(|_| r.online)) {
+                Some(caps) => format!("online, {}", describe(&caps)),
+                None => "not started".to_owned(),
+            }
+        )))
+    })
+    .await
+}
+
+pub async fn stop(ctx: &JobContext, pattern: &str) -> OpResult {
+    fan_out(ctx, pattern, "stop", |host| async move {
+        let was_online = host
+            .job
+            .state
+            .hives
+            .get(&host.hive.alias)
+            .is_some_and(|r| r.online);
+        host.job.state.hives.mark_offline(&host.hive.alias);
+        host.job.state.ssh.forget(&host.hive.alias).await;
+        Ok(if was_online {
+            HostDone::changed("marked offline")
+        } else {
+            HostDone::ok("already offline")
+        })
+    })
+    .await
+}
+
+pub async fn uninstall(ctx: &JobContext, pattern: &str) -> OpResult {
+    fan_out(ctx, pattern, "uninstall", |host| async move {
+        if agent::runs_in_process(&host) {
+            host.job.state.hives.mark_offline(&host.hive.alias);
+            return Ok(HostDone::ok("local-hive: nothing was pushed to localhost"));
+        }
+        let connection = connect(&host, false).await?;
+        let dir = &host.hive.install_dir;
+        let paths: Vec<String> = ["bin", "workers", "logs"]
+            .iter()
+            .map(|p| shell::quote_path(&shell::join(dir, p)))
+            .collect();
+        let (outcome, out) = connection
+            .output(&format!(
+                "if [ -e {bin} ]; then echo present; fi; rm -rf {all}",
+                bin = paths[0],
+                all = paths.join(" ")
+            ))
+            .await
+            .map_err(|e| e.to_detail())?;
+        if !outcome.success() {
+            return Err(ErrorDetail::new(
+                ErrorCode::AgentFailed,
+                format!("removing rbee failed: {}", outcome.stderr),
+            ));
+        }
+        host.job.state.hives.mark_offline(&host.hive.alias);
+        host.job.state.ssh.forget(&host.hive.alias).await;
+        let models = shell::join(dir, "models");
+        Ok(if out.contains("present") {
+            HostDone::changed(format!("removed rbee from {dir} (models kept in {models})"))
+        } else {
+            HostDone::ok("rbee was not installed")
+        })
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn uname_maps_to_rust_names() {
+        assert_eq!(
+            super::platform("Linux x86_64"),
+            ("linux".to_owned(), "x86_64".to_owned())
+        );
+        assert_eq!(
+            super::platform("Darwin arm64"),
+            ("macos".to_owned(), "aarch64".to_owned())
+        );
+    }
+}

@@ -1,0 +1,366 @@
+//! Hive operations against a lab of real OpenSSH hosts (`lab/lab.sh`), with the real
+//! agent and worker binaries pushed over SSH.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use queen_rbee::state::AppState;
+use rbee_config::{Config, Inventory};
+use rbee_protocol::sse::SseDecoder;
+use rbee_protocol::{ErrorCode, JobEvent};
+use serde_json::{Value, json};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// target/<profile>, where the workspace's binaries are built.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
+    for name in ["rbee-hive", "llm-worker-rbee"] {
+        assert!(
+            dir.join(name).is_file(),
+            "{} missing: run `cargo build --workspace --bins` first",
+            dir.join(name).display()
+        );
+    }
+    dir
+}
+
+/// A lab of real sshd hosts, torn down on drop.
+struct Lab {
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn up(hosts: usize) -> Lab {
+        let lab = Lab {
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        lab.script(&["up", &hosts.to_string()]);
+        lab
+    }
+
+    fn script(&self, args: &[&str]) {
+        let out = std::process::Command::new(repo().join("lab/lab.sh"))
+            .args(args)
+            .arg("--dir")
+            .arg(self.dir.path())
+            .output()
+            .expect("lab.sh runs");
+        assert!(
+            out.status.success(),
+            "lab.sh {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The lab's inventory, with known_hosts pointing at `known_hosts` when given.
+    fn inventory(&self, known_hosts: Option<&Path>) -> Inventory {
+        let path = self.dir.path().join("inventory.toml");
+        let mut text = std::fs::read_to_string(&path).expect("inventory");
+        if let Some(file) = known_hosts {
+            let original = self.dir.path().join("known_hosts");
+            text = text.replace(&original.display().to_string(), &file.display().to_string());
+        }
+        Inventory::parse(&path, &text).expect("lab inventory parses")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(repo().join("lab/lab.sh"))
+            .arg("down")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+struct Queen {
+    url: String,
+    state: Arc<AppState>,
+    http: reqwest::Client,
+}
+
+async fn queen(inventory: Inventory) -> Queen {
+    let mut config = Config::default();
+    config.queen.bin_dir = Some(bin_dir());
+    config.queen.connect_timeout_secs = 3;
+    config.queen.operation_timeout_secs = 60;
+    let state = Arc::new(AppState::new(config, inventory));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(queen_rbee::serve(listener, state.clone()));
+    Queen {
+        url,
+        state,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Queen {
+    /// Runs an operation; every event with the moment it arrived.
+    async fn run(&self, operation: Value) -> Vec<(Instant, JobEvent)> {
+        let body: Value = self
+            .http
+            .post(format!("{}/v1/jobs", self.url))
+            .json(&operation)
+            .send()
+            .await
+            .expect("submit")
+            .json()
+            .await
+            .expect("json");
+        let job = body["job_id"].as_str().expect("job id");
+        let response = self
+            .http
+            .get(format!("{}/v1/jobs/{job}/stream", self.url))
+            .send()
+            .await
+            .expect("stream");
+        let mut decoder = SseDecoder::new();
+        let mut events = Vec::new();
+        let mut body = response.bytes_stream();
+        let deadline = tokio::time::sleep(Duration::from_secs(120));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                chunk = body.next() => {
+                    let Some(chunk) = chunk else { break };
+                    for frame in decoder.feed(&chunk.expect("chunk")).expect("sse") {
+                        events.push((Instant::now(), JobEvent::from_sse(&frame.event, &frame.data).expect("event")));
+                    }
+                }
+                () = &mut deadline => panic!("job did not end: {events:?}"),
+            }
+        }
+        assert!(
+            events.last().is_some_and(|(_, e)| e.is_terminal()),
+            "{events:?}"
+        );
+        events
+    }
+}
+
+fn recap(events: &[(Instant, JobEvent)]) -> Vec<(String, String)> {
+    let value = events
+        .iter()
+        .rev()
+        .find_map(|(_, e)| match e {
+            JobEvent::Result { hive: None, value } => Some(value.clone()),
+            _ => None,
+        })
+        .expect("a recap result");
+    value
+        .as_array()
+        .expect("recap rows")
+        .iter()
+        .map(|r| {
+            (
+                r["hive"].as_str().unwrap_or("").to_owned(),
+                r["status"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn terminal(events: &[(Instant, JobEvent)]) -> &JobEvent {
+    &events.last().expect("events").1
+}
+
+fn rows(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_pushes_once_then_reports_unchanged_and_start_detects_devices() {
+    let lab = Lab::up(2);
+    let queen = queen(lab.inventory(None)).await;
+
+    let first = queen
+        .run(json!({"operation": "hive_install", "hive_id": "lab"}))
+        .await;
+    assert_eq!(terminal(&first), &JobEvent::Done, "{first:?}");
+    assert_eq!(
+        recap(&first),
+        rows(&[("hive-1", "changed"), ("hive-2", "changed")])
+    );
+    // Events stream while the push runs, not in one burst at the end.
+    let first_progress = first
+        .iter()
+        .find(|(_, e)| matches!(e, JobEvent::Progress(_)))
+        .expect("progress events")
+        .0;
+    let end = first.last().expect("end").0;
+    assert!(
+        end.duration_since(first_progress) > Duration::from_millis(50),
+        "progress arrived only at the end"
+    );
+    for hive in ["hive-1", "hive-2"] {
+        let agent = lab
+            .dir
+            .path()
+            .join(format!("hosts/{hive}/rbee/bin/rbee-hive"));
+        assert!(agent.is_file(), "{} was pushed", agent.display());
+        let leftovers: Vec<_> = std::fs::read_dir(agent.parent().expect("bin"))
+            .expect("bin dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("partial"))
+            .collect();
+        assert!(leftovers.is_empty(), "no partial files remain");
+    }
+
+    let second = queen
+        .run(json!({"operation": "hive_install", "hive_id": "all"}))
+        .await;
+    assert_eq!(recap(&second), rows(&[("hive-1", "ok"), ("hive-2", "ok")]));
+    assert!(
+        !second
+            .iter()
+            .any(|(_, e)| matches!(e, JobEvent::Progress(_))),
+        "nothing uploaded the second time"
+    );
+
+    let started = queen
+        .run(json!({"operation": "hive_start", "hive_id": "hive-1"}))
+        .await;
+    assert_eq!(terminal(&started), &JobEvent::Done, "{started:?}");
+    let caps = started
+        .iter()
+        .find_map(|(_, e)| match e {
+            JobEvent::Result {
+                hive: Some(h),
+                value,
+            } if h == "hive-1" && value.get("devices").is_some() => Some(value.clone()),
+            _ => None,
+        })
+        .expect("capabilities");
+    let cores = std::thread::available_parallelism().expect("cores").get() as u64;
+    assert_eq!(caps["devices"][0]["id"], "CPU-0");
+    assert_eq!(caps["devices"][0]["cores"], cores);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
+    let total_kib: u64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("MemTotal");
+    assert_eq!(caps["ram_total"], total_kib * 1024);
+    assert_eq!(caps["hostname"], "hive-1");
+    assert!(queen.state.hives.get("hive-1").is_some_and(|r| r.online));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_host_keys_need_the_flag_and_changed_keys_are_refused() {
+    let lab = Lab::up(1);
+    let known_hosts = lab.dir.path().join("rbee_known_hosts");
+    std::fs::write(&known_hosts, "").expect("empty known_hosts");
+
+    let queen_a = queen(lab.inventory(Some(&known_hosts))).await;
+    let refused = queen_a
+        .run(json!({"operation": "hive_start", "hive_id": "hive-1"}))
+        .await;
+    match terminal(&refused) {
+        JobEvent::Error(e) => {
+            assert_eq!(e.code, ErrorCode::HostKeyUnknown);
+            assert!(
+                e.hint
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("--accept-new-host-keys")
+            );
+        }
+        other => panic!("expected host_key_unknown, got {other:?}"),
+    }
+    let shown = refused
+        .iter()
+        .any(|(_, e)| matches!(e, JobEvent::Narration(n) if n.human.contains("SHA256:")));
+    assert!(shown, "the fingerprint is shown: {refused:?}");
+    assert_eq!(
+        std::fs::read_to_string(&known_hosts).expect("read"),
+        "",
+        "nothing recorded without the flag"
+    );
+
+    let accepted = queen_a
+        .run(json!({"operation": "hive_start", "hive_id": "hive-1", "accept_new_host_keys": true}))
+        .await;
+    assert_eq!(terminal(&accepted), &JobEvent::Done, "{accepted:?}");
+    let recorded = std::fs::read_to_string(&known_hosts).expect("read");
+    assert!(
+        recorded.contains("ssh-ed25519"),
+        "the key was recorded: {recorded}"
+    );
+
+    // The host gets a new key: a fresh queen (no pooled connection) must refuse it.
+    lab.script(&["rekey", "1"]);
+    let queen_b = queen(lab.inventory(Some(&known_hosts))).await;
+    let changed = queen_b
+        .run(json!({"operation": "hive_start", "hive_id": "hive-1", "accept_new_host_keys": true}))
+        .await;
+    match terminal(&changed) {
+        JobEvent::Error(e) => assert_eq!(e.code, ErrorCode::HostKeyChanged, "{e:?}"),
+        other => panic!("expected host_key_changed, got {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read_to_string(&known_hosts).expect("read"),
+        recorded,
+        "a changed key is never recorded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_stopped_sshd_is_unreachable_and_the_others_succeed() {
+    let lab = Lab::up(4);
+    lab.script(&["stop-sshd", "3"]);
+    let queen = queen(lab.inventory(None)).await;
+    let started = Instant::now();
+    let events = queen
+        .run(json!({"operation": "hive_install", "hive_id": "all"}))
+        .await;
+    assert_eq!(
+        recap(&events),
+        rows(&[
+            ("hive-1", "changed"),
+            ("hive-2", "changed"),
+            ("hive-3", "unreachable"),
+            ("hive-4", "changed")
+        ])
+    );
+    match terminal(&events) {
+        JobEvent::Error(e) => {
+            assert_eq!(e.code, ErrorCode::Unreachable);
+            assert!(e.message.contains("hive-3 (unreachable)"), "{}", e.message);
+        }
+        other => panic!("expected an error naming hive-3, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(60));
+    // The next operation reaches it again once sshd is back.
+    lab.script(&["start-sshd", "3"]);
+    let again = queen
+        .run(json!({"operation": "hive_install", "hive_id": "all"}))
+        .await;
+    assert_eq!(
+        recap(&again),
+        rows(&[
+            ("hive-1", "ok"),
+            ("hive-2", "ok"),
+            ("hive-3", "changed"),
+            ("hive-4", "ok")
+        ])
+    );
+}

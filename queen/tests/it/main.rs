@@ -1,0 +1,4 @@
+//! The queen's integration tests: in-process over HTTP, and against real sshd hosts.
+
+mod api;
+mod hives;

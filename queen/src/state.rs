@@ -18,6 +18,8 @@ pub struct AppState {
     pub workers: WorkerRegistry,
     pub hives: HiveRegistry,
     pub ssh: SshPool,
+    /// Client for the workers' HTTP APIs.
+    pub http: reqwest::Client,
     /// Cancelled to stop the daemon: by a signal, `POST /v1/shutdown`, or a test.
     pub shutdown: CancellationToken,
     pub started: Instant,
@@ -34,6 +36,7 @@ impl AppState {
         AppState {
             hives: HiveRegistry::default(),
             ssh: SshPool::new(ssh),
+            http: reqwest::Client::new(),
             config,
             inventory: RwLock::new(Arc::new(inventory)),
             jobs,

@@ -8,6 +8,7 @@ mod agent;
 mod cluster;
 mod fan_out;
 mod hives;
+mod inference;
 mod workers;
 
 use std::sync::Arc;
@@ -89,6 +90,21 @@ async fn execute(ctx: JobContext, operation: Operation) -> OpResult {
         Operation::HiveUninstall { hive_id } => hives::uninstall(&ctx, &hive_id).await,
         Operation::HiveList => hives::check(&ctx, "all").await,
         Operation::InventoryCheck { hive_id } => hives::check(&ctx, &hive_id).await,
+        Operation::Infer {
+            model,
+            hive_id,
+            worker_id,
+            request,
+        } => {
+            inference::infer(
+                &ctx,
+                &model,
+                hive_id.as_deref(),
+                worker_id.as_deref(),
+                request,
+            )
+            .await
+        }
         Operation::WorkerList { hive_id } => workers::list(&ctx, hive_id.as_deref()).await,
         Operation::WorkerGet { worker_id } => workers::get(&ctx, &worker_id).await,
         Operation::WaitReady {

@@ -52,7 +52,8 @@ pub async fn wait_ready(
         changed.borrow_and_update();
         let ready = ctx.state.workers.list().into_iter().find(|w| {
             w.is_schedulable()
-                && w.heartbeat.model == model
+                && (w.heartbeat.model == model
+                    || w.heartbeat.model.strip_suffix(".gguf") == Some(model))
                 && hive.is_none_or(|h| w.heartbeat.hive_id == h)
         });
         if let Some(worker) = ready {

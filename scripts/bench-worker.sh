@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Benchmarks llm-worker-rbee against llama.cpp (llama-cpp-python) on the test model:
+# load time, prompt tokens/s and decode tokens/s, both on the same thread count.
+#
+#   scripts/bench-worker.sh            # 2 threads, release build
+#   THREADS=4 PROFILE=dev scripts/bench-worker.sh
+#
+# llama-cpp-python is built from source once (about 15 minutes on 2 cores) into
+# .rbee-cache/llama-venv and reused afterwards.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+threads="${THREADS:-2}"
+profile="${PROFILE:-release}"
+venv="$repo/.rbee-cache/llama-venv"
+
+model="$("$repo/scripts/fetch-test-model.sh")"
+
+if ! "$venv/bin/python" -c 'import llama_cpp' 2>/dev/null; then
+    echo "building llama-cpp-python from source into $venv (once; ~15 min on 2 cores)" >&2
+    python3 -m venv "$venv"
+    CMAKE_ARGS="-DGGML_NATIVE=OFF" CMAKE_BUILD_PARALLEL_LEVEL="$threads" \
+        "$venv/bin/pip" install --quiet --no-binary llama-cpp-python llama-cpp-python
+fi
+
+if [[ "$profile" == "release" ]]; then
+    cargo build --release -p llm-worker-rbee --manifest-path "$repo/Cargo.toml" >&2
+    worker="$repo/target/release/llm-worker-rbee"
+else
+    cargo build -p llm-worker-rbee --manifest-path "$repo/Cargo.toml" >&2
+    worker="$repo/target/debug/llm-worker-rbee"
+fi
+
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; threads: $threads; worker build: $profile" >&2
+exec "$venv/bin/python" "$repo/bench/worker_bench.py" \
+    --worker "$worker" --model "$model" --threads "$threads"

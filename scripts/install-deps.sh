@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages rbee's tests and demo use: OpenSSH's server for the lab
+# hosts, iproute2 for their network namespaces, curl. Does nothing when all are there.
+set -euo pipefail
+
+need=()
+[[ -x /usr/sbin/sshd ]] || need+=(openssh-server)
+command -v ssh-keygen >/dev/null || need+=(openssh-client)
+command -v ip >/dev/null || need+=(iproute2)
+command -v curl >/dev/null || need+=(curl)
+if (( ${#need[@]} == 0 )); then
+    exit 0
+fi
+if [[ $(id -u) -ne 0 ]]; then
+    echo "error: missing packages: ${need[*]}" >&2
+    echo "hint: run as root, or: sudo apt-get install -y ${need[*]}" >&2
+    exit 1
+fi
+echo "installing ${need[*]} ..." >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >&2
+apt-get install -y -qq --no-install-recommends "${need[@]}" >&2

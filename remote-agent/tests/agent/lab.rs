@@ -111,7 +111,7 @@ fn agent_over_ssh(hive: &Hive, inventory: &Inventory, agent_args: &[&str]) -> st
             "/dev/null",
         ])
         .arg("-p")
-        .arg(hive.ssh_port.to_string())
+        .arg(hive.ssh_port.unwrap_or(22).to_string())
         .arg(format!("{user}@{}", hive.host))
         .arg(remote.join(" "))
         .stdin(Stdio::piped())

@@ -41,6 +41,14 @@ pub fn spawn(
                 if job.events.is_closed() {
                     continue;
                 }
+                // After the drain timeout, waiting jobs are refused rather than started.
+                if cancel.is_cancelled() {
+                    let _ = job.events.blocking_send(InferenceEvent::Error {
+                        code: ErrorCode::ShuttingDown,
+                        message: "the worker is shutting down".into(),
+                    });
+                    continue;
+                }
                 status.set_state(WorkerState::Busy);
                 run(&mut model, &tokenizer, &status, job, &cancel);
                 if status.queue_depth() == 0 {

@@ -153,21 +153,23 @@ pub async fn run(
     let loading = tokio::task::spawn_blocking(move || load(&path, &device));
     let mut shutdown = std::pin::pin!(shutdown);
 
-    let outcome = tokio::select! {
-        loaded = loading => match loaded {
-            Ok(Ok(loaded)) => {
-                serve(loaded, &config, &status, &served, cancel_generation.clone())?;
-                shutdown.await;
-                Ok(())
-            }
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(WorkerError::LoaderCrashed),
-        },
-        () = &mut shutdown => Ok(()),
+    // A SIGTERM during a long load stops the worker without waiting for the load.
+    let loaded = tokio::select! {
+        loaded = loading => Some(loaded),
+        () = &mut shutdown => None,
     };
-    if let Err(e) = &outcome {
-        tracing::error!(error = %e, "worker failed");
-    }
+    let outcome = match loaded {
+        None => Ok(()),
+        Some(Err(_)) => Err(WorkerError::LoaderCrashed),
+        Some(Ok(Err(e))) => Err(e),
+        Some(Ok(Ok(loaded))) => {
+            let started = serve(loaded, &config, &status, &served, cancel_generation.clone());
+            if started.is_ok() {
+                shutdown.await;
+            }
+            started
+        }
+    };
 
     tracing::info!("shutting down: no new requests, draining in-flight ones");
     status.set_state(WorkerState::Draining);

@@ -1,0 +1,125 @@
+"""Measures llm-worker-rbee and llama.cpp side by side on one GGUF file.
+
+Both run the same prompt greedily for the same number of tokens. Each engine's own
+timers are used: the worker's `end` event (ttft_ms, tokens_per_s) and llama.cpp's
+perf counters, so HTTP overhead is not counted against the worker.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+PROMPT = (
+    "The history of the printing press begins in the fifteenth century, when "
+    "Johannes Gutenberg combined movable metal type, oil-based inks and a wooden "
+    "press adapted from wine making. Within fifty years, presses were running in "
+    "more than two hundred European cities, and the cost of books fell sharply. "
+    "Explain, step by step, how this invention changed science, religion and politics"
+)
+MAX_TOKENS = 128
+RUNS = 3
+
+
+def worker_bench(binary, model, threads):
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads), RUST_LOG="warn")
+    env.pop("RBEE_WORKER_TOKEN", None)
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [binary, "--worker-id", "bench", "--model", model, "--port", "0",
+         "--queen-url", "http://127.0.0.1:9", "--heartbeat-interval", "60"],
+        stdout=subprocess.PIPE, env=env, text=True)
+    try:
+        url = json.loads(proc.stdout.readline())["url"]
+        ready = json.loads(proc.stdout.readline())
+        wall_ready = time.monotonic() - started
+        runs = []
+        for i in range(RUNS + 1):
+            end = infer(url)
+            if i > 0:  # the first run warms caches and allocators
+                runs.append(end)
+        prompt_tps = statistics.median(r["prompt_tokens"] / (r["ttft_ms"] / 1000) for r in runs)
+        decode_tps = statistics.median(r["tokens_per_s"] for r in runs)
+        return {
+            "load_s": ready["load_ms"] / 1000,
+            "start_to_ready_s": wall_ready,
+            "prompt_tokens": runs[0]["prompt_tokens"],
+            "generated": runs[0]["tokens"],
+            "prompt_tps": prompt_tps,
+            "decode_tps": decode_tps,
+        }
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def infer(url):
+    body = json.dumps({"prompt": PROMPT, "max_tokens": MAX_TOKENS, "temperature": 0}).encode()
+    request = urllib.request.Request(
+        url + "/v1/inference", data=body, headers={"content-type": "application/json"})
+    event = None
+    with urllib.request.urlopen(request) as response:
+        for raw in response:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                event = line[len("event: "):]
+            elif line.startswith("data: ") and event in ("end", "error"):
+                data = json.loads(line[len("data: "):])
+                if event == "error":
+                    sys.exit(f"worker error: {data}")
+                return data
+    sys.exit("worker stream ended without an end event")
+
+
+def llama_bench(model, threads):
+    import llama_cpp
+
+    started = time.monotonic()
+    llm = llama_cpp.Llama(model_path=model, n_threads=threads, n_threads_batch=threads,
+                          n_ctx=2048, n_batch=512, verbose=False)
+    load_s = time.monotonic() - started
+    prompt_tokens = len(llm.tokenize(PROMPT.encode(), add_bos=True))
+    runs = []
+    for i in range(RUNS + 1):
+        llm.reset()
+        llama_cpp.llama_perf_context_reset(llm.ctx)
+        out = llm.create_completion(PROMPT, max_tokens=MAX_TOKENS, temperature=0.0)
+        perf = llama_cpp.llama_perf_context(llm.ctx)
+        if i > 0:
+            runs.append((perf, out["usage"]["completion_tokens"]))
+    return {
+        "load_s": load_s,
+        "prompt_tokens": prompt_tokens,
+        "generated": runs[0][1],
+        "prompt_tps": statistics.median(p.n_p_eval / (p.t_p_eval_ms / 1000) for p, _ in runs),
+        "decode_tps": statistics.median(p.n_eval / (p.t_eval_ms / 1000) for p, _ in runs),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--worker", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    worker = worker_bench(args.worker, args.model, args.threads)
+    llama = llama_bench(args.model, args.threads)
+    print(f"model: {os.path.basename(args.model)}, threads: {args.threads}, "
+          f"prompt {worker['prompt_tokens']} tokens, {MAX_TOKENS} generated, median of {RUNS}")
+    print(f"{'':18}{'worker':>12}{'llama.cpp':>12}{'ratio':>10}")
+    rows = [("load s", "load_s"), ("prompt tok/s", "prompt_tps"), ("decode tok/s", "decode_tps")]
+    for label, key in rows:
+        ratio = worker[key] / llama[key]
+        print(f"{label:18}{worker[key]:12.2f}{llama[key]:12.2f}{ratio:9.2f}x")
+    print(f"(worker start-to-ready wall time {worker['start_to_ready_s']:.2f} s; "
+          f"ratio is worker / llama.cpp; for load s lower is better)")
+    print(json.dumps({"worker": worker, "llama_cpp": llama}))
+
+
+if __name__ == "__main__":
+    main()

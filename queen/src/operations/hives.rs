@@ -235,10 +235,16 @@ async fn install_on(
 }
 
 pub async fn install(ctx: &JobContext, pattern: &str, accept: bool) -> OpResult {
-    let binaries = local_binaries(ctx).await?;
+    // A missing binary fails the hives that need a push, not the ones run in-process.
+    let binaries = local_binaries(ctx).await;
     fan_out(ctx, pattern, "install", |host| {
         let binaries = binaries.clone();
-        async move { install_on(&host, &binaries, accept).await }
+        async move {
+            if agent::runs_in_process(&host) {
+                return install_on(&host, &[], accept).await;
+            }
+            install_on(&host, &binaries?, accept).await
+        }
     })
     .await
 }

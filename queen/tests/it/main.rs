@@ -2,3 +2,5 @@
 
 mod api;
 mod hives;
+#[cfg(feature = "local-hive")]
+mod local_hive;

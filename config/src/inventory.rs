@@ -528,9 +528,13 @@ children = ["gpu"]
 mod example_file {
     #[test]
     fn the_shipped_example_inventory_is_valid() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../inventory/example.toml");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../inventory/example.toml");
         let inventory = super::Inventory::load(&path, true).expect("inventory/example.toml parses");
         assert_eq!(inventory.select("lab").map(|h| h.len()).ok(), Some(2));
-        assert_eq!(inventory.hives["gpu-a"].vars["worker_device"].as_str(), Some("cuda:0"));
+        assert_eq!(
+            inventory.hives["gpu-a"].vars["worker_device"].as_str(),
+            Some("cuda:0")
+        );
     }
 }

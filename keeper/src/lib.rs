@@ -299,16 +299,17 @@ pub async fn run_job(settings: &Settings, operation: &Operation) -> anyhow::Resu
     let (code, terminal) = follow(settings, &client, &submitted.job_id).await?;
     let unknown_keys =
         matches!(&terminal, JobEvent::Error(e) if e.code == ErrorCode::HostKeyUnknown);
-    if unknown_keys && !settings.json && std::io::stdin().is_terminal() {
-        if let Some(retry) = with_accepted_host_keys(operation)
-            && prompt::confirm(
-                "Trust the host keys shown above and record them in known_hosts?",
-                false,
-            )?
-        {
-            let submitted = client.submit(&retry).await?;
-            return Ok(follow(settings, &client, &submitted.job_id).await?.0);
-        }
+    if unknown_keys
+        && !settings.json
+        && std::io::stdin().is_terminal()
+        && let Some(retry) = with_accepted_host_keys(operation)
+        && prompt::confirm(
+            "Trust the host keys shown above and record them in known_hosts?",
+            false,
+        )?
+    {
+        let submitted = client.submit(&retry).await?;
+        return Ok(follow(settings, &client, &submitted.job_id).await?.0);
     }
     Ok(code)
 }

@@ -70,7 +70,11 @@ pub struct ErrorDetail {
 
 impl ErrorDetail {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ErrorDetail { code, message: message.into(), hint: None }
+        ErrorDetail {
+            code,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {

@@ -83,7 +83,10 @@ impl JobEvent {
     }
 
     pub fn is_terminal(&self) -> bool {
-        matches!(self, JobEvent::Done | JobEvent::Error(_) | JobEvent::Cancelled { .. })
+        matches!(
+            self,
+            JobEvent::Done | JobEvent::Error(_) | JobEvent::Cancelled { .. }
+        )
     }
 
     pub fn narration(actor: &str, action: &str, target: &str, human: impl Into<String>) -> Self {

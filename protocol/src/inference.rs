@@ -88,6 +88,9 @@ impl InferenceEvent {
     }
 
     pub fn is_terminal(&self) -> bool {
-        matches!(self, InferenceEvent::End { .. } | InferenceEvent::Error { .. })
+        matches!(
+            self,
+            InferenceEvent::End { .. } | InferenceEvent::Error { .. }
+        )
     }
 }

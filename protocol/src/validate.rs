@@ -5,8 +5,13 @@
 pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// Model ids: a Hugging Face repo (`owner/name`), optionally `:file.gguf`; or a bare
@@ -22,7 +27,8 @@ pub fn is_valid_model_id(id: &str) -> bool {
     };
     let part_ok = |s: &str| {
         !s.is_empty()
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     };
     let repo_ok = repo.split('/').count() <= 2 && repo.split('/').all(part_ok);
     let file_ok = file.is_none_or(|f| f.split('/').all(part_ok));
@@ -53,7 +59,17 @@ mod tests {
         ] {
             assert!(is_valid_model_id(ok), "{ok} should be valid");
         }
-        for bad in ["", "/etc/passwd", "a/../b", "a/b/c", "a b", "a;b", "a:", "x'y", "a\nb"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "a/../b",
+            "a/b/c",
+            "a b",
+            "a;b",
+            "a:",
+            "x'y",
+            "a\nb",
+        ] {
             assert!(!is_valid_model_id(bad), "{bad:?} should be invalid");
         }
     }

@@ -50,7 +50,11 @@ fn every_operation_round_trips() {
     let mut names = std::collections::BTreeSet::new();
     for case in cases {
         let op: Operation = round_trip(case.clone());
-        assert_eq!(case["operation"], op.name(), "name() disagrees with the tag");
+        assert_eq!(
+            case["operation"],
+            op.name(),
+            "name() disagrees with the tag"
+        );
         names.insert(op.name());
     }
     assert_eq!(names.len(), 23, "every variant is covered: {names:?}");
@@ -58,19 +62,23 @@ fn every_operation_round_trips() {
 
 #[test]
 fn operation_defaults_apply() {
-    let op: Operation = serde_json::from_value(
-        json!({"operation":"worker_spawn","hive_id":"a","model":"m"}),
-    )
-    .expect("parses");
+    let op: Operation =
+        serde_json::from_value(json!({"operation":"worker_spawn","hive_id":"a","model":"m"}))
+            .expect("parses");
     assert_eq!(
         op,
-        Operation::WorkerSpawn { hive_id: "a".into(), model: "m".into(), device: "cpu".into() }
+        Operation::WorkerSpawn {
+            hive_id: "a".into(),
+            model: "m".into(),
+            device: "cpu".into()
+        }
     );
 }
 
 #[test]
 fn unknown_operation_is_an_error_naming_it() {
-    let err = serde_json::from_value::<Operation>(json!({"operation":"fly"})).unwrap_err();
+    let err = serde_json::from_value::<Operation>(json!({"operation":"fly"}))
+        .expect_err("an unknown operation is refused");
     assert!(err.to_string().contains("fly"), "{err}");
 }
 
@@ -97,7 +105,12 @@ fn every_job_event_round_trips() {
 #[test]
 fn terminal_events() {
     assert!(JobEvent::Done.is_terminal());
-    assert!(JobEvent::Cancelled { reason: String::new() }.is_terminal());
+    assert!(
+        JobEvent::Cancelled {
+            reason: String::new()
+        }
+        .is_terminal()
+    );
     assert!(JobEvent::Error(ErrorDetail::new(ErrorCode::Internal, "x")).is_terminal());
     assert!(!JobEvent::narration("a", "b", "c", "d").is_terminal());
 }
@@ -105,9 +118,15 @@ fn terminal_events() {
 #[test]
 fn done_is_framed_as_the_seed_has_it() {
     assert_eq!(JobEvent::Done.sse_data(), "[DONE]");
-    assert_eq!(JobEvent::from_sse("done", "[DONE]").expect("parses"), JobEvent::Done);
+    assert_eq!(
+        JobEvent::from_sse("done", "[DONE]").expect("parses"),
+        JobEvent::Done
+    );
     let error = JobEvent::Error(ErrorDetail::new(ErrorCode::Timeout, "slow").with_hint("wait"));
-    assert_eq!(JobEvent::from_sse("error", &error.sse_data()).expect("parses"), error);
+    assert_eq!(
+        JobEvent::from_sse("error", &error.sse_data()).expect("parses"),
+        error
+    );
 }
 
 #[test]
@@ -119,7 +138,8 @@ fn unknown_error_codes_parse_as_other() {
 
 #[test]
 fn error_body_shape() {
-    let body: ErrorBody = round_trip(json!({"error":{"code":"bad_request","message":"m","hint":"h"}}));
+    let body: ErrorBody =
+        round_trip(json!({"error":{"code":"bad_request","message":"m","hint":"h"}}));
     assert_eq!(body.error.code, ErrorCode::BadRequest);
     assert_eq!(body.error.code.as_str(), "bad_request");
 }
@@ -173,9 +193,21 @@ fn inference_events_round_trip() {
 #[test]
 fn sse_frames_survive_arbitrary_chunking() {
     let frames = vec![
-        SseFrame { event: "narration".into(), data: "{\"a\":1}".into(), id: Some("0".into()) },
-        SseFrame { event: "token".into(), data: "line one\nline two".into(), id: Some("1".into()) },
-        SseFrame { event: "done".into(), data: "[DONE]".into(), id: None },
+        SseFrame {
+            event: "narration".into(),
+            data: "{\"a\":1}".into(),
+            id: Some("0".into()),
+        },
+        SseFrame {
+            event: "token".into(),
+            data: "line one\nline two".into(),
+            id: Some("1".into()),
+        },
+        SseFrame {
+            event: "done".into(),
+            data: "[DONE]".into(),
+            id: None,
+        },
     ];
     let mut wire = String::from(": keep-alive\n\n");
     for f in &frames {

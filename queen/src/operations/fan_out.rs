@@ -137,7 +137,8 @@ where
                     ),
                 )),
             };
-            let row = match outcome {
+
+            match outcome {
                 Ok(done) => {
                     host.narrate(
                         Level::Info,
@@ -191,8 +192,7 @@ where
                         code: Some(error.code),
                     }
                 }
-            };
-            row
+            }
         }
     });
     let mut recap: Vec<RecapRow> = futures::stream::iter(runs)

@@ -400,11 +400,8 @@ impl SshConnection {
                 ChannelMsg::ExitStatus {
                     exit_status: status,
                 } => exit_status = Some(status),
-                ChannelMsg::Eof | ChannelMsg::Close => {
-                    if exit_status.is_some() || matches!(message, ChannelMsg::Close) {
-                        break;
-                    }
-                }
+                ChannelMsg::Close => break,
+                ChannelMsg::Eof if exit_status.is_some() => break,
                 _ => {}
             }
         }
@@ -503,9 +500,12 @@ async fn authenticate(
     })
 }
 
+/// A hive's place in the pool; its async lock makes concurrent users share one connect.
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<SshConnection>>>>;
+
 /// One connection per hive, opened on first use and reopened when it has died.
 pub struct SshPool {
-    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Arc<SshConnection>>>>>>,
+    slots: Mutex<HashMap<String, Slot>>,
     pub settings: SshSettings,
 }
 
@@ -517,7 +517,7 @@ impl SshPool {
         }
     }
 
-    fn slot(&self, alias: &str) -> Arc<tokio::sync::Mutex<Option<Arc<SshConnection>>>> {
+    fn slot(&self, alias: &str) -> Slot {
         self.slots
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -18,7 +18,7 @@ pub fn quote(arg: &str) -> String {
 /// Quotes a remote path, letting a leading `~/` expand to the remote user's home.
 pub fn quote_path(path: &str) -> String {
     match path.strip_prefix("~/") {
-        Some(rest) if rest.is_empty() => "\"$HOME\"".to_owned(),
+        Some("") => "\"$HOME\"".to_owned(),
         Some(rest) => format!("\"$HOME\"/{}", quote(rest)),
         None if path == "~" => "\"$HOME\"".to_owned(),
         None => quote(path),

@@ -56,10 +56,8 @@ pub fn parse(text: &str, alias: &str) -> HostConfig {
             "user" => {
                 config.user.get_or_insert_with(|| value.to_owned());
             }
-            "port" => {
-                if config.port.is_none() {
-                    config.port = value.parse().ok();
-                }
+            "port" if config.port.is_none() => {
+                config.port = value.parse().ok();
             }
             "identityfile" => config
                 .identity_files

@@ -414,6 +414,63 @@ mod tests {
         assert_eq!(parse_byte_token("hello"), None);
     }
 
+    /// A SentencePiece vocabulary where merges follow the merged token's score.
+    fn sentencepiece_metadata() -> HashMap<String, Value> {
+        let pieces: &[(&str, f32, i32)] = &[
+            ("<unk>", 0.0, 2),
+            ("<s>", 0.0, 3),
+            ("</s>", 0.0, 3),
+            ("<0x0A>", 0.0, 6),
+            ("\u{2581}", -1.0, 1),
+            ("h", -2.0, 1),
+            ("e", -2.0, 1),
+            ("l", -2.0, 1),
+            ("o", -2.0, 1),
+            ("ll", -3.0, 1),
+            ("\u{2581}h", -4.0, 1),
+            ("\u{2581}he", -5.0, 1),
+            ("llo", -6.0, 1),
+            ("\u{2581}hello", -7.0, 1),
+        ];
+        let strings =
+            |f: fn(&(&str, f32, i32)) -> Value| Value::Array(pieces.iter().map(f).collect());
+        HashMap::from([
+            (
+                "tokenizer.ggml.model".to_owned(),
+                Value::String("llama".into()),
+            ),
+            (
+                "tokenizer.ggml.tokens".to_owned(),
+                strings(|p| Value::String(p.0.into())),
+            ),
+            (
+                "tokenizer.ggml.scores".to_owned(),
+                strings(|p| Value::F32(p.1)),
+            ),
+            (
+                "tokenizer.ggml.token_type".to_owned(),
+                strings(|p| Value::I32(p.2)),
+            ),
+            ("tokenizer.ggml.bos_token_id".to_owned(), Value::U32(1)),
+            ("tokenizer.ggml.eos_token_id".to_owned(), Value::U32(2)),
+        ])
+    }
+
+    #[test]
+    fn sentencepiece_vocabularies_merge_by_score_and_fall_back_to_bytes() {
+        let tokenizer =
+            TextTokenizer::from_gguf(&sentencepiece_metadata(), Path::new("/none/m.gguf"))
+                .expect("tokenizer");
+        assert_eq!(tokenizer.encode_prompt("hello").expect("encode"), [1, 13]);
+        assert_eq!(
+            tokenizer.encode("hello\nhe").expect("encode"),
+            [13, 3, 5, 6]
+        );
+        assert_eq!(tokenizer.token_bytes(13), b" hello");
+        assert_eq!(tokenizer.token_bytes(3), b"\n");
+        assert!(tokenizer.is_end_of_generation(2));
+    }
+
     #[test]
     fn unknown_pre_tokenizers_are_refused() {
         assert!(pre_tokenizer_splits("smollm").is_some());

@@ -37,6 +37,8 @@ pub struct QueenConfig {
     pub operation_timeout_secs: u64,
     /// Where `hive install` finds the binaries it pushes; beside queen-rbee by default.
     pub bin_dir: Option<PathBuf>,
+    /// OpenSSH client configuration to honour; `~/.ssh/config` by default.
+    pub ssh_config: Option<PathBuf>,
 }
 
 impl Default for QueenConfig {
@@ -53,6 +55,7 @@ impl Default for QueenConfig {
             connect_timeout_secs: 10,
             operation_timeout_secs: 300,
             bin_dir: None,
+            ssh_config: None,
         }
     }
 }

@@ -31,7 +31,10 @@ impl AppState {
             Duration::from_secs(config.queen.job_ttl_secs),
             config.queen.max_job_events,
         );
-        let mut ssh = SshSettings::new(inventory.known_hosts.clone());
+        let mut ssh = SshSettings::new(
+            inventory.known_hosts.clone(),
+            config.queen.ssh_config.clone(),
+        );
         ssh.connect_timeout = Duration::from_secs(config.queen.connect_timeout_secs.max(1));
         AppState {
             hives: HiveRegistry::default(),

@@ -31,13 +31,13 @@ pub struct SshSettings {
 }
 
 impl SshSettings {
-    pub fn new(known_hosts: Option<PathBuf>) -> Self {
+    pub fn new(known_hosts: Option<PathBuf>, ssh_config: Option<PathBuf>) -> Self {
         SshSettings {
             connect_timeout: Duration::from_secs(10),
             keepalive: Duration::from_secs(15),
             known_hosts: known_hosts
                 .unwrap_or_else(|| rbee_config::paths::expand_home("~/.ssh/known_hosts")),
-            ssh_config: ssh_config::default_path(),
+            ssh_config: ssh_config.unwrap_or_else(ssh_config::default_path),
         }
     }
 }
@@ -116,12 +116,19 @@ pub struct SshTarget {
     pub port: u16,
     pub user: String,
     pub identity_files: Vec<PathBuf>,
+    /// `ProxyJump` from `~/.ssh/config`: the host to tunnel through, resolved alike.
+    pub jump: Option<Box<SshTarget>>,
 }
 
 impl SshTarget {
     /// Inventory settings win over `~/.ssh/config`, which wins over ssh's defaults.
     pub fn resolve(hive: &Hive, settings: &SshSettings) -> SshTarget {
         let from_config = ssh_config::lookup(&settings.ssh_config, &hive.host);
+        let jump = from_config
+            .proxy_jump
+            .as_deref()
+            .and_then(|spec| jump_target(spec, settings))
+            .map(Box::new);
         let identity_files = match &hive.identity_file {
             Some(file) => vec![file.clone()],
             None if !from_config.identity_files.is_empty() => from_config.identity_files,
@@ -140,8 +147,39 @@ impl SshTarget {
                 .or_else(|| std::env::var("USER").ok())
                 .unwrap_or_else(|| "root".to_owned()),
             identity_files,
+            jump,
         }
     }
+}
+
+/// A `ProxyJump` value (`[user@]host[:port]`, the first of a list) as a target, with
+/// `~/.ssh/config` applied to that host in turn; one hop.
+fn jump_target(spec: &str, settings: &SshSettings) -> Option<SshTarget> {
+    let first = spec.split(',').next()?.trim();
+    if first.is_empty() || first.eq_ignore_ascii_case("none") {
+        return None;
+    }
+    let (user, rest) = match first.split_once('@') {
+        Some((user, rest)) => (Some(user.to_owned()), rest),
+        None => (None, first),
+    };
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => (host, port.parse().ok()),
+        _ => (rest, None),
+    };
+    let hop = Hive {
+        alias: host.to_owned(),
+        host: host.to_owned(),
+        ssh_user: user,
+        ssh_port: port,
+        identity_file: None,
+        install_dir: String::new(),
+        groups: Default::default(),
+        vars: Default::default(),
+    };
+    let mut target = SshTarget::resolve(&hop, settings);
+    target.jump = None;
+    Some(target)
 }
 
 /// Checks the server's key against known_hosts; what it found is kept for the error.
@@ -230,7 +268,13 @@ pub struct SshConnection {
     handle: client::Handle<HostKeyCheck>,
     channels: Semaphore,
     pub target: SshTarget,
+    /// The jump host's connection, kept open as long as this one tunnels through it.
+    _jump: Option<Arc<SshConnection>>,
 }
+
+/// A byte stream an SSH session runs over: a TCP socket, or a jump host's channel.
+trait Tunnel: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Tunnel for T {}
 
 /// What a remote command left behind once its channel closed.
 #[derive(Debug)]
@@ -262,19 +306,43 @@ impl SshConnection {
             port: target.port,
             reason,
         };
-        let socket = tokio::time::timeout(
-            settings.connect_timeout,
-            tokio::net::TcpStream::connect((target.host.as_str(), target.port)),
-        )
-        .await
-        .map_err(|_| {
-            unreachable(format!(
-                "no answer within {}s",
-                settings.connect_timeout.as_secs()
-            ))
-        })?
-        .map_err(|e| unreachable(e.to_string()))?;
-        let _ = socket.set_nodelay(true);
+        let timeout = settings.connect_timeout;
+        let (jump, stream): (Option<Arc<SshConnection>>, Box<dyn Tunnel>) = match &target.jump {
+            Some(hop) => {
+                let jump =
+                    Box::pin(SshConnection::open((**hop).clone(), settings, accept_new)).await?;
+                let channel = tokio::time::timeout(
+                    timeout,
+                    jump.handle.channel_open_direct_tcpip(
+                        target.host.clone(),
+                        u32::from(target.port),
+                        "127.0.0.1",
+                        0,
+                    ),
+                )
+                .await
+                .map_err(|_| {
+                    unreachable(format!(
+                        "no answer through {} within {}s",
+                        hop.host,
+                        timeout.as_secs()
+                    ))
+                })?
+                .map_err(|e| unreachable(format!("through {}: {e}", hop.host)))?;
+                (Some(Arc::new(jump)), Box::new(channel.into_stream()))
+            }
+            None => {
+                let socket = tokio::time::timeout(
+                    timeout,
+                    tokio::net::TcpStream::connect((target.host.as_str(), target.port)),
+                )
+                .await
+                .map_err(|_| unreachable(format!("no answer within {}s", timeout.as_secs())))?
+                .map_err(|e| unreachable(e.to_string()))?;
+                let _ = socket.set_nodelay(true);
+                (None, Box::new(socket))
+            }
+        };
         let config = Arc::new(client::Config {
             keepalive_interval: Some(settings.keepalive),
             keepalive_max: 3,
@@ -290,7 +358,7 @@ impl SshConnection {
         };
         let handshake = tokio::time::timeout(
             settings.connect_timeout,
-            client::connect_stream(config, socket, check),
+            client::connect_stream(config, stream, check),
         )
         .await;
         let mut handle = match handshake {
@@ -315,6 +383,7 @@ impl SshConnection {
             handle,
             channels: Semaphore::new(CHANNELS_PER_CONNECTION),
             target,
+            _jump: jump,
         })
     }
 

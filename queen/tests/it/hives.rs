@@ -364,3 +364,94 @@ async fn one_stopped_sshd_is_unreachable_and_the_others_succeed() {
         ])
     );
 }
+
+/// Runs `ip` with `args`, failing the test on error.
+fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .expect("ip runs");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_jump_from_ssh_config_tunnels_through_another_host() {
+    let lab = Lab::up(2);
+    let inventory = lab.inventory(None);
+    let (one, two) = (
+        inventory.hives["hive-1"].host.clone(),
+        inventory.hives["hive-2"].host.clone(),
+    );
+    let slot = std::fs::read_to_string(lab.dir.path().join("slot"))
+        .expect("slot")
+        .trim()
+        .to_owned();
+    let subnet = |host: &str| format!("{}.0/30", host.rsplit_once('.').expect("ipv4").0);
+    let gateway = |host: &str| format!("{}.1", host.rsplit_once('.').expect("ipv4").0);
+    // Route hive-1 and hive-2 to each other through this machine, so hive-1 can serve as
+    // the jump host to hive-2.
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("enable forwarding (needs root)");
+    ip(&[
+        "netns",
+        "exec",
+        &format!("rbee-lab{slot}-hive-1"),
+        "ip",
+        "route",
+        "replace",
+        &subnet(&two),
+        "via",
+        &gateway(&one),
+    ]);
+    ip(&[
+        "netns",
+        "exec",
+        &format!("rbee-lab{slot}-hive-2"),
+        "ip",
+        "route",
+        "replace",
+        &subnet(&one),
+        "via",
+        &gateway(&two),
+    ]);
+
+    let key = lab.dir.path().join("id_ed25519");
+    let ssh_config = lab.dir.path().join("ssh_config");
+    std::fs::write(
+        &ssh_config,
+        format!(
+            "Host {two}\n    ProxyJump root@{one}\n\nHost {one}\n    IdentityFile {}\n",
+            key.display()
+        ),
+    )
+    .expect("ssh config");
+    let mut config = Config::default();
+    config.queen.bin_dir = Some(bin_dir());
+    config.queen.ssh_config = Some(ssh_config);
+    config.queen.connect_timeout_secs = 5;
+    let state = Arc::new(AppState::new(config, inventory));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(queen_rbee::serve(listener, state.clone()));
+    let queen = Queen {
+        url,
+        state,
+        http: reqwest::Client::new(),
+    };
+
+    let events = queen
+        .run(json!({"operation": "hive_install", "hive_id": "hive-2"}))
+        .await;
+    assert_eq!(recap(&events), rows(&[("hive-2", "changed")]), "{events:?}");
+    let log =
+        std::fs::read_to_string(lab.dir.path().join("hosts/hive-2/sshd.log")).expect("sshd log");
+    assert!(
+        log.contains(&format!("from {one} port")),
+        "hive-2 saw the connection come from hive-1:\n{log}"
+    );
+}

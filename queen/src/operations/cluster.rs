@@ -10,6 +10,7 @@ fn hive_rows(ctx: &JobContext) -> Vec<serde_json::Value> {
         .hives
         .values()
         .map(|h| {
+            let record = ctx.state.hives.get(&h.alias);
             json!({
                 "alias": h.alias,
                 "host": h.host,
@@ -17,6 +18,11 @@ fn hive_rows(ctx: &JobContext) -> Vec<serde_json::Value> {
                 "ssh_user": h.ssh_user,
                 "install_dir": h.install_dir,
                 "groups": h.groups,
+                "online": record.as_ref().is_some_and(|r| r.online),
+                "agent_version": record.as_ref().and_then(|r| r.agent_version.clone()),
+                "devices": record
+                    .and_then(|r| r.capabilities)
+                    .map(|c| c.devices.iter().map(|d| d.id.clone()).collect::<Vec<_>>()),
             })
         })
         .collect()

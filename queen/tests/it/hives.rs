@@ -2,15 +2,13 @@
 //! agent and worker binaries pushed over SSH.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use queen_rbee::state::AppState;
 use rbee_config::{Config, Inventory};
-use rbee_protocol::sse::SseDecoder;
 use rbee_protocol::{ErrorCode, JobEvent};
-use serde_json::{Value, json};
+
+use crate::support::{Queen, start_queen};
+use serde_json::json;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -85,72 +83,13 @@ impl Drop for Lab {
     }
 }
 
-struct Queen {
-    url: String,
-    state: Arc<AppState>,
-    http: reqwest::Client,
-}
-
-async fn queen(inventory: Inventory) -> Queen {
+async fn queen(inventory: Inventory, configure: impl FnOnce(&mut Config)) -> Queen {
     let mut config = Config::default();
     config.queen.bin_dir = Some(bin_dir());
     config.queen.connect_timeout_secs = 3;
     config.queen.operation_timeout_secs = 60;
-    let state = Arc::new(AppState::new(config, inventory));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(queen_rbee::serve(listener, state.clone()));
-    Queen {
-        url,
-        state,
-        http: reqwest::Client::new(),
-    }
-}
-
-impl Queen {
-    /// Runs an operation; every event with the moment it arrived.
-    async fn run(&self, operation: Value) -> Vec<(Instant, JobEvent)> {
-        let body: Value = self
-            .http
-            .post(format!("{}/v1/jobs", self.url))
-            .json(&operation)
-            .send()
-            .await
-            .expect("submit")
-            .json()
-            .await
-            .expect("json");
-        let job = body["job_id"].as_str().expect("job id");
-        let response = self
-            .http
-            .get(format!("{}/v1/jobs/{job}/stream", self.url))
-            .send()
-            .await
-            .expect("stream");
-        let mut decoder = SseDecoder::new();
-        let mut events = Vec::new();
-        let mut body = response.bytes_stream();
-        let deadline = tokio::time::sleep(Duration::from_secs(120));
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                chunk = body.next() => {
-                    let Some(chunk) = chunk else { break };
-                    for frame in decoder.feed(&chunk.expect("chunk")).expect("sse") {
-                        events.push((Instant::now(), JobEvent::from_sse(&frame.event, &frame.data).expect("event")));
-                    }
-                }
-                () = &mut deadline => panic!("job did not end: {events:?}"),
-            }
-        }
-        assert!(
-            events.last().is_some_and(|(_, e)| e.is_terminal()),
-            "{events:?}"
-        );
-        events
-    }
+    configure(&mut config);
+    start_queen(config, inventory).await
 }
 
 fn recap(events: &[(Instant, JobEvent)]) -> Vec<(String, String)> {
@@ -189,7 +128,7 @@ fn rows(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_pushes_once_then_reports_unchanged_and_start_detects_devices() {
     let lab = Lab::up(2);
-    let queen = queen(lab.inventory(None)).await;
+    let queen = queen(lab.inventory(None), |_| {}).await;
 
     let first = queen
         .run(json!({"operation": "hive_install", "hive_id": "lab"}))
@@ -262,6 +201,21 @@ async fn install_pushes_once_then_reports_unchanged_and_start_detects_devices() 
     assert_eq!(caps["ram_total"], total_kib * 1024);
     assert_eq!(caps["hostname"], "hive-1");
     assert!(queen.state.hives.get("hive-1").is_some_and(|r| r.online));
+    let status = queen.run(json!({"operation": "status"})).await;
+    let hives = status
+        .iter()
+        .find_map(|(_, e)| match e {
+            JobEvent::Result { value, .. } => Some(value["hives"].clone()),
+            _ => None,
+        })
+        .expect("status result");
+    assert_eq!(hives[0]["alias"], "hive-1");
+    assert_eq!(hives[0]["online"], true);
+    assert_eq!(hives[0]["devices"], json!(["CPU-0"]));
+    assert_eq!(
+        hives[1]["online"], false,
+        "hive-2 was installed but not started"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,7 +224,7 @@ async fn unknown_host_keys_need_the_flag_and_changed_keys_are_refused() {
     let known_hosts = lab.dir.path().join("rbee_known_hosts");
     std::fs::write(&known_hosts, "").expect("empty known_hosts");
 
-    let queen_a = queen(lab.inventory(Some(&known_hosts))).await;
+    let queen_a = queen(lab.inventory(Some(&known_hosts)), |_| {}).await;
     let refused = queen_a
         .run(json!({"operation": "hive_start", "hive_id": "hive-1"}))
         .await;
@@ -308,7 +262,7 @@ async fn unknown_host_keys_need_the_flag_and_changed_keys_are_refused() {
 
     // The host gets a new key: a fresh queen (no pooled connection) must refuse it.
     lab.script(&["rekey", "1"]);
-    let queen_b = queen(lab.inventory(Some(&known_hosts))).await;
+    let queen_b = queen(lab.inventory(Some(&known_hosts)), |_| {}).await;
     let changed = queen_b
         .run(json!({"operation": "hive_start", "hive_id": "hive-1", "accept_new_host_keys": true}))
         .await;
@@ -327,7 +281,7 @@ async fn unknown_host_keys_need_the_flag_and_changed_keys_are_refused() {
 async fn one_stopped_sshd_is_unreachable_and_the_others_succeed() {
     let lab = Lab::up(4);
     lab.script(&["stop-sshd", "3"]);
-    let queen = queen(lab.inventory(None)).await;
+    let queen = queen(lab.inventory(None), |_| {}).await;
     let started = Instant::now();
     let events = queen
         .run(json!({"operation": "hive_install", "hive_id": "all"}))
@@ -428,21 +382,11 @@ async fn proxy_jump_from_ssh_config_tunnels_through_another_host() {
         ),
     )
     .expect("ssh config");
-    let mut config = Config::default();
-    config.queen.bin_dir = Some(bin_dir());
-    config.queen.ssh_config = Some(ssh_config);
-    config.queen.connect_timeout_secs = 5;
-    let state = Arc::new(AppState::new(config, inventory));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(queen_rbee::serve(listener, state.clone()));
-    let queen = Queen {
-        url,
-        state,
-        http: reqwest::Client::new(),
-    };
+    let queen = queen(inventory, |config| {
+        config.queen.ssh_config = Some(ssh_config);
+        config.queen.connect_timeout_secs = 5;
+    })
+    .await;
 
     let events = queen
         .run(json!({"operation": "hive_install", "hive_id": "hive-2"}))

@@ -2,42 +2,11 @@
 //! same events as over SSH and no sshd involved. Run by `scripts/test.sh` with
 //! `--features local-hive`.
 
-use std::sync::Arc;
-
-use futures::StreamExt;
-use queen_rbee::state::AppState;
 use rbee_config::{Config, Inventory};
 use rbee_protocol::JobEvent;
-use rbee_protocol::sse::SseDecoder;
 use serde_json::{Value, json};
 
-async fn run(url: &str, operation: Value) -> Vec<JobEvent> {
-    let http = reqwest::Client::new();
-    let body: Value = http
-        .post(format!("{url}/v1/jobs"))
-        .json(&operation)
-        .send()
-        .await
-        .expect("submit")
-        .json()
-        .await
-        .expect("json");
-    let job = body["job_id"].as_str().expect("job id");
-    let response = http
-        .get(format!("{url}/v1/jobs/{job}/stream"))
-        .send()
-        .await
-        .expect("stream");
-    let mut decoder = SseDecoder::new();
-    let mut events = Vec::new();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        for frame in decoder.feed(&chunk.expect("chunk")).expect("sse") {
-            events.push(JobEvent::from_sse(&frame.event, &frame.data).expect("event"));
-        }
-    }
-    events
-}
+use crate::support::start_queen;
 
 #[tokio::test]
 async fn localhost_runs_in_process_without_sshd() {
@@ -48,12 +17,19 @@ async fn localhost_runs_in_process_without_sshd() {
     );
     let inventory =
         Inventory::parse(std::path::Path::new("inventory.toml"), &text).expect("inventory");
-    let state = Arc::new(AppState::new(Config::default(), inventory));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(queen_rbee::serve(listener, state.clone()));
+    let queen = start_queen(Config::default(), inventory).await;
+    let (url, state) = (queen.url.clone(), queen.state.clone());
+    let run = |operation: Value| {
+        let queen = &queen;
+        async move {
+            queen
+                .run(operation)
+                .await
+                .into_iter()
+                .map(|(_, e)| e)
+                .collect::<Vec<_>>()
+        }
+    };
 
     let info: Value = reqwest::get(format!("{url}/v1/build-info"))
         .await
@@ -63,17 +39,9 @@ async fn localhost_runs_in_process_without_sshd() {
         .expect("json");
     assert_eq!(info["features"], json!(["local-hive"]));
 
-    let install = run(
-        &url,
-        json!({"operation": "hive_install", "hive_id": "localhost"}),
-    )
-    .await;
+    let install = run(json!({"operation": "hive_install", "hive_id": "localhost"})).await;
     assert_eq!(install.last(), Some(&JobEvent::Done), "{install:?}");
-    let started = run(
-        &url,
-        json!({"operation": "hive_start", "hive_id": "localhost"}),
-    )
-    .await;
+    let started = run(json!({"operation": "hive_start", "hive_id": "localhost"})).await;
     assert_eq!(started.last(), Some(&JobEvent::Done), "{started:?}");
     let caps = started
         .iter()

@@ -4,3 +4,4 @@ mod api;
 mod hives;
 #[cfg(feature = "local-hive")]
 mod local_hive;
+mod support;

@@ -9,15 +9,15 @@ cd "$repo"
 "$repo/scripts/install-deps.sh"
 "$repo/scripts/fetch-test-model.sh" >/dev/null
 
-# The process tests run the workspace's binaries; build them all in the same profile
-# the tests use, so nothing is compiled twice.
-cargo build --workspace --bins --locked
-# The queen's local-hive feature runs localhost operations in-process; its test needs
-# the feature on, which only recompiles the queen itself.
+# nextest builds every package's binaries along with the tests (the process tests run
+# them from target/debug), all with one feature resolution, so nothing is compiled
+# twice; a separate `cargo build --bins` would resolve features without the
+# dev-dependencies and rebuild much of the tree. The queen's local-hive feature is on
+# so its in-process path is tested too; lab hives are not named localhost, so
+# everything else still goes over SSH.
+features=(--features queen-rbee/local-hive)
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run -p queen-rbee --features local-hive --locked -E 'test(local_hive)'
-    cargo nextest run --workspace --locked --no-fail-fast "$@"
+    cargo nextest run --workspace --locked --no-fail-fast "${features[@]}" "$@"
 else
-    cargo test -p queen-rbee --features local-hive --locked --test it local_hive
-    cargo test --workspace --locked --no-fail-fast "$@"
+    cargo test --workspace --locked --no-fail-fast "${features[@]}" "$@"
 fi

@@ -12,7 +12,7 @@ fn queen_binary() -> PathBuf {
     let queen = keeper.with_file_name("queen-rbee");
     assert!(
         queen.is_file(),
-        "{} is missing: run `cargo build --workspace --bins` first",
+        "{} is missing: run `cargo nextest run --workspace` (it builds every binary) or `cargo build --workspace --bins`",
         queen.display()
     );
     queen

@@ -25,7 +25,7 @@ fn bin_dir() -> PathBuf {
     for name in ["rbee-hive", "llm-worker-rbee"] {
         assert!(
             dir.join(name).is_file(),
-            "{} missing: run `cargo build --workspace --bins` first",
+            "{} missing: run `cargo nextest run --workspace` (it builds every binary) or `cargo build --workspace --bins`",
             dir.join(name).display()
         );
     }

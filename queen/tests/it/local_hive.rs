@@ -1,6 +1,6 @@
 //! The `local-hive` feature: localhost operations run the agent in-process, with the
-//! same events as over SSH and no sshd involved. Run by `scripts/test.sh` with
-//! `--features local-hive`.
+//! same events as over SSH and no sshd involved. `scripts/test.sh` turns the feature
+//! on for the whole run.
 
 use rbee_config::{Config, Inventory};
 use rbee_protocol::JobEvent;

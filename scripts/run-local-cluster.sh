@@ -18,7 +18,8 @@ step() { printf '\n\033[1;36m==> %s\033[0m\n' "$*"; }
 step "installing prerequisites"
 scripts/install-deps.sh
 step "building rbee"
-cargo build --workspace --bins --locked
+# The same targets and features as the test command, so the two share one build.
+cargo build --workspace --all-targets --locked --features queen-rbee/local-hive
 bin="$repo/target/debug"
 keeper="$bin/rbee-keeper"
 step "fetching the test model"

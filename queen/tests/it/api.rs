@@ -52,6 +52,17 @@ async fn start() -> Queen {
 }
 
 impl Queen {
+    async fn get_json(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json")
+    }
+
     async fn submit(&self, operation: Value) -> String {
         let response = self
             .http
@@ -138,25 +149,9 @@ fn terminal_count(events: &[JobEvent]) -> usize {
 #[tokio::test]
 async fn health_and_build_info() {
     let queen = start().await;
-    let health: Value = queen
-        .http
-        .get(format!("{}/health", queen.url))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let health: Value = queen.get_json("/health").await;
     assert_eq!(health["status"], "ok");
-    let info: Value = queen
-        .http
-        .get(format!("{}/v1/build-info", queen.url))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let info: Value = queen.get_json("/v1/build-info").await;
     assert_eq!(info["version"], rbee_protocol::VERSION);
     assert!(info["features"].is_array());
     let stamp = info["build_timestamp"].as_str().expect("timestamp");
@@ -199,15 +194,7 @@ async fn late_subscriber_receives_every_event_from_the_first() {
     // Wait for the job to end, then subscribe for the first time.
     let mut ended = false;
     for _ in 0..100 {
-        let summary: Value = queen
-            .http
-            .get(format!("{}/v1/jobs/{job}", queen.url))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json");
+        let summary: Value = queen.get_json(&format!("/v1/jobs/{job}")).await;
         if summary["state"] == "done" {
             ended = true;
             break;
@@ -267,15 +254,7 @@ async fn cancel_ends_the_stream_with_cancelled() {
         "{events:?}"
     );
     assert_eq!(terminal_count(&events), 1);
-    let jobs: Value = queen
-        .http
-        .get(format!("{}/v1/jobs", queen.url))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let jobs: Value = queen.get_json("/v1/jobs").await;
     assert_eq!(jobs[0]["state"], "cancelled");
     queen.stop().await;
 }

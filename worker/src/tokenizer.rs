@@ -86,18 +86,13 @@ impl TextTokenizer {
         model_path: &Path,
     ) -> Result<Self, TokenizerError> {
         let tokens: Vec<String> = string_array(metadata, "tokenizer.ggml.tokens")?;
-        let token_types: Vec<i32> = match metadata.get("tokenizer.ggml.token_type") {
-            Some(v) => v
-                .to_vec()
-                .map_err(|source| TokenizerError::BadValue {
-                    key: "tokenizer.ggml.token_type",
-                    source: Box::new(source),
-                })?
-                .iter()
-                .map(|t| t.to_i32().unwrap_or(1))
-                .collect(),
-            None => vec![1; tokens.len()],
-        };
+        let token_types = optional_array(
+            metadata,
+            "tokenizer.ggml.token_type",
+            tokens.len(),
+            1,
+            |t| t.to_i32().ok(),
+        )?;
         let kind = metadata
             .get("tokenizer.ggml.model")
             .and_then(|v| v.to_string().ok())
@@ -130,18 +125,10 @@ impl TextTokenizer {
                 (inner, bytes, false)
             }
             "llama" => {
-                let scores: Vec<f32> = match metadata.get("tokenizer.ggml.scores") {
-                    Some(v) => v
-                        .to_vec()
-                        .map_err(|source| TokenizerError::BadValue {
-                            key: "tokenizer.ggml.scores",
-                            source: Box::new(source),
-                        })?
-                        .iter()
-                        .map(|s| s.to_f32().unwrap_or(0.0))
-                        .collect(),
-                    None => vec![0.0; tokens.len()],
-                };
+                let scores =
+                    optional_array(metadata, "tokenizer.ggml.scores", tokens.len(), 0.0, |s| {
+                        s.to_f32().ok()
+                    })?;
                 let add_space_prefix = metadata
                     .get("tokenizer.ggml.add_space_prefix")
                     .and_then(|v| v.to_bool().ok())
@@ -265,6 +252,29 @@ impl TextTokenizer {
 
     pub fn is_end_of_generation(&self, id: u32) -> bool {
         self.end_of_generation.binary_search(&id).is_ok()
+    }
+}
+
+/// A per-token numeric array: `default` for entries that are not numbers, and for
+/// every token when the key is absent.
+fn optional_array<T: Copy>(
+    metadata: &HashMap<String, Value>,
+    key: &'static str,
+    len: usize,
+    default: T,
+    convert: impl Fn(&Value) -> Option<T>,
+) -> Result<Vec<T>, TokenizerError> {
+    match metadata.get(key) {
+        Some(value) => Ok(value
+            .to_vec()
+            .map_err(|source| TokenizerError::BadValue {
+                key,
+                source: Box::new(source),
+            })?
+            .iter()
+            .map(|v| convert(v).unwrap_or(default))
+            .collect()),
+        None => Ok(vec![default; len]),
     }
 }
 

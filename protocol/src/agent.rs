@@ -39,3 +39,32 @@ pub struct AgentStatus {
     pub capabilities: HiveCapabilities,
     pub workers: Vec<KnownWorker>,
 }
+
+/// A worker's state file, `<install_dir>/workers/<worker_id>.json`, written by the
+/// agent that spawned it. It outlives the agent, so any later agent run (and a
+/// restarted queen) can find, list and stop the worker.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct WorkerRecord {
+    pub worker_id: String,
+    pub pid: u32,
+    /// The model as the operator named it.
+    pub model: String,
+    /// The GGUF file the worker loads, absolute.
+    pub model_path: String,
+    pub device: String,
+    pub port: u16,
+    /// Where the queen reaches the worker.
+    pub url: String,
+    /// The worker's combined stdout and stderr, absolute.
+    pub log: String,
+    pub queen_url: String,
+    pub started_unix_s: u64,
+}
+
+/// One entry of the agent's `worker-list`: the state file and whether its process runs.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct HiveWorker {
+    #[serde(flatten)]
+    pub record: WorkerRecord,
+    pub alive: bool,
+}

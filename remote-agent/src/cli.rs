@@ -20,7 +20,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> u8 {
     }
 
     let mut writer = EventWriter::new(io::stdout().lock());
-    let invocation = match CommandLine::parse(args) {
+    let mut invocation = match CommandLine::parse(args) {
         Ok(CommandLine::Run(invocation)) => invocation,
         Ok(CommandLine::Help) => {
             eprint!("{USAGE}");
@@ -36,6 +36,15 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> u8 {
     };
 
     if stdin_is_a_channel() {
+        if invocation.command.reads_secret() {
+            // The queen writes the secret before anything else; std's stdin buffer is
+            // shared, so the EOF watcher below reads on after this line.
+            let mut line = String::new();
+            if let Err(error) = io::stdin().read_line(&mut line) {
+                eprintln!("rbee-hive: cannot read the secret line from stdin: {error}");
+            }
+            invocation.command.set_secret(line.trim_end().to_owned());
+        }
         cancel::cancel_on_eof(io::stdin(), cancel.clone());
     }
 

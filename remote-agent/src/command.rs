@@ -26,35 +26,211 @@ pub enum AgentCommand {
     Detect,
     /// Version, capabilities, install directory and the workers the agent knows.
     Status,
+    /// Start a worker detached from this session and wait until it is ready.
+    WorkerSpawn(Box<SpawnRequest>),
+    /// Stop a worker: SIGTERM, then SIGKILL after `timeout_s`.
+    WorkerStop { worker_id: String, timeout_s: u64 },
+    /// The workers this hive has state files for, and whether each runs.
+    WorkerList,
+    /// The last `lines` of a worker's log; with `follow`, new lines until cancelled.
+    WorkerLogs {
+        worker_id: String,
+        lines: u32,
+        follow: bool,
+    },
+}
+
+/// What `worker-spawn` needs. The worker token is not part of the command line (every
+/// user of the hive sees command lines): the queen writes it as the first line of the
+/// agent's stdin, and [`AgentCommand::to_args`] leaves it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnRequest {
+    pub worker_id: String,
+    /// A model id or file name from the hive's model cache.
+    pub model: String,
+    /// `cpu`, `cuda:N` or `metal`.
+    pub device: String,
+    /// Where the worker sends heartbeats.
+    pub queen_url: String,
+    /// The address the worker listens on.
+    pub bind: String,
+    /// The host name or address the queen reaches this hive at.
+    pub advertise_host: String,
+    /// Milliseconds between the worker's heartbeats.
+    pub heartbeat_interval_ms: u64,
+    pub token: Option<String>,
 }
 
 impl AgentCommand {
     /// The command's words as they follow the global flags, e.g. `["detect"]`.
     pub fn to_args(&self) -> Vec<String> {
-        let word = match self {
-            AgentCommand::Version => "version",
-            AgentCommand::Detect => "detect",
-            AgentCommand::Status => "status",
+        let (word, flags): (&str, Vec<(&str, String)>) = match self {
+            AgentCommand::Version => ("version", vec![]),
+            AgentCommand::Detect => ("detect", vec![]),
+            AgentCommand::Status => ("status", vec![]),
+            AgentCommand::WorkerSpawn(spawn) => (
+                "worker-spawn",
+                vec![
+                    ("--worker-id", spawn.worker_id.clone()),
+                    ("--model", spawn.model.clone()),
+                    ("--device", spawn.device.clone()),
+                    ("--queen-url", spawn.queen_url.clone()),
+                    ("--bind", spawn.bind.clone()),
+                    ("--advertise-host", spawn.advertise_host.clone()),
+                    (
+                        "--heartbeat-interval-ms",
+                        spawn.heartbeat_interval_ms.to_string(),
+                    ),
+                ],
+            ),
+            AgentCommand::WorkerStop {
+                worker_id,
+                timeout_s,
+            } => (
+                "worker-stop",
+                vec![
+                    ("--worker-id", worker_id.clone()),
+                    ("--timeout", timeout_s.to_string()),
+                ],
+            ),
+            AgentCommand::WorkerList => ("worker-list", vec![]),
+            AgentCommand::WorkerLogs {
+                worker_id,
+                lines,
+                follow,
+            } => (
+                "worker-logs",
+                vec![
+                    ("--worker-id", worker_id.clone()),
+                    ("--lines", lines.to_string()),
+                    ("--follow", follow.to_string()),
+                ],
+            ),
         };
-        vec![word.to_owned()]
+        let mut args = vec![word.to_owned()];
+        for (flag, value) in flags {
+            args.push(flag.to_owned());
+            args.push(value);
+        }
+        args
+    }
+
+    /// Whether the queen sends a secret line on stdin before anything else.
+    pub fn reads_secret(&self) -> bool {
+        matches!(self, AgentCommand::WorkerSpawn(_))
+    }
+
+    /// Gives the command the secret line the queen sent.
+    pub fn set_secret(&mut self, secret: String) {
+        if let AgentCommand::WorkerSpawn(spawn) = self {
+            spawn.token = Some(secret).filter(|s| !s.is_empty());
+        }
     }
 
     fn parse_words(name: &str, rest: &[String]) -> Result<AgentCommand, UsageError> {
+        // Inference goes from the queen straight to a worker; a queen or script that
+        // sends it here has a bug worth naming precisely.
+        if name == "infer" {
+            return Err(UsageError::InferOnHive);
+        }
+        let mut flags = Flags::parse(name, rest)?;
         let command = match name {
             "version" => AgentCommand::Version,
             "detect" => AgentCommand::Detect,
             "status" => AgentCommand::Status,
-            // Inference goes from the queen straight to a worker; a queen or script
-            // that sends it here has a bug worth naming precisely.
-            "infer" => return Err(UsageError::InferOnHive),
+            "worker-spawn" => AgentCommand::WorkerSpawn(Box::new(SpawnRequest {
+                worker_id: flags.name("--worker-id")?,
+                model: flags.required("--model")?,
+                device: flags.required("--device")?,
+                queen_url: flags.required("--queen-url")?,
+                bind: flags.required("--bind")?,
+                advertise_host: flags.required("--advertise-host")?,
+                heartbeat_interval_ms: flags.number("--heartbeat-interval-ms")?,
+                token: None,
+            })),
+            "worker-stop" => AgentCommand::WorkerStop {
+                worker_id: flags.name("--worker-id")?,
+                timeout_s: flags.number("--timeout")?,
+            },
+            "worker-list" => AgentCommand::WorkerList,
+            "worker-logs" => AgentCommand::WorkerLogs {
+                worker_id: flags.name("--worker-id")?,
+                lines: flags.number("--lines")?,
+                follow: flags.number("--follow")?,
+            },
             other => return Err(UsageError::UnknownCommand(other.to_owned())),
         };
-        match rest.first() {
-            Some(extra) => Err(UsageError::UnexpectedArgument {
-                command: name.to_owned(),
-                argument: extra.clone(),
+        flags.finish()?;
+        Ok(command)
+    }
+}
+
+/// A command's `--flag value` pairs; every flag is required and used once.
+struct Flags<'a> {
+    command: &'a str,
+    /// A flag at the end without its value keeps `None`, reported only if asked for.
+    pairs: Vec<(String, Option<String>)>,
+}
+
+impl<'a> Flags<'a> {
+    fn parse(command: &'a str, rest: &[String]) -> Result<Flags<'a>, UsageError> {
+        let mut pairs = Vec::new();
+        let mut words = rest.iter();
+        while let Some(word) = words.next() {
+            if !word.starts_with("--") {
+                return Err(UsageError::UnexpectedArgument {
+                    command: command.to_owned(),
+                    argument: word.clone(),
+                });
+            }
+            pairs.push((word.clone(), words.next().cloned()));
+        }
+        Ok(Flags { command, pairs })
+    }
+
+    fn required(&mut self, flag: &str) -> Result<String, UsageError> {
+        let position = self
+            .pairs
+            .iter()
+            .position(|(name, _)| name == flag)
+            .ok_or_else(|| UsageError::MissingFlag {
+                command: self.command.to_owned(),
+                flag: flag.to_owned(),
+            })?;
+        self.pairs
+            .remove(position)
+            .1
+            .ok_or_else(|| UsageError::MissingValue(flag.to_owned()))
+    }
+
+    /// A worker id: validated here, since it becomes a file name on the hive.
+    fn name(&mut self, flag: &str) -> Result<String, UsageError> {
+        let value = self.required(flag)?;
+        if validate::is_valid_name(&value) {
+            Ok(value)
+        } else {
+            Err(UsageError::BadValue {
+                flag: flag.to_owned(),
+                value,
+            })
+        }
+    }
+
+    fn number<T: std::str::FromStr>(&mut self, flag: &str) -> Result<T, UsageError> {
+        let value = self.required(flag)?;
+        value.parse().map_err(|_| UsageError::BadValue {
+            flag: flag.to_owned(),
+            value,
+        })
+    }
+
+    fn finish(self) -> Result<(), UsageError> {
+        match self.pairs.into_iter().next() {
+            Some((flag, _)) => Err(UsageError::UnexpectedArgument {
+                command: self.command.to_owned(),
+                argument: flag,
             }),
-            None => Ok(command),
+            None => Ok(()),
         }
     }
 }
@@ -208,9 +384,16 @@ Every stdout line is one JSON job event; stderr is log; the exit status is the o
 (0 ok, 1 failed, 2 usage, 3 cancelled). Closing stdin or SIGHUP cancels long work.
 
 commands:
-  version   the agent's version, OS and architecture
-  detect    devices (NVIDIA GPUs, CPU), memory and free disk under DIR/models
-  status    version, capabilities, install directory and known workers
+  version        the agent's version, OS and architecture
+  detect         devices (NVIDIA GPUs, CPU), memory and free disk under DIR/models
+  status         version, capabilities, install directory and known workers
+  worker-spawn   --worker-id ID --model M --device D --queen-url URL --bind ADDR
+                 --advertise-host HOST --heartbeat-interval-ms MS
+                 start a worker detached, wait until it is ready; the worker token
+                 is the first line of stdin
+  worker-stop    --worker-id ID --timeout SECS   SIGTERM, then SIGKILL
+  worker-list    the workers with state files here, and whether each runs
+  worker-logs    --worker-id ID --lines N --follow true|false
 
 flags:
   --install-dir DIR   where binaries, models and worker state live (default ~/.rbee)
@@ -234,6 +417,10 @@ pub enum UsageError {
     MissingValue(String),
     #[error("`{0}` is not a valid hive id (letters, digits, `-`, `_`, `.`)")]
     InvalidHiveId(String),
+    #[error("`{command}` needs `{flag}`")]
+    MissingFlag { command: String, flag: String },
+    #[error("`{value}` is not a valid value for `{flag}`")]
+    BadValue { flag: String, value: String },
     #[error("`{command}` takes no argument `{argument}`")]
     UnexpectedArgument { command: String, argument: String },
     #[error("argument `{0}` is not valid UTF-8")]
@@ -273,6 +460,26 @@ mod tests {
                 AgentCommand::Version,
                 AgentCommand::Detect,
                 AgentCommand::Status,
+                AgentCommand::WorkerSpawn(Box::new(SpawnRequest {
+                    worker_id: "w-1".to_owned(),
+                    model: "org/repo:file name.gguf".to_owned(),
+                    device: "cuda:1".to_owned(),
+                    queen_url: "http://10.0.0.1:8500".to_owned(),
+                    bind: "0.0.0.0".to_owned(),
+                    advertise_host: "gpu-a.lan".to_owned(),
+                    heartbeat_interval_ms: 500,
+                    token: None,
+                })),
+                AgentCommand::WorkerStop {
+                    worker_id: "w-1".to_owned(),
+                    timeout_s: 7,
+                },
+                AgentCommand::WorkerList,
+                AgentCommand::WorkerLogs {
+                    worker_id: "w-1".to_owned(),
+                    lines: 20,
+                    follow: true,
+                },
             ] {
                 let invocation = Invocation::new(context.clone(), command);
                 let args: Vec<OsString> = invocation
@@ -312,6 +519,20 @@ mod tests {
             (
                 &["--hive-id", "a b", "detect"],
                 UsageError::InvalidHiveId("a b".to_owned()),
+            ),
+            (
+                &["worker-stop", "--worker-id", "../x", "--timeout", "1"],
+                UsageError::BadValue {
+                    flag: "--worker-id".to_owned(),
+                    value: "../x".to_owned(),
+                },
+            ),
+            (
+                &["worker-stop", "--worker-id", "w"],
+                UsageError::MissingFlag {
+                    command: "worker-stop".to_owned(),
+                    flag: "--timeout".to_owned(),
+                },
             ),
             (
                 &["detect", "--all"],

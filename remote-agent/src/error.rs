@@ -47,6 +47,18 @@ pub enum AgentError {
     #[error("cannot encode the result")]
     Serialize(#[source] serde_json::Error),
 
+    /// A refusal with its own code and hint, e.g. a device this hive does not have.
+    #[error("{}", .0.message)]
+    Refused(ErrorDetail),
+
+    #[error("cannot {action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
     #[error("cannot list worker state files in {path}")]
     ListWorkers {
         path: PathBuf,
@@ -56,6 +68,18 @@ pub enum AgentError {
 }
 
 impl AgentError {
+    pub fn refused(code: ErrorCode, message: impl Into<String>, hint: impl Into<String>) -> Self {
+        AgentError::Refused(ErrorDetail::new(code, message).with_hint(hint))
+    }
+
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        AgentError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
             AgentError::Usage(_) => EXIT_USAGE,
@@ -72,6 +96,7 @@ impl AgentError {
                 reason: "stdin closed or SIGHUP received".to_owned(),
             },
             AgentError::Usage(usage) => JobEvent::Error(usage.to_detail()),
+            AgentError::Refused(detail) => JobEvent::Error(detail.clone()),
             AgentError::NoHome { .. } => JobEvent::Error(
                 ErrorDetail::new(ErrorCode::AgentFailed, self.to_string())
                     .with_hint("set HOME for the SSH user or pass an absolute --install-dir"),

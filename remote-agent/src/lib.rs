@@ -16,12 +16,13 @@ pub mod error;
 pub mod events;
 mod report;
 mod status;
+pub mod workers;
 
 use rbee_protocol::agent::AgentStatus;
 use rbee_protocol::{JobEvent, Level};
 
 pub use cancel::CancelFlag;
-pub use command::{AgentCommand, AgentContext, CommandLine, Invocation, UsageError};
+pub use command::{AgentCommand, AgentContext, CommandLine, Invocation, SpawnRequest, UsageError};
 pub use error::AgentError;
 
 use report::Reporter;
@@ -63,7 +64,48 @@ pub fn execute(
             };
             send(&mut report, &status)
         }
+        AgentCommand::WorkerSpawn(request) => {
+            let install_dir = ctx.resolved_install_dir()?;
+            workers::spawn(&install_dir, hive_name(ctx), request, &mut report, cancel)
+        }
+        AgentCommand::WorkerStop {
+            worker_id,
+            timeout_s,
+        } => {
+            let install_dir = ctx.resolved_install_dir()?;
+            let timeout = std::time::Duration::from_secs(*timeout_s);
+            workers::stop(
+                &install_dir,
+                hive_name(ctx),
+                worker_id,
+                timeout,
+                &mut report,
+            )
+        }
+        AgentCommand::WorkerList => workers::list(&ctx.resolved_install_dir()?, &mut report),
+        AgentCommand::WorkerLogs {
+            worker_id,
+            lines,
+            follow,
+        } => {
+            let install_dir = ctx.resolved_install_dir()?;
+            let hive = hive_name(ctx);
+            workers::logs(
+                &install_dir,
+                hive,
+                worker_id,
+                *lines,
+                *follow,
+                &mut report,
+                cancel,
+            )
+        }
     }
+}
+
+/// The hive's name for messages: its alias, or `this hive` when run by hand.
+fn hive_name(ctx: &AgentContext) -> &str {
+    ctx.hive_id.as_deref().unwrap_or("this hive")
 }
 
 fn send(report: &mut Reporter<'_>, value: &impl serde::Serialize) -> Result<(), AgentError> {

@@ -26,6 +26,11 @@ pub fn agent_version() -> AgentVersion {
     }
 }
 
+/// The NVIDIA GPUs this machine has; none without a driver.
+pub fn gpu_devices() -> Vec<DeviceInfo> {
+    nvidia::scan().devices
+}
+
 /// Detects everything `hive start` and `hive refresh` record, narrating what it finds.
 pub fn detect_capabilities(
     install_dir: &Path,

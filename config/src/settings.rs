@@ -39,6 +39,19 @@ pub struct QueenConfig {
     pub bin_dir: Option<PathBuf>,
     /// OpenSSH client configuration to honour; `~/.ssh/config` by default.
     pub ssh_config: Option<PathBuf>,
+    /// Where the queen keeps what must survive a restart (the key that derives worker
+    /// tokens); `$RBEE_STATE_DIR` or `~/.local/state/rbee` by default.
+    pub state_dir: Option<PathBuf>,
+    /// Milliseconds between the heartbeats of the workers this queen spawns.
+    pub heartbeat_interval_ms: u64,
+    /// Requests one worker is given at once; more wait in the queen's queue.
+    pub worker_slots: u32,
+    /// Requests that may wait for a busy model; one more is refused with `queue_full`.
+    pub queue_capacity: usize,
+    /// Seconds a queued request waits for a worker before it fails.
+    pub queue_timeout_secs: u64,
+    /// Spawn a worker for `infer` when none serves the model and a hive holds it.
+    pub auto_spawn: bool,
 }
 
 impl Default for QueenConfig {
@@ -56,6 +69,12 @@ impl Default for QueenConfig {
             operation_timeout_secs: 300,
             bin_dir: None,
             ssh_config: None,
+            state_dir: None,
+            heartbeat_interval_ms: 2_000,
+            worker_slots: 1,
+            queue_capacity: 64,
+            queue_timeout_secs: 300,
+            auto_spawn: false,
         }
     }
 }

@@ -48,6 +48,8 @@ pub enum Command {
     Worker(WorkerCommand),
     /// Generate text with the best ready worker serving a model.
     Infer(InferArgs),
+    /// Chat with a model interactively; the conversation is kept until you leave.
+    Chat(ChatArgs),
     /// Bring hives to the state a playbook describes.
     Play {
         file: PathBuf,
@@ -232,15 +234,40 @@ pub enum WorkerCommand {
 #[derive(Args, Debug)]
 pub struct InferArgs {
     pub prompt: String,
-    #[arg(long)]
-    pub model: String,
     /// Send the prompt as a chat message (rendered with the model's chat template).
     #[arg(long)]
     pub chat: bool,
+    /// A system message; implies --chat.
+    #[arg(long)]
+    pub system: Option<String>,
+    #[command(flatten)]
+    pub options: GenerationArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ChatArgs {
+    /// A system message that opens the conversation.
+    #[arg(long)]
+    pub system: Option<String>,
+    #[command(flatten)]
+    pub options: GenerationArgs,
+}
+
+/// Which worker generates, and how it samples.
+#[derive(Args, Debug, Clone)]
+pub struct GenerationArgs {
+    #[arg(long)]
+    pub model: String,
+    /// Only workers on this hive.
     #[arg(long)]
     pub hive: Option<String>,
+    /// Only this worker.
     #[arg(long)]
     pub worker: Option<String>,
+    /// Spawn a worker when none serves the model (on the hive with the most free memory
+    /// that holds it).
+    #[arg(long)]
+    pub spawn: bool,
     #[arg(long)]
     pub max_tokens: Option<u32>,
     #[arg(long)]
@@ -250,7 +277,12 @@ pub struct InferArgs {
     #[arg(long)]
     pub top_k: Option<u32>,
     #[arg(long)]
+    pub min_p: Option<f64>,
+    #[arg(long)]
+    pub repeat_penalty: Option<f64>,
+    #[arg(long)]
     pub seed: Option<u64>,
+    /// Stop when this text is generated (repeatable).
     #[arg(long)]
     pub stop: Vec<String>,
 }
@@ -275,4 +307,32 @@ pub enum JobCommand {
     Cancel {
         job_id: String,
     },
+}
+
+impl GenerationArgs {
+    /// The sampling options as a request, without prompt or messages.
+    pub fn request(&self) -> rbee_protocol::InferenceRequest {
+        rbee_protocol::InferenceRequest {
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            seed: self.seed,
+            stop: self.stop.clone(),
+            ..rbee_protocol::InferenceRequest::default()
+        }
+    }
+
+    /// The `infer` operation for `request` with these pins.
+    pub fn operation(&self, request: rbee_protocol::InferenceRequest) -> rbee_protocol::Operation {
+        rbee_protocol::Operation::Infer {
+            model: self.model.clone(),
+            hive_id: self.hive.clone(),
+            worker_id: self.worker.clone(),
+            spawn: self.spawn,
+            request,
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! as a job and its event stream rendered live; the queen's own lifecycle on this
 //! machine is handled here.
 
+pub mod chat;
 pub mod cli;
 pub mod job_client;
 pub mod prompt;
@@ -90,27 +91,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Hive(command) => hive(&settings, command)?,
         Command::Model(command) => model(&settings, command)?,
         Command::Worker(command) => worker(command),
-        Command::Infer(args) => Operation::Infer {
-            model: args.model,
-            hive_id: args.hive,
-            worker_id: args.worker,
-            request: InferenceRequest {
-                prompt: (!args.chat).then(|| args.prompt.clone()),
-                messages: args.chat.then(|| {
-                    vec![ChatMessage {
-                        role: "user".into(),
-                        content: args.prompt,
-                    }]
-                }),
-                max_tokens: args.max_tokens,
-                temperature: args.temperature,
-                top_p: args.top_p,
-                top_k: args.top_k,
-                seed: args.seed,
-                stop: args.stop,
-                ..InferenceRequest::default()
-            },
-        },
+        Command::Infer(args) => {
+            let chat = args.chat || args.system.is_some();
+            let request = if chat {
+                let mut messages: Vec<ChatMessage> = args
+                    .system
+                    .map(|content| ChatMessage {
+                        role: "system".into(),
+                        content,
+                    })
+                    .into_iter()
+                    .collect();
+                messages.push(ChatMessage {
+                    role: "user".into(),
+                    content: args.prompt,
+                });
+                InferenceRequest {
+                    messages: Some(messages),
+                    ..args.options.request()
+                }
+            } else {
+                InferenceRequest {
+                    prompt: Some(args.prompt),
+                    ..args.options.request()
+                }
+            };
+            args.options.operation(request)
+        }
+        Command::Chat(args) => return chat::run(&settings, args).await,
         Command::Play { file, check, limit } => {
             let content = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading the playbook {}", file.display()))?;

@@ -36,7 +36,12 @@ pub struct WorkerHeartbeat {
     pub worker_id: String,
     #[serde(default)]
     pub hive_id: String,
+    /// The model as the operator named it when spawning the worker (a model id), or the
+    /// file name when it was started by hand.
     pub model: String,
+    /// The GGUF file's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_file: Option<String>,
     pub device: String,
     /// Where the queen reaches the worker's HTTP API, e.g. `http://10.0.0.5:9301`.
     pub url: String,

@@ -101,6 +101,9 @@ pub enum Operation {
         hive_id: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         worker_id: Option<String>,
+        /// Spawn a worker when none serves the model and a hive holds it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        spawn: bool,
         #[serde(flatten)]
         request: InferenceRequest,
     },

@@ -65,7 +65,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
         format!("cannot listen on {addr}; is another queen running? (`rbee-keeper queen status`)")
     })?;
-    let state = Arc::new(AppState::new(config, inventory));
+    let state = Arc::new(AppState::new(config, inventory)?);
     let signals = state.shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod operations;
 pub mod ssh;
 pub mod state;
+pub mod tokens;
 pub mod workers;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub fn features() -> Vec<&'static str> {
 /// `cancelled` event, so subscribers see a terminal event before the streams close.
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
+    let _ = state.listen_addr.set(addr);
     tracing::info!(%addr, version = rbee_protocol::VERSION, "queen listening");
     let janitor = tokio::spawn(expire_jobs(state.clone()));
     let router = http::router(state.clone());

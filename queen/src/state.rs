@@ -1,6 +1,7 @@
 //! The queen's shared state: configuration, inventory and the registries.
 
-use std::sync::{Arc, RwLock};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use rbee_config::{Config, Inventory};
@@ -23,10 +24,26 @@ pub struct AppState {
     /// Cancelled to stop the daemon: by a signal, `POST /v1/shutdown`, or a test.
     pub shutdown: CancellationToken,
     pub started: Instant,
+    /// Derives each worker's token (see [`crate::tokens`]); kept in the state
+    /// directory, so a restarted queen can still talk to the workers it adopts.
+    worker_key: [u8; 32],
+    /// The address the HTTP server listens on, once it does.
+    pub listen_addr: OnceLock<SocketAddr>,
 }
 
 impl AppState {
-    pub fn new(config: Config, inventory: Inventory) -> Self {
+    /// Fails only when the worker-token key can be neither read nor created.
+    pub fn new(config: Config, inventory: Inventory) -> anyhow::Result<Self> {
+        let state_dir = config
+            .queen
+            .state_dir
+            .clone()
+            .unwrap_or_else(rbee_config::paths::state_dir);
+        let worker_key = crate::tokens::load_or_create_key(&state_dir.join("worker-key"))?;
+        Ok(AppState::with_key(config, inventory, worker_key))
+    }
+
+    fn with_key(config: Config, inventory: Inventory, worker_key: [u8; 32]) -> Self {
         let jobs = JobRegistry::new(
             Duration::from_secs(config.queen.job_ttl_secs),
             config.queen.max_job_events,
@@ -46,7 +63,26 @@ impl AppState {
             workers: WorkerRegistry::default(),
             shutdown: CancellationToken::new(),
             started: Instant::now(),
+            worker_key,
+            listen_addr: OnceLock::new(),
         }
+    }
+
+    /// The token worker `worker_id` must present and is sent with.
+    pub fn worker_token(&self, worker_id: &str) -> String {
+        crate::tokens::worker_token(&self.worker_key, worker_id)
+    }
+
+    pub fn worker_token_matches(&self, worker_id: &str, presented: &str) -> bool {
+        crate::tokens::is_worker_token(&self.worker_key, worker_id, presented)
+    }
+
+    /// Where the daemon listens: the bound address once serving, else the config's.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen_addr
+            .get()
+            .copied()
+            .unwrap_or_else(|| SocketAddr::new(self.config.queen.bind_addr, self.config.queen.port))
     }
 
     /// The inventory as it is now; a snapshot, so no lock outlives the call.

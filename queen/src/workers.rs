@@ -15,6 +15,13 @@ pub const STALE_AFTER_INTERVALS: u32 = 3;
 #[derive(Default)]
 pub struct WorkerRegistry {
     workers: Mutex<HashMap<String, Entry>>,
+    /// Requests the queen has sent each worker and not yet seen end.
+    in_flight: Mutex<HashMap<String, u32>>,
+    /// Requests waiting for a free worker, per model.
+    queued: Mutex<HashMap<String, usize>>,
+    /// Held from looking at the workers to counting a request against one, so two
+    /// requests never both take a worker's last free slot.
+    picking: Mutex<()>,
     /// Bumped on every heartbeat, so waiters re-check without polling.
     changed: watch::Sender<u64>,
 }
@@ -32,11 +39,24 @@ pub struct WorkerView {
     /// The worker's state, or `stale` when its heartbeats stopped.
     pub status: &'static str,
     pub last_seen_ms: u64,
+    /// Requests this queen has running on the worker now.
+    pub in_flight: u32,
 }
 
 impl WorkerView {
     pub fn is_schedulable(&self) -> bool {
         self.status != "stale" && self.heartbeat.state.accepts_requests()
+    }
+
+    /// Whether the worker serves `model`: its model id, its file name, or that name
+    /// without `.gguf`.
+    pub fn serves(&self, model: &str) -> bool {
+        let beat = &self.heartbeat;
+        let names = [Some(beat.model.as_str()), beat.model_file.as_deref()];
+        names
+            .into_iter()
+            .flatten()
+            .any(|name| name == model || name.strip_suffix(".gguf") == Some(model))
     }
 }
 
@@ -73,17 +93,109 @@ impl WorkerRegistry {
 
     pub fn list(&self) -> Vec<WorkerView> {
         let now = Instant::now();
-        let mut out: Vec<WorkerView> = self.lock().values().map(|e| view(e, now)).collect();
+        let in_flight = self.in_flight_counts();
+        let mut out: Vec<WorkerView> = self
+            .lock()
+            .values()
+            .map(|e| view(e, now, &in_flight))
+            .collect();
         out.sort_by(|a, b| a.heartbeat.worker_id.cmp(&b.heartbeat.worker_id));
         out
     }
 
     pub fn get(&self, worker_id: &str) -> Option<WorkerView> {
-        self.lock().get(worker_id).map(|e| view(e, Instant::now()))
+        let in_flight = self.in_flight_counts();
+        self.lock()
+            .get(worker_id)
+            .map(|e| view(e, Instant::now(), &in_flight))
+    }
+
+    /// Forgets a worker that was stopped on purpose; a later heartbeat brings it back.
+    pub fn remove(&self, worker_id: &str) {
+        self.lock().remove(worker_id);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Takes a place in `model`'s queue: its position, or `None` when `capacity` wait
+    /// already.
+    pub fn join_queue(&self, model: &str, capacity: usize) -> Option<usize> {
+        let mut queued = self
+            .queued
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let waiting = queued.entry(model.to_owned()).or_default();
+        if *waiting >= capacity {
+            return None;
+        }
+        *waiting += 1;
+        Some(*waiting)
+    }
+
+    pub fn leave_queue(&self, model: &str) {
+        let mut queued = self
+            .queued
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(waiting) = queued.get_mut(model) {
+            *waiting = waiting.saturating_sub(1);
+            if *waiting == 0 {
+                queued.remove(model);
+            }
+        }
+    }
+
+    fn in_flight_counts(&self) -> HashMap<String, u32> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Runs `pick` on the workers as they are now and counts a request against the
+    /// worker it returns, as one step.
+    pub fn pick(
+        &self,
+        pick: impl FnOnce(Vec<WorkerView>) -> Option<WorkerView>,
+    ) -> Option<WorkerView> {
+        let _picking = self
+            .picking
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let chosen = pick(self.list())?;
+        self.start_request(&chosen.heartbeat.worker_id);
+        Some(chosen)
+    }
+
+    /// Counts a request as running on `worker_id` until [`WorkerRegistry::finish_request`].
+    pub fn start_request(&self, worker_id: &str) {
+        *self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(worker_id.to_owned())
+            .or_default() += 1;
+    }
+
+    /// Ends a request counted by [`WorkerRegistry::start_request`] and wakes whoever
+    /// waits for a free worker.
+    pub fn finish_request(&self, worker_id: &str) {
+        {
+            let mut in_flight = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(count) = in_flight.get_mut(worker_id) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    in_flight.remove(worker_id);
+                }
+            }
+        }
+        self.changed.send_modify(|n| *n += 1);
     }
 }
 
-fn view(entry: &Entry, now: Instant) -> WorkerView {
+fn view(entry: &Entry, now: Instant, in_flight: &HashMap<String, u32>) -> WorkerView {
     let age = now.duration_since(entry.last_seen);
     let interval = Duration::from_millis(entry.heartbeat.interval_ms.max(1));
     let stale = age > interval * STALE_AFTER_INTERVALS;
@@ -95,5 +207,9 @@ fn view(entry: &Entry, now: Instant) -> WorkerView {
             entry.heartbeat.state.as_str()
         },
         last_seen_ms: age.as_millis() as u64,
+        in_flight: in_flight
+            .get(&entry.heartbeat.worker_id)
+            .copied()
+            .unwrap_or(0),
     }
 }

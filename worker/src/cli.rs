@@ -21,6 +21,10 @@ pub struct Args {
     /// The GGUF model file to load.
     #[arg(long)]
     pub model: PathBuf,
+    /// The model as the operator named it (e.g. `org/repo:file.gguf`), reported to the
+    /// queen; the file name when not given.
+    #[arg(long)]
+    pub model_id: Option<String>,
     /// The port to listen on; 0 picks a free one (the bound URL is printed on stdout).
     #[arg(long)]
     pub port: u16,
@@ -78,6 +82,7 @@ impl Args {
             worker_id: self.worker_id,
             hive_id: self.hive_id,
             model: self.model,
+            model_id: self.model_id,
             bind: self.bind,
             port: self.port,
             queen_url: self.queen_url,

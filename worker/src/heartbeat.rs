@@ -16,6 +16,7 @@ pub struct Identity {
     pub worker_id: String,
     pub hive_id: String,
     pub model: String,
+    pub model_file: String,
     pub device: String,
     pub url: String,
 }
@@ -87,6 +88,7 @@ impl Heartbeat {
             worker_id: self.identity.worker_id.clone(),
             hive_id: self.identity.hive_id.clone(),
             model: self.identity.model.clone(),
+            model_file: Some(self.identity.model_file.clone()),
             device: self.identity.device.clone(),
             url: self.identity.url.clone(),
             state: state.unwrap_or_else(|| status.state()),

@@ -40,6 +40,8 @@ pub struct WorkerConfig {
     pub worker_id: String,
     pub hive_id: String,
     pub model: PathBuf,
+    /// The model as the operator named it; reported in heartbeats.
+    pub model_id: Option<String>,
     pub bind: IpAddr,
     pub port: u16,
     pub queen_url: String,
@@ -121,7 +123,11 @@ pub async fn run(
         identity: Identity {
             worker_id: config.worker_id.clone(),
             hive_id: config.hive_id.clone(),
-            model: model_name,
+            model: config
+                .model_id
+                .clone()
+                .unwrap_or_else(|| model_name.clone()),
+            model_file: model_name,
             device: config.device.to_string(),
             url,
         },

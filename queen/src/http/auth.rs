@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use rbee_protocol::ErrorCode;
@@ -21,13 +21,7 @@ pub async fn require_token(
     let Some(expected) = state.config.queen.api_token.as_deref() else {
         return Ok(next.run(request).await);
     };
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+    if same(bearer(request.headers()), expected) {
         Ok(next.run(request).await)
     } else {
         Err(ApiError::new(
@@ -37,4 +31,18 @@ pub async fn require_token(
         )
         .with_hint("send `Authorization: Bearer <token>`; rbee-keeper reads it from config.toml"))
     }
+}
+
+/// The bearer token of a request, or `""`.
+pub fn bearer(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+}
+
+/// Constant-time equality, so the time taken tells nothing about the token.
+pub fn same(presented: &str, expected: &str) -> bool {
+    bool::from(presented.as_bytes().ct_eq(expected.as_bytes()))
 }

@@ -30,13 +30,13 @@ pub fn router(state: Arc<AppState>) -> Router {
             axum::routing::delete(jobs::cancel).get(jobs::get),
         )
         .route("/v1/jobs/{id}/stream", get(jobs::stream))
-        .route("/v1/worker-heartbeat", post(heartbeat))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
         ));
     Router::new()
         .route("/health", get(health))
+        .route("/v1/worker-heartbeat", post(heartbeat))
         .merge(protected)
         .fallback(not_found)
         .with_state(state)
@@ -63,8 +63,11 @@ async fn shutdown(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serde
     )
 }
 
+/// A heartbeat is accepted with the worker's own token (see [`crate::tokens`]) or the
+/// API token; without an API token the queen is loopback-only and takes any.
 async fn heartbeat(
     State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let heartbeat: WorkerHeartbeat = error::parse_json(&body)?;
@@ -74,6 +77,22 @@ async fn heartbeat(
             ErrorCode::BadRequest,
             format!("worker_id {:?} is not a valid name", heartbeat.worker_id),
         ));
+    }
+    let presented = auth::bearer(&headers);
+    let accepted = match &state.config.queen.api_token {
+        None => true,
+        Some(api_token) => {
+            auth::same(presented, api_token)
+                || state.worker_token_matches(&heartbeat.worker_id, presented)
+        }
+    };
+    if !accepted {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            format!("heartbeat of worker {} without its token", heartbeat.worker_id),
+        )
+        .with_hint("workers spawned by this queen carry their token; a worker started by hand needs RBEE_WORKER_TOKEN set to the API token"));
     }
     state.workers.record(heartbeat);
     Ok(StatusCode::NO_CONTENT)

@@ -112,10 +112,21 @@ pub async fn run_over_ssh(
         result: None,
         failure: None,
     };
-    let outcome = connection
-        .exec(&line, None, &mut |l| relay.line(l))
-        .await
-        .map_err(|e| e.to_detail())?;
+    // A command that reads a secret line waits for one, so it always gets a line.
+    let secret = match &invocation.command {
+        AgentCommand::WorkerSpawn(spawn) => Some(spawn.token.clone().unwrap_or_default()),
+        _ => None,
+    };
+    debug_assert_eq!(secret.is_some(), invocation.command.reads_secret());
+    let outcome = match secret {
+        Some(secret) => {
+            connection
+                .exec_with_secret(&line, &secret, &mut |l| relay.line(l))
+                .await
+        }
+        None => connection.exec(&line, None, &mut |l| relay.line(l)).await,
+    }
+    .map_err(|e| e.to_detail())?;
     let alias = host.hive.alias.clone();
     relay.finish(outcome.success(), || match outcome.exit_status {
         Some(COMMAND_NOT_FOUND) => ErrorDetail::new(

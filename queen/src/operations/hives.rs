@@ -23,7 +23,7 @@ struct LocalBinary {
     sha256: String,
 }
 
-async fn connect(
+pub(super) async fn connect(
     host: &HostContext,
     accept_new_host_keys: bool,
 ) -> Result<Arc<SshConnection>, ErrorDetail> {
@@ -36,7 +36,11 @@ async fn connect(
 }
 
 /// Runs an agent command on the hive, in-process for localhost with local-hive.
-async fn run_agent(host: &HostContext, command: AgentCommand, accept: bool) -> AgentAnswer {
+pub(super) async fn run_agent(
+    host: &HostContext,
+    command: AgentCommand,
+    accept: bool,
+) -> AgentAnswer {
     #[cfg(feature = "local-hive")]
     if agent::runs_in_process(host) {
         return agent::run_in_process(host, command).await;
@@ -45,7 +49,7 @@ async fn run_agent(host: &HostContext, command: AgentCommand, accept: bool) -> A
     agent::run_over_ssh(host, &connection, command).await
 }
 
-fn parse<T: serde::de::DeserializeOwned>(
+pub(super) fn parse<T: serde::de::DeserializeOwned>(
     value: serde_json::Value,
     what: &str,
 ) -> Result<T, ErrorDetail> {
@@ -279,6 +283,21 @@ async fn detect(
     Ok(caps)
 }
 
+/// Detects a hive this queen has not heard of since it started (a restarted queen
+/// knows workers from heartbeats, but hives only from asking them).
+pub(super) async fn detect_unknown(host: &HostContext) -> Result<HiveCapabilities, ErrorDetail> {
+    let caps: HiveCapabilities = parse(
+        run_agent(host, AgentCommand::Detect, false).await?,
+        "detect",
+    )?;
+    host.job.state.hives.mark_online(
+        &host.hive.alias,
+        caps.agent_version.clone(),
+        Some(caps.clone()),
+    );
+    Ok(caps)
+}
+
 pub async fn start(ctx: &JobContext, pattern: &str, accept: bool) -> OpResult {
     let binaries: Option<Arc<Vec<LocalBinary>>> = local_binaries(ctx).await.ok();
     fan_out(ctx, pattern, "start", |host| {
@@ -404,12 +423,13 @@ pub async fn stop(ctx: &JobContext, pattern: &str) -> OpResult {
             .hives
             .get(&host.hive.alias)
             .is_some_and(|r| r.online);
+        let stopped = super::workers::stop_all_on(&host).await?;
         host.job.state.hives.mark_offline(&host.hive.alias);
         host.job.state.ssh.forget(&host.hive.alias).await;
-        Ok(if was_online {
-            HostDone::changed("marked offline")
-        } else {
-            HostDone::ok("already offline")
+        Ok(match (stopped, was_online) {
+            (0, true) => HostDone::changed("marked offline"),
+            (0, false) => HostDone::ok("no workers ran; already offline"),
+            (n, _) => HostDone::changed(format!("stopped {n} worker(s); marked offline")),
         })
     })
     .await

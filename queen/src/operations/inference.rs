@@ -1,78 +1,383 @@
-//! `infer`: pick the best ready worker for a model and relay its token stream.
+//! `infer`: pick the best ready worker for a model, wait in a bounded queue when all
+//! are busy, spawn one when asked to, relay its tokens, and retry on another worker
+//! when the chosen one fails before its first token.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use rbee_config::Hive;
 use rbee_protocol::sse::SseDecoder;
-use rbee_protocol::{ErrorCode, ErrorDetail, InferenceEvent, InferenceRequest, JobEvent};
+use rbee_protocol::{
+    DeviceKind, ErrorCode, ErrorDetail, InferenceEvent, InferenceRequest, JobEvent, Level,
+    Narration,
+};
 use serde_json::json;
 
-use super::{JobContext, OpResult};
+use super::fan_out::HostContext;
+use super::{JobContext, OpResult, hives, workers};
+use crate::state::AppState;
 use crate::workers::WorkerView;
 
-/// Whether a worker serves `model`: its file name, or that name without `.gguf`.
-fn serves(worker: &WorkerView, model: &str) -> bool {
-    let name = worker.heartbeat.model.as_str();
-    name == model || name.strip_suffix(".gguf") == Some(model)
+/// Workers tried for one request before it fails.
+const MAX_ATTEMPTS: usize = 3;
+/// How often a queued request re-checks without a registry change (stale workers
+/// change state without a heartbeat).
+const RECHECK: Duration = Duration::from_millis(500);
+
+/// What the operator pinned or allowed for one request.
+#[derive(Debug, Default, Clone)]
+pub struct Pins {
+    pub hive: Option<String>,
+    pub worker: Option<String>,
+    /// Spawn a worker when none serves the model.
+    pub spawn: bool,
 }
 
-/// The schedulable worker for `model` with the shortest queue; pins narrow the choice.
-pub fn schedule(
+/// The schedulable workers for `model` that the pins allow, best first: the fewest
+/// requests in flight (the queen's count, then the worker's own queue), ties to the
+/// most recently heard.
+pub fn candidates(
     workers: Vec<WorkerView>,
     model: &str,
-    hive: Option<&str>,
-    worker: Option<&str>,
-) -> Result<WorkerView, ErrorDetail> {
-    let known = workers.len();
-    workers
+    pins: &Pins,
+    excluded: &HashSet<String>,
+) -> Vec<WorkerView> {
+    let mut found: Vec<WorkerView> = workers
         .into_iter()
-        .filter(|w| w.is_schedulable() && serves(w, model))
-        .filter(|w| hive.is_none_or(|h| w.heartbeat.hive_id == h))
-        .filter(|w| worker.is_none_or(|id| w.heartbeat.worker_id == id))
-        .min_by_key(|w| (w.heartbeat.queue_depth, w.heartbeat.state != rbee_protocol::WorkerState::Ready))
-        .ok_or_else(|| {
-            ErrorDetail::new(ErrorCode::NoWorker, format!("no ready worker serves {model} ({known} worker(s) known)"))
-                .with_hint("spawn one with `rbee-keeper worker spawn --hive H --model M`; `rbee-keeper worker list` shows what runs")
+        .filter(|w| w.is_schedulable() && w.serves(model))
+        .filter(|w| pins.hive.as_ref().is_none_or(|h| &w.heartbeat.hive_id == h))
+        .filter(|w| {
+            pins.worker
+                .as_ref()
+                .is_none_or(|id| &w.heartbeat.worker_id == id)
         })
+        .filter(|w| !excluded.contains(&w.heartbeat.worker_id))
+        .collect();
+    found.sort_by_key(|w| (w.in_flight, w.heartbeat.queue_depth, w.last_seen_ms));
+    found
+}
+
+/// A request counted against a worker until dropped.
+struct Slot {
+    state: Arc<AppState>,
+    worker: WorkerView,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.state
+            .workers
+            .finish_request(&self.worker.heartbeat.worker_id);
+    }
+}
+
+/// A place in a model's queue, given back when dropped.
+struct Queued {
+    state: Arc<AppState>,
+    model: String,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.state.workers.leave_queue(&self.model);
+    }
+}
+
+/// Waits for a worker with a free slot; spawns one first when allowed and none
+/// serves the model.
+async fn acquire(
+    ctx: &JobContext,
+    model: &str,
+    pins: &Pins,
+    excluded: &HashSet<String>,
+) -> Result<Slot, ErrorDetail> {
+    let state = &ctx.state;
+    let config = &state.config.queen;
+    let slots = config.worker_slots.max(1);
+    let mut changed = state.workers.subscribe();
+    let mut queued: Option<Queued> = None;
+    let mut spawned = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(config.queue_timeout_secs);
+    loop {
+        changed.borrow_and_update();
+        let mut found = Vec::new();
+        let mut loading = false;
+        let picked = state.workers.pick(|all| {
+            loading = all.iter().any(|w| {
+                w.serves(model)
+                    && w.status == "loading"
+                    && !excluded.contains(&w.heartbeat.worker_id)
+            });
+            found = candidates(all, model, pins, excluded);
+            found.iter().find(|w| w.in_flight < slots).cloned()
+        });
+        if let Some(worker) = picked {
+            return Ok(Slot {
+                state: state.clone(),
+                worker,
+            });
+        }
+        if found.is_empty() && !loading {
+            if (pins.spawn || config.auto_spawn) && pins.worker.is_none() && !spawned {
+                spawned = true;
+                spawn_for(ctx, model, pins).await?;
+                continue;
+            }
+            return Err(no_worker(ctx, model, pins, excluded));
+        }
+        if queued.is_none() {
+            let waiting = state
+                .workers
+                .join_queue(model, config.queue_capacity)
+                .ok_or_else(|| {
+                    ErrorDetail::new(
+                        ErrorCode::QueueFull,
+                        format!(
+                            "every worker serving {model} is busy and the queue is full ({} waiting)",
+                            config.queue_capacity
+                        ),
+                    )
+                    .with_hint(
+                        "retry later, spawn more workers (`rbee-keeper worker spawn`), or raise queue_capacity under [queen]",
+                    )
+                })?;
+            queued = Some(Queued {
+                state: state.clone(),
+                model: model.to_owned(),
+            });
+            ctx.narrate(
+                "queue",
+                model,
+                format!(
+                    "all {} worker(s) serving {model} are busy; waiting in the queue (position {waiting})",
+                    found.len()
+                ),
+            );
+        }
+        let wake = tokio::time::Instant::now() + RECHECK;
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ErrorDetail::new(
+                ErrorCode::Timeout,
+                format!(
+                    "no worker serving {model} was free within {}s",
+                    config.queue_timeout_secs
+                ),
+            )
+            .with_hint("spawn more workers, or raise queue_timeout_secs under [queen]"));
+        }
+        let _ = tokio::time::timeout_at(wake.min(deadline), changed.changed()).await;
+    }
+}
+
+fn no_worker(
+    ctx: &JobContext,
+    model: &str,
+    pins: &Pins,
+    excluded: &HashSet<String>,
+) -> ErrorDetail {
+    let known = ctx.state.workers.list().len();
+    let mut message = format!("no ready worker serves {model}");
+    if let Some(hive) = &pins.hive {
+        message.push_str(&format!(" on {hive}"));
+    }
+    if let Some(worker) = &pins.worker {
+        message.push_str(&format!(" as worker {worker}"));
+    }
+    if !excluded.is_empty() {
+        message.push_str(&format!(
+            " ({} failed: {})",
+            excluded.len(),
+            excluded.iter().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    message.push_str(&format!(" ({known} worker(s) known)"));
+    ErrorDetail::new(ErrorCode::NoWorker, message).with_hint(
+        "spawn one with `rbee-keeper worker spawn --hive H --model M`, or pass --spawn; `rbee-keeper worker list` shows what runs",
+    )
+}
+
+/// Spawns a worker for `model` on the online hive and device with the most free
+/// memory, trying the next when a hive does not hold the model.
+async fn spawn_for(ctx: &JobContext, model: &str, pins: &Pins) -> Result<WorkerView, ErrorDetail> {
+    let inventory = ctx.state.inventory();
+    let mut places: Vec<(u64, Hive, String)> = Vec::new();
+    for hive in inventory.hives.values() {
+        if pins.hive.as_ref().is_some_and(|h| h != &hive.alias) {
+            continue;
+        }
+        let caps = match ctx.state.hives.get(&hive.alias) {
+            // Stopped on purpose: not a place for new workers.
+            Some(record) if !record.online => continue,
+            Some(record) if record.capabilities.is_some() => record.capabilities,
+            _ => {
+                let host = HostContext {
+                    job: ctx.clone(),
+                    hive: hive.clone(),
+                };
+                match hives::detect_unknown(&host).await {
+                    Ok(caps) => Some(caps),
+                    Err(error) => {
+                        ctx.emit(JobEvent::Narration(Narration {
+                            actor: "queen".to_owned(),
+                            action: "spawn".to_owned(),
+                            target: hive.alias.clone(),
+                            human: format!("{} skipped: {}", hive.alias, error.message),
+                            level: Level::Warn,
+                            hive: Some(hive.alias.clone()),
+                        }));
+                        None
+                    }
+                }
+            }
+        };
+        let Some(caps) = caps else {
+            continue;
+        };
+        for device in &caps.devices {
+            let (free, name) = match device.kind {
+                DeviceKind::Cuda => (device.memory_free, format!("cuda:{}", device.index)),
+                DeviceKind::Cpu => (device.memory_free, "cpu".to_owned()),
+                _ => continue,
+            };
+            places.push((free, hive.clone(), name));
+        }
+    }
+    places.sort_by_key(|place| std::cmp::Reverse(place.0));
+    if places.is_empty() {
+        return Err(ErrorDetail::new(
+            ErrorCode::NoWorker,
+            format!("no worker serves {model} and no online hive could start one"),
+        )
+        .with_hint("bring hives online with `rbee-keeper hive start`; `hive stop` takes a hive out of placement"));
+    }
+    let mut refusals = Vec::new();
+    let mut tried = HashSet::new();
+    for (free, hive, device) in places {
+        if !tried.insert(hive.alias.clone()) {
+            continue;
+        }
+        ctx.narrate(
+            "spawn",
+            &hive.alias,
+            format!(
+                "no worker serves {model}; spawning one on {} ({device}, {} MiB free)",
+                hive.alias,
+                free >> 20
+            ),
+        );
+        match workers::spawn_on(ctx, &hive, model, &device).await {
+            Ok(worker) => return Ok(worker),
+            Err(refusal) if refusal.code == ErrorCode::NotFound => {
+                refusals.push(format!("{}: {}", hive.alias, refusal.message));
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Err(ErrorDetail::new(
+        ErrorCode::NoWorker,
+        format!(
+            "no hive could spawn a worker for {model}: {}",
+            refusals.join("; ")
+        ),
+    )
+    .with_hint("put the model on a hive first (`rbee-keeper model download` or `model push`)"))
+}
+
+/// How a request to one worker ended without success.
+struct Failure {
+    detail: ErrorDetail,
+    /// No token had reached the client: another worker may take the request.
+    retryable: bool,
 }
 
 pub async fn infer(
     ctx: &JobContext,
     model: &str,
-    hive: Option<&str>,
-    worker: Option<&str>,
+    pins: &Pins,
     mut request: InferenceRequest,
 ) -> OpResult {
-    let chosen = schedule(ctx.state.workers.list(), model, hive, worker)?;
-    let worker_id = chosen.heartbeat.worker_id.clone();
-    ctx.narrate(
-        "infer",
-        &worker_id,
-        format!(
-            "routing to worker {worker_id} on {} ({})",
-            chosen.heartbeat.hive_id, chosen.heartbeat.device
-        ),
-    );
     request.request_id.get_or_insert_with(|| ctx.job.id.clone());
-    let failed = |message: String| ErrorDetail::new(ErrorCode::WorkerFailed, message);
+    let started = Instant::now();
+    let mut excluded = HashSet::new();
+    for attempt in 1..=MAX_ATTEMPTS {
+        let slot = acquire(ctx, model, pins, &excluded).await?;
+        let worker = &slot.worker.heartbeat;
+        ctx.narrate(
+            "infer",
+            &worker.worker_id,
+            format!(
+                "routing to worker {} on {} ({})",
+                worker.worker_id, worker.hive_id, worker.device
+            ),
+        );
+        match relay(ctx, &slot.worker, &request, started).await {
+            Ok(()) => return Ok(()),
+            Err(failure)
+                if failure.retryable && attempt < MAX_ATTEMPTS && pins.worker.is_none() =>
+            {
+                ctx.emit(JobEvent::Narration(Narration {
+                    actor: "queen".to_owned(),
+                    action: "retry".to_owned(),
+                    target: worker.worker_id.clone(),
+                    human: format!(
+                        "worker {} failed before its first token ({}); retrying on another worker",
+                        worker.worker_id, failure.detail.message
+                    ),
+                    level: Level::Warn,
+                    hive: Some(worker.hive_id.clone()),
+                }));
+                excluded.insert(worker.worker_id.clone());
+            }
+            Err(failure) => return Err(failure.detail),
+        }
+    }
+    Err(no_worker(ctx, model, pins, &excluded))
+}
+
+/// Sends the request to one worker and forwards its tokens as they come.
+async fn relay(
+    ctx: &JobContext,
+    worker: &WorkerView,
+    request: &InferenceRequest,
+    started: Instant,
+) -> Result<(), Failure> {
+    let beat = &worker.heartbeat;
+    let worker_id = beat.worker_id.as_str();
+    let mut tokens_seen = 0u32;
+    let mut first_token_ms = None;
+    // Before the first token another worker may take the request, unless the request
+    // itself was refused.
+    let fail = |tokens_seen: u32, code: ErrorCode, message: String| Failure {
+        retryable: tokens_seen == 0 && !matches!(code, ErrorCode::BadRequest),
+        detail: ErrorDetail::new(code, message),
+    };
     let response = ctx
         .state
         .http
-        .post(format!(
-            "{}/v1/inference",
-            chosen.heartbeat.url.trim_end_matches('/')
-        ))
-        .json(&request)
+        .post(format!("{}/v1/inference", beat.url.trim_end_matches('/')))
+        .bearer_auth(ctx.state.worker_token(worker_id))
+        .json(request)
         .send()
         .await
-        .map_err(|e| failed(format!("cannot reach worker {worker_id}: {e}")))?;
+        .map_err(|e| {
+            fail(
+                0,
+                ErrorCode::WorkerFailed,
+                format!("cannot reach worker {worker_id}: {e}"),
+            )
+        })?;
     if !response.status().is_success() {
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
-        let code = if status.as_u16() == 503 {
-            ErrorCode::QueueFull
-        } else {
-            ErrorCode::WorkerFailed
+        let code = match status.as_u16() {
+            503 => ErrorCode::QueueFull,
+            400 | 422 => ErrorCode::BadRequest,
+            _ => ErrorCode::WorkerFailed,
         };
-        return Err(ErrorDetail::new(
+        return Err(fail(
+            0,
             code,
             format!("worker {worker_id} answered {status}: {body}"),
         ));
@@ -80,18 +385,31 @@ pub async fn infer(
     let mut decoder = SseDecoder::new();
     let mut body = response.bytes_stream();
     while let Some(chunk) = body.next().await {
-        let chunk =
-            chunk.map_err(|e| failed(format!("the stream from worker {worker_id} broke: {e}")))?;
-        for frame in decoder.feed(&chunk).map_err(|e| failed(e.to_string()))? {
+        let chunk = chunk.map_err(|e| {
+            fail(
+                tokens_seen,
+                ErrorCode::WorkerFailed,
+                format!("the stream from worker {worker_id} broke: {e}"),
+            )
+        })?;
+        let frames = decoder
+            .feed(&chunk)
+            .map_err(|e| fail(tokens_seen, ErrorCode::WorkerFailed, e.to_string()))?;
+        for frame in frames {
             let event: InferenceEvent = serde_json::from_str(&frame.data).map_err(|e| {
-                ErrorDetail::new(
+                fail(
+                    tokens_seen,
                     ErrorCode::WorkerFailed,
                     format!("worker {worker_id} sent an unreadable event ({e})"),
                 )
             })?;
             match event {
                 InferenceEvent::Started { .. } => {}
-                InferenceEvent::Token { t, i } => ctx.emit(JobEvent::Token { t, i }),
+                InferenceEvent::Token { t, i } => {
+                    first_token_ms.get_or_insert_with(|| started.elapsed().as_secs_f64() * 1000.0);
+                    tokens_seen += 1;
+                    ctx.emit(JobEvent::Token { t, i });
+                }
                 InferenceEvent::End {
                     stop_reason,
                     prompt_tokens,
@@ -101,16 +419,21 @@ pub async fn infer(
                 } => {
                     ctx.result(json!({
                         "worker_id": worker_id,
+                        "hive_id": beat.hive_id,
+                        "device": beat.device,
                         "stop_reason": stop_reason,
                         "prompt_tokens": prompt_tokens,
                         "tokens": tokens,
-                        "ttft_ms": ttft_ms,
                         "tokens_per_s": tokens_per_s,
+                        "worker_ttft_ms": ttft_ms,
+                        "ttft_ms": first_token_ms.unwrap_or(ttft_ms),
+                        "total_ms": started.elapsed().as_secs_f64() * 1000.0,
                     }));
                     return Ok(());
                 }
                 InferenceEvent::Error { code, message } => {
-                    return Err(ErrorDetail::new(
+                    return Err(fail(
+                        tokens_seen,
                         code,
                         format!("worker {worker_id}: {message}"),
                     ));
@@ -118,7 +441,9 @@ pub async fn infer(
             }
         }
     }
-    Err(failed(format!(
-        "worker {worker_id} closed the stream before the end"
-    )))
+    Err(fail(
+        tokens_seen,
+        ErrorCode::WorkerFailed,
+        format!("worker {worker_id} closed the stream before the end"),
+    ))
 }

@@ -94,17 +94,27 @@ async fn execute(ctx: JobContext, operation: Operation) -> OpResult {
             model,
             hive_id,
             worker_id,
+            spawn,
             request,
         } => {
-            inference::infer(
-                &ctx,
-                &model,
-                hive_id.as_deref(),
-                worker_id.as_deref(),
-                request,
-            )
-            .await
+            let pins = inference::Pins {
+                hive: hive_id,
+                worker: worker_id,
+                spawn,
+            };
+            inference::infer(&ctx, &model, &pins, request).await
         }
+        Operation::WorkerSpawn {
+            hive_id,
+            model,
+            device,
+        } => workers::spawn(&ctx, &hive_id, &model, &device).await,
+        Operation::WorkerStop { worker_id } => workers::stop(&ctx, &worker_id).await,
+        Operation::WorkerLogs {
+            worker_id,
+            lines,
+            follow,
+        } => workers::logs(&ctx, &worker_id, lines, follow).await,
         Operation::WorkerList { hive_id } => workers::list(&ctx, hive_id.as_deref()).await,
         Operation::WorkerGet { worker_id } => workers::get(&ctx, &worker_id).await,
         Operation::WaitReady {

@@ -1,12 +1,23 @@
-//! Worker views from the heartbeat-fed registry, and waiting for readiness.
+//! Worker operations: spawn, stop and logs go to the hive's agent; list and get read
+//! the heartbeat-fed registry; wait_ready waits on it.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
-use rbee_protocol::{ErrorCode, ErrorDetail};
+use rbee_config::Hive;
+use rbee_hive::{AgentCommand, SpawnRequest};
+use rbee_protocol::agent::HiveWorker;
+use rbee_protocol::{ErrorCode, ErrorDetail, Level, validate};
 use serde_json::json;
 
-use super::{JobContext, OpResult};
+use super::fan_out::HostContext;
+use super::hives::{connect, parse, run_agent};
+use super::{JobContext, OpResult, agent};
+use crate::ssh::SshConnection;
 use crate::workers::WorkerView;
+
+/// Seconds a stopping worker may drain before it is killed.
+const STOP_TIMEOUT_S: u64 = 15;
 
 pub async fn list(ctx: &JobContext, hive: Option<&str>) -> OpResult {
     let workers: Vec<WorkerView> = ctx
@@ -21,16 +32,276 @@ pub async fn list(ctx: &JobContext, hive: Option<&str>) -> OpResult {
 }
 
 pub async fn get(ctx: &JobContext, worker_id: &str) -> OpResult {
-    match ctx.state.workers.get(worker_id) {
-        Some(worker) => {
-            ctx.result(json!(worker));
-            Ok(())
+    let worker = ctx
+        .state
+        .workers
+        .get(worker_id)
+        .ok_or_else(|| unknown_worker(worker_id))?;
+    ctx.result(json!(worker));
+    Ok(())
+}
+
+fn unknown_worker(worker_id: &str) -> ErrorDetail {
+    ErrorDetail::new(ErrorCode::NotFound, format!("no worker {worker_id}"))
+        .with_hint("`rbee-keeper worker list` shows the workers the queen knows")
+}
+
+/// The one hive `pattern` names.
+fn one_hive(ctx: &JobContext, pattern: &str) -> Result<Hive, ErrorDetail> {
+    let inventory = ctx.state.inventory();
+    let hives = inventory.select(pattern).map_err(|e| {
+        let detail = ErrorDetail::new(ErrorCode::NotFound, e.to_string());
+        match e.hint() {
+            Some(hint) => detail.with_hint(hint),
+            None => detail,
         }
-        None => Err(
-            ErrorDetail::new(ErrorCode::NotFound, format!("no worker {worker_id}"))
-                .with_hint("`rbee-keeper worker list` shows the workers the queen knows"),
-        ),
+    })?;
+    match hives.as_slice() {
+        [hive] => Ok((*hive).clone()),
+        several => Err(ErrorDetail::new(
+            ErrorCode::BadRequest,
+            format!(
+                "{pattern} names {} hives; a worker runs on one",
+                several.len()
+            ),
+        )
+        .with_hint(format!(
+            "name one of: {}",
+            several
+                .iter()
+                .map(|h| h.alias.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
     }
+}
+
+fn host_context(ctx: &JobContext, hive: Hive) -> HostContext {
+    HostContext {
+        job: ctx.clone(),
+        hive,
+    }
+}
+
+/// The hive a worker runs on: from its heartbeats.
+fn hive_of(ctx: &JobContext, worker_id: &str) -> Result<Hive, ErrorDetail> {
+    let worker = ctx
+        .state
+        .workers
+        .get(worker_id)
+        .ok_or_else(|| unknown_worker(worker_id))?;
+    one_hive(ctx, &worker.heartbeat.hive_id)
+}
+
+pub async fn spawn(ctx: &JobContext, pattern: &str, model: &str, device: &str) -> OpResult {
+    let hive = one_hive(ctx, pattern)?;
+    let worker = spawn_on(ctx, &hive, model, device).await?;
+    ctx.result(json!(worker));
+    Ok(())
+}
+
+/// Starts a worker for `model` on `device` of `hive` and returns once it is ready and
+/// its heartbeats reach this queen.
+pub async fn spawn_on(
+    ctx: &JobContext,
+    hive: &Hive,
+    model: &str,
+    device: &str,
+) -> Result<WorkerView, ErrorDetail> {
+    if !validate::is_valid_model_id(model) {
+        return Err(ErrorDetail::new(
+            ErrorCode::BadRequest,
+            format!("{model:?} is not a valid model id"),
+        )
+        .with_hint("name a model as `org/repo`, `org/repo:file.gguf` or a file name"));
+    }
+    let host = host_context(ctx, hive.clone());
+    let connection = if agent::runs_in_process(&host) {
+        None
+    } else {
+        Some(connect(&host, false).await?)
+    };
+    let queen_url = queen_url_for(ctx, hive, connection.as_deref())?;
+    let worker_id = new_worker_id(&hive.alias);
+    let config = &ctx.state.config.queen;
+    let request = SpawnRequest {
+        worker_id: worker_id.clone(),
+        model: model.to_owned(),
+        device: device.to_owned(),
+        queen_url: queen_url.clone(),
+        bind: var(hive, "worker_bind").unwrap_or_else(|| {
+            if hive.is_localhost() {
+                "127.0.0.1".to_owned()
+            } else {
+                "0.0.0.0".to_owned()
+            }
+        }),
+        advertise_host: var(hive, "worker_host").unwrap_or_else(|| hive.host.clone()),
+        heartbeat_interval_ms: config.heartbeat_interval_ms,
+        token: Some(ctx.state.worker_token(&worker_id)),
+    };
+    ctx.narrate(
+        "worker_spawn",
+        &worker_id,
+        format!(
+            "spawning worker {worker_id} on {} ({device}) for {model}",
+            hive.alias
+        ),
+    );
+    let mut changed = ctx.state.workers.subscribe();
+    let answer = run_agent(&host, AgentCommand::WorkerSpawn(Box::new(request)), false).await?;
+    let spawned: HiveWorker = parse(answer, "worker-spawn")?;
+    // Ready on the hive is not enough: the queen must hear the worker to use it.
+    let patience =
+        Duration::from_millis(config.heartbeat_interval_ms * 3).max(Duration::from_secs(5));
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        changed.borrow_and_update();
+        if let Some(view) = ctx.state.workers.get(&worker_id)
+            && view.is_schedulable()
+        {
+            return Ok(view);
+        }
+        if tokio::time::timeout_at(deadline, changed.changed())
+            .await
+            .is_err()
+        {
+            return Err(ErrorDetail::new(
+                ErrorCode::Unreachable,
+                format!(
+                    "worker {worker_id} is ready on {} at {}, but its heartbeats do not reach the queen at {queen_url}",
+                    hive.alias, spawned.record.url
+                ),
+            )
+            .with_hint(format!(
+                "the hive must reach {queen_url}: check firewalls, or set the hive's `queen_url` var; `rbee-keeper worker logs {worker_id}` shows the worker's side"
+            )));
+        }
+    }
+}
+
+/// A hive var that is a string.
+fn var(hive: &Hive, name: &str) -> Option<String> {
+    hive.vars
+        .get(name)
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+}
+
+fn new_worker_id(alias: &str) -> String {
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let prefix: String = alias.chars().take(48).collect();
+    format!("{prefix}-w{suffix}")
+}
+
+/// The URL a worker on `hive` reaches this queen at: the hive's `queen_url` var, else
+/// the queen's own address as the hive sees it.
+fn queen_url_for(
+    ctx: &JobContext,
+    hive: &Hive,
+    connection: Option<&SshConnection>,
+) -> Result<String, ErrorDetail> {
+    if let Some(url) = var(hive, "queen_url") {
+        return Ok(url);
+    }
+    let listen = ctx.state.listen_addr();
+    let port = listen.port();
+    let ip = listen.ip();
+    let url = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => format!("http://{v4}:{port}"),
+        IpAddr::V6(v6) => format!("http://[{v6}]:{port}"),
+    };
+    if hive.is_localhost() {
+        let ip = if ip.is_unspecified() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            ip
+        };
+        return Ok(url(ip));
+    }
+    if ip.is_loopback() {
+        return Err(ErrorDetail::new(
+            ErrorCode::Unreachable,
+            format!(
+                "the queen listens on {listen} only, which workers on {} cannot reach",
+                hive.alias
+            ),
+        )
+        .with_hint(
+            "set bind_addr = \"0.0.0.0\" and an api_token under [queen] in config.toml (or RBEE_BIND_ADDR and RBEE_API_TOKEN), or give the hive a `queen_url` var",
+        ));
+    }
+    if !ip.is_unspecified() {
+        return Ok(url(ip));
+    }
+    match connection.and_then(|c| c.local_addr) {
+        Some(seen) => Ok(url(seen.ip())),
+        None => Err(ErrorDetail::new(
+            ErrorCode::BadRequest,
+            format!(
+                "cannot tell which address {} reaches the queen at (it is behind a jump host)",
+                hive.alias
+            ),
+        )
+        .with_hint("give the hive a `queen_url` var in the inventory")),
+    }
+}
+
+pub async fn stop(ctx: &JobContext, worker_id: &str) -> OpResult {
+    let hive = hive_of(ctx, worker_id)?;
+    let host = host_context(ctx, hive);
+    let answer = run_agent(
+        &host,
+        AgentCommand::WorkerStop {
+            worker_id: worker_id.to_owned(),
+            timeout_s: STOP_TIMEOUT_S,
+        },
+        false,
+    )
+    .await?;
+    ctx.state.workers.remove(worker_id);
+    ctx.result(answer);
+    Ok(())
+}
+
+pub async fn logs(ctx: &JobContext, worker_id: &str, lines: u32, follow: bool) -> OpResult {
+    let hive = hive_of(ctx, worker_id)?;
+    let host = host_context(ctx, hive);
+    let answer = run_agent(
+        &host,
+        AgentCommand::WorkerLogs {
+            worker_id: worker_id.to_owned(),
+            lines,
+            follow,
+        },
+        false,
+    )
+    .await?;
+    ctx.result(answer);
+    Ok(())
+}
+
+/// Stops every worker the hive's agent knows (for `hive stop`); returns how many ran.
+pub async fn stop_all_on(host: &HostContext) -> Result<usize, ErrorDetail> {
+    let answer = run_agent(host, AgentCommand::WorkerList, false).await?;
+    let workers: Vec<HiveWorker> = parse(answer, "worker-list")?;
+    let mut stopped = 0;
+    for worker in workers.into_iter().filter(|w| w.alive) {
+        let id = worker.record.worker_id;
+        host.narrate(Level::Info, "worker_stop", format!("stopping worker {id}"));
+        run_agent(
+            host,
+            AgentCommand::WorkerStop {
+                worker_id: id.clone(),
+                timeout_s: STOP_TIMEOUT_S,
+            },
+            false,
+        )
+        .await?;
+        host.job.state.workers.remove(&id);
+        stopped += 1;
+    }
+    Ok(stopped)
 }
 
 /// Waits until a schedulable worker serves `model` (on `hive`, when given).
@@ -51,10 +322,7 @@ pub async fn wait_ready(
     loop {
         changed.borrow_and_update();
         let ready = ctx.state.workers.list().into_iter().find(|w| {
-            w.is_schedulable()
-                && (w.heartbeat.model == model
-                    || w.heartbeat.model.strip_suffix(".gguf") == Some(model))
-                && hive.is_none_or(|h| w.heartbeat.hive_id == h)
+            w.is_schedulable() && w.serves(model) && hive.is_none_or(|h| w.heartbeat.hive_id == h)
         });
         if let Some(worker) = ready {
             ctx.narrate(

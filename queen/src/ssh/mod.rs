@@ -268,6 +268,9 @@ pub struct SshConnection {
     handle: client::Handle<HostKeyCheck>,
     channels: Semaphore,
     pub target: SshTarget,
+    /// This end's address of the TCP connection: the address the hive sees the queen
+    /// at. `None` when tunnelled through a jump host.
+    pub local_addr: Option<std::net::SocketAddr>,
     /// The jump host's connection, kept open as long as this one tunnels through it.
     _jump: Option<Arc<SshConnection>>,
 }
@@ -307,6 +310,7 @@ impl SshConnection {
             reason,
         };
         let timeout = settings.connect_timeout;
+        let mut local_addr = None;
         let (jump, stream): (Option<Arc<SshConnection>>, Box<dyn Tunnel>) = match &target.jump {
             Some(hop) => {
                 let jump =
@@ -340,6 +344,7 @@ impl SshConnection {
                 .map_err(|_| unreachable(format!("no answer within {}s", timeout.as_secs())))?
                 .map_err(|e| unreachable(e.to_string()))?;
                 let _ = socket.set_nodelay(true);
+                local_addr = socket.local_addr().ok();
                 (None, Box::new(socket))
             }
         };
@@ -383,6 +388,7 @@ impl SshConnection {
             handle,
             channels: Semaphore::new(CHANNELS_PER_CONNECTION),
             target,
+            local_addr,
             _jump: jump,
         })
     }
@@ -397,6 +403,28 @@ impl SshConnection {
     pub async fn exec(
         &self,
         command: &str,
+        upload: Option<Upload<'_>>,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<ExecOutcome, SshError> {
+        self.exec_with_input(command, None, upload, on_line).await
+    }
+
+    /// As [`SshConnection::exec`], first writing `secret` and a newline to the
+    /// command's stdin: how secrets reach the hive without showing in its process list.
+    pub async fn exec_with_secret(
+        &self,
+        command: &str,
+        secret: &str,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<ExecOutcome, SshError> {
+        self.exec_with_input(command, Some(secret), None, on_line)
+            .await
+    }
+
+    async fn exec_with_input(
+        &self,
+        command: &str,
+        secret: Option<&str>,
         upload: Option<Upload<'_>>,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<ExecOutcome, SshError> {
@@ -416,6 +444,12 @@ impl SshConnection {
         let mut channel = self.handle.channel_open_session().await.map_err(protocol)?;
         tracing::debug!(host = %self.target.host, %command, "exec");
         channel.exec(true, command).await.map_err(protocol)?;
+        if let Some(secret) = secret {
+            channel
+                .data(format!("{secret}\n").as_bytes())
+                .await
+                .map_err(protocol)?;
+        }
         if let Some(upload) = upload {
             let mut file =
                 tokio::fs::File::open(upload.path)

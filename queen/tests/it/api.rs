@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::new_state;
 use futures::StreamExt;
 use queen_rbee::state::AppState;
 use rbee_config::{Config, Inventory};
@@ -33,7 +34,7 @@ async fn start_with(configure: impl FnOnce(&mut Config)) -> Queen {
     configure(&mut config);
     let inventory =
         Inventory::parse(std::path::Path::new("inventory.toml"), INVENTORY).expect("inventory");
-    let state = Arc::new(AppState::new(config, inventory));
+    let state = Arc::new(new_state(config, inventory));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

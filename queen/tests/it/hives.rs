@@ -1,87 +1,13 @@
 //! Hive operations against a lab of real OpenSSH hosts (`lab/lab.sh`), with the real
 //! agent and worker binaries pushed over SSH.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rbee_config::{Config, Inventory};
 use rbee_protocol::{ErrorCode, JobEvent};
 
-use crate::support::{Queen, start_queen};
+use crate::support::{Lab, Queen, bin_dir, start_queen};
 use serde_json::json;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// target/<profile>, where the workspace's binaries are built.
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf();
-    for name in ["rbee-hive", "llm-worker-rbee"] {
-        assert!(
-            dir.join(name).is_file(),
-            "{} missing: run `cargo nextest run --workspace` (it builds every binary) or `cargo build --workspace --bins`",
-            dir.join(name).display()
-        );
-    }
-    dir
-}
-
-/// A lab of real sshd hosts, torn down on drop.
-struct Lab {
-    dir: tempfile::TempDir,
-}
-
-impl Lab {
-    fn up(hosts: usize) -> Lab {
-        let lab = Lab {
-            dir: tempfile::tempdir().expect("tempdir"),
-        };
-        lab.script(&["up", &hosts.to_string()]);
-        lab
-    }
-
-    fn script(&self, args: &[&str]) {
-        let out = std::process::Command::new(repo().join("lab/lab.sh"))
-            .args(args)
-            .arg("--dir")
-            .arg(self.dir.path())
-            .output()
-            .expect("lab.sh runs");
-        assert!(
-            out.status.success(),
-            "lab.sh {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// The lab's inventory, with known_hosts pointing at `known_hosts` when given.
-    fn inventory(&self, known_hosts: Option<&Path>) -> Inventory {
-        let path = self.dir.path().join("inventory.toml");
-        let mut text = std::fs::read_to_string(&path).expect("inventory");
-        if let Some(file) = known_hosts {
-            let original = self.dir.path().join("known_hosts");
-            text = text.replace(&original.display().to_string(), &file.display().to_string());
-        }
-        Inventory::parse(&path, &text).expect("lab inventory parses")
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(repo().join("lab/lab.sh"))
-            .arg("down")
-            .arg("--dir")
-            .arg(self.dir.path())
-            .output();
-    }
-}
 
 async fn queen(inventory: Inventory, configure: impl FnOnce(&mut Config)) -> Queen {
     let mut config = Config::default();

@@ -5,3 +5,4 @@ mod hives;
 #[cfg(feature = "local-hive")]
 mod local_hive;
 mod support;
+mod workers;

@@ -1,6 +1,7 @@
 //! What the queen's integration tests share: a queen started in-process and a way to
 //! run one operation to its end.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,24 +16,66 @@ pub struct Queen {
     pub url: String,
     pub state: Arc<AppState>,
     pub http: reqwest::Client,
+    pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// The queen's state; without a state directory in `config`, the worker-token key
+/// goes to a fresh temporary one.
+pub fn new_state(mut config: Config, inventory: Inventory) -> AppState {
+    if config.queen.state_dir.is_none() {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        config.queen.state_dir = Some(dir);
+    }
+    AppState::new(config, inventory).expect("queen state")
 }
 
 /// Starts a queen in-process on 127.0.0.1:0.
 pub async fn start_queen(config: Config, inventory: Inventory) -> Queen {
-    let state = Arc::new(AppState::new(config, inventory));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(queen_rbee::serve(listener, state.clone()));
+    start_queen_on(config, inventory, "127.0.0.1:0").await
+}
+
+/// Starts a queen in-process listening on `addr`.
+pub async fn start_queen_on(config: Config, inventory: Inventory, addr: &str) -> Queen {
+    let state = Arc::new(new_state(config, inventory));
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+    let bound = listener.local_addr().expect("addr");
+    let _ = state.listen_addr.set(bound);
+    let port = bound.port();
+    let url = format!("http://127.0.0.1:{port}");
+    let server = tokio::spawn(queen_rbee::serve(listener, state.clone()));
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &state.config.queen.api_token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("header"),
+        );
+    }
     Queen {
         url,
         state,
-        http: reqwest::Client::new(),
+        http: reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("client"),
+        server,
     }
 }
 
 impl Queen {
+    /// Shuts the queen down as a signal would and waits until its port is free.
+    pub async fn stop(self) {
+        self.state.shutdown.cancel();
+        let _ = self.server.await;
+    }
+
+    /// The operation's `result` value without a hive (the operation's own answer).
+    pub fn result_of(events: &[(Instant, JobEvent)]) -> Option<Value> {
+        events.iter().rev().find_map(|(_, e)| match e {
+            JobEvent::Result { hive: None, value } => Some(value.clone()),
+            _ => None,
+        })
+    }
+
     /// Runs an operation; every event with the moment it arrived.
     pub async fn run(&self, operation: Value) -> Vec<(Instant, JobEvent)> {
         let body: Value = self
@@ -74,4 +117,91 @@ impl Queen {
         );
         events
     }
+}
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// target/<profile>, where the workspace's binaries are built.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
+    for name in ["rbee-hive", "llm-worker-rbee"] {
+        assert!(
+            dir.join(name).is_file(),
+            "{} missing: run `cargo nextest run --workspace` (it builds every binary) or `cargo build --workspace --bins`",
+            dir.join(name).display()
+        );
+    }
+    dir
+}
+
+/// A lab of real sshd hosts, torn down on drop.
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+}
+
+impl Lab {
+    pub fn up(hosts: usize) -> Lab {
+        let lab = Lab {
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        lab.script(&["up", &hosts.to_string()]);
+        lab
+    }
+
+    pub fn script(&self, args: &[&str]) {
+        let out = std::process::Command::new(repo().join("lab/lab.sh"))
+            .args(args)
+            .arg("--dir")
+            .arg(self.dir.path())
+            .output()
+            .expect("lab.sh runs");
+        assert!(
+            out.status.success(),
+            "lab.sh {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The lab's inventory, with known_hosts pointing at `known_hosts` when given.
+    pub fn inventory(&self, known_hosts: Option<&Path>) -> Inventory {
+        let path = self.dir.path().join("inventory.toml");
+        let mut text = std::fs::read_to_string(&path).expect("inventory");
+        if let Some(file) = known_hosts {
+            let original = self.dir.path().join("known_hosts");
+            text = text.replace(&original.display().to_string(), &file.display().to_string());
+        }
+        Inventory::parse(&path, &text).expect("lab inventory parses")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(repo().join("lab/lab.sh"))
+            .arg("down")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// The test model: `RBEE_TEST_MODEL`, or where `scripts/fetch-test-model.sh` puts it.
+pub fn test_model() -> PathBuf {
+    let path = std::env::var_os("RBEE_TEST_MODEL").map_or_else(
+        || repo().join(".rbee-cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "test model not found at {}: run scripts/fetch-test-model.sh (or set RBEE_TEST_MODEL)",
+        path.display()
+    );
+    path
 }

@@ -1,0 +1,358 @@
+//! Workers on lab hives with the real model: spawned over SSH by the agent, fed into
+//! the registry by their heartbeats, and used by `infer` through the queen, from the
+//! keeper binary too.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rbee_config::{Config, Inventory};
+use rbee_protocol::{ErrorCode, JobEvent, Level};
+use serde_json::{Value, json};
+
+use crate::support::{Lab, Queen, bin_dir, start_queen_on, test_model};
+
+const TOKEN: &str = "lab-api-token";
+const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
+
+fn config(state_dir: &Path) -> Config {
+    let mut config = Config::default();
+    config.queen.bin_dir = Some(bin_dir());
+    config.queen.connect_timeout_secs = 3;
+    config.queen.operation_timeout_secs = 120;
+    config.queen.api_token = Some(TOKEN.to_owned());
+    config.queen.state_dir = Some(state_dir.to_path_buf());
+    config.queen.heartbeat_interval_ms = 500;
+    config.queen.worker_slots = 1;
+    config.queen.queue_capacity = 1;
+    config
+}
+
+/// Puts the test model into every hive's model cache (the lab's hosts share this
+/// machine's file system).
+fn stock_models(inventory: &Inventory) {
+    for hive in inventory.hives.values() {
+        let models = Path::new(&hive.install_dir).join("models");
+        std::fs::create_dir_all(&models).expect("models dir");
+        std::fs::copy(test_model(), models.join(format!("{MODEL}.gguf"))).expect("copy model");
+    }
+}
+
+fn terminal(events: &[(Instant, JobEvent)]) -> &JobEvent {
+    &events.last().expect("events").1
+}
+
+fn done(events: &[(Instant, JobEvent)]) -> Value {
+    assert_eq!(terminal(events), &JobEvent::Done, "{events:#?}");
+    Queen::result_of(events).expect("a result")
+}
+
+fn text(events: &[(Instant, JobEvent)]) -> String {
+    events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            JobEvent::Token { t, .. } => Some(t.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn infer(prompt: &str, max_tokens: u32) -> Value {
+    json!({
+        "operation": "infer",
+        "model": MODEL,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+    })
+}
+
+/// Runs the keeper binary with `stdin` as its input.
+fn keeper(config: &Path, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(bin_dir().join("rbee-keeper"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RBEE_QUEEN_URL")
+        .env_remove("RBEE_API_TOKEN")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("keeper runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("keeper output")
+}
+
+async fn spawn(queen: &Queen, hive: &str) -> Value {
+    let events = queen
+        .run(json!({"operation": "worker_spawn", "hive_id": hive, "model": MODEL, "device": "cpu"}))
+        .await;
+    let worker = done(&events);
+    assert_eq!(worker["status"], "ready", "{worker}");
+    assert_eq!(worker["hive_id"], hive, "{worker}");
+    // The worker's loading reached the job as it happened.
+    assert!(
+        events
+            .iter()
+            .any(|(_, e)| matches!(e, JobEvent::Narration(n) if n.action == "worker_log")),
+        "{events:#?}"
+    );
+    worker
+}
+
+async fn worker_ids(queen: &Queen) -> Vec<String> {
+    let listed = done(&queen.run(json!({"operation": "worker_list"})).await);
+    listed
+        .as_array()
+        .expect("worker list")
+        .iter()
+        .filter(|w| w["status"] == "ready")
+        .map(|w| w["worker_id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_on_two_hives_serve_through_the_queen_and_survive_its_restart() {
+    let started = Instant::now();
+    let step = |name: &str| eprintln!("[{:>6.1}s] {name}", started.elapsed().as_secs_f64());
+    let lab = Lab::up(2);
+    let inventory = lab.inventory(None);
+    stock_models(&inventory);
+    let state_dir = tempfile::tempdir().expect("state dir");
+    let queen = start_queen_on(config(state_dir.path()), inventory.clone(), "0.0.0.0:0").await;
+    let port = queen.state.listen_addr().port();
+    for operation in ["hive_install", "hive_start"] {
+        let events = queen
+            .run(json!({"operation": operation, "hive_id": "lab"}))
+            .await;
+        assert_eq!(terminal(&events), &JobEvent::Done, "{events:#?}");
+    }
+
+    step("lab up, hives installed and started");
+    // A device the hive does not have is refused with the ones it has.
+    let events = queen
+        .run(json!({"operation": "worker_spawn", "hive_id": "hive-1", "model": MODEL, "device": "cuda:3"}))
+        .await;
+    let JobEvent::Error(error) = terminal(&events) else {
+        panic!("{events:#?}")
+    };
+    assert_eq!(error.code, ErrorCode::NotFound, "{error:?}");
+    assert!(error.message.contains("cuda:3"), "{error:?}");
+    assert!(
+        error.hint.as_deref().is_some_and(|h| h.contains("cpu")),
+        "{error:?}"
+    );
+
+    let first = spawn(&queen, "hive-1").await;
+    let second = spawn(&queen, "hive-2").await;
+    let first_id = first["worker_id"].as_str().expect("id").to_owned();
+    let second_id = second["worker_id"].as_str().expect("id").to_owned();
+    let mut ids = worker_ids(&queen).await;
+    ids.sort();
+    let mut expected = vec![first_id.clone(), second_id.clone()];
+    expected.sort();
+    assert_eq!(ids, expected);
+
+    step("two workers spawned");
+    // The keeper binary streams the reply and ends with the stats.
+    let keeper_dir = tempfile::tempdir().expect("keeper dir");
+    let keeper_config = keeper_dir.path().join("config.toml");
+    std::fs::write(
+        &keeper_config,
+        format!("[queen]\nport = {port}\napi_token = \"{TOKEN}\"\n"),
+    )
+    .expect("keeper config");
+    let config_file = keeper_config.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        keeper(
+            &config_file,
+            &[
+                "infer",
+                "What is the capital of France?",
+                "--model",
+                MODEL,
+                "--system",
+                "Answer in one short sentence.",
+                "--max-tokens",
+                "24",
+                "--temperature",
+                "0",
+            ],
+            "",
+        )
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Paris"), "{stdout}");
+    assert!(stdout.contains("tokens_per_s"), "{stdout}");
+
+    step("keeper infer");
+    // `chat` keeps the conversation and uses the model's chat template.
+    let config_file = keeper_config.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        keeper(
+            &config_file,
+            &[
+                "chat",
+                "--model",
+                MODEL,
+                "--system",
+                "Answer in one short sentence.",
+                "--max-tokens",
+                "24",
+                "--temperature",
+                "0",
+            ],
+            "What is the capital of France?\n/exit\n",
+        )
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Paris"), "{stdout}");
+
+    step("keeper chat");
+    // Restarted on the same port with the same state directory, the queen adopts both
+    // workers from their heartbeats and can still talk to them.
+    queen.stop().await;
+    let queen = start_queen_on(
+        config(state_dir.path()),
+        inventory.clone(),
+        &format!("0.0.0.0:{port}"),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while worker_ids(&queen).await.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "workers not adopted: {:?}",
+            worker_ids(&queen).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let events = queen.run(infer("Say hello.", 8)).await;
+    done(&events);
+    assert!(!text(&events).is_empty());
+
+    step("queen restarted, workers adopted");
+    // More requests than one worker and a one-place queue hold: one runs, one waits,
+    // the rest are refused with queue_full.
+    let pinned = |_: ()| {
+        let mut op = infer("Count from one to fifty in words.", 24);
+        op["hive_id"] = json!("hive-2");
+        op
+    };
+    let runs = (0..4).map(|_| queen.run(pinned(())));
+    let outcomes = futures::future::join_all(runs).await;
+    let full = outcomes
+        .iter()
+        .filter(|events| matches!(terminal(events), JobEvent::Error(e) if e.code == ErrorCode::QueueFull))
+        .count();
+    let ok = outcomes
+        .iter()
+        .filter(|events| terminal(events) == &JobEvent::Done)
+        .count();
+    assert!(full >= 1, "{outcomes:#?}");
+    assert_eq!(full + ok, 4, "{outcomes:#?}");
+    assert!(
+        ok >= 2,
+        "one running and one queued request finish: {outcomes:#?}"
+    );
+
+    step("queue");
+    // Stopped, a worker leaves the registry; requests go to the other.
+    let stopped = done(
+        &queen
+            .run(json!({"operation": "worker_stop", "worker_id": first_id}))
+            .await,
+    );
+    assert_eq!(stopped["outcome"], "stopped", "{stopped}");
+    for _ in 0..2 {
+        let answer = done(&queen.run(infer("Name a colour.", 4)).await);
+        assert_eq!(answer["worker_id"], second_id.as_str(), "{answer}");
+    }
+
+    step("stop");
+    // A worker killed outright: a request it was given before the registry noticed is
+    // retried on the other worker.
+    let third = spawn(&queen, "hive-1").await;
+    let third_id = third["worker_id"].as_str().expect("id").to_owned();
+    let hive1 = &inventory.hives["hive-1"];
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(&hive1.install_dir).join(format!("workers/{third_id}.json")),
+        )
+        .expect("state file"),
+    )
+    .expect("state json");
+    let pid = record["pid"].as_i64().expect("pid") as libc::pid_t;
+    // SAFETY: kill has no memory effects.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let both = futures::future::join(
+        queen.run(infer("Say yes.", 4)),
+        queen.run(infer("Say no.", 4)),
+    )
+    .await;
+    for events in [&both.0, &both.1] {
+        let answer = done(events);
+        assert_eq!(answer["worker_id"], second_id.as_str(), "{answer}");
+    }
+    let retried = [&both.0, &both.1].iter().any(|events| {
+        events.iter().any(|(_, e)| {
+            matches!(e, JobEvent::Narration(n) if n.action == "retry" && n.level == Level::Warn)
+        })
+    });
+    assert!(retried, "{both:#?}");
+
+    step("retry after SIGKILL");
+    // Logs come from the hive.
+    let events = queen
+        .run(json!({"operation": "worker_logs", "worker_id": second_id, "lines": 5}))
+        .await;
+    done(&events);
+    assert!(
+        events
+            .iter()
+            .any(|(_, e)| matches!(e, JobEvent::Narration(n) if n.action == "worker_log")),
+        "{events:#?}"
+    );
+
+    step("logs");
+    // hive stop stops what runs there.
+    let events = queen
+        .run(json!({"operation": "hive_stop", "hive_id": "hive-2"}))
+        .await;
+    assert_eq!(terminal(&events), &JobEvent::Done, "{events:#?}");
+    assert!(!worker_ids(&queen).await.contains(&second_id));
+
+    step("hive stop");
+    // With none left, --spawn starts one on an online hive that holds the model.
+    let mut op = infer("Say hi.", 4);
+    op["spawn"] = json!(true);
+    op["hive_id"] = json!("hive-1");
+    let answer = done(&queen.run(op).await);
+    assert!(
+        answer["worker_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("hive-1-")),
+        "{answer}"
+    );
+    queen.stop().await;
+}

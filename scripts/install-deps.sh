@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages rbee's tests and demo use: OpenSSH's server for the lab
-# hosts, iproute2 for their network namespaces, curl. Does nothing when all are there.
+# hosts, iproute2 for their network namespaces, curl, python3-venv for the Python
+# peers, and prometheus for promtool, which checks the queen's /metrics. Does nothing
+# when all are there.
 set -euo pipefail
 
 need=()
@@ -8,6 +10,8 @@ need=()
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
 command -v ip >/dev/null || need+=(iproute2)
 command -v curl >/dev/null || need+=(curl)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+command -v promtool >/dev/null || need+=(prometheus)
 if (( ${#need[@]} == 0 )); then
     exit 0
 fi

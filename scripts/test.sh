@@ -8,6 +8,7 @@ cd "$repo"
 
 "$repo/scripts/install-deps.sh"
 "$repo/scripts/fetch-test-model.sh" >/dev/null
+"$repo/scripts/setup-test-tools.sh"
 
 # nextest builds every package's binaries along with the tests (the process tests run
 # them from target/debug), all with one feature resolution, so nothing is compiled

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod hives;
 pub mod http;
 pub mod jobs;
+pub mod metrics;
 pub mod operations;
 pub mod ssh;
 pub mod state;

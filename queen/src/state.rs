@@ -29,6 +29,7 @@ pub struct AppState {
     worker_key: [u8; 32],
     /// The address the HTTP server listens on, once it does.
     pub listen_addr: OnceLock<SocketAddr>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -65,6 +66,7 @@ impl AppState {
             started: Instant::now(),
             worker_key,
             listen_addr: OnceLock::new(),
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 
@@ -91,5 +93,34 @@ impl AppState {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+}
+
+impl AppState {
+    /// When this queen started, in Unix seconds.
+    pub fn started_unix_s(&self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        now.saturating_sub(self.started.elapsed().as_secs())
+    }
+
+    /// The gauges `/metrics` reads from the registries.
+    pub fn metrics_snapshot(&self) -> crate::metrics::Snapshot {
+        let mut workers = std::collections::BTreeMap::new();
+        for worker in self.workers.list() {
+            *workers.entry(worker.status.to_owned()).or_insert(0) += 1;
+        }
+        let inventory = self.inventory();
+        crate::metrics::Snapshot {
+            workers,
+            hives_total: inventory.hives.len() as u64,
+            hives_reachable: inventory
+                .hives
+                .keys()
+                .filter(|alias| self.hives.get(alias).is_some_and(|r| r.online))
+                .count() as u64,
+            jobs_running: self.jobs.running() as u64,
+        }
     }
 }

@@ -50,6 +50,9 @@ pub struct Args {
     /// not it (e.g. when binding 0.0.0.0).
     #[arg(long)]
     pub advertise_url: Option<String>,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "RBEE_LOG_JSON")]
+    pub log_json: bool,
     /// Seconds in-flight requests may keep running after SIGTERM before they are cancelled.
     #[arg(long, default_value_t = 10.0)]
     pub drain_timeout: f64,

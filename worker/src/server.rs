@@ -144,6 +144,12 @@ async fn inference(State(state): State<AppState>, body: Bytes) -> Response {
             );
         }
     };
+    // The queen sets the request id to its job id, so both logs name the request alike.
+    tracing::info!(
+        request_id = request.request_id.as_deref().unwrap_or("-"),
+        max_tokens = ?request.max_tokens,
+        "inference request"
+    );
     let (events, receiver) = mpsc::channel(STREAM_BUFFER);
     let job = match build_job(model, request, events) {
         Ok(job) => job,

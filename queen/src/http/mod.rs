@@ -4,6 +4,7 @@
 mod auth;
 mod error;
 mod jobs;
+mod openai;
 
 use std::sync::Arc;
 
@@ -30,6 +31,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             axum::routing::delete(jobs::cancel).get(jobs::get),
         )
         .route("/v1/jobs/{id}/stream", get(jobs::stream))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/models", get(openai::models))
+        .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -98,13 +103,24 @@ async fn heartbeat(
     Ok(StatusCode::NO_CONTENT)
 }
 
+async fn metrics(State(state): State<Arc<AppState>>) -> impl axum::response::IntoResponse {
+    let text = state.metrics.render(&state.metrics_snapshot());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+}
+
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         ErrorCode::NotFound,
         format!("no route {}", uri.path()),
     )
-    .with_hint("the queen's routes are /health, /v1/build-info, /v1/jobs, /v1/shutdown")
+    .with_hint("the queen's routes are /health, /metrics, /v1/build-info, /v1/jobs, /v1/shutdown, /v1/models, /v1/chat/completions, /v1/completions")
 }
 
 /// The build time in RFC 3339, from the unix time `build.rs` recorded.

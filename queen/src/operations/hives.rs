@@ -41,12 +41,19 @@ pub(super) async fn run_agent(
     command: AgentCommand,
     accept: bool,
 ) -> AgentAnswer {
+    let started = std::time::Instant::now();
+    let name = command.to_args().first().cloned().unwrap_or_default();
+    let metrics = &host.job.state.metrics;
     #[cfg(feature = "local-hive")]
     if agent::runs_in_process(host) {
-        return agent::run_in_process(host, command).await;
+        let answer = agent::run_in_process(host, command).await;
+        metrics.ssh_operation(&name, "in_process", started.elapsed());
+        return answer;
     }
     let connection = connect(host, accept).await?;
-    agent::run_over_ssh(host, &connection, command).await
+    let answer = agent::run_over_ssh(host, &connection, command).await;
+    metrics.ssh_operation(&name, "ssh", started.elapsed());
+    answer
 }
 
 pub(super) fn parse<T: serde::de::DeserializeOwned>(

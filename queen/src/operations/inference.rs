@@ -296,14 +296,45 @@ pub async fn infer(
     ctx: &JobContext,
     model: &str,
     pins: &Pins,
-    mut request: InferenceRequest,
+    request: InferenceRequest,
 ) -> OpResult {
+    let outcome = infer_with_retries(ctx, model, pins, request).await;
+    let metrics = &ctx.state.metrics;
+    match &outcome {
+        Ok(stats) => {
+            metrics.inference_finished(model, "ok");
+            metrics.inference_timing(model, stats.ttft, stats.tokens, stats.tokens_per_s);
+        }
+        Err(error) => metrics.inference_finished(model, error.code.as_str()),
+    }
+    outcome.map(|_| ())
+}
+
+/// What a finished request measured.
+struct Stats {
+    ttft: Duration,
+    tokens: u64,
+    tokens_per_s: f64,
+}
+
+async fn infer_with_retries(
+    ctx: &JobContext,
+    model: &str,
+    pins: &Pins,
+    mut request: InferenceRequest,
+) -> Result<Stats, ErrorDetail> {
     request.request_id.get_or_insert_with(|| ctx.job.id.clone());
     let started = Instant::now();
     let mut excluded = HashSet::new();
     for attempt in 1..=MAX_ATTEMPTS {
         let slot = acquire(ctx, model, pins, &excluded).await?;
         let worker = &slot.worker.heartbeat;
+        tracing::info!(
+            request_id = request.request_id.as_deref().unwrap_or("-"),
+            worker_id = %worker.worker_id,
+            attempt,
+            "inference routed"
+        );
         ctx.narrate(
             "infer",
             &worker.worker_id,
@@ -313,7 +344,7 @@ pub async fn infer(
             ),
         );
         match relay(ctx, &slot.worker, &request, started).await {
-            Ok(()) => return Ok(()),
+            Ok(stats) => return Ok(stats),
             Err(failure)
                 if failure.retryable && attempt < MAX_ATTEMPTS && pins.worker.is_none() =>
             {
@@ -342,7 +373,7 @@ async fn relay(
     worker: &WorkerView,
     request: &InferenceRequest,
     started: Instant,
-) -> Result<(), Failure> {
+) -> Result<Stats, Failure> {
     let beat = &worker.heartbeat;
     let worker_id = beat.worker_id.as_str();
     let mut tokens_seen = 0u32;
@@ -429,7 +460,11 @@ async fn relay(
                         "ttft_ms": first_token_ms.unwrap_or(ttft_ms),
                         "total_ms": started.elapsed().as_secs_f64() * 1000.0,
                     }));
-                    return Ok(());
+                    return Ok(Stats {
+                        ttft: Duration::from_secs_f64(first_token_ms.unwrap_or(ttft_ms) / 1000.0),
+                        tokens: u64::from(tokens),
+                        tokens_per_s,
+                    });
                 }
                 InferenceEvent::Error { code, message } => {
                     return Err(fail(

@@ -49,6 +49,7 @@ pub fn spawn(state: Arc<AppState>, operation: Operation) -> Arc<Job> {
         job: job.clone(),
     };
     tracing::info!(job_id = %job.id, operation = operation.name(), "job submitted");
+    let ctx_state = ctx.state.clone();
     tokio::spawn(async move {
         let job = ctx.job.clone();
         let mut handler = tokio::spawn(execute(ctx, operation));
@@ -67,6 +68,9 @@ pub fn spawn(state: Arc<AppState>, operation: Operation) -> Arc<Job> {
             }
         };
         tracing::info!(job_id = %job.id, outcome = outcome.kind(), "job ended");
+        ctx_state
+            .metrics
+            .job_finished(job.operation, outcome.kind());
         job.emit(outcome);
     });
     job

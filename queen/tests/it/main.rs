@@ -4,5 +4,6 @@ mod api;
 mod hives;
 #[cfg(feature = "local-hive")]
 mod local_hive;
+mod openai;
 mod support;
 mod workers;

@@ -1,0 +1,573 @@
+//! The OpenAI-compatible API: `POST /v1/chat/completions`, `POST /v1/completions`
+//! and `GET /v1/models`. Each completion is an `infer` job, so it goes through the
+//! same scheduler, queue and retries as `rbee-keeper infer`, and shows in the job
+//! list; this module only translates between OpenAI's shapes and the job's events.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::{Stream, StreamExt};
+use rbee_protocol::{ChatMessage, ErrorCode, ErrorDetail, InferenceRequest, JobEvent, Operation};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::jobs::Job;
+use crate::state::AppState;
+
+/// An error in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
+pub struct OpenAiError {
+    status: StatusCode,
+    kind: &'static str,
+    code: String,
+    message: String,
+}
+
+impl OpenAiError {
+    fn bad_request(message: impl Into<String>) -> Self {
+        OpenAiError {
+            status: StatusCode::BAD_REQUEST,
+            kind: "invalid_request_error",
+            code: "bad_request".to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// The status and type OpenAI's clients expect for an rbee error.
+    fn from_detail(detail: &ErrorDetail) -> Self {
+        let (status, kind, code) = match detail.code {
+            ErrorCode::NoWorker | ErrorCode::NotFound => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+            ),
+            ErrorCode::BadRequest | ErrorCode::InvalidJson => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                detail.code.as_str(),
+            ),
+            ErrorCode::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "invalid_api_key",
+            ),
+            ErrorCode::QueueFull => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "queue_full",
+            ),
+            ErrorCode::Timeout => (StatusCode::GATEWAY_TIMEOUT, "server_error", "timeout"),
+            ErrorCode::ShuttingDown => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "shutting_down",
+            ),
+            _ => (
+                StatusCode::BAD_GATEWAY,
+                "server_error",
+                detail.code.as_str(),
+            ),
+        };
+        let message = match &detail.hint {
+            Some(hint) => format!("{} (hint: {hint})", detail.message),
+            None => detail.message.clone(),
+        };
+        OpenAiError {
+            status,
+            kind,
+            code: code.to_owned(),
+            message,
+        }
+    }
+
+    fn body(&self) -> Value {
+        json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": Value::Null,
+            "code": self.code,
+        }})
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
+    }
+}
+
+/// `stop` is a string or a list of strings.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A message's content: text, or a list of parts of which the text ones count.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Deserialize, Debug)]
+struct Part {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: String,
+}
+
+#[derive(Deserialize, Debug)]
+struct Message {
+    role: String,
+    #[serde(default)]
+    content: Option<Content>,
+}
+
+/// The fields both endpoints share; others OpenAI defines are accepted and ignored.
+#[derive(Deserialize, Debug)]
+struct Sampling {
+    model: String,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    top_p: Option<f64>,
+    #[serde(default)]
+    seed: Option<u64>,
+    #[serde(default)]
+    stop: Option<Stop>,
+    #[serde(default)]
+    n: Option<u32>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+#[derive(Deserialize, Debug)]
+struct ChatBody {
+    messages: Vec<Message>,
+    #[serde(flatten)]
+    sampling: Sampling,
+}
+
+#[derive(Deserialize, Debug)]
+struct CompletionBody {
+    prompt: Prompt,
+    #[serde(flatten)]
+    sampling: Sampling,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum Prompt {
+    One(String),
+    Many(Vec<String>),
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, OpenAiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| OpenAiError::bad_request(format!("invalid request body: {e}")))
+}
+
+impl Sampling {
+    fn request(&self) -> Result<InferenceRequest, OpenAiError> {
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(OpenAiError::bad_request("only n=1 is supported"));
+        }
+        if self.model.trim().is_empty() {
+            return Err(OpenAiError::bad_request("`model` is required"));
+        }
+        Ok(InferenceRequest {
+            max_tokens: self.max_completion_tokens.or(self.max_tokens),
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed,
+            stop: match &self.stop {
+                None => Vec::new(),
+                Some(Stop::One(s)) => vec![s.clone()],
+                Some(Stop::Many(list)) => list.clone(),
+            },
+            ..InferenceRequest::default()
+        })
+    }
+}
+
+/// What kind of completion: the object names and how a piece of text is wrapped.
+#[derive(Clone, Copy)]
+enum Kind {
+    Chat,
+    Text,
+}
+
+impl Kind {
+    fn object(self, streaming: bool) -> &'static str {
+        match (self, streaming) {
+            (Kind::Chat, false) => "chat.completion",
+            (Kind::Chat, true) => "chat.completion.chunk",
+            (Kind::Text, _) => "text_completion",
+        }
+    }
+
+    fn id_prefix(self) -> &'static str {
+        match self {
+            Kind::Chat => "chatcmpl",
+            Kind::Text => "cmpl",
+        }
+    }
+
+    /// The choice of a whole (non-streamed) answer.
+    fn choice(self, text: String, finish_reason: &str) -> Value {
+        match self {
+            Kind::Chat => json!({
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish_reason,
+                "logprobs": Value::Null,
+            }),
+            Kind::Text => json!({
+                "index": 0,
+                "text": text,
+                "finish_reason": finish_reason,
+                "logprobs": Value::Null,
+            }),
+        }
+    }
+
+    /// The choice of one streamed piece.
+    fn delta(self, text: Option<&str>, first: bool, finish_reason: Option<&str>) -> Value {
+        match self {
+            Kind::Chat => {
+                let mut delta = serde_json::Map::new();
+                if first {
+                    delta.insert("role".into(), json!("assistant"));
+                }
+                if let Some(text) = text {
+                    delta.insert("content".into(), json!(text));
+                }
+                json!({"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": Value::Null})
+            }
+            Kind::Text => json!({
+                "index": 0,
+                "text": text.unwrap_or(""),
+                "finish_reason": finish_reason,
+                "logprobs": Value::Null,
+            }),
+        }
+    }
+}
+
+pub async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Response, OpenAiError> {
+    let body: ChatBody = parse(&body)?;
+    let mut request = body.sampling.request()?;
+    let messages = body
+        .messages
+        .into_iter()
+        .map(|m| ChatMessage {
+            role: m.role,
+            content: match m.content {
+                None => String::new(),
+                Some(Content::Text(text)) => text,
+                Some(Content::Parts(parts)) => parts
+                    .into_iter()
+                    .filter(|p| p.kind == "text")
+                    .map(|p| p.text)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            },
+        })
+        .collect::<Vec<_>>();
+    if messages.is_empty() {
+        return Err(OpenAiError::bad_request("`messages` must not be empty"));
+    }
+    request.messages = Some(messages);
+    complete(state, Kind::Chat, body.sampling, request).await
+}
+
+pub async fn completions(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Response, OpenAiError> {
+    let body: CompletionBody = parse(&body)?;
+    let mut request = body.sampling.request()?;
+    request.prompt = Some(match body.prompt {
+        Prompt::One(text) => text,
+        Prompt::Many(mut list) if list.len() == 1 => list.remove(0),
+        Prompt::Many(_) => {
+            return Err(OpenAiError::bad_request(
+                "one prompt per request is supported",
+            ));
+        }
+    });
+    complete(state, Kind::Text, body.sampling, request).await
+}
+
+/// Cancels the job when the client goes away before it ended.
+struct CancelOnDrop(Arc<Job>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if !self.0.is_finished() {
+            self.0.cancel("the API client disconnected");
+        }
+    }
+}
+
+/// The job's stats `result`, as usage and finish reason.
+struct Outcome {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    finish_reason: &'static str,
+}
+
+fn outcome(value: &Value) -> Outcome {
+    Outcome {
+        prompt_tokens: value["prompt_tokens"].as_u64().unwrap_or(0),
+        completion_tokens: value["tokens"].as_u64().unwrap_or(0),
+        finish_reason: if value["stop_reason"] == "length" {
+            "length"
+        } else {
+            "stop"
+        },
+    }
+}
+
+fn usage(outcome: &Outcome) -> Value {
+    json!({
+        "prompt_tokens": outcome.prompt_tokens,
+        "completion_tokens": outcome.completion_tokens,
+        "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
+    })
+}
+
+async fn complete(
+    state: Arc<AppState>,
+    kind: Kind,
+    sampling: Sampling,
+    request: InferenceRequest,
+) -> Result<Response, OpenAiError> {
+    if state.shutdown.is_cancelled() {
+        return Err(OpenAiError::from_detail(&ErrorDetail::new(
+            ErrorCode::ShuttingDown,
+            "the queen is shutting down",
+        )));
+    }
+    let model = sampling.model.clone();
+    let job = crate::operations::spawn(
+        state,
+        Operation::Infer {
+            model: model.clone(),
+            hive_id: None,
+            worker_id: None,
+            spawn: false,
+            request,
+        },
+    );
+    let guard = CancelOnDrop(job.clone());
+    let id = format!("{}-{}", kind.id_prefix(), job.id.trim_start_matches("job-"));
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut events = Box::pin(job.clone().subscribe(0).map(|(_, event)| event));
+
+    // Nothing is sent before the first token or the end, so a failure to start
+    // still gets its proper status code.
+    let mut text = String::new();
+    let first = loop {
+        match events.next().await {
+            None => {
+                return Err(OpenAiError::from_detail(&ErrorDetail::new(
+                    ErrorCode::Internal,
+                    "the job ended without an outcome",
+                )));
+            }
+            Some(JobEvent::Error(detail)) => return Err(OpenAiError::from_detail(&detail)),
+            Some(JobEvent::Cancelled { reason }) => {
+                return Err(OpenAiError::from_detail(&ErrorDetail::new(
+                    ErrorCode::ShuttingDown,
+                    format!("cancelled: {reason}"),
+                )));
+            }
+            Some(event @ (JobEvent::Token { .. } | JobEvent::Result { .. } | JobEvent::Done)) => {
+                break event;
+            }
+            Some(_) => {}
+        }
+    };
+
+    if !sampling.stream {
+        let mut result = None;
+        let mut next = Some(first);
+        while let Some(event) = next {
+            match event {
+                JobEvent::Token { t, .. } => text.push_str(&t),
+                JobEvent::Result { value, .. } => result = Some(value),
+                JobEvent::Done => break,
+                JobEvent::Error(detail) => return Err(OpenAiError::from_detail(&detail)),
+                JobEvent::Cancelled { reason } => {
+                    return Err(OpenAiError::from_detail(&ErrorDetail::new(
+                        ErrorCode::ShuttingDown,
+                        format!("cancelled: {reason}"),
+                    )));
+                }
+                _ => {}
+            }
+            next = events.next().await;
+        }
+        drop(guard);
+        let outcome = outcome(&result.unwrap_or_default());
+        return Ok(Json(json!({
+            "id": id,
+            "object": kind.object(false),
+            "created": created,
+            "model": model,
+            "choices": [kind.choice(text, outcome.finish_reason)],
+            "usage": usage(&outcome),
+            "system_fingerprint": Value::Null,
+        }))
+        .into_response());
+    }
+
+    let include_usage = sampling.stream_options.unwrap_or_default().include_usage;
+    let chunk = move |choices: Vec<Value>, usage: Option<Value>| {
+        let mut body = json!({
+            "id": id,
+            "object": kind.object(true),
+            "created": created,
+            "model": model,
+            "choices": choices,
+            "system_fingerprint": Value::Null,
+        });
+        if let Some(usage) = usage {
+            body["usage"] = usage;
+        }
+        Event::default().data(body.to_string())
+    };
+    let stream = async_stream(first, events, guard, kind, include_usage, chunk);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// The SSE chunks of a streamed completion, ending with `data: [DONE]`.
+fn async_stream(
+    first: JobEvent,
+    events: impl Stream<Item = JobEvent> + Send + Unpin + 'static,
+    guard: CancelOnDrop,
+    kind: Kind,
+    include_usage: bool,
+    chunk: impl Fn(Vec<Value>, Option<Value>) -> Event + Send + 'static,
+) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+    struct Walk<S, F> {
+        pending: Option<JobEvent>,
+        events: S,
+        sent_first: bool,
+        result: Option<Value>,
+        finished: bool,
+        _guard: CancelOnDrop,
+        kind: Kind,
+        include_usage: bool,
+        chunk: F,
+        tail: Vec<Event>,
+    }
+    let walk = Walk {
+        pending: Some(first),
+        events,
+        sent_first: false,
+        result: None,
+        finished: false,
+        _guard: guard,
+        kind,
+        include_usage,
+        chunk,
+        tail: Vec::new(),
+    };
+    futures::stream::unfold(walk, |mut walk| async move {
+        loop {
+            if let Some(event) = walk.tail.pop() {
+                return Some((Ok(event), walk));
+            }
+            if walk.finished {
+                return None;
+            }
+            let event = match walk.pending.take() {
+                Some(event) => event,
+                None => match walk.events.next().await {
+                    Some(event) => event,
+                    None => JobEvent::Done,
+                },
+            };
+            match event {
+                JobEvent::Token { t, .. } => {
+                    let first = !walk.sent_first;
+                    walk.sent_first = true;
+                    let choice = walk.kind.delta(Some(&t), first, None);
+                    return Some((Ok((walk.chunk)(vec![choice], None)), walk));
+                }
+                JobEvent::Result { value, .. } => walk.result = Some(value),
+                JobEvent::Done | JobEvent::Error(_) | JobEvent::Cancelled { .. } => {
+                    // An error after the first token can only end the stream; the
+                    // finish chunk says it stopped.
+                    walk.finished = true;
+                    let outcome = outcome(&walk.result.take().unwrap_or_default());
+                    let mut tail = vec![Event::default().data("[DONE]")];
+                    if walk.include_usage {
+                        tail.push((walk.chunk)(Vec::new(), Some(usage(&outcome))));
+                    }
+                    let finish =
+                        walk.kind
+                            .delta(None, !walk.sent_first, Some(outcome.finish_reason));
+                    tail.push((walk.chunk)(vec![finish], None));
+                    walk.tail = tail;
+                }
+                _ => {}
+            }
+        }
+    })
+}
+
+/// `GET /v1/models`: every model a ready worker serves.
+pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let mut ids: Vec<(String, u64)> = Vec::new();
+    for worker in state.workers.list() {
+        if !worker.is_schedulable() {
+            continue;
+        }
+        let id = worker.heartbeat.model.clone();
+        if !ids.iter().any(|(known, _)| known == &id) {
+            ids.push((id, state.started_unix_s()));
+        }
+    }
+    ids.sort();
+    Json(json!({
+        "object": "list",
+        "data": ids.into_iter().map(|(id, created)| json!({
+            "id": id,
+            "object": "model",
+            "created": created,
+            "owned_by": "rbee",
+        })).collect::<Vec<_>>(),
+    }))
+}

@@ -151,11 +151,22 @@ async fn install_on(
         ));
     }
     let connection = connect(host, accept).await?;
-    let (_, uname) = connection
-        .output("uname -sm")
-        .await
-        .map_err(|e| e.to_detail())?;
-    let (os, arch) = platform(uname.trim());
+    let bin_dir = shell::join(&host.hive.install_dir, "bin");
+    // One round trip: the platform, then each binary's checksum. A checksum is cached
+    // beside the binary with its size and mtime, so an unchanged hive is not re-hashed
+    // (hashing the worker takes long); any write to the binary changes its mtime.
+    let names: Vec<&str> = binaries.iter().map(|b| b.name).collect();
+    let probe = format!(
+        "uname -sm; d={dir}; for n in {names}; do f=\"$d/$n\"; s=\"$d/.$n.sha256\"; \
+         if [ ! -f \"$f\" ]; then echo \"$n -\"; continue; fi; st=$(stat -c '%s %Y' \"$f\"); \
+         if [ -f \"$s\" ] && [ \"$(cut -d' ' -f2,3 \"$s\")\" = \"$st\" ]; then echo \"$n $(cut -d' ' -f1 \"$s\")\"; \
+         else h=$(sha256sum \"$f\" | cut -d' ' -f1); echo \"$h $st\" > \"$s\" 2>/dev/null; echo \"$n $h\"; fi; done",
+        dir = shell::quote_path(&bin_dir),
+        names = names.join(" "),
+    );
+    let (_, answer) = connection.output(&probe).await.map_err(|e| e.to_detail())?;
+    let mut lines = answer.lines();
+    let (os, arch) = platform(lines.next().unwrap_or("").trim());
     if (os.as_str(), arch.as_str()) != (std::env::consts::OS, std::env::consts::ARCH) {
         return Err(ErrorDetail::new(
             ErrorCode::AgentFailed,
@@ -170,18 +181,11 @@ async fn install_on(
             "build rbee for {arch}-unknown-{os} and set bin_dir under [queen] to it"
         )));
     }
-    let bin_dir = shell::join(&host.hive.install_dir, "bin");
+    let present: std::collections::HashMap<&str, &str> =
+        lines.filter_map(|line| line.split_once(' ')).collect();
     let mut pushed = Vec::new();
     for binary in binaries {
-        let remote = shell::join(&bin_dir, binary.name);
-        let (_, present) = connection
-            .output(&format!(
-                "sha256sum {} 2>/dev/null",
-                shell::quote_path(&remote)
-            ))
-            .await
-            .map_err(|e| e.to_detail())?;
-        if present.split_whitespace().next() == Some(binary.sha256.as_str()) {
+        if present.get(binary.name) == Some(&binary.sha256.as_str()) {
             continue;
         }
         host.narrate(
@@ -193,7 +197,8 @@ async fn install_on(
             "set -e; d={dir}; mkdir -p \"$d\"; t=\"$d/.{name}.partial.$$\"; trap 'rm -f \"$t\"' EXIT; \
              cat > \"$t\"; s=$(sha256sum \"$t\" | cut -d' ' -f1); \
              if [ \"$s\" != {sha} ]; then echo \"checksum mismatch: got $s\" >&2; exit 3; fi; \
-             chmod 755 \"$t\"; mv -f \"$t\" \"$d/{name}\"; trap - EXIT",
+             chmod 755 \"$t\"; mv -f \"$t\" \"$d/{name}\"; trap - EXIT; \
+             echo \"$s $(stat -c '%s %Y' \"$d/{name}\")\" > \"$d/.{name}.sha256\"",
             dir = shell::quote_path(&bin_dir),
             name = binary.name,
             sha = binary.sha256,

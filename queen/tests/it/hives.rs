@@ -100,6 +100,19 @@ async fn install_pushes_once_then_reports_unchanged_and_start_detects_devices() 
         "nothing uploaded the second time"
     );
 
+    // A damaged agent is noticed by its checksum and pushed again before it is used.
+    let agent = lab.dir.path().join("hosts/hive-2/rbee/bin/rbee-hive");
+    std::fs::write(&agent, b"#!/bin/sh\necho tampered\n").expect("damage the agent");
+    let third = queen
+        .run(json!({"operation": "hive_install", "hive_id": "all"}))
+        .await;
+    assert_eq!(
+        recap(&third),
+        rows(&[("hive-1", "ok"), ("hive-2", "changed")])
+    );
+    let repaired = std::fs::read(&agent).expect("agent");
+    assert!(repaired.len() > 1000, "the real agent is back");
+
     let started = queen
         .run(json!({"operation": "hive_start", "hive_id": "hive-1"}))
         .await;

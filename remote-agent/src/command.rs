@@ -26,12 +26,15 @@ pub enum AgentCommand {
     Detect,
     /// Version, capabilities, install directory and the workers the agent knows.
     Status,
+    /// The model catalog: list, get, delete, download, receive (`crate::models`).
+    Model(crate::models::ModelCommand),
 }
 
 impl AgentCommand {
     /// The command's words as they follow the global flags, e.g. `["detect"]`.
     pub fn to_args(&self) -> Vec<String> {
         let word = match self {
+            AgentCommand::Model(model) => return model.to_args(),
             AgentCommand::Version => "version",
             AgentCommand::Detect => "detect",
             AgentCommand::Status => "status",
@@ -40,6 +43,9 @@ impl AgentCommand {
     }
 
     fn parse_words(name: &str, rest: &[String]) -> Result<AgentCommand, UsageError> {
+        if let Some(model) = crate::models::ModelCommand::parse(name, rest) {
+            return model.map(AgentCommand::Model);
+        }
         let command = match name {
             "version" => AgentCommand::Version,
             "detect" => AgentCommand::Detect,
@@ -211,6 +217,13 @@ commands:
   version   the agent's version, OS and architecture
   detect    devices (NVIDIA GPUs, CPU), memory and free disk under DIR/models
   status    version, capabilities, install directory and known workers
+  model-list                      the models under DIR/models, with GGUF metadata
+  model-get MODEL                 one model: full id, `org/repo`, or unique file name
+  model-delete MODEL              delete a model no running worker uses
+  model-download ORG/REPO[:FILE]  download from the hub (HF_ENDPOINT, HF_TOKEN); a
+                                  queen sends them as one JSON line on stdin first
+  model-has FILE SIZE SHA256      whether local:FILE is here with that content
+  model-receive FILE SIZE SHA256  read SIZE bytes from stdin into local:FILE
 
 flags:
   --install-dir DIR   where binaries, models and worker state live (default ~/.rbee)
@@ -236,6 +249,11 @@ pub enum UsageError {
     InvalidHiveId(String),
     #[error("`{command}` takes no argument `{argument}`")]
     UnexpectedArgument { command: String, argument: String },
+    #[error("`{command}` takes {expected}")]
+    BadArguments {
+        command: String,
+        expected: &'static str,
+    },
     #[error("argument `{0}` is not valid UTF-8")]
     NotUtf8(String),
 }

@@ -47,6 +47,9 @@ pub enum AgentError {
     #[error("cannot encode the result")]
     Serialize(#[source] serde_json::Error),
 
+    #[error(transparent)]
+    Model(#[from] crate::models::ModelError),
+
     #[error("cannot list worker state files in {path}")]
     ListWorkers {
         path: PathBuf,
@@ -72,6 +75,7 @@ impl AgentError {
                 reason: "stdin closed or SIGHUP received".to_owned(),
             },
             AgentError::Usage(usage) => JobEvent::Error(usage.to_detail()),
+            AgentError::Model(model) => JobEvent::Error(model.to_detail()),
             AgentError::NoHome { .. } => JobEvent::Error(
                 ErrorDetail::new(ErrorCode::AgentFailed, self.to_string())
                     .with_hint("set HOME for the SSH user or pass an absolute --install-dir"),

@@ -201,6 +201,8 @@ async fn install_on(
                     current: sent,
                     total: Some(total),
                     unit: "bytes".to_owned(),
+                    rate: None,
+                    eta_s: None,
                     hive: Some(alias.clone()),
                 }));
             }

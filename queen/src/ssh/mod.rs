@@ -295,6 +295,17 @@ pub struct Upload<'a> {
     pub on_progress: &'a mut (dyn FnMut(u64, u64) + Send),
 }
 
+/// What a command reads on stdin.
+pub enum Stdin<'a> {
+    /// Nothing; stdin stays open until the command exits.
+    Open,
+    /// These bytes (the secrets a command needs, never put on its command line);
+    /// stdin stays open after them.
+    Preamble(&'a [u8]),
+    /// A file, streamed; stdin is closed after it.
+    Upload(Upload<'a>),
+}
+
 impl SshConnection {
     async fn open(
         target: SshTarget,
@@ -400,6 +411,20 @@ impl SshConnection {
         upload: Option<Upload<'_>>,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<ExecOutcome, SshError> {
+        let stdin = match upload {
+            Some(upload) => Stdin::Upload(upload),
+            None => Stdin::Open,
+        };
+        self.exec_with(command, stdin, on_line).await
+    }
+
+    /// [`SshConnection::exec`] with the command's stdin spelled out.
+    pub async fn exec_with(
+        &self,
+        command: &str,
+        stdin: Stdin<'_>,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<ExecOutcome, SshError> {
         let protocol = |source| SshError::Protocol {
             host: self.target.host.clone(),
             source,
@@ -416,6 +441,14 @@ impl SshConnection {
         let mut channel = self.handle.channel_open_session().await.map_err(protocol)?;
         tracing::debug!(host = %self.target.host, %command, "exec");
         channel.exec(true, command).await.map_err(protocol)?;
+        let upload = match stdin {
+            Stdin::Open => None,
+            Stdin::Preamble(bytes) => {
+                channel.data(bytes).await.map_err(protocol)?;
+                None
+            }
+            Stdin::Upload(upload) => Some(upload),
+        };
         if let Some(upload) = upload {
             let mut file =
                 tokio::fs::File::open(upload.path)

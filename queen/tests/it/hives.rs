@@ -10,7 +10,7 @@ use rbee_protocol::{ErrorCode, JobEvent};
 use crate::support::{Queen, start_queen};
 use serde_json::json;
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
@@ -33,12 +33,12 @@ fn bin_dir() -> PathBuf {
 }
 
 /// A lab of real sshd hosts, torn down on drop.
-struct Lab {
-    dir: tempfile::TempDir,
+pub(crate) struct Lab {
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Lab {
-    fn up(hosts: usize) -> Lab {
+    pub(crate) fn up(hosts: usize) -> Lab {
         let lab = Lab {
             dir: tempfile::tempdir().expect("tempdir"),
         };
@@ -62,7 +62,7 @@ impl Lab {
     }
 
     /// The lab's inventory, with known_hosts pointing at `known_hosts` when given.
-    fn inventory(&self, known_hosts: Option<&Path>) -> Inventory {
+    pub(crate) fn inventory(&self, known_hosts: Option<&Path>) -> Inventory {
         let path = self.dir.path().join("inventory.toml");
         let mut text = std::fs::read_to_string(&path).expect("inventory");
         if let Some(file) = known_hosts {
@@ -83,7 +83,7 @@ impl Drop for Lab {
     }
 }
 
-async fn queen(inventory: Inventory, configure: impl FnOnce(&mut Config)) -> Queen {
+pub(crate) async fn queen(inventory: Inventory, configure: impl FnOnce(&mut Config)) -> Queen {
     let mut config = Config::default();
     config.queen.bin_dir = Some(bin_dir());
     config.queen.connect_timeout_secs = 3;
@@ -92,7 +92,7 @@ async fn queen(inventory: Inventory, configure: impl FnOnce(&mut Config)) -> Que
     start_queen(config, inventory).await
 }
 
-fn recap(events: &[(Instant, JobEvent)]) -> Vec<(String, String)> {
+pub(crate) fn recap(events: &[(Instant, JobEvent)]) -> Vec<(String, String)> {
     let value = events
         .iter()
         .rev()
@@ -114,11 +114,11 @@ fn recap(events: &[(Instant, JobEvent)]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn terminal(events: &[(Instant, JobEvent)]) -> &JobEvent {
+pub(crate) fn terminal(events: &[(Instant, JobEvent)]) -> &JobEvent {
     &events.last().expect("events").1
 }
 
-fn rows(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn rows(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))

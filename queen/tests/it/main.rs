@@ -2,6 +2,8 @@
 
 mod api;
 mod hives;
+mod hub_mirror;
 #[cfg(feature = "local-hive")]
 mod local_hive;
+mod models;
 mod support;

@@ -22,6 +22,7 @@ use rbee_protocol::models::{LOCAL_PREFIX, ModelEntry, ModelMetadata};
 
 pub use command::ModelCommand;
 pub use error::ModelError;
+pub use transfer::Meter as ProgressMeter;
 
 use crate::cancel::CancelFlag;
 use crate::error::AgentError;

@@ -193,7 +193,7 @@ impl Write for HashingWriter<'_> {
 
 /// Turns byte counts into `progress` events: at most a few per second, with a rate
 /// over the last few seconds and the time left at that rate.
-pub(crate) struct Meter {
+pub struct Meter {
     label: String,
     total: Option<u64>,
     samples: VecDeque<(Instant, u64)>,
@@ -204,7 +204,7 @@ const METER_INTERVAL: Duration = Duration::from_millis(250);
 const RATE_WINDOW: Duration = Duration::from_secs(5);
 
 impl Meter {
-    pub(crate) fn new(label: impl Into<String>, total: Option<u64>) -> Self {
+    pub fn new(label: impl Into<String>, total: Option<u64>) -> Self {
         Meter {
             label: label.into(),
             total,
@@ -214,7 +214,7 @@ impl Meter {
     }
 
     /// The event for `current` bytes, when one is due (always at the end).
-    pub(crate) fn update(&mut self, current: u64) -> Option<Progress> {
+    pub fn update(&mut self, current: u64) -> Option<Progress> {
         let now = Instant::now();
         self.samples.push_back((now, current));
         while self

@@ -309,6 +309,20 @@ async fn models_download_over_ssh_resumes_after_a_cut_and_rejects_a_corrupt_file
     );
     assert!(std::fs::read(flaky_dir.join("flaky.gguf")).expect("resumed file") == *bytes);
 
+    // A gated repository without the right token: refused, with the way out named.
+    mirror.add(
+        "acme/gated",
+        "gated.gguf",
+        MirrorFile::new(Arc::new(b"GGUF".to_vec())),
+    );
+    mirror.gate("acme/gated", "a-token-this-queen-does-not-have");
+    let gated = queen
+        .run(json!({"operation": "model_download", "hive_id": "hive-1", "model": "acme/gated:gated.gguf"}))
+        .await;
+    assert_eq!(recap(&gated), rows(&[("hive-1", "failed")]));
+    let said = narrations(&gated).join("\n");
+    assert!(said.contains("401") && said.contains("HF_TOKEN"), "{said}");
+
     // Ids are validated before anything reaches a hive.
     let invalid = queen
         .run(json!({"operation": "model_download", "hive_id": "lab", "model": "x;rm -rf /"}))

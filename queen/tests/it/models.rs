@@ -309,6 +309,22 @@ async fn models_download_over_ssh_resumes_after_a_cut_and_rejects_a_corrupt_file
     );
     assert!(std::fs::read(flaky_dir.join("flaky.gguf")).expect("resumed file") == *bytes);
 
+    // Two downloads of one model on one hive at once: one transfers, the other waits
+    // for its lock and finds the file there; the file is whole.
+    mirror.add("acme/twice", "twice.gguf", MirrorFile::new(bytes.clone()));
+    let download = json!({"operation": "model_download", "hive_id": "hive-2", "model": "acme/twice:twice.gguf"});
+    let (one, two) = tokio::join!(queen.run(download.clone()), queen.run(download));
+    let mut outcomes = [recap(&one), recap(&two)];
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        [rows(&[("hive-2", "changed")]), rows(&[("hive-2", "ok")])],
+        "{:#?}",
+        [narrations(&one), narrations(&two)]
+    );
+    let twice = install_dir(&lab, "hive-2").join("models/acme/twice/twice.gguf");
+    assert!(std::fs::read(twice).expect("downloaded once") == *bytes);
+
     // A gated repository without the right token: refused, with the way out named.
     mirror.add(
         "acme/gated",

@@ -45,7 +45,7 @@ async fn run_agent(host: &HostContext, command: AgentCommand, accept: bool) -> A
     agent::run_over_ssh(host, &connection, command).await
 }
 
-fn parse<T: serde::de::DeserializeOwned>(
+pub(super) fn parse<T: serde::de::DeserializeOwned>(
     value: serde_json::Value,
     what: &str,
 ) -> Result<T, ErrorDetail> {

@@ -13,6 +13,7 @@ use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent, Level, validate};
 
 use super::agent::{self, AgentAnswer};
 use super::fan_out::{HostContext, HostDone, fan_out};
+use super::hives::parse;
 use super::{JobContext, OpResult};
 use crate::ssh::{Stdin, Upload};
 
@@ -41,9 +42,16 @@ async fn run_with(host: &HostContext, command: AgentCommand, input: Input) -> Ag
         let (command, reader): (AgentCommand, Option<Box<dyn std::io::Read + Send>>) = match input {
             Input::None => (command, None),
             Input::Hub(access) => (with_hub(command, access), None),
-            Input::File { path, .. } => {
+            Input::File { path, label } => {
                 let file = std::fs::File::open(&path).map_err(|e| unreadable(&path, e))?;
-                (command, Some(Box::new(std::io::BufReader::new(file))))
+                let total = file.metadata().map_err(|e| unreadable(&path, e))?.len();
+                let reader = MeteredReader {
+                    inner: std::io::BufReader::new(file),
+                    read: 0,
+                    meter: ProgressMeter::new(label, Some(total)),
+                    host: host.clone(),
+                };
+                (command, Some(Box::new(reader)))
             }
         };
         return agent::run_in_process_with_input(host, command, reader).await;
@@ -87,6 +95,28 @@ async fn run_with(host: &HostContext, command: AgentCommand, input: Input) -> Ag
     }
 }
 
+/// A pushed file read by the in-process agent, reporting progress as it goes.
+#[cfg(feature = "local-hive")]
+struct MeteredReader<R> {
+    inner: R,
+    read: u64,
+    meter: ProgressMeter,
+    host: HostContext,
+}
+
+#[cfg(feature = "local-hive")]
+impl<R: std::io::Read> std::io::Read for MeteredReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if let Some(mut progress) = self.meter.update(self.read) {
+            progress.hive = Some(self.host.hive.alias.clone());
+            self.host.job.emit(JobEvent::Progress(progress));
+        }
+        Ok(n)
+    }
+}
+
 #[cfg(feature = "local-hive")]
 fn with_hub(command: AgentCommand, access: HubAccess) -> AgentCommand {
     match command {
@@ -103,19 +133,6 @@ fn unreadable(path: &Path, error: std::io::Error) -> ErrorDetail {
         format!("cannot read {}: {error}", path.display()),
     )
     .with_hint("push a model file the queen's machine can read")
-}
-
-fn parse<T: serde::de::DeserializeOwned>(
-    value: serde_json::Value,
-    what: &str,
-) -> Result<T, ErrorDetail> {
-    serde_json::from_value(value).map_err(|e| {
-        ErrorDetail::new(
-            ErrorCode::AgentProtocol,
-            format!("the agent's {what} answer is not what this queen expects: {e}"),
-        )
-        .with_hint("reinstall the agent with `rbee-keeper hive install`")
-    })
 }
 
 /// The hub as this hive should reach it: its `hf_endpoint` inventory variable, else

@@ -458,11 +458,11 @@ async fn models_push_to_two_hives_once_and_the_catalog_shows_gguf_metadata() {
     assert_eq!(hive_results(&empty, "hive-1")[0], json!([]));
 }
 
-/// The in-process path (`local-hive`): the same download, with the queen's HF_TOKEN
-/// reaching a gated repository.
+/// The in-process path (`local-hive`): a download with the queen's HF_TOKEN reaching a
+/// gated repository, and a push.
 #[cfg(feature = "local-hive")]
 #[tokio::test]
-async fn models_download_in_process_sends_the_token_to_a_gated_repository() {
+async fn models_in_process_download_a_gated_repository_and_take_a_push() {
     // SAFETY: set before the queen starts; nextest runs every test in its own process.
     unsafe { std::env::set_var("HF_TOKEN", "hf_test_secret") };
     let mirror = HubMirror::start("127.0.0.1:0").await;
@@ -492,6 +492,39 @@ async fn models_download_in_process_sends_the_token_to_a_gated_repository() {
             .iter()
             .filter(|s| s.path.contains("/resolve/"))
             .all(|s| s.authorization.as_deref() == Some("Bearer hf_test_secret"))
+    );
+
+    let model = test_model().display().to_string();
+    let pushed = queen
+        .run(json!({"operation": "model_push", "hive_id": "localhost", "path": model}))
+        .await;
+    assert_eq!(recap(&pushed), rows(&[("localhost", "changed")]));
+    let progress = progress_of(&pushed, "localhost");
+    let size = std::fs::metadata(test_model()).expect("model").len();
+    assert_eq!(
+        progress.last().map(|p| p.current),
+        Some(size),
+        "{progress:?}"
+    );
+    let again = queen
+        .run(json!({"operation": "model_push", "hive_id": "localhost", "path": model}))
+        .await;
+    assert_eq!(recap(&again), rows(&[("localhost", "ok")]));
+    let listed = queen
+        .run(json!({"operation": "model_list", "hive_id": "localhost"}))
+        .await;
+    let ids: Vec<Value> = hive_results(&listed, "localhost")[0]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["id"].clone())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            json!(format!("acme/gated:{FILE}")),
+            json!(format!("local:{FILE}"))
+        ]
     );
     queen.state.shutdown.cancel();
 }

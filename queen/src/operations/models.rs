@@ -12,7 +12,7 @@ use rbee_protocol::models::{HubAccess, ModelEntry, ModelPresence, ModelTransfer}
 use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent, Level, validate};
 
 use super::agent::{self, AgentAnswer};
-use super::fan_out::{HostContext, HostDone, fan_out};
+use super::fan_out::{HostContext, HostDone, fan_out, fan_out_within};
 use super::hives::parse;
 use super::{JobContext, OpResult};
 use crate::ssh::{Stdin, Upload};
@@ -189,7 +189,9 @@ fn transferred(transfer: ModelTransfer, verb: &str) -> HostDone {
 
 pub async fn download(ctx: &JobContext, pattern: &str, model: &str) -> OpResult {
     check_model_id(model)?;
-    fan_out(ctx, pattern, "model_download", |host| async move {
+    // No deadline: a download takes as long as its bytes; a stalled one fails on the
+    // hive (read timeout) and a dead hive with its SSH keepalive.
+    fan_out_within(ctx, pattern, "model_download", None, |host| async move {
         let access = hub_access(&host);
         let command = AgentCommand::Model(ModelCommand::Download {
             model: model.to_owned(),
@@ -258,7 +260,7 @@ pub async fn push(ctx: &JobContext, pattern: &str, path: &str) -> OpResult {
             file.sha256
         ),
     );
-    fan_out(ctx, pattern, "model_push", |host| {
+    fan_out_within(ctx, pattern, "model_push", None, |host| {
         let file = file.clone();
         async move {
             let has = AgentCommand::Model(ModelCommand::Has {

@@ -295,6 +295,23 @@ pub struct Upload<'a> {
     pub on_progress: &'a mut (dyn FnMut(u64, u64) + Send),
 }
 
+/// A channel's sending half that closes the channel when dropped: a job cancelled
+/// mid-command drops `exec`'s future, and the remote command must then see its stdin
+/// end (the agent's cancel signal) instead of running on over a pooled connection.
+struct ClosingChannel(Arc<russh::ChannelWriteHalf<client::Msg>>);
+
+impl Drop for ClosingChannel {
+    fn drop(&mut self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let writer = self.0.clone();
+        runtime.spawn(async move {
+            let _ = writer.close().await;
+        });
+    }
+}
+
 /// What a command reads on stdin.
 pub enum Stdin<'a> {
     /// Nothing; stdin stays open until the command exits.
@@ -438,7 +455,14 @@ impl SshConnection {
                 port: self.target.port,
                 reason: "connection closed".to_owned(),
             })?;
-        let mut channel = self.handle.channel_open_session().await.map_err(protocol)?;
+        let (mut reader, writer) = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(protocol)?
+            .split();
+        let guard = ClosingChannel(Arc::new(writer));
+        let channel = &*guard.0;
         tracing::debug!(host = %self.target.host, %command, "exec");
         channel.exec(true, command).await.map_err(protocol)?;
         let upload = match stdin {
@@ -482,7 +506,7 @@ impl SshConnection {
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
         let mut exit_status = None;
-        while let Some(message) = channel.wait().await {
+        while let Some(message) = reader.wait().await {
             match message {
                 ChannelMsg::Data { data } => {
                     stdout.extend_from_slice(&data);
@@ -510,7 +534,6 @@ impl SshConnection {
         if !stdout.is_empty() {
             on_line(String::from_utf8_lossy(&stdout).trim_end());
         }
-        let _ = channel.close().await;
         let stderr = String::from_utf8_lossy(&stderr).trim().to_owned();
         if !stderr.is_empty() {
             tracing::debug!(host = %self.target.host, %stderr, "remote stderr");

@@ -26,6 +26,8 @@ pub struct MirrorFile {
     pub cut_at: u64,
     /// Serve the bytes with one flipped, announcing the sha256 of the right ones.
     pub corrupt: bool,
+    /// Serve slowly (64 KiB every 20 ms), so a test can act mid-transfer.
+    pub slow: bool,
 }
 
 impl MirrorFile {
@@ -37,6 +39,7 @@ impl MirrorFile {
             cuts_left: 0,
             cut_at: 0,
             corrupt: false,
+            slow: false,
         }
     }
 }
@@ -240,7 +243,14 @@ impl HubMirror {
             out.flush().await?;
             return Ok(false);
         }
-        out.write_all(&body).await?;
+        if served.slow {
+            for chunk in body.chunks(64 * 1024) {
+                out.write_all(chunk).await?;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        } else {
+            out.write_all(&body).await?;
+        }
         Ok(true)
     }
 }

@@ -133,6 +133,22 @@ fn progress_of(events: &[(Instant, JobEvent)], hive: &str) -> Vec<rbee_protocol:
         .collect()
 }
 
+/// Whether an agent process downloading `repo` still runs (lab hosts share this
+/// machine's process table).
+fn agent_running(repo: &str) -> bool {
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    processes.flatten().any(|p| {
+        std::fs::read(p.path().join("cmdline")).is_ok_and(|cmdline| {
+            let words: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            words.iter().any(|w| w.ends_with(b"rbee-hive"))
+                && words.iter().any(|w| *w == b"model-download")
+                && words.iter().any(|w| w.starts_with(repo.as_bytes()))
+        })
+    })
+}
+
 async fn installed_lab_queen(lab: &Lab, mirror_port: u16) -> Queen {
     let queen = queen(inventory_with_mirror(lab, mirror_port), |_| {}).await;
     let install = queen
@@ -308,6 +324,82 @@ async fn models_download_over_ssh_resumes_after_a_cut_and_rejects_a_corrupt_file
         Some(format!("bytes={kept}-").as_str())
     );
     assert!(std::fs::read(flaky_dir.join("flaky.gguf")).expect("resumed file") == *bytes);
+
+    // Cancelling the job stops the agent on the hive (its stdin closes) and keeps the
+    // partial file, which the next run resumes.
+    let mut slow = MirrorFile::new(bytes.clone());
+    slow.slow = true;
+    mirror.add("acme/slow", "slow.gguf", slow);
+    let slow_dir = install_dir(&lab, "hive-2").join("models/acme/slow");
+    let download =
+        json!({"operation": "model_download", "hive_id": "hive-2", "model": "acme/slow:slow.gguf"});
+    let cancelled = tokio::join!(queen.run(download.clone()), async {
+        let partial_size = || {
+            tree(&slow_dir)
+                .iter()
+                .filter(|p| p.ends_with(".partial"))
+                .filter_map(|p| std::fs::metadata(slow_dir.join(p)).ok())
+                .map(|m| m.len())
+                .next()
+                .unwrap_or(0)
+        };
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        while partial_size() < 1 << 20 {
+            assert!(Instant::now() < deadline, "the slow download never started");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let jobs: Value = queen
+            .http
+            .get(format!("{}/v1/jobs", queen.url))
+            .send()
+            .await
+            .expect("jobs")
+            .json()
+            .await
+            .expect("json");
+        let job = jobs
+            .as_array()
+            .expect("jobs")
+            .iter()
+            .find(|j| j["state"] == "running")
+            .expect("the running download")["job_id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        queen
+            .http
+            .delete(format!("{}/v1/jobs/{job}", queen.url))
+            .send()
+            .await
+            .expect("cancel");
+    })
+    .0;
+    assert!(
+        matches!(terminal(&cancelled), JobEvent::Cancelled { .. }),
+        "{cancelled:?}"
+    );
+    let agent_gone = Instant::now() + std::time::Duration::from_secs(10);
+    while agent_running("acme/slow") {
+        assert!(
+            Instant::now() < agent_gone,
+            "the agent kept downloading after the cancel"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!slow_dir.join("slow.gguf").exists());
+    let mut fast = MirrorFile::new(bytes.clone());
+    fast.slow = false;
+    mirror.add("acme/slow", "slow.gguf", fast);
+    let finished = queen.run(download).await;
+    assert_eq!(recap(&finished), rows(&[("hive-2", "changed")]));
+    assert!(
+        narrations(&finished)
+            .iter()
+            .any(|l| l.contains("resuming slow.gguf at byte")),
+        "{:#?}",
+        narrations(&finished)
+    );
+    assert!(std::fs::read(slow_dir.join("slow.gguf")).expect("resumed") == *bytes);
 
     // Two downloads of one model on one hive at once: one transfers, the other waits
     // for its lock and finds the file there; the file is whole.

@@ -58,12 +58,9 @@ pub(crate) fn receive(
     cancel: &CancelFlag,
 ) -> Result<ModelTransfer, AgentError> {
     let target = local_path(install_dir, file)?;
-    let Some(_lock) = FileLock::try_acquire(&target)? else {
-        return Err(ModelError::Busy {
-            id: format!("{LOCAL_PREFIX}{file}"),
-        }
-        .into());
-    };
+    // Another push of the same file waits rather than fails: the queen is already
+    // streaming, and the bytes must be read for its upload to end cleanly.
+    let _lock = FileLock::acquire(&target, cancel, || {})?;
     let partial = transfer::partial_path(&target, Some(sha256));
     transfer::remove_other_partials(&target, &partial);
     let mut out = OpenOptions::new()

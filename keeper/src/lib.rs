@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod job_client;
+pub mod model_table;
 pub mod prompt;
 pub mod queen_lifecycle;
 pub mod render;

@@ -68,7 +68,8 @@ impl Renderer {
                 if let Some(hive) = hive {
                     println!("{}", style(format!("[{hive}]")).cyan());
                 }
-                println!("{}", format_value(value));
+                let text = crate::model_table::render(value).unwrap_or_else(|| format_value(value));
+                println!("{text}");
             }
             JobEvent::Done => self.finish_bars(),
             JobEvent::Error(e) => {

@@ -62,6 +62,15 @@ impl HubSpec {
         if repo.split('/').count() != 2 {
             return Err(invalid("a hub repository is `org/repo`"));
         }
+        // Names starting with `.` are the catalog's own (partial files, locks), and
+        // `.` alone would fold a directory level away.
+        let hidden = repo
+            .split('/')
+            .chain(file.iter().flat_map(|f| f.split('/')))
+            .any(|part| part.starts_with('.'));
+        if hidden {
+            return Err(invalid("no part of a model id may start with `.`"));
+        }
         if file
             .as_deref()
             .is_some_and(|f| !f.to_ascii_lowercase().ends_with(".gguf"))
@@ -579,6 +588,8 @@ mod tests {
         for bad in [
             "repo",
             "org/repo:m.safetensors",
+            "local/.:x.gguf",
+            "org/repo:.hidden.gguf",
             "org/../x",
             "org/repo:a b.gguf",
             "/etc/passwd",

@@ -28,6 +28,9 @@ pub struct MirrorFile {
     pub corrupt: bool,
     /// Serve slowly (64 KiB every 20 ms), so a test can act mid-transfer.
     pub slow: bool,
+    /// Answer `resolve` with a 302 to `/cdn/…` carrying the linked headers, as the hub
+    /// does for LFS files; the bytes come from there, without the sha256 ETag.
+    pub redirect: bool,
 }
 
 impl MirrorFile {
@@ -40,6 +43,7 @@ impl MirrorFile {
             cut_at: 0,
             corrupt: false,
             slow: false,
+            redirect: false,
         }
     }
 }
@@ -170,23 +174,41 @@ impl HubMirror {
             return Ok(true);
         }
         // {org}/{repo}/resolve/{revision}/{file}
+        // {org}/{repo}/resolve/{revision}/{file}, or cdn/{org}/{repo}/{file} where a
+        // redirected file's bytes are (as the hub sends LFS files to its CDN).
         let parts: Vec<&str> = path.splitn(5, '/').collect();
-        let [org, name, "resolve", _revision, file] = parts.as_slice() else {
-            return status(out, 404, "Entry not found").await;
+        let (repo, file, from_cdn) = match parts.as_slice() {
+            [org, name, "resolve", _revision, file] => (format!("{org}/{name}"), *file, false),
+            ["cdn", org, name, file] => (format!("{org}/{name}"), *file, true),
+            _ => return status(out, 404, "Entry not found").await,
         };
-        let repo = format!("{org}/{name}");
         let gate = self.shelf().gated.get(&repo).cloned();
         if let Some(token) = gate
+            && !from_cdn
             && request.authorization.as_deref() != Some(&format!("Bearer {token}"))
         {
             return status(out, 401, "Access to this model is restricted").await;
+        }
+        let redirect = self
+            .shelf()
+            .repos
+            .get(&repo)
+            .and_then(|files| files.get(file))
+            .map(|f| (f.redirect && !from_cdn, f.sha256.clone(), f.bytes.len()));
+        if let Some((true, sha, total)) = redirect {
+            let head = format!(
+                "HTTP/1.1 302 Found\r\nLocation: /cdn/{repo}/{file}\r\nContent-Length: 0\r\n\
+                 X-Linked-Etag: \"{sha}\"\r\nX-Linked-Size: {total}\r\nX-Repo-Commit: {COMMIT}\r\n\r\n"
+            );
+            out.write_all(head.as_bytes()).await?;
+            return Ok(true);
         }
         let found = {
             let mut shelf = self.shelf();
             shelf
                 .repos
                 .get_mut(&repo)
-                .and_then(|files| files.get_mut(*file))
+                .and_then(|files| files.get_mut(file))
                 .map(|f| {
                     let cut = !head_only && f.cuts_left > 0;
                     if cut {
@@ -222,11 +244,18 @@ impl HubMirror {
         } else {
             (200, "OK", String::new())
         };
+        // The hub's own answer names the content; a CDN's ETag is of its own making.
+        let tags = if from_cdn {
+            "ETag: \"cdn-object-etag\"\r\n".to_owned()
+        } else {
+            format!(
+                "ETag: \"{sha}\"\r\nX-Linked-Etag: \"{sha}\"\r\nX-Linked-Size: {total}\r\nX-Repo-Commit: {COMMIT}\r\n",
+                sha = served.sha256
+            )
+        };
         let head = format!(
-            "HTTP/1.1 {code} {reason}\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\n{range}\
-             ETag: \"{sha}\"\r\nX-Linked-Etag: \"{sha}\"\r\nX-Linked-Size: {total}\r\nX-Repo-Commit: {COMMIT}\r\n\r\n",
+            "HTTP/1.1 {code} {reason}\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\n{range}{tags}\r\n",
             total - start,
-            sha = served.sha256,
         );
         out.write_all(head.as_bytes()).await?;
         if head_only {

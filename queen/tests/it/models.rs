@@ -558,7 +558,10 @@ async fn models_in_process_download_a_gated_repository_and_take_a_push() {
     // SAFETY: set before the queen starts; nextest runs every test in its own process.
     unsafe { std::env::set_var("HF_TOKEN", "hf_test_secret") };
     let mirror = HubMirror::start("127.0.0.1:0").await;
-    mirror.add("acme/gated", FILE, MirrorFile::new(model_bytes()));
+    // As on the hub, the file's bytes come from a CDN the answer redirects to.
+    let mut redirected = MirrorFile::new(model_bytes());
+    redirected.redirect = true;
+    mirror.add("acme/gated", FILE, redirected);
     mirror.gate("acme/gated", "hf_test_secret");
     let dir = tempfile::tempdir().expect("tempdir");
     let text = format!(
@@ -578,6 +581,12 @@ async fn models_in_process_download_a_gated_repository_and_take_a_push() {
         narrations(&events)
     );
     assert!(dir.path().join("models/acme/gated").join(FILE).is_file());
+    assert!(
+        mirror.seen().iter().any(|s| s.path.starts_with("/cdn/")),
+        "the bytes came through the redirect"
+    );
+    let verified = hive_results(&events, "localhost");
+    assert_eq!(verified[0]["sha256"], MirrorFile::new(model_bytes()).sha256);
     assert!(
         mirror
             .seen()

@@ -370,7 +370,7 @@ pub(crate) fn download(
     Ok(ModelTransfer {
         model: super::entry(id, file, &target),
         changed: true,
-        sha256: Some(sha256),
+        sha256: announced.sha256,
     })
 }
 

@@ -348,15 +348,7 @@ async fn models_download_over_ssh_resumes_after_a_cut_and_rejects_a_corrupt_file
             assert!(Instant::now() < deadline, "the slow download never started");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        let jobs: Value = queen
-            .http
-            .get(format!("{}/v1/jobs", queen.url))
-            .send()
-            .await
-            .expect("jobs")
-            .json()
-            .await
-            .expect("json");
+        let jobs = queen.get_json("/v1/jobs").await;
         let job = jobs
             .as_array()
             .expect("jobs")

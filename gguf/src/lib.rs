@@ -35,6 +35,8 @@ const MAX_DIMS: u32 = 8;
 /// No real tensor has more elements than this (2^48); it keeps sizes far from overflow.
 const MAX_ELEMENTS: u64 = 1 << 48;
 const MAX_ARRAY_DEPTH: u32 = 4;
+/// Skips up to this many bytes are read and dropped rather than seeked over.
+const SHORT_SKIP: u64 = 64 * 1024;
 
 /// Longest metadata key or kept string value read into memory; longer keys are
 /// refused (no real key comes near), longer values are skipped.
@@ -296,6 +298,20 @@ impl<R: Read + Seek> Walker<'_, R> {
 
     fn skip(&mut self, n: u64) -> Result<(), HeaderError> {
         self.ensure(n)?;
+        // A header is mostly short strings (a vocabulary holds tens of thousands): read
+        // past them through the caller's buffer instead of one seek, which empties a
+        // `BufReader`, per string.
+        if n <= SHORT_SKIP {
+            let skipped = std::io::copy(&mut (&mut *self.reader).take(n), &mut std::io::sink())?;
+            if skipped != n {
+                return Err(HeaderError::PastEnd {
+                    at: self.pos + skipped,
+                    needs: n - skipped,
+                });
+            }
+            self.pos += n;
+            return Ok(());
+        }
         let step = i64::try_from(n).map_err(|_| HeaderError::PastEnd {
             at: self.pos,
             needs: n,

@@ -249,6 +249,7 @@ pub fn delete(install_dir: &Path, spec: &str) -> Result<ModelEntry, ModelError> 
         return Err(ModelError::Busy { id: entry.id });
     };
     fs::remove_file(&path).map_err(ModelError::io("delete", &path))?;
+    transfer::remove_notes(&path);
     let root = models_dir(install_dir);
     let mut dir = path.parent();
     while let Some(d) = dir.filter(|d| d.starts_with(&root) && *d != root) {

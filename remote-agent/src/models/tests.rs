@@ -233,6 +233,18 @@ fn receive_reads_exactly_the_announced_bytes_and_checks_them() {
             .present
     );
 
+    // Rewritten in place with other bytes of the same size, the file no longer
+    // matches: the sha256 noted at receive time is not trusted past a change.
+    let path = dir.path().join("models/local/m.gguf");
+    let mut altered = model.clone();
+    let last = altered.len() - 1;
+    altered[last] ^= 0xff;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::write(&path, &altered).expect("rewrite");
+    let changed = receive::has(dir.path(), "m.gguf", size, &sha).expect("has");
+    assert!(!changed.present);
+    fs::write(&path, &model).expect("restore");
+
     // A wrong checksum and a short stream both fail and leave nothing behind.
     let wrong = "0".repeat(64);
     let err = receive::receive(
@@ -258,7 +270,7 @@ fn receive_reads_exactly_the_announced_bytes_and_checks_them() {
     let local = fs::read_dir(dir.path().join("models/local"))
         .expect("local dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.ends_with(".lock"))
+        .filter(|n| !n.ends_with(".lock") && !n.ends_with(".sha256"))
         .collect::<Vec<_>>();
     assert_eq!(local, ["m.gguf"], "no partial or failed file remains");
 

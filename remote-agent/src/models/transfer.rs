@@ -123,11 +123,48 @@ pub(crate) fn hash_prefix(path: &Path, len: u64, hasher: &mut Sha256) -> Result<
     }
 }
 
-/// The sha256 of a whole file, as lowercase hex.
+/// The sha256 of a whole file, as lowercase hex: from the note a transfer left beside
+/// it (`.<file>.sha256`) while the file's size and mtime are still those noted, else
+/// read and hashed (a large model takes a while).
 pub(crate) fn sha256_file(path: &Path) -> Result<String, ModelError> {
+    let stamp = file_stamp(path);
+    if let (Some(stamp), Ok(note)) = (&stamp, fs::read_to_string(hidden_sibling(path, "sha256")))
+        && let Some((sha, noted)) = note.trim().split_once(' ')
+        && noted == stamp
+    {
+        return Ok(sha.to_owned());
+    }
     let mut hasher = Sha256::new();
     hash_prefix(path, u64::MAX, &mut hasher)?;
     Ok(hex::encode(hasher.finalize()))
+}
+
+/// `size:mtime_ns` of a file, which any rewrite changes.
+fn file_stamp(path: &Path) -> Option<String> {
+    let meta = fs::metadata(path).ok()?;
+    let modified = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some(format!("{}:{}", meta.len(), modified.as_nanos()))
+}
+
+/// Notes `sha256` beside a file just verified, for [`sha256_file`]. A note that cannot
+/// be written only costs a rehash later.
+fn note_sha256(target: &Path, sha256: &str) {
+    if let Some(stamp) = file_stamp(target) {
+        let _ = fs::write(
+            hidden_sibling(target, "sha256"),
+            format!("{} {stamp}\n", sha256.to_ascii_lowercase()),
+        );
+    }
+}
+
+/// Removes the notes kept beside a deleted model file (the lock stays; see
+/// [`FileLock`]).
+pub(crate) fn remove_notes(target: &Path) {
+    let _ = fs::remove_file(hidden_sibling(target, "sha256"));
 }
 
 /// Checks the complete partial file against the expected size and sha256, then makes
@@ -163,6 +200,7 @@ pub(crate) fn finish(
         .and_then(|f| f.sync_all())
         .map_err(ModelError::io("sync", partial))?;
     fs::rename(partial, target).map_err(ModelError::io("rename into place", target))?;
+    note_sha256(target, actual_sha256);
     if let Some(dir) = target.parent()
         && let Ok(dir) = File::open(dir)
     {

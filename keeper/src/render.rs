@@ -68,7 +68,8 @@ impl Renderer {
                 if let Some(hive) = hive {
                     println!("{}", style(format!("[{hive}]")).cyan());
                 }
-                println!("{}", format_value(value));
+                let text = crate::model_table::render(value).unwrap_or_else(|| format_value(value));
+                println!("{text}");
             }
             JobEvent::Done => self.finish_bars(),
             JobEvent::Error(e) => {
@@ -149,23 +150,57 @@ fn cell(value: &Value) -> String {
     }
 }
 
-fn table(rows: &[Value]) -> String {
-    let mut columns: Vec<String> = Vec::new();
-    for row in rows {
-        if let Value::Object(map) = row {
-            for key in map.keys() {
-                if !columns.contains(key) {
-                    columns.push(key.clone());
+/// A row's cells by column name, with its nested objects' fields lifted into it at
+/// their parent's place (a model's `metadata` becomes columns of its own); a lifted
+/// name that is taken keeps its parent as a prefix.
+fn flatten(row: &Value) -> Vec<(String, Value)> {
+    let mut flat = Vec::new();
+    let Value::Object(map) = row else {
+        return flat;
+    };
+    for (key, value) in map {
+        match value {
+            Value::Object(inner) => {
+                for (inner_key, inner_value) in inner {
+                    let name = if map.contains_key(inner_key) {
+                        format!("{key}.{inner_key}")
+                    } else {
+                        inner_key.clone()
+                    };
+                    flat.push((name, inner_value.clone()));
                 }
             }
+            other => flat.push((key.clone(), other.clone())),
         }
+    }
+    flat
+}
+
+fn table(rows: &[Value]) -> String {
+    let rows: Vec<Vec<(String, Value)>> = rows.iter().map(flatten).collect();
+    let mut columns: Vec<String> = Vec::new();
+    for row in &rows {
+        for (key, _) in row {
+            if !columns.contains(key) {
+                columns.push(key.clone());
+            }
+        }
+    }
+    // What names a row comes first.
+    if let Some(at) = columns.iter().position(|c| c == "id") {
+        let id = columns.remove(at);
+        columns.insert(0, id);
     }
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
             columns
                 .iter()
-                .map(|c| row.get(c).map_or_else(|| "-".to_owned(), cell))
+                .map(|c| {
+                    row.iter()
+                        .find(|(key, _)| key == c)
+                        .map_or_else(|| "-".to_owned(), |(_, value)| cell(value))
+                })
                 .collect()
         })
         .collect();
@@ -211,6 +246,27 @@ mod tests {
         assert_eq!(lines[0], "ALIAS      GROUPS  PORT");
         assert_eq!(lines[1], "gpu-a      gpu,x   22");
         assert_eq!(lines[2], "localhost  -       -");
+    }
+
+    #[test]
+    fn nested_objects_become_columns_of_their_own() {
+        let text = format_value(&json!([
+            {"id": "local:m.gguf", "size": 7, "metadata": {"architecture": "llama", "size": 1}},
+            {"id": "org/r:x.gguf", "size": 9, "problem": "not a GGUF file"}
+        ]));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "ID            ARCHITECTURE  METADATA.SIZE  SIZE  PROBLEM"
+        );
+        assert_eq!(
+            lines[1],
+            "local:m.gguf  llama         1              7     -"
+        );
+        assert_eq!(
+            lines[2],
+            "org/r:x.gguf  -             -              9     not a GGUF file"
+        );
     }
 
     #[test]

@@ -40,6 +40,12 @@ pub struct Progress {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total: Option<u64>,
     pub unit: String,
+    /// Units per second, averaged over the last few seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u64>,
+    /// Seconds left at that rate, when `total` is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_s: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hive: Option<String>,
 }
@@ -118,5 +124,36 @@ impl JobEvent {
             return Ok(JobEvent::Done);
         }
         serde_json::from_str(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_with_rate_and_eta_round_trips_and_older_events_still_parse() {
+        let event = JobEvent::Progress(Progress {
+            label: "m.gguf".to_owned(),
+            current: 10,
+            total: Some(100),
+            unit: "bytes".to_owned(),
+            rate: Some(5),
+            eta_s: Some(18),
+            hive: Some("h".to_owned()),
+        });
+        let json = serde_json::to_string(&event).expect("serialise");
+        assert_eq!(
+            serde_json::from_str::<JobEvent>(&json).expect("parse"),
+            event
+        );
+        let older = r#"{"type":"progress","label":"x","current":1,"unit":"bytes"}"#;
+        let JobEvent::Progress(parsed) = serde_json::from_str(older).expect("parse") else {
+            panic!("not progress");
+        };
+        assert_eq!(
+            (parsed.rate, parsed.eta_s, parsed.total),
+            (None, None, None)
+        );
     }
 }

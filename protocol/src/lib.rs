@@ -10,6 +10,7 @@ pub mod error;
 pub mod event;
 pub mod heartbeat;
 pub mod inference;
+pub mod models;
 pub mod operation;
 pub mod sse;
 pub mod validate;

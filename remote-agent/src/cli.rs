@@ -2,14 +2,15 @@
 //! and the cancellation watchers on stdin and SIGHUP.
 
 use std::ffi::OsString;
-use std::io;
+use std::io::{self, BufRead, Read};
 
 use rbee_protocol::JobEvent;
 
 use crate::cancel::{self, CancelFlag};
-use crate::command::{CommandLine, USAGE};
+use crate::command::{AgentCommand, CommandLine, USAGE, UsageError};
 use crate::error::{AgentError, EXIT_USAGE, message_with_causes};
 use crate::events::EventWriter;
+use crate::models::ModelCommand;
 
 /// Runs the agent as a process and returns its exit status. Must be called on the
 /// main thread before any other thread starts (see [`cancel::cancel_on_sighup`]).
@@ -35,17 +36,54 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> u8 {
         }
     };
 
-    if stdin_is_a_channel() {
-        if invocation.command.reads_secret() {
-            // The queen writes the secret before anything else; std's stdin buffer is
-            // shared, so the EOF watcher below reads on after this line.
+    // Stdin is the cancel signal, except where a command reads it: `model-receive`
+    // reads the model's bytes (exactly the announced size), `model-download` first
+    // reads the hub endpoint and token the queen sends there, `worker-spawn` the
+    // worker's token.
+    let mut input: Option<Box<dyn Read>> = None;
+    match &mut invocation.command {
+        AgentCommand::Model(ModelCommand::Receive { .. }) => input = Some(Box::new(io::stdin())),
+        AgentCommand::Model(ModelCommand::Download { hub, .. }) if stdin_is_a_channel() => {
+            let mut reader = io::BufReader::new(io::stdin());
             let mut line = String::new();
-            if let Err(error) = io::stdin().read_line(&mut line) {
-                eprintln!("rbee-hive: cannot read the secret line from stdin: {error}");
+            let parsed = reader
+                .read_line(&mut line)
+                .map_err(|e| e.to_string())
+                .and_then(|_| {
+                    if line.trim().is_empty() {
+                        Ok(Default::default())
+                    } else {
+                        serde_json::from_str(&line).map_err(|e| e.to_string())
+                    }
+                });
+            match parsed {
+                Ok(access) => *hub = access,
+                Err(reason) => {
+                    eprintln!("rbee-hive: cannot read the hub settings from stdin: {reason}");
+                    let usage = UsageError::BadArguments {
+                        command: "model-download".to_owned(),
+                        expected: "the hub settings as one JSON line on stdin",
+                    };
+                    let _ = writer.write(&JobEvent::Error(usage.to_detail()));
+                    return EXIT_USAGE;
+                }
             }
-            invocation.command.set_secret(line.trim_end().to_owned());
+            cancel::cancel_on_eof(reader, cancel.clone());
         }
-        cancel::cancel_on_eof(io::stdin(), cancel.clone());
+        AgentCommand::WorkerSpawn(spawn) if stdin_is_a_channel() => {
+            // The worker token comes first, so it never shows in a process list.
+            let mut reader = io::BufReader::new(io::stdin());
+            let mut line = String::new();
+            if let Err(error) = reader.read_line(&mut line) {
+                eprintln!("rbee-hive: cannot read the worker token from stdin: {error}");
+            }
+            spawn.token = Some(line.trim_end().to_owned()).filter(|t| !t.is_empty());
+            cancel::cancel_on_eof(reader, cancel.clone());
+        }
+        _ if stdin_is_a_channel() => {
+            cancel::cancel_on_eof(io::stdin(), cancel.clone());
+        }
+        _ => {}
     }
 
     let mut emit = |event: JobEvent| {
@@ -55,7 +93,13 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> u8 {
             cancel.cancel();
         }
     };
-    let outcome = crate::execute(&invocation.command, &invocation.context, &mut emit, &cancel);
+    let outcome = crate::execute_with_input(
+        &invocation.command,
+        &invocation.context,
+        input.as_deref_mut().map(|i| i as &mut dyn Read),
+        &mut emit,
+        &cancel,
+    );
     match outcome {
         Ok(()) => 0,
         Err(error) => {

@@ -38,6 +38,8 @@ pub enum AgentCommand {
         lines: u32,
         follow: bool,
     },
+    /// The model catalog: list, get, delete, download, receive (`crate::models`).
+    Model(crate::models::ModelCommand),
 }
 
 /// What `worker-spawn` needs. The worker token is not part of the command line (every
@@ -65,6 +67,7 @@ impl AgentCommand {
     /// The command's words as they follow the global flags, e.g. `["detect"]`.
     pub fn to_args(&self) -> Vec<String> {
         let (word, flags): (&str, Vec<(&str, String)>) = match self {
+            AgentCommand::Model(model) => return model.to_args(),
             AgentCommand::Version => ("version", vec![]),
             AgentCommand::Detect => ("detect", vec![]),
             AgentCommand::Status => ("status", vec![]),
@@ -115,23 +118,14 @@ impl AgentCommand {
         args
     }
 
-    /// Whether the queen sends a secret line on stdin before anything else.
-    pub fn reads_secret(&self) -> bool {
-        matches!(self, AgentCommand::WorkerSpawn(_))
-    }
-
-    /// Gives the command the secret line the queen sent.
-    pub fn set_secret(&mut self, secret: String) {
-        if let AgentCommand::WorkerSpawn(spawn) = self {
-            spawn.token = Some(secret).filter(|s| !s.is_empty());
-        }
-    }
-
     fn parse_words(name: &str, rest: &[String]) -> Result<AgentCommand, UsageError> {
         // Inference goes from the queen straight to a worker; a queen or script that
         // sends it here has a bug worth naming precisely.
         if name == "infer" {
             return Err(UsageError::InferOnHive);
+        }
+        if let Some(model) = crate::models::ModelCommand::parse(name, rest) {
+            return model.map(AgentCommand::Model);
         }
         let mut flags = Flags::parse(name, rest)?;
         let command = match name {
@@ -394,6 +388,13 @@ commands:
   worker-stop    --worker-id ID --timeout SECS   SIGTERM, then SIGKILL
   worker-list    the workers with state files here, and whether each runs
   worker-logs    --worker-id ID --lines N --follow true|false
+  model-list                      the models under DIR/models, with GGUF metadata
+  model-get MODEL                 one model: full id, `org/repo`, or unique file name
+  model-delete MODEL              delete a model no running worker uses
+  model-download ORG/REPO[:FILE]  download from the hub (HF_ENDPOINT, HF_TOKEN); a
+                                  queen sends them as one JSON line on stdin first
+  model-has FILE SIZE SHA256      whether local:FILE is here with that content
+  model-receive FILE SIZE SHA256  read SIZE bytes from stdin into local:FILE
 
 flags:
   --install-dir DIR   where binaries, models and worker state live (default ~/.rbee)
@@ -423,6 +424,11 @@ pub enum UsageError {
     BadValue { flag: String, value: String },
     #[error("`{command}` takes no argument `{argument}`")]
     UnexpectedArgument { command: String, argument: String },
+    #[error("`{command}` takes {expected}")]
+    BadArguments {
+        command: String,
+        expected: &'static str,
+    },
     #[error("argument `{0}` is not valid UTF-8")]
     NotUtf8(String),
 }

@@ -58,6 +58,8 @@ pub enum AgentError {
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    Model(#[from] crate::models::ModelError),
 
     #[error("cannot list worker state files in {path}")]
     ListWorkers {
@@ -97,6 +99,7 @@ impl AgentError {
             },
             AgentError::Usage(usage) => JobEvent::Error(usage.to_detail()),
             AgentError::Refused(detail) => JobEvent::Error(detail.clone()),
+            AgentError::Model(model) => JobEvent::Error(model.to_detail()),
             AgentError::NoHome { .. } => JobEvent::Error(
                 ErrorDetail::new(ErrorCode::AgentFailed, self.to_string())
                     .with_hint("set HOME for the SSH user or pass an absolute --install-dir"),

@@ -14,6 +14,7 @@ pub mod command;
 mod detect;
 pub mod error;
 pub mod events;
+pub mod models;
 mod report;
 mod status;
 pub mod workers;
@@ -38,8 +39,24 @@ pub fn execute(
     out: &mut dyn FnMut(JobEvent),
     cancel: &CancelFlag,
 ) -> Result<(), AgentError> {
+    execute_with_input(command, ctx, None, out, cancel)
+}
+
+/// [`execute`] for a command that reads bytes (`model-receive`): `input` is the
+/// process's stdin, or the file itself when the queen runs the agent in-process.
+pub fn execute_with_input(
+    command: &AgentCommand,
+    ctx: &AgentContext,
+    input: Option<&mut dyn std::io::Read>,
+    out: &mut dyn FnMut(JobEvent),
+    cancel: &CancelFlag,
+) -> Result<(), AgentError> {
     let mut report = Reporter::new(ctx.hive_id.clone(), out);
     match command {
+        AgentCommand::Model(model) => {
+            let install_dir = ctx.resolved_install_dir()?;
+            models::execute(model, &install_dir, input, &mut report, cancel)
+        }
         AgentCommand::Version => send(&mut report, &detect::agent_version()),
         AgentCommand::Detect => {
             let install_dir = ctx.resolved_install_dir()?;

@@ -1,7 +1,7 @@
 //! How handlers tell their caller what happens: narrations and the result, each tagged
 //! with the hive the agent speaks for.
 
-use rbee_protocol::{JobEvent, Level, Narration};
+use rbee_protocol::{JobEvent, Level, Narration, Progress};
 use serde::Serialize;
 
 /// The actor named in every narration the agent writes.
@@ -27,6 +27,12 @@ impl<'a> Reporter<'a> {
             hive: self.hive.clone(),
         });
         (self.out)(event);
+    }
+
+    /// Sends a progress event of long work (a transfer).
+    pub fn progress(&mut self, mut progress: Progress) {
+        progress.hive = self.hive.clone();
+        (self.out)(JobEvent::Progress(progress));
     }
 
     /// Sends the operation's structured answer.

@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use rbee_protocol::agent::{HiveWorker, WorkerRecord};
-use rbee_protocol::{ErrorCode, Level, validate};
+use rbee_protocol::{ErrorCode, Level};
 use serde_json::json;
 
 use crate::cancel::CancelFlag;
@@ -53,7 +53,7 @@ pub fn spawn(
     cancel: &CancelFlag,
 ) -> Result<(), AgentError> {
     check_device(&request.device, hive)?;
-    let model_path = resolve_model(install_dir, &request.model)?;
+    let model_path = PathBuf::from(crate::models::resolve(install_dir, &request.model)?.path);
     let state = state_path(install_dir, &request.worker_id);
     if let Some(existing) = read_record(&state)?
         && is_running(&existing)
@@ -485,85 +485,6 @@ pub fn is_running(record: &WorkerRecord) -> bool {
     unsafe { libc::kill(pid, 0) == 0 }
 }
 
-/// The worker's models: ids or file names under `<install_dir>/models`, matched by the
-/// path below it, the file name, or the file stem; `repo:file` means `repo/file`.
-pub fn resolve_model(install_dir: &Path, model: &str) -> Result<PathBuf, AgentError> {
-    if !validate::is_valid_model_id(model) {
-        return Err(AgentError::refused(
-            ErrorCode::BadRequest,
-            format!("{model:?} is not a valid model id"),
-            "name a model as `org/repo`, `org/repo:file.gguf` or a file name",
-        ));
-    }
-    let root = install_dir.join("models");
-    let mut found = Vec::new();
-    collect_gguf(&root, &root, 0, &mut found);
-    let wanted = model.replace(':', "/");
-    let matches: Vec<&(String, PathBuf)> = found
-        .iter()
-        .filter(|(relative, path)| {
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-            let stem = path.file_stem().map(|n| n.to_string_lossy().into_owned());
-            *relative == wanted
-                || name.as_deref() == Some(model)
-                || stem.as_deref() == Some(model)
-                || relative.starts_with(&format!("{wanted}/"))
-        })
-        .collect();
-    match matches.as_slice() {
-        [(_, path)] => Ok(path.clone()),
-        [] => Err(AgentError::refused(
-            ErrorCode::NotFound,
-            format!("this hive has no model {model}"),
-            if found.is_empty() {
-                "its model cache is empty: `rbee-keeper model download` or `model push` puts one there".to_owned()
-            } else {
-                format!(
-                    "models here: {}",
-                    found
-                        .iter()
-                        .map(|(r, _)| r.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            },
-        )),
-        several => Err(AgentError::refused(
-            ErrorCode::Conflict,
-            format!("{model} names several models on this hive"),
-            format!(
-                "name one of: {}",
-                several
-                    .iter()
-                    .map(|(r, _)| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )),
-    }
-}
-
-fn collect_gguf(root: &Path, dir: &Path, depth: u32, out: &mut Vec<(String, PathBuf)>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Ok(kind) = entry.file_type() else {
-            continue;
-        };
-        if kind.is_dir() && depth < 3 {
-            collect_gguf(root, &path, depth + 1, out);
-        } else if kind.is_file()
-            && path.extension().is_some_and(|e| e == "gguf")
-            && let Ok(relative) = path.strip_prefix(root)
-        {
-            out.push((relative.display().to_string(), path.clone()));
-        }
-    }
-    out.sort();
-}
-
 /// Refuses a device this hive does not have, listing the ones it has.
 fn check_device(device: &str, hive: &str) -> Result<(), AgentError> {
     let gpus = crate::detect::gpu_devices();
@@ -640,35 +561,6 @@ fn url_host(host: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn models_resolve_by_id_file_name_or_stem() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("models/org/repo/m.Q4_1.gguf");
-        fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
-        fs::write(&file, b"GGUF").expect("write");
-        fs::write(dir.path().join("models/org/repo/m.gguf.partial"), b"x").expect("write");
-        for spec in ["org/repo:m.Q4_1.gguf", "org/repo", "m.Q4_1.gguf", "m.Q4_1"] {
-            assert_eq!(
-                resolve_model(dir.path(), spec).ok(),
-                Some(file.clone()),
-                "{spec}"
-            );
-        }
-        let miss = resolve_model(dir.path(), "other").expect_err("miss");
-        let AgentError::Refused(detail) = miss else {
-            panic!("{miss:?}")
-        };
-        assert_eq!(detail.code, ErrorCode::NotFound);
-        assert!(
-            detail
-                .hint
-                .as_deref()
-                .is_some_and(|h| h.contains("org/repo/m.Q4_1.gguf")),
-            "{detail:?}"
-        );
-        assert!(resolve_model(dir.path(), "../etc/passwd").is_err());
-    }
 
     #[test]
     fn a_missing_gpu_is_refused_with_the_devices_there_are() {

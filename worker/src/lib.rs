@@ -6,7 +6,6 @@ pub mod chat;
 pub mod cli;
 pub mod device;
 mod engine;
-mod gguf_header;
 mod heartbeat;
 pub mod model;
 pub mod sampling;

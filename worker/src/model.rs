@@ -31,7 +31,7 @@ pub enum LoadError {
     #[error("{path} is not a readable GGUF file: {source}")]
     Corrupt {
         path: PathBuf,
-        source: crate::gguf_header::HeaderError,
+        source: rbee_gguf::HeaderError,
     },
     #[error("{path} is not a readable GGUF file: {source}")]
     NotGguf {
@@ -130,7 +130,7 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedGguf, LoadError> {
     let file = File::open(path).map_err(open_error)?;
     let file_bytes = file.metadata().map_err(open_error)?.len();
     let mut reader = BufReader::new(file);
-    crate::gguf_header::check(&mut reader, file_bytes).map_err(|source| LoadError::Corrupt {
+    rbee_gguf::check(&mut reader, file_bytes).map_err(|source| LoadError::Corrupt {
         path: path.to_owned(),
         source,
     })?;

@@ -6,7 +6,7 @@ use rbee_hive::{AgentCommand, AgentContext, Invocation};
 use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent, Level};
 
 use super::fan_out::HostContext;
-use crate::ssh::{SshConnection, shell};
+use crate::ssh::{SshConnection, Stdin, shell};
 
 /// What the agent answered: its `result` value.
 pub type AgentAnswer = Result<serde_json::Value, ErrorDetail>;
@@ -102,6 +102,28 @@ pub async fn run_over_ssh(
     connection: &SshConnection,
     command: AgentCommand,
 ) -> AgentAnswer {
+    // A command that reads a secret line waits for one, so it always gets a line.
+    let secret = match &command {
+        AgentCommand::WorkerSpawn(spawn) => {
+            Some(format!("{}\n", spawn.token.clone().unwrap_or_default()))
+        }
+        _ => None,
+    };
+    match secret {
+        Some(line) => {
+            run_over_ssh_with(host, connection, command, Stdin::Preamble(line.as_bytes())).await
+        }
+        None => run_over_ssh_with(host, connection, command, Stdin::Open).await,
+    }
+}
+
+/// [`run_over_ssh`] for a command that reads stdin (hub settings, a pushed file).
+pub async fn run_over_ssh_with(
+    host: &HostContext,
+    connection: &SshConnection,
+    command: AgentCommand,
+    stdin: Stdin<'_>,
+) -> AgentAnswer {
     let invocation = Invocation::new(
         AgentContext::new(&host.hive.install_dir, Some(host.hive.alias.clone())),
         command,
@@ -112,21 +134,10 @@ pub async fn run_over_ssh(
         result: None,
         failure: None,
     };
-    // A command that reads a secret line waits for one, so it always gets a line.
-    let secret = match &invocation.command {
-        AgentCommand::WorkerSpawn(spawn) => Some(spawn.token.clone().unwrap_or_default()),
-        _ => None,
-    };
-    debug_assert_eq!(secret.is_some(), invocation.command.reads_secret());
-    let outcome = match secret {
-        Some(secret) => {
-            connection
-                .exec_with_secret(&line, &secret, &mut |l| relay.line(l))
-                .await
-        }
-        None => connection.exec(&line, None, &mut |l| relay.line(l)).await,
-    }
-    .map_err(|e| e.to_detail())?;
+    let outcome = connection
+        .exec_with(&line, stdin, &mut |l| relay.line(l))
+        .await
+        .map_err(|e| e.to_detail())?;
     let alias = host.hive.alias.clone();
     relay.finish(outcome.success(), || match outcome.exit_status {
         Some(COMMAND_NOT_FOUND) => ErrorDetail::new(
@@ -150,6 +161,16 @@ pub async fn run_over_ssh(
 /// Runs one agent command in this process (the `local-hive` feature).
 #[cfg(feature = "local-hive")]
 pub async fn run_in_process(host: &HostContext, command: AgentCommand) -> AgentAnswer {
+    run_in_process_with_input(host, command, None).await
+}
+
+/// [`run_in_process`] for a command that reads bytes (a pushed model file).
+#[cfg(feature = "local-hive")]
+pub async fn run_in_process_with_input(
+    host: &HostContext,
+    command: AgentCommand,
+    mut input: Option<Box<dyn std::io::Read + Send>>,
+) -> AgentAnswer {
     let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
     let cancel = rbee_hive::CancelFlag::new();
     // Dropping this future (the job was cancelled) sets the flag, as stdin EOF would.
@@ -162,9 +183,10 @@ pub async fn run_in_process(host: &HostContext, command: AgentCommand) -> AgentA
     let _guard = CancelOnDrop(cancel.clone());
     let context = AgentContext::new(&host.hive.install_dir, Some(host.hive.alias.clone()));
     let work = tokio::task::spawn_blocking(move || {
-        rbee_hive::execute(
+        rbee_hive::execute_with_input(
             &command,
             &context,
+            input.as_deref_mut().map(|i| i as &mut dyn std::io::Read),
             &mut |event| {
                 let _ = sender.send(event);
             },

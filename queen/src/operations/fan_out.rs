@@ -91,6 +91,24 @@ where
     F: Fn(HostContext) -> Fut,
     Fut: Future<Output = Result<HostDone, ErrorDetail>>,
 {
+    let deadline = Duration::from_secs(ctx.state.config.queen.operation_timeout_secs);
+    fan_out_within(ctx, pattern, action, Some(deadline), per_host).await
+}
+
+/// [`fan_out`] with the per-hive deadline given: `None` for transfers whose length
+/// depends on the bytes moved (model downloads and pushes), which report progress and
+/// fail on their own when a connection stalls.
+pub async fn fan_out_within<F, Fut>(
+    ctx: &JobContext,
+    pattern: &str,
+    action: &str,
+    deadline: Option<Duration>,
+    per_host: F,
+) -> OpResult
+where
+    F: Fn(HostContext) -> Fut,
+    Fut: Future<Output = Result<HostDone, ErrorDetail>>,
+{
     let inventory = ctx.state.inventory();
     let hives: Vec<Hive> = inventory
         .select(pattern)
@@ -105,7 +123,6 @@ where
         .into_iter()
         .cloned()
         .collect();
-    let deadline = Duration::from_secs(ctx.state.config.queen.operation_timeout_secs);
     let forks = ctx.state.config.queen.forks.max(1);
     ctx.narrate(
         action,
@@ -127,15 +144,18 @@ where
         };
         let work = per_host(host.clone());
         async move {
-            let outcome = match tokio::time::timeout(deadline, work).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(ErrorDetail::new(
-                    ErrorCode::Unreachable,
-                    format!(
-                        "no answer within the {}s operation deadline",
-                        deadline.as_secs()
-                    ),
-                )),
+            let outcome = match deadline {
+                None => work.await,
+                Some(deadline) => match tokio::time::timeout(deadline, work).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(ErrorDetail::new(
+                        ErrorCode::Unreachable,
+                        format!(
+                            "no answer within the {}s operation deadline",
+                            deadline.as_secs()
+                        ),
+                    )),
+                },
             };
 
             match outcome {

@@ -70,7 +70,7 @@ pub(super) fn parse<T: serde::de::DeserializeOwned>(
 }
 
 /// Hashes a file, reusing the last hash while its size and mtime stay the same.
-fn sha256_cached(path: &std::path::Path) -> std::io::Result<String> {
+pub(super) fn sha256_cached(path: &std::path::Path) -> std::io::Result<String> {
     type Cache =
         std::sync::Mutex<std::collections::HashMap<PathBuf, (std::time::SystemTime, u64, String)>>;
     static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
@@ -217,6 +217,8 @@ async fn install_on(
                     current: sent,
                     total: Some(total),
                     unit: "bytes".to_owned(),
+                    rate: None,
+                    eta_s: None,
                     hive: Some(alias.clone()),
                 }));
             }

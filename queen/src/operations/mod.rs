@@ -9,6 +9,7 @@ mod cluster;
 mod fan_out;
 mod hives;
 mod inference;
+mod models;
 mod workers;
 
 use std::sync::Arc;
@@ -126,6 +127,13 @@ async fn execute(ctx: JobContext, operation: Operation) -> OpResult {
             hive_id,
             timeout_s,
         } => workers::wait_ready(&ctx, &model, hive_id.as_deref(), timeout_s).await,
+        Operation::ModelDownload { hive_id, model } => {
+            models::download(&ctx, &hive_id, &model).await
+        }
+        Operation::ModelPush { hive_id, path } => models::push(&ctx, &hive_id, &path).await,
+        Operation::ModelList { hive_id } => models::list(&ctx, &hive_id).await,
+        Operation::ModelGet { hive_id, model } => models::get(&ctx, &hive_id, &model).await,
+        Operation::ModelDelete { hive_id, model } => models::delete(&ctx, &hive_id, &model).await,
         other => Err(not_built(other.name())),
     }
 }

@@ -298,6 +298,34 @@ pub struct Upload<'a> {
     pub on_progress: &'a mut (dyn FnMut(u64, u64) + Send),
 }
 
+/// A channel's sending half that closes the channel when dropped: a job cancelled
+/// mid-command drops `exec`'s future, and the remote command must then see its stdin
+/// end (the agent's cancel signal) instead of running on over a pooled connection.
+struct ClosingChannel(Arc<russh::ChannelWriteHalf<client::Msg>>);
+
+impl Drop for ClosingChannel {
+    fn drop(&mut self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let writer = self.0.clone();
+        runtime.spawn(async move {
+            let _ = writer.close().await;
+        });
+    }
+}
+
+/// What a command reads on stdin.
+pub enum Stdin<'a> {
+    /// Nothing; stdin stays open until the command exits.
+    Open,
+    /// These bytes (the secrets a command needs, never put on its command line);
+    /// stdin stays open after them.
+    Preamble(&'a [u8]),
+    /// A file, streamed; stdin is closed after it.
+    Upload(Upload<'a>),
+}
+
 impl SshConnection {
     async fn open(
         target: SshTarget,
@@ -406,26 +434,18 @@ impl SshConnection {
         upload: Option<Upload<'_>>,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<ExecOutcome, SshError> {
-        self.exec_with_input(command, None, upload, on_line).await
+        let stdin = match upload {
+            Some(upload) => Stdin::Upload(upload),
+            None => Stdin::Open,
+        };
+        self.exec_with(command, stdin, on_line).await
     }
 
-    /// As [`SshConnection::exec`], first writing `secret` and a newline to the
-    /// command's stdin: how secrets reach the hive without showing in its process list.
-    pub async fn exec_with_secret(
+    /// [`SshConnection::exec`] with the command's stdin spelled out.
+    pub async fn exec_with(
         &self,
         command: &str,
-        secret: &str,
-        on_line: &mut (dyn FnMut(&str) + Send),
-    ) -> Result<ExecOutcome, SshError> {
-        self.exec_with_input(command, Some(secret), None, on_line)
-            .await
-    }
-
-    async fn exec_with_input(
-        &self,
-        command: &str,
-        secret: Option<&str>,
-        upload: Option<Upload<'_>>,
+        stdin: Stdin<'_>,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<ExecOutcome, SshError> {
         let protocol = |source| SshError::Protocol {
@@ -441,15 +461,24 @@ impl SshConnection {
                 port: self.target.port,
                 reason: "connection closed".to_owned(),
             })?;
-        let mut channel = self.handle.channel_open_session().await.map_err(protocol)?;
+        let (mut reader, writer) = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(protocol)?
+            .split();
+        let guard = ClosingChannel(Arc::new(writer));
+        let channel = &*guard.0;
         tracing::debug!(host = %self.target.host, %command, "exec");
         channel.exec(true, command).await.map_err(protocol)?;
-        if let Some(secret) = secret {
-            channel
-                .data(format!("{secret}\n").as_bytes())
-                .await
-                .map_err(protocol)?;
-        }
+        let upload = match stdin {
+            Stdin::Open => None,
+            Stdin::Preamble(bytes) => {
+                channel.data(bytes).await.map_err(protocol)?;
+                None
+            }
+            Stdin::Upload(upload) => Some(upload),
+        };
         if let Some(upload) = upload {
             let mut file =
                 tokio::fs::File::open(upload.path)
@@ -483,7 +512,7 @@ impl SshConnection {
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
         let mut exit_status = None;
-        while let Some(message) = channel.wait().await {
+        while let Some(message) = reader.wait().await {
             match message {
                 ChannelMsg::Data { data } => {
                     stdout.extend_from_slice(&data);
@@ -511,7 +540,6 @@ impl SshConnection {
         if !stdout.is_empty() {
             on_line(String::from_utf8_lossy(&stdout).trim_end());
         }
-        let _ = channel.close().await;
         let stderr = String::from_utf8_lossy(&stderr).trim().to_owned();
         if !stderr.is_empty() {
             tracing::debug!(host = %self.target.host, %stderr, "remote stderr");

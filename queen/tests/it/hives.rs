@@ -9,7 +9,7 @@ use rbee_protocol::{ErrorCode, JobEvent};
 use crate::support::{Lab, Queen, bin_dir, start_queen};
 use serde_json::json;
 
-async fn queen(inventory: Inventory, configure: impl FnOnce(&mut Config)) -> Queen {
+pub(crate) async fn queen(inventory: Inventory, configure: impl FnOnce(&mut Config)) -> Queen {
     let mut config = Config::default();
     config.queen.bin_dir = Some(bin_dir());
     config.queen.connect_timeout_secs = 3;
@@ -18,7 +18,7 @@ async fn queen(inventory: Inventory, configure: impl FnOnce(&mut Config)) -> Que
     start_queen(config, inventory).await
 }
 
-fn recap(events: &[(Instant, JobEvent)]) -> Vec<(String, String)> {
+pub(crate) fn recap(events: &[(Instant, JobEvent)]) -> Vec<(String, String)> {
     let value = events
         .iter()
         .rev()
@@ -40,11 +40,11 @@ fn recap(events: &[(Instant, JobEvent)]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn terminal(events: &[(Instant, JobEvent)]) -> &JobEvent {
+pub(crate) fn terminal(events: &[(Instant, JobEvent)]) -> &JobEvent {
     &events.last().expect("events").1
 }
 
-fn rows(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn rows(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))

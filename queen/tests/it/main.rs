@@ -2,8 +2,10 @@
 
 mod api;
 mod hives;
+mod hub_mirror;
 #[cfg(feature = "local-hive")]
 mod local_hive;
+mod models;
 mod openai;
 mod support;
 mod workers;

@@ -76,6 +76,18 @@ impl Queen {
         })
     }
 
+    /// GETs `path` and parses the JSON answer.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json")
+    }
+
     /// Runs an operation; every event with the moment it arrived.
     pub async fn run(&self, operation: Value) -> Vec<(Instant, JobEvent)> {
         let body: Value = self

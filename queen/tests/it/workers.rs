@@ -27,11 +27,11 @@ fn config(state_dir: &Path) -> Config {
     config
 }
 
-/// Puts the test model into every hive's model cache (the lab's hosts share this
-/// machine's file system).
+/// Puts the test model into every hive's model cache where `model push` puts it (the
+/// lab's hosts share this machine's file system; pushing is the models tests' part).
 fn stock_models(inventory: &Inventory) {
     for hive in inventory.hives.values() {
-        let models = Path::new(&hive.install_dir).join("models");
+        let models = Path::new(&hive.install_dir).join("models/local");
         std::fs::create_dir_all(&models).expect("models dir");
         std::fs::copy(test_model(), models.join(format!("{MODEL}.gguf"))).expect("copy model");
     }

@@ -1,0 +1,337 @@
+//! Model operations: download from the hub on hives, push from this machine, and the
+//! catalog (list, get, delete). Each fans out over the hives a pattern selects; the
+//! agent does the work on the hive and its events (progress included) are relayed as
+//! they arrive.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rbee_hive::AgentCommand;
+use rbee_hive::models::{ModelCommand, ProgressMeter};
+use rbee_protocol::models::{HubAccess, ModelEntry, ModelPresence, ModelTransfer};
+use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent, Level, validate};
+
+use super::agent::{self, AgentAnswer};
+use super::fan_out::{HostContext, HostDone, fan_out, fan_out_within};
+use super::hives::parse;
+use super::{JobContext, OpResult};
+use crate::ssh::{Stdin, Upload};
+
+/// The inventory variable that points one hive (or a group) at a hub mirror.
+const ENDPOINT_VAR: &str = "hf_endpoint";
+
+async fn run(host: &HostContext, command: AgentCommand) -> AgentAnswer {
+    run_with(host, command, Input::None).await
+}
+
+/// What the agent reads on stdin besides the cancel signal.
+enum Input {
+    None,
+    /// The hub settings, one JSON line (the token never goes on a command line).
+    Hub(HubAccess),
+    /// A file to push, streamed after the command starts.
+    File {
+        path: PathBuf,
+        label: String,
+    },
+}
+
+async fn run_with(host: &HostContext, command: AgentCommand, input: Input) -> AgentAnswer {
+    #[cfg(feature = "local-hive")]
+    if agent::runs_in_process(host) {
+        let (command, reader): (AgentCommand, Option<Box<dyn std::io::Read + Send>>) = match input {
+            Input::None => (command, None),
+            Input::Hub(access) => (with_hub(command, access), None),
+            Input::File { path, label } => {
+                let file = std::fs::File::open(&path).map_err(|e| unreadable(&path, e))?;
+                let total = file.metadata().map_err(|e| unreadable(&path, e))?.len();
+                let reader = MeteredReader {
+                    inner: std::io::BufReader::new(file),
+                    read: 0,
+                    meter: ProgressMeter::new(label, Some(total)),
+                    host: host.clone(),
+                };
+                (command, Some(Box::new(reader)))
+            }
+        };
+        return agent::run_in_process_with_input(host, command, reader).await;
+    }
+    let connection = host
+        .job
+        .state
+        .ssh
+        .connect(&host.hive, false)
+        .await
+        .map_err(|e| e.to_detail())?;
+    match input {
+        Input::None => agent::run_over_ssh(host, &connection, command).await,
+        Input::Hub(access) => {
+            let mut line = serde_json::to_vec(&access).map_err(|e| {
+                ErrorDetail::new(
+                    ErrorCode::Internal,
+                    format!("cannot encode the hub settings: {e}"),
+                )
+            })?;
+            line.push(b'\n');
+            agent::run_over_ssh_with(host, &connection, command, Stdin::Preamble(&line)).await
+        }
+        Input::File { path, label } => {
+            let (job, alias) = (host.job.clone(), host.hive.alias.clone());
+            let mut meter: Option<ProgressMeter> = None;
+            let mut on_progress = move |sent: u64, total: u64| {
+                let meter =
+                    meter.get_or_insert_with(|| ProgressMeter::new(label.clone(), Some(total)));
+                if let Some(mut progress) = meter.update(sent) {
+                    progress.hive = Some(alias.clone());
+                    job.emit(JobEvent::Progress(progress));
+                }
+            };
+            let upload = Upload {
+                path: &path,
+                on_progress: &mut on_progress,
+            };
+            agent::run_over_ssh_with(host, &connection, command, Stdin::Upload(upload)).await
+        }
+    }
+}
+
+/// A pushed file read by the in-process agent, reporting progress as it goes.
+#[cfg(feature = "local-hive")]
+struct MeteredReader<R> {
+    inner: R,
+    read: u64,
+    meter: ProgressMeter,
+    host: HostContext,
+}
+
+#[cfg(feature = "local-hive")]
+impl<R: std::io::Read> std::io::Read for MeteredReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if let Some(mut progress) = self.meter.update(self.read) {
+            progress.hive = Some(self.host.hive.alias.clone());
+            self.host.job.emit(JobEvent::Progress(progress));
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(feature = "local-hive")]
+fn with_hub(command: AgentCommand, access: HubAccess) -> AgentCommand {
+    match command {
+        AgentCommand::Model(ModelCommand::Download { model, .. }) => {
+            AgentCommand::Model(ModelCommand::Download { model, hub: access })
+        }
+        other => other,
+    }
+}
+
+fn unreadable(path: &Path, error: std::io::Error) -> ErrorDetail {
+    ErrorDetail::new(
+        ErrorCode::NotFound,
+        format!("cannot read {}: {error}", path.display()),
+    )
+    .with_hint("push a model file the queen's machine can read")
+}
+
+/// The hub as this hive should reach it: its `hf_endpoint` inventory variable, else
+/// the queen's `HF_ENDPOINT`; the token is the queen's `HF_TOKEN`.
+fn hub_access(host: &HostContext) -> HubAccess {
+    let from_env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    HubAccess {
+        endpoint: host
+            .hive
+            .vars
+            .get(ENDPOINT_VAR)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+            .or_else(|| from_env("HF_ENDPOINT")),
+        token: from_env("HF_TOKEN"),
+    }
+}
+
+fn check_model_id(model: &str) -> Result<(), ErrorDetail> {
+    if validate::is_valid_model_id(model) {
+        return Ok(());
+    }
+    Err(ErrorDetail::new(
+        ErrorCode::BadRequest,
+        format!("`{model}` is not a valid model id"),
+    )
+    .with_hint("use `org/repo`, `org/repo:file.gguf`, `local:file.gguf` or a file name"))
+}
+
+fn size(bytes: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    format!("{:.1} MiB", bytes as f64 / MIB)
+}
+
+fn transferred(transfer: ModelTransfer, verb: &str) -> HostDone {
+    let verified = if transfer.sha256.is_some() {
+        ", sha256 verified"
+    } else {
+        ""
+    };
+    if transfer.changed {
+        HostDone::changed(format!(
+            "{verb} {} ({}{verified})",
+            transfer.model.id,
+            size(transfer.model.size)
+        ))
+    } else {
+        HostDone::ok(format!(
+            "{} already present; nothing transferred",
+            transfer.model.id
+        ))
+    }
+}
+
+pub async fn download(ctx: &JobContext, pattern: &str, model: &str) -> OpResult {
+    check_model_id(model)?;
+    // No deadline: a download takes as long as its bytes; a stalled one fails on the
+    // hive (read timeout) and a dead hive with its SSH keepalive.
+    fan_out_within(ctx, pattern, "model_download", None, |host| async move {
+        let access = hub_access(&host);
+        let command = AgentCommand::Model(ModelCommand::Download {
+            model: model.to_owned(),
+            hub: HubAccess::default(),
+        });
+        let transfer: ModelTransfer = parse(
+            run_with(&host, command, Input::Hub(access)).await?,
+            "download",
+        )?;
+        Ok(transferred(transfer, "downloaded"))
+    })
+    .await
+}
+
+/// The local file to push: readable, a GGUF file, with a name a hive accepts.
+struct PushFile {
+    path: PathBuf,
+    name: String,
+    size: u64,
+    sha256: String,
+}
+
+async fn push_file(path: &str) -> Result<Arc<PushFile>, ErrorDetail> {
+    let path = PathBuf::from(path);
+    tokio::task::spawn_blocking(move || {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !validate::is_valid_name(&name) || !name.to_ascii_lowercase().ends_with(".gguf") {
+            return Err(ErrorDetail::new(
+                ErrorCode::BadRequest,
+                format!("`{name}` is not a model file name rbee pushes"),
+            )
+            .with_hint("push a `*.gguf` file whose name has only letters, digits, `-`, `_`, `.`"));
+        }
+        let file = std::fs::File::open(&path).map_err(|e| unreadable(&path, e))?;
+        let size = file.metadata().map_err(|e| unreadable(&path, e))?.len();
+        rbee_gguf::check(&mut std::io::BufReader::new(file), size).map_err(|e| {
+            ErrorDetail::new(
+                ErrorCode::BadRequest,
+                format!("{} is not a usable GGUF file: {e}", path.display()),
+            )
+        })?;
+        let sha256 = super::hives::sha256_cached(&path).map_err(|e| unreadable(&path, e))?;
+        Ok(Arc::new(PushFile {
+            path,
+            name,
+            size,
+            sha256,
+        }))
+    })
+    .await
+    .map_err(|e| ErrorDetail::new(ErrorCode::Internal, e.to_string()))?
+}
+
+pub async fn push(ctx: &JobContext, pattern: &str, path: &str) -> OpResult {
+    let file = push_file(path).await?;
+    ctx.narrate(
+        "model_push",
+        pattern,
+        format!(
+            "{} is {} with sha256 {}",
+            file.name,
+            size(file.size),
+            file.sha256
+        ),
+    );
+    fan_out_within(ctx, pattern, "model_push", None, |host| {
+        let file = file.clone();
+        async move {
+            let has = AgentCommand::Model(ModelCommand::Has {
+                file: file.name.clone(),
+                size: file.size,
+                sha256: file.sha256.clone(),
+            });
+            let presence: ModelPresence = parse(run(&host, has).await?, "has")?;
+            if presence.present {
+                return Ok(HostDone::ok(format!(
+                    "local:{} already here with the same sha256; nothing sent",
+                    file.name
+                )));
+            }
+            host.narrate(Level::Info, "model_push", format!("sending {}", file.name));
+            let receive = AgentCommand::Model(ModelCommand::Receive {
+                file: file.name.clone(),
+                size: file.size,
+                sha256: file.sha256.clone(),
+            });
+            let input = Input::File {
+                path: file.path.clone(),
+                label: file.name.clone(),
+            };
+            let transfer: ModelTransfer = parse(run_with(&host, receive, input).await?, "receive")?;
+            Ok(transferred(transfer, "pushed"))
+        }
+    })
+    .await
+}
+
+pub async fn list(ctx: &JobContext, pattern: &str) -> OpResult {
+    fan_out(ctx, pattern, "model_list", |host| async move {
+        let entries: Vec<ModelEntry> = parse(
+            run(&host, AgentCommand::Model(ModelCommand::List)).await?,
+            "list",
+        )?;
+        let total: u64 = entries.iter().map(|e| e.size).sum();
+        Ok(HostDone::ok(format!(
+            "{} model(s), {}",
+            entries.len(),
+            size(total)
+        )))
+    })
+    .await
+}
+
+pub async fn get(ctx: &JobContext, pattern: &str, model: &str) -> OpResult {
+    check_model_id(model)?;
+    fan_out(ctx, pattern, "model_get", |host| async move {
+        let command = AgentCommand::Model(ModelCommand::Get {
+            model: model.to_owned(),
+        });
+        let entry: ModelEntry = parse(run(&host, command).await?, "get")?;
+        Ok(HostDone::ok(format!("{} at {}", entry.id, entry.path)))
+    })
+    .await
+}
+
+pub async fn delete(ctx: &JobContext, pattern: &str, model: &str) -> OpResult {
+    check_model_id(model)?;
+    fan_out(ctx, pattern, "model_delete", |host| async move {
+        let command = AgentCommand::Model(ModelCommand::Delete {
+            model: model.to_owned(),
+        });
+        let entry: ModelEntry = parse(run(&host, command).await?, "delete")?;
+        Ok(HostDone::changed(format!(
+            "deleted {} ({})",
+            entry.id,
+            size(entry.size)
+        )))
+    })
+    .await
+}

@@ -20,6 +20,8 @@ pub struct HiveRecord {
 #[derive(Default)]
 pub struct HiveRegistry {
     hives: Mutex<HashMap<String, HiveRecord>>,
+    /// The model ids each hive held when its catalog was last listed.
+    models: Mutex<HashMap<String, Vec<String>>>,
 }
 
 fn now() -> u64 {
@@ -59,6 +61,31 @@ impl HiveRegistry {
             record.online = false;
             record.updated_unix_s = now();
         }
+    }
+
+    pub fn set_models(&self, alias: &str, ids: Vec<String>) {
+        self.models
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(alias.to_owned(), ids);
+    }
+
+    /// Every model id some hive held when last listed, with the hives holding it.
+    pub fn known_models(&self) -> Vec<(String, Vec<String>)> {
+        let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+        let mut by_id: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (alias, ids) in models.iter() {
+            for id in ids {
+                by_id.entry(id.clone()).or_default().push(alias.clone());
+            }
+        }
+        by_id
+            .into_iter()
+            .map(|(id, mut hives)| {
+                hives.sort();
+                (id, hives)
+            })
+            .collect()
     }
 
     pub fn get(&self, alias: &str) -> Option<HiveRecord> {

@@ -548,26 +548,35 @@ fn async_stream(
     })
 }
 
-/// `GET /v1/models`: every model a ready worker serves.
+/// `GET /v1/models`: every model a ready worker serves, then every model a hive held
+/// when its catalog was last listed (`model list`).
 pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
-    let mut ids: Vec<(String, u64)> = Vec::new();
-    for worker in state.workers.list() {
-        if !worker.is_schedulable() {
-            continue;
-        }
-        let id = worker.heartbeat.model.clone();
-        if !ids.iter().any(|(known, _)| known == &id) {
-            ids.push((id, state.started_unix_s()));
+    let created = state.started_unix_s();
+    let mut data: Vec<Value> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut served: Vec<String> = state
+        .workers
+        .list()
+        .into_iter()
+        .filter(|w| w.is_schedulable())
+        .map(|w| w.heartbeat.model)
+        .collect();
+    served.sort();
+    for id in served {
+        if seen.insert(id.clone()) {
+            data.push(json!({"id": id, "object": "model", "created": created, "owned_by": "rbee"}));
         }
     }
-    ids.sort();
-    Json(json!({
-        "object": "list",
-        "data": ids.into_iter().map(|(id, created)| json!({
-            "id": id,
-            "object": "model",
-            "created": created,
-            "owned_by": "rbee",
-        })).collect::<Vec<_>>(),
-    }))
+    for (id, hives) in state.hives.known_models() {
+        if seen.insert(id.clone()) {
+            data.push(json!({
+                "id": id,
+                "object": "model",
+                "created": created,
+                "owned_by": "rbee",
+                "hives": hives,
+            }));
+        }
+    }
+    Json(json!({"object": "list", "data": data}))
 }

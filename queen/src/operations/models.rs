@@ -299,6 +299,10 @@ pub async fn list(ctx: &JobContext, pattern: &str) -> OpResult {
             "list",
         )?;
         let total: u64 = entries.iter().map(|e| e.size).sum();
+        host.job.state.hives.set_models(
+            &host.hive.alias,
+            entries.iter().map(|e| e.id.clone()).collect(),
+        );
         Ok(HostDone::ok(format!(
             "{} model(s), {}",
             entries.len(),

@@ -11,8 +11,8 @@ use rbee_protocol::{ErrorCode, JobEvent};
 use serde_json::{Value, json};
 
 use crate::hives::{queen, recap, rows, terminal};
-use crate::support::Lab;
 use crate::hub_mirror::{HubMirror, MirrorFile};
+use crate::support::Lab;
 use crate::support::Queen;
 
 const REPO: &str = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF";
@@ -492,6 +492,15 @@ async fn models_push_to_two_hives_once_and_the_catalog_shows_gguf_metadata() {
         (130_000_000..140_000_000).contains(&parameters),
         "{parameters}"
     );
+
+    // The OpenAI model list names what the hives hold.
+    let openai = queen.get_json("/v1/models").await;
+    let listed_models = openai["data"].as_array().expect("data");
+    let held = listed_models
+        .iter()
+        .find(|m| m["id"] == format!("local:{FILE}"))
+        .unwrap_or_else(|| panic!("{openai}"));
+    assert_eq!(held["hives"], json!(["hive-1", "hive-2"]), "{openai}");
 
     // `get` takes the file stem when it is unique.
     let got = queen

@@ -148,13 +148,18 @@ where
                 None => work.await,
                 Some(deadline) => match tokio::time::timeout(deadline, work).await {
                     Ok(outcome) => outcome,
-                    Err(_) => Err(ErrorDetail::new(
-                        ErrorCode::Unreachable,
-                        format!(
-                            "no answer within the {}s operation deadline",
-                            deadline.as_secs()
-                        ),
-                    )),
+                    Err(_) => {
+                        // A connection that let an operation hang (a cut link) is not
+                        // trusted again: the next operation connects afresh.
+                        host.job.state.ssh.forget(&host.hive.alias).await;
+                        Err(ErrorDetail::new(
+                            ErrorCode::Unreachable,
+                            format!(
+                                "no answer within the {}s operation deadline",
+                                deadline.as_secs()
+                            ),
+                        ))
+                    }
                 },
             };
 

@@ -258,6 +258,43 @@ async fn one_stopped_sshd_is_unreachable_and_the_others_succeed() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_link_is_unreachable_within_the_deadline_and_the_next_operation_reconnects() {
+    let lab = Lab::up(2);
+    let installer = queen(lab.inventory(None), |_| {}).await;
+    let events = installer
+        .run(json!({"operation": "hive_install", "hive_id": "lab"}))
+        .await;
+    assert_eq!(terminal(&events), &JobEvent::Done, "{events:?}");
+    let queen = queen(lab.inventory(None), |config| {
+        config.queen.operation_timeout_secs = 3;
+    })
+    .await;
+    let check = json!({"operation": "inventory_check", "hive_id": "lab"});
+    let events = queen.run(check.clone()).await;
+    assert_eq!(terminal(&events), &JobEvent::Done, "{events:?}");
+    // Pooled connections exist now; the link under one of them goes down.
+    lab.script(&["cut", "1"]);
+    let started = Instant::now();
+    let cut = queen.run(check.clone()).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        recap(&cut),
+        rows(&[("hive-1", "unreachable"), ("hive-2", "ok")])
+    );
+    lab.script(&["restore", "1"]);
+    let restored = queen.run(check).await;
+    assert_eq!(terminal(&restored), &JobEvent::Done, "{restored:?}");
+    assert_eq!(
+        recap(&restored),
+        rows(&[("hive-1", "ok"), ("hive-2", "ok")])
+    );
+}
+
 /// Runs `ip` with `args`, failing the test on error.
 fn ip(args: &[&str]) {
     let out = std::process::Command::new("ip")

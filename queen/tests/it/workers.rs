@@ -303,6 +303,18 @@ async fn workers_on_two_hives_serve_through_the_queen_and_survive_its_restart() 
     )
     .expect("state json");
     let pid = record["pid"].as_i64().expect("pid") as libc::pid_t;
+    // The worker's token is in neither its command line (what `ps` shows) nor its
+    // state file.
+    let token = queen.state.worker_token(&third_id);
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains(&token),
+        "token on the command line"
+    );
+    assert!(
+        !record.to_string().contains(&token),
+        "token in the state file"
+    );
     // SAFETY: kill has no memory effects.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     let both = futures::future::join(

@@ -9,6 +9,7 @@ pub mod model_table;
 pub mod prompt;
 pub mod queen_lifecycle;
 pub mod render;
+pub mod worker_table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -68,7 +68,13 @@ impl Renderer {
                 if let Some(hive) = hive {
                     println!("{}", style(format!("[{hive}]")).cyan());
                 }
-                let text = crate::model_table::render(value).unwrap_or_else(|| format_value(value));
+                if let Some(stats) = crate::worker_table::stats_line(value) {
+                    eprintln!("{}", style(stats).dim());
+                    return;
+                }
+                let text = crate::model_table::render(value)
+                    .or_else(|| crate::worker_table::render(value))
+                    .unwrap_or_else(|| format_value(value));
                 println!("{text}");
             }
             JobEvent::Done => self.finish_bars(),

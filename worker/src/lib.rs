@@ -4,6 +4,7 @@
 
 pub mod chat;
 pub mod cli;
+pub mod cpu;
 pub mod device;
 mod engine;
 mod gguf_header;

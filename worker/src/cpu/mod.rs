@@ -1,0 +1,70 @@
+//! The worker's own CPU engine for llama-architecture GGUF models: weights stay in their
+//! quantized blocks, each activation row is quantized once to Q8 blocks, and the dot
+//! products run on kernels picked at start from the CPU's features.
+//!
+//! The rest of the worker sees only [`CpuLlama`] (load, forward) and [`Kernels`]; the
+//! candle path still runs every other device, architecture and quantization type.
+
+mod llama;
+mod matrix;
+pub mod quant;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use llama::{CpuLlama, CpuLoadError, ForwardError};
+pub use matrix::QMatrix;
+
+use quant::{Q8Block, QuantType};
+
+/// Set to `portable` to run the portable kernels even where SIMD ones would run.
+pub const KERNELS_ENV: &str = "RBEE_CPU_KERNELS";
+
+/// The dot-product kernels, chosen once per process from the CPU's features.
+#[derive(Debug, Clone, Copy)]
+pub enum Kernels {
+    /// Plain Rust, for any CPU.
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2(x86::Avx2),
+}
+
+impl Kernels {
+    /// The fastest kernels this CPU runs, unless `RBEE_CPU_KERNELS=portable` asks for the
+    /// portable ones.
+    pub fn detect() -> Kernels {
+        if std::env::var(KERNELS_ENV).is_ok_and(|v| v == "portable") {
+            return Kernels::Portable;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx2) = x86::Avx2::detect() {
+            return Kernels::Avx2(avx2);
+        }
+        Kernels::Portable
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernels::Portable => "portable",
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx2(_) => "avx2",
+        }
+    }
+
+    /// The dot product of one `ty` weight row with the activation blocks covering it.
+    pub fn dot(self, ty: QuantType, row: &[u8], x: &[Q8Block]) -> f32 {
+        match self {
+            Kernels::Portable => quant::dot_portable(ty, row, x),
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx2(avx2) => avx2.dot(ty, row, x),
+        }
+    }
+}
+
+/// The number of threads the engine computes with: `RAYON_NUM_THREADS` if set (the
+/// variable candle's CPU path also honours), otherwise one per core.
+pub fn thread_count() -> usize {
+    candle_core::utils::get_num_threads()
+}
+
+#[cfg(test)]
+mod tests;

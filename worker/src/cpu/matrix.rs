@@ -82,6 +82,25 @@ impl QMatrix {
         (part.ty, &part.data[at..at + part.row_bytes])
     }
 
+    /// Rows `first..first + out.len()` times the activations `x`, into `out`.
+    fn dot_range(&self, kernels: Kernels, mut first: usize, x: &[Q8Block], mut out: &mut [f32]) {
+        for part in &self.parts {
+            let end = part.first_row + part.rows;
+            if out.is_empty() {
+                break;
+            }
+            if first >= end {
+                continue;
+            }
+            let (now, rest) = out.split_at_mut((end - first).min(out.len()));
+            let at = (first - part.first_row) * part.row_bytes;
+            let bytes = &part.data[at..at + now.len() * part.row_bytes];
+            kernels.dot_rows(part.ty, bytes, part.row_bytes, x, now);
+            first += now.len();
+            out = rest;
+        }
+    }
+
     /// Row `r` as f32 (`out` is `cols` long).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let (ty, bytes) = self.row(r);
@@ -106,10 +125,7 @@ impl QMatrix {
             out.par_chunks_mut(per_task)
                 .enumerate()
                 .for_each(|(task, values)| {
-                    for (i, value) in values.iter_mut().enumerate() {
-                        let (ty, row) = self.row(task * per_task + i);
-                        *value = kernels.dot(ty, row, &x[..blocks]);
-                    }
+                    self.dot_range(kernels, task * per_task, &x[..blocks], values);
                 });
             return;
         }
@@ -121,11 +137,12 @@ impl QMatrix {
             .for_each(|(task, values)| {
                 let first = task * ROWS_PER_BATCH_TASK;
                 let rows = values.len() / tokens;
+                let mut column = [0.0; ROWS_PER_BATCH_TASK];
                 for t in 0..tokens {
                     let act = &x[t * blocks..(t + 1) * blocks];
-                    for i in 0..rows {
-                        let (ty, row) = self.row(first + i);
-                        values[i * tokens + t] = kernels.dot(ty, row, act);
+                    self.dot_range(kernels, first, act, &mut column[..rows]);
+                    for (i, value) in column[..rows].iter().enumerate() {
+                        values[i * tokens + t] = *value;
                     }
                 }
             });

@@ -50,6 +50,38 @@ impl Kernels {
         }
     }
 
+    /// Dot products of consecutive rows (`row_bytes` each) with the same activations,
+    /// one per element of `out`.
+    pub fn dot_rows(
+        self,
+        ty: QuantType,
+        rows: &[u8],
+        row_bytes: usize,
+        x: &[Q8Block],
+        out: &mut [f32],
+    ) {
+        let mut rows = rows.chunks_exact(row_bytes);
+        #[cfg(target_arch = "x86_64")]
+        if let Kernels::Avx2(avx2) = self {
+            let mut groups = out.chunks_exact_mut(x86::ROWS_AT_ONCE);
+            for values in &mut groups {
+                let group = [(); x86::ROWS_AT_ONCE].map(|()| rows.next().unwrap_or_default());
+                if !avx2.dot_rows(ty, group, x, values) {
+                    for (value, row) in values.iter_mut().zip(group) {
+                        *value = avx2.dot(ty, row, x);
+                    }
+                }
+            }
+            for (value, row) in groups.into_remainder().iter_mut().zip(rows) {
+                *value = avx2.dot(ty, row, x);
+            }
+            return;
+        }
+        for (value, row) in out.iter_mut().zip(rows) {
+            *value = self.dot(ty, row, x);
+        }
+    }
+
     /// The dot product of one `ty` weight row with the activation blocks covering it.
     pub fn dot(self, ty: QuantType, row: &[u8], x: &[Q8Block]) -> f32 {
         match self {

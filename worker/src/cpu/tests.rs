@@ -79,10 +79,19 @@ fn every_kernel_matches_the_dequantized_reference_for_every_type() {
         let (bytes, w) = quantized(ty);
         let row_bytes = ty.row_bytes(COLS).expect("whole blocks");
         for kernels in kernels() {
+            // The multi-row kernels, over all rows at once, give the same as one by one.
+            let mut together = vec![0.0; ROWS];
+            kernels.dot_rows(ty, &bytes, row_bytes, &blocks, &mut together);
             for r in 0..ROWS {
                 let row = &bytes[r * row_bytes..(r + 1) * row_bytes];
                 let w = &w[r * COLS..(r + 1) * COLS];
                 let got = kernels.dot(ty, row, &blocks);
+                assert!(
+                    (together[r] - got).abs() <= 1e-5 * got.abs().max(1.0),
+                    "{ty:?} {} row {r}: {} together, {got} alone",
+                    kernels.name(),
+                    together[r]
+                );
                 // Against the quantized activations only float rounding may differ.
                 let exact: f64 = w
                     .iter()

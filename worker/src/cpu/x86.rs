@@ -35,6 +35,92 @@ impl Avx2 {
     }
 }
 
+/// Rows computed together by the multi-row kernels: each activation block is loaded
+/// once for all of them, and their sums form independent dependency chains.
+pub const ROWS_AT_ONCE: usize = 4;
+
+impl Avx2 {
+    /// Dot products of `ROWS_AT_ONCE` rows of `ty` with the same activations, or `false`
+    /// when `ty` has no multi-row kernel (the caller then takes the rows one by one).
+    pub fn dot_rows(
+        self,
+        ty: QuantType,
+        rows: [&[u8]; ROWS_AT_ONCE],
+        x: &[Q8Block],
+        out: &mut [f32],
+    ) -> bool {
+        // SAFETY: as in `dot`: detection happened, and reads stay inside the rows'
+        // blocks as `chunks_exact` cuts them.
+        unsafe {
+            match ty {
+                QuantType::Q4_1 => dot4_q4_1(rows, x, out),
+                QuantType::Q8_0 => dot4_q8_0(rows, x, out),
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Asks for the same blocks of the next `ROWS_AT_ONCE` rows (`row_bytes` apart), which
+/// the matrix stores right after these: the hardware prefetcher alone falls behind on
+/// rows this short.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn prefetch_next_group(block: &[u8], row_bytes: usize) {
+    let ahead = block.as_ptr().wrapping_add(ROWS_AT_ONCE * row_bytes);
+    for r in 0..ROWS_AT_ONCE {
+        // A prefetch never faults, so the address may run past the matrix.
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(r * row_bytes).cast());
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot4_q4_1(rows: [&[u8]; ROWS_AT_ONCE], x: &[Q8Block], out: &mut [f32]) {
+    let mut acc = [_mm256_setzero_ps(); ROWS_AT_ONCE];
+    let mut offsets = [0.0f32; ROWS_AT_ONCE];
+    let blocks = rows.map(|r| r.chunks_exact(20));
+    let [mut b0, mut b1, mut b2, mut b3] = blocks;
+    for a in x {
+        let (Some(w0), Some(w1), Some(w2), Some(w3)) = (b0.next(), b1.next(), b2.next(), b3.next())
+        else {
+            break;
+        };
+        let y = load_act(a);
+        prefetch_next_group(w0, 20 * x.len());
+        for (r, w) in [w0, w1, w2, w3].into_iter().enumerate() {
+            let sums = products(nibbles16(&w[4..]), y);
+            acc[r] = _mm256_fmadd_ps(sums, _mm256_set1_ps(half(w, 0) * a.d), acc[r]);
+            offsets[r] += half(w, 2) * a.s;
+        }
+    }
+    for r in 0..ROWS_AT_ONCE {
+        out[r] = hsum(acc[r]) + offsets[r];
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot4_q8_0(rows: [&[u8]; ROWS_AT_ONCE], x: &[Q8Block], out: &mut [f32]) {
+    let mut acc = [_mm256_setzero_ps(); ROWS_AT_ONCE];
+    let [mut b0, mut b1, mut b2, mut b3] = rows.map(|r| r.chunks_exact(34));
+    for a in x {
+        let (Some(w0), Some(w1), Some(w2), Some(w3)) = (b0.next(), b1.next(), b2.next(), b3.next())
+        else {
+            break;
+        };
+        let y = load_act(a);
+        prefetch_next_group(w0, 34 * x.len());
+        for (r, w) in [w0, w1, w2, w3].into_iter().enumerate() {
+            // SAFETY: the block holds 32 value bytes after its 2-byte scale.
+            let q = unsafe { _mm256_loadu_si256(w[2..34].as_ptr().cast()) };
+            let sums = products(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
+            acc[r] = _mm256_fmadd_ps(sums, _mm256_set1_ps(half(w, 0) * a.d), acc[r]);
+        }
+    }
+    for r in 0..ROWS_AT_ONCE {
+        out[r] = hsum(acc[r]);
+    }
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

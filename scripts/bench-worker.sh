@@ -5,6 +5,7 @@
 #   scripts/bench-worker.sh            # 2 threads, release build
 #   THREADS=4 PROFILE=dev scripts/bench-worker.sh
 #   QUANT=Q8_0 scripts/bench-worker.sh # the test model requantized (also Q4_K_M)
+#   RBEE_WORKER_ENGINE=candle scripts/bench-worker.sh  # the worker on candle's kernels
 #
 # llama-cpp-python is built from source once (about 15 minutes on 2 cores) into
 # .rbee-cache/llama-venv and reused afterwards.

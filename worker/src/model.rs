@@ -108,6 +108,23 @@ pub enum Engine {
     Cpu(Kernels),
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error("unknown engine `{0}` (expected auto, candle or portable)")]
+pub struct UnknownEngine(String);
+
+impl std::str::FromStr for Engine {
+    type Err = UnknownEngine;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Engine::Auto),
+            "candle" => Ok(Engine::Candle),
+            "portable" => Ok(Engine::Cpu(Kernels::Portable)),
+            _ => Err(UnknownEngine(s.to_owned())),
+        }
+    }
+}
+
 /// Why a forward pass failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
@@ -375,6 +392,18 @@ mod tests {
         std::fs::write(&path, b"this is not a model at all").expect("write");
         let err = load(&path, &Device::Cpu).err().expect("must fail");
         assert!(matches!(err, LoadError::Corrupt { .. }), "{err}");
+    }
+
+    #[test]
+    fn engine_names_parse() {
+        assert!(matches!("auto".parse(), Ok(Engine::Auto)));
+        assert!(matches!("candle".parse(), Ok(Engine::Candle)));
+        assert!(matches!(
+            "portable".parse(),
+            Ok(Engine::Cpu(Kernels::Portable))
+        ));
+        let err = "fast".parse::<Engine>().expect_err("unknown name");
+        assert!(err.to_string().contains("fast"), "{err}");
     }
 
     #[test]

@@ -311,7 +311,7 @@ impl CpuLlama {
                 layer.keys[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(k);
                 layer.values[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(v);
             }
-            attention(&c, layer, s, n, position);
+            attention(kernels, &c, layer, s, n, position);
             quantize_rows(&s.attention[..n * dim], dim, &mut s.quantized);
             layer.attn_out.matmul(
                 kernels,
@@ -383,7 +383,14 @@ impl Scratch {
 
 /// Causal attention of the `n` new tokens over the cache, one head per task; the result
 /// goes to `scratch.attention` as `n` rows of `dim`.
-fn attention(c: &Config, layer: &Layer, s: &mut Scratch, n: usize, position: usize) {
+fn attention(
+    kernels: Kernels,
+    c: &Config,
+    layer: &Layer,
+    s: &mut Scratch,
+    n: usize,
+    position: usize,
+) {
     let (dim, kv_dim, hd) = (c.dim, c.kv_dim(), c.head_dim);
     let qkv_width = dim + 2 * kv_dim;
     let group = c.heads / c.kv_heads;
@@ -401,16 +408,14 @@ fn attention(c: &Config, layer: &Layer, s: &mut Scratch, n: usize, position: usi
                 let scores = &mut scores[..seen];
                 for (j, score) in scores.iter_mut().enumerate() {
                     let k = &layer.keys[j * kv_dim + kv_offset..][..hd];
-                    *score = dot(q, k) * scale;
+                    *score = kernels.dot_f32(q, k) * scale;
                 }
                 softmax(scores);
                 let out = &mut out[t * hd..(t + 1) * hd];
                 out.fill(0.0);
                 for (j, &w) in scores.iter().enumerate() {
                     let v = &layer.values[j * kv_dim + kv_offset..][..hd];
-                    for (o, v) in out.iter_mut().zip(v) {
-                        *o += w * v;
-                    }
+                    kernels.axpy(w, v, out);
                 }
             }
         });
@@ -420,23 +425,6 @@ fn attention(c: &Config, layer: &Layer, s: &mut Scratch, n: usize, position: usi
                 .copy_from_slice(&s.by_head[head * n * hd + t * hd..][..hd]);
         }
     }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight independent sums let the compiler keep them in vector registers.
-    let mut sums = [0.0f32; 8];
-    for (a, b) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        for i in 0..8 {
-            sums[i] += a[i] * b[i];
-        }
-    }
-    let tail = a.len() / 8 * 8;
-    sums.iter().sum::<f32>()
-        + a[tail..]
-            .iter()
-            .zip(&b[tail..])
-            .map(|(a, b)| a * b)
-            .sum::<f32>()
 }
 
 fn softmax(x: &mut [f32]) {

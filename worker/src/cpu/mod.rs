@@ -16,9 +16,6 @@ pub use matrix::QMatrix;
 
 use quant::{Q8Block, QuantType};
 
-/// Set to `portable` to run the portable kernels even where SIMD ones would run.
-pub const KERNELS_ENV: &str = "RBEE_CPU_KERNELS";
-
 /// The dot-product kernels, chosen once per process from the CPU's features.
 #[derive(Debug, Clone, Copy)]
 pub enum Kernels {
@@ -29,12 +26,8 @@ pub enum Kernels {
 }
 
 impl Kernels {
-    /// The fastest kernels this CPU runs, unless `RBEE_CPU_KERNELS=portable` asks for the
-    /// portable ones.
+    /// The fastest kernels this CPU runs.
     pub fn detect() -> Kernels {
-        if std::env::var(KERNELS_ENV).is_ok_and(|v| v == "portable") {
-            return Kernels::Portable;
-        }
         #[cfg(target_arch = "x86_64")]
         if let Some(avx2) = x86::Avx2::detect() {
             return Kernels::Avx2(avx2);
@@ -79,6 +72,28 @@ impl Kernels {
         }
         for (value, row) in out.iter_mut().zip(rows) {
             *value = self.dot(ty, row, x);
+        }
+    }
+
+    /// `a · b` over f32, for attention scores.
+    pub fn dot_f32(self, a: &[f32], b: &[f32]) -> f32 {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx2(avx2) if a.len().is_multiple_of(8) => avx2.dot_f32(a, b),
+            _ => a.iter().zip(b).map(|(a, b)| a * b).sum(),
+        }
+    }
+
+    /// `out += w * v` over f32, for attention's weighted sum of values.
+    pub fn axpy(self, w: f32, v: &[f32], out: &mut [f32]) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx2(avx2) if v.len().is_multiple_of(8) => avx2.axpy(w, v, out),
+            _ => {
+                for (o, v) in out.iter_mut().zip(v) {
+                    *o += w * v;
+                }
+            }
         }
     }
 

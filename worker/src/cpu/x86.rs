@@ -40,6 +40,18 @@ impl Avx2 {
 pub const ROWS_AT_ONCE: usize = 4;
 
 impl Avx2 {
+    /// `a · b` over f32 (equal lengths, a multiple of 8).
+    pub fn dot_f32(self, a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: detection happened; the loads stay inside `chunks_exact` chunks.
+        unsafe { dot_f32(a, b) }
+    }
+
+    /// `out += w * v` over f32 (equal lengths, a multiple of 8).
+    pub fn axpy(self, w: f32, v: &[f32], out: &mut [f32]) {
+        // SAFETY: detection happened; loads and stores stay inside `chunks_exact` chunks.
+        unsafe { axpy(w, v, out) }
+    }
+
     /// Dot products of `ROWS_AT_ONCE` rows of `ty` with the same activations, or `false`
     /// when `ty` has no multi-row kernel (the caller then takes the rows one by one).
     pub fn dot_rows(
@@ -118,6 +130,33 @@ fn dot4_q8_0(rows: [&[u8]; ROWS_AT_ONCE], x: &[Q8Block], out: &mut [f32]) {
     }
     for r in 0..ROWS_AT_ONCE {
         out[r] = hsum(acc[r]);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (a, b) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        // SAFETY: each chunk is 8 floats.
+        let (a, b) = unsafe { (_mm256_loadu_ps(a.as_ptr()), _mm256_loadu_ps(b.as_ptr())) };
+        acc = _mm256_fmadd_ps(a, b, acc);
+    }
+    hsum(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn axpy(w: f32, v: &[f32], out: &mut [f32]) {
+    let w = _mm256_set1_ps(w);
+    for (v, out) in v.chunks_exact(8).zip(out.chunks_exact_mut(8)) {
+        // SAFETY: each chunk is 8 floats.
+        unsafe {
+            let sum = _mm256_fmadd_ps(
+                w,
+                _mm256_loadu_ps(v.as_ptr()),
+                _mm256_loadu_ps(out.as_ptr()),
+            );
+            _mm256_storeu_ps(out.as_mut_ptr(), sum);
+        }
     }
 }
 

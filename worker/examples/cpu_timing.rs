@@ -5,14 +5,7 @@
 
 use std::time::Instant;
 
-fn argmax(logits: &[f32]) -> u32 {
-    let best = logits
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map_or(0, |(i, _)| i);
-    best as u32
-}
+use llm_worker_rbee::sampling::argmax;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);

@@ -4,6 +4,7 @@
 use candle_core::Device;
 use llm_worker_rbee::cpu::Kernels;
 use llm_worker_rbee::model::{self, Engine};
+use llm_worker_rbee::sampling::argmax;
 
 use crate::support::model_path;
 
@@ -28,15 +29,6 @@ fn run(engine: Engine, leader: Option<&[u32]>) -> (String, Vec<Vec<f32>>, Vec<u3
         all.push(logits);
     }
     (model.info.engine, all, chosen)
-}
-
-fn argmax(x: &[f32]) -> u32 {
-    let best = x
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map_or(0, |(i, _)| i);
-    best as u32
 }
 
 /// Largest difference relative to the spread of the reference logits.

@@ -45,6 +45,7 @@ def worker_bench(binary, model, threads):
         prompt_tps = statistics.median(r["prompt_tokens"] / (r["ttft_ms"] / 1000) for r in runs)
         decode_tps = statistics.median(r["tokens_per_s"] for r in runs)
         return {
+            "engine": ready.get("engine", "candle"),
             "load_s": ready["load_ms"] / 1000,
             "start_to_ready_s": wall_ready,
             "prompt_tokens": runs[0]["prompt_tokens"],
@@ -110,7 +111,8 @@ def main():
     worker = worker_bench(args.worker, args.model, args.threads)
     llama = llama_bench(args.model, args.threads)
     print(f"model: {os.path.basename(args.model)}, threads: {args.threads}, "
-          f"prompt {worker['prompt_tokens']} tokens, {MAX_TOKENS} generated, median of {RUNS}")
+          f"prompt {worker['prompt_tokens']} tokens, {MAX_TOKENS} generated, median of {RUNS}, "
+          f"worker engine: {worker['engine']}")
     print(f"{'':18}{'worker':>12}{'llama.cpp':>12}{'ratio':>10}")
     rows = [("load s", "load_s"), ("prompt tok/s", "prompt_tps"), ("decode tok/s", "decode_tps")]
     for label, key in rows:

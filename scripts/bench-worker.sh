@@ -4,6 +4,8 @@
 #
 #   scripts/bench-worker.sh            # 2 threads, release build
 #   THREADS=4 PROFILE=dev scripts/bench-worker.sh
+#   QUANT=Q8_0 scripts/bench-worker.sh # the test model requantized (also Q4_K_M)
+#   RBEE_WORKER_ENGINE=candle scripts/bench-worker.sh  # the worker on candle's kernels
 #
 # llama-cpp-python is built from source once (about 15 minutes on 2 cores) into
 # .rbee-cache/llama-venv and reused afterwards.
@@ -21,6 +23,17 @@ if ! "$venv/bin/python" -c 'import llama_cpp' 2>/dev/null; then
     python3 -m venv "$venv"
     CMAKE_ARGS="-DGGML_NATIVE=OFF" CMAKE_BUILD_PARALLEL_LEVEL="$threads" \
         "$venv/bin/pip" install --quiet --no-binary llama-cpp-python llama-cpp-python
+fi
+
+if [[ -n "${QUANT:-}" ]]; then
+    # llama.cpp's quantizer writes the same weights in another format, once.
+    requantized="${model%.*.gguf}.$QUANT.gguf"
+    if [[ ! -f "$requantized" ]]; then
+        "$venv/bin/python" "$repo/bench/requantize.py" "$model" "$requantized.partial" "$QUANT" \
+            2>/dev/null
+        mv "$requantized.partial" "$requantized"
+    fi
+    model="$requantized"
 fi
 
 if [[ "$profile" == "release" ]]; then

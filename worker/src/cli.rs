@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::WorkerConfig;
 use crate::device::DeviceSpec;
+use crate::model::Engine;
 
 /// The environment variable holding the worker token. A flag would show the secret
 /// to every user of the machine through the process list.
@@ -56,6 +57,11 @@ pub struct Args {
     /// Seconds in-flight requests may keep running after SIGTERM before they are cancelled.
     #[arg(long, default_value_t = 10.0)]
     pub drain_timeout: f64,
+    /// What computes tokens: `auto` (the worker's CPU engine where it handles the model
+    /// on the CPU, candle otherwise), `candle`, or `portable` (the CPU engine without
+    /// SIMD kernels).
+    #[arg(long, env = "RBEE_WORKER_ENGINE", default_value = "auto")]
+    pub engine: Engine,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +96,7 @@ impl Args {
             port: self.port,
             queen_url: self.queen_url,
             device: self.device,
+            engine: self.engine,
             queue_capacity: self.queue_capacity,
             advertise_url: self.advertise_url,
             token: std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()),

@@ -155,7 +155,7 @@ fn run(
     });
 }
 
-fn generation_error(e: &candle_core::Error) -> InferenceEvent {
+fn generation_error(e: &crate::model::ForwardError) -> InferenceEvent {
     tracing::error!(error = %e, "generation failed");
     InferenceEvent::Error {
         code: ErrorCode::WorkerFailed,

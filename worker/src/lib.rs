@@ -4,6 +4,7 @@
 
 pub mod chat;
 pub mod cli;
+pub mod cpu;
 pub mod device;
 mod engine;
 mod heartbeat;
@@ -45,6 +46,7 @@ pub struct WorkerConfig {
     pub port: u16,
     pub queen_url: String,
     pub device: DeviceSpec,
+    pub engine: model::Engine,
     pub heartbeat_interval: Duration,
     pub queue_capacity: usize,
     pub advertise_url: Option<String>,
@@ -155,7 +157,8 @@ pub async fn run(
     let _ = first_sent_rx.await;
     let cancel_generation = CancellationToken::new();
     let path = config.model.clone();
-    let loading = tokio::task::spawn_blocking(move || load(&path, &device));
+    let engine = config.engine;
+    let loading = tokio::task::spawn_blocking(move || load(&path, &device, engine));
     let mut shutdown = std::pin::pin!(shutdown);
 
     // A SIGTERM during a long load stops the worker without waiting for the load.
@@ -200,8 +203,8 @@ struct Loaded {
     template: Option<ChatTemplate>,
 }
 
-fn load(path: &Path, device: &Device) -> Result<Loaded, WorkerError> {
-    let gguf = model::load(path, device)?;
+fn load(path: &Path, device: &Device, engine: model::Engine) -> Result<Loaded, WorkerError> {
+    let gguf = model::load_with(path, device, engine)?;
     let tokenizer = TextTokenizer::from_gguf(&gguf.metadata, path).map_err(|source| {
         WorkerError::Tokenizer {
             path: path.to_owned(),
@@ -265,10 +268,10 @@ fn serve(
         jobs,
     });
     status.set_state(WorkerState::Ready);
-    tracing::info!(model = %info.name, architecture = %info.architecture, load_ms, "model ready");
+    tracing::info!(model = %info.name, architecture = %info.architecture, engine = %info.engine, load_ms, "model ready");
     println!(
         "{}",
-        serde_json::json!({ "event": "ready", "load_ms": load_ms, "model": info.name })
+        serde_json::json!({ "event": "ready", "load_ms": load_ms, "model": info.name, "engine": info.engine })
     );
     Ok(())
 }

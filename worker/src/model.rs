@@ -1,4 +1,5 @@
-//! Loads a quantized GGUF file into the candle model its `general.architecture` names.
+//! Loads a quantized GGUF file into the model its `general.architecture` names: the
+//! worker's own CPU engine for llama files it handles on the CPU, candle otherwise.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -6,6 +7,7 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::cpu::{CpuLlama, Kernels};
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::{
@@ -52,6 +54,12 @@ pub enum LoadError {
     )]
     UnsupportedArchitecture { path: PathBuf, architecture: String },
     #[error("cannot build the {architecture} model from {path}: {source}")]
+    CpuWeights {
+        path: PathBuf,
+        architecture: String,
+        source: crate::cpu::CpuLoadError,
+    },
+    #[error("cannot build the {architecture} model from {path}: {source}")]
     Weights {
         path: PathBuf,
         architecture: String,
@@ -69,6 +77,8 @@ pub struct ModelInfo {
     /// Prompt plus generated tokens may not exceed this.
     pub context_length: usize,
     pub file_bytes: u64,
+    /// What computes the tokens: `cpu-avx2`, `cpu-portable` or `candle`.
+    pub engine: String,
     #[serde(serialize_with = "serialize_millis")]
     pub load_time: Duration,
 }
@@ -78,11 +88,50 @@ fn serialize_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S
 }
 
 enum Weights {
+    Cpu(Box<CpuLlama>),
     Llama(quantized_llama::ModelWeights),
     Qwen2(quantized_qwen2::ModelWeights),
     Qwen3(quantized_qwen3::ModelWeights),
     Phi3(quantized_phi3::ModelWeights),
     Gemma(quantized_gemma3::ModelWeights),
+}
+
+/// Which code computes the tokens.
+#[derive(Debug, Clone, Copy)]
+pub enum Engine {
+    /// The worker's CPU engine where it handles the device, architecture and weight
+    /// types, with the fastest kernels the CPU runs; candle otherwise.
+    Auto,
+    /// candle, always.
+    Candle,
+    /// The CPU engine with the given kernels, candle where it does not apply.
+    Cpu(Kernels),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown engine `{0}` (expected auto, candle or portable)")]
+pub struct UnknownEngine(String);
+
+impl std::str::FromStr for Engine {
+    type Err = UnknownEngine;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Engine::Auto),
+            "candle" => Ok(Engine::Candle),
+            "portable" => Ok(Engine::Cpu(Kernels::Portable)),
+            _ => Err(UnknownEngine(s.to_owned())),
+        }
+    }
+}
+
+/// Why a forward pass failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Cpu(#[from] crate::cpu::ForwardError),
 }
 
 /// A loaded model with its KV cache. Not shareable: one generation runs at a time.
@@ -101,27 +150,33 @@ pub struct LoadedGguf {
 impl Model {
     /// Runs `tokens` at positions `position..` and returns the logits of the last one.
     /// Position 0 starts a new sequence: every architecture drops its KV cache there.
-    pub fn forward(&mut self, tokens: &[u32], position: usize) -> candle_core::Result<Vec<f32>> {
-        let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+    pub fn forward(&mut self, tokens: &[u32], position: usize) -> Result<Vec<f32>, ForwardError> {
+        let input = || Tensor::new(tokens, &self.device)?.unsqueeze(0);
         let logits = match &mut self.weights {
-            Weights::Llama(m) => m.forward(&input, position)?,
-            Weights::Qwen2(m) => m.forward(&input, position)?,
+            Weights::Cpu(m) => return Ok(m.forward(tokens, position)?),
+            Weights::Llama(m) => m.forward(&input()?, position)?,
+            Weights::Qwen2(m) => m.forward(&input()?, position)?,
             Weights::Qwen3(m) => {
                 if position == 0 {
                     m.clear_kv_cache();
                 }
-                m.forward(&input, position)?
+                m.forward(&input()?, position)?
             }
-            Weights::Phi3(m) => m.forward(&input, position)?,
-            Weights::Gemma(m) => m.forward(&input, position)?,
+            Weights::Phi3(m) => m.forward(&input()?, position)?,
+            Weights::Gemma(m) => m.forward(&input()?, position)?,
         };
-        logits.flatten_all()?.to_dtype(DType::F32)?.to_vec1()
+        Ok(logits.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)
     }
 }
 
 /// Reads `path`, checks it is a complete GGUF file of a supported architecture, and
 /// builds its weights on `device`.
 pub fn load(path: &Path, device: &Device) -> Result<LoadedGguf, LoadError> {
+    load_with(path, device, Engine::Auto)
+}
+
+/// [`load`] with the choice of engine made by the caller.
+pub fn load_with(path: &Path, device: &Device, engine: Engine) -> Result<LoadedGguf, LoadError> {
     let started = Instant::now();
     let open_error = |source| LoadError::Open {
         path: path.to_owned(),
@@ -173,7 +228,25 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedGguf, LoadError> {
         architecture: architecture.clone(),
         source: Box::new(source),
     };
+    let cpu_kernels = match engine {
+        Engine::Auto => Some(Kernels::detect()),
+        Engine::Candle => None,
+        Engine::Cpu(kernels) => Some(kernels),
+    }
+    .filter(|_| device.is_cpu() && CpuLlama::supports(&content));
     let (weights, context_length) = match architecture.as_str() {
+        "llama" if cpu_kernels.is_some() => {
+            let context_length = file_context.min(LLAMA_MAX_POSITIONS);
+            let kernels = cpu_kernels.unwrap_or(Kernels::Portable);
+            let model = CpuLlama::load(&content, &mut reader, context_length, kernels).map_err(
+                |source| LoadError::CpuWeights {
+                    path: path.to_owned(),
+                    architecture: architecture.clone(),
+                    source,
+                },
+            )?;
+            (Weights::Cpu(Box::new(model)), context_length)
+        }
         "llama" => (
             Weights::Llama(
                 quantized_llama::ModelWeights::from_gguf(content, &mut reader, device)
@@ -221,8 +294,13 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedGguf, LoadError> {
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
+    let engine = match &weights {
+        Weights::Cpu(m) => format!("cpu-{}", m.kernels().name()),
+        _ => "candle".to_owned(),
+    };
     let info = ModelInfo {
         name,
+        engine,
         path: path.to_owned(),
         architecture,
         context_length,
@@ -314,6 +392,18 @@ mod tests {
         std::fs::write(&path, b"this is not a model at all").expect("write");
         let err = load(&path, &Device::Cpu).err().expect("must fail");
         assert!(matches!(err, LoadError::Corrupt { .. }), "{err}");
+    }
+
+    #[test]
+    fn engine_names_parse() {
+        assert!(matches!("auto".parse(), Ok(Engine::Auto)));
+        assert!(matches!("candle".parse(), Ok(Engine::Candle)));
+        assert!(matches!(
+            "portable".parse(),
+            Ok(Engine::Cpu(Kernels::Portable))
+        ));
+        let err = "fast".parse::<Engine>().expect_err("unknown name");
+        assert!(err.to_string().contains("fast"), "{err}");
     }
 
     #[test]

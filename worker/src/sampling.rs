@@ -117,7 +117,7 @@ impl Sampler {
 }
 
 /// The index of the largest logit; the first one wins a tie.
-fn argmax(logits: &[f32]) -> u32 {
+pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &l) in logits.iter().enumerate() {
         if l > logits[best] {

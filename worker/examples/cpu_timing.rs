@@ -1,0 +1,36 @@
+//! Times the model alone, without HTTP or sampling: a 71-token prompt, then greedy decode
+//! steps, three times. Used for profiling (`perf record`) the CPU engine.
+//!
+//!     cargo run --release -p llm-worker-rbee --example cpu_timing -- MODEL.gguf [STEPS]
+
+use std::time::Instant;
+
+use llm_worker_rbee::sampling::argmax;
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let path = args
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("usage: cpu_timing MODEL.gguf [STEPS]"))?;
+    let steps: usize = args.next().map_or(Ok(128), |s| s.parse())?;
+    let loaded = llm_worker_rbee::model::load(path.as_ref(), &candle_core::Device::Cpu)?;
+    let mut model = loaded.model;
+    println!("engine {}", model.info.engine);
+    let prompt: Vec<u32> = (0..71).map(|i| 100 + i * 37).collect();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let mut token = argmax(&model.forward(&prompt, 0)?);
+        let prompt_s = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        for step in 0..steps {
+            token = argmax(&model.forward(&[token], prompt.len() + step)?);
+        }
+        let decode_s = started.elapsed().as_secs_f64();
+        println!(
+            "prompt {:.1} tok/s  decode {:.1} tok/s",
+            prompt.len() as f64 / prompt_s,
+            steps as f64 / decode_s
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! A quantized weight matrix kept in GGML's blocks, and its product with activations.
+
+use rayon::prelude::*;
+
+use super::Kernels;
+use super::quant::{self, Q8Block, QK, QuantType};
+
+/// A `rows × cols` matrix of quantized rows. It may stack matrices of different types
+/// (the query, key and value projections of a layer, say) so that one parallel pass
+/// computes all of them.
+#[derive(Debug)]
+pub struct QMatrix {
+    parts: Vec<Part>,
+    rows: usize,
+    cols: usize,
+}
+
+#[derive(Debug)]
+struct Part {
+    ty: QuantType,
+    first_row: usize,
+    rows: usize,
+    row_bytes: usize,
+    data: Vec<u8>,
+}
+
+/// Rows per task when several tokens share a pass: enough to amortise a task, few
+/// enough that their weights stay in L1 while every token's activations stream by.
+const ROWS_PER_BATCH_TASK: usize = 16;
+
+impl QMatrix {
+    /// A matrix over `data`, or `None` when `data` is not `rows` whole rows of `cols`.
+    pub fn new(ty: QuantType, rows: usize, cols: usize, data: Vec<u8>) -> Option<QMatrix> {
+        let row_bytes = ty.row_bytes(cols)?;
+        (cols.is_multiple_of(QK) && data.len() == rows * row_bytes).then(|| QMatrix {
+            parts: vec![Part {
+                ty,
+                first_row: 0,
+                rows,
+                row_bytes,
+                data,
+            }],
+            rows,
+            cols,
+        })
+    }
+
+    /// The rows of `matrices`, one after another; `None` unless all have the same width.
+    pub fn stack(matrices: Vec<QMatrix>) -> Option<QMatrix> {
+        let cols = matrices.first()?.cols;
+        let mut parts = Vec::new();
+        let mut rows = 0;
+        for matrix in matrices {
+            if matrix.cols != cols {
+                return None;
+            }
+            for mut part in matrix.parts {
+                part.first_row = rows;
+                rows += part.rows;
+                parts.push(part);
+            }
+        }
+        Some(QMatrix { parts, rows, cols })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The type and bytes of row `r`.
+    fn row(&self, r: usize) -> (QuantType, &[u8]) {
+        let part = self
+            .parts
+            .iter()
+            .find(|p| r < p.first_row + p.rows)
+            .unwrap_or_else(|| panic!("row {r} of a {}-row matrix", self.rows));
+        let at = (r - part.first_row) * part.row_bytes;
+        (part.ty, &part.data[at..at + part.row_bytes])
+    }
+
+    /// Rows `first..first + out.len()` times the activations `x`, into `out`.
+    fn dot_range(&self, kernels: Kernels, mut first: usize, x: &[Q8Block], mut out: &mut [f32]) {
+        for part in &self.parts {
+            let end = part.first_row + part.rows;
+            if out.is_empty() {
+                break;
+            }
+            if first >= end {
+                continue;
+            }
+            let (now, rest) = out.split_at_mut((end - first).min(out.len()));
+            let at = (first - part.first_row) * part.row_bytes;
+            let bytes = &part.data[at..at + now.len() * part.row_bytes];
+            kernels.dot_rows(part.ty, bytes, part.row_bytes, x, now);
+            first += now.len();
+            out = rest;
+        }
+    }
+
+    /// Row `r` as f32 (`out` is `cols` long).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let (ty, bytes) = self.row(r);
+        quant::dequantize_row(ty, bytes, out);
+    }
+
+    /// `out[t * rows + r] = row r · token t` for the `tokens` activation rows in `x`
+    /// (each `cols / 32` blocks). `transposed` is scratch of the same size as `out`.
+    /// Rows are split across the current rayon pool, so callers run it inside theirs.
+    pub fn matmul(
+        &self,
+        kernels: Kernels,
+        x: &[Q8Block],
+        tokens: usize,
+        out: &mut [f32],
+        transposed: &mut [f32],
+    ) {
+        let blocks = self.cols / QK;
+        let out = &mut out[..tokens * self.rows];
+        if tokens == 1 {
+            let per_task = self.rows.div_ceil(rayon::current_num_threads() * 4).max(16);
+            out.par_chunks_mut(per_task)
+                .enumerate()
+                .for_each(|(task, values)| {
+                    self.dot_range(kernels, task * per_task, &x[..blocks], values);
+                });
+            return;
+        }
+        // Row-major results per row chunk, so each task writes one contiguous slice.
+        let transposed = &mut transposed[..tokens * self.rows];
+        transposed
+            .par_chunks_mut(ROWS_PER_BATCH_TASK * tokens)
+            .enumerate()
+            .for_each(|(task, values)| {
+                let first = task * ROWS_PER_BATCH_TASK;
+                let rows = values.len() / tokens;
+                let mut column = [0.0; ROWS_PER_BATCH_TASK];
+                for t in 0..tokens {
+                    let act = &x[t * blocks..(t + 1) * blocks];
+                    self.dot_range(kernels, first, act, &mut column[..rows]);
+                    for (i, value) in column[..rows].iter().enumerate() {
+                        values[i * tokens + t] = *value;
+                    }
+                }
+            });
+        for (r, values) in transposed.chunks_exact(tokens).enumerate() {
+            for (t, value) in values.iter().enumerate() {
+                out[t * self.rows + r] = *value;
+            }
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! GGML's quantized block formats as bytes: dequantisation (the reference), activation
+//! quantisation to Q8 blocks, and the portable dot products every fast path must match.
+
+/// Elements in one activation block and in the smallest weight block.
+pub const QK: usize = 32;
+
+/// The weight formats this engine reads, with GGML's byte layout per block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuantType {
+    /// 32 weights: f16 scale `d`, f16 minimum `m`, 16 bytes of 4-bit values.
+    Q4_1,
+    /// 32 weights: f16 scale, 32-bit high bits, 16 bytes of low nibbles; value - 16.
+    Q5_0,
+    /// 32 weights: f16 scale, 32 signed bytes.
+    Q8_0,
+    /// 256 weights: f16 `d` and `dmin`, 12 bytes of packed 6-bit scales and minimums
+    /// for eight 32-weight groups, 128 bytes of 4-bit values.
+    Q4K,
+    /// 256 weights: 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, sixteen
+    /// signed 8-bit scales (one per 16 weights), f16 `d`; value - 32.
+    Q6K,
+}
+
+impl QuantType {
+    /// The GGML type named in a GGUF file, if this engine can run it.
+    pub fn from_ggml(dtype: candle_core::quantized::GgmlDType) -> Option<QuantType> {
+        use candle_core::quantized::GgmlDType;
+        match dtype {
+            GgmlDType::Q4_1 => Some(QuantType::Q4_1),
+            GgmlDType::Q5_0 => Some(QuantType::Q5_0),
+            GgmlDType::Q8_0 => Some(QuantType::Q8_0),
+            GgmlDType::Q4K => Some(QuantType::Q4K),
+            GgmlDType::Q6K => Some(QuantType::Q6K),
+            _ => None,
+        }
+    }
+
+    pub const ALL: [QuantType; 5] = [
+        QuantType::Q4_1,
+        QuantType::Q5_0,
+        QuantType::Q8_0,
+        QuantType::Q4K,
+        QuantType::Q6K,
+    ];
+
+    /// Weights per block.
+    pub fn block_elems(self) -> usize {
+        match self {
+            QuantType::Q4_1 | QuantType::Q5_0 | QuantType::Q8_0 => 32,
+            QuantType::Q4K | QuantType::Q6K => 256,
+        }
+    }
+
+    /// Bytes per block.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            QuantType::Q4_1 => 20,
+            QuantType::Q5_0 => 22,
+            QuantType::Q8_0 => 34,
+            QuantType::Q4K => 144,
+            QuantType::Q6K => 210,
+        }
+    }
+
+    /// Bytes of one row of `cols` weights; `None` when `cols` is not whole blocks.
+    pub fn row_bytes(self, cols: usize) -> Option<usize> {
+        (cols.is_multiple_of(self.block_elems()))
+            .then(|| cols / self.block_elems() * self.block_bytes())
+    }
+}
+
+/// One activation block: 32 values as `d * qs[i]`, with `s = d * sum(qs)` kept so that
+/// formats with an offset (minimum or bias) need no second pass over the values.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C)]
+pub struct Q8Block {
+    pub d: f32,
+    pub s: f32,
+    pub qs: [i8; QK],
+}
+
+/// Quantizes `x` (a multiple of 32 long) into `out`, one block per 32 values.
+pub fn quantize_row(x: &[f32], out: &mut [Q8Block]) {
+    for (chunk, block) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let amax = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, v) in block.qs.iter_mut().zip(chunk) {
+            // |v * inv| <= 127, so the cast cannot saturate.
+            *q = (v * inv).round() as i8;
+            sum += i32::from(*q);
+        }
+        block.d = d;
+        block.s = d * sum as f32;
+    }
+}
+
+/// IEEE half to single precision, for the per-block scales.
+pub fn f16_to_f32(bits: u16) -> f32 {
+    let sign = u32::from(bits & 0x8000) << 16;
+    let exp = u32::from((bits >> 10) & 0x1f);
+    let mant = u32::from(bits & 0x3ff);
+    let magnitude = match (exp, mant) {
+        (0, 0) => 0,
+        // A subnormal half is mant * 2^-24, a normal single.
+        (0, _) => {
+            let value = mant as f32 / 16_777_216.0;
+            return if sign == 0 { value } else { -value };
+        }
+        (0x1f, _) => 0x7f80_0000 | (mant << 13),
+        _ => ((exp + 112) << 23) | (mant << 13),
+    };
+    f32::from_bits(sign | magnitude)
+}
+
+pub fn read_f16(bytes: &[u8], at: usize) -> f32 {
+    f16_to_f32(u16::from_le_bytes([bytes[at], bytes[at + 1]]))
+}
+
+/// The six-bit scale and minimum of group `j` (0..8) of a Q4_K block.
+pub fn q4k_scale_min(scales: &[u8], j: usize) -> (u8, u8) {
+    if j < 4 {
+        (scales[j] & 63, scales[j + 4] & 63)
+    } else {
+        (
+            (scales[j + 4] & 0xf) | ((scales[j - 4] >> 6) << 4),
+            (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4),
+        )
+    }
+}
+
+/// The 6-bit value (0..64) of weight `i` (0..256) of a Q6_K block and its scale index.
+fn q6k_value(block: &[u8], i: usize) -> (i32, usize) {
+    let (half, rest) = (i / 128, i % 128);
+    let (quarter, l) = (rest / 32, rest % 32);
+    let ql = &block[half * 64..];
+    let qh = block[128 + half * 32 + l];
+    let low = match quarter {
+        0 => ql[l] & 0xf,
+        1 => ql[l + 32] & 0xf,
+        2 => ql[l] >> 4,
+        _ => ql[l + 32] >> 4,
+    };
+    let high = (qh >> (2 * quarter)) & 3;
+    (
+        i32::from(low | (high << 4)),
+        half * 8 + quarter * 2 + l / 16,
+    )
+}
+
+/// Decodes one row of `ty` weights to f32: the reference every dot product is checked
+/// against.
+pub fn dequantize_row(ty: QuantType, row: &[u8], out: &mut [f32]) {
+    let per = ty.block_elems();
+    for (block, y) in row
+        .chunks_exact(ty.block_bytes())
+        .zip(out.chunks_exact_mut(per))
+    {
+        match ty {
+            QuantType::Q4_1 => {
+                let (d, m) = (read_f16(block, 0), read_f16(block, 2));
+                for j in 0..16 {
+                    y[j] = d * f32::from(block[4 + j] & 0xf) + m;
+                    y[j + 16] = d * f32::from(block[4 + j] >> 4) + m;
+                }
+            }
+            QuantType::Q5_0 => {
+                let d = read_f16(block, 0);
+                let qh = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
+                for j in 0..16 {
+                    let lo = u32::from(block[6 + j] & 0xf) | (((qh >> j) & 1) << 4);
+                    let hi = u32::from(block[6 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
+                    y[j] = d * (lo as f32 - 16.0);
+                    y[j + 16] = d * (hi as f32 - 16.0);
+                }
+            }
+            QuantType::Q8_0 => {
+                let d = read_f16(block, 0);
+                for (v, q) in y.iter_mut().zip(&block[2..34]) {
+                    *v = d * f32::from(*q as i8);
+                }
+            }
+            QuantType::Q4K => {
+                let (d, dmin) = (read_f16(block, 0), read_f16(block, 2));
+                let scales = &block[4..16];
+                for (i, v) in y.iter_mut().enumerate() {
+                    let (group, l) = (i / 32, i % 32);
+                    let byte = block[16 + (group / 2) * 32 + l];
+                    let q = if group % 2 == 0 {
+                        byte & 0xf
+                    } else {
+                        byte >> 4
+                    };
+                    let (sc, m) = q4k_scale_min(scales, group);
+                    *v = d * f32::from(sc) * f32::from(q) - dmin * f32::from(m);
+                }
+            }
+            QuantType::Q6K => {
+                let d = read_f16(block, 208);
+                for (i, v) in y.iter_mut().enumerate() {
+                    let (q, scale) = q6k_value(block, i);
+                    *v = d * f32::from(block[192 + scale] as i8) * (q - 32) as f32;
+                }
+            }
+        }
+    }
+}
+
+/// Portable dot product of one weight row with quantized activations.
+pub fn dot_portable(ty: QuantType, row: &[u8], x: &[Q8Block]) -> f32 {
+    match ty {
+        QuantType::Q4_1 => row
+            .chunks_exact(20)
+            .zip(x)
+            .map(|(w, a)| {
+                let mut sum = 0i32;
+                for j in 0..16 {
+                    sum += i32::from(w[4 + j] & 0xf) * i32::from(a.qs[j]);
+                    sum += i32::from(w[4 + j] >> 4) * i32::from(a.qs[j + 16]);
+                }
+                read_f16(w, 0) * a.d * sum as f32 + read_f16(w, 2) * a.s
+            })
+            .sum(),
+        QuantType::Q5_0 => row
+            .chunks_exact(22)
+            .zip(x)
+            .map(|(w, a)| {
+                let qh = u32::from_le_bytes([w[2], w[3], w[4], w[5]]);
+                let mut sum = 0i32;
+                for j in 0..16 {
+                    let lo = i32::from(w[6 + j] & 0xf) | ((((qh >> j) & 1) << 4) as i32);
+                    let hi = i32::from(w[6 + j] >> 4) | ((((qh >> (j + 16)) & 1) << 4) as i32);
+                    sum += (lo - 16) * i32::from(a.qs[j]) + (hi - 16) * i32::from(a.qs[j + 16]);
+                }
+                read_f16(w, 0) * a.d * sum as f32
+            })
+            .sum(),
+        QuantType::Q8_0 => row
+            .chunks_exact(34)
+            .zip(x)
+            .map(|(w, a)| {
+                let sum: i32 = w[2..34]
+                    .iter()
+                    .zip(&a.qs)
+                    .map(|(q, y)| i32::from(*q as i8) * i32::from(*y))
+                    .sum();
+                read_f16(w, 0) * a.d * sum as f32
+            })
+            .sum(),
+        QuantType::Q4K => row
+            .chunks_exact(144)
+            .zip(x.chunks_exact(8))
+            .map(|(w, a)| {
+                let (d, dmin) = (read_f16(w, 0), read_f16(w, 2));
+                let mut total = 0.0;
+                for (group, block) in a.iter().enumerate() {
+                    let bytes = &w[16 + (group / 2) * 32..][..32];
+                    let shift = 4 * (group % 2);
+                    let sum: i32 = bytes
+                        .iter()
+                        .zip(&block.qs)
+                        .map(|(q, y)| i32::from((q >> shift) & 0xf) * i32::from(*y))
+                        .sum();
+                    let (sc, m) = q4k_scale_min(&w[4..16], group);
+                    total +=
+                        d * f32::from(sc) * block.d * sum as f32 - dmin * f32::from(m) * block.s;
+                }
+                total
+            })
+            .sum(),
+        QuantType::Q6K => row
+            .chunks_exact(210)
+            .zip(x.chunks_exact(8))
+            .map(|(w, a)| {
+                let d = read_f16(w, 208);
+                let mut total = 0.0;
+                for (group, block) in a.iter().enumerate() {
+                    let mut sums = [0i32; 2];
+                    for (l, y) in block.qs.iter().enumerate() {
+                        let (q, _) = q6k_value(w, group * 32 + l);
+                        sums[l / 16] += (q - 32) * i32::from(*y);
+                    }
+                    let (_, scale) = q6k_value(w, group * 32);
+                    let sc0 = f32::from(w[192 + scale] as i8);
+                    let sc1 = f32::from(w[192 + scale + 1] as i8);
+                    total += d * block.d * (sc0 * sums[0] as f32 + sc1 * sums[1] as f32);
+                }
+                total
+            })
+            .sum(),
+    }
+}

@@ -1,0 +1,162 @@
+//! Every kernel against the dequantize-then-f32 reference, for every weight type.
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+
+use super::Kernels;
+use super::matrix::QMatrix;
+use super::quant::{self, Q8Block, QK, QuantType, dequantize_row, quantize_row};
+
+const COLS: usize = 512;
+const ROWS: usize = 8;
+
+fn ggml(ty: QuantType) -> GgmlDType {
+    match ty {
+        QuantType::Q4_1 => GgmlDType::Q4_1,
+        QuantType::Q5_0 => GgmlDType::Q5_0,
+        QuantType::Q8_0 => GgmlDType::Q8_0,
+        QuantType::Q4K => GgmlDType::Q4K,
+        QuantType::Q6K => GgmlDType::Q6K,
+    }
+}
+
+/// Deterministic values with a spread of signs and magnitudes.
+fn values(n: usize, seed: u32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state as f32 / u32::MAX as f32 - 0.5) * 2.0
+        })
+        .collect()
+}
+
+/// Weights of type `ty` quantized by candle (GGML's reference layout) and candle's own
+/// dequantisation of them.
+fn quantized(ty: QuantType) -> (Vec<u8>, Vec<f32>) {
+    let w = Tensor::from_vec(values(ROWS * COLS, 7), (ROWS, COLS), &Device::Cpu).expect("tensor");
+    let q = QTensor::quantize(&w, ggml(ty)).expect("quantize");
+    let bytes = q.data().expect("bytes").into_owned();
+    let reference = q
+        .dequantize(&Device::Cpu)
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1())
+        .expect("dequantize");
+    (bytes, reference)
+}
+
+fn kernels() -> Vec<Kernels> {
+    let mut all = vec![Kernels::Portable];
+    let detected = Kernels::detect();
+    if detected.name() != "portable" {
+        all.push(detected);
+    }
+    all
+}
+
+#[test]
+fn dequantisation_matches_ggml_for_every_type() {
+    for ty in QuantType::ALL {
+        let (bytes, reference) = quantized(ty);
+        let mut ours = vec![0.0; ROWS * COLS];
+        dequantize_row(ty, &bytes, &mut ours);
+        assert_eq!(ours, reference, "{ty:?}");
+    }
+}
+
+#[test]
+fn every_kernel_matches_the_dequantized_reference_for_every_type() {
+    let x = values(COLS, 11);
+    let mut blocks = vec![Q8Block::default(); COLS / QK];
+    quantize_row(&x, &mut blocks);
+    let x_rounded: Vec<f32> = blocks
+        .iter()
+        .flat_map(|b| b.qs.iter().map(move |q| b.d * f32::from(*q)))
+        .collect();
+    for ty in QuantType::ALL {
+        let (bytes, w) = quantized(ty);
+        let row_bytes = ty.row_bytes(COLS).expect("whole blocks");
+        for kernels in kernels() {
+            // The multi-row kernels, over all rows at once, give the same as one by one.
+            let mut together = vec![0.0; ROWS];
+            kernels.dot_rows(ty, &bytes, row_bytes, &blocks, &mut together);
+            for r in 0..ROWS {
+                let row = &bytes[r * row_bytes..(r + 1) * row_bytes];
+                let w = &w[r * COLS..(r + 1) * COLS];
+                let got = kernels.dot(ty, row, &blocks);
+                assert!(
+                    (together[r] - got).abs() <= 1e-5 * got.abs().max(1.0),
+                    "{ty:?} {} row {r}: {} together, {got} alone",
+                    kernels.name(),
+                    together[r]
+                );
+                // Against the quantized activations only float rounding may differ.
+                let exact: f64 = w
+                    .iter()
+                    .zip(&x_rounded)
+                    .map(|(a, b)| f64::from(a * b))
+                    .sum();
+                let magnitude: f64 = w
+                    .iter()
+                    .zip(&x_rounded)
+                    .map(|(a, b)| f64::from((a * b).abs()))
+                    .sum();
+                assert!(
+                    (f64::from(got) - exact).abs() <= 1e-5 * magnitude + 1e-6,
+                    "{ty:?} {} row {r}: {got} vs {exact}",
+                    kernels.name()
+                );
+                // Against f32 activations the error stays within Q8's half-step rounding.
+                let reference: f32 = w.iter().zip(&x).map(|(a, b)| a * b).sum();
+                let bound: f32 = w
+                    .chunks_exact(QK)
+                    .zip(&blocks)
+                    .map(|(w, b)| b.d / 2.0 * w.iter().map(|v| v.abs()).sum::<f32>())
+                    .sum();
+                assert!(
+                    (got - reference).abs() <= bound * 1.001 + 1e-4,
+                    "{ty:?} {} row {r}: {got} vs f32 {reference} (bound {bound})",
+                    kernels.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn batched_and_single_token_products_agree() {
+    let ty = QuantType::Q4_1;
+    let (bytes, _) = quantized(ty);
+    let matrix = QMatrix::new(ty, ROWS, COLS, bytes).expect("matrix");
+    let tokens = 3;
+    let x = values(tokens * COLS, 5);
+    let mut blocks = vec![Q8Block::default(); tokens * COLS / QK];
+    for (row, out) in x.chunks_exact(COLS).zip(blocks.chunks_exact_mut(COLS / QK)) {
+        quantize_row(row, out);
+    }
+    let kernels = Kernels::detect();
+    let mut batched = vec![0.0; tokens * ROWS];
+    let mut scratch = vec![0.0; tokens * ROWS];
+    matrix.matmul(kernels, &blocks, tokens, &mut batched, &mut scratch);
+    for t in 0..tokens {
+        let mut single = vec![0.0; ROWS];
+        let act = &blocks[t * COLS / QK..(t + 1) * COLS / QK];
+        matrix.matmul(kernels, act, 1, &mut single, &mut scratch);
+        assert_eq!(single, batched[t * ROWS..(t + 1) * ROWS], "token {t}");
+    }
+}
+
+#[test]
+fn half_precision_scales_decode_exactly() {
+    for (bits, value) in [
+        (0x3c00u16, 1.0f32),
+        (0xc000, -2.0),
+        (0x0001, 5.960_464_5e-8),
+        (0x7bff, 65504.0),
+        (0x0000, 0.0),
+    ] {
+        assert_eq!(quant::f16_to_f32(bits), value, "{bits:#x}");
+    }
+}

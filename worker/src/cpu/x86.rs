@@ -1,0 +1,333 @@
+//! AVX2 dot products of quantized weight rows with Q8 activation blocks.
+//!
+//! Each kernel computes exactly what `quant::dot_portable` computes for its type; only
+//! the order of the floating-point additions differs.
+
+use std::arch::x86_64::*;
+
+use super::quant::{Q8Block, QuantType, q4k_scale_min};
+
+/// Proof that this CPU has AVX2, FMA and F16C: the only way to reach the kernels.
+#[derive(Debug, Clone, Copy)]
+pub struct Avx2(());
+
+impl Avx2 {
+    pub fn detect() -> Option<Avx2> {
+        (is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c"))
+        .then_some(Avx2(()))
+    }
+
+    /// The dot product of one `ty` row with its activations (`x` covers the row).
+    pub fn dot(self, ty: QuantType, row: &[u8], x: &[Q8Block]) -> f32 {
+        // SAFETY: an `Avx2` value exists only once `detect` has seen AVX2, FMA and F16C,
+        // and every kernel reads only inside the blocks `chunks_exact` hands it.
+        unsafe {
+            match ty {
+                QuantType::Q4_1 => dot_q4_1(row, x),
+                QuantType::Q5_0 => dot_q5_0(row, x),
+                QuantType::Q8_0 => dot_q8_0(row, x),
+                QuantType::Q4K => dot_q4k(row, x),
+                QuantType::Q6K => dot_q6k(row, x),
+            }
+        }
+    }
+}
+
+/// Rows computed together by the multi-row kernels: each activation block is loaded
+/// once for all of them, and their sums form independent dependency chains.
+pub const ROWS_AT_ONCE: usize = 4;
+
+impl Avx2 {
+    /// `a · b` over f32 (equal lengths, a multiple of 8).
+    pub fn dot_f32(self, a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: detection happened; the loads stay inside `chunks_exact` chunks.
+        unsafe { dot_f32(a, b) }
+    }
+
+    /// `out += w * v` over f32 (equal lengths, a multiple of 8).
+    pub fn axpy(self, w: f32, v: &[f32], out: &mut [f32]) {
+        // SAFETY: detection happened; loads and stores stay inside `chunks_exact` chunks.
+        unsafe { axpy(w, v, out) }
+    }
+
+    /// Dot products of `ROWS_AT_ONCE` rows of `ty` with the same activations, or `false`
+    /// when `ty` has no multi-row kernel (the caller then takes the rows one by one).
+    pub fn dot_rows(
+        self,
+        ty: QuantType,
+        rows: [&[u8]; ROWS_AT_ONCE],
+        x: &[Q8Block],
+        out: &mut [f32],
+    ) -> bool {
+        // SAFETY: as in `dot`: detection happened, and reads stay inside the rows'
+        // blocks as `chunks_exact` cuts them.
+        unsafe {
+            match ty {
+                QuantType::Q4_1 => dot4_q4_1(rows, x, out),
+                QuantType::Q8_0 => dot4_q8_0(rows, x, out),
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Asks for the same blocks of the next `ROWS_AT_ONCE` rows (`row_bytes` apart), which
+/// the matrix stores right after these: the hardware prefetcher alone falls behind on
+/// rows this short.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn prefetch_next_group(block: &[u8], row_bytes: usize) {
+    let ahead = block.as_ptr().wrapping_add(ROWS_AT_ONCE * row_bytes);
+    for r in 0..ROWS_AT_ONCE {
+        // A prefetch never faults, so the address may run past the matrix.
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(r * row_bytes).cast());
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot4_q4_1(rows: [&[u8]; ROWS_AT_ONCE], x: &[Q8Block], out: &mut [f32]) {
+    let mut acc = [_mm256_setzero_ps(); ROWS_AT_ONCE];
+    let mut offsets = [0.0f32; ROWS_AT_ONCE];
+    let blocks = rows.map(|r| r.chunks_exact(20));
+    let [mut b0, mut b1, mut b2, mut b3] = blocks;
+    for a in x {
+        let (Some(w0), Some(w1), Some(w2), Some(w3)) = (b0.next(), b1.next(), b2.next(), b3.next())
+        else {
+            break;
+        };
+        let y = load_act(a);
+        prefetch_next_group(w0, 20 * x.len());
+        for (r, w) in [w0, w1, w2, w3].into_iter().enumerate() {
+            let sums = products(nibbles16(&w[4..]), y);
+            acc[r] = _mm256_fmadd_ps(sums, _mm256_set1_ps(half(w, 0) * a.d), acc[r]);
+            offsets[r] += half(w, 2) * a.s;
+        }
+    }
+    for r in 0..ROWS_AT_ONCE {
+        out[r] = hsum(acc[r]) + offsets[r];
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot4_q8_0(rows: [&[u8]; ROWS_AT_ONCE], x: &[Q8Block], out: &mut [f32]) {
+    let mut acc = [_mm256_setzero_ps(); ROWS_AT_ONCE];
+    let [mut b0, mut b1, mut b2, mut b3] = rows.map(|r| r.chunks_exact(34));
+    for a in x {
+        let (Some(w0), Some(w1), Some(w2), Some(w3)) = (b0.next(), b1.next(), b2.next(), b3.next())
+        else {
+            break;
+        };
+        let y = load_act(a);
+        prefetch_next_group(w0, 34 * x.len());
+        for (r, w) in [w0, w1, w2, w3].into_iter().enumerate() {
+            // SAFETY: the block holds 32 value bytes after its 2-byte scale.
+            let q = unsafe { _mm256_loadu_si256(w[2..34].as_ptr().cast()) };
+            let sums = products(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
+            acc[r] = _mm256_fmadd_ps(sums, _mm256_set1_ps(half(w, 0) * a.d), acc[r]);
+        }
+    }
+    for r in 0..ROWS_AT_ONCE {
+        out[r] = hsum(acc[r]);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (a, b) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        // SAFETY: each chunk is 8 floats.
+        let (a, b) = unsafe { (_mm256_loadu_ps(a.as_ptr()), _mm256_loadu_ps(b.as_ptr())) };
+        acc = _mm256_fmadd_ps(a, b, acc);
+    }
+    hsum(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn axpy(w: f32, v: &[f32], out: &mut [f32]) {
+    let w = _mm256_set1_ps(w);
+    for (v, out) in v.chunks_exact(8).zip(out.chunks_exact_mut(8)) {
+        // SAFETY: each chunk is 8 floats.
+        unsafe {
+            let sum = _mm256_fmadd_ps(
+                w,
+                _mm256_loadu_ps(v.as_ptr()),
+                _mm256_loadu_ps(out.as_ptr()),
+            );
+            _mm256_storeu_ps(out.as_mut_ptr(), sum);
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn half(bytes: &[u8], at: usize) -> f32 {
+    let bits = u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+}
+
+/// 32 signed activation bytes of one block.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load_act(a: &Q8Block) -> __m256i {
+    // SAFETY: `qs` is 32 bytes; unaligned loads are allowed.
+    unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) }
+}
+
+/// The 32 nibbles of 16 bytes, low nibbles first, as 32 unsigned bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn nibbles16(bytes: &[u8]) -> __m256i {
+    assert!(bytes.len() >= 16);
+    // SAFETY: 16 bytes are available, checked above.
+    let q = unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) };
+    let m4 = _mm_set1_epi8(0x0f);
+    let lo = _mm_and_si128(q, m4);
+    let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
+    _mm256_set_m128i(hi, lo)
+}
+
+/// Sums of unsigned-by-signed byte products, as eight i32 lanes as floats.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn products(unsigned: __m256i, signed: __m256i) -> __m256 {
+    let pairs = _mm256_maddubs_epi16(unsigned, signed);
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q4_1(row: &[u8], x: &[Q8Block]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut offsets = 0.0;
+    for (w, a) in row.chunks_exact(20).zip(x) {
+        let sums = products(nibbles16(&w[4..]), load_act(a));
+        acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(half(w, 0) * a.d), acc);
+        offsets += half(w, 2) * a.s;
+    }
+    hsum(acc) + offsets
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q5_0(row: &[u8], x: &[Q8Block]) -> f32 {
+    // Byte i of the high-bit vector tests bit i of `qh`: each lane picks the qh byte
+    // holding its bits, then one bit of it.
+    let spread = _mm256_set_epi64x(
+        0x0303_0303_0303_0303,
+        0x0202_0202_0202_0202,
+        0x0101_0101_0101_0101,
+        0,
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201_u64 as i64);
+    let sixteen = _mm256_set1_epi8(0x10);
+    let mut acc = _mm256_setzero_ps();
+    let mut offsets = 0.0;
+    for (w, a) in row.chunks_exact(22).zip(x) {
+        let qh = u32::from_le_bytes([w[2], w[3], w[4], w[5]]);
+        let spread_bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(qh as i32), spread);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread_bytes, bit), bit);
+        let q = _mm256_or_si256(nibbles16(&w[6..]), _mm256_and_si256(set, sixteen));
+        let d = half(w, 0);
+        acc = _mm256_fmadd_ps(products(q, load_act(a)), _mm256_set1_ps(d * a.d), acc);
+        // The stored values are offset by 16: subtract 16 * d * sum(activations).
+        offsets += 16.0 * d * a.s;
+    }
+    hsum(acc) - offsets
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q8_0(row: &[u8], x: &[Q8Block]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (w, a) in row.chunks_exact(34).zip(x) {
+        // SAFETY: the block holds 32 value bytes after its 2-byte scale.
+        let q = unsafe { _mm256_loadu_si256(w[2..34].as_ptr().cast()) };
+        let y = load_act(a);
+        // maddubs needs one unsigned side: move the weight's sign onto the activation.
+        let sums = products(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
+        acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(half(w, 0) * a.d), acc);
+    }
+    hsum(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q4k(row: &[u8], x: &[Q8Block]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut offsets = 0.0;
+    let m4 = _mm256_set1_epi8(0x0f);
+    for (w, a) in row.chunks_exact(144).zip(x.chunks_exact(8)) {
+        let (d, dmin) = (half(w, 0), half(w, 2));
+        for pair in 0..4 {
+            let bytes = &w[16 + pair * 32..16 + pair * 32 + 32];
+            // SAFETY: `bytes` is 32 long.
+            let q = unsafe { _mm256_loadu_si256(bytes.as_ptr().cast()) };
+            for (shift, group) in [(0, 2 * pair), (4, 2 * pair + 1)] {
+                let nib = if shift == 0 {
+                    _mm256_and_si256(q, m4)
+                } else {
+                    _mm256_and_si256(_mm256_srli_epi16(q, 4), m4)
+                };
+                let (sc, m) = q4k_scale_min(&w[4..16], group);
+                let block = &a[group];
+                let scale = d * f32::from(sc) * block.d;
+                acc = _mm256_fmadd_ps(products(nib, load_act(block)), _mm256_set1_ps(scale), acc);
+                offsets += dmin * f32::from(m) * block.s;
+            }
+        }
+    }
+    hsum(acc) - offsets
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q6k(row: &[u8], x: &[Q8Block]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let m4 = _mm256_set1_epi8(0x0f);
+    let m2 = _mm256_set1_epi8(0x03);
+    let c32 = _mm256_set1_epi8(32);
+    for (w, a) in row.chunks_exact(210).zip(x.chunks_exact(8)) {
+        let d = half(w, 208);
+        for h in 0..2 {
+            let ql = &w[h * 64..h * 64 + 64];
+            let qh = &w[128 + h * 32..128 + h * 32 + 32];
+            // SAFETY: `ql` is 64 bytes and `qh` 32.
+            let (ql0, ql1, qhv) = unsafe {
+                (
+                    _mm256_loadu_si256(ql.as_ptr().cast()),
+                    _mm256_loadu_si256(ql[32..].as_ptr().cast()),
+                    _mm256_loadu_si256(qh.as_ptr().cast()),
+                )
+            };
+            let lows = [
+                _mm256_and_si256(ql0, m4),
+                _mm256_and_si256(ql1, m4),
+                _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+            ];
+            let highs = [
+                _mm256_and_si256(qhv, m2),
+                _mm256_and_si256(_mm256_srli_epi16(qhv, 2), m2),
+                _mm256_and_si256(_mm256_srli_epi16(qhv, 4), m2),
+                _mm256_and_si256(_mm256_srli_epi16(qhv, 6), m2),
+            ];
+            for quarter in 0..4 {
+                let q = _mm256_or_si256(lows[quarter], _mm256_slli_epi16(highs[quarter], 4));
+                let block = &a[h * 4 + quarter];
+                let y = load_act(block);
+                // (q - 32) * y summed in pairs; both maddubs results stay in i16 range.
+                let pairs =
+                    _mm256_sub_epi16(_mm256_maddubs_epi16(q, y), _mm256_maddubs_epi16(c32, y));
+                let s = 192 + h * 8 + quarter * 2;
+                let scales = _mm256_set_m128i(
+                    _mm_set1_epi16(i16::from(w[s + 1] as i8)),
+                    _mm_set1_epi16(i16::from(w[s] as i8)),
+                );
+                let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, scales));
+                acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(d * block.d), acc);
+            }
+        }
+    }
+    hsum(acc)
+}

@@ -196,7 +196,12 @@ async fn workers_on_two_hives_serve_through_the_queen_and_survive_its_restart() 
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("Paris"), "{stdout}");
-    assert!(stdout.contains("tokens_per_s"), "{stdout}");
+    // The stats end the run on stderr, leaving stdout to the reply.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("tok/s") && stderr.contains("first token"),
+        "{stderr}"
+    );
 
     step("keeper infer");
     // `chat` keeps the conversation and uses the model's chat template.

@@ -13,28 +13,10 @@ use serde_json::{Value, json};
 use crate::hives::{queen, recap, rows, terminal};
 use crate::hub_mirror::{HubMirror, MirrorFile};
 use crate::support::Lab;
-use crate::support::Queen;
+use crate::support::{Queen, test_model};
 
 const REPO: &str = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF";
 const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-
-/// The real test model (`scripts/fetch-test-model.sh`, or `RBEE_TEST_MODEL`).
-fn test_model() -> PathBuf {
-    let path = std::env::var_os("RBEE_TEST_MODEL").map_or_else(
-        || {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../.rbee-cache/models")
-                .join(FILE)
-        },
-        PathBuf::from,
-    );
-    assert!(
-        path.is_file(),
-        "test model not found at {}: run scripts/fetch-test-model.sh (or set RBEE_TEST_MODEL)",
-        path.display()
-    );
-    path
-}
 
 fn model_bytes() -> Arc<Vec<u8>> {
     Arc::new(std::fs::read(test_model()).expect("read the test model"))

@@ -66,27 +66,43 @@ fn infer(prompt: &str, max_tokens: u32) -> Value {
     })
 }
 
-/// Runs the keeper binary with `stdin` as its input.
-fn keeper(config: &Path, args: &[&str], stdin: &str) -> std::process::Output {
+/// Runs the keeper binary with `stdin` as its input; its stdout and stderr, once it
+/// exited successfully.
+async fn keeper(config: &Path, args: &[&str], stdin: &str) -> (String, String) {
     use std::io::Write;
-    let mut child = std::process::Command::new(bin_dir().join("rbee-keeper"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("RBEE_QUEEN_URL")
-        .env_remove("RBEE_API_TOKEN")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("keeper runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("keeper output")
+    let config = config.to_path_buf();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let stdin = stdin.to_owned();
+    let shown = args.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(bin_dir().join("rbee-keeper"))
+            .arg("--config")
+            .arg(&config)
+            .args(&args)
+            .env_remove("RBEE_QUEEN_URL")
+            .env_remove("RBEE_API_TOKEN")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("keeper runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("keeper output")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "rbee-keeper {shown:?}:\n{stdout}\n{stderr}"
+    );
+    (stdout, stderr)
 }
 
 async fn spawn(queen: &Queen, hive: &str) -> Value {
@@ -168,36 +184,20 @@ async fn workers_on_two_hives_serve_through_the_queen_and_survive_its_restart() 
         format!("[queen]\nport = {port}\napi_token = \"{TOKEN}\"\n"),
     )
     .expect("keeper config");
-    let config_file = keeper_config.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        keeper(
-            &config_file,
-            &[
-                "infer",
-                "What is the capital of France?",
-                "--model",
-                MODEL,
-                "--system",
-                "Answer in one short sentence.",
-                "--max-tokens",
-                "24",
-                "--temperature",
-                "0",
-            ],
-            "",
-        )
-    })
-    .await
-    .expect("join");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let options = [
+        "--model",
+        MODEL,
+        "--system",
+        "Answer in one short sentence.",
+        "--max-tokens",
+        "24",
+        "--temperature",
+        "0",
+    ];
+    let infer_args = [&["infer", "What is the capital of France?"][..], &options].concat();
+    let (stdout, stderr) = keeper(&keeper_config, &infer_args, "").await;
     assert!(stdout.contains("Paris"), "{stdout}");
     // The stats end the run on stderr, leaving stdout to the reply.
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("tok/s") && stderr.contains("first token"),
         "{stderr}"
@@ -205,32 +205,9 @@ async fn workers_on_two_hives_serve_through_the_queen_and_survive_its_restart() 
 
     step("keeper infer");
     // `chat` keeps the conversation and uses the model's chat template.
-    let config_file = keeper_config.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        keeper(
-            &config_file,
-            &[
-                "chat",
-                "--model",
-                MODEL,
-                "--system",
-                "Answer in one short sentence.",
-                "--max-tokens",
-                "24",
-                "--temperature",
-                "0",
-            ],
-            "What is the capital of France?\n/exit\n",
-        )
-    })
-    .await
-    .expect("join");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let chat_args = [&["chat"][..], &options].concat();
+    let question = "What is the capital of France?\n/exit\n";
+    let (stdout, _) = keeper(&keeper_config, &chat_args, question).await;
     assert!(stdout.contains("Paris"), "{stdout}");
 
     step("keeper chat");

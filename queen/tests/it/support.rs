@@ -76,6 +76,18 @@ impl Queen {
         })
     }
 
+    /// The whole SSE stream of a finished job, as text.
+    pub async fn stream_text(&self, job_id: &str) -> String {
+        self.http
+            .get(format!("{}/v1/jobs/{job_id}/stream", self.url))
+            .send()
+            .await
+            .expect("stream")
+            .text()
+            .await
+            .expect("text")
+    }
+
     /// GETs `path` and parses the JSON answer.
     pub async fn get_json(&self, path: &str) -> Value {
         self.http

@@ -348,5 +348,70 @@ async fn workers_on_two_hives_serve_through_the_queen_and_survive_its_restart() 
             .is_some_and(|id| id.starts_with("hive-1-")),
         "{answer}"
     );
+
+    step("spawn on request");
+    // Killed mid-stream, a worker's request ends with an error event at once, not a
+    // hang.
+    let last_id = answer["worker_id"].as_str().expect("id").to_owned();
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(&hive1.install_dir).join(format!("workers/{last_id}.json")),
+        )
+        .expect("state file"),
+    )
+    .expect("state json");
+    let pid = record["pid"].as_i64().expect("pid") as libc::pid_t;
+    let long = queen.run(infer(
+        "List the numbers from 1 to 1000, one per line.",
+        1000,
+    ));
+    let generated = |queen: &Queen| {
+        queen
+            .state
+            .workers
+            .get(&last_id)
+            .map_or(0, |w| w.heartbeat.tokens_generated)
+    };
+    // One heartbeat interval, so the count includes the requests before this one.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let before = generated(&queen);
+    let killer = async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // A heartbeat that counts new tokens: the stream is under way.
+        while generated(&queen) <= before {
+            assert!(Instant::now() < deadline, "the request never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // SAFETY: kill has no memory effects.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        Instant::now()
+    };
+    let (events, killed_at) = futures::future::join(long, killer).await;
+    let (ended_at, JobEvent::Error(error)) = events.last().expect("events") else {
+        panic!("{events:#?}")
+    };
+    assert!(
+        ended_at.duration_since(killed_at) < Duration::from_secs(2),
+        "the error came {:?} after the kill",
+        ended_at.duration_since(killed_at)
+    );
+    assert!(!text(&events).is_empty(), "tokens arrived before the kill");
+    assert_eq!(error.code, ErrorCode::WorkerFailed, "{error:?}");
+
+    // No job event of this queen's jobs (spawns included) carried a worker token.
+    let tokens: Vec<String> = [&first_id, &second_id, &third_id, &last_id]
+        .iter()
+        .map(|id| queen.state.worker_token(id))
+        .collect();
+    let jobs = queen.state.jobs.list();
+    assert!(jobs.iter().any(|j| j.operation == "worker_spawn"));
+    for job in jobs {
+        let replay = queen.stream_text(&job.job_id).await;
+        assert!(
+            tokens.iter().all(|token| !replay.contains(token)),
+            "job {} shows a worker token",
+            job.job_id
+        );
+    }
     queen.stop().await;
 }

@@ -465,14 +465,14 @@ async fn complete(
         }
         Event::default().data(body.to_string())
     };
-    let stream = async_stream(first, events, guard, kind, include_usage, chunk);
+    let stream = completion_chunks(first, events, guard, kind, include_usage, chunk);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
 }
 
 /// The SSE chunks of a streamed completion, ending with `data: [DONE]`.
-fn async_stream(
+fn completion_chunks(
     first: JobEvent,
     events: impl Stream<Item = JobEvent> + Send + Unpin + 'static,
     guard: CancelOnDrop,

@@ -455,6 +455,13 @@ pub async fn uninstall(ctx: &JobContext, pattern: &str) -> OpResult {
             host.job.state.hives.mark_offline(&host.hive.alias);
             return Ok(HostDone::ok("local-hive: nothing was pushed to localhost"));
         }
+        // Workers first: removing their state files would leave them running unknown.
+        let stopped = match super::workers::stop_all_on(&host).await {
+            Ok(stopped) => stopped,
+            // Without an agent there were no workers it could have started.
+            Err(e) if e.code == ErrorCode::AgentFailed => 0,
+            Err(e) => return Err(e),
+        };
         let connection = connect(&host, false).await?;
         let dir = &host.hive.install_dir;
         let paths: Vec<String> = ["bin", "workers", "logs"]
@@ -479,7 +486,9 @@ pub async fn uninstall(ctx: &JobContext, pattern: &str) -> OpResult {
         host.job.state.ssh.forget(&host.hive.alias).await;
         let models = shell::join(dir, "models");
         Ok(if out.contains("present") {
-            HostDone::changed(format!("removed rbee from {dir} (models kept in {models})"))
+            HostDone::changed(format!(
+                "stopped {stopped} worker(s), removed rbee from {dir} (models kept in {models})"
+            ))
         } else {
             HostDone::ok("rbee was not installed")
         })

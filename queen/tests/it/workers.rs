@@ -413,5 +413,18 @@ async fn workers_on_two_hives_serve_through_the_queen_and_survive_its_restart() 
             job.job_id
         );
     }
+
+    // Uninstalling a hive stops its workers before it removes their state.
+    let last = spawn(&queen, "hive-1").await;
+    let pid = last["pid"].as_i64().expect("pid") as libc::pid_t;
+    let events = queen
+        .run(json!({"operation": "hive_uninstall", "hive_id": "hive-1"}))
+        .await;
+    assert_eq!(terminal(&events), &JobEvent::Done, "{events:#?}");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains("llm-worker-rbee"),
+        "the worker outlived the uninstall"
+    );
     queen.stop().await;
 }

@@ -3,9 +3,11 @@
 
 pub mod inventory;
 pub mod paths;
+pub mod playbook;
 pub mod settings;
 
 pub use inventory::{Hive, Inventory, InventoryError};
+pub use playbook::{Playbook, PlaybookError};
 pub use settings::{Config, ConfigError, QueenConfig};
 
 use std::path::{Path, PathBuf};

@@ -104,6 +104,10 @@ pub struct Inventory {
     pub hives: BTreeMap<String, Hive>,
     /// Group name to its members' aliases (children included).
     pub groups: BTreeMap<String, BTreeSet<String>>,
+    /// Group name to the hives it names itself, and to its child groups: the tree
+    /// `inventory graph` draws.
+    pub direct_hives: BTreeMap<String, BTreeSet<String>>,
+    pub children: BTreeMap<String, Vec<String>>,
     pub known_hosts: Option<PathBuf>,
 }
 
@@ -256,7 +260,7 @@ impl Inventory {
                         .identity_file
                         .as_deref()
                         .or(file.defaults.identity_file.as_deref())
-                        .map(crate::paths::expand_home),
+                        .map(|p| beside(path, p)),
                     install_dir: entry
                         .install_dir
                         .clone()
@@ -266,15 +270,23 @@ impl Inventory {
                 },
             );
         }
+        let children = file
+            .groups
+            .iter()
+            .filter(|(_, g)| !g.children.is_empty())
+            .map(|(name, g)| (name.clone(), g.children.clone()))
+            .collect();
         Ok(Inventory {
             path: path.to_owned(),
             hives,
             groups,
+            direct_hives: direct,
+            children,
             known_hosts: file
                 .defaults
                 .known_hosts
                 .as_deref()
-                .map(crate::paths::expand_home),
+                .map(|p| beside(path, p)),
         })
     }
 
@@ -312,6 +324,51 @@ impl Inventory {
             .collect())
     }
 
+    /// The group tree as `ansible-inventory --graph` draws it: `@all`, top-level
+    /// groups, their children and hives, and `@ungrouped`.
+    pub fn graph(&self) -> String {
+        let child_groups: BTreeSet<&String> = self.children.values().flatten().collect();
+        let mut out = String::from("@all:\n");
+        for group in self.groups.keys().filter(|g| !child_groups.contains(g)) {
+            self.draw_group(group, "  ", &mut out, &mut Vec::new());
+        }
+        let ungrouped: Vec<&String> = self
+            .hives
+            .values()
+            .filter(|h| h.groups.is_empty())
+            .map(|h| &h.alias)
+            .collect();
+        if !ungrouped.is_empty() {
+            out.push_str("  |--@ungrouped:\n");
+            for alias in ungrouped {
+                out.push_str(&format!("  |  |--{alias}\n"));
+            }
+        }
+        out
+    }
+
+    fn draw_group<'a>(
+        &'a self,
+        group: &'a str,
+        indent: &str,
+        out: &mut String,
+        trail: &mut Vec<&'a str>,
+    ) {
+        out.push_str(&format!("{indent}|--@{group}:\n"));
+        if trail.contains(&group) {
+            return;
+        }
+        trail.push(group);
+        let inner = format!("{indent}|  ");
+        for child in self.children.get(group).into_iter().flatten() {
+            self.draw_group(child, &inner, out, trail);
+        }
+        for alias in self.direct_hives.get(group).into_iter().flatten() {
+            out.push_str(&format!("{inner}|--{alias}\n"));
+        }
+        trail.pop();
+    }
+
     fn match_term(&self, name: &str) -> BTreeSet<&str> {
         if name == "all" || name == "*" {
             return self.hives.keys().map(String::as_str).collect();
@@ -346,6 +403,16 @@ impl Inventory {
             return out;
         }
         BTreeSet::new()
+    }
+}
+
+/// A path from the inventory: `~/` is the home directory, and a relative path starts
+/// at the inventory file's directory, so the file works from any working directory.
+fn beside(inventory: &Path, path: &str) -> PathBuf {
+    let expanded = crate::paths::expand_home(path);
+    match inventory.parent() {
+        Some(dir) if expanded.is_relative() && !dir.as_os_str().is_empty() => dir.join(expanded),
+        _ => expanded,
     }
 }
 
@@ -478,6 +545,13 @@ children = ["gpu"]
     }
 
     #[test]
+    fn the_graph_draws_groups_children_and_ungrouped_hives() {
+        let graph = example().graph();
+        let expected = "@all:\n  |--@datacenter:\n  |  |--@gpu:\n  |  |  |--gpu-a\n  |  |  |--gpu-b\n  |--@rack2:\n  |  |--gpu-b\n  |--@ungrouped:\n  |  |--localhost\n";
+        assert_eq!(graph, expected);
+    }
+
+    #[test]
     fn no_match_hints_at_known_names() {
         let err = example().select("gpu-z").expect_err("no match");
         assert!(err.hint().unwrap_or_default().contains("gpu-a"));
@@ -535,6 +609,18 @@ mod example_file {
         assert_eq!(
             inventory.hives["gpu-a"].vars["worker_device"].as_str(),
             Some("cuda:0")
+        );
+    }
+
+    #[test]
+    fn the_lab_inventory_is_valid_and_its_paths_start_beside_it() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../inventory");
+        let inventory =
+            super::Inventory::load(&dir.join("lab.toml"), true).expect("inventory/lab.toml parses");
+        assert_eq!(inventory.select("lab").map(|h| h.len()).ok(), Some(4));
+        assert_eq!(
+            inventory.hives["hive-1"].identity_file.as_deref(),
+            Some(dir.join("../lab/run/id_ed25519").as_path())
         );
     }
 }

@@ -1,6 +1,7 @@
 //! The operator's files: `config.toml` and the inventory, read by the queen and the
 //! keeper alike, validated strictly (an unknown key is an error, not a silent default).
 
+pub mod ansible;
 pub mod inventory;
 pub mod paths;
 pub mod playbook;

@@ -301,6 +301,15 @@ pub enum InventoryCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// The group tree of the inventory file, as `ansible-inventory --graph` draws it.
+    Graph,
+    /// Convert an Ansible inventory (INI, or YAML for .yml/.yaml) to rbee's TOML.
+    Import {
+        file: PathBuf,
+        /// Write here instead of standard output (an existing file needs --yes).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

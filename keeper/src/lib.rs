@@ -6,6 +6,7 @@ pub mod chat;
 pub mod cli;
 pub mod job_client;
 pub mod model_table;
+pub mod playbook_view;
 pub mod prompt;
 pub mod queen_lifecycle;
 pub mod render;
@@ -124,12 +125,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Play { file, check, limit } => {
             let content = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading the playbook {}", file.display()))?;
+            // Checked here too, so a typo is reported before anything is submitted.
+            rbee_config::Playbook::parse(&file, &content).map_err(|e| {
+                let hint = e.hint();
+                anyhow::anyhow!("{e}\nhint: {hint}")
+            })?;
+            let dir = std::fs::canonicalize(&file)
+                .ok()
+                .and_then(|f| f.parent().map(|d| d.display().to_string()));
             Operation::PlaybookRun {
                 name: file.display().to_string(),
                 content,
                 check,
                 limit,
+                dir,
             }
+        }
+        Command::Inventory(InventoryCommand::Graph) => return inventory_graph(&settings),
+        Command::Inventory(InventoryCommand::Import { file, output }) => {
+            return inventory_import(&settings, &file, output.as_deref());
         }
         Command::Inventory(InventoryCommand::List) => Operation::InventoryList,
         Command::Inventory(InventoryCommand::Check { target }) => Operation::InventoryCheck {
@@ -137,6 +151,69 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
     };
     run_job(&settings, &operation).await
+}
+
+/// Draws the inventory file's groups; no queen needed.
+fn inventory_graph(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let path = settings.config.inventory_path();
+    let inventory = rbee_config::Inventory::load(&path, true).map_err(|e| {
+        let hint = e.hint().unwrap_or_else(|| {
+            "create it (see inventory/example.toml) or point `inventory` in config.toml at it"
+                .to_owned()
+        });
+        anyhow::anyhow!("{e}\nhint: {hint}")
+    })?;
+    let groups: serde_json::Value = inventory
+        .groups
+        .iter()
+        .map(|(name, members)| (name.clone(), serde_json::json!(members)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    settings.say(
+        inventory.graph().trim_end(),
+        serde_json::json!({"groups": groups, "children": inventory.children}),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Converts an Ansible inventory; the result is checked as an rbee inventory before it
+/// is printed or written.
+fn inventory_import(
+    settings: &Settings,
+    file: &std::path::Path,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading the Ansible inventory {}", file.display()))?;
+    let converted = rbee_config::ansible::import(file, &text).map_err(|e| {
+        anyhow::anyhow!("{e}\nhint: rbee reads Ansible's INI and YAML inventory formats")
+    })?;
+    let check = output.unwrap_or(std::path::Path::new("imported.toml"));
+    let inventory = rbee_config::Inventory::parse(check, &converted)
+        .map_err(|e| anyhow::anyhow!("the converted inventory is not valid: {e}"))?;
+    let Some(output) = output else {
+        print!("{converted}");
+        return Ok(ExitCode::SUCCESS);
+    };
+    if output.exists()
+        && !prompt::confirm(&format!("Overwrite {}?", output.display()), settings.yes)?
+    {
+        anyhow::bail!("not confirmed; {} is unchanged", output.display());
+    }
+    let partial = output.with_extension("toml.partial");
+    std::fs::write(&partial, &converted)
+        .and_then(|()| std::fs::rename(&partial, output))
+        .with_context(|| format!("writing {}", output.display()))?;
+    settings.say(
+        &format!(
+            "wrote {} with {} hive(s) and {} group(s)",
+            output.display(),
+            inventory.hives.len(),
+            inventory.groups.len()
+        ),
+        serde_json::json!({"path": output, "hives": inventory.hives.len(), "groups": inventory.groups.len()}),
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn queen(settings: &Settings, command: QueenCommand) -> anyhow::Result<ExitCode> {

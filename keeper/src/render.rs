@@ -64,7 +64,15 @@ impl Renderer {
                 self.mid_line = true;
             }
             JobEvent::Result { hive, value } => {
+                if let Some(line) = crate::playbook_view::task_line(hive.as_deref(), value) {
+                    self.line(&line);
+                    return;
+                }
                 self.finish_bars();
+                if let Some(recap) = crate::playbook_view::recap(value) {
+                    println!("{recap}");
+                    return;
+                }
                 if let Some(hive) = hive {
                     println!("{}", style(format!("[{hive}]")).cyan());
                 }

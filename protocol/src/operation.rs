@@ -122,6 +122,9 @@ pub enum Operation {
         check: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<String>,
+        /// The playbook's directory, where its relative paths start.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dir: Option<String>,
     },
 }
 

@@ -73,7 +73,34 @@ pub struct RecapRow {
     pub code: Option<ErrorCode>,
 }
 
-fn is_unreachable(code: ErrorCode) -> bool {
+/// Runs one hive's work within `deadline` (none: as long as it takes). A hive that
+/// misses it is unreachable, and its pooled connection is dropped.
+pub async fn within<Fut>(
+    host: &HostContext,
+    deadline: Option<Duration>,
+    work: Fut,
+) -> Result<HostDone, ErrorDetail>
+where
+    Fut: Future<Output = Result<HostDone, ErrorDetail>>,
+{
+    let Some(deadline) = deadline else {
+        return work.await;
+    };
+    match tokio::time::timeout(deadline, work).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            // A connection that let an operation hang (a cut link) is not trusted
+            // again: the next operation connects afresh.
+            host.job.state.ssh.forget(&host.hive.alias).await;
+            Err(ErrorDetail::new(
+                ErrorCode::Unreachable,
+                format!("no answer within the {}s deadline", deadline.as_secs()),
+            ))
+        }
+    }
+}
+
+pub fn is_unreachable(code: ErrorCode) -> bool {
     matches!(
         code,
         ErrorCode::Unreachable
@@ -144,24 +171,7 @@ where
         };
         let work = per_host(host.clone());
         async move {
-            let outcome = match deadline {
-                None => work.await,
-                Some(deadline) => match tokio::time::timeout(deadline, work).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => {
-                        // A connection that let an operation hang (a cut link) is not
-                        // trusted again: the next operation connects afresh.
-                        host.job.state.ssh.forget(&host.hive.alias).await;
-                        Err(ErrorDetail::new(
-                            ErrorCode::Unreachable,
-                            format!(
-                                "no answer within the {}s operation deadline",
-                                deadline.as_secs()
-                            ),
-                        ))
-                    }
-                },
-            };
+            let outcome = within(&host, deadline, work).await;
 
             match outcome {
                 Ok(done) => {

@@ -17,7 +17,7 @@ use crate::ssh::{SshConnection, Upload, shell};
 /// The binaries `hive install` pushes.
 const BINARIES: [&str; 2] = ["rbee-hive", "llm-worker-rbee"];
 
-struct LocalBinary {
+pub(super) struct LocalBinary {
     name: &'static str,
     path: PathBuf,
     sha256: String,
@@ -91,7 +91,7 @@ pub(super) fn sha256_cached(path: &std::path::Path) -> std::io::Result<String> {
 }
 
 /// Finds and hashes the binaries to push, once per job.
-async fn local_binaries(ctx: &JobContext) -> Result<Arc<Vec<LocalBinary>>, ErrorDetail> {
+pub(super) async fn local_binaries(ctx: &JobContext) -> Result<Arc<Vec<LocalBinary>>, ErrorDetail> {
     let dir = match &ctx.state.config.queen.bin_dir {
         Some(dir) => dir.clone(),
         None => std::env::current_exe()
@@ -139,11 +139,13 @@ fn platform(uname: &str) -> (String, String) {
     (os, arch)
 }
 
-/// Pushes the agent and worker binaries unless the hive has them already.
-async fn install_on(
+/// Pushes the agent and worker binaries unless the hive has them already; with
+/// `check`, only says which it would push.
+pub(super) async fn install_on(
     host: &HostContext,
     binaries: &[LocalBinary],
     accept: bool,
+    check: bool,
 ) -> Result<HostDone, ErrorDetail> {
     if agent::runs_in_process(host) {
         return Ok(HostDone::ok(
@@ -183,6 +185,18 @@ async fn install_on(
     }
     let present: std::collections::HashMap<&str, &str> =
         lines.filter_map(|line| line.split_once(' ')).collect();
+    if check {
+        let stale: Vec<&str> = binaries
+            .iter()
+            .filter(|b| present.get(b.name) != Some(&b.sha256.as_str()))
+            .map(|b| b.name)
+            .collect();
+        return Ok(if stale.is_empty() {
+            HostDone::ok("binaries up to date (same checksum)")
+        } else {
+            HostDone::changed(format!("would push {}", stale.join(", ")))
+        });
+    }
     let mut pushed = Vec::new();
     for binary in binaries {
         if present.get(binary.name) == Some(&binary.sha256.as_str()) {
@@ -259,9 +273,9 @@ pub async fn install(ctx: &JobContext, pattern: &str, accept: bool) -> OpResult 
         let binaries = binaries.clone();
         async move {
             if agent::runs_in_process(&host) {
-                return install_on(&host, &[], accept).await;
+                return install_on(&host, &[], accept, false).await;
             }
-            install_on(&host, &binaries?, accept).await
+            install_on(&host, &binaries?, accept, false).await
         }
     })
     .await
@@ -316,68 +330,108 @@ pub async fn start(ctx: &JobContext, pattern: &str, accept: bool) -> OpResult {
     let binaries: Option<Arc<Vec<LocalBinary>>> = local_binaries(ctx).await.ok();
     fan_out(ctx, pattern, "start", |host| {
         let binaries = binaries.clone();
-        async move {
-            let mut changed = false;
-            let version = match run_agent(&host, AgentCommand::Version, accept).await {
-                Ok(value) => Some(parse::<AgentVersion>(value, "version")?),
-                Err(e)
-                    if e.code == ErrorCode::AgentFailed || e.code == ErrorCode::AgentProtocol =>
-                {
-                    host.narrate(
-                        Level::Info,
-                        "start",
-                        format!("no usable agent ({}); installing it", e.message),
-                    );
-                    None
-                }
-                Err(e) => return Err(e),
-            };
-            let stale = version
-                .as_ref()
-                .is_none_or(|v| v.version != rbee_protocol::VERSION);
-            if stale {
-                if let Some(v) = &version {
-                    host.narrate(
-                        Level::Info,
-                        "start",
-                        format!(
-                            "agent {} is stale (queen is {}); reinstalling",
-                            v.version,
-                            rbee_protocol::VERSION
-                        ),
-                    );
-                }
-                let binaries = binaries.as_deref().ok_or_else(|| {
-                    ErrorDetail::new(
-                        ErrorCode::NotFound,
-                        "the agent must be (re)installed, but this queen has no binaries to push",
-                    )
-                    .with_hint("set bin_dir under [queen] in config.toml")
-                })?;
-                changed = install_on(&host, binaries, accept).await?.changed;
-            }
-            let caps = detect(&host, rbee_protocol::VERSION.to_owned(), accept).await?;
-            let message = format!("online; {}", describe(&caps));
-            Ok(if changed {
-                HostDone::changed(message)
-            } else {
-                HostDone::ok(message)
-            })
-        }
+        async move { start_on(&host, binaries.as_deref().map(Vec::as_slice), accept, false).await }
     })
     .await
 }
 
+/// Whether an agent error means there is no usable agent (missing, broken or foreign),
+/// as opposed to a hive that cannot be reached.
+pub(super) fn no_usable_agent(error: &ErrorDetail) -> bool {
+    matches!(
+        error.code,
+        ErrorCode::AgentFailed | ErrorCode::AgentProtocol
+    )
+}
+
+/// Reaches the hive, reinstalls a missing or stale agent, detects devices and marks the
+/// hive online; with `check`, only says whether the agent would be (re)installed.
+pub(super) async fn start_on(
+    host: &HostContext,
+    binaries: Option<&[LocalBinary]>,
+    accept: bool,
+    check: bool,
+) -> Result<HostDone, ErrorDetail> {
+    let mut changed = false;
+    let version = match run_agent(host, AgentCommand::Version, accept).await {
+        Ok(value) => Some(parse::<AgentVersion>(value, "version")?),
+        Err(e) if no_usable_agent(&e) => {
+            if check {
+                return Ok(HostDone::changed(format!(
+                    "would install the agent ({}) and start the hive",
+                    e.message
+                )));
+            }
+            host.narrate(
+                Level::Info,
+                "start",
+                format!("no usable agent ({}); installing it", e.message),
+            );
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let stale = version
+        .as_ref()
+        .is_none_or(|v| v.version != rbee_protocol::VERSION);
+    if stale {
+        if let Some(v) = &version {
+            if check {
+                return Ok(HostDone::changed(format!(
+                    "would reinstall agent {} (queen is {})",
+                    v.version,
+                    rbee_protocol::VERSION
+                )));
+            }
+            host.narrate(
+                Level::Info,
+                "start",
+                format!(
+                    "agent {} is stale (queen is {}); reinstalling",
+                    v.version,
+                    rbee_protocol::VERSION
+                ),
+            );
+        }
+        let binaries = binaries.ok_or_else(|| {
+            ErrorDetail::new(
+                ErrorCode::NotFound,
+                "the agent must be (re)installed, but this queen has no binaries to push",
+            )
+            .with_hint("set bin_dir under [queen] in config.toml")
+        })?;
+        changed = install_on(host, binaries, accept, false).await?.changed;
+    }
+    if check {
+        return Ok(HostDone::ok(format!(
+            "agent {} is current",
+            rbee_protocol::VERSION
+        )));
+    }
+    let caps = detect(host, rbee_protocol::VERSION.to_owned(), accept).await?;
+    let message = format!("online; {}", describe(&caps));
+    Ok(if changed {
+        HostDone::changed(message)
+    } else {
+        HostDone::ok(message)
+    })
+}
+
 pub async fn refresh(ctx: &JobContext, pattern: &str) -> OpResult {
     fan_out(ctx, pattern, "refresh", |host| async move {
-        let version: AgentVersion = parse(
-            run_agent(&host, AgentCommand::Version, false).await?,
-            "version",
-        )?;
-        let caps = detect(&host, version.version, false).await?;
-        Ok(HostDone::ok(describe(&caps)))
+        refresh_on(&host).await
     })
     .await
+}
+
+/// Re-detects the hive's devices and memory.
+pub(super) async fn refresh_on(host: &HostContext) -> Result<HostDone, ErrorDetail> {
+    let version: AgentVersion = parse(
+        run_agent(host, AgentCommand::Version, false).await?,
+        "version",
+    )?;
+    let caps = detect(host, version.version, false).await?;
+    Ok(HostDone::ok(describe(&caps)))
 }
 
 pub async fn status(ctx: &JobContext, pattern: &str) -> OpResult {

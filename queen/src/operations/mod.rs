@@ -10,6 +10,7 @@ mod fan_out;
 mod hives;
 mod inference;
 mod models;
+mod playbook;
 mod workers;
 
 use std::sync::Arc;
@@ -134,14 +135,22 @@ async fn execute(ctx: JobContext, operation: Operation) -> OpResult {
         Operation::ModelList { hive_id } => models::list(&ctx, &hive_id).await,
         Operation::ModelGet { hive_id, model } => models::get(&ctx, &hive_id, &model).await,
         Operation::ModelDelete { hive_id, model } => models::delete(&ctx, &hive_id, &model).await,
-        other => Err(not_built(other.name())),
+        Operation::PlaybookRun {
+            name,
+            content,
+            check,
+            limit,
+            dir,
+        } => {
+            playbook::run(
+                &ctx,
+                &name,
+                &content,
+                check,
+                limit.as_deref(),
+                dir.as_deref(),
+            )
+            .await
+        }
     }
-}
-
-fn not_built(operation: &str) -> ErrorDetail {
-    ErrorDetail::new(
-        ErrorCode::NotImplemented,
-        format!("operation `{operation}` is not available in this queen build"),
-    )
-    .with_hint("upgrade rbee; `rbee-keeper queen info` shows this queen's version")
 }

@@ -192,29 +192,55 @@ pub async fn download(ctx: &JobContext, pattern: &str, model: &str) -> OpResult 
     // No deadline: a download takes as long as its bytes; a stalled one fails on the
     // hive (read timeout) and a dead hive with its SSH keepalive.
     fan_out_within(ctx, pattern, "model_download", None, |host| async move {
-        let access = hub_access(&host);
-        let command = AgentCommand::Model(ModelCommand::Download {
-            model: model.to_owned(),
-            hub: HubAccess::default(),
-        });
-        let transfer: ModelTransfer = parse(
-            run_with(&host, command, Input::Hub(access)).await?,
-            "download",
-        )?;
-        Ok(transferred(transfer, "downloaded"))
+        download_on(&host, model, false).await
     })
     .await
 }
 
+/// Downloads `model` on the hive unless it has it; with `check`, only says whether it
+/// would.
+pub(super) async fn download_on(
+    host: &HostContext,
+    model: &str,
+    check: bool,
+) -> Result<HostDone, ErrorDetail> {
+    check_model_id(model)?;
+    if check {
+        let get = AgentCommand::Model(ModelCommand::Get {
+            model: model.to_owned(),
+        });
+        return Ok(match run(host, get).await {
+            Ok(value) => {
+                let entry: ModelEntry = parse(value, "get")?;
+                HostDone::ok(format!("{} already present", entry.id))
+            }
+            Err(e) if e.code == ErrorCode::NotFound || super::hives::no_usable_agent(&e) => {
+                HostDone::changed(format!("would download {model}"))
+            }
+            Err(e) => return Err(e),
+        });
+    }
+    let access = hub_access(host);
+    let command = AgentCommand::Model(ModelCommand::Download {
+        model: model.to_owned(),
+        hub: HubAccess::default(),
+    });
+    let transfer: ModelTransfer = parse(
+        run_with(host, command, Input::Hub(access)).await?,
+        "download",
+    )?;
+    Ok(transferred(transfer, "downloaded"))
+}
+
 /// The local file to push: readable, a GGUF file, with a name a hive accepts.
-struct PushFile {
+pub(super) struct PushFile {
     path: PathBuf,
     name: String,
     size: u64,
     sha256: String,
 }
 
-async fn push_file(path: &str) -> Result<Arc<PushFile>, ErrorDetail> {
+pub(super) async fn push_file(path: &str) -> Result<Arc<PushFile>, ErrorDetail> {
     let path = PathBuf::from(path);
     tokio::task::spawn_blocking(move || {
         let name = path
@@ -262,34 +288,58 @@ pub async fn push(ctx: &JobContext, pattern: &str, path: &str) -> OpResult {
     );
     fan_out_within(ctx, pattern, "model_push", None, |host| {
         let file = file.clone();
-        async move {
-            let has = AgentCommand::Model(ModelCommand::Has {
-                file: file.name.clone(),
-                size: file.size,
-                sha256: file.sha256.clone(),
-            });
-            let presence: ModelPresence = parse(run(&host, has).await?, "has")?;
-            if presence.present {
-                return Ok(HostDone::ok(format!(
-                    "local:{} already here with the same sha256; nothing sent",
-                    file.name
-                )));
-            }
-            host.narrate(Level::Info, "model_push", format!("sending {}", file.name));
-            let receive = AgentCommand::Model(ModelCommand::Receive {
-                file: file.name.clone(),
-                size: file.size,
-                sha256: file.sha256.clone(),
-            });
-            let input = Input::File {
-                path: file.path.clone(),
-                label: file.name.clone(),
-            };
-            let transfer: ModelTransfer = parse(run_with(&host, receive, input).await?, "receive")?;
-            Ok(transferred(transfer, "pushed"))
-        }
+        async move { push_on(&host, &file, false).await }
     })
     .await
+}
+
+/// Sends the file unless the hive has it with the same checksum; with `check`, only
+/// says whether it would.
+pub(super) async fn push_on(
+    host: &HostContext,
+    file: &PushFile,
+    check: bool,
+) -> Result<HostDone, ErrorDetail> {
+    let has = AgentCommand::Model(ModelCommand::Has {
+        file: file.name.clone(),
+        size: file.size,
+        sha256: file.sha256.clone(),
+    });
+    let presence: ModelPresence = match run(host, has).await {
+        Ok(value) => parse(value, "has")?,
+        Err(e) if check && super::hives::no_usable_agent(&e) => {
+            return Ok(HostDone::changed(format!(
+                "would send {} (no agent on the hive yet)",
+                file.name
+            )));
+        }
+        Err(e) => return Err(e),
+    };
+    if presence.present {
+        return Ok(HostDone::ok(format!(
+            "local:{} already here with the same sha256; nothing sent",
+            file.name
+        )));
+    }
+    if check {
+        return Ok(HostDone::changed(format!(
+            "would send {} ({})",
+            file.name,
+            size(file.size)
+        )));
+    }
+    host.narrate(Level::Info, "model_push", format!("sending {}", file.name));
+    let receive = AgentCommand::Model(ModelCommand::Receive {
+        file: file.name.clone(),
+        size: file.size,
+        sha256: file.sha256.clone(),
+    });
+    let input = Input::File {
+        path: file.path.clone(),
+        label: file.name.clone(),
+    };
+    let transfer: ModelTransfer = parse(run_with(host, receive, input).await?, "receive")?;
+    Ok(transferred(transfer, "pushed"))
 }
 
 pub async fn list(ctx: &JobContext, pattern: &str) -> OpResult {

@@ -10,7 +10,7 @@ use rbee_protocol::agent::HiveWorker;
 use rbee_protocol::{ErrorCode, ErrorDetail, Level, validate};
 use serde_json::json;
 
-use super::fan_out::HostContext;
+use super::fan_out::{HostContext, HostDone};
 use super::hives::{connect, parse, run_agent};
 use super::{JobContext, OpResult, agent};
 use crate::ssh::SshConnection;
@@ -283,10 +283,23 @@ pub async fn logs(ctx: &JobContext, worker_id: &str, lines: u32, follow: bool) -
 
 /// Stops every worker the hive's agent knows (for `hive stop`); returns how many ran.
 pub async fn stop_all_on(host: &HostContext) -> Result<usize, ErrorDetail> {
+    let running = running_on(host).await?;
+    let count = running.len();
+    stop_these(host, running).await?;
+    Ok(count)
+}
+
+/// The workers whose processes run on the hive, oldest first.
+async fn running_on(host: &HostContext) -> Result<Vec<HiveWorker>, ErrorDetail> {
     let answer = run_agent(host, AgentCommand::WorkerList, false).await?;
     let workers: Vec<HiveWorker> = parse(answer, "worker-list")?;
-    let mut stopped = 0;
-    for worker in workers.into_iter().filter(|w| w.alive) {
+    let mut running: Vec<HiveWorker> = workers.into_iter().filter(|w| w.alive).collect();
+    running.sort_by_key(|w| w.record.started_unix_s);
+    Ok(running)
+}
+
+async fn stop_these(host: &HostContext, workers: Vec<HiveWorker>) -> Result<(), ErrorDetail> {
+    for worker in workers {
         let id = worker.record.worker_id;
         host.narrate(Level::Info, "worker_stop", format!("stopping worker {id}"));
         run_agent(
@@ -299,9 +312,102 @@ pub async fn stop_all_on(host: &HostContext) -> Result<usize, ErrorDetail> {
         )
         .await?;
         host.job.state.workers.remove(&id);
-        stopped += 1;
     }
-    Ok(stopped)
+    Ok(())
+}
+
+/// Whether a worker the hive runs was spawned for `model` (as named, or its file).
+fn runs_model(worker: &HiveWorker, model: &str) -> bool {
+    let file = std::path::Path::new(&worker.record.model_path)
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    worker.record.model == model || file == model || file.strip_suffix(".gguf") == Some(model)
+}
+
+/// Spawns or stops workers until `count` run `model` on `device` of the hive (the
+/// newest go first); with `check`, only says what it would do.
+pub(super) async fn ensure_on(
+    host: &HostContext,
+    model: &str,
+    device: &str,
+    count: usize,
+    check: bool,
+) -> Result<HostDone, ErrorDetail> {
+    let running = match running_on(host).await {
+        Ok(running) => running,
+        Err(e) if check && super::hives::no_usable_agent(&e) => {
+            return Ok(HostDone::changed(format!(
+                "would spawn {count} worker(s) for {model} on {device} (no agent on the hive yet)"
+            )));
+        }
+        Err(e) => return Err(e),
+    };
+    let mut matching: Vec<HiveWorker> = running
+        .into_iter()
+        .filter(|w| w.record.device == device && runs_model(w, model))
+        .collect();
+    let have = matching.len();
+    if have == count {
+        return Ok(HostDone::ok(format!(
+            "{have} worker(s) run {model} on {device}"
+        )));
+    }
+    if have > count {
+        let extra = matching.split_off(count);
+        let ids: Vec<String> = extra.iter().map(|w| w.record.worker_id.clone()).collect();
+        if check {
+            return Ok(HostDone::changed(format!("would stop {}", ids.join(", "))));
+        }
+        stop_these(host, extra).await?;
+        return Ok(HostDone::changed(format!(
+            "stopped {}; {count} worker(s) run {model} on {device}",
+            ids.join(", ")
+        )));
+    }
+    let missing = count - have;
+    if check {
+        return Ok(HostDone::changed(format!(
+            "would spawn {missing} worker(s) for {model} on {device} ({have} run)"
+        )));
+    }
+    let mut spawned = Vec::new();
+    for _ in 0..missing {
+        let view = spawn_on(&host.job, &host.hive, model, device).await?;
+        spawned.push(view.heartbeat.worker_id);
+    }
+    Ok(HostDone::changed(format!(
+        "spawned {}; {count} worker(s) run {model} on {device}",
+        spawned.join(", ")
+    )))
+}
+
+/// Stops the hive's workers (those running `model`, when given).
+pub(super) async fn stop_on(
+    host: &HostContext,
+    model: Option<&str>,
+    check: bool,
+) -> Result<HostDone, ErrorDetail> {
+    let running = match running_on(host).await {
+        Ok(running) => running,
+        Err(e) if check && super::hives::no_usable_agent(&e) => {
+            return Ok(HostDone::ok("no agent on the hive; no workers"));
+        }
+        Err(e) => return Err(e),
+    };
+    let chosen: Vec<HiveWorker> = running
+        .into_iter()
+        .filter(|w| model.is_none_or(|m| runs_model(w, m)))
+        .collect();
+    if chosen.is_empty() {
+        return Ok(HostDone::ok("no worker to stop"));
+    }
+    let ids: Vec<String> = chosen.iter().map(|w| w.record.worker_id.clone()).collect();
+    if check {
+        return Ok(HostDone::changed(format!("would stop {}", ids.join(", "))));
+    }
+    stop_these(host, chosen).await?;
+    Ok(HostDone::changed(format!("stopped {}", ids.join(", "))))
 }
 
 /// Waits until a schedulable worker serves `model` (on `hive`, when given).
@@ -317,6 +423,28 @@ pub async fn wait_ready(
         model,
         format!("waiting for a ready worker serving {model}{where_}"),
     );
+    let worker = wait_for(ctx, model, hive, timeout_s).await?;
+    ctx.narrate(
+        "wait_ready",
+        &worker.heartbeat.worker_id,
+        format!(
+            "worker {} is ready at {}",
+            worker.heartbeat.worker_id, worker.heartbeat.url
+        ),
+    );
+    ctx.result(json!(worker));
+    Ok(())
+}
+
+/// The first schedulable worker serving `model` (on `hive`, when given), waiting up to
+/// `timeout_s` for one.
+pub(super) async fn wait_for(
+    ctx: &JobContext,
+    model: &str,
+    hive: Option<&str>,
+    timeout_s: u64,
+) -> Result<WorkerView, ErrorDetail> {
+    let where_ = hive.map(|h| format!(" on {h}")).unwrap_or_default();
     let mut changed = ctx.state.workers.subscribe();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_s);
     loop {
@@ -325,16 +453,7 @@ pub async fn wait_ready(
             w.is_schedulable() && w.serves(model) && hive.is_none_or(|h| w.heartbeat.hive_id == h)
         });
         if let Some(worker) = ready {
-            ctx.narrate(
-                "wait_ready",
-                &worker.heartbeat.worker_id,
-                format!(
-                    "worker {} is ready at {}",
-                    worker.heartbeat.worker_id, worker.heartbeat.url
-                ),
-            );
-            ctx.result(json!(worker));
-            return Ok(());
+            return Ok(worker);
         }
         if tokio::time::timeout_at(deadline, changed.changed())
             .await

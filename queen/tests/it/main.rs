@@ -7,5 +7,6 @@ mod hub_mirror;
 mod local_hive;
 mod models;
 mod openai;
+mod playbooks;
 mod support;
 mod workers;

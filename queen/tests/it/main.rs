@@ -1,6 +1,7 @@
 //! The queen's integration tests: in-process over HTTP, and against real sshd hosts.
 
 mod api;
+mod dashboard;
 mod hives;
 mod hub_mirror;
 #[cfg(feature = "local-hive")]
@@ -8,4 +9,5 @@ mod local_hive;
 mod models;
 mod openai;
 mod support;
+mod webdriver;
 mod workers;

@@ -90,7 +90,10 @@ async fn dashboard_assets_are_public_and_the_cluster_stream_pushes_each_change_o
         .to_owned();
     assert!(policy.contains("script-src 'self'"), "{policy}");
     assert!(
-        page.text().await.expect("html").contains("/dashboard/app.js"),
+        page.text()
+            .await
+            .expect("html")
+            .contains("/dashboard/app.js"),
         "the page loads its script"
     );
     for (path, kind) in [
@@ -225,6 +228,7 @@ async fn dashboard_in_chromium_shows_the_lab_and_streams_a_chat_reply() {
                model: document.getElementById('chat-model').value,
                token_kept: sessionStorage.getItem('rbee.apiToken') === arguments[0],
                connection: document.getElementById('connection').dataset.state,
+               token_form_shown: document.getElementById('token-panel').offsetParent !== null,
              };",
             json!([TOKEN]),
         )
@@ -249,6 +253,7 @@ async fn dashboard_in_chromium_shows_the_lab_and_streams_a_chat_reply() {
     );
     assert_eq!(shown["token_kept"], true, "{shown}");
     assert_eq!(shown["connection"], "live", "{shown}");
+    assert_eq!(shown["token_form_shown"], false, "{shown}");
     step("the page shows the cluster");
 
     // A chat message streams its reply in several chunks.
@@ -296,7 +301,7 @@ async fn dashboard_in_chromium_shows_the_lab_and_streams_a_chat_reply() {
             Duration::from_secs(10),
         )
         .await;
-    browser.click("#jobs li[data-job] button").await;
+    browser.click("#jobs li[data-job]").await;
     browser
         .wait_for(
             "the job's events, to its end",
@@ -307,6 +312,18 @@ async fn dashboard_in_chromium_shows_the_lab_and_streams_a_chat_reply() {
         .await;
     step("the job's event stream shown");
 
+    // The whole page, not only the window, goes into the screenshot.
+    let height = browser
+        .script(
+            "window.scrollTo(0, 0); return document.documentElement.scrollHeight;",
+            json!([]),
+        )
+        .await
+        .as_u64()
+        .expect("page height");
+    browser
+        .emulate(1280, height.clamp(800, 4000) as u32, false)
+        .await;
     let wide = artifacts.join("dashboard.png");
     browser.screenshot(&wide).await;
     eprintln!("screenshot: {}", wide.display());
@@ -330,6 +347,14 @@ async fn dashboard_in_chromium_shows_the_lab_and_streams_a_chat_reply() {
         widths["scroll"].as_u64() <= widths["inner"].as_u64(),
         "the page is wider than the phone: {widths}"
     );
+    let height = browser
+        .script("return document.documentElement.scrollHeight;", json!([]))
+        .await
+        .as_u64()
+        .expect("page height");
+    browser
+        .emulate(390, height.clamp(844, 6000) as u32, true)
+        .await;
     let phone = artifacts.join("dashboard-phone.png");
     browser.screenshot(&phone).await;
     eprintln!("screenshot: {}", phone.display());

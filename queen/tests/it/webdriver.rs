@@ -36,7 +36,8 @@ fn chromedriver() -> PathBuf {
         .into_iter()
         .map(PathBuf::from)
         .find(|p| p.is_file());
-    let hint = "install Debian's chromium and chromium-driver: scripts/install-deps.sh (as root) does";
+    let hint =
+        "install Debian's chromium and chromium-driver: scripts/install-deps.sh (as root) does";
     assert!(Path::new(CHROMIUM).is_file(), "{CHROMIUM} missing: {hint}");
     found.unwrap_or_else(|| panic!("chromedriver missing: {hint}"))
 }

@@ -235,8 +235,30 @@ function renderJob(job) {
     el("span", { class: "when" }, `${ago(job.created_at_unix_ms)} · ${job.events} events`),
     el("span", { class: "id mono" }, job.job_id),
   );
-  button.addEventListener("click", () => followJob(job.job_id, job.operation));
-  return el("li", { "data-job": job.job_id }, button);
+  return el("li", { "data-job": job.job_id, "data-operation": job.operation }, button);
+}
+
+/// Puts `fresh` (elements keyed by `data-<key>`) into `container`, keeping the element
+/// already there for each key and changing only what differs, so a snapshot neither
+/// flickers nor pulls an element from under the pointer.
+function reconcile(container, fresh, key) {
+  const existing = new Map();
+  for (const child of container.children) {
+    if (child.dataset[key] !== undefined) existing.set(child.dataset[key], child);
+  }
+  const nodes = fresh.map((node) => {
+    const old = node.dataset[key] === undefined ? undefined : existing.get(node.dataset[key]);
+    if (!old) return node;
+    if (!old.isEqualNode(node)) {
+      for (const attr of [...old.attributes]) {
+        if (!node.hasAttribute(attr.name)) old.removeAttribute(attr.name);
+      }
+      for (const attr of [...node.attributes]) old.setAttribute(attr.name, attr.value);
+      old.replaceChildren(...node.childNodes);
+    }
+    return old;
+  });
+  container.replaceChildren(...nodes);
 }
 
 function render(snapshot) {
@@ -244,19 +266,22 @@ function render(snapshot) {
 
   const online = snapshot.hives.filter((h) => h.status === "online").length;
   $("hive-count").textContent = `${online}/${snapshot.hives.length} online`;
-  $("hives").replaceChildren(
-    ...(snapshot.hives.length ? snapshot.hives.map(renderHive) : [el("p", { class: "muted" }, "The inventory names no hives.")]),
+  reconcile(
+    $("hives"),
+    snapshot.hives.length ? snapshot.hives.map(renderHive) : [el("p", { class: "muted" }, "The inventory names no hives.")],
+    "hive",
   );
 
   $("worker-count").textContent = String(snapshot.workers.length);
-  $("workers").replaceChildren(
-    ...(snapshot.workers.length
+  reconcile(
+    $("workers"),
+    snapshot.workers.length
       ? snapshot.workers.map(renderWorker)
-      : [el("p", { class: "muted" }, "No workers. Spawn one: `rbee-keeper worker spawn --hive H --model M`.")]),
+      : [el("p", { class: "muted" }, "No workers. Spawn one: `rbee-keeper worker spawn --hive H --model M`.")],
+    "worker",
   );
 
-  $("jobs").replaceChildren(...snapshot.jobs.map(renderJob));
-  if (!snapshot.jobs.length) $("jobs").append(el("li", { class: "muted" }, "No jobs yet."));
+  reconcile($("jobs"), snapshot.jobs.length ? snapshot.jobs.map(renderJob) : [el("li", { class: "muted" }, "No jobs yet.")], "job");
 
   // The chat offers what ready workers serve, and starts with the first of them.
   const models = [...new Set(snapshot.workers.filter((w) => w.status === "ready" || w.status === "busy").map((w) => w.model))];
@@ -495,6 +520,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("token-form").addEventListener("submit", tokenEntered);
   $("forget-token").addEventListener("click", forgetToken);
   $("job-close").addEventListener("click", closeJob);
+  $("jobs").addEventListener("click", (event) => {
+    const item = event.target.closest("li[data-job]");
+    if (item) followJob(item.dataset.job, item.dataset.operation);
+  });
   $("chat-form").addEventListener("submit", send);
   $("chat-stop").addEventListener("click", stopChat);
   $("chat-clear").addEventListener("click", clearChat);

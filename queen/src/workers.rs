@@ -1,5 +1,7 @@
-//! The worker registry, fed only by heartbeats: the queen never asks workers how they
-//! are, so a restarted queen rebuilds this from the heartbeats of running workers.
+//! The worker registry, fed by heartbeats: the queen never asks workers how they are,
+//! so a restarted queen rebuilds this from the heartbeats of running workers. Only the
+//! rate of each worker's last request comes from elsewhere (the scheduler), and a
+//! restart forgets it.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};

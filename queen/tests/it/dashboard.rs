@@ -310,7 +310,14 @@ async fn dashboard_in_chromium_shows_the_lab_and_streams_a_chat_reply() {
             Duration::from_secs(10),
         )
         .await;
-    step("the job's event stream shown");
+    browser
+        .wait_for(
+            "the worker's rate of its last request",
+            "document.querySelector('#workers [data-worker]').innerText.includes('tok/s')",
+            Duration::from_secs(5),
+        )
+        .await;
+    step("the job's event stream and the worker's rate shown");
 
     // The whole page, not only the window, goes into the screenshot.
     let height = browser

@@ -364,6 +364,31 @@ mod tests {
         assert_eq!(events.last().map(|e| e.0), Some(Some(40)));
     }
 
+    #[test]
+    fn the_registry_announces_starts_and_ends_but_not_every_event() {
+        let registry = JobRegistry::new(Duration::from_millis(0), 16);
+        let mut changes = registry.subscribe();
+        let job = registry.create("infer");
+        assert!(
+            changes.has_changed().unwrap_or(false),
+            "a start is announced"
+        );
+        changes.borrow_and_update();
+        job.emit(note(1));
+        assert!(!changes.has_changed().unwrap_or(true), "an event is not");
+        job.emit(JobEvent::Done);
+        assert!(
+            changes.has_changed().unwrap_or(false),
+            "an end is announced"
+        );
+        changes.borrow_and_update();
+        registry.expire();
+        assert!(
+            changes.has_changed().unwrap_or(false),
+            "forgetting is announced"
+        );
+    }
+
     #[tokio::test]
     async fn finished_jobs_expire_running_ones_stay() {
         let registry = JobRegistry::new(Duration::from_millis(0), 16);

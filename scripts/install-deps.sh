@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages rbee's tests and demo use: OpenSSH's server for the lab
 # hosts, iproute2 for their network namespaces, curl, python3-venv for the Python
-# peers, and prometheus for promtool, which checks the queen's /metrics. Does nothing
+# peers, prometheus for promtool, which checks the queen's /metrics, and chromium with
+# its WebDriver (chromedriver), which drive the dashboard test headless. Does nothing
 # when all are there.
 set -euo pipefail
 
@@ -12,6 +13,8 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v curl >/dev/null || need+=(curl)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 command -v promtool >/dev/null || need+=(prometheus)
+[[ -x /usr/bin/chromium ]] || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 if (( ${#need[@]} == 0 )); then
     exit 0
 fi

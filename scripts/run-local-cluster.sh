@@ -82,4 +82,5 @@ printf 'Name a colour.\nAnd another one?\n/exit\n' |
 
 if $keep; then
     echo "cluster left running: RBEE_CONFIG_DIR=$demo/config $keeper status"
+    echo "dashboard: $queen_url/ (API token in $token_file)"
 fi

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use rbee_protocol::HiveCapabilities;
 use serde::Serialize;
+use tokio::sync::watch;
 
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct HiveRecord {
@@ -22,6 +23,9 @@ pub struct HiveRegistry {
     hives: Mutex<HashMap<String, HiveRecord>>,
     /// The model ids each hive held when its catalog was last listed.
     models: Mutex<HashMap<String, Vec<String>>>,
+    /// Bumped whenever a hive goes on- or offline, so the dashboard's stream pushes
+    /// without polling.
+    changed: watch::Sender<u64>,
 }
 
 fn now() -> u64 {
@@ -54,6 +58,8 @@ impl HiveRegistry {
             record.capabilities = capabilities;
         }
         record.updated_unix_s = now();
+        drop(hives);
+        self.changed.send_modify(|n| *n += 1);
     }
 
     pub fn mark_offline(&self, alias: &str) {
@@ -61,6 +67,11 @@ impl HiveRegistry {
             record.online = false;
             record.updated_unix_s = now();
         }
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     pub fn set_models(&self, alias: &str, ids: Vec<String>) {

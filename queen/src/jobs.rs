@@ -23,6 +23,8 @@ pub struct Job {
     pushed: watch::Sender<u64>,
     cancel: CancellationToken,
     max_events: usize,
+    /// The registry's change counter, bumped when this job ends.
+    registry_changed: Arc<watch::Sender<u64>>,
 }
 
 #[derive(Default)]
@@ -57,12 +59,13 @@ fn lock(log: &Mutex<EventLog>) -> MutexGuard<'_, EventLog> {
 impl Job {
     /// Records an event. Returns false, recording nothing, once the job has ended.
     pub fn emit(&self, event: JobEvent) -> bool {
+        let ended = event.is_terminal();
         let next = {
             let mut log = lock(&self.log);
             if log.terminal.is_some() {
                 return false;
             }
-            if event.is_terminal() {
+            if ended {
                 log.terminal = Some(event.kind());
                 log.finished_at = Some(Instant::now());
             }
@@ -74,6 +77,9 @@ impl Job {
             log.first_seq + log.events.len() as u64
         };
         self.pushed.send_replace(next);
+        if ended {
+            self.registry_changed.send_modify(|n| *n += 1);
+        }
         true
     }
 
@@ -196,6 +202,9 @@ pub struct JobRegistry {
     jobs: Mutex<HashMap<String, Arc<Job>>>,
     ttl: Duration,
     max_events: usize,
+    /// Bumped when a job starts, ends or is forgotten (not on every event), so the
+    /// dashboard's stream pushes the job list without polling.
+    changed: Arc<watch::Sender<u64>>,
 }
 
 impl JobRegistry {
@@ -204,6 +213,7 @@ impl JobRegistry {
             jobs: Mutex::new(HashMap::new()),
             ttl,
             max_events: max_events.max(16),
+            changed: Arc::new(watch::channel(0).0),
         }
     }
 
@@ -222,9 +232,23 @@ impl JobRegistry {
             pushed: watch::channel(0).0,
             cancel: CancellationToken::new(),
             max_events: self.max_events,
+            registry_changed: self.changed.clone(),
         });
         self.jobs().insert(job.id.clone(), job.clone());
+        self.changed.send_modify(|n| *n += 1);
         job
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// The summaries of the `count` most recently created jobs, newest first.
+    pub fn recent(&self, count: usize) -> Vec<JobSummary> {
+        let mut jobs = self.list();
+        jobs.reverse();
+        jobs.truncate(count);
+        jobs
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Job>> {
@@ -253,11 +277,19 @@ impl JobRegistry {
     /// Forgets jobs that ended more than `ttl` ago.
     pub fn expire(&self) {
         let now = Instant::now();
-        self.jobs().retain(|_, job| {
-            lock(&job.log)
-                .finished_at
-                .is_none_or(|at| now.duration_since(at) < self.ttl)
-        });
+        let forgotten = {
+            let mut jobs = self.jobs();
+            let before = jobs.len();
+            jobs.retain(|_, job| {
+                lock(&job.log)
+                    .finished_at
+                    .is_none_or(|at| now.duration_since(at) < self.ttl)
+            });
+            before - jobs.len()
+        };
+        if forgotten > 0 {
+            self.changed.send_modify(|n| *n += 1);
+        }
     }
 
     pub fn ttl(&self) -> Duration {
@@ -330,6 +362,31 @@ mod tests {
         assert_eq!(events.len(), 17);
         assert!(matches!(&events[0].1, JobEvent::Narration(n) if n.action == "events_dropped"));
         assert_eq!(events.last().map(|e| e.0), Some(Some(40)));
+    }
+
+    #[test]
+    fn the_registry_announces_starts_and_ends_but_not_every_event() {
+        let registry = JobRegistry::new(Duration::from_millis(0), 16);
+        let mut changes = registry.subscribe();
+        let job = registry.create("infer");
+        assert!(
+            changes.has_changed().unwrap_or(false),
+            "a start is announced"
+        );
+        changes.borrow_and_update();
+        job.emit(note(1));
+        assert!(!changes.has_changed().unwrap_or(true), "an event is not");
+        job.emit(JobEvent::Done);
+        assert!(
+            changes.has_changed().unwrap_or(false),
+            "an end is announced"
+        );
+        changes.borrow_and_update();
+        registry.expire();
+        assert!(
+            changes.has_changed().unwrap_or(false),
+            "forgetting is announced"
+        );
     }
 
     #[tokio::test]

@@ -1,5 +1,7 @@
-//! The worker registry, fed only by heartbeats: the queen never asks workers how they
-//! are, so a restarted queen rebuilds this from the heartbeats of running workers.
+//! The worker registry, fed by heartbeats: the queen never asks workers how they are,
+//! so a restarted queen rebuilds this from the heartbeats of running workers. Only the
+//! rate of each worker's last request comes from elsewhere (the scheduler), and a
+//! restart forgets it.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -29,6 +31,8 @@ pub struct WorkerRegistry {
 struct Entry {
     heartbeat: WorkerHeartbeat,
     last_seen: Instant,
+    /// The generation rate of the last request the queen saw end on this worker.
+    last_tokens_per_s: Option<f64>,
 }
 
 /// A worker as the queen sees it now.
@@ -41,6 +45,10 @@ pub struct WorkerView {
     pub last_seen_ms: u64,
     /// Requests this queen has running on the worker now.
     pub in_flight: u32,
+    /// Tokens per second of the last request that ended on this worker, as the worker
+    /// measured it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_tokens_per_s: Option<f64>,
 }
 
 impl WorkerView {
@@ -71,18 +79,27 @@ impl WorkerRegistry {
         let id = heartbeat.worker_id.clone();
         let known = {
             let mut workers = self.lock();
-            let known = workers.contains_key(&id);
+            let previous = workers.get(&id).map(|e| e.last_tokens_per_s);
             workers.insert(
                 id.clone(),
                 Entry {
                     heartbeat,
                     last_seen: Instant::now(),
+                    last_tokens_per_s: previous.flatten(),
                 },
             );
-            known
+            previous.is_some()
         };
         if !known {
             tracing::info!(worker_id = %id, "worker registered from its heartbeat");
+        }
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Notes the rate of a request that ended on `worker_id`.
+    pub fn record_rate(&self, worker_id: &str, tokens_per_s: f64) {
+        if let Some(entry) = self.lock().get_mut(worker_id) {
+            entry.last_tokens_per_s = Some(tokens_per_s);
         }
         self.changed.send_modify(|n| *n += 1);
     }
@@ -211,5 +228,6 @@ fn view(entry: &Entry, now: Instant, in_flight: &HashMap<String, u32>) -> Worker
             .get(&entry.heartbeat.worker_id)
             .copied()
             .unwrap_or(0),
+        last_tokens_per_s: entry.last_tokens_per_s,
     }
 }

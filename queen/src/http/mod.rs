@@ -2,6 +2,8 @@
 //! and hand them to the job runner or the registries.
 
 mod auth;
+mod cluster;
+mod dashboard;
 mod error;
 mod jobs;
 mod openai;
@@ -31,6 +33,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             axum::routing::delete(jobs::cancel).get(jobs::get),
         )
         .route("/v1/jobs/{id}/stream", get(jobs::stream))
+        .route("/v1/cluster/stream", get(cluster::stream))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/models", get(openai::models))
@@ -39,7 +42,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             auth::require_token,
         ));
+    // The dashboard's assets carry no data, so they are served without the token; the
+    // page asks for it and sends it with every API call.
     Router::new()
+        .route("/", get(dashboard::index))
+        .route("/dashboard/app.js", get(dashboard::script))
+        .route("/dashboard/style.css", get(dashboard::style))
         .route("/health", get(health))
         .route("/v1/worker-heartbeat", post(heartbeat))
         .merge(protected)
@@ -120,7 +128,7 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
         ErrorCode::NotFound,
         format!("no route {}", uri.path()),
     )
-    .with_hint("the queen's routes are /health, /metrics, /v1/build-info, /v1/jobs, /v1/shutdown, /v1/models, /v1/chat/completions, /v1/completions")
+    .with_hint("the queen's routes are / (the dashboard), /health, /metrics, /v1/build-info, /v1/jobs, /v1/cluster/stream, /v1/shutdown, /v1/models, /v1/chat/completions, /v1/completions")
 }
 
 /// The build time in RFC 3339, from the unix time `build.rs` recorded.

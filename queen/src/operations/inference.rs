@@ -448,6 +448,7 @@ async fn relay(
                     ttft_ms,
                     tokens_per_s,
                 } => {
+                    ctx.state.workers.record_rate(worker_id, tokens_per_s);
                     ctx.result(json!({
                         "worker_id": worker_id,
                         "hive_id": beat.hive_id,

@@ -1,6 +1,7 @@
 //! The queen's integration tests: in-process over HTTP, and against real sshd hosts.
 
 mod api;
+mod dashboard;
 mod hives;
 mod hub_mirror;
 #[cfg(feature = "local-hive")]
@@ -9,4 +10,5 @@ mod models;
 mod openai;
 mod playbooks;
 mod support;
+mod webdriver;
 mod workers;

@@ -11,10 +11,11 @@ use serde_json::{Value, json};
 
 use crate::support::{Lab, Queen, bin_dir, start_queen_on, test_model};
 
-const TOKEN: &str = "lab-api-token";
-const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
+pub const TOKEN: &str = "lab-api-token";
+pub const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
 
-fn config(state_dir: &Path) -> Config {
+/// A queen for lab hives: the API token, short heartbeats, one slot per worker.
+pub fn config(state_dir: &Path) -> Config {
     let mut config = Config::default();
     config.queen.bin_dir = Some(bin_dir());
     config.queen.connect_timeout_secs = 3;
@@ -29,7 +30,7 @@ fn config(state_dir: &Path) -> Config {
 
 /// Puts the test model into every hive's model cache where `model push` puts it (the
 /// lab's hosts share this machine's file system; pushing is the models tests' part).
-fn stock_models(inventory: &Inventory) {
+pub fn stock_models(inventory: &Inventory) {
     for hive in inventory.hives.values() {
         let models = Path::new(&hive.install_dir).join("models/local");
         std::fs::create_dir_all(&models).expect("models dir");

@@ -2,8 +2,8 @@
 # Installs the Debian packages rbee's tests and demo use: OpenSSH's server for the lab
 # hosts, iproute2 for their network namespaces, curl, python3-venv for the Python
 # peers, prometheus for promtool, which checks the queen's /metrics, and chromium with
-# its WebDriver (chromedriver), which drive the dashboard test headless. Does nothing
-# when all are there.
+# its WebDriver (chromedriver), which drive the dashboard test headless, and vagrant,
+# which validates the Vagrant lab. Does nothing when all are there.
 set -euo pipefail
 
 need=()
@@ -15,6 +15,7 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 command -v promtool >/dev/null || need+=(prometheus)
 [[ -x /usr/bin/chromium ]] || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
+command -v vagrant >/dev/null || need+=(vagrant)
 if (( ${#need[@]} == 0 )); then
     exit 0
 fi

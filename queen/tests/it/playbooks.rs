@@ -416,3 +416,29 @@ async fn an_ansible_ini_inventory_imports_to_the_same_hives_and_works() {
     assert_eq!(terminal(&events), &JobEvent::Done, "{events:#?}");
     queen.stop().await;
 }
+
+/// The Vagrant lab's Vagrantfile is valid (`vagrant validate`, Debian's vagrant,
+/// installed by scripts/install-deps.sh); nothing is written into the repository.
+#[test]
+fn the_vagrant_lab_validates() {
+    let state = repo().join("vagrant/.rbee");
+    let had_state = state.exists();
+    let home = tempfile::tempdir().expect("vagrant home");
+    let dotfiles = tempfile::tempdir().expect("vagrant dotfiles");
+    let out = std::process::Command::new("vagrant")
+        .args(["validate", "--ignore-provider"])
+        .current_dir(repo().join("vagrant"))
+        .env("VAGRANT_HOME", home.path())
+        .env("VAGRANT_DOTFILE_PATH", dotfiles.path())
+        .env("VAGRANT_CHECKPOINT_DISABLE", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("vagrant: {e}; install it with scripts/install-deps.sh"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("validated successfully"), "{text}");
+    assert_eq!(state.exists(), had_state, "validate wrote vagrant/.rbee");
+}

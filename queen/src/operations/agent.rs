@@ -44,10 +44,12 @@ impl Relay<'_> {
             }
             JobEvent::Token { .. } => self.host.job.emit(event),
             JobEvent::Result { value, .. } => {
-                self.host.job.emit(JobEvent::Result {
-                    hive,
-                    value: value.clone(),
-                });
+                if self.host.job.relay_agent_results {
+                    self.host.job.emit(JobEvent::Result {
+                        hive,
+                        value: value.clone(),
+                    });
+                }
                 self.result = Some(value);
             }
             JobEvent::Error(detail) => self.failure = Some(detail),

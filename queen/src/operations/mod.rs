@@ -25,6 +25,9 @@ use crate::state::AppState;
 pub struct JobContext {
     pub state: Arc<AppState>,
     pub job: Arc<Job>,
+    /// Whether the agents' answers reach the job as `result` events with their hive
+    /// (a playbook reports its own per-task outcomes instead).
+    pub relay_agent_results: bool,
 }
 
 impl JobContext {
@@ -49,6 +52,7 @@ pub fn spawn(state: Arc<AppState>, operation: Operation) -> Arc<Job> {
     let ctx = JobContext {
         state,
         job: job.clone(),
+        relay_agent_results: true,
     };
     tracing::info!(job_id = %job.id, operation = operation.name(), "job submitted");
     let ctx_state = ctx.state.clone();

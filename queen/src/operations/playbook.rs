@@ -248,7 +248,10 @@ impl Run<'_> {
     /// reports the outcome.
     async fn task(&self, play: &Play, task: &Task, hive: &Hive) -> Status {
         let host = HostContext {
-            job: self.ctx.clone(),
+            job: JobContext {
+                relay_agent_results: false,
+                ..self.ctx.clone()
+            },
             hive: hive.clone(),
         };
         let vars = Self::vars(play, hive);

@@ -20,6 +20,10 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> u8 {
         eprintln!("rbee-hive: cannot watch for SIGHUP, only stdin EOF cancels: {error}");
     }
 
+    let args: Vec<OsString> = args.into_iter().collect();
+    if args.len() == 1 && args[0] == "serve" {
+        return crate::serve::serve(io::stdin().lock(), io::stdout().lock(), &cancel);
+    }
     let mut writer = EventWriter::new(io::stdout().lock());
     let mut invocation = match CommandLine::parse(args) {
         Ok(CommandLine::Run(invocation)) => invocation,

@@ -395,6 +395,9 @@ commands:
                                   queen sends them as one JSON line on stdin first
   model-has FILE SIZE SHA256      whether local:FILE is here with that content
   model-receive FILE SIZE SHA256  read SIZE bytes from stdin into local:FILE
+  serve          answer requests until stdin ends: one JSON line each on stdin
+                 (id and args), replies (id and event) on stdout; only quick
+                 commands that do not read stdin
 
 flags:
   --install-dir DIR   where binaries, models and worker state live (default ~/.rbee)

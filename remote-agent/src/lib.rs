@@ -16,6 +16,7 @@ pub mod error;
 pub mod events;
 pub mod models;
 mod report;
+pub mod serve;
 mod status;
 pub mod workers;
 

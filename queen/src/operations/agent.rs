@@ -2,11 +2,13 @@
 //! or in-process for `localhost` when the queen is built with `local-hive`. Every
 //! line the agent prints becomes a job event the moment it arrives.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use rbee_hive::{AgentCommand, AgentContext, Invocation};
 use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent, Level};
 
 use super::fan_out::HostContext;
-use crate::ssh::{SshConnection, Stdin, shell};
+use crate::ssh::{SessionError, SshConnection, Stdin, shell};
 
 /// What the agent answered: its `result` value.
 pub type AgentAnswer = Result<serde_json::Value, ErrorDetail>;
@@ -98,12 +100,23 @@ fn truncate(text: &str, max: usize) -> &str {
     }
 }
 
-/// Runs one agent command on the hive, over SSH.
+/// Runs one agent command on the hive, over SSH: a quick command through the
+/// connection's agent session (`rbee-hive serve`, one process per connection), any
+/// other, or any when the hive's agent has no session, as its own exec.
 pub async fn run_over_ssh(
     host: &HostContext,
     connection: &SshConnection,
     command: AgentCommand,
 ) -> AgentAnswer {
+    if rbee_hive::serve::is_served(&command) {
+        match run_in_session(host, connection, &command).await {
+            Ok(answer) => return answer,
+            Err(SessionError::Ssh(e)) => return Err(e.to_detail()),
+            Err(SessionError::Unavailable(reason)) => {
+                tracing::debug!(hive = %host.hive.alias, %reason, "no agent session; one exec");
+            }
+        }
+    }
     // A command that reads a secret line waits for one, so it always gets a line.
     let secret = match &command {
         AgentCommand::WorkerSpawn(spawn) => {
@@ -117,6 +130,59 @@ pub async fn run_over_ssh(
         }
         None => run_over_ssh_with(host, connection, command, Stdin::Open).await,
     }
+}
+
+/// Sends `command` to the connection's agent session; `Err` when there is none.
+async fn run_in_session(
+    host: &HostContext,
+    connection: &SshConnection,
+    command: &AgentCommand,
+) -> Result<AgentAnswer, SessionError> {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let invocation = Invocation::new(
+        AgentContext::new(&host.hive.install_dir, Some(host.hive.alias.clone())),
+        command.clone(),
+    );
+    let request = serde_json::to_string(&rbee_hive::serve::Request {
+        id,
+        args: invocation.to_args(),
+    })
+    .map_err(|e| SessionError::Unavailable(e.to_string()))?;
+    let start = shell::command(&agent_path(&host.hive.install_dir), &["serve"]);
+    let mut relay = Relay {
+        host,
+        result: None,
+        failure: None,
+    };
+    connection
+        .call(
+            &start,
+            &request,
+            &mut |line| match serde_json::from_str::<rbee_hive::serve::Reply>(line) {
+                Ok(reply) if reply.id == id => {
+                    let terminal = reply.event.is_terminal();
+                    relay.event(reply.event);
+                    terminal
+                }
+                Ok(_) => false,
+                Err(e) => {
+                    relay.host.narrate(
+                        Level::Warn,
+                        "agent_output",
+                        format!(
+                            "the agent session printed a line that is not a reply ({e}): {}",
+                            truncate(line, 200)
+                        ),
+                    );
+                    false
+                }
+            },
+        )
+        .await?;
+    Ok(relay.finish(true, || {
+        ErrorDetail::new(ErrorCode::AgentFailed, "the agent session failed")
+    }))
 }
 
 /// [`run_over_ssh`] for a command that reads stdin (hub settings, a pushed file).

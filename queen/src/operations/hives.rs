@@ -259,6 +259,10 @@ pub(super) async fn install_on(
         }
         pushed.push(binary.name);
     }
+    if !pushed.is_empty() {
+        // A session still runs the agent that was replaced; the next call starts anew.
+        connection.end_session().await;
+    }
     Ok(if pushed.is_empty() {
         HostDone::ok("binaries up to date (same checksum); nothing uploaded")
     } else {

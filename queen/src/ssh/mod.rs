@@ -273,6 +273,36 @@ pub struct SshConnection {
     pub local_addr: Option<std::net::SocketAddr>,
     /// The jump host's connection, kept open as long as this one tunnels through it.
     _jump: Option<Arc<SshConnection>>,
+    /// A long-running command answering request lines (the agent's `serve`).
+    session: tokio::sync::Mutex<Session>,
+}
+
+/// The state of a connection's long-running line session.
+#[derive(Default)]
+struct Session {
+    open: Option<OpenSession>,
+    /// The session command exited before answering anything (an agent without
+    /// `serve`, or none): callers use single execs until [`SshConnection::end_session`].
+    unsupported: bool,
+}
+
+struct OpenSession {
+    reader: russh::ChannelReadHalf,
+    writer: ClosingChannel,
+    pending: Vec<u8>,
+    /// Set while a request waits for its reply. A caller dropped mid-request leaves it
+    /// set, and the next caller then starts a fresh session rather than read the
+    /// rest of someone else's reply.
+    busy: bool,
+    answered: bool,
+}
+
+/// Why a session call did not get its reply.
+#[derive(Debug)]
+pub enum SessionError {
+    /// No session here (not supported, or it ended): run the command on its own.
+    Unavailable(String),
+    Ssh(SshError),
 }
 
 /// A byte stream an SSH session runs over: a TCP socket, or a jump host's channel.
@@ -418,7 +448,129 @@ impl SshConnection {
             target,
             local_addr,
             _jump: jump,
+            session: Default::default(),
         })
+    }
+
+    /// Sends `request` (one line) to the long-running command `start`, starting it on
+    /// first use, and passes each line it prints to `on_line` until that returns true
+    /// (the reply's last line). The session holds one of the connection's channels.
+    pub async fn call(
+        &self,
+        start: &str,
+        request: &str,
+        on_line: &mut (dyn FnMut(&str) -> bool + Send),
+    ) -> Result<(), SessionError> {
+        let protocol = |source| {
+            SessionError::Ssh(SshError::Protocol {
+                host: self.target.host.clone(),
+                source,
+            })
+        };
+        let mut session = self.session.lock().await;
+        if session.unsupported {
+            return Err(SessionError::Unavailable(
+                "no session on this connection".into(),
+            ));
+        }
+        if session.open.as_ref().is_some_and(|open| open.busy) {
+            self.close(&mut session);
+        }
+        if session.open.is_none() {
+            let permit = self.channels.acquire().await.map_err(|_| {
+                SessionError::Ssh(SshError::Unreachable {
+                    host: self.target.host.clone(),
+                    port: self.target.port,
+                    reason: "connection closed".to_owned(),
+                })
+            })?;
+            let (reader, writer) = self
+                .handle
+                .channel_open_session()
+                .await
+                .map_err(protocol)?
+                .split();
+            let writer = ClosingChannel(Arc::new(writer));
+            tracing::debug!(host = %self.target.host, command = %start, "session");
+            writer.0.exec(true, start).await.map_err(protocol)?;
+            // The session keeps its channel until it closes (see `close`).
+            permit.forget();
+            session.open = Some(OpenSession {
+                reader,
+                writer,
+                pending: Vec::new(),
+                busy: false,
+                answered: false,
+            });
+        }
+        let Some(open) = session.open.as_mut() else {
+            return Err(SessionError::Unavailable(
+                "the session did not start".into(),
+            ));
+        };
+        open.busy = true;
+        let mut line = request.to_owned();
+        line.push('\n');
+        if let Err(e) = open.writer.0.data(line.as_bytes()).await {
+            self.close(&mut session);
+            return Err(SessionError::Unavailable(format!(
+                "cannot write to the session: {e}"
+            )));
+        }
+        loop {
+            while let Some(end) = open.pending.iter().position(|&b| b == b'\n') {
+                let raw: Vec<u8> = open.pending.drain(..=end).collect();
+                let text = String::from_utf8_lossy(&raw[..raw.len() - 1]);
+                if on_line(text.trim_end_matches('\r')) {
+                    open.busy = false;
+                    open.answered = true;
+                    return Ok(());
+                }
+            }
+            match open.reader.wait().await {
+                Some(ChannelMsg::Data { data }) => open.pending.extend_from_slice(&data),
+                Some(ChannelMsg::ExtendedData { data, .. }) => {
+                    tracing::debug!(host = %self.target.host, stderr = %String::from_utf8_lossy(&data), "session stderr");
+                }
+                Some(ChannelMsg::WindowAdjusted { .. } | ChannelMsg::Success) => {}
+                Some(other) => {
+                    if !matches!(
+                        other,
+                        ChannelMsg::Eof | ChannelMsg::ExitStatus { .. } | ChannelMsg::Close
+                    ) {
+                        continue;
+                    }
+                    let never_answered = !open.answered;
+                    self.close(&mut session);
+                    session.unsupported = never_answered;
+                    return Err(SessionError::Unavailable(format!(
+                        "the session ended ({other:?})"
+                    )));
+                }
+                None => {
+                    let never_answered = !open.answered;
+                    self.close(&mut session);
+                    session.unsupported = never_answered;
+                    return Err(SessionError::Unavailable(
+                        "the session's channel closed".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Ends the line session (its channel closes, so the command sees stdin end), and
+    /// lets the next call start a new one: after the agent binary was replaced.
+    pub async fn end_session(&self) {
+        let mut session = self.session.lock().await;
+        self.close(&mut session);
+        session.unsupported = false;
+    }
+
+    fn close(&self, session: &mut Session) {
+        if session.open.take().is_some() {
+            self.channels.add_permits(1);
+        }
     }
 
     pub fn is_closed(&self) -> bool {

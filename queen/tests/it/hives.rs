@@ -375,3 +375,52 @@ async fn proxy_jump_from_ssh_config_tunnels_through_another_host() {
         "hive-2 saw the connection come from hive-1:\n{log}"
     );
 }
+
+/// The agent processes answering in a session for the hive installed in `dir`.
+fn sessions(dir: &str) -> usize {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", &format!("^{dir}/bin/rbee-hive serve$")])
+        .output()
+        .expect("pgrep runs");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_operations_share_one_agent_session_that_ends_with_the_connection() {
+    let lab = Lab::up(1);
+    let inventory = lab.inventory(None);
+    let dir = inventory.hives["hive-1"].install_dir.clone();
+    let queen = queen(inventory, |_| {}).await;
+    let events = queen
+        .run(json!({"operation": "hive_install", "hive_id": "hive-1"}))
+        .await;
+    assert_eq!(terminal(&events), &JobEvent::Done, "{events:#?}");
+    assert_eq!(sessions(&dir), 0, "install runs no agent");
+    for operation in [
+        "inventory_check",
+        "hive_start",
+        "hive_status",
+        "hive_refresh",
+    ] {
+        let events = queen
+            .run(json!({"operation": operation, "hive_id": "hive-1"}))
+            .await;
+        assert_eq!(
+            terminal(&events),
+            &JobEvent::Done,
+            "{operation}: {events:#?}"
+        );
+        assert_eq!(sessions(&dir), 1, "after {operation}: one agent session");
+    }
+    // `hive stop` drops the connection; the agent sees its stdin end and exits.
+    let events = queen
+        .run(json!({"operation": "hive_stop", "hive_id": "hive-1"}))
+        .await;
+    assert_eq!(terminal(&events), &JobEvent::Done, "{events:#?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sessions(&dir) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sessions(&dir), 0, "the session outlived its connection");
+    queen.stop().await;
+}

@@ -1,5 +1,6 @@
 //! The hive agent: the small program the queen pushes to every hive and runs over an
-//! SSH exec channel, one invocation per operation. Also a library, so the queen's
+//! SSH exec channel: one invocation per long operation, and one `serve` process per
+//! connection answering the quick ones (`serve.rs`). Also a library, so the queen's
 //! `local-hive` feature runs the same operations in-process.
 //!
 //! The contract, for both uses: a command reports through job events (narrations,

@@ -45,6 +45,13 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> a
     let janitor = tokio::spawn(expire_jobs(state.clone()));
     let router = http::router(state.clone());
     let drain = state.clone();
+    // Events are small writes; without TCP_NODELAY a client's delayed ACK holds each
+    // burst's tail back by up to 40 ms (Nagle), which a stream's first token shows.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY on a connection: {e}");
+        }
+    });
     let result = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             drain.shutdown.cancelled().await;

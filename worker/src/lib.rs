@@ -146,6 +146,13 @@ pub async fn run(
         model: served.clone(),
         token: config.token.clone().map(Into::into),
     });
+    // Tokens are small writes: without TCP_NODELAY the queen's delayed ACK would hold
+    // some back by up to 40 ms (Nagle).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY on a connection: {e}");
+        }
+    });
     let mut server = tokio::spawn(
         axum::serve(listener, app)
             .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())

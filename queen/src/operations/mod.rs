@@ -13,6 +13,8 @@ mod models;
 mod playbook;
 mod workers;
 
+pub use inference::{Pins, candidates};
+
 use std::sync::Arc;
 
 use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent, Operation};

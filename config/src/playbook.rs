@@ -310,7 +310,7 @@ impl PlaybookError {
                     .to_owned()
             }
             PlaybookError::Invalid { .. } => format!(
-                "each task has a name and exactly one action: {}",
+                "a playbook is [[play]] tables with hosts = \"PATTERN\", each with [[play.tasks]]; a task has exactly one action: {} (playbooks/site.toml is an example)",
                 ActionKind::ALL.map(ActionKind::name).join(", ")
             ),
         }

@@ -16,6 +16,15 @@ pub struct AgentVersion {
     pub arch: String,
 }
 
+/// The files under `<install_dir>/bin` with their sha256, and the platform: what
+/// `hive install` compares with the binaries it would push.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct InstalledBinaries {
+    pub os: String,
+    pub arch: String,
+    pub sha256: std::collections::BTreeMap<String, String>,
+}
+
 /// A worker the agent knows from its state file under `<install_dir>/workers/`.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct KnownWorker {

@@ -29,8 +29,13 @@ pub enum AgentCommand {
     /// Start a worker detached from this session and wait until it is ready.
     WorkerSpawn(Box<SpawnRequest>),
     /// Stop a worker: SIGTERM, then SIGKILL after `timeout_s`.
-    WorkerStop { worker_id: String, timeout_s: u64 },
+    WorkerStop {
+        worker_id: String,
+        timeout_s: u64,
+    },
     /// The workers this hive has state files for, and whether each runs.
+    /// The binaries installed under `<install_dir>/bin` and their sha256.
+    Binaries,
     WorkerList,
     /// The last `lines` of a worker's log; with `follow`, new lines until cancelled.
     WorkerLogs {
@@ -97,6 +102,7 @@ impl AgentCommand {
                 ],
             ),
             AgentCommand::WorkerList => ("worker-list", vec![]),
+            AgentCommand::Binaries => ("binaries", vec![]),
             AgentCommand::WorkerLogs {
                 worker_id,
                 lines,
@@ -147,6 +153,7 @@ impl AgentCommand {
                 timeout_s: flags.number("--timeout")?,
             },
             "worker-list" => AgentCommand::WorkerList,
+            "binaries" => AgentCommand::Binaries,
             "worker-logs" => AgentCommand::WorkerLogs {
                 worker_id: flags.name("--worker-id")?,
                 lines: flags.number("--lines")?,
@@ -387,6 +394,7 @@ commands:
                  is the first line of stdin
   worker-stop    --worker-id ID --timeout SECS   SIGTERM, then SIGKILL
   worker-list    the workers with state files here, and whether each runs
+  binaries       the files under DIR/bin with their sha256 (cached by size and mtime)
   worker-logs    --worker-id ID --lines N --follow true|false
   model-list                      the models under DIR/models, with GGUF metadata
   model-get MODEL                 one model: full id, `org/repo`, or unique file name
@@ -484,6 +492,7 @@ mod tests {
                     timeout_s: 7,
                 },
                 AgentCommand::WorkerList,
+                AgentCommand::Binaries,
                 AgentCommand::WorkerLogs {
                     worker_id: "w-1".to_owned(),
                     lines: 20,

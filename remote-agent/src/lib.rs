@@ -9,6 +9,7 @@
 //! line, log on stderr, exit status as outcome, stdin EOF or SIGHUP cancels. The agent
 //! never serves HTTP and never sits on the inference path.
 
+mod binaries;
 pub mod cancel;
 pub mod cli;
 pub mod command;
@@ -102,6 +103,10 @@ pub fn execute_with_input(
             )
         }
         AgentCommand::WorkerList => workers::list(&ctx.resolved_install_dir()?, &mut report),
+        AgentCommand::Binaries => {
+            let installed = binaries::installed(&ctx.resolved_install_dir()?.join("bin"))?;
+            send(&mut report, &installed)
+        }
         AgentCommand::WorkerLogs {
             worker_id,
             lines,

@@ -40,7 +40,8 @@ pub fn is_served(command: &AgentCommand) -> bool {
         AgentCommand::Version
         | AgentCommand::Detect
         | AgentCommand::Status
-        | AgentCommand::WorkerList => true,
+        | AgentCommand::WorkerList
+        | AgentCommand::Binaries => true,
         AgentCommand::WorkerLogs { follow, .. } => !follow,
         AgentCommand::Model(model) => matches!(
             model,

@@ -1,11 +1,12 @@
 //! Hive operations: install, uninstall, start, stop, status, list, refresh, and the
 //! inventory check. Each fans out over the hives a pattern selects.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use rbee_hive::AgentCommand;
-use rbee_protocol::agent::AgentVersion;
+use rbee_protocol::agent::{AgentVersion, InstalledBinaries};
 use rbee_protocol::{ErrorCode, ErrorDetail, HiveCapabilities, JobEvent, Level, Progress};
 use sha2::{Digest, Sha256};
 
@@ -139,6 +140,34 @@ fn platform(uname: &str) -> (String, String) {
     (os, arch)
 }
 
+/// The hive's platform and the checksums of the binaries it has, by one shell command
+/// (for a hive without a running agent). A checksum is cached beside the binary with
+/// its size and mtime, so an unchanged hive is not re-hashed (hashing the worker takes
+/// long); any write to the binary changes its mtime.
+async fn probe(
+    connection: &SshConnection,
+    bin_dir: &str,
+    binaries: &[LocalBinary],
+) -> Result<(String, String, BTreeMap<String, String>), ErrorDetail> {
+    let names: Vec<&str> = binaries.iter().map(|b| b.name).collect();
+    let probe = format!(
+        "uname -sm; d={dir}; for n in {names}; do f=\"$d/$n\"; s=\"$d/.$n.sha256\"; \
+         if [ ! -f \"$f\" ]; then echo \"$n -\"; continue; fi; st=$(stat -c '%s %Y' \"$f\"); \
+         if [ -f \"$s\" ] && [ \"$(cut -d' ' -f2,3 \"$s\")\" = \"$st\" ]; then echo \"$n $(cut -d' ' -f1 \"$s\")\"; \
+         else h=$(sha256sum \"$f\" | cut -d' ' -f1); echo \"$h $st\" > \"$s\" 2>/dev/null; echo \"$n $h\"; fi; done",
+        dir = shell::quote_path(bin_dir),
+        names = names.join(" "),
+    );
+    let (_, answer) = connection.output(&probe).await.map_err(|e| e.to_detail())?;
+    let mut lines = answer.lines();
+    let (os, arch) = platform(lines.next().unwrap_or("").trim());
+    let present = lines
+        .filter_map(|line| line.split_once(' '))
+        .map(|(name, hash)| (name.to_owned(), hash.to_owned()))
+        .collect();
+    Ok((os, arch, present))
+}
+
 /// Pushes the agent and worker binaries unless the hive has them already; with
 /// `check`, only says which it would push.
 pub(super) async fn install_on(
@@ -154,21 +183,23 @@ pub(super) async fn install_on(
     }
     let connection = connect(host, accept).await?;
     let bin_dir = shell::join(&host.hive.install_dir, "bin");
-    // One round trip: the platform, then each binary's checksum. A checksum is cached
-    // beside the binary with its size and mtime, so an unchanged hive is not re-hashed
-    // (hashing the worker takes long); any write to the binary changes its mtime.
-    let names: Vec<&str> = binaries.iter().map(|b| b.name).collect();
-    let probe = format!(
-        "uname -sm; d={dir}; for n in {names}; do f=\"$d/$n\"; s=\"$d/.$n.sha256\"; \
-         if [ ! -f \"$f\" ]; then echo \"$n -\"; continue; fi; st=$(stat -c '%s %Y' \"$f\"); \
-         if [ -f \"$s\" ] && [ \"$(cut -d' ' -f2,3 \"$s\")\" = \"$st\" ]; then echo \"$n $(cut -d' ' -f1 \"$s\")\"; \
-         else h=$(sha256sum \"$f\" | cut -d' ' -f1); echo \"$h $st\" > \"$s\" 2>/dev/null; echo \"$n $h\"; fi; done",
-        dir = shell::quote_path(&bin_dir),
-        names = names.join(" "),
-    );
-    let (_, answer) = connection.output(&probe).await.map_err(|e| e.to_detail())?;
-    let mut lines = answer.lines();
-    let (os, arch) = platform(lines.next().unwrap_or("").trim());
+    // A running agent answers in its session (no shell); else one shell probe. Its
+    // answer is this step's business, not a result of the job.
+    let quiet = HostContext {
+        job: super::JobContext {
+            relay_agent_results: false,
+            ..host.job.clone()
+        },
+        hive: host.hive.clone(),
+    };
+    let (os, arch, present) = match agent::run_over_ssh(&quiet, &connection, AgentCommand::Binaries)
+        .await
+        .ok()
+        .and_then(|value| serde_json::from_value::<InstalledBinaries>(value).ok())
+    {
+        Some(installed) => (installed.os, installed.arch, installed.sha256),
+        None => probe(&connection, &bin_dir, binaries).await?,
+    };
     if (os.as_str(), arch.as_str()) != (std::env::consts::OS, std::env::consts::ARCH) {
         return Err(ErrorDetail::new(
             ErrorCode::AgentFailed,
@@ -183,12 +214,10 @@ pub(super) async fn install_on(
             "build rbee for {arch}-unknown-{os} and set bin_dir under [queen] to it"
         )));
     }
-    let present: std::collections::HashMap<&str, &str> =
-        lines.filter_map(|line| line.split_once(' ')).collect();
     if check {
         let stale: Vec<&str> = binaries
             .iter()
-            .filter(|b| present.get(b.name) != Some(&b.sha256.as_str()))
+            .filter(|b| present.get(b.name) != Some(&b.sha256))
             .map(|b| b.name)
             .collect();
         return Ok(if stale.is_empty() {
@@ -199,7 +228,7 @@ pub(super) async fn install_on(
     }
     let mut pushed = Vec::new();
     for binary in binaries {
-        if present.get(binary.name) == Some(&binary.sha256.as_str()) {
+        if present.get(binary.name) == Some(&binary.sha256) {
             continue;
         }
         host.narrate(

@@ -366,16 +366,33 @@ async fn malformed_bodies_get_the_error_body() {
 }
 
 #[tokio::test]
-async fn operations_not_built_end_with_a_coded_error() {
+async fn a_bad_playbook_ends_with_an_error_naming_the_place_and_a_hint() {
     let queen = start().await;
-    let job = queen
-        .submit(json!({"operation": "playbook_run", "name": "x", "content": ""}))
-        .await;
-    let events = queen.events(&job).await;
-    assert!(
-        matches!(events.last(), Some(JobEvent::Error(e)) if e.code == ErrorCode::NotImplemented),
-        "{events:?}"
-    );
+    for (content, expected) in [
+        ("", "no [[play]]"),
+        (
+            "[[play]]\nhosts = \"all\"\n[[play.tasks]]\nfly = {}\n",
+            "unknown action `fly`",
+        ),
+        ("[[play]\n", "line 1"),
+    ] {
+        let job = queen
+            .submit(json!({"operation": "playbook_run", "name": "site.toml", "content": content}))
+            .await;
+        let events = queen.events(&job).await;
+        let Some(JobEvent::Error(e)) = events.last() else {
+            panic!("{content:?}: {events:?}")
+        };
+        assert_eq!(e.code, ErrorCode::BadRequest, "{e:?}");
+        assert!(
+            e.message.contains("site.toml") && e.message.contains(expected),
+            "{e:?}"
+        );
+        assert!(
+            e.hint.as_deref().is_some_and(|h| h.contains("play")),
+            "{e:?}"
+        );
+    }
     queen.stop().await;
 }
 

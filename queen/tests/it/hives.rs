@@ -101,8 +101,12 @@ async fn install_pushes_once_then_reports_unchanged_and_start_detects_devices() 
     );
 
     // A damaged agent is noticed by its checksum and pushed again before it is used.
+    // Replaced, not rewritten in place: the hive's agent session runs that file, and
+    // Linux refuses writes to a running executable (ETXTBSY).
     let agent = lab.dir.path().join("hosts/hive-2/rbee/bin/rbee-hive");
-    std::fs::write(&agent, b"#!/bin/sh\necho tampered\n").expect("damage the agent");
+    let tampered = agent.with_file_name("tampered");
+    std::fs::write(&tampered, b"#!/bin/sh\necho tampered\n").expect("damage the agent");
+    std::fs::rename(&tampered, &agent).expect("replace the agent");
     let third = queen
         .run(json!({"operation": "hive_install", "hive_id": "all"}))
         .await;

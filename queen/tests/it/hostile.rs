@@ -139,6 +139,7 @@ async fn hostile_names_are_refused_or_quoted_and_nothing_runs_on_the_hive() {
     for name in [
         format!("$(touch {unique}).gguf"),
         format!("x;touch {unique}.gguf"),
+        format!("x\ntouch {unique}.gguf"),
     ] {
         let file = local.path().join(&name);
         std::fs::copy(test_model(), &file).expect("copy");

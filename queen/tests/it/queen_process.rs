@@ -1,5 +1,6 @@
-//! The real `queen-rbee` process: killed with SIGKILL while a model download runs on a
-//! lab hive, then started again; and what it writes to its log at debug level.
+//! The real `queen-rbee` process: killed with SIGKILL while a worker serves and a model
+//! download runs on a lab hive, then started again; and what it writes to its log at
+//! debug level.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,10 +12,12 @@ use serde_json::json;
 use crate::hives::{recap, rows, terminal};
 use crate::hub_mirror::{HubMirror, MirrorFile};
 use crate::models::{agent_running, install_dir, inventory_text_with_mirror, model_bytes, tree};
-use crate::support::{Lab, bin_dir, run_job, submit_job};
+use crate::support::{Lab, bin_dir, run_job, submit_job, test_model};
 
 const API_TOKEN: &str = "queen-process-api-token-5f1c07";
 const HF_TOKEN: &str = "hf_queen_process_secret_93ad41";
+const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
+const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
 /// A queen process logging at debug level to `log`; SIGKILLed on drop.
 struct QueenProcess {
@@ -108,8 +111,8 @@ fn partial_size(dir: &Path) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_queen_stops_its_download_which_the_next_queen_resumes_and_no_log_shows_a_secret()
-{
+async fn a_killed_queen_leaves_its_worker_serving_stops_its_download_and_the_next_queen_adopts_and_resumes()
+ {
     let lab = Lab::up(1);
     let mirror = HubMirror::start("0.0.0.0:0").await;
     let bytes = model_bytes();
@@ -121,7 +124,7 @@ async fn a_killed_queen_stops_its_download_which_the_next_queen_resumes_and_no_l
     std::fs::write(
         dir.path().join("config.toml"),
         format!(
-            "[queen]\nport = {port}\napi_token = \"{API_TOKEN}\"\nbin_dir = \"{}\"\nstate_dir = \"{}\"\nconnect_timeout_secs = 3\n",
+            "[queen]\nport = {port}\nbind_addr = \"0.0.0.0\"\napi_token = \"{API_TOKEN}\"\nbin_dir = \"{}\"\nstate_dir = \"{}\"\nconnect_timeout_secs = 3\nheartbeat_interval_ms = 500\n",
             bin_dir().display(),
             dir.path().join("state").display()
         ),
@@ -136,11 +139,31 @@ async fn a_killed_queen_stops_its_download_which_the_next_queen_resumes_and_no_l
         .map(|n| dir.path().join(format!("queen-{n}.log")))
         .collect();
 
+    let local_models = install_dir(&lab, "hive-1").join("models/local");
+    std::fs::create_dir_all(&local_models).expect("models dir");
+    std::fs::copy(test_model(), local_models.join(MODEL_FILE)).expect("stock the model");
+
     let first = QueenProcess::start(dir.path(), port, &logs[0]).await;
-    let install = first
-        .run(json!({"operation": "hive_install", "hive_id": "hive-1"}))
+    for operation in ["hive_install", "hive_start"] {
+        let events = first
+            .run(json!({"operation": operation, "hive_id": "hive-1"}))
+            .await;
+        assert_eq!(terminal(&events), &JobEvent::Done, "{events:#?}");
+    }
+    let spawned = first
+        .run(json!({"operation": "worker_spawn", "hive_id": "hive-1", "model": MODEL, "device": "cpu"}))
         .await;
-    assert_eq!(terminal(&install), &JobEvent::Done, "{install:#?}");
+    assert_eq!(terminal(&spawned), &JobEvent::Done, "{spawned:#?}");
+    let worker = spawned
+        .iter()
+        .rev()
+        .find_map(|(_, e)| match e {
+            JobEvent::Result { hive: None, value } => Some(value.clone()),
+            _ => None,
+        })
+        .expect("the worker");
+    let worker_id = worker["worker_id"].as_str().expect("id").to_owned();
+    let pid = worker["pid"].as_i64().expect("pid") as libc::pid_t;
     let download =
         json!({"operation": "model_download", "hive_id": "hive-1", "model": "acme/slow:slow.gguf"});
     submit_job(&first.http, &first.url, download.clone()).await;
@@ -171,6 +194,12 @@ async fn a_killed_queen_stops_its_download_which_the_next_queen_resumes_and_no_l
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // SAFETY: signal 0 only checks that the process exists.
+    assert_eq!(
+        unsafe { libc::kill(pid, 0) },
+        0,
+        "the worker died with the queen"
+    );
     let kept = partial_size(&slow_dir);
     assert!(kept >= 1 << 20, "the partial file was kept: {kept}");
     assert!(!slow_dir.join("slow.gguf").exists());
@@ -178,6 +207,40 @@ async fn a_killed_queen_stops_its_download_which_the_next_queen_resumes_and_no_l
     // The next queen, on the same port and state, resumes the download on request.
     mirror.add("acme/slow", "slow.gguf", MirrorFile::new(bytes.clone()));
     let second = QueenProcess::start(dir.path(), port, &logs[1]).await;
+    // The worker, still running, is adopted from its heartbeats and serves.
+    let adopted = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = second.run(json!({"operation": "worker_list"})).await;
+        let ready = listed.iter().any(|(_, e)| {
+            matches!(e, JobEvent::Result { hive: None, value } if value
+                .as_array()
+                .is_some_and(|ws| ws.iter().any(|w| w["worker_id"] == worker_id.as_str() && w["status"] == "ready")))
+        });
+        if ready {
+            break;
+        }
+        assert!(
+            Instant::now() < adopted,
+            "the worker was not adopted: {listed:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answer = second
+        .run(json!({
+            "operation": "infer",
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Say hello."}],
+            "max_tokens": 4,
+            "temperature": 0.0,
+        }))
+        .await;
+    assert_eq!(terminal(&answer), &JobEvent::Done, "{answer:#?}");
+    assert!(
+        answer
+            .iter()
+            .any(|(_, e)| matches!(e, JobEvent::Token { .. })),
+        "{answer:#?}"
+    );
     let before = mirror.seen().len();
     let resumed = second.run(download).await;
     assert_eq!(
@@ -232,6 +295,10 @@ async fn a_killed_queen_stops_its_download_which_the_next_queen_resumes_and_no_l
             .expect("text");
         assert!(!replay.contains(HF_TOKEN) && !replay.contains(API_TOKEN));
     }
+    let stopped = second
+        .run(json!({"operation": "worker_stop", "worker_id": worker_id}))
+        .await;
+    assert_eq!(terminal(&stopped), &JobEvent::Done, "{stopped:#?}");
     drop(second);
     for log in &logs {
         let text = std::fs::read_to_string(log).expect("queen log");

@@ -213,7 +213,12 @@ fn ini_value(value: &str, literal: bool) -> toml::Value {
 
 /// `web[01:03]` → web01, web02, web03; `db[a:c]` → dba, dbb, dbc.
 fn expand_range(name: &str) -> Result<Vec<String>, String> {
-    let (Some(open), Some(close)) = (name.find('['), name.find(']')) else {
+    // The `]` that closes the range comes after its `[`; a name with either missing,
+    // or only in the wrong order, is no range (and fails the alias check later).
+    let Some((open, close)) = name
+        .find('[')
+        .and_then(|open| Some((open, open + name[open..].find(']')?)))
+    else {
         return Ok(vec![name.to_owned()]);
     };
     let (prefix, suffix) = (&name[..open], &name[close + 1..]);
@@ -231,7 +236,7 @@ fn expand_range(name: &str) -> Result<Vec<String>, String> {
     }
     let (from, to): (Vec<char>, Vec<char>) = (from.chars().collect(), to.chars().collect());
     match (from.as_slice(), to.as_slice()) {
-        (&[a], &[b]) if a.is_ascii_alphabetic() && a <= b => {
+        (&[a], &[b]) if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() && a <= b => {
             Ok((a..=b).map(|c| format!("{prefix}{c}{suffix}")).collect())
         }
         _ => Err(format!(
@@ -637,6 +642,9 @@ all:
             ("[gpu]\nweb[1:x]\n", "host range"),
             ("[gpu]\n'bad host'\n", "not a valid hive alias"),
             ("[gpu:vars]\nnovalue\n", "not key=value"),
+            // Found by the fuzzer: a `]` before the `[` once sliced backwards.
+            ("[gpu]\ng]p[\n", "not a valid hive alias"),
+            ("[gpu]\nweb[a:~]\n", "host range"),
         ];
         for (text, expected) in cases {
             let err = import(Path::new("hosts.ini"), text).expect_err(text);

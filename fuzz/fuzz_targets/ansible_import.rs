@@ -15,7 +15,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(text) else {
         return;
     };
-    let path = Path::new(if format % 2 == 0 { "hosts.ini" } else { "hosts.yml" });
+    let path = Path::new(if format % 2 == 0 {
+        "hosts.ini"
+    } else {
+        "hosts.yml"
+    });
     if let Ok(converted) = rbee_config::ansible::import(path, text) {
         if let Err(e) = Inventory::parse(Path::new("inventory.toml"), &converted) {
             panic!("the import is not an inventory: {e}\n{converted}");

@@ -389,13 +389,30 @@ fn take_connection(vars: &mut toml::Table, into: &mut toml::Table) -> Result<(),
     let mut take = |names: &[&str], field: &str| -> Result<(), String> {
         for name in names {
             if let Some(value) = vars.remove(*name) {
+                // The inventory wants a port number and strings: `ansible_host=10` or
+                // `ansible_user=1000` come typed from INI and YAML, and become strings.
                 let value = match (field, value) {
                     ("ssh_port", toml::Value::String(s)) => toml::Value::Integer(
                         s.parse::<u16>()
                             .map_err(|_| format!("{name} {s:?} is not a port"))?
                             .into(),
                     ),
-                    (_, value) => value,
+                    ("ssh_port", toml::Value::Integer(n)) => toml::Value::Integer(
+                        u16::try_from(n)
+                            .map_err(|_| format!("{name} {n} is not a port"))?
+                            .into(),
+                    ),
+                    ("ssh_port", other) => return Err(format!("{name} {other} is not a port")),
+                    (_, toml::Value::String(s)) => toml::Value::String(s),
+                    (
+                        _,
+                        value @ (toml::Value::Integer(_)
+                        | toml::Value::Float(_)
+                        | toml::Value::Boolean(_)),
+                    ) => toml::Value::String(value.to_string()),
+                    (_, other) => {
+                        return Err(format!("{name} is one value, not {other}"));
+                    }
                 };
                 into.insert(field.to_owned(), value);
             }
@@ -645,12 +662,22 @@ all:
             // Found by the fuzzer: a `]` before the `[` once sliced backwards.
             ("[gpu]\ng]p[\n", "not a valid hive alias"),
             ("[gpu]\nweb[a:~]\n", "host range"),
+            ("[gpu]\nweb ansible_port=99999\n", "not a port"),
         ];
         for (text, expected) in cases {
             let err = import(Path::new("hosts.ini"), text).expect_err(text);
             assert!(err.contains("hosts.ini"), "{err}");
             assert!(err.contains(expected), "{text:?}: {err}");
         }
+        // Found by the fuzzer: typed values where the inventory wants strings.
+        let text = import(
+            Path::new("hosts.ini"),
+            "[gpu]\nweb ansible_host=10 ansible_user=1000\n",
+        )
+        .expect("numbers as names");
+        let inventory = Inventory::parse(Path::new("inventory.toml"), &text).expect(&text);
+        assert_eq!(inventory.hives["web"].host, "10");
+        assert_eq!(inventory.hives["web"].ssh_user.as_deref(), Some("1000"));
         let err = import(Path::new("h.yml"), "all: [1, 2]").expect_err("not a mapping");
         assert!(err.contains("not a mapping"), "{err}");
     }

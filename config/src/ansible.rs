@@ -44,7 +44,12 @@ pub fn import(path: &Path, text: &str) -> Result<String, String> {
     } else {
         parse_ini(text).map_err(|e| format!("{where_}: {e}"))?
     };
-    render(&imported).map_err(|e| format!("{where_}: {e}"))
+    let converted = render(&imported).map_err(|e| format!("{where_}: {e}"))?;
+    // What rbee cannot represent (a group that is its own child, say) is refused here,
+    // with the inventory parser's reason, rather than written out to fail later.
+    crate::Inventory::parse(Path::new("inventory.toml"), &converted)
+        .map_err(|e| format!("{where_}: the converted inventory would not load: {e}"))?;
+    Ok(converted)
 }
 
 fn parse_ini(text: &str) -> Result<Imported, String> {
@@ -678,6 +683,12 @@ all:
         let inventory = Inventory::parse(Path::new("inventory.toml"), &text).expect(&text);
         assert_eq!(inventory.hives["web"].host, "10");
         assert_eq!(inventory.hives["web"].ssh_user.as_deref(), Some("1000"));
+        let err = import(
+            Path::new("h.yml"),
+            "gpu:\n  hosts:\n    web:\n  children:\n    gpu:\n",
+        )
+        .expect_err("a group in itself");
+        assert!(err.contains("h.yml") && err.contains("cycle"), "{err}");
         let err = import(Path::new("h.yml"), "all: [1, 2]").expect_err("not a mapping");
         assert!(err.contains("not a mapping"), "{err}");
     }

@@ -416,6 +416,14 @@ async fn every_route_answers_bad_requests_with_a_4xx_json_error() {
         (reqwest::Method::POST, "/health".to_owned()),
         (reqwest::Method::POST, "/metrics".to_owned()),
         (reqwest::Method::GET, "/v1/worker-heartbeat".to_owned()),
+        (reqwest::Method::POST, "/v1/cluster/stream".to_owned()),
+        (reqwest::Method::POST, "/v1/build-info".to_owned()),
+        (reqwest::Method::POST, "/".to_owned()),
+        (reqwest::Method::DELETE, "/dashboard/app.js".to_owned()),
+        (
+            reqwest::Method::GET,
+            "/dashboard/../../etc/passwd".to_owned(),
+        ),
     ] {
         requests.push((method, path, b"{\"x\":1}".to_vec()));
     }

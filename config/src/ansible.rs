@@ -44,7 +44,12 @@ pub fn import(path: &Path, text: &str) -> Result<String, String> {
     } else {
         parse_ini(text).map_err(|e| format!("{where_}: {e}"))?
     };
-    render(&imported).map_err(|e| format!("{where_}: {e}"))
+    let converted = render(&imported).map_err(|e| format!("{where_}: {e}"))?;
+    // What rbee cannot represent (a group that is its own child, say) is refused here,
+    // with the inventory parser's reason, rather than written out to fail later.
+    crate::Inventory::parse(Path::new("inventory.toml"), &converted)
+        .map_err(|e| format!("{where_}: the converted inventory would not load: {e}"))?;
+    Ok(converted)
 }
 
 fn parse_ini(text: &str) -> Result<Imported, String> {
@@ -213,7 +218,12 @@ fn ini_value(value: &str, literal: bool) -> toml::Value {
 
 /// `web[01:03]` → web01, web02, web03; `db[a:c]` → dba, dbb, dbc.
 fn expand_range(name: &str) -> Result<Vec<String>, String> {
-    let (Some(open), Some(close)) = (name.find('['), name.find(']')) else {
+    // The `]` that closes the range comes after its `[`; a name with either missing,
+    // or only in the wrong order, is no range (and fails the alias check later).
+    let Some((open, close)) = name
+        .find('[')
+        .and_then(|open| Some((open, open + name[open..].find(']')?)))
+    else {
         return Ok(vec![name.to_owned()]);
     };
     let (prefix, suffix) = (&name[..open], &name[close + 1..]);
@@ -231,7 +241,7 @@ fn expand_range(name: &str) -> Result<Vec<String>, String> {
     }
     let (from, to): (Vec<char>, Vec<char>) = (from.chars().collect(), to.chars().collect());
     match (from.as_slice(), to.as_slice()) {
-        (&[a], &[b]) if a.is_ascii_alphabetic() && a <= b => {
+        (&[a], &[b]) if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() && a <= b => {
             Ok((a..=b).map(|c| format!("{prefix}{c}{suffix}")).collect())
         }
         _ => Err(format!(
@@ -384,13 +394,30 @@ fn take_connection(vars: &mut toml::Table, into: &mut toml::Table) -> Result<(),
     let mut take = |names: &[&str], field: &str| -> Result<(), String> {
         for name in names {
             if let Some(value) = vars.remove(*name) {
+                // The inventory wants a port number and strings: `ansible_host=10` or
+                // `ansible_user=1000` come typed from INI and YAML, and become strings.
                 let value = match (field, value) {
                     ("ssh_port", toml::Value::String(s)) => toml::Value::Integer(
                         s.parse::<u16>()
                             .map_err(|_| format!("{name} {s:?} is not a port"))?
                             .into(),
                     ),
-                    (_, value) => value,
+                    ("ssh_port", toml::Value::Integer(n)) => toml::Value::Integer(
+                        u16::try_from(n)
+                            .map_err(|_| format!("{name} {n} is not a port"))?
+                            .into(),
+                    ),
+                    ("ssh_port", other) => return Err(format!("{name} {other} is not a port")),
+                    (_, toml::Value::String(s)) => toml::Value::String(s),
+                    (
+                        _,
+                        value @ (toml::Value::Integer(_)
+                        | toml::Value::Float(_)
+                        | toml::Value::Boolean(_)),
+                    ) => toml::Value::String(value.to_string()),
+                    (_, other) => {
+                        return Err(format!("{name} is one value, not {other}"));
+                    }
                 };
                 into.insert(field.to_owned(), value);
             }
@@ -637,12 +664,31 @@ all:
             ("[gpu]\nweb[1:x]\n", "host range"),
             ("[gpu]\n'bad host'\n", "not a valid hive alias"),
             ("[gpu:vars]\nnovalue\n", "not key=value"),
+            // Found by the fuzzer: a `]` before the `[` once sliced backwards.
+            ("[gpu]\ng]p[\n", "not a valid hive alias"),
+            ("[gpu]\nweb[a:~]\n", "host range"),
+            ("[gpu]\nweb ansible_port=99999\n", "not a port"),
         ];
         for (text, expected) in cases {
             let err = import(Path::new("hosts.ini"), text).expect_err(text);
             assert!(err.contains("hosts.ini"), "{err}");
             assert!(err.contains(expected), "{text:?}: {err}");
         }
+        // Found by the fuzzer: typed values where the inventory wants strings.
+        let text = import(
+            Path::new("hosts.ini"),
+            "[gpu]\nweb ansible_host=10 ansible_user=1000\n",
+        )
+        .expect("numbers as names");
+        let inventory = Inventory::parse(Path::new("inventory.toml"), &text).expect(&text);
+        assert_eq!(inventory.hives["web"].host, "10");
+        assert_eq!(inventory.hives["web"].ssh_user.as_deref(), Some("1000"));
+        let err = import(
+            Path::new("h.yml"),
+            "gpu:\n  hosts:\n    web:\n  children:\n    gpu:\n",
+        )
+        .expect_err("a group in itself");
+        assert!(err.contains("h.yml") && err.contains("cycle"), "{err}");
         let err = import(Path::new("h.yml"), "all: [1, 2]").expect_err("not a mapping");
         assert!(err.contains("not a mapping"), "{err}");
     }

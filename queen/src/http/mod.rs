@@ -52,6 +52,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/worker-heartbeat", post(heartbeat))
         .merge(protected)
         .fallback(not_found)
+        .layer(middleware::map_response(json_rejections))
         .with_state(state)
 }
 
@@ -120,6 +121,44 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl axum::response::Int
         )],
         text,
     )
+}
+
+/// Gives the rejections axum answers by itself (a body over its size limit, a method a
+/// route does not take) the JSON error body that every other error has, so a client
+/// parses one shape for every 4xx.
+async fn json_rejections(response: axum::response::Response) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !status.is_client_error() || json {
+        return response;
+    }
+    let (message, hint) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "the request body is larger than the queen accepts (2 MiB)".to_owned(),
+            "send a smaller body; models travel with `model push`, not over this API",
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "this route does not take that method".to_owned(),
+            "the `Allow` header lists the methods it takes",
+        ),
+        other => (
+            other.canonical_reason().unwrap_or("bad request").to_owned(),
+            "see the queen's routes in DESIGN.md",
+        ),
+    };
+    let mut answer = ApiError::new(status, ErrorCode::BadRequest, message)
+        .with_hint(hint)
+        .into_response();
+    if let Some(allow) = response.headers().get(axum::http::header::ALLOW) {
+        answer
+            .headers_mut()
+            .insert(axum::http::header::ALLOW, allow.clone());
+    }
+    answer
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -143,7 +143,9 @@ fn platform(uname: &str) -> (String, String) {
 /// The hive's platform and the checksums of the binaries it has, by one shell command
 /// (for a hive without a running agent). A checksum is cached beside the binary with
 /// its size and mtime, so an unchanged hive is not re-hashed (hashing the worker takes
-/// long); any write to the binary changes its mtime.
+/// long); any write to the binary changes its mtime. sha256sum hashes its stdin:
+/// given a path with a newline or backslash (an install_dir may hold any character),
+/// GNU's prints the hash with a `\` before it.
 async fn probe(
     connection: &SshConnection,
     bin_dir: &str,
@@ -154,7 +156,7 @@ async fn probe(
         "uname -sm; d={dir}; for n in {names}; do f=\"$d/$n\"; s=\"$d/.$n.sha256\"; \
          if [ ! -f \"$f\" ]; then echo \"$n -\"; continue; fi; st=$(stat -c '%s %Y' \"$f\"); \
          if [ -f \"$s\" ] && [ \"$(cut -d' ' -f2,3 \"$s\")\" = \"$st\" ]; then echo \"$n $(cut -d' ' -f1 \"$s\")\"; \
-         else h=$(sha256sum \"$f\" | cut -d' ' -f1); echo \"$h $st\" > \"$s\" 2>/dev/null; echo \"$n $h\"; fi; done",
+         else h=$(sha256sum < \"$f\" | cut -d' ' -f1); echo \"$h $st\" > \"$s\" 2>/dev/null; echo \"$n $h\"; fi; done",
         dir = shell::quote_path(bin_dir),
         names = names.join(" "),
     );
@@ -238,7 +240,7 @@ pub(super) async fn install_on(
         );
         let script = format!(
             "set -e; d={dir}; mkdir -p \"$d\"; t=\"$d/.{name}.partial.$$\"; trap 'rm -f \"$t\"' EXIT; \
-             cat > \"$t\"; s=$(sha256sum \"$t\" | cut -d' ' -f1); \
+             cat > \"$t\"; s=$(sha256sum < \"$t\" | cut -d' ' -f1); \
              if [ \"$s\" != {sha} ]; then echo \"checksum mismatch: got $s\" >&2; exit 3; fi; \
              chmod 755 \"$t\"; mv -f \"$t\" \"$d/{name}\"; trap - EXIT; \
              echo \"$s $(stat -c '%s %Y' \"$d/{name}\")\" > \"$d/.{name}.sha256\"",

@@ -365,6 +365,103 @@ async fn malformed_bodies_get_the_error_body() {
     queen.stop().await;
 }
 
+/// Every route, given malformed, oversized, wrongly typed or nested bodies, unknown ids
+/// and methods it does not take: a 4xx with the JSON error body, never a 5xx, never a
+/// dropped connection.
+#[tokio::test]
+async fn every_route_answers_bad_requests_with_a_4xx_json_error() {
+    let queen = start().await;
+    let oversized = format!("{{\"operation\":\"{}\"}}", "a".repeat(3 << 20));
+    let nested = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let bodies: Vec<Vec<u8>> = [
+        "",
+        "{",
+        "null",
+        "42",
+        "[]",
+        "\"text\"",
+        "{\"operation\":7}",
+        "{\"operation\":\"model_download\",\"hive_id\":1,\"model\":[]}",
+        "{\"worker_id\":{},\"state\":3}",
+        "{\"messages\":\"hi\",\"model\":5}",
+        "{\"prompt\":{\"a\":1},\"max_tokens\":-1}",
+        "{\"model\":\"m\",\"messages\":[{\"role\":1}],\"temperature\":\"hot\"}",
+        &oversized,
+        &nested,
+    ]
+    .iter()
+    .map(|b| b.as_bytes().to_vec())
+    .chain([vec![0xff, 0xfe, b'{', 0x00]])
+    .collect();
+    let mut requests: Vec<(reqwest::Method, String, Vec<u8>)> = Vec::new();
+    for path in [
+        "/v1/jobs",
+        "/v1/worker-heartbeat",
+        "/v1/chat/completions",
+        "/v1/completions",
+    ] {
+        for body in &bodies {
+            requests.push((reqwest::Method::POST, path.to_owned(), body.clone()));
+        }
+    }
+    let long_id = "x".repeat(10_000);
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/jobs/job-nope".to_owned()),
+        (reqwest::Method::DELETE, "/v1/jobs/..%2F..%2Fetc".to_owned()),
+        (reqwest::Method::GET, format!("/v1/jobs/{long_id}/stream")),
+        (reqwest::Method::GET, "/v1/shutdown".to_owned()),
+        (reqwest::Method::PUT, "/v1/jobs".to_owned()),
+        (reqwest::Method::GET, "/v1/chat/completions".to_owned()),
+        (reqwest::Method::DELETE, "/v1/models".to_owned()),
+        (reqwest::Method::POST, "/health".to_owned()),
+        (reqwest::Method::POST, "/metrics".to_owned()),
+        (reqwest::Method::GET, "/v1/worker-heartbeat".to_owned()),
+        (reqwest::Method::POST, "/v1/cluster/stream".to_owned()),
+        (reqwest::Method::POST, "/v1/build-info".to_owned()),
+        (reqwest::Method::POST, "/".to_owned()),
+        (reqwest::Method::DELETE, "/dashboard/app.js".to_owned()),
+        (
+            reqwest::Method::GET,
+            "/dashboard/../../etc/passwd".to_owned(),
+        ),
+    ] {
+        requests.push((method, path, b"{\"x\":1}".to_vec()));
+    }
+    for (method, path, body) in requests {
+        let shown = format!(
+            "{method} {path} {:?}",
+            String::from_utf8_lossy(&body[..body.len().min(60)])
+        );
+        let response = queen
+            .http
+            .request(method, format!("{}{path}", queen.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{shown}: no answer: {e}"));
+        let status = response.status();
+        assert!(status.is_client_error(), "{shown}: {status}");
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let text = response.text().await.expect("body");
+        assert!(
+            content_type.starts_with("application/json"),
+            "{shown}: {status} {content_type:?} {text}"
+        );
+        let error: ErrorBody = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{shown}: {status} not the error body ({e}): {text}"));
+        assert!(!error.error.message.is_empty(), "{shown}");
+    }
+    let health = queen.get_json("/health").await;
+    assert_eq!(health["status"], "ok");
+    queen.stop().await;
+}
+
 #[tokio::test]
 async fn a_bad_playbook_ends_with_an_error_naming_the_place_and_a_hint() {
     let queen = start().await;

@@ -3,12 +3,14 @@
 mod api;
 mod dashboard;
 mod hives;
+mod hostile;
 mod hub_mirror;
 #[cfg(feature = "local-hive")]
 mod local_hive;
 mod models;
 mod openai;
 mod playbooks;
+mod queen_process;
 mod support;
 mod webdriver;
 mod workers;

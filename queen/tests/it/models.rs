@@ -15,10 +15,10 @@ use crate::hub_mirror::{HubMirror, MirrorFile};
 use crate::support::Lab;
 use crate::support::{Queen, test_model};
 
-const REPO: &str = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF";
-const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+pub(crate) const REPO: &str = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF";
+pub(crate) const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
-fn model_bytes() -> Arc<Vec<u8>> {
+pub(crate) fn model_bytes() -> Arc<Vec<u8>> {
     Arc::new(std::fs::read(test_model()).expect("read the test model"))
 }
 
@@ -26,6 +26,13 @@ fn model_bytes() -> Arc<Vec<u8>> {
 /// `hf_endpoint` variable: in netns mode a hive reaches this machine only at its
 /// link's near end (`10.x.I.1`), in loopback mode at 127.0.0.1.
 fn inventory_with_mirror(lab: &Lab, port: u16) -> Inventory {
+    let path = lab.dir.path().join("inventory.toml");
+    Inventory::parse(&path, &inventory_text_with_mirror(lab, port))
+        .expect("inventory with the mirror")
+}
+
+/// The text of [`inventory_with_mirror`].
+pub(crate) fn inventory_text_with_mirror(lab: &Lab, port: u16) -> String {
     let path = lab.dir.path().join("inventory.toml");
     let text = std::fs::read_to_string(&path).expect("inventory");
     let netns =
@@ -47,15 +54,15 @@ fn inventory_with_mirror(lab: &Lab, port: u16) -> Inventory {
             ));
         }
     }
-    Inventory::parse(&path, &out).expect("inventory with the mirror")
+    out
 }
 
-fn install_dir(lab: &Lab, hive: &str) -> PathBuf {
+pub(crate) fn install_dir(lab: &Lab, hive: &str) -> PathBuf {
     lab.dir.path().join(format!("hosts/{hive}/rbee"))
 }
 
 /// Every file and directory under `dir`, relative, sorted.
-fn tree(dir: &Path) -> Vec<String> {
+pub(crate) fn tree(dir: &Path) -> Vec<String> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
         let Ok(read) = std::fs::read_dir(dir) else {
             return;
@@ -79,7 +86,7 @@ fn tree(dir: &Path) -> Vec<String> {
     out
 }
 
-fn hive_results(events: &[(Instant, JobEvent)], hive: &str) -> Vec<Value> {
+pub(crate) fn hive_results(events: &[(Instant, JobEvent)], hive: &str) -> Vec<Value> {
     events
         .iter()
         .filter_map(|(_, e)| match e {
@@ -92,7 +99,7 @@ fn hive_results(events: &[(Instant, JobEvent)], hive: &str) -> Vec<Value> {
         .collect()
 }
 
-fn narrations(events: &[(Instant, JobEvent)]) -> Vec<String> {
+pub(crate) fn narrations(events: &[(Instant, JobEvent)]) -> Vec<String> {
     events
         .iter()
         .filter_map(|(_, e)| match e {
@@ -118,7 +125,7 @@ fn progress_of(events: &[(Instant, JobEvent)], hive: &str) -> Vec<rbee_protocol:
 
 /// Whether an agent process downloading `repo` still runs (lab hosts share this
 /// machine's process table).
-fn agent_running(repo: &str) -> bool {
+pub(crate) fn agent_running(repo: &str) -> bool {
     let Ok(processes) = std::fs::read_dir("/proc") else {
         return false;
     };
@@ -612,4 +619,90 @@ async fn models_in_process_download_a_gated_repository_and_take_a_push() {
         ]
     );
     queen.state.shutdown.cancel();
+}
+
+/// A tmpfs mounted over a directory for the length of a test (root only; CI runs as
+/// root), unmounted on drop.
+struct SmallDisk {
+    dir: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("mount runs");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs needs root (CI runs the tests as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_the_download_with_a_hint_and_leaves_no_model_behind() {
+    // The hive's model directory holds a third of the model. It is mounted before the
+    // host starts: a lab host in a network namespace gets a copy of the mount table
+    // when it starts, so a later mount would not reach it.
+    let bytes = model_bytes();
+    let lab = Lab::unstarted();
+    let models = install_dir(&lab, "hive-1").join("models");
+    let _disk = SmallDisk::mount(&models, &format!("{}k", bytes.len() / 3 / 1024));
+    lab.script(&["up", "1"]);
+    let mirror = HubMirror::start("0.0.0.0:0").await;
+    mirror.add(REPO, FILE, MirrorFile::new(bytes.clone()));
+    let queen = installed_lab_queen(&lab, mirror.addr.port()).await;
+
+    let model = format!("{REPO}:{FILE}");
+    let full = queen
+        .run(json!({"operation": "model_download", "hive_id": "hive-1", "model": model}))
+        .await;
+    let JobEvent::Error(error) = terminal(&full) else {
+        panic!("a full disk fails the job: {full:#?}");
+    };
+    assert_eq!(error.code, ErrorCode::AgentFailed, "{error:?}");
+    assert_eq!(recap(&full), rows(&[("hive-1", "failed")]));
+    let said = narrations(&full).join("\n");
+    assert!(
+        said.contains("is full") && said.contains("the partial file was deleted"),
+        "{said}"
+    );
+    assert!(
+        said.contains("df -h") && said.contains("install_dir"),
+        "the hint says what to do: {said}"
+    );
+    // Nothing of it remains: the space is free again, and no model is listed.
+    let left: Vec<String> = tree(&models)
+        .into_iter()
+        .filter(|p| models.join(p).is_file() && !p.ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let listed = queen
+        .run(json!({"operation": "model_list", "hive_id": "hive-1"}))
+        .await;
+    assert_eq!(hive_results(&listed, "hive-1")[0], json!([]));
+    let got = queen
+        .run(json!({"operation": "model_get", "hive_id": "hive-1", "model": model}))
+        .await;
+    assert_eq!(recap(&got), rows(&[("hive-1", "failed")]));
+    assert!(
+        narrations(&got).join("\n").contains("no model matches"),
+        "{got:#?}"
+    );
 }

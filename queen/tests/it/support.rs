@@ -102,45 +102,57 @@ impl Queen {
 
     /// Runs an operation; every event with the moment it arrived.
     pub async fn run(&self, operation: Value) -> Vec<(Instant, JobEvent)> {
-        let body: Value = self
-            .http
-            .post(format!("{}/v1/jobs", self.url))
-            .json(&operation)
-            .send()
-            .await
-            .expect("submit")
-            .json()
-            .await
-            .expect("json");
-        let job = body["job_id"].as_str().expect("job id");
-        let response = self
-            .http
-            .get(format!("{}/v1/jobs/{job}/stream", self.url))
-            .send()
-            .await
-            .expect("stream");
-        let mut decoder = SseDecoder::new();
-        let mut events = Vec::new();
-        let mut body = response.bytes_stream();
-        let deadline = tokio::time::sleep(Duration::from_secs(120));
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                chunk = body.next() => {
-                    let Some(chunk) = chunk else { break };
-                    for frame in decoder.feed(&chunk.expect("chunk")).expect("sse") {
-                        events.push((Instant::now(), JobEvent::from_sse(&frame.event, &frame.data).expect("event")));
-                    }
-                }
-                () = &mut deadline => panic!("job did not end: {events:?}"),
-            }
-        }
-        assert!(
-            events.last().is_some_and(|(_, e)| e.is_terminal()),
-            "{events:?}"
-        );
-        events
+        run_job(&self.http, &self.url, operation).await
     }
+}
+
+/// Runs an operation on the queen at `url`; every event with the moment it arrived.
+pub async fn run_job(
+    http: &reqwest::Client,
+    url: &str,
+    operation: Value,
+) -> Vec<(Instant, JobEvent)> {
+    let job = submit_job(http, url, operation).await;
+    let response = http
+        .get(format!("{url}/v1/jobs/{job}/stream"))
+        .send()
+        .await
+        .expect("stream");
+    let mut decoder = SseDecoder::new();
+    let mut events = Vec::new();
+    let mut body = response.bytes_stream();
+    let deadline = tokio::time::sleep(Duration::from_secs(120));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            chunk = body.next() => {
+                let Some(chunk) = chunk else { break };
+                for frame in decoder.feed(&chunk.expect("chunk")).expect("sse") {
+                    events.push((Instant::now(), JobEvent::from_sse(&frame.event, &frame.data).expect("event")));
+                }
+            }
+            () = &mut deadline => panic!("job did not end: {events:?}"),
+        }
+    }
+    assert!(
+        events.last().is_some_and(|(_, e)| e.is_terminal()),
+        "{events:?}"
+    );
+    events
+}
+
+/// Submits an operation to the queen at `url` without following it; its job id.
+pub async fn submit_job(http: &reqwest::Client, url: &str, operation: Value) -> String {
+    let body: Value = http
+        .post(format!("{url}/v1/jobs"))
+        .json(&operation)
+        .send()
+        .await
+        .expect("submit")
+        .json()
+        .await
+        .expect("json");
+    body["job_id"].as_str().expect("job id").to_owned()
 }
 
 pub fn repo() -> PathBuf {
@@ -172,11 +184,17 @@ pub struct Lab {
 
 impl Lab {
     pub fn up(hosts: usize) -> Lab {
-        let lab = Lab {
-            dir: tempfile::tempdir().expect("tempdir"),
-        };
+        let lab = Lab::unstarted();
         lab.script(&["up", &hosts.to_string()]);
         lab
+    }
+
+    /// A lab directory with no host started yet (`script(&["up", N])` starts them), for
+    /// a test that prepares a host's file system first.
+    pub fn unstarted() -> Lab {
+        Lab {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     pub fn script(&self, args: &[&str]) {

@@ -3,6 +3,7 @@
 //! keeper binary too.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rbee_config::{Config, Inventory};
@@ -134,8 +135,61 @@ async fn worker_ids(queen: &Queen) -> Vec<String> {
         .collect()
 }
 
+/// What the in-process queen logs, at debug level and for every crate (russh's and
+/// hyper's included), as its binary would with `RBEE_LOG=debug`.
+#[derive(Clone, Default)]
+struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    fn install() -> LogCapture {
+        let capture = LogCapture::default();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+            .with_writer(capture.clone())
+            .with_ansi(false)
+            .try_init()
+            .expect("the only subscriber in this test process");
+        capture
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("log lock")).into_owned()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
+    type Writer = LogCapture;
+
+    fn make_writer(&'a self) -> LogCapture {
+        self.clone()
+    }
+}
+
+/// Every file under `dir`, concatenated (a hive's worker logs).
+fn files_text(dir: &Path) -> String {
+    let mut text = String::new();
+    for item in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        text.push_str(&String::from_utf8_lossy(
+            &std::fs::read(item.path()).unwrap_or_default(),
+        ));
+    }
+    text
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workers_on_two_hives_serve_through_the_queen_and_survive_its_restart() {
+    let log = LogCapture::install();
     let started = Instant::now();
     let step = |name: &str| eprintln!("[{:>6.1}s] {name}", started.elapsed().as_secs_f64());
     let lab = Lab::up(2);
@@ -418,6 +472,43 @@ async fn workers_on_two_hives_serve_through_the_queen_and_survive_its_restart() 
     // Uninstalling a hive stops its workers before it removes their state.
     let last = spawn(&queen, "hive-1").await;
     let pid = last["pid"].as_i64().expect("pid") as libc::pid_t;
+
+    // No secret (worker tokens, the API token) in the queen's log at debug level, in
+    // the hives' worker logs, or on any command line while a worker runs.
+    let mut secrets = tokens;
+    secrets.push(
+        queen
+            .state
+            .worker_token(last["worker_id"].as_str().expect("id")),
+    );
+    secrets.push(TOKEN.to_owned());
+    let queen_log = log.text();
+    assert!(
+        queen_log.contains("DEBUG") && queen_log.contains("exec"),
+        "{queen_log}"
+    );
+    let worker_logs: String = inventory
+        .hives
+        .values()
+        .map(|hive| files_text(&Path::new(&hive.install_dir).join("logs")))
+        .collect();
+    assert!(worker_logs.contains("ready"), "{worker_logs}");
+    let command_lines: Vec<String> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .collect();
+    assert!(command_lines.iter().any(|c| c.contains("llm-worker-rbee")));
+    for secret in &secrets {
+        assert!(!queen_log.contains(secret), "a secret in the queen's log");
+        assert!(!worker_logs.contains(secret), "a secret in a worker log");
+        assert!(
+            command_lines.iter().all(|c| !c.contains(secret)),
+            "a secret on a command line"
+        );
+    }
     let events = queen
         .run(json!({"operation": "hive_uninstall", "hive_id": "hive-1"}))
         .await;

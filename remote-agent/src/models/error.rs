@@ -61,6 +61,19 @@ pub enum ModelError {
         source: io::Error,
     },
 
+    #[error(
+        "the disk holding {} is full: {file} stopped after {written} of {expected} bytes; the partial file was deleted",
+        dir.display()
+    )]
+    DiskFull {
+        file: String,
+        dir: PathBuf,
+        written: u64,
+        expected: String,
+        #[source]
+        source: io::Error,
+    },
+
     #[error("{file}: expected {expected} bytes, got {actual}; the partial file was deleted")]
     SizeMismatch {
         file: String,
@@ -134,6 +147,13 @@ impl ModelError {
             ModelError::ChecksumMismatch { .. } | ModelError::SizeMismatch { .. } => (
                 ErrorCode::AgentFailed,
                 Some("the bytes were corrupted in transit or at the source; run the transfer again".to_owned()),
+            ),
+            ModelError::DiskFull { dir, .. } => (
+                ErrorCode::AgentFailed,
+                Some(format!(
+                    "free space on the hive (`df -h {}` shows it) or set its install_dir to a larger disk, then run the transfer again",
+                    dir.display()
+                )),
             ),
             ModelError::NoGguf { .. } => (
                 ErrorCode::NotFound,

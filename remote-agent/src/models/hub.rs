@@ -495,7 +495,9 @@ fn fetch(
                 }
             }
             Err(CopyError::Cancelled) => return Err(AgentError::Cancelled),
-            Err(CopyError::Write(e)) => return Err(ModelError::io("write", partial)(e).into()),
+            Err(CopyError::Write(e)) => {
+                return Err(transfer::write_failed(partial, label, offset, size, e).into());
+            }
             Err(CopyError::Read(e)) => {
                 if attempt >= ATTEMPTS {
                     return Err(interrupted(label, attempt, offset, size, e));
@@ -509,7 +511,8 @@ fn fetch(
             }
         }
     }
-    file.flush().map_err(ModelError::io("write", partial))?;
+    file.flush()
+        .map_err(|e| transfer::write_failed(partial, label, offset, size, e))?;
     Ok(hex::encode(hasher.finalize()))
 }
 

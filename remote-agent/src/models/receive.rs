@@ -85,7 +85,9 @@ pub(crate) fn receive(
                 }
                 .into(),
                 Copy::Read(e) => ModelError::io("read the pushed bytes for", &partial)(e).into(),
-                Copy::Write(e) => ModelError::io("write", &partial)(e).into(),
+                Copy::Write(written, e) => {
+                    transfer::write_failed(&partial, file, written, Some(size), e).into()
+                }
             });
         }
     }
@@ -101,7 +103,8 @@ pub(crate) fn receive(
 enum Copy {
     Short(u64),
     Read(io::Error),
-    Write(io::Error),
+    /// Bytes written before the write failed, and why it failed.
+    Write(u64, io::Error),
     Cancelled,
 }
 
@@ -127,8 +130,10 @@ fn copy_exactly(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Copy::Read(e)),
         };
-        writer.write_all(&buffer[..n]).map_err(Copy::Write)?;
+        writer
+            .write_all(&buffer[..n])
+            .map_err(|e| Copy::Write(received, e))?;
         received += n as u64;
     }
-    writer.flush().map_err(Copy::Write)
+    writer.flush().map_err(|e| Copy::Write(received, e))
 }

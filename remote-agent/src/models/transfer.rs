@@ -106,6 +106,36 @@ pub(crate) fn remove_other_partials(target: &Path, keep: &Path) {
     }
 }
 
+/// What a failed write to `partial` becomes. A full disk deletes the partial file: it
+/// could be resumed only once space is freed, and meanwhile it holds the space that
+/// everything else on the hive (worker logs, state files) needs. Any other failure
+/// keeps it for the next run.
+pub(crate) fn write_failed(
+    partial: &Path,
+    file_label: &str,
+    written: u64,
+    expected: Option<u64>,
+    source: std::io::Error,
+) -> ModelError {
+    let full = matches!(
+        source.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    );
+    if !full {
+        return ModelError::io("write", partial)(source);
+    }
+    let _ = fs::remove_file(partial);
+    ModelError::DiskFull {
+        file: file_label.to_owned(),
+        dir: partial
+            .parent()
+            .map_or_else(PathBuf::new, Path::to_path_buf),
+        written,
+        expected: expected.map_or_else(|| "an unknown number of".to_owned(), |e| e.to_string()),
+        source,
+    }
+}
+
 /// Feeds the first `len` bytes of `file` to `hasher` (the part a resumed download
 /// already has).
 pub(crate) fn hash_prefix(path: &Path, len: u64, hasher: &mut Sha256) -> Result<(), ModelError> {
@@ -198,7 +228,7 @@ pub(crate) fn finish(
     }
     File::open(partial)
         .and_then(|f| f.sync_all())
-        .map_err(ModelError::io("sync", partial))?;
+        .map_err(|e| write_failed(partial, file_label, actual_size, expected_size, e))?;
     fs::rename(partial, target).map_err(ModelError::io("rename into place", target))?;
     note_sha256(target, actual_sha256);
     if let Some(dir) = target.parent()

@@ -14,6 +14,7 @@ pub mod command;
 mod detect;
 pub mod error;
 pub mod events;
+mod fit;
 pub mod models;
 mod report;
 mod status;

@@ -90,9 +90,12 @@ assemble_toolkit() {
     mv "$staging" "$toolkit"
 }
 
-if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -m pip show --quiet "${packages[@]%%==*}" >/dev/null 2>&1; then
+# The stamp names the pinned set that was installed: a changed pin reinstalls.
+stamp="$cache/installed"
+if [[ "$(cat "$stamp" 2>/dev/null)" != "${packages[*]}" ]]; then
+    rm -rf "$venv" "$toolkit" "$stamp"
     install_wheels
-    rm -rf "$toolkit"
+    echo "${packages[*]}" >"$stamp"
 fi
 if [[ ! -f "$toolkit/lib64/stubs/libcuda.so" ]]; then
     assemble_toolkit

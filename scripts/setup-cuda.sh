@@ -97,7 +97,8 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "${packages[*]}" ]]; then
     install_wheels
     echo "${packages[*]}" >"$stamp"
 fi
-if [[ ! -f "$toolkit/lib64/stubs/libcuda.so" ]]; then
+# The toolkit's links are absolute: a moved checkout assembles it again.
+if [[ ! -f "$toolkit/lib64/stubs/libcuda.so" || ! -x "$toolkit/bin/nvcc" ]]; then
     assemble_toolkit
 fi
 

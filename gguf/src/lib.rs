@@ -55,6 +55,17 @@ pub struct Summary {
     pub quantization: Option<String>,
     /// `<architecture>.context_length`.
     pub context_length: Option<u64>,
+    /// `<architecture>.block_count`: transformer layers.
+    pub block_count: Option<u64>,
+    /// `<architecture>.embedding_length`: the hidden size.
+    pub embedding_length: Option<u64>,
+    /// `<architecture>.attention.head_count`.
+    pub head_count: Option<u64>,
+    /// `<architecture>.attention.head_count_kv` (grouped-query attention); absent means
+    /// as many as `head_count`.
+    pub head_count_kv: Option<u64>,
+    /// Elements of `token_embd.weight`, which candle's models dequantise to f32.
+    pub token_embedding_elements: Option<u64>,
     /// Whether `tokenizer.chat_template` is present.
     pub chat_template: bool,
     pub tensors: u64,
@@ -77,22 +88,41 @@ pub fn summarize<R: Read + Seek>(reader: &mut R, len: u64) -> Result<Summary, He
         len,
         wide: true,
         summary: Summary::default(),
-        context_lengths: Vec::new(),
+        architecture_numbers: Vec::new(),
         file_type: None,
     };
     walker.header()?;
     let mut summary = walker.summary;
-    if let Some(arch) = &summary.architecture {
-        let key = format!("{arch}.context_length");
-        summary.context_length = walker
-            .context_lengths
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| *v);
+    if let Some(arch) = summary.architecture.clone() {
+        let number = |suffix: &str| {
+            let key = format!("{arch}.{suffix}");
+            walker
+                .architecture_numbers
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| *v)
+        };
+        summary.context_length = number("context_length");
+        summary.block_count = number("block_count");
+        summary.embedding_length = number("embedding_length");
+        summary.head_count = number("attention.head_count");
+        summary.head_count_kv = number("attention.head_count_kv");
     }
     summary.quantization = walker.file_type.map(file_type_name);
     reader.seek(SeekFrom::Start(0))?;
     Ok(summary)
+}
+
+/// The `<architecture>.<suffix>` keys whose integer values [`Summary`] keeps.
+fn is_architecture_number(key: &str) -> bool {
+    const SUFFIXES: [&str; 5] = [
+        ".context_length",
+        ".block_count",
+        ".embedding_length",
+        ".attention.head_count",
+        ".attention.head_count_kv",
+    ];
+    SUFFIXES.iter().any(|suffix| key.ends_with(suffix))
 }
 
 /// llama.cpp's `llama_ftype` names (the values of `general.file_type`).
@@ -140,8 +170,9 @@ struct Walker<'a, R> {
     /// Version 1 writes counts and lengths as u32, later versions as u64.
     wide: bool,
     summary: Summary,
-    /// Every `*.context_length` seen; the architecture may come after them.
-    context_lengths: Vec<(String, u64)>,
+    /// Every integer `<architecture>.<key>` the summary wants, for whatever
+    /// architecture: `general.architecture` may come after them.
+    architecture_numbers: Vec<(String, u64)>,
     file_type: Option<u64>,
 }
 
@@ -171,8 +202,11 @@ impl<R: Read + Seek> Walker<'_, R> {
             self.entry(&key, ty)?;
         }
         for _ in 0..tensors {
-            let elements = self.tensor_info()?;
+            let (name, elements) = self.tensor_info()?;
             self.summary.parameters = self.summary.parameters.saturating_add(elements);
+            if name.as_deref() == Some("token_embd.weight") {
+                self.summary.token_embedding_elements = Some(elements);
+            }
         }
         Ok(())
     }
@@ -189,9 +223,9 @@ impl<R: Read + Seek> Walker<'_, R> {
                 self.summary.chat_template = true;
                 self.value(ty, 0)?;
             }
-            (key, _) if key.ends_with(".context_length") && integer_type(ty) => {
+            (key, _) if integer_type(ty) && is_architecture_number(key) => {
                 let value = self.integer(ty)?;
-                self.context_lengths.push((key.to_owned(), value));
+                self.architecture_numbers.push((key.to_owned(), value));
             }
             _ => self.value(ty, 0)?,
         }
@@ -221,10 +255,11 @@ impl<R: Read + Seek> Walker<'_, R> {
         Ok(if signed_negative { 0 } else { unsigned })
     }
 
-    /// Walks one tensor's description and returns its element count.
-    fn tensor_info(&mut self) -> Result<u64, HeaderError> {
+    /// Walks one tensor's description and returns its name (unless absurdly long) and
+    /// element count.
+    fn tensor_info(&mut self) -> Result<(Option<String>, u64), HeaderError> {
         let at = self.pos;
-        self.string()?;
+        let name = self.kept_string()?;
         let dims = self.u32()?;
         if dims > MAX_DIMS {
             return Err(HeaderError::TooManyDimensions { at, dims });
@@ -238,7 +273,7 @@ impl<R: Read + Seek> Walker<'_, R> {
                 .ok_or(HeaderError::TensorTooLarge { at })?;
         }
         self.skip(4 + 8)?;
-        Ok(elements)
+        Ok((name, elements))
     }
 
     fn value(&mut self, ty: u32, depth: u32) -> Result<(), HeaderError> {
@@ -405,7 +440,17 @@ mod tests {
         let mut bytes = b"GGUF".to_vec();
         bytes.extend(3u32.to_le_bytes());
         bytes.extend(2u64.to_le_bytes());
-        bytes.extend(5u64.to_le_bytes());
+        bytes.extend(8u64.to_le_bytes());
+        // Another architecture's numbers are not this model's.
+        string(&mut bytes, "bert.block_count");
+        bytes.extend(4u32.to_le_bytes());
+        bytes.extend(99u32.to_le_bytes());
+        string(&mut bytes, "llama.block_count");
+        bytes.extend(10u32.to_le_bytes());
+        bytes.extend(30u64.to_le_bytes());
+        string(&mut bytes, "llama.attention.head_count_kv");
+        bytes.extend(4u32.to_le_bytes());
+        bytes.extend(3u32.to_le_bytes());
         // The context length comes before the architecture that names its key.
         string(&mut bytes, "llama.context_length");
         bytes.extend(4u32.to_le_bytes());
@@ -422,7 +467,7 @@ mod tests {
         string(&mut bytes, "general.name");
         bytes.extend(8u32.to_le_bytes());
         string(&mut bytes, "Tiny");
-        for (name, dims) in [("a", [4u64, 8]), ("b", [3, 5])] {
+        for (name, dims) in [("token_embd.weight", [4u64, 8]), ("b", [3, 5])] {
             string(&mut bytes, name);
             bytes.extend(2u32.to_le_bytes());
             for dim in dims {
@@ -441,6 +486,11 @@ mod tests {
                 parameters: 32 + 15,
                 quantization: Some("Q4_K_M".to_owned()),
                 context_length: Some(2048),
+                block_count: Some(30),
+                embedding_length: None,
+                head_count: None,
+                head_count_kv: Some(3),
+                token_embedding_elements: Some(32),
                 chat_template: true,
                 tensors: 2,
                 version: 3,

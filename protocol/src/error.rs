@@ -21,6 +21,8 @@ pub enum ErrorCode {
     NoWorker,
     WorkerFailed,
     QueueFull,
+    /// A worker would not fit in the chosen device's free memory.
+    InsufficientMemory,
     Timeout,
     ShuttingDown,
     Internal,
@@ -45,6 +47,7 @@ impl ErrorCode {
             ErrorCode::NoWorker => "no_worker",
             ErrorCode::WorkerFailed => "worker_failed",
             ErrorCode::QueueFull => "queue_full",
+            ErrorCode::InsufficientMemory => "insufficient_memory",
             ErrorCode::Timeout => "timeout",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",

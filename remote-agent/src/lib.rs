@@ -16,6 +16,7 @@ pub mod command;
 mod detect;
 pub mod error;
 pub mod events;
+mod fit;
 pub mod models;
 mod report;
 pub mod serve;

@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use rbee_protocol::agent::{HiveWorker, WorkerRecord};
-use rbee_protocol::{ErrorCode, Level};
+use rbee_protocol::{DeviceInfo, ErrorCode, Level};
 use serde_json::json;
 
 use crate::cancel::CancelFlag;
@@ -52,8 +52,23 @@ pub fn spawn(
     report: &mut Reporter<'_>,
     cancel: &CancelFlag,
 ) -> Result<(), AgentError> {
-    check_device(&request.device, hive)?;
+    let device = find_device(&request.device, hive)?;
     let model_path = PathBuf::from(crate::models::resolve(install_dir, &request.model)?.path);
+    // Refused here, before the worker spends minutes loading into memory it cannot
+    // have. Metal reports no memory to check against.
+    if let Some(device) = &device {
+        let need = crate::fit::check(&model_path, device, hive)?;
+        report.narrate(
+            Level::Info,
+            "worker_spawn",
+            format!(
+                "the model needs ~{} MiB; {} has {} MiB free",
+                need.total() >> 20,
+                request.device,
+                device.memory_free >> 20
+            ),
+        );
+    }
     let state = state_path(install_dir, &request.worker_id);
     if let Some(existing) = read_record(&state)?
         && is_running(&existing)
@@ -486,22 +501,19 @@ pub fn is_running(record: &WorkerRecord) -> bool {
 }
 
 /// Refuses a device this hive does not have, listing the ones it has.
-fn check_device(device: &str, hive: &str) -> Result<(), AgentError> {
-    let gpus = crate::detect::gpu_devices();
-    let available = || {
-        let mut names = vec!["cpu".to_owned()];
-        names.extend(
-            gpus.iter()
-                .map(|g| format!("cuda:{} ({})", g.index, g.name)),
-        );
-        names.join(", ")
-    };
-    let exists = match device.split_once(':') {
-        None if device == "cpu" => true,
-        None if device == "metal" => cfg!(target_os = "macos"),
-        Some(("cuda", index)) => index
-            .parse::<u32>()
-            .is_ok_and(|index| gpus.iter().any(|g| g.index == index)),
+/// The device a worker is asked to run on, as detected now (its free memory fresh);
+/// `None` for Metal, which reports no memory.
+fn find_device(device: &str, hive: &str) -> Result<Option<DeviceInfo>, AgentError> {
+    let found = match device.split_once(':') {
+        None if device == "cpu" => Some(crate::detect::cpu_device()?),
+        None if device == "metal" && cfg!(target_os = "macos") => return Ok(None),
+        None if device == "metal" => None,
+        Some(("cuda", index)) => match index.parse::<u32>() {
+            Ok(index) => crate::detect::gpu_devices()?
+                .into_iter()
+                .find(|g| g.index == index),
+            Err(_) => None,
+        },
         _ => {
             return Err(AgentError::refused(
                 ErrorCode::BadRequest,
@@ -510,14 +522,21 @@ fn check_device(device: &str, hive: &str) -> Result<(), AgentError> {
             ));
         }
     };
-    if exists {
-        Ok(())
-    } else {
-        Err(AgentError::refused(
-            ErrorCode::NotFound,
-            format!("{hive} has no device {device}"),
-            format!("devices on {hive}: {}", available()),
-        ))
+    match found {
+        Some(found) => Ok(Some(found)),
+        None => {
+            let mut names = vec!["cpu".to_owned()];
+            names.extend(
+                crate::detect::gpu_devices()?
+                    .iter()
+                    .map(|g| format!("cuda:{} ({})", g.index, g.name)),
+            );
+            Err(AgentError::refused(
+                ErrorCode::NotFound,
+                format!("{hive} has no device {device}"),
+                format!("devices on {hive}: {}", names.join(", ")),
+            ))
+        }
     }
 }
 
@@ -564,7 +583,7 @@ mod tests {
 
     #[test]
     fn a_missing_gpu_is_refused_with_the_devices_there_are() {
-        let error = check_device("cuda:7", "hive-x").expect_err("no such gpu");
+        let error = find_device("cuda:7", "hive-x").expect_err("no such gpu");
         let AgentError::Refused(detail) = error else {
             panic!("{error:?}")
         };
@@ -574,8 +593,9 @@ mod tests {
             detail.hint.as_deref().is_some_and(|h| h.contains("cpu")),
             "{detail:?}"
         );
-        assert!(check_device("cpu", "hive-x").is_ok());
-        assert!(check_device("tpu:0", "hive-x").is_err());
+        let cpu = find_device("cpu", "hive-x").expect("a CPU");
+        assert_eq!(cpu.map(|d| d.kind), Some(rbee_protocol::DeviceKind::Cpu));
+        assert!(find_device("tpu:0", "hive-x").is_err());
     }
 
     #[test]

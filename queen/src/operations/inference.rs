@@ -253,9 +253,12 @@ async fn spawn_for(ctx: &JobContext, model: &str, pins: &Pins) -> Result<WorkerV
         .with_hint("bring hives online with `rbee-keeper hive start`; `hive stop` takes a hive out of placement"));
     }
     let mut refusals = Vec::new();
-    let mut tried = HashSet::new();
+    let mut short_of_memory = false;
+    // A hive without the model is not asked again for its other devices; one whose
+    // device is too small is (a smaller device with less overhead can still fit).
+    let mut without_model = HashSet::new();
     for (free, hive, device) in places {
-        if !tried.insert(hive.alias.clone()) {
+        if without_model.contains(&hive.alias) {
             continue;
         }
         ctx.narrate(
@@ -270,11 +273,21 @@ async fn spawn_for(ctx: &JobContext, model: &str, pins: &Pins) -> Result<WorkerV
         match workers::spawn_on(ctx, &hive, model, &device).await {
             Ok(worker) => return Ok(worker),
             Err(refusal) if refusal.code == ErrorCode::NotFound => {
+                without_model.insert(hive.alias.clone());
+                refusals.push(format!("{}: {}", hive.alias, refusal.message));
+            }
+            Err(refusal) if refusal.code == ErrorCode::InsufficientMemory => {
+                short_of_memory = true;
                 refusals.push(format!("{}: {}", hive.alias, refusal.message));
             }
             Err(other) => return Err(other),
         }
     }
+    let hint = if short_of_memory {
+        "put the model on a hive with more free memory, stop workers that hold memory, or use a smaller quantisation"
+    } else {
+        "put the model on a hive first (`rbee-keeper model download` or `model push`)"
+    };
     Err(ErrorDetail::new(
         ErrorCode::NoWorker,
         format!(
@@ -282,7 +295,7 @@ async fn spawn_for(ctx: &JobContext, model: &str, pins: &Pins) -> Result<WorkerV
             refusals.join("; ")
         ),
     )
-    .with_hint("put the model on a hive first (`rbee-keeper model download` or `model push`)"))
+    .with_hint(hint))
 }
 
 /// How a request to one worker ended without success.

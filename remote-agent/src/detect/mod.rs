@@ -10,7 +10,7 @@ use std::path::Path;
 use std::thread;
 
 use rbee_protocol::agent::AgentVersion;
-use rbee_protocol::{DeviceInfo, DeviceKind, HiveCapabilities, Level, VERSION};
+use rbee_protocol::{DeviceInfo, DeviceKind, ErrorCode, HiveCapabilities, Level, VERSION};
 
 use crate::cancel::CancelFlag;
 use crate::error::AgentError;
@@ -26,9 +26,65 @@ pub fn agent_version() -> AgentVersion {
     }
 }
 
+/// A JSON list of devices (`DeviceInfo`, as `detect` reports them) that stands in for
+/// the GPUs NVML finds, and for the CPU when it holds a `cpu` device: tests and demos
+/// place workers on devices, and memory sizes, that the machine does not have.
+pub const DEVICES_ENV: &str = "RBEE_HIVE_DEVICES";
+
+/// The devices named in [`DEVICES_ENV`], if it is set.
+fn devices_override() -> Result<Option<Vec<DeviceInfo>>, AgentError> {
+    let Some(json) = std::env::var_os(DEVICES_ENV) else {
+        return Ok(None);
+    };
+    let json = json.to_string_lossy();
+    serde_json::from_str(&json).map(Some).map_err(|error| {
+        AgentError::refused(
+            ErrorCode::BadRequest,
+            format!("{DEVICES_ENV} is not a JSON list of devices: {error}"),
+            format!("unset {DEVICES_ENV} to detect the real devices"),
+        )
+    })
+}
+
 /// The NVIDIA GPUs this machine has; none without a driver.
-pub fn gpu_devices() -> Vec<DeviceInfo> {
-    nvidia::scan().devices
+pub fn gpu_devices() -> Result<Vec<DeviceInfo>, AgentError> {
+    Ok(match devices_override()? {
+        Some(devices) => devices
+            .into_iter()
+            .filter(|d| d.kind == DeviceKind::Cuda)
+            .collect(),
+        None => nvidia::scan().devices,
+    })
+}
+
+/// The CPU as a device: its usable cores, and the RAM as its memory.
+pub fn cpu_device() -> Result<DeviceInfo, AgentError> {
+    let overridden = devices_override()?
+        .and_then(|devices| devices.into_iter().find(|d| d.kind == DeviceKind::Cpu));
+    if let Some(cpu) = overridden {
+        return Ok(cpu);
+    }
+    let memory = proc::read_meminfo()?;
+    let cpu = proc::read_cpuinfo()?;
+    // The cores a worker may use: the scheduler's affinity and cgroup limits count,
+    // which /proc/cpuinfo does not know about.
+    let cores = thread::available_parallelism()
+        .ok()
+        .and_then(|cores| u32::try_from(cores.get()).ok())
+        .unwrap_or(cpu.processors.max(1));
+    Ok(DeviceInfo {
+        id: "CPU-0".to_owned(),
+        kind: DeviceKind::Cpu,
+        index: 0,
+        name: cpu
+            .model
+            .unwrap_or_else(|| format!("{} CPU", uname::uname().arch)),
+        memory_total: memory.total,
+        memory_free: memory.available,
+        compute_capability: None,
+        driver: None,
+        cores: Some(cores),
+    })
 }
 
 /// Detects everything `hive start` and `hive refresh` record, narrating what it finds.
@@ -39,37 +95,26 @@ pub fn detect_capabilities(
 ) -> Result<HiveCapabilities, AgentError> {
     let uname = uname::uname();
     let memory = proc::read_meminfo()?;
-    let cpu = proc::read_cpuinfo()?;
     let disk_free = disk::model_cache_free(install_dir)?;
 
-    // Initialising NVML takes seconds on a machine with many GPUs: the one step of
-    // detection worth stopping after.
-    let gpus = nvidia::scan();
-    cancel.check()?;
-    for note in &gpus.notes {
-        report.narrate(Level::Info, "detect", note.clone());
-    }
-
-    // The cores a worker may use: the scheduler's affinity and cgroup limits count,
-    // which /proc/cpuinfo does not know about.
-    let cores = thread::available_parallelism()
-        .ok()
-        .and_then(|cores| u32::try_from(cores.get()).ok())
-        .unwrap_or(cpu.processors.max(1));
-    let cpu_device = DeviceInfo {
-        id: "CPU-0".to_owned(),
-        kind: DeviceKind::Cpu,
-        index: 0,
-        name: cpu.model.unwrap_or_else(|| format!("{} CPU", uname.arch)),
-        memory_total: memory.total,
-        memory_free: memory.available,
-        compute_capability: None,
-        driver: None,
-        cores: Some(cores),
+    let mut devices = if devices_override()?.is_some() {
+        report.narrate(
+            Level::Info,
+            "detect",
+            format!("devices as {DEVICES_ENV} names them, not as detected"),
+        );
+        gpu_devices()?
+    } else {
+        // Initialising NVML takes seconds on a machine with many GPUs: the one step
+        // of detection worth stopping after.
+        let gpus = nvidia::scan();
+        cancel.check()?;
+        for note in &gpus.notes {
+            report.narrate(Level::Info, "detect", note.clone());
+        }
+        gpus.devices
     };
-
-    let mut devices = gpus.devices;
-    devices.push(cpu_device);
+    devices.push(cpu_device()?);
     report.narrate(
         Level::Info,
         "detect",

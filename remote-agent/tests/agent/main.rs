@@ -3,4 +3,5 @@
 
 mod cli;
 mod lab;
+mod spawn;
 mod support;

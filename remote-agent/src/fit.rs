@@ -1,0 +1,268 @@
+//! Whether a model fits a device: the memory a worker will need, estimated from the
+//! GGUF file before anything loads it, against the device's free memory now.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use rbee_gguf::Summary;
+use rbee_protocol::{DeviceInfo, DeviceKind, ErrorCode};
+
+use crate::error::AgentError;
+
+/// The context the worker gives a llama model at most (candle's
+/// `quantized_llama::MAX_SEQ_LEN`); other architectures get their file's context.
+const LLAMA_MAX_POSITIONS: u64 = 4096;
+/// The worker's context when a file names none.
+const DEFAULT_CONTEXT: u64 = 2048;
+/// Keys and values are kept as f32.
+const KV_BYTES_PER_VALUE: u64 = 4;
+/// A CUDA context, cuBLAS's workspace and the kernels' modules.
+const GPU_OVERHEAD: u64 = 512 << 20;
+/// The worker's own code, tokenizer and buffers on the CPU.
+const CPU_OVERHEAD: u64 = 128 << 20;
+
+/// What a worker for one model will hold in its device's memory, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryNeed {
+    /// The quantised weights, as large as they are in the file.
+    pub weights: u64,
+    /// The token embedding, which candle's models dequantise to f32.
+    pub embedding: u64,
+    /// Keys and values for every position of the worker's context.
+    pub kv_cache: u64,
+    /// The runtime: a CUDA context on a GPU, the process itself on the CPU.
+    pub overhead: u64,
+}
+
+impl MemoryNeed {
+    pub fn total(&self) -> u64 {
+        self.weights
+            .saturating_add(self.embedding)
+            .saturating_add(self.kv_cache)
+            .saturating_add(self.overhead)
+    }
+}
+
+/// Estimates the need of a model of `file_bytes` whose header says `summary`, on a
+/// device of `kind`.
+pub fn estimate(file_bytes: u64, summary: &Summary, kind: DeviceKind) -> MemoryNeed {
+    let file_context = summary.context_length.unwrap_or(DEFAULT_CONTEXT);
+    let context = if summary.architecture.as_deref() == Some("llama") {
+        file_context.min(LLAMA_MAX_POSITIONS)
+    } else {
+        file_context
+    };
+    let kv_cache = match kv_bytes_per_position(summary) {
+        Some(per_position) => per_position.saturating_mul(context),
+        // A header without the attention shape: allow a quarter of the weights, what
+        // the cache of a small model at a few thousand positions comes to.
+        None => file_bytes / 4,
+    };
+    MemoryNeed {
+        weights: file_bytes,
+        embedding: summary
+            .token_embedding_elements
+            .unwrap_or(0)
+            .saturating_mul(4),
+        kv_cache,
+        overhead: match kind {
+            DeviceKind::Cpu => CPU_OVERHEAD,
+            DeviceKind::Cuda | DeviceKind::Metal => GPU_OVERHEAD,
+        },
+    }
+}
+
+/// Keys and values of one position across every layer:
+/// `2 × layers × kv_heads × (embedding / heads)` values.
+fn kv_bytes_per_position(summary: &Summary) -> Option<u64> {
+    let layers = summary.block_count?;
+    let heads = summary.head_count.filter(|&heads| heads > 0)?;
+    let kv_heads = summary.head_count_kv.unwrap_or(heads);
+    let head_dim = summary.embedding_length? / heads;
+    2u64.checked_mul(layers)?
+        .checked_mul(kv_heads)?
+        .checked_mul(head_dim)?
+        .checked_mul(KV_BYTES_PER_VALUE)
+}
+
+/// Reads the model's header and refuses, with a hint, a device whose free memory is
+/// smaller than the estimated need.
+pub fn check(model_path: &Path, device: &DeviceInfo, hive: &str) -> Result<MemoryNeed, AgentError> {
+    let file = File::open(model_path).map_err(|e| AgentError::io("open", model_path, e))?;
+    let file_bytes = file
+        .metadata()
+        .map_err(|e| AgentError::io("read the size of", model_path, e))?
+        .len();
+    let summary = rbee_gguf::summarize(&mut BufReader::new(file), file_bytes).map_err(|e| {
+        AgentError::refused(
+            ErrorCode::BadRequest,
+            format!("{} is not a usable GGUF file: {e}", model_path.display()),
+            "download or push the model again",
+        )
+    })?;
+    let need = estimate(file_bytes, &summary, device.kind);
+    refuse_unless_fits(&need, device, hive)?;
+    Ok(need)
+}
+
+/// The refusal when `need` is larger than what `device` has free.
+pub fn refuse_unless_fits(
+    need: &MemoryNeed,
+    device: &DeviceInfo,
+    hive: &str,
+) -> Result<(), AgentError> {
+    if need.total() <= device.memory_free {
+        return Ok(());
+    }
+    let name = device.worker_device();
+    Err(AgentError::refused(
+        ErrorCode::InsufficientMemory,
+        format!(
+            "the model needs ~{} ({} weights, {} embedding, {} context cache, {} runtime); {name} on {hive} has {} free of {}",
+            gib(need.total()),
+            gib(need.weights),
+            gib(need.embedding),
+            gib(need.kv_cache),
+            gib(need.overhead),
+            gib(device.memory_free),
+            gib(device.memory_total),
+        ),
+        "pick another device or hive, stop a worker that holds this one, or use a smaller quantisation of the model",
+    ))
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    /// The shape of SmolLM2-135M, the test model: 30 layers, 9 heads, 3 of them for
+    /// keys and values, hidden size 576, 8192 positions, a 49152 × 576 embedding.
+    fn smollm2() -> Summary {
+        Summary {
+            architecture: Some("llama".to_owned()),
+            context_length: Some(8192),
+            block_count: Some(30),
+            embedding_length: Some(576),
+            head_count: Some(9),
+            head_count_kv: Some(3),
+            token_embedding_elements: Some(49152 * 576),
+            ..Summary::default()
+        }
+    }
+
+    fn device(kind: DeviceKind, free: u64) -> DeviceInfo {
+        DeviceInfo {
+            id: "GPU-0".to_owned(),
+            kind,
+            index: 0,
+            name: "test device".to_owned(),
+            memory_total: free.max(GIB),
+            memory_free: free,
+            compute_capability: None,
+            driver: None,
+            cores: None,
+        }
+    }
+
+    #[test]
+    fn the_estimate_adds_weights_embedding_cache_and_runtime() {
+        let need = estimate(98_362_432, &smollm2(), DeviceKind::Cuda);
+        assert_eq!(need.weights, 98_362_432);
+        assert_eq!(need.embedding, 49152 * 576 * 4);
+        // 2 × 30 layers × 3 kv heads × 64 per head × 4 bytes, for the 4096 positions
+        // the worker gives a llama model (not the file's 8192).
+        assert_eq!(need.kv_cache, 2 * 30 * 3 * 64 * 4 * 4096);
+        assert_eq!(need.overhead, GPU_OVERHEAD);
+        assert_eq!(
+            estimate(98_362_432, &smollm2(), DeviceKind::Cpu).overhead,
+            CPU_OVERHEAD
+        );
+    }
+
+    #[test]
+    fn other_architectures_keep_their_whole_context() {
+        let qwen = Summary {
+            architecture: Some("qwen2".to_owned()),
+            context_length: Some(32768),
+            block_count: Some(28),
+            embedding_length: Some(3584),
+            head_count: Some(28),
+            head_count_kv: Some(4),
+            ..Summary::default()
+        };
+        let need = estimate(4 * GIB, &qwen, DeviceKind::Cuda);
+        assert_eq!(need.kv_cache, 2 * 28 * 4 * 128 * 4 * 32768);
+    }
+
+    #[test]
+    fn a_header_without_the_attention_shape_still_gets_a_cache_allowance() {
+        let bare = Summary {
+            architecture: Some("llama".to_owned()),
+            ..Summary::default()
+        };
+        let need = estimate(8 * GIB, &bare, DeviceKind::Cuda);
+        assert_eq!(need.kv_cache, 2 * GIB);
+        assert_eq!(need.embedding, 0);
+        // No head count: no division by zero, the same allowance.
+        let zero_heads = Summary {
+            block_count: Some(4),
+            embedding_length: Some(64),
+            head_count: Some(0),
+            ..bare
+        };
+        assert_eq!(
+            estimate(8 * GIB, &zero_heads, DeviceKind::Cuda).kv_cache,
+            2 * GIB
+        );
+    }
+
+    #[test]
+    fn a_device_fits_when_its_free_memory_covers_the_whole_need() {
+        let need = estimate(98_362_432, &smollm2(), DeviceKind::Cuda);
+        let total = need.total();
+        for (free, fits) in [
+            (total, true),
+            (total + 1, true),
+            (total - 1, false),
+            (0, false),
+        ] {
+            let outcome = refuse_unless_fits(&need, &device(DeviceKind::Cuda, free), "h1");
+            assert_eq!(outcome.is_ok(), fits, "free {free} for a need of {total}");
+        }
+    }
+
+    #[test]
+    fn the_refusal_names_need_device_free_memory_and_what_to_do() {
+        let need = MemoryNeed {
+            weights: 4 * GIB,
+            embedding: GIB / 2,
+            kv_cache: GIB,
+            overhead: GPU_OVERHEAD,
+        };
+        let error = refuse_unless_fits(&need, &device(DeviceKind::Cuda, 3 * GIB), "gpu-a")
+            .expect_err("does not fit");
+        let detail = match error {
+            AgentError::Refused(detail) => detail,
+            other => panic!("a refusal, not {other:?}"),
+        };
+        assert_eq!(detail.code, ErrorCode::InsufficientMemory);
+        assert!(
+            detail.message.starts_with("the model needs ~6.0 GiB")
+                && detail.message.contains("cuda:0 on gpu-a has 3.0 GiB free"),
+            "{}",
+            detail.message
+        );
+        let hint = detail.hint.unwrap_or_default();
+        assert!(
+            hint.contains("another device or hive") && hint.contains("smaller quantisation"),
+            "{hint}"
+        );
+    }
+}

@@ -166,8 +166,8 @@ chmod 755 "$rootfs/sbin/rbee-install-grub"
 in_root apt-get clean
 rm -rf "$rootfs"/var/lib/apt/lists/*
 
-kernel=$(ls "$rootfs"/boot/vmlinuz-* | sort -V | tail -1)
-initrd=$(ls "$rootfs"/boot/initrd.img-* | sort -V | tail -1)
+kernel=$(find "$rootfs/boot" -name 'vmlinuz-*' | sort -V | tail -1)
+initrd=$(find "$rootfs/boot" -name 'initrd.img-*' | sort -V | tail -1)
 cp "$kernel" "$WORK/vmlinuz"
 cp "$initrd" "$WORK/initrd.img"
 

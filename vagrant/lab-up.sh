@@ -117,13 +117,26 @@ libvirt_driver() {
     elif [[ -w /dev/kvm && (-d /sys/module/kvm_intel || -d /sys/module/kvm_amd) ]]; then
         echo kvm
     else
-        echo "lab: /dev/kvm is missing or not Intel's or AMD's virtualization (modules: $(ls /sys/module | grep -E '^kvm' | tr '\n' ' ')); QEMU emulates the machines' CPU" >&2
+        local modules=(/sys/module/kvm*)
+        echo "lab: /dev/kvm is missing or not Intel's or AMD's virtualization (modules: ${modules[*]##*/}); QEMU emulates the machines' CPU" >&2
         echo qemu
+    fi
+}
+
+# libvirt checks /dev/kvm as the user QEMU runs as (libvirt-qemu, in group kvm). Where no
+# udev gave the node its usual root:kvm 0660 (a container), that check fails while
+# libvirt's own probe, as root, found KVM: it then throws its QEMU capabilities away
+# and probes again on every call, about 12 seconds each.
+kvm_node_for_libvirt() {
+    if [[ -c /dev/kvm ]] && getent group kvm >/dev/null && [[ $(stat -c %G /dev/kvm) != kvm ]]; then
+        chgrp kvm /dev/kvm
+        chmod 0660 /dev/kvm
     fi
 }
 
 started=$SECONDS
 install_packages
+kvm_node_for_libvirt
 start_libvirtd
 ensure_pool
 box=$("$ROOT/vagrant/build-box.sh")

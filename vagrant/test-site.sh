@@ -21,7 +21,7 @@ LOGS="$STATE/test-site"
 
 if [[ ${RBEE_VAGRANT_TEST:-} != 1 ]]; then
     echo "vagrant/test-site.sh: not run: it boots three VMs and takes minutes" >&2
-    echo "hint: RBEE_VAGRANT_TEST=1 $0 (as root, with /dev/kvm)" >&2
+    echo "hint: RBEE_VAGRANT_TEST=1 $0 (as root; 20 minutes where QEMU emulates the CPU)" >&2
     exit 0
 fi
 for bin in rbee-keeper queen-rbee rbee-hive llm-worker-rbee; do
@@ -45,7 +45,9 @@ teardown() {
         echo "test-site: kept: the machines and the queen run (vagrant/lab-up.sh --down, rbee-keeper --config $CONFIG queen stop)" >&2
         exit "$status"
     fi
-    [[ -f $CONFIG ]] && keeper queen stop >/dev/null 2>&1 || true
+    if [[ -f $CONFIG ]]; then
+        keeper queen stop >/dev/null 2>&1 || true
+    fi
     "$ROOT/vagrant/lab-up.sh" --down >&2 || true
     exit "$status"
 }

@@ -17,8 +17,6 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BOX_NAME=rbee/debian12
-# vagrant-libvirt keeps a copy of each box's image in the storage pool, named after it.
-POOL_VOLUME=rbee-VAGRANTSLASH-debian12_vagrant_box_image_0_box.img
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "error: the libvirt lab needs root (packages, libvirtd, qemu:///system)" >&2
@@ -89,15 +87,13 @@ ensure_pool() {
     virsh -c qemu:///system pool-autostart default >/dev/null
 }
 
-# Adds the box when it is missing or was rebuilt since it was added; a rebuilt box's
-# stale copy in the pool would otherwise be used again.
+# Adds the box when it is missing or was rebuilt since it was added. vagrant-libvirt
+# copies a box into the pool under a name with the time it was added, so a rebuilt box
+# is never confused with the copy of the old one.
 add_box() {
     local box=$1 stamp="$ROOT/.rbee-cache/vagrant/box-added"
     if vagrant box list 2>/dev/null | grep -q "^$BOX_NAME " && [[ -f $stamp && ! $box -nt $stamp ]]; then
         return
-    fi
-    if virsh -c qemu:///system vol-info --pool default "$POOL_VOLUME" >/dev/null 2>&1; then
-        virsh -c qemu:///system vol-delete --pool default "$POOL_VOLUME" >/dev/null
     fi
     vagrant box add --force --name "$BOX_NAME" "$box" >&2
     touch "$stamp"

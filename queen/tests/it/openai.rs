@@ -133,16 +133,28 @@ async fn the_openai_client_chats_streams_completes_and_lists_models() {
         .expect("health");
     assert_eq!(health.status(), 200);
 
-    // The metrics count what just happened and pass promtool's checks.
-    let metrics = queen
-        .http
-        .get(format!("{}/metrics", queen.url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    // The metrics count what just happened and pass promtool's checks. The worker's
+    // state is what its last heartbeat said: one sent during the last request still
+    // says busy, so wait for the next.
+    let scrape = || async {
+        queen
+            .http
+            .get(format!("{}/metrics", queen.url))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    };
+    let mut metrics = scrape().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !metrics.contains("rbee_workers{status=\"ready\"} 1")
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        metrics = scrape().await;
+    }
     for expected in [
         "rbee_inference_requests_total{model=\"smollm2\",outcome=\"ok\"}",
         "rbee_inference_requests_total{model=\"no-such-model\",outcome=\"no_worker\"} 1",

@@ -532,29 +532,16 @@ impl SshConnection {
                 Some(ChannelMsg::ExtendedData { data, .. }) => {
                     tracing::debug!(host = %self.target.host, stderr = %String::from_utf8_lossy(&data), "session stderr");
                 }
-                Some(ChannelMsg::WindowAdjusted { .. } | ChannelMsg::Success) => {}
-                Some(other) => {
-                    if !matches!(
-                        other,
-                        ChannelMsg::Eof | ChannelMsg::ExitStatus { .. } | ChannelMsg::Close
-                    ) {
-                        continue;
-                    }
-                    let never_answered = !open.answered;
-                    self.close(&mut session);
-                    session.unsupported = never_answered;
-                    return Err(SessionError::Unavailable(format!(
-                        "the session ended ({other:?})"
-                    )));
-                }
-                None => {
+                Some(ChannelMsg::Eof | ChannelMsg::ExitStatus { .. } | ChannelMsg::Close)
+                | None => {
                     let never_answered = !open.answered;
                     self.close(&mut session);
                     session.unsupported = never_answered;
                     return Err(SessionError::Unavailable(
-                        "the session's channel closed".into(),
+                        "the session's command ended".into(),
                     ));
                 }
+                Some(_) => {}
             }
         }
     }

@@ -86,15 +86,7 @@ async fn the_openai_client_chats_streams_completes_and_lists_models() {
     );
 
     // The queen's job id is the request id the worker logs, as JSON with --log-json.
-    let jobs: Value = queen
-        .http
-        .get(format!("{}/v1/jobs", queen.url))
-        .send()
-        .await
-        .expect("jobs")
-        .json()
-        .await
-        .expect("json");
+    let jobs = queen.get_json("/v1/jobs").await;
     let worker_log = std::fs::read_to_string(logs.path()).expect("worker log");
     let logged: Vec<Value> = worker_log
         .lines()

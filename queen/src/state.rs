@@ -24,6 +24,9 @@ pub struct AppState {
     /// Cancelled to stop the daemon: by a signal, `POST /v1/shutdown`, or a test.
     pub shutdown: CancellationToken,
     pub started: Instant,
+    /// When this queen started, in Unix seconds: taken once, so every report of it is
+    /// the same number (computing it from `now - elapsed` flips by a second).
+    started_unix_s: u64,
     /// Derives each worker's token (see [`crate::tokens`]); kept in the state
     /// directory, so a restarted queen can still talk to the workers it adopts.
     worker_key: [u8; 32],
@@ -64,6 +67,9 @@ impl AppState {
             workers: WorkerRegistry::default(),
             shutdown: CancellationToken::new(),
             started: Instant::now(),
+            started_unix_s: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
             worker_key,
             listen_addr: OnceLock::new(),
             metrics: crate::metrics::Metrics::default(),
@@ -99,10 +105,7 @@ impl AppState {
 impl AppState {
     /// When this queen started, in Unix seconds.
     pub fn started_unix_s(&self) -> u64 {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        now.saturating_sub(self.started.elapsed().as_secs())
+        self.started_unix_s
     }
 
     /// The gauges `/metrics` reads from the registries.

@@ -9,7 +9,15 @@
 #   1. the GPUs the agent's detection finds through NVML, with their VRAM;
 #   2. a worker spawned by the agent on cuda:0 (the agent's memory check included),
 #      its answer to "What is the capital of France?";
-#   3. prompt and decode tokens/s on cuda:0, and on the CPU for comparison.
+#   3. prompt and decode tokens/s on cuda:0;
+#   4. Hugging Face transformers on the same GGUF and device, for comparison
+#      (scripts/gpu-transformers.py; needs the `gguf` package beside transformers);
+#   5. the worker's figures on the CPU.
+#
+#   scripts/gpu-check.sh --preflight DIR/piece-1
+#
+# checks what it can from the first piece alone (the binaries' libraries, NVML
+# detection, the Python side), while the model's last piece is still to come.
 #
 #   scripts/gpu-check.sh --unpack DIR SHA256_FILE
 #
@@ -36,54 +44,48 @@ if [[ "${1:-}" == "--unpack" ]]; then
     exit 0
 fi
 
-dir="${1:?usage: scripts/gpu-check.sh DIR (with bin/rbee-hive, bin/llm-worker-rbee, model.gguf)}"
-dir="$(cd "$dir" && pwd)"
-device="${DEVICE:-cuda:0}"
-agent="$dir/bin/rbee-hive"
-worker="$dir/bin/llm-worker-rbee"
-model="$dir/model.gguf"
-for file in "$agent" "$worker" "$model"; do
-    if [[ ! -f "$file" ]]; then
-        echo "error: $file is missing" >&2
-        echo "hint: DEVELOPERS.md says how to pack and carry the binaries and the model" >&2
-        exit 1
-    fi
-done
-chmod +x "$agent" "$worker"
-
 # The worker links libcudart/libcublas/libcurand/libnvrtc of CUDA 13 and the driver's
 # libcuda.so.1: add whatever directories hold them, then let the loader say what is
 # still missing.
-library_dirs=()
-for candidate in /usr/local/nvidia/lib64 /usr/local/cuda/lib64; do
-    [[ -d "$candidate" ]] && library_dirs+=("$candidate")
-done
-if wheels="$(python3 -c 'import nvidia, os; print(os.path.join(nvidia.__path__[0], "cu13", "lib"))' 2>/dev/null)" &&
-    [[ -d "$wheels" ]]; then
-    library_dirs+=("$wheels")
-fi
-LD_LIBRARY_PATH="$(IFS=:; echo "${library_dirs[*]}")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export LD_LIBRARY_PATH
-missing="$(ldd "$worker" | grep 'not found' || true)"
-if [[ -n "$missing" ]]; then
-    echo "error: the worker's libraries are not all found (LD_LIBRARY_PATH=$LD_LIBRARY_PATH):" >&2
-    echo "$missing" >&2
-    echo "hint: install CUDA 13's cuBLAS, cuRAND, NVRTC and runtime (pip: nvidia-cublas, nvidia-curand, nvidia-cuda-nvrtc, nvidia-cuda-runtime)" >&2
-    exit 1
-fi
+find_libraries() {
+    local worker="$1" library_dirs=() candidate wheels missing
+    for candidate in /usr/local/nvidia/lib64 /usr/local/cuda/lib64; do
+        [[ -d "$candidate" ]] && library_dirs+=("$candidate")
+    done
+    # PyTorch's CUDA wheels: nvidia/cu13/lib, or one lib folder per library.
+    while IFS= read -r wheels; do
+        library_dirs+=("$wheels")
+    done < <(python3 -c '
+import glob, os, nvidia
+for root in nvidia.__path__:
+    for lib in sorted(glob.glob(os.path.join(root, "*", "lib")) + glob.glob(os.path.join(root, "*", "*", "lib"))):
+        print(lib)' 2>/dev/null || true)
+    LD_LIBRARY_PATH="$(IFS=:; echo "${library_dirs[*]}")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    export LD_LIBRARY_PATH
+    missing="$(ldd "$worker" | grep 'not found' || true)"
+    if [[ -n "$missing" ]]; then
+        # Anywhere else on the machine (another Python, a toolkit under /opt)?
+        local name found
+        for name in $(awk '{print $1}' <<<"$missing"); do
+            found="$(find /usr /opt /root -name "$name" -print -quit 2>/dev/null || true)"
+            [[ -n "$found" ]] && LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$(dirname "$found")"
+        done
+        missing="$(ldd "$worker" | grep 'not found' || true)"
+    fi
+    if [[ -n "$missing" ]]; then
+        echo "error: the worker's libraries are not all found (LD_LIBRARY_PATH=$LD_LIBRARY_PATH):" >&2
+        echo "$missing" >&2
+        echo "hint: install CUDA 13's cuBLAS, cuRAND, NVRTC and runtime (pip: nvidia-cublas, nvidia-curand, nvidia-cuda-nvrtc, nvidia-cuda-runtime)" >&2
+        return 1
+    fi
+}
 
-install_dir="$(mktemp -d /tmp/rbee-gpu-check.XXXXXX)"
-mkdir -p "$install_dir/models/local"
-ln -s "$model" "$install_dir/models/local/test-model.gguf"
-hive=(--install-dir "$install_dir" --hive-id gpu-check)
-
-echo "== sizes"
-ls -lL "$agent" "$worker" "$model" | awk '{printf "%6.1f MiB  %s\n", $5 / 1048576, $9}'
-echo "== nvidia-smi"
-nvidia-smi --query-gpu=index,name,memory.total,memory.free,driver_version,compute_cap --format=csv || true
-
-echo "== rbee-hive detect (NVML)"
-"$agent" "${hive[@]}" detect </dev/null | python3 -c '
+# The GPUs and their memory as the agent's NVML detection reports them.
+detect() {
+    echo "== nvidia-smi"
+    nvidia-smi --query-gpu=index,name,memory.total,memory.free,driver_version,compute_cap --format=csv || true
+    echo "== rbee-hive detect (NVML)"
+    "$@" detect </dev/null | python3 -c '
 import json, sys
 for line in sys.stdin:
     event = json.loads(line)
@@ -101,6 +103,62 @@ for line in sys.stdin:
     elif event["type"] == "error":
         sys.exit(f"detect failed: {event}")
 '
+}
+
+# `--preflight PIECE`: the binaries come first in the bundle, so the first piece alone
+# holds them; unpack them beside it and check libraries, detection and the Python side
+# while the later pieces are still on their way.
+if [[ "${1:-}" == "--preflight" ]]; then
+    piece="${2:?usage: scripts/gpu-check.sh --preflight PIECE-1}"
+    early="$(dirname "$piece")/early"
+    mkdir -p "$early"
+    (xz -dc "$piece" 2>/dev/null || true) | (tar -x -C "$early" bin 2>/dev/null || true)
+    chmod +x "$early/bin/rbee-hive" "$early/bin/llm-worker-rbee"
+    # Each step runs even when one before it failed, so one call tells all.
+    failed=0
+    if find_libraries "$early/bin/llm-worker-rbee"; then
+        echo "== the worker's libraries are all found"
+    else
+        failed=1
+    fi
+    detect "$early/bin/rbee-hive" --install-dir "$(mktemp -d /tmp/rbee-gpu-detect.XXXXXX)" --hive-id gpu-check || failed=1
+    echo "== python"
+    # From /: the repository's own gguf/ folder would pass for the Python package.
+    (cd / && python3 -c 'import torch, transformers, gguf; print("  torch", torch.__version__, "cuda", torch.cuda.is_available(), "transformers", transformers.__version__)') || failed=1
+    if ((failed)); then
+        echo "== preflight FAILED"
+        exit 1
+    fi
+    echo "== preflight passed"
+    exit 0
+fi
+
+dir="${1:?usage: scripts/gpu-check.sh DIR (with bin/rbee-hive, bin/llm-worker-rbee, model.gguf)}"
+dir="$(cd "$dir" && pwd)"
+device="${DEVICE:-cuda:0}"
+agent="$dir/bin/rbee-hive"
+worker="$dir/bin/llm-worker-rbee"
+model="$dir/model.gguf"
+for file in "$agent" "$worker" "$model"; do
+    if [[ ! -f "$file" ]]; then
+        echo "error: $file is missing" >&2
+        echo "hint: DEVELOPERS.md says how to pack and carry the binaries and the model" >&2
+        exit 1
+    fi
+done
+chmod +x "$agent" "$worker"
+if [[ "$device" != cpu ]]; then
+    find_libraries "$worker" || exit 1
+fi
+
+install_dir="$(mktemp -d /tmp/rbee-gpu-check.XXXXXX)"
+mkdir -p "$install_dir/models/local"
+ln -s "$model" "$install_dir/models/local/test-model.gguf"
+hive=(--install-dir "$install_dir" --hive-id gpu-check)
+
+echo "== sizes"
+ls -lL "$agent" "$worker" "$model" | awk '{printf "%6.1f MiB  %s\n", $5 / 1048576, $9}'
+detect "$agent" "${hive[@]}"
 
 # Spawned by the agent as the queen would: device check, memory fit, start, `ready`.
 # Stdin is /dev/null, so the agent reads no worker token and the worker takes
@@ -127,11 +185,11 @@ print(url)
 stop() {
     "$agent" "${hive[@]}" worker-stop --worker-id "$1" --timeout 10 </dev/null >/dev/null 2>&1 || true
 }
-trap 'stop gpu-check-device; stop gpu-check-cpu' EXIT
+trap 'for id in gpu-check-cpu gpu-check-dmmv gpu-check-q8 gpu-check-f16 gpu-check-f32; do stop "$id"; done' EXIT
 
 ask() {
     python3 - "$1" "$2" <<'EOF'
-import json, statistics, sys, time, urllib.request
+import json, re, statistics, sys, time, urllib.request
 
 url, device = sys.argv[1], sys.argv[2]
 LONG = ("The history of the printing press begins in the fifteenth century, when Johannes "
@@ -168,20 +226,50 @@ prompt_tps = statistics.median(r["prompt_tokens"] / (r["ttft_ms"] / 1000) for r 
 decode_tps = statistics.median(r["tokens_per_s"] for r in runs)
 print(f"  {device}: prompt {prompt_tps:.0f} tokens/s, decode {decode_tps:.1f} tokens/s "
       f"(median of 3 runs of 128 tokens after a warm-up)")
-if "paris" not in answer.lower():
-    sys.exit(f"{device}: the answer does not name Paris")
+# What the model says greedily on the CPU; an answer that merely mentions Paris (one
+# broken kernel path said "Le Grand Paris, le Grand-Bien-Armes, …") does not pass.
+if not re.search(r"capital of france is paris|^paris\b", answer.strip(), re.IGNORECASE):
+    sys.exit(f"{device}: the answer does not say that Paris is the capital")
 EOF
 }
 
-echo "== worker on $device"
-device_url="$(spawn gpu-check-device "$device")"
-ask "$device_url" "$device"
-stop gpu-check-device
-echo "  worker log: $install_dir/logs/gpu-check-device.log"
+# Every way the worker can multiply by quantized weights on a GPU (--gpu-matmul), the
+# worker's default first: that one must answer right; the others are measured and
+# reported, wrong answers included.
+failed=0
+modes=(cpu)
+[[ "$device" != cpu ]] && read -r -a modes <<<"${GPU_MATMUL_MODES:-dmmv q8 f16 f32}"
+for mode in "${modes[@]}"; do
+    label="$device"
+    [[ "$device" != cpu ]] && label="$device --gpu-matmul $mode"
+    echo "== worker on $label"
+    if device_url="$(RBEE_GPU_MATMUL="$mode" spawn "gpu-check-$mode" "$device")" &&
+        ask "$device_url" "$label"; then
+        :
+    elif [[ "$mode" == "${modes[0]}" ]]; then
+        failed=1
+        echo "  FAILED: the worker's default"
+    else
+        echo "  (wrong or failed: reported, not the default)"
+    fi
+    stop "gpu-check-$mode"
+done
+echo "  worker logs: $install_dir/logs/"
+
+echo "== Hugging Face transformers on the same GGUF, on $device"
+if (cd / && python3 -c 'import torch, transformers, gguf.constants') 2>/dev/null; then
+    python3 "$(dirname "${BASH_SOURCE[0]}")/gpu-transformers.py" "$model" "$device"
+else
+    echo "  skipped: this python3 lacks torch, transformers or gguf (DEVELOPERS.md: carry the gguf wheel)"
+fi
 
 if [[ "$device" != cpu ]]; then
     echo "== the same worker binary on the CPU, for comparison"
     cpu_url="$(spawn gpu-check-cpu cpu)"
-    ask "$cpu_url" cpu
+    ask "$cpu_url" cpu || failed=1
+fi
+if ((failed)); then
+    echo "== gpu check FAILED"
+    exit 1
 fi
 echo "== gpu check passed"

@@ -45,8 +45,15 @@ for piece in "$staging"/piece-*; do
 done
 echo "bundle: $(du -m "$staging/bundle.tar.xz" | cut -f1) MiB in $count piece(s) under $out" >&2
 
+# The Python side of the check needs the `gguf` package beside transformers; the GPU
+# machine cannot fetch it, so it travels as a wheel in .whl (ignored by git).
+rm -rf "$repo/.whl"
+python3 -m pip download -q --no-deps --only-binary=:all: --platform any -d "$repo/.whl" gguf
+pip_gguf='python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site'
+
 echo "On the GPU machine, one call per piece, back to back (the machine keeps /tmp while warm):"
-for n in $(seq 1 $((count - 1))); do
-    echo "  carry [\".gpu/$n\"]: mkdir -p /tmp/rbee-gpu && cp .gpu/$n/piece /tmp/rbee-gpu/piece-$n"
+echo "  carry [\".gpu/1\", \".whl\"]: $pip_gguf && mkdir -p /tmp/rbee-gpu && cp .gpu/1/piece /tmp/rbee-gpu/piece-1 && scripts/gpu-check.sh --preflight /tmp/rbee-gpu/piece-1"
+for n in $(seq 2 $((count - 1))); do
+    echo "  carry [\".gpu/$n\"]: cp .gpu/$n/piece /tmp/rbee-gpu/piece-$n"
 done
-echo "  carry [\".gpu/$count\", \".gpu/bundle.sha256\"]: mkdir -p /tmp/rbee-gpu && cp .gpu/$count/piece /tmp/rbee-gpu/piece-$count && scripts/gpu-check.sh --unpack /tmp/rbee-gpu .gpu/bundle.sha256 && scripts/gpu-check.sh /tmp/rbee-gpu"
+echo "  carry [\".gpu/$count\", \".gpu/bundle.sha256\", \".whl\"]: export PYTHONPATH=/tmp/site && cp .gpu/$count/piece /tmp/rbee-gpu/piece-$count && scripts/gpu-check.sh --unpack /tmp/rbee-gpu .gpu/bundle.sha256 && scripts/gpu-check.sh /tmp/rbee-gpu"

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::WorkerConfig;
-use crate::device::DeviceSpec;
+use crate::device::{DeviceSpec, GpuMatmul};
 use crate::model::Engine;
 
 /// The environment variable holding the worker token. A flag would show the secret
@@ -62,6 +62,11 @@ pub struct Args {
     /// SIMD kernels).
     #[arg(long, env = "RBEE_WORKER_ENGINE", default_value = "auto")]
     pub engine: Engine,
+    /// On a CUDA device, how quantized weights are multiplied: `dmmv` (dequantized
+    /// inside the kernels, f32 activations), `q8` (candle's kernels with activations
+    /// quantized to 8 bits), `f16` or `f32` (weights dequantized at load).
+    #[arg(long, env = "RBEE_GPU_MATMUL", default_value = "dmmv")]
+    pub gpu_matmul: GpuMatmul,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,8 @@ use llm_worker_rbee::cli::Args;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // SAFETY: the first thing the worker does; no other thread runs yet.
+    unsafe { args.gpu_matmul.configure(args.device) };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

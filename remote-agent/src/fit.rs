@@ -31,7 +31,10 @@ pub struct MemoryNeed {
     pub embedding: u64,
     /// Keys and values for every position of the worker's context.
     pub kv_cache: u64,
-    /// The runtime: a CUDA context on a GPU, the process itself on the CPU.
+    /// The runtime: a CUDA context on a GPU, the process itself on the CPU. On a GPU it
+    /// includes an f32 copy of the largest matrix (the output projection, the token
+    /// embedding's shape): the worker's default `--gpu-matmul dmmv` dequantises each
+    /// matrix for a prompt's product.
     pub overhead: u64,
 }
 
@@ -59,16 +62,17 @@ pub fn estimate(file_bytes: u64, summary: &Summary, kind: DeviceKind) -> MemoryN
         // the cache of a small model at a few thousand positions comes to.
         None => file_bytes / 4,
     };
+    let embedding = summary
+        .token_embedding_elements
+        .unwrap_or(0)
+        .saturating_mul(4);
     MemoryNeed {
         weights: file_bytes,
-        embedding: summary
-            .token_embedding_elements
-            .unwrap_or(0)
-            .saturating_mul(4),
+        embedding,
         kv_cache,
         overhead: match kind {
             DeviceKind::Cpu => CPU_OVERHEAD,
-            DeviceKind::Cuda | DeviceKind::Metal => GPU_OVERHEAD,
+            DeviceKind::Cuda | DeviceKind::Metal => GPU_OVERHEAD.saturating_add(embedding),
         },
     }
 }
@@ -179,7 +183,8 @@ mod tests {
         // 2 × 30 layers × 3 kv heads × 64 per head × 4 bytes, for the 4096 positions
         // the worker gives a llama model (not the file's 8192).
         assert_eq!(need.kv_cache, 2 * 30 * 3 * 64 * 4 * 4096);
-        assert_eq!(need.overhead, GPU_OVERHEAD);
+        // A GPU also holds the output projection dequantised for a prompt's product.
+        assert_eq!(need.overhead, GPU_OVERHEAD + 49152 * 576 * 4);
         assert_eq!(
             estimate(98_362_432, &smollm2(), DeviceKind::Cpu).overhead,
             CPU_OVERHEAD

@@ -127,24 +127,39 @@ fn every_kernel_matches_the_dequantized_reference_for_every_type() {
 
 #[test]
 fn batched_and_single_token_products_agree() {
-    let ty = QuantType::Q4_1;
-    let (bytes, _) = quantized(ty);
-    let matrix = QMatrix::new(ty, ROWS, COLS, bytes).expect("matrix");
-    let tokens = 3;
-    let x = values(tokens * COLS, 5);
-    let mut blocks = vec![Q8Block::default(); tokens * COLS / QK];
-    for (row, out) in x.chunks_exact(COLS).zip(blocks.chunks_exact_mut(COLS / QK)) {
-        quantize_row(row, out);
-    }
-    let kernels = Kernels::detect();
-    let mut batched = vec![0.0; tokens * ROWS];
-    let mut scratch = vec![0.0; tokens * ROWS];
-    matrix.matmul(kernels, &blocks, tokens, &mut batched, &mut scratch);
-    for t in 0..tokens {
-        let mut single = vec![0.0; ROWS];
-        let act = &blocks[t * COLS / QK..(t + 1) * COLS / QK];
-        matrix.matmul(kernels, act, 1, &mut single, &mut scratch);
-        assert_eq!(single, batched[t * ROWS..(t + 1) * ROWS], "token {t}");
+    // Every type, with token counts and row counts that leave partial tiles, on every
+    // kernel set: a prompt's products equal one token's bit for bit.
+    for ty in QuantType::ALL {
+        let (bytes, _) = quantized(ty);
+        let row_bytes = ty.row_bytes(COLS).expect("whole blocks");
+        for rows in [ROWS, ROWS - 1] {
+            let matrix =
+                QMatrix::new(ty, rows, COLS, bytes[..rows * row_bytes].to_vec()).expect("matrix");
+            for tokens in [2, 3, 4, 5, 7, 9] {
+                let x = values(tokens * COLS, 5);
+                // Scratch longer than the tokens, as the engine's is.
+                let mut blocks = vec![Q8Block::default(); (tokens + 2) * COLS / QK];
+                for (row, out) in x.chunks_exact(COLS).zip(blocks.chunks_exact_mut(COLS / QK)) {
+                    quantize_row(row, out);
+                }
+                for kernels in kernels() {
+                    let mut batched = vec![0.0; tokens * rows];
+                    let mut scratch = vec![0.0; tokens * rows];
+                    matrix.matmul(kernels, &blocks, tokens, &mut batched, &mut scratch);
+                    for t in 0..tokens {
+                        let mut single = vec![0.0; rows];
+                        let act = &blocks[t * COLS / QK..(t + 1) * COLS / QK];
+                        matrix.matmul(kernels, act, 1, &mut single, &mut scratch);
+                        assert_eq!(
+                            single,
+                            batched[t * rows..(t + 1) * rows],
+                            "{ty:?} {} rows {rows} tokens {tokens} token {t}",
+                            kernels.name()
+                        );
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -66,11 +66,236 @@ impl Avx2 {
         unsafe {
             match ty {
                 QuantType::Q4_1 => dot4_q4_1(rows, x, out),
+                QuantType::Q5_0 => dot4_q5_0(rows, x, out),
                 QuantType::Q8_0 => dot4_q8_0(rows, x, out),
                 _ => return false,
             }
         }
         true
+    }
+}
+
+/// Rows of the prompt kernels' tiles: each weight block is unpacked once for a tile's
+/// tokens, each activation block loaded once for its rows. The kernels are written for
+/// two rows.
+pub const TILE_ROWS: usize = 2;
+
+impl Avx2 {
+    /// Tokens per tile for `ty`, or `None` when `ty` has no tile kernel: as many as keep
+    /// the accumulators (two rows times the tokens), the unpacked weights and the
+    /// unpacking constants in AVX2's sixteen registers. Wider tiles spilled accumulators
+    /// to the stack and ran slower; Q5_0's unpacking needs more constants, so fewer.
+    pub fn tile_tokens(self, ty: QuantType) -> Option<usize> {
+        match ty {
+            QuantType::Q4_1 | QuantType::Q4K | QuantType::Q6K => Some(4),
+            QuantType::Q5_0 => Some(3),
+            QuantType::Q8_0 => None,
+        }
+    }
+
+    /// Dot products of `TILE_ROWS` rows of `ty` with `T` tokens' activations (each
+    /// covering the rows): `out[r][t]` is row `r` times token `t`. `T` must be
+    /// `tile_tokens(ty)`. Each product is computed in the same order as `dot_rows`
+    /// computes it, so a prompt's results equal a single token's bit for bit.
+    pub fn dot_tile<const T: usize>(
+        self,
+        ty: QuantType,
+        rows: [&[u8]; TILE_ROWS],
+        xs: [&[Q8Block]; T],
+        out: &mut [[f32; T]; TILE_ROWS],
+    ) {
+        debug_assert_eq!(self.tile_tokens(ty), Some(T));
+        // SAFETY: as in `dot`: detection happened, and reads stay inside the rows'
+        // blocks as `chunks_exact` cuts them.
+        unsafe {
+            match ty {
+                QuantType::Q4_1 => tile_q4_1(rows, xs, out),
+                QuantType::Q5_0 => tile_q5_0(rows, xs, out),
+                QuantType::Q4K => tile_q4k(rows, xs, out),
+                QuantType::Q6K => tile_q6k(rows, xs, out),
+                QuantType::Q8_0 => {}
+            }
+        }
+    }
+}
+
+// Block `b` of every token is indexed in the same loop, not one slice walked.
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tile_q4_1<const T: usize>(
+    rows: [&[u8]; TILE_ROWS],
+    xs: [&[Q8Block]; T],
+    out: &mut [[f32; T]; TILE_ROWS],
+) {
+    let mut acc = [[_mm256_setzero_ps(); T]; TILE_ROWS];
+    let mut offsets = [[0.0f32; T]; TILE_ROWS];
+    let mut weights = rows.map(|r| r.chunks_exact(20));
+    for b in 0..xs[0].len() {
+        let (Some(w0), Some(w1)) = (weights[0].next(), weights[1].next()) else {
+            break;
+        };
+        let (q0, q1) = (nibbles16(&w0[4..]), nibbles16(&w1[4..]));
+        let (d0, d1) = (half(w0, 0), half(w1, 0));
+        for t in 0..T {
+            let a = &xs[t][b];
+            let y = load_act(a);
+            acc[0][t] = _mm256_fmadd_ps(products(q0, y), _mm256_set1_ps(d0 * a.d), acc[0][t]);
+            acc[1][t] = _mm256_fmadd_ps(products(q1, y), _mm256_set1_ps(d1 * a.d), acc[1][t]);
+        }
+    }
+    // The offsets in a pass of their own, as in `tile_q5_0`.
+    for (r, row) in rows.iter().enumerate() {
+        for (b, w) in row.chunks_exact(20).enumerate().take(xs[0].len()) {
+            let m = half(w, 2);
+            for t in 0..T {
+                offsets[r][t] += m * xs[t][b].s;
+            }
+        }
+    }
+    for r in 0..TILE_ROWS {
+        for t in 0..T {
+            out[r][t] = hsum(acc[r][t]) + offsets[r][t];
+        }
+    }
+}
+
+// Block `b` of every token is indexed in the same loop, not one slice walked.
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tile_q5_0<const T: usize>(
+    rows: [&[u8]; TILE_ROWS],
+    xs: [&[Q8Block]; T],
+    out: &mut [[f32; T]; TILE_ROWS],
+) {
+    let mut acc = [[_mm256_setzero_ps(); T]; TILE_ROWS];
+    let mut offsets = [[0.0f32; T]; TILE_ROWS];
+    let mut weights = rows.map(|r| r.chunks_exact(22));
+    for b in 0..xs[0].len() {
+        let (Some(w0), Some(w1)) = (weights[0].next(), weights[1].next()) else {
+            break;
+        };
+        let (q0, q1) = (q5_0_values(w0), q5_0_values(w1));
+        let (d0, d1) = (half(w0, 0), half(w1, 0));
+        for t in 0..T {
+            let a = &xs[t][b];
+            let y = load_act(a);
+            acc[0][t] = _mm256_fmadd_ps(products(q0, y), _mm256_set1_ps(d0 * a.d), acc[0][t]);
+            acc[1][t] = _mm256_fmadd_ps(products(q1, y), _mm256_set1_ps(d1 * a.d), acc[1][t]);
+        }
+    }
+    // The offsets in a pass of their own: scalar sums beside the vector accumulators ran
+    // out of registers. Same order of additions as `dot`.
+    for (r, row) in rows.iter().enumerate() {
+        for (b, w) in row.chunks_exact(22).enumerate().take(xs[0].len()) {
+            let d = half(w, 0);
+            for t in 0..T {
+                offsets[r][t] += 16.0 * d * xs[t][b].s;
+            }
+        }
+    }
+    for r in 0..TILE_ROWS {
+        for t in 0..T {
+            out[r][t] = hsum(acc[r][t]) - offsets[r][t];
+        }
+    }
+}
+
+// Block `b` of every token is indexed in the same loop, not one slice walked.
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tile_q4k<const T: usize>(
+    rows: [&[u8]; TILE_ROWS],
+    xs: [&[Q8Block]; T],
+    out: &mut [[f32; T]; TILE_ROWS],
+) {
+    let mut acc = [[_mm256_setzero_ps(); T]; TILE_ROWS];
+    let mut offsets = [[0.0f32; T]; TILE_ROWS];
+    let m4 = _mm256_set1_epi8(0x0f);
+    let mut weights = rows.map(|r| r.chunks_exact(144));
+    for b in 0..xs[0].len() / 8 {
+        let (Some(w0), Some(w1)) = (weights[0].next(), weights[1].next()) else {
+            break;
+        };
+        let (d0, dmin0, d1, dmin1) = (half(w0, 0), half(w0, 2), half(w1, 0), half(w1, 2));
+        for pair in 0..4 {
+            let at = 16 + pair * 32;
+            // SAFETY: each block is 144 bytes, so `at..at + 32` is inside it.
+            let (q0, q1) = unsafe {
+                (
+                    _mm256_loadu_si256(w0[at..at + 32].as_ptr().cast()),
+                    _mm256_loadu_si256(w1[at..at + 32].as_ptr().cast()),
+                )
+            };
+            for (shift, group) in [(0, 2 * pair), (4, 2 * pair + 1)] {
+                let (n0, n1) = if shift == 0 {
+                    (_mm256_and_si256(q0, m4), _mm256_and_si256(q1, m4))
+                } else {
+                    (
+                        _mm256_and_si256(_mm256_srli_epi16(q0, 4), m4),
+                        _mm256_and_si256(_mm256_srli_epi16(q1, 4), m4),
+                    )
+                };
+                let (sc0, m0) = q4k_scale_min(&w0[4..16], group);
+                let (sc1, m1) = q4k_scale_min(&w1[4..16], group);
+                let (scaled0, scaled1) = (d0 * f32::from(sc0), d1 * f32::from(sc1));
+                let (min0, min1) = (dmin0 * f32::from(m0), dmin1 * f32::from(m1));
+                for t in 0..T {
+                    let block = &xs[t][b * 8 + group];
+                    let y = load_act(block);
+                    let (s0, s1) = (scaled0 * block.d, scaled1 * block.d);
+                    acc[0][t] = _mm256_fmadd_ps(products(n0, y), _mm256_set1_ps(s0), acc[0][t]);
+                    acc[1][t] = _mm256_fmadd_ps(products(n1, y), _mm256_set1_ps(s1), acc[1][t]);
+                    offsets[0][t] += min0 * block.s;
+                    offsets[1][t] += min1 * block.s;
+                }
+            }
+        }
+    }
+    for r in 0..TILE_ROWS {
+        for t in 0..T {
+            out[r][t] = hsum(acc[r][t]) - offsets[r][t];
+        }
+    }
+}
+
+// Block `b` of every token is indexed in the same loop, not one slice walked.
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tile_q6k<const T: usize>(
+    rows: [&[u8]; TILE_ROWS],
+    xs: [&[Q8Block]; T],
+    out: &mut [[f32; T]; TILE_ROWS],
+) {
+    let mut acc = [[_mm256_setzero_ps(); T]; TILE_ROWS];
+    let mut weights = rows.map(|r| r.chunks_exact(210));
+    for b in 0..xs[0].len() / 8 {
+        let (Some(w0), Some(w1)) = (weights[0].next(), weights[1].next()) else {
+            break;
+        };
+        let (d0, d1) = (half(w0, 208), half(w1, 208));
+        for h in 0..2 {
+            let (q0, q1) = (q6k_quarters(w0, h), q6k_quarters(w1, h));
+            for quarter in 0..4 {
+                let s = 192 + h * 8 + quarter * 2;
+                let (scales0, scales1) = (q6k_scales(w0, s), q6k_scales(w1, s));
+                for t in 0..T {
+                    let block = &xs[t][b * 8 + h * 4 + quarter];
+                    let y = load_act(block);
+                    let bias = _mm256_maddubs_epi16(_mm256_set1_epi8(32), y);
+                    let pairs0 = _mm256_sub_epi16(_mm256_maddubs_epi16(q0[quarter], y), bias);
+                    let pairs1 = _mm256_sub_epi16(_mm256_maddubs_epi16(q1[quarter], y), bias);
+                    let sums0 = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs0, scales0));
+                    let sums1 = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs1, scales1));
+                    acc[0][t] = _mm256_fmadd_ps(sums0, _mm256_set1_ps(d0 * block.d), acc[0][t]);
+                    acc[1][t] = _mm256_fmadd_ps(sums1, _mm256_set1_ps(d1 * block.d), acc[1][t]);
+                }
+            }
+        }
+    }
+    for r in 0..TILE_ROWS {
+        for t in 0..T {
+            out[r][t] = hsum(acc[r][t]);
+        }
     }
 }
 
@@ -107,6 +332,29 @@ fn dot4_q4_1(rows: [&[u8]; ROWS_AT_ONCE], x: &[Q8Block], out: &mut [f32]) {
     }
     for r in 0..ROWS_AT_ONCE {
         out[r] = hsum(acc[r]) + offsets[r];
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot4_q5_0(rows: [&[u8]; ROWS_AT_ONCE], x: &[Q8Block], out: &mut [f32]) {
+    let mut acc = [_mm256_setzero_ps(); ROWS_AT_ONCE];
+    let mut offsets = [0.0f32; ROWS_AT_ONCE];
+    let [mut b0, mut b1, mut b2, mut b3] = rows.map(|r| r.chunks_exact(22));
+    for a in x {
+        let (Some(w0), Some(w1), Some(w2), Some(w3)) = (b0.next(), b1.next(), b2.next(), b3.next())
+        else {
+            break;
+        };
+        let y = load_act(a);
+        prefetch_next_group(w0, 22 * x.len());
+        for (r, w) in [w0, w1, w2, w3].into_iter().enumerate() {
+            let d = half(w, 0);
+            acc[r] = _mm256_fmadd_ps(products(q5_0_values(w), y), _mm256_set1_ps(d * a.d), acc[r]);
+            offsets[r] += 16.0 * d * a.s;
+        }
+    }
+    for r in 0..ROWS_AT_ONCE {
+        out[r] = hsum(acc[r]) - offsets[r];
     }
 }
 
@@ -214,6 +462,22 @@ fn dot_q4_1(row: &[u8], x: &[Q8Block]) -> f32 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_q5_0(row: &[u8], x: &[Q8Block]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut offsets = 0.0;
+    for (w, a) in row.chunks_exact(22).zip(x) {
+        let q = q5_0_values(w);
+        let d = half(w, 0);
+        acc = _mm256_fmadd_ps(products(q, load_act(a)), _mm256_set1_ps(d * a.d), acc);
+        // The stored values are offset by 16: subtract 16 * d * sum(activations).
+        offsets += 16.0 * d * a.s;
+    }
+    hsum(acc) - offsets
+}
+
+/// The 32 values of a Q5_0 block (22 bytes: scale, 4 bytes of high bits, 16 of
+/// nibbles) as unsigned bytes 0..32, still offset by 16.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_0_values(w: &[u8]) -> __m256i {
     // Byte i of the high-bit vector tests bit i of `qh`: each lane picks the qh byte
     // holding its bits, then one bit of it.
     let spread = _mm256_set_epi64x(
@@ -223,20 +487,13 @@ fn dot_q5_0(row: &[u8], x: &[Q8Block]) -> f32 {
         0,
     );
     let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201_u64 as i64);
-    let sixteen = _mm256_set1_epi8(0x10);
-    let mut acc = _mm256_setzero_ps();
-    let mut offsets = 0.0;
-    for (w, a) in row.chunks_exact(22).zip(x) {
-        let qh = u32::from_le_bytes([w[2], w[3], w[4], w[5]]);
-        let spread_bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(qh as i32), spread);
-        let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread_bytes, bit), bit);
-        let q = _mm256_or_si256(nibbles16(&w[6..]), _mm256_and_si256(set, sixteen));
-        let d = half(w, 0);
-        acc = _mm256_fmadd_ps(products(q, load_act(a)), _mm256_set1_ps(d * a.d), acc);
-        // The stored values are offset by 16: subtract 16 * d * sum(activations).
-        offsets += 16.0 * d * a.s;
-    }
-    hsum(acc) - offsets
+    let qh = u32::from_le_bytes([w[2], w[3], w[4], w[5]]);
+    let spread_bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(qh as i32), spread);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread_bytes, bit), bit);
+    _mm256_or_si256(
+        nibbles16(&w[6..]),
+        _mm256_and_si256(set, _mm256_set1_epi8(0x10)),
+    )
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -284,50 +541,67 @@ fn dot_q4k(row: &[u8], x: &[Q8Block]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_q6k(row: &[u8], x: &[Q8Block]) -> f32 {
     let mut acc = _mm256_setzero_ps();
-    let m4 = _mm256_set1_epi8(0x0f);
-    let m2 = _mm256_set1_epi8(0x03);
     let c32 = _mm256_set1_epi8(32);
     for (w, a) in row.chunks_exact(210).zip(x.chunks_exact(8)) {
         let d = half(w, 208);
         for h in 0..2 {
-            let ql = &w[h * 64..h * 64 + 64];
-            let qh = &w[128 + h * 32..128 + h * 32 + 32];
-            // SAFETY: `ql` is 64 bytes and `qh` 32.
-            let (ql0, ql1, qhv) = unsafe {
-                (
-                    _mm256_loadu_si256(ql.as_ptr().cast()),
-                    _mm256_loadu_si256(ql[32..].as_ptr().cast()),
-                    _mm256_loadu_si256(qh.as_ptr().cast()),
-                )
-            };
-            let lows = [
-                _mm256_and_si256(ql0, m4),
-                _mm256_and_si256(ql1, m4),
-                _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-            ];
-            let highs = [
-                _mm256_and_si256(qhv, m2),
-                _mm256_and_si256(_mm256_srli_epi16(qhv, 2), m2),
-                _mm256_and_si256(_mm256_srli_epi16(qhv, 4), m2),
-                _mm256_and_si256(_mm256_srli_epi16(qhv, 6), m2),
-            ];
-            for quarter in 0..4 {
-                let q = _mm256_or_si256(lows[quarter], _mm256_slli_epi16(highs[quarter], 4));
+            let quarters = q6k_quarters(w, h);
+            for (quarter, q) in quarters.into_iter().enumerate() {
                 let block = &a[h * 4 + quarter];
                 let y = load_act(block);
                 // (q - 32) * y summed in pairs; both maddubs results stay in i16 range.
                 let pairs =
                     _mm256_sub_epi16(_mm256_maddubs_epi16(q, y), _mm256_maddubs_epi16(c32, y));
-                let s = 192 + h * 8 + quarter * 2;
-                let scales = _mm256_set_m128i(
-                    _mm_set1_epi16(i16::from(w[s + 1] as i8)),
-                    _mm_set1_epi16(i16::from(w[s] as i8)),
-                );
+                let scales = q6k_scales(w, 192 + h * 8 + quarter * 2);
                 let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, scales));
                 acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(d * block.d), acc);
             }
         }
     }
     hsum(acc)
+}
+
+/// Half `h` of a Q6_K block (210 bytes: 128 of low nibbles, 64 of high bit pairs, 16
+/// scales, the f16 scale) as its four groups of 32 values 0..64, still offset by 32.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6k_quarters(w: &[u8], h: usize) -> [__m256i; 4] {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let m2 = _mm256_set1_epi8(0x03);
+    let ql = &w[h * 64..h * 64 + 64];
+    let qh = &w[128 + h * 32..128 + h * 32 + 32];
+    // SAFETY: `ql` is 64 bytes and `qh` 32.
+    let (ql0, ql1, qhv) = unsafe {
+        (
+            _mm256_loadu_si256(ql.as_ptr().cast()),
+            _mm256_loadu_si256(ql[32..].as_ptr().cast()),
+            _mm256_loadu_si256(qh.as_ptr().cast()),
+        )
+    };
+    let lows = [
+        _mm256_and_si256(ql0, m4),
+        _mm256_and_si256(ql1, m4),
+        _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+        _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+    ];
+    let highs = [
+        _mm256_and_si256(qhv, m2),
+        _mm256_and_si256(_mm256_srli_epi16(qhv, 2), m2),
+        _mm256_and_si256(_mm256_srli_epi16(qhv, 4), m2),
+        _mm256_and_si256(_mm256_srli_epi16(qhv, 6), m2),
+    ];
+    let mut quarters = lows;
+    for (q, high) in quarters.iter_mut().zip(highs) {
+        *q = _mm256_or_si256(*q, _mm256_slli_epi16(high, 4));
+    }
+    quarters
+}
+
+/// The two i8 scales at `w[s]` and `w[s + 1]` of a Q6_K block, one per 16 values of a
+/// group, as i16 lanes for `madd`.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6k_scales(w: &[u8], s: usize) -> __m256i {
+    _mm256_set_m128i(
+        _mm_set1_epi16(i16::from(w[s + 1] as i8)),
+        _mm_set1_epi16(i16::from(w[s] as i8)),
+    )
 }

@@ -87,13 +87,29 @@ pub fn quantize_row(x: &[f32], out: &mut [Q8Block]) {
         let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
         let mut sum = 0i32;
         for (q, v) in block.qs.iter_mut().zip(chunk) {
-            // |v * inv| <= 127, so the cast cannot saturate.
-            *q = (v * inv).round() as i8;
+            *q = round_to_i8(v * inv);
             sum += i32::from(*q);
         }
         block.d = d;
         block.s = d * sum as f32;
     }
+}
+
+/// `y.round() as i8` for |y| <= 127 (half away from zero), without `roundf`: the
+/// default x86-64 target has no rounding instruction, so `round` is a library call per
+/// value, while this is a truncating conversion and a compare, which vectorise.
+pub(super) fn round_to_i8(y: f32) -> i8 {
+    // |y| <= 127, so the truncation is exact and `y - whole` is the exact fraction.
+    let whole = y as i32;
+    let fraction = y - whole as f32;
+    let rounded = if fraction >= 0.5 {
+        whole + 1
+    } else if fraction <= -0.5 {
+        whole - 1
+    } else {
+        whole
+    };
+    rounded as i8
 }
 
 /// IEEE half to single precision, for the per-block scales.

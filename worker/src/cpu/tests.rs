@@ -164,6 +164,25 @@ fn batched_and_single_token_products_agree() {
 }
 
 #[test]
+fn activation_rounding_is_rounds_half_away_from_zero() {
+    // Every value a quarter step apart over the whole range, ties included, and the
+    // neighbours of the ties.
+    let mut y = -127.0f32;
+    while y <= 127.0 {
+        for v in [
+            y,
+            f32::from_bits(y.to_bits() + 1),
+            f32::from_bits(y.to_bits().max(1) - 1),
+        ] {
+            if v.abs() <= 127.0 {
+                assert_eq!(quant::round_to_i8(v), v.round() as i8, "{v}");
+            }
+        }
+        y += 0.25;
+    }
+}
+
+#[test]
 fn half_precision_scales_decode_exactly() {
     for (bits, value) in [
         (0x3c00u16, 1.0f32),

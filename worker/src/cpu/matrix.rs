@@ -82,28 +82,9 @@ impl QMatrix {
         (part.ty, &part.data[at..at + part.row_bytes])
     }
 
-    /// Rows `first..first + out.len()` times the activations `x`, into `out`.
-    fn dot_range(&self, kernels: Kernels, mut first: usize, x: &[Q8Block], mut out: &mut [f32]) {
-        for part in &self.parts {
-            let end = part.first_row + part.rows;
-            if out.is_empty() {
-                break;
-            }
-            if first >= end {
-                continue;
-            }
-            let (now, rest) = out.split_at_mut((end - first).min(out.len()));
-            let at = (first - part.first_row) * part.row_bytes;
-            let bytes = &part.data[at..at + now.len() * part.row_bytes];
-            kernels.dot_rows(part.ty, bytes, part.row_bytes, x, now);
-            first += now.len();
-            out = rest;
-        }
-    }
-
     /// Rows `first..` times `tokens` tokens' activations into `out` (`out[i * tokens + t]`
     /// for row `first + i`), part by part.
-    fn dot_range_tokens(
+    fn dot_range(
         &self,
         kernels: Kernels,
         mut first: usize,
@@ -153,7 +134,7 @@ impl QMatrix {
             out.par_chunks_mut(per_task)
                 .enumerate()
                 .for_each(|(task, values)| {
-                    self.dot_range(kernels, task * per_task, &x[..blocks], values);
+                    self.dot_range(kernels, task * per_task, &x[..blocks], 1, values);
                 });
             return;
         }
@@ -165,7 +146,7 @@ impl QMatrix {
             .par_chunks_mut(ROWS_PER_BATCH_TASK * tokens)
             .enumerate()
             .for_each(|(task, values)| {
-                self.dot_range_tokens(kernels, task * ROWS_PER_BATCH_TASK, x, tokens, values);
+                self.dot_range(kernels, task * ROWS_PER_BATCH_TASK, x, tokens, values);
             });
         // Back to token-major, one token per task: done on one thread this took 6% of a
         // prompt's time.

@@ -88,6 +88,9 @@ impl Kernels {
         tokens: usize,
         out: &mut [f32],
     ) {
+        if tokens == 1 {
+            return self.dot_rows(ty, rows, row_bytes, x, out);
+        }
         let count = out.len() / tokens;
         let blocks = x.len() / tokens;
         let token = |t: usize| &x[t * blocks..(t + 1) * blocks];

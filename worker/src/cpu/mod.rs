@@ -96,11 +96,15 @@ impl Kernels {
         let token = |t: usize| &x[t * blocks..(t + 1) * blocks];
         #[cfg(target_arch = "x86_64")]
         let (done_rows, done_tokens) = match self {
-            Kernels::Avx2(avx2) => match avx2.tile_tokens(ty) {
-                Some(3) => tiles::<3>(avx2, ty, rows, row_bytes, x, tokens, out),
-                Some(4) => tiles::<4>(avx2, ty, rows, row_bytes, x, tokens, out),
-                _ => (0, 0),
-            },
+            Kernels::Avx2(avx2) if tokens >= x86::UNPACKED_TOKENS => UNPACKED
+                .with_borrow_mut(|unpacked| {
+                    unpacked_tiles(avx2, ty, rows, row_bytes, x, tokens, out, unpacked)
+                })
+                .unwrap_or_else(|| match avx2.tile_tokens(ty) {
+                    Some(4) => tiles::<4>(avx2, ty, rows, row_bytes, x, tokens, out),
+                    _ => (0, 0),
+                }),
+            Kernels::Avx2(_) => (0, 0),
             Kernels::Portable => (0, 0),
         };
         #[cfg(not(target_arch = "x86_64"))]
@@ -158,6 +162,57 @@ impl Kernels {
             Kernels::Avx2(avx2) => avx2.dot(ty, row, x),
         }
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    /// Each engine thread's buffer of unpacked rows, kept between products so that a
+    /// prompt allocates only on its first matrices.
+    static UNPACKED: std::cell::RefCell<x86::Unpacked> = std::cell::RefCell::default();
+}
+
+/// The whole tiles of `dot_rows_tokens` over rows unpacked once (`None` when `ty` has
+/// no unpacked form); returns the rows and tokens they covered.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn unpacked_tiles(
+    avx2: x86::Avx2,
+    ty: QuantType,
+    rows: &[u8],
+    row_bytes: usize,
+    x: &[Q8Block],
+    tokens: usize,
+    out: &mut [f32],
+    unpacked: &mut x86::Unpacked,
+) -> Option<(usize, usize)> {
+    use x86::{TILE_ROWS, UNPACKED_TOKENS as T};
+    let count = out.len() / tokens;
+    let blocks = x.len() / tokens;
+    let full_rows = count - count % TILE_ROWS;
+    let full_tokens = tokens - tokens % T;
+    if !avx2.unpack(
+        ty,
+        &rows[..full_rows * row_bytes],
+        row_bytes,
+        blocks,
+        unpacked,
+    ) {
+        return None;
+    }
+    let mut tile = [[0.0; T]; TILE_ROWS];
+    for first in (0..full_rows).step_by(TILE_ROWS) {
+        for t0 in (0..full_tokens).step_by(T) {
+            let xs: [&[Q8Block]; T] =
+                std::array::from_fn(|t| &x[(t0 + t) * blocks..(t0 + t + 1) * blocks]);
+            avx2.dot_tile_unpacked(unpacked, first, xs, &mut tile);
+            for (r, values) in tile.iter().enumerate() {
+                for (t, value) in values.iter().enumerate() {
+                    out[(first + r) * tokens + t0 + t] = *value;
+                }
+            }
+        }
+    }
+    Some((full_rows, full_tokens))
 }
 
 /// The whole tiles of `TILE_ROWS` rows by `T` tokens of `dot_rows_tokens`; returns the

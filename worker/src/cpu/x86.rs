@@ -75,22 +75,15 @@ impl Avx2 {
     }
 }
 
-/// Rows of the prompt kernels' tiles: each weight block is unpacked once for a tile's
-/// tokens, each activation block loaded once for its rows. The kernels are written for
-/// two rows.
+/// Rows of the prompt kernels' tiles: each weight block serves a tile's tokens, each
+/// activation block its rows. The kernels are written for two rows.
 pub const TILE_ROWS: usize = 2;
 
 impl Avx2 {
-    /// Tokens per tile for `ty`, or `None` when `ty` has no tile kernel: as many as keep
-    /// the accumulators (two rows times the tokens), the unpacked weights and the
-    /// unpacking constants in AVX2's sixteen registers. Wider tiles spilled accumulators
-    /// to the stack and ran slower; Q5_0's unpacking needs more constants, so fewer.
+    /// Tokens per tile for `ty` where its prompt tiles work on the packed blocks (Q6_K,
+    /// whose two scales per block of 32 have no place in `Unpacked`), or `None`.
     pub fn tile_tokens(self, ty: QuantType) -> Option<usize> {
-        match ty {
-            QuantType::Q4_1 | QuantType::Q4K | QuantType::Q6K => Some(4),
-            QuantType::Q5_0 => Some(3),
-            QuantType::Q8_0 => None,
-        }
+        (ty == QuantType::Q6K).then_some(4)
     }
 
     /// Dot products of `TILE_ROWS` rows of `ty` with `T` tokens' activations (each
@@ -107,154 +100,7 @@ impl Avx2 {
         debug_assert_eq!(self.tile_tokens(ty), Some(T));
         // SAFETY: as in `dot`: detection happened, and reads stay inside the rows'
         // blocks as `chunks_exact` cuts them.
-        unsafe {
-            match ty {
-                QuantType::Q4_1 => tile_q4_1(rows, xs, out),
-                QuantType::Q5_0 => tile_q5_0(rows, xs, out),
-                QuantType::Q4K => tile_q4k(rows, xs, out),
-                QuantType::Q6K => tile_q6k(rows, xs, out),
-                QuantType::Q8_0 => {}
-            }
-        }
-    }
-}
-
-// Block `b` of every token is indexed in the same loop, not one slice walked.
-#[allow(clippy::needless_range_loop)]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn tile_q4_1<const T: usize>(
-    rows: [&[u8]; TILE_ROWS],
-    xs: [&[Q8Block]; T],
-    out: &mut [[f32; T]; TILE_ROWS],
-) {
-    let mut acc = [[_mm256_setzero_ps(); T]; TILE_ROWS];
-    let mut offsets = [[0.0f32; T]; TILE_ROWS];
-    let mut weights = rows.map(|r| r.chunks_exact(20));
-    for b in 0..xs[0].len() {
-        let (Some(w0), Some(w1)) = (weights[0].next(), weights[1].next()) else {
-            break;
-        };
-        let (q0, q1) = (nibbles16(&w0[4..]), nibbles16(&w1[4..]));
-        let (d0, d1) = (half(w0, 0), half(w1, 0));
-        for t in 0..T {
-            let a = &xs[t][b];
-            let y = load_act(a);
-            acc[0][t] = _mm256_fmadd_ps(products(q0, y), _mm256_set1_ps(d0 * a.d), acc[0][t]);
-            acc[1][t] = _mm256_fmadd_ps(products(q1, y), _mm256_set1_ps(d1 * a.d), acc[1][t]);
-        }
-    }
-    // The offsets in a pass of their own, as in `tile_q5_0`.
-    for (r, row) in rows.iter().enumerate() {
-        for (b, w) in row.chunks_exact(20).enumerate().take(xs[0].len()) {
-            let m = half(w, 2);
-            for t in 0..T {
-                offsets[r][t] += m * xs[t][b].s;
-            }
-        }
-    }
-    for r in 0..TILE_ROWS {
-        for t in 0..T {
-            out[r][t] = hsum(acc[r][t]) + offsets[r][t];
-        }
-    }
-}
-
-// Block `b` of every token is indexed in the same loop, not one slice walked.
-#[allow(clippy::needless_range_loop)]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn tile_q5_0<const T: usize>(
-    rows: [&[u8]; TILE_ROWS],
-    xs: [&[Q8Block]; T],
-    out: &mut [[f32; T]; TILE_ROWS],
-) {
-    let mut acc = [[_mm256_setzero_ps(); T]; TILE_ROWS];
-    let mut offsets = [[0.0f32; T]; TILE_ROWS];
-    let mut weights = rows.map(|r| r.chunks_exact(22));
-    for b in 0..xs[0].len() {
-        let (Some(w0), Some(w1)) = (weights[0].next(), weights[1].next()) else {
-            break;
-        };
-        let (q0, q1) = (q5_0_values(w0), q5_0_values(w1));
-        let (d0, d1) = (half(w0, 0), half(w1, 0));
-        for t in 0..T {
-            let a = &xs[t][b];
-            let y = load_act(a);
-            acc[0][t] = _mm256_fmadd_ps(products(q0, y), _mm256_set1_ps(d0 * a.d), acc[0][t]);
-            acc[1][t] = _mm256_fmadd_ps(products(q1, y), _mm256_set1_ps(d1 * a.d), acc[1][t]);
-        }
-    }
-    // The offsets in a pass of their own: scalar sums beside the vector accumulators ran
-    // out of registers. Same order of additions as `dot`.
-    for (r, row) in rows.iter().enumerate() {
-        for (b, w) in row.chunks_exact(22).enumerate().take(xs[0].len()) {
-            let d = half(w, 0);
-            for t in 0..T {
-                offsets[r][t] += 16.0 * d * xs[t][b].s;
-            }
-        }
-    }
-    for r in 0..TILE_ROWS {
-        for t in 0..T {
-            out[r][t] = hsum(acc[r][t]) - offsets[r][t];
-        }
-    }
-}
-
-// Block `b` of every token is indexed in the same loop, not one slice walked.
-#[allow(clippy::needless_range_loop)]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn tile_q4k<const T: usize>(
-    rows: [&[u8]; TILE_ROWS],
-    xs: [&[Q8Block]; T],
-    out: &mut [[f32; T]; TILE_ROWS],
-) {
-    let mut acc = [[_mm256_setzero_ps(); T]; TILE_ROWS];
-    let mut offsets = [[0.0f32; T]; TILE_ROWS];
-    let m4 = _mm256_set1_epi8(0x0f);
-    let mut weights = rows.map(|r| r.chunks_exact(144));
-    for b in 0..xs[0].len() / 8 {
-        let (Some(w0), Some(w1)) = (weights[0].next(), weights[1].next()) else {
-            break;
-        };
-        let (d0, dmin0, d1, dmin1) = (half(w0, 0), half(w0, 2), half(w1, 0), half(w1, 2));
-        for pair in 0..4 {
-            let at = 16 + pair * 32;
-            // SAFETY: each block is 144 bytes, so `at..at + 32` is inside it.
-            let (q0, q1) = unsafe {
-                (
-                    _mm256_loadu_si256(w0[at..at + 32].as_ptr().cast()),
-                    _mm256_loadu_si256(w1[at..at + 32].as_ptr().cast()),
-                )
-            };
-            for (shift, group) in [(0, 2 * pair), (4, 2 * pair + 1)] {
-                let (n0, n1) = if shift == 0 {
-                    (_mm256_and_si256(q0, m4), _mm256_and_si256(q1, m4))
-                } else {
-                    (
-                        _mm256_and_si256(_mm256_srli_epi16(q0, 4), m4),
-                        _mm256_and_si256(_mm256_srli_epi16(q1, 4), m4),
-                    )
-                };
-                let (sc0, m0) = q4k_scale_min(&w0[4..16], group);
-                let (sc1, m1) = q4k_scale_min(&w1[4..16], group);
-                let (scaled0, scaled1) = (d0 * f32::from(sc0), d1 * f32::from(sc1));
-                let (min0, min1) = (dmin0 * f32::from(m0), dmin1 * f32::from(m1));
-                for t in 0..T {
-                    let block = &xs[t][b * 8 + group];
-                    let y = load_act(block);
-                    let (s0, s1) = (scaled0 * block.d, scaled1 * block.d);
-                    acc[0][t] = _mm256_fmadd_ps(products(n0, y), _mm256_set1_ps(s0), acc[0][t]);
-                    acc[1][t] = _mm256_fmadd_ps(products(n1, y), _mm256_set1_ps(s1), acc[1][t]);
-                    offsets[0][t] += min0 * block.s;
-                    offsets[1][t] += min1 * block.s;
-                }
-            }
-        }
-    }
-    for r in 0..TILE_ROWS {
-        for t in 0..T {
-            out[r][t] = hsum(acc[r][t]) - offsets[r][t];
-        }
+        unsafe { tile_q6k(rows, xs, out) }
     }
 }
 
@@ -295,6 +141,179 @@ fn tile_q6k<const T: usize>(
     for r in 0..TILE_ROWS {
         for t in 0..T {
             out[r][t] = hsum(acc[r][t]);
+        }
+    }
+}
+
+/// Rows unpacked once for a prompt's tiles: per block of 32 weights, the 32 values as
+/// unsigned bytes, the block's scale, and the coefficient of the activations' sum that
+/// the format's offset contributes (subtracted when `subtract`). Unpacking a block once
+/// instead of once per tile of tokens takes the shifts, masks and shuffles out of the
+/// prompt's inner loop.
+#[derive(Debug, Default)]
+pub struct Unpacked {
+    values: Vec<u8>,
+    scales: Vec<f32>,
+    coefs: Vec<f32>,
+    blocks: usize,
+    subtract: bool,
+}
+
+/// Tokens per tile over unpacked rows: two rows by four tokens keep eight accumulators,
+/// two weight blocks and an activation block in registers.
+pub const UNPACKED_TOKENS: usize = 4;
+
+impl Avx2 {
+    /// Unpacks `rows` (`row_bytes` each, `blocks` blocks of 32 weights) of `ty` into
+    /// `into`, or returns `false` when `ty` has no unpacked form.
+    pub fn unpack(
+        self,
+        ty: QuantType,
+        rows: &[u8],
+        row_bytes: usize,
+        blocks: usize,
+        into: &mut Unpacked,
+    ) -> bool {
+        into.subtract = match ty {
+            QuantType::Q4_1 => false,
+            QuantType::Q5_0 | QuantType::Q4K => true,
+            QuantType::Q8_0 | QuantType::Q6K => return false,
+        };
+        let count = rows.len() / row_bytes;
+        into.blocks = blocks;
+        into.values.resize(count * blocks * 32, 0);
+        into.scales.resize(count * blocks, 0.0);
+        into.coefs.resize(count * blocks, 0.0);
+        // SAFETY: detection happened; every store is to a 32-byte slice of `values`.
+        unsafe {
+            match ty {
+                QuantType::Q4_1 => unpack_q4_1(rows, row_bytes, into),
+                QuantType::Q5_0 => unpack_q5_0(rows, row_bytes, into),
+                _ => unpack_q4k(rows, row_bytes, into),
+            }
+        }
+        true
+    }
+
+    /// The products of unpacked rows `first` and `first + 1`: `out[r][t]` is
+    /// row `first + r` times token `t`, equal bit for bit to `dot_rows`'s result.
+    pub fn dot_tile_unpacked(
+        self,
+        rows: &Unpacked,
+        first: usize,
+        xs: [&[Q8Block]; UNPACKED_TOKENS],
+        out: &mut [[f32; UNPACKED_TOKENS]; TILE_ROWS],
+    ) {
+        // SAFETY: detection happened; loads are of 32-byte slices of `values`.
+        unsafe { tile_unpacked(rows, first, xs, out) }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn store32(values: &mut [u8], at: usize, v: __m256i) {
+    let slot = &mut values[at * 32..at * 32 + 32];
+    // SAFETY: `slot` is 32 bytes.
+    unsafe { _mm256_storeu_si256(slot.as_mut_ptr().cast(), v) };
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn unpack_q4_1(rows: &[u8], row_bytes: usize, into: &mut Unpacked) {
+    let blocks = rows
+        .chunks_exact(row_bytes)
+        .flat_map(|row| row.chunks_exact(20));
+    for (k, w) in blocks.enumerate() {
+        store32(&mut into.values, k, nibbles16(&w[4..]));
+        into.scales[k] = half(w, 0);
+        into.coefs[k] = half(w, 2);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn unpack_q5_0(rows: &[u8], row_bytes: usize, into: &mut Unpacked) {
+    let blocks = rows
+        .chunks_exact(row_bytes)
+        .flat_map(|row| row.chunks_exact(22));
+    for (k, w) in blocks.enumerate() {
+        store32(&mut into.values, k, q5_0_values(w));
+        let d = half(w, 0);
+        into.scales[k] = d;
+        into.coefs[k] = 16.0 * d;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn unpack_q4k(rows: &[u8], row_bytes: usize, into: &mut Unpacked) {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let blocks = rows
+        .chunks_exact(row_bytes)
+        .flat_map(|row| row.chunks_exact(144));
+    for (n, w) in blocks.enumerate() {
+        let (d, dmin) = (half(w, 0), half(w, 2));
+        for pair in 0..4 {
+            let at = 16 + pair * 32;
+            // SAFETY: each block is 144 bytes, so `at..at + 32` is inside it.
+            let q = unsafe { _mm256_loadu_si256(w[at..at + 32].as_ptr().cast()) };
+            for (shift, group) in [(0, 2 * pair), (4, 2 * pair + 1)] {
+                let nib = if shift == 0 {
+                    _mm256_and_si256(q, m4)
+                } else {
+                    _mm256_and_si256(_mm256_srli_epi16(q, 4), m4)
+                };
+                let (sc, m) = q4k_scale_min(&w[4..16], group);
+                let k = n * 8 + group;
+                store32(&mut into.values, k, nib);
+                into.scales[k] = d * f32::from(sc);
+                into.coefs[k] = dmin * f32::from(m);
+            }
+        }
+    }
+}
+
+// Block `b` of every token is indexed in the same loop, not one slice walked.
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tile_unpacked(
+    rows: &Unpacked,
+    first: usize,
+    xs: [&[Q8Block]; UNPACKED_TOKENS],
+    out: &mut [[f32; UNPACKED_TOKENS]; TILE_ROWS],
+) {
+    const T: usize = UNPACKED_TOKENS;
+    let blocks = rows.blocks;
+    let values = &rows.values[first * blocks * 32..(first + 2) * blocks * 32];
+    let (v0, v1) = values.split_at(blocks * 32);
+    let scales = &rows.scales[first * blocks..(first + 2) * blocks];
+    let (s0, s1) = scales.split_at(blocks);
+    let mut acc = [[_mm256_setzero_ps(); T]; TILE_ROWS];
+    for b in 0..blocks {
+        // SAFETY: `v0` and `v1` hold `blocks` blocks of 32 bytes.
+        let (q0, q1) = unsafe {
+            (
+                _mm256_loadu_si256(v0[b * 32..b * 32 + 32].as_ptr().cast()),
+                _mm256_loadu_si256(v1[b * 32..b * 32 + 32].as_ptr().cast()),
+            )
+        };
+        let (d0, d1) = (s0[b], s1[b]);
+        for t in 0..T {
+            let a = &xs[t][b];
+            let y = load_act(a);
+            acc[0][t] = _mm256_fmadd_ps(products(q0, y), _mm256_set1_ps(d0 * a.d), acc[0][t]);
+            acc[1][t] = _mm256_fmadd_ps(products(q1, y), _mm256_set1_ps(d1 * a.d), acc[1][t]);
+        }
+    }
+    for r in 0..TILE_ROWS {
+        let coefs = &rows.coefs[(first + r) * blocks..(first + r + 1) * blocks];
+        for t in 0..T {
+            let mut offset = 0.0f32;
+            for (b, coef) in coefs.iter().enumerate() {
+                offset += coef * xs[t][b].s;
+            }
+            let sum = hsum(acc[r][t]);
+            out[r][t] = if rows.subtract {
+                sum - offset
+            } else {
+                sum + offset
+            };
         }
     }
 }

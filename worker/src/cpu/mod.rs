@@ -185,38 +185,22 @@ fn unpacked_tiles(
     out: &mut [f32],
     unpacked: &mut x86::Unpacked,
 ) -> Option<(usize, usize)> {
-    use x86::{TILE_ROWS, UNPACKED_TOKENS as T};
-    let count = out.len() / tokens;
+    let full_rows = out.len() / tokens / x86::TILE_ROWS * x86::TILE_ROWS;
     let blocks = x.len() / tokens;
-    let full_rows = count - count % TILE_ROWS;
-    let full_tokens = tokens - tokens % T;
-    if !avx2.unpack(
-        ty,
-        &rows[..full_rows * row_bytes],
-        row_bytes,
-        blocks,
-        unpacked,
-    ) {
+    let whole = &rows[..full_rows * row_bytes];
+    if !avx2.unpack(ty, whole, row_bytes, blocks, unpacked) {
         return None;
     }
-    let mut tile = [[0.0; T]; TILE_ROWS];
-    for first in (0..full_rows).step_by(TILE_ROWS) {
-        for t0 in (0..full_tokens).step_by(T) {
-            let xs: [&[Q8Block]; T] =
-                std::array::from_fn(|t| &x[(t0 + t) * blocks..(t0 + t + 1) * blocks]);
-            avx2.dot_tile_unpacked(unpacked, first, xs, &mut tile);
-            for (r, values) in tile.iter().enumerate() {
-                for (t, value) in values.iter().enumerate() {
-                    out[(first + r) * tokens + t0 + t] = *value;
-                }
-            }
-        }
-    }
-    Some((full_rows, full_tokens))
+    Some(each_tile::<{ x86::UNPACKED_TOKENS }>(
+        x,
+        tokens,
+        out,
+        |first, xs, tile| avx2.dot_tile_unpacked(unpacked, first, xs, tile),
+    ))
 }
 
-/// The whole tiles of `TILE_ROWS` rows by `T` tokens of `dot_rows_tokens`; returns the
-/// rows and tokens they covered.
+/// The whole tiles of `TILE_ROWS` packed rows by `T` tokens of `dot_rows_tokens`;
+/// returns the rows and tokens they covered.
 #[cfg(target_arch = "x86_64")]
 fn tiles<const T: usize>(
     avx2: x86::Avx2,
@@ -227,6 +211,22 @@ fn tiles<const T: usize>(
     tokens: usize,
     out: &mut [f32],
 ) -> (usize, usize) {
+    each_tile::<T>(x, tokens, out, |first, xs, tile| {
+        let group = std::array::from_fn(|r| &rows[(first + r) * row_bytes..][..row_bytes]);
+        avx2.dot_tile(ty, group, xs, tile);
+    })
+}
+
+/// Runs `kernel(first_row, tokens' activations, tile)` over every whole tile of
+/// `TILE_ROWS` rows by `T` tokens and scatters each tile into `out`
+/// (`out[row * tokens + token]`); returns the rows and tokens the tiles covered.
+#[cfg(target_arch = "x86_64")]
+fn each_tile<const T: usize>(
+    x: &[Q8Block],
+    tokens: usize,
+    out: &mut [f32],
+    mut kernel: impl FnMut(usize, [&[Q8Block]; T], &mut [[f32; T]; x86::TILE_ROWS]),
+) -> (usize, usize) {
     use x86::TILE_ROWS;
     let count = out.len() / tokens;
     let blocks = x.len() / tokens;
@@ -234,12 +234,9 @@ fn tiles<const T: usize>(
     let full_tokens = tokens - tokens % T;
     let mut tile = [[0.0; T]; TILE_ROWS];
     for first in (0..full_rows).step_by(TILE_ROWS) {
-        let group: [&[u8]; TILE_ROWS] =
-            std::array::from_fn(|r| &rows[(first + r) * row_bytes..][..row_bytes]);
         for t0 in (0..full_tokens).step_by(T) {
-            let xs: [&[Q8Block]; T] =
-                std::array::from_fn(|t| &x[(t0 + t) * blocks..(t0 + t + 1) * blocks]);
-            avx2.dot_tile(ty, group, xs, &mut tile);
+            let xs = std::array::from_fn(|t| &x[(t0 + t) * blocks..(t0 + t + 1) * blocks]);
+            kernel(first, xs, &mut tile);
             for (r, values) in tile.iter().enumerate() {
                 for (t, value) in values.iter().enumerate() {
                     out[(first + r) * tokens + t0 + t] = *value;

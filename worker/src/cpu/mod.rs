@@ -96,12 +96,12 @@ impl Kernels {
         let token = |t: usize| &x[t * blocks..(t + 1) * blocks];
         #[cfg(target_arch = "x86_64")]
         let (done_rows, done_tokens) = match self {
-            Kernels::Avx2(avx2) if tokens >= x86::UNPACKED_TOKENS => UNPACKED
+            Kernels::Avx2(avx2) if tokens >= x86::TILE_TOKENS => UNPACKED
                 .with_borrow_mut(|unpacked| {
                     unpacked_tiles(avx2, ty, rows, row_bytes, x, tokens, out, unpacked)
                 })
-                .unwrap_or_else(|| match avx2.tile_tokens(ty) {
-                    Some(4) => tiles::<4>(avx2, ty, rows, row_bytes, x, tokens, out),
+                .unwrap_or_else(|| match ty {
+                    QuantType::Q6K => q6k_tiles(avx2, rows, row_bytes, x, tokens, out),
                     _ => (0, 0),
                 }),
             Kernels::Avx2(_) => (0, 0),
@@ -191,43 +191,43 @@ fn unpacked_tiles(
     if !avx2.unpack(ty, whole, row_bytes, blocks, unpacked) {
         return None;
     }
-    Some(each_tile::<{ x86::UNPACKED_TOKENS }>(
-        x,
-        tokens,
-        out,
-        |first, xs, tile| avx2.dot_tile_unpacked(unpacked, first, xs, tile),
-    ))
+    Some(each_tile(x, tokens, out, |first, xs, tile| {
+        avx2.dot_tile_unpacked(unpacked, first, xs, tile)
+    }))
 }
 
-/// The whole tiles of `TILE_ROWS` packed rows by `T` tokens of `dot_rows_tokens`;
-/// returns the rows and tokens they covered.
+/// The whole tiles of `dot_rows_tokens` over packed Q6_K rows; returns the rows and
+/// tokens they covered.
 #[cfg(target_arch = "x86_64")]
-fn tiles<const T: usize>(
+fn q6k_tiles(
     avx2: x86::Avx2,
-    ty: QuantType,
     rows: &[u8],
     row_bytes: usize,
     x: &[Q8Block],
     tokens: usize,
     out: &mut [f32],
 ) -> (usize, usize) {
-    each_tile::<T>(x, tokens, out, |first, xs, tile| {
+    each_tile(x, tokens, out, |first, xs, tile| {
         let group = std::array::from_fn(|r| &rows[(first + r) * row_bytes..][..row_bytes]);
-        avx2.dot_tile(ty, group, xs, tile);
+        avx2.dot_tile_q6k(group, xs, tile);
     })
 }
 
 /// Runs `kernel(first_row, tokens' activations, tile)` over every whole tile of
-/// `TILE_ROWS` rows by `T` tokens and scatters each tile into `out`
+/// `TILE_ROWS` rows by `TILE_TOKENS` tokens and scatters each tile into `out`
 /// (`out[row * tokens + token]`); returns the rows and tokens the tiles covered.
 #[cfg(target_arch = "x86_64")]
-fn each_tile<const T: usize>(
+fn each_tile(
     x: &[Q8Block],
     tokens: usize,
     out: &mut [f32],
-    mut kernel: impl FnMut(usize, [&[Q8Block]; T], &mut [[f32; T]; x86::TILE_ROWS]),
+    mut kernel: impl FnMut(
+        usize,
+        [&[Q8Block]; x86::TILE_TOKENS],
+        &mut [[f32; x86::TILE_TOKENS]; x86::TILE_ROWS],
+    ),
 ) -> (usize, usize) {
-    use x86::TILE_ROWS;
+    use x86::{TILE_ROWS, TILE_TOKENS as T};
     let count = out.len() / tokens;
     let blocks = x.len() / tokens;
     let full_rows = count - count % TILE_ROWS;

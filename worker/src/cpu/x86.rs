@@ -80,24 +80,17 @@ impl Avx2 {
 pub const TILE_ROWS: usize = 2;
 
 impl Avx2 {
-    /// Tokens per tile for `ty` where its prompt tiles work on the packed blocks (Q6_K,
-    /// whose two scales per block of 32 have no place in `Unpacked`), or `None`.
-    pub fn tile_tokens(self, ty: QuantType) -> Option<usize> {
-        (ty == QuantType::Q6K).then_some(4)
-    }
-
-    /// Dot products of `TILE_ROWS` rows of `ty` with `T` tokens' activations (each
-    /// covering the rows): `out[r][t]` is row `r` times token `t`. `T` must be
-    /// `tile_tokens(ty)`. Each product is computed in the same order as `dot_rows`
-    /// computes it, so a prompt's results equal a single token's bit for bit.
-    pub fn dot_tile<const T: usize>(
+    /// Dot products of `TILE_ROWS` Q6_K rows with `TILE_TOKENS` tokens' activations
+    /// (each covering the rows), on the packed blocks: Q6_K's two scales per block of 32
+    /// have no place in `Unpacked`. `out[r][t]` is row `r` times token `t`, computed in
+    /// the same order as `dot_rows` computes it, so a prompt's results equal a single
+    /// token's bit for bit.
+    pub fn dot_tile_q6k(
         self,
-        ty: QuantType,
         rows: [&[u8]; TILE_ROWS],
-        xs: [&[Q8Block]; T],
-        out: &mut [[f32; T]; TILE_ROWS],
+        xs: [&[Q8Block]; TILE_TOKENS],
+        out: &mut [[f32; TILE_TOKENS]; TILE_ROWS],
     ) {
-        debug_assert_eq!(self.tile_tokens(ty), Some(T));
         // SAFETY: as in `dot`: detection happened, and reads stay inside the rows'
         // blocks as `chunks_exact` cuts them.
         unsafe { tile_q6k(rows, xs, out) }
@@ -107,11 +100,12 @@ impl Avx2 {
 // Block `b` of every token is indexed in the same loop, not one slice walked.
 #[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn tile_q6k<const T: usize>(
+fn tile_q6k(
     rows: [&[u8]; TILE_ROWS],
-    xs: [&[Q8Block]; T],
-    out: &mut [[f32; T]; TILE_ROWS],
+    xs: [&[Q8Block]; TILE_TOKENS],
+    out: &mut [[f32; TILE_TOKENS]; TILE_ROWS],
 ) {
+    const T: usize = TILE_TOKENS;
     let mut acc = [[_mm256_setzero_ps(); T]; TILE_ROWS];
     let mut weights = rows.map(|r| r.chunks_exact(210));
     for b in 0..xs[0].len() / 8 {
@@ -159,9 +153,9 @@ pub struct Unpacked {
     subtract: bool,
 }
 
-/// Tokens per tile over unpacked rows: two rows by four tokens keep eight accumulators,
-/// two weight blocks and an activation block in registers.
-pub const UNPACKED_TOKENS: usize = 4;
+/// Tokens per tile: two rows by four tokens keep eight accumulators, two weight blocks
+/// and an activation block in registers.
+pub const TILE_TOKENS: usize = 4;
 
 impl Avx2 {
     /// Unpacks `rows` (`row_bytes` each, `blocks` blocks of 32 weights) of `ty` into
@@ -201,8 +195,8 @@ impl Avx2 {
         self,
         rows: &Unpacked,
         first: usize,
-        xs: [&[Q8Block]; UNPACKED_TOKENS],
-        out: &mut [[f32; UNPACKED_TOKENS]; TILE_ROWS],
+        xs: [&[Q8Block]; TILE_TOKENS],
+        out: &mut [[f32; TILE_TOKENS]; TILE_ROWS],
     ) {
         // SAFETY: detection happened; loads are of 32-byte slices of `values`.
         unsafe { tile_unpacked(rows, first, xs, out) }
@@ -275,10 +269,10 @@ fn unpack_q4k(rows: &[u8], row_bytes: usize, into: &mut Unpacked) {
 fn tile_unpacked(
     rows: &Unpacked,
     first: usize,
-    xs: [&[Q8Block]; UNPACKED_TOKENS],
-    out: &mut [[f32; UNPACKED_TOKENS]; TILE_ROWS],
+    xs: [&[Q8Block]; TILE_TOKENS],
+    out: &mut [[f32; TILE_TOKENS]; TILE_ROWS],
 ) {
-    const T: usize = UNPACKED_TOKENS;
+    const T: usize = TILE_TOKENS;
     let blocks = rows.blocks;
     let values = &rows.values[first * blocks * 32..(first + 2) * blocks * 32];
     let (v0, v1) = values.split_at(blocks * 32);

@@ -58,8 +58,9 @@ pub struct Args {
     #[arg(long, default_value_t = 10.0)]
     pub drain_timeout: f64,
     /// What computes tokens: `auto` (the worker's CPU engine where it handles the model
-    /// on the CPU, candle otherwise), `candle`, or `portable` (the CPU engine without
-    /// SIMD kernels).
+    /// on the CPU, with the fastest kernels the CPU runs; candle otherwise), `candle`, or
+    /// the CPU engine with one kernel set: `portable` (no SIMD), `avx2`, `avx512` (with
+    /// VNNI) or `neon`, where the CPU runs it.
     #[arg(long, env = "RBEE_WORKER_ENGINE", default_value = "auto")]
     pub engine: Engine,
     /// On a CUDA device, how quantized weights are multiplied: `dmmv` (dequantized

@@ -77,7 +77,8 @@ pub struct ModelInfo {
     /// Prompt plus generated tokens may not exceed this.
     pub context_length: usize,
     pub file_bytes: u64,
-    /// What computes the tokens: `cpu-avx2`, `cpu-portable` or `candle`.
+    /// What computes the tokens: `cpu-` and the kernel set (`cpu-avx2`, `cpu-portable`,
+    /// ...) or `candle`.
     pub engine: String,
     #[serde(serialize_with = "serialize_millis")]
     pub load_time: Duration,
@@ -109,8 +110,14 @@ pub enum Engine {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("unknown engine `{0}` (expected auto, candle or portable)")]
-pub struct UnknownEngine(String);
+#[error(
+    "unknown engine `{name}` (expected auto, candle, or a kernel set this CPU runs: {})",
+    .runs.join(", ")
+)]
+pub struct UnknownEngine {
+    name: String,
+    runs: Vec<&'static str>,
+}
 
 impl std::str::FromStr for Engine {
     type Err = UnknownEngine;
@@ -119,8 +126,12 @@ impl std::str::FromStr for Engine {
         match s {
             "auto" => Ok(Engine::Auto),
             "candle" => Ok(Engine::Candle),
-            "portable" => Ok(Engine::Cpu(Kernels::Portable)),
-            _ => Err(UnknownEngine(s.to_owned())),
+            _ => Kernels::named(s)
+                .map(Engine::Cpu)
+                .ok_or_else(|| UnknownEngine {
+                    name: s.to_owned(),
+                    runs: Kernels::supported().iter().map(|k| k.name()).collect(),
+                }),
         }
     }
 }
@@ -404,6 +415,13 @@ mod tests {
         ));
         let err = "fast".parse::<Engine>().expect_err("unknown name");
         assert!(err.to_string().contains("fast"), "{err}");
+        assert!(err.to_string().contains("portable"), "{err}");
+        for kernels in Kernels::supported() {
+            let Ok(Engine::Cpu(parsed)) = kernels.name().parse() else {
+                panic!("{} does not parse", kernels.name());
+            };
+            assert_eq!(parsed.name(), kernels.name());
+        }
     }
 
     #[test]

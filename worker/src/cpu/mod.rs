@@ -5,6 +5,8 @@
 //! The rest of the worker sees only [`CpuLlama`] (load, forward) and [`Kernels`]; the
 //! candle path still runs every other device, architecture and quantization type.
 
+#[cfg(target_arch = "aarch64")]
+mod arm;
 mod llama;
 mod matrix;
 pub mod quant;
@@ -21,25 +23,42 @@ use quant::{Q8Block, QuantType};
 pub enum Kernels {
     /// Plain Rust, for any CPU.
     Portable,
+    /// AVX2, or AVX-512 with VNNI.
     #[cfg(target_arch = "x86_64")]
-    Avx2(x86::Avx2),
+    X86(x86::Simd),
+    #[cfg(target_arch = "aarch64")]
+    Neon(arm::Neon),
 }
 
 impl Kernels {
     /// The fastest kernels this CPU runs.
     pub fn detect() -> Kernels {
+        Kernels::supported().pop().unwrap_or(Kernels::Portable)
+    }
+
+    /// Every kernel set this CPU runs, the portable one first and the fastest last.
+    pub fn supported() -> Vec<Kernels> {
+        let mut sets = vec![Kernels::Portable];
         #[cfg(target_arch = "x86_64")]
-        if let Some(avx2) = x86::Avx2::detect() {
-            return Kernels::Avx2(avx2);
-        }
-        Kernels::Portable
+        sets.extend(x86::Simd::supported().into_iter().map(Kernels::X86));
+        #[cfg(target_arch = "aarch64")]
+        sets.extend(arm::Neon::detect().map(Kernels::Neon));
+        sets
+    }
+
+    /// The kernel set called `name` (`portable`, `avx2`, `avx512`, `neon`), if this CPU
+    /// runs it.
+    pub fn named(name: &str) -> Option<Kernels> {
+        Kernels::supported().into_iter().find(|k| k.name() == name)
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Kernels::Portable => "portable",
             #[cfg(target_arch = "x86_64")]
-            Kernels::Avx2(_) => "avx2",
+            Kernels::X86(simd) => simd.name(),
+            #[cfg(target_arch = "aarch64")]
+            Kernels::Neon(_) => "neon",
         }
     }
 
@@ -53,20 +72,21 @@ impl Kernels {
         x: &[Q8Block],
         out: &mut [f32],
     ) {
-        let mut rows = rows.chunks_exact(row_bytes);
+        let rows = rows.chunks_exact(row_bytes);
         #[cfg(target_arch = "x86_64")]
-        if let Kernels::Avx2(avx2) = self {
+        if let Kernels::X86(simd) = self {
+            let mut rows = rows;
             let mut groups = out.chunks_exact_mut(x86::ROWS_AT_ONCE);
             for values in &mut groups {
                 let group = [(); x86::ROWS_AT_ONCE].map(|()| rows.next().unwrap_or_default());
-                if !avx2.dot_rows(ty, group, x, values) {
+                if !simd.dot_rows(ty, group, x, values) {
                     for (value, row) in values.iter_mut().zip(group) {
-                        *value = avx2.dot(ty, row, x);
+                        *value = simd.dot(ty, row, x);
                     }
                 }
             }
             for (value, row) in groups.into_remainder().iter_mut().zip(rows) {
-                *value = avx2.dot(ty, row, x);
+                *value = simd.dot(ty, row, x);
             }
             return;
         }
@@ -96,16 +116,15 @@ impl Kernels {
         let token = |t: usize| &x[t * blocks..(t + 1) * blocks];
         #[cfg(target_arch = "x86_64")]
         let (done_rows, done_tokens) = match self {
-            Kernels::Avx2(avx2) if tokens >= x86::TILE_TOKENS => UNPACKED
+            Kernels::X86(simd) if tokens >= x86::TILE_TOKENS => UNPACKED
                 .with_borrow_mut(|unpacked| {
-                    unpacked_tiles(avx2, ty, rows, row_bytes, x, tokens, out, unpacked)
+                    unpacked_tiles(simd, ty, rows, row_bytes, x, tokens, out, unpacked)
                 })
                 .unwrap_or_else(|| match ty {
-                    QuantType::Q6K => q6k_tiles(avx2, rows, row_bytes, x, tokens, out),
+                    QuantType::Q6K => q6k_tiles(simd, rows, row_bytes, x, tokens, out),
                     _ => (0, 0),
                 }),
-            Kernels::Avx2(_) => (0, 0),
-            Kernels::Portable => (0, 0),
+            Kernels::X86(_) | Kernels::Portable => (0, 0),
         };
         #[cfg(not(target_arch = "x86_64"))]
         let (done_rows, done_tokens) = (0, 0);
@@ -136,7 +155,9 @@ impl Kernels {
     pub fn dot_f32(self, a: &[f32], b: &[f32]) -> f32 {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Kernels::Avx2(avx2) if a.len().is_multiple_of(8) => avx2.dot_f32(a, b),
+            Kernels::X86(simd) if a.len().is_multiple_of(8) => simd.dot_f32(a, b),
+            #[cfg(target_arch = "aarch64")]
+            Kernels::Neon(neon) if a.len().is_multiple_of(4) => neon.dot_f32(a, b),
             _ => a.iter().zip(b).map(|(a, b)| a * b).sum(),
         }
     }
@@ -145,7 +166,9 @@ impl Kernels {
     pub fn axpy(self, w: f32, v: &[f32], out: &mut [f32]) {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Kernels::Avx2(avx2) if v.len().is_multiple_of(8) => avx2.axpy(w, v, out),
+            Kernels::X86(simd) if v.len().is_multiple_of(8) => simd.axpy(w, v, out),
+            #[cfg(target_arch = "aarch64")]
+            Kernels::Neon(neon) if v.len().is_multiple_of(4) => neon.axpy(w, v, out),
             _ => {
                 for (o, v) in out.iter_mut().zip(v) {
                     *o += w * v;
@@ -159,7 +182,9 @@ impl Kernels {
         match self {
             Kernels::Portable => quant::dot_portable(ty, row, x),
             #[cfg(target_arch = "x86_64")]
-            Kernels::Avx2(avx2) => avx2.dot(ty, row, x),
+            Kernels::X86(simd) => simd.dot(ty, row, x),
+            #[cfg(target_arch = "aarch64")]
+            Kernels::Neon(neon) => neon.dot(ty, row, x),
         }
     }
 }
@@ -176,7 +201,7 @@ thread_local! {
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 fn unpacked_tiles(
-    avx2: x86::Avx2,
+    simd: x86::Simd,
     ty: QuantType,
     rows: &[u8],
     row_bytes: usize,
@@ -188,11 +213,11 @@ fn unpacked_tiles(
     let full_rows = out.len() / tokens / x86::TILE_ROWS * x86::TILE_ROWS;
     let blocks = x.len() / tokens;
     let whole = &rows[..full_rows * row_bytes];
-    if !avx2.unpack(ty, whole, row_bytes, blocks, unpacked) {
+    if !simd.unpack(ty, whole, row_bytes, blocks, unpacked) {
         return None;
     }
     Some(each_tile(x, tokens, out, |first, xs, tile| {
-        avx2.dot_tile_unpacked(unpacked, first, xs, tile)
+        simd.dot_tile_unpacked(unpacked, first, xs, tile)
     }))
 }
 
@@ -200,7 +225,7 @@ fn unpacked_tiles(
 /// tokens they covered.
 #[cfg(target_arch = "x86_64")]
 fn q6k_tiles(
-    avx2: x86::Avx2,
+    simd: x86::Simd,
     rows: &[u8],
     row_bytes: usize,
     x: &[Q8Block],
@@ -209,7 +234,7 @@ fn q6k_tiles(
 ) -> (usize, usize) {
     each_tile(x, tokens, out, |first, xs, tile| {
         let group = std::array::from_fn(|r| &rows[(first + r) * row_bytes..][..row_bytes]);
-        avx2.dot_tile_q6k(group, xs, tile);
+        simd.dot_tile_q6k(group, xs, tile);
     })
 }
 

@@ -225,44 +225,100 @@ pub fn dequantize_row(ty: QuantType, row: &[u8], out: &mut [f32]) {
 
 /// Portable dot product of one weight row with quantized activations.
 pub fn dot_portable(ty: QuantType, row: &[u8], x: &[Q8Block]) -> f32 {
+    dot_blocks::<Scalar>(ty, row, x)
+}
+
+/// The integer part of a dot product: one block's sums of weight value times activation
+/// byte. [`dot_blocks`] does the floating-point rest, so kernels that differ only here
+/// give equal results bit for bit.
+pub trait BlockSums {
+    /// A Q4_1 block (20 bytes): the sum of value * y.
+    fn q4_1(w: &[u8], y: &[i8; QK]) -> i32;
+    /// A Q5_0 block (22 bytes): the sum of (value - 16) * y.
+    fn q5_0(w: &[u8], y: &[i8; QK]) -> i32;
+    /// A Q8_0 block (34 bytes): the sum of value * y.
+    fn q8_0(w: &[u8], y: &[i8; QK]) -> i32;
+    /// One group of a Q4_K block: the sum of value * y over the low nibbles of `bytes`
+    /// (32 of them), or their high nibbles when `high`.
+    fn q4k(bytes: &[u8], high: bool, y: &[i8; QK]) -> i32;
+    /// Group `group` (0..8) of a Q6_K block (210 bytes): the sums of (value - 32) * y
+    /// over its two halves of 16, which have a scale each.
+    fn q6k(w: &[u8], group: usize, y: &[i8; QK]) -> [i32; 2];
+}
+
+/// [`BlockSums`] one value at a time, for any CPU.
+pub struct Scalar;
+
+impl BlockSums for Scalar {
+    fn q4_1(w: &[u8], y: &[i8; QK]) -> i32 {
+        let mut sum = 0i32;
+        for j in 0..16 {
+            sum += i32::from(w[4 + j] & 0xf) * i32::from(y[j]);
+            sum += i32::from(w[4 + j] >> 4) * i32::from(y[j + 16]);
+        }
+        sum
+    }
+
+    fn q5_0(w: &[u8], y: &[i8; QK]) -> i32 {
+        let qh = u32::from_le_bytes([w[2], w[3], w[4], w[5]]);
+        let mut sum = 0i32;
+        for j in 0..16 {
+            let lo = i32::from(w[6 + j] & 0xf) | ((((qh >> j) & 1) << 4) as i32);
+            let hi = i32::from(w[6 + j] >> 4) | ((((qh >> (j + 16)) & 1) << 4) as i32);
+            sum += (lo - 16) * i32::from(y[j]) + (hi - 16) * i32::from(y[j + 16]);
+        }
+        sum
+    }
+
+    fn q8_0(w: &[u8], y: &[i8; QK]) -> i32 {
+        w[2..34]
+            .iter()
+            .zip(y)
+            .map(|(q, y)| i32::from(*q as i8) * i32::from(*y))
+            .sum()
+    }
+
+    fn q4k(bytes: &[u8], high: bool, y: &[i8; QK]) -> i32 {
+        let shift = if high { 4 } else { 0 };
+        bytes
+            .iter()
+            .zip(y)
+            .map(|(q, y)| i32::from((q >> shift) & 0xf) * i32::from(*y))
+            .sum()
+    }
+
+    fn q6k(w: &[u8], group: usize, y: &[i8; QK]) -> [i32; 2] {
+        let mut sums = [0i32; 2];
+        for (l, y) in y.iter().enumerate() {
+            let (q, _) = q6k_value(w, group * 32 + l);
+            sums[l / 16] += (q - 32) * i32::from(*y);
+        }
+        sums
+    }
+}
+
+/// The dot product of one weight row with quantized activations, the blocks' integer
+/// sums from `S`.
+#[inline(always)]
+pub fn dot_blocks<S: BlockSums>(ty: QuantType, row: &[u8], x: &[Q8Block]) -> f32 {
     match ty {
         QuantType::Q4_1 => row
             .chunks_exact(20)
             .zip(x)
             .map(|(w, a)| {
-                let mut sum = 0i32;
-                for j in 0..16 {
-                    sum += i32::from(w[4 + j] & 0xf) * i32::from(a.qs[j]);
-                    sum += i32::from(w[4 + j] >> 4) * i32::from(a.qs[j + 16]);
-                }
+                let sum = S::q4_1(w, &a.qs);
                 read_f16(w, 0) * a.d * sum as f32 + read_f16(w, 2) * a.s
             })
             .sum(),
         QuantType::Q5_0 => row
             .chunks_exact(22)
             .zip(x)
-            .map(|(w, a)| {
-                let qh = u32::from_le_bytes([w[2], w[3], w[4], w[5]]);
-                let mut sum = 0i32;
-                for j in 0..16 {
-                    let lo = i32::from(w[6 + j] & 0xf) | ((((qh >> j) & 1) << 4) as i32);
-                    let hi = i32::from(w[6 + j] >> 4) | ((((qh >> (j + 16)) & 1) << 4) as i32);
-                    sum += (lo - 16) * i32::from(a.qs[j]) + (hi - 16) * i32::from(a.qs[j + 16]);
-                }
-                read_f16(w, 0) * a.d * sum as f32
-            })
+            .map(|(w, a)| read_f16(w, 0) * a.d * S::q5_0(w, &a.qs) as f32)
             .sum(),
         QuantType::Q8_0 => row
             .chunks_exact(34)
             .zip(x)
-            .map(|(w, a)| {
-                let sum: i32 = w[2..34]
-                    .iter()
-                    .zip(&a.qs)
-                    .map(|(q, y)| i32::from(*q as i8) * i32::from(*y))
-                    .sum();
-                read_f16(w, 0) * a.d * sum as f32
-            })
+            .map(|(w, a)| read_f16(w, 0) * a.d * S::q8_0(w, &a.qs) as f32)
             .sum(),
         QuantType::Q4K => row
             .chunks_exact(144)
@@ -272,12 +328,7 @@ pub fn dot_portable(ty: QuantType, row: &[u8], x: &[Q8Block]) -> f32 {
                 let mut total = 0.0;
                 for (group, block) in a.iter().enumerate() {
                     let bytes = &w[16 + (group / 2) * 32..][..32];
-                    let shift = 4 * (group % 2);
-                    let sum: i32 = bytes
-                        .iter()
-                        .zip(&block.qs)
-                        .map(|(q, y)| i32::from((q >> shift) & 0xf) * i32::from(*y))
-                        .sum();
+                    let sum = S::q4k(bytes, group % 2 == 1, &block.qs);
                     let (sc, m) = q4k_scale_min(&w[4..16], group);
                     total +=
                         d * f32::from(sc) * block.d * sum as f32 - dmin * f32::from(m) * block.s;
@@ -292,11 +343,7 @@ pub fn dot_portable(ty: QuantType, row: &[u8], x: &[Q8Block]) -> f32 {
                 let d = read_f16(w, 208);
                 let mut total = 0.0;
                 for (group, block) in a.iter().enumerate() {
-                    let mut sums = [0i32; 2];
-                    for (l, y) in block.qs.iter().enumerate() {
-                        let (q, _) = q6k_value(w, group * 32 + l);
-                        sums[l / 16] += (q - 32) * i32::from(*y);
-                    }
+                    let sums = S::q6k(w, group, &block.qs);
                     let (_, scale) = q6k_value(w, group * 32);
                     let sc0 = f32::from(w[192 + scale] as i8);
                     let sc1 = f32::from(w[192 + scale + 1] as i8);

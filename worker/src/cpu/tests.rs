@@ -47,13 +47,9 @@ fn quantized(ty: QuantType) -> (Vec<u8>, Vec<f32>) {
     (bytes, reference)
 }
 
+/// Every kernel set this CPU runs, the portable one included.
 fn kernels() -> Vec<Kernels> {
-    let mut all = vec![Kernels::Portable];
-    let detected = Kernels::detect();
-    if detected.name() != "portable" {
-        all.push(detected);
-    }
-    all
+    Kernels::supported()
 }
 
 #[test]
@@ -78,7 +74,12 @@ fn every_kernel_matches_the_dequantized_reference_for_every_type() {
     for ty in QuantType::ALL {
         let (bytes, w) = quantized(ty);
         let row_bytes = ty.row_bytes(COLS).expect("whole blocks");
-        for kernels in kernels() {
+        let sets = kernels();
+        if ty == QuantType::Q4_1 {
+            let names: Vec<_> = sets.iter().map(|k| k.name()).collect();
+            eprintln!("kernel sets: {}", names.join(", "));
+        }
+        for kernels in sets {
             // The multi-row kernels, over all rows at once, give the same as one by one.
             let mut together = vec![0.0; ROWS];
             kernels.dot_rows(ty, &bytes, row_bytes, &blocks, &mut together);
@@ -193,4 +194,43 @@ fn half_precision_scales_decode_exactly() {
     ] {
         assert_eq!(quant::f16_to_f32(bits), value, "{bits:#x}");
     }
+}
+
+#[test]
+fn kernel_sets_sharing_an_order_agree_bit_for_bit() {
+    // AVX-512 shares AVX2's kernel bodies and NEON the portable floating-point code, and
+    // integer sums are exact: each pair gives the same bits, for one token and a prompt.
+    let mut compared = 0;
+    for (fast, reference) in [("avx512", "avx2"), ("neon", "portable")] {
+        let (Some(fast), Some(reference)) = (Kernels::named(fast), Kernels::named(reference))
+        else {
+            continue;
+        };
+        for ty in QuantType::ALL {
+            let (bytes, _) = quantized(ty);
+            let matrix = QMatrix::new(ty, ROWS, COLS, bytes).expect("matrix");
+            for tokens in [1, 4, 5] {
+                let x = values(tokens * COLS, 3);
+                let mut blocks = vec![Q8Block::default(); tokens * COLS / QK];
+                for (row, out) in x.chunks_exact(COLS).zip(blocks.chunks_exact_mut(COLS / QK)) {
+                    quantize_row(row, out);
+                }
+                let run = |kernels| {
+                    let mut out = vec![0.0; tokens * ROWS];
+                    let mut scratch = vec![0.0; tokens * ROWS];
+                    matrix.matmul(kernels, &blocks, tokens, &mut out, &mut scratch);
+                    out
+                };
+                assert_eq!(
+                    run(fast),
+                    run(reference),
+                    "{ty:?} {} against {}, {tokens} tokens",
+                    fast.name(),
+                    reference.name()
+                );
+            }
+        }
+        compared += 1;
+    }
+    eprintln!("kernel set pairs compared: {compared}");
 }

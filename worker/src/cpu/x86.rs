@@ -1,35 +1,63 @@
-//! AVX2 dot products of quantized weight rows with Q8 activation blocks.
+//! x86-64 dot products of quantized weight rows with Q8 activation blocks, in two kernel
+//! sets: AVX2 (with FMA and F16C), and AVX-512 with VNNI, whose `vpdpbusd` multiplies and
+//! sums bytes in one instruction where AVX2 takes two.
 //!
 //! Each kernel computes exactly what `quant::dot_portable` computes for its type; only
-//! the order of the floating-point additions differs.
+//! the order of the floating-point additions differs. The two sets share every kernel
+//! body (generic over [`Products`]) and add in the same order, and their integer sums are
+//! exact, so AVX-512's results equal AVX2's bit for bit.
 
 use std::arch::x86_64::*;
 
 use super::quant::{Q8Block, QuantType, q4k_scale_min};
 
-/// Proof that this CPU has AVX2, FMA and F16C: the only way to reach the kernels.
-#[derive(Debug, Clone, Copy)]
-pub struct Avx2(());
+/// Proof that this CPU runs a kernel set: the only way to reach the kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Simd(Level);
 
-impl Avx2 {
-    pub fn detect() -> Option<Avx2> {
-        (is_x86_feature_detected!("avx2")
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    /// AVX2, FMA and F16C.
+    Avx2,
+    /// Those and AVX-512 F, BW, VL and VNNI.
+    Avx512,
+}
+
+impl Simd {
+    /// Every kernel set this CPU runs, fastest last.
+    pub fn supported() -> Vec<Simd> {
+        let mut sets = Vec::new();
+        if is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c"))
-        .then_some(Avx2(()))
+            && is_x86_feature_detected!("f16c")
+        {
+            sets.push(Simd(Level::Avx2));
+            if is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512vnni")
+            {
+                sets.push(Simd(Level::Avx512));
+            }
+        }
+        sets
+    }
+
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            Level::Avx2 => "avx2",
+            Level::Avx512 => "avx512",
+        }
     }
 
     /// The dot product of one `ty` row with its activations (`x` covers the row).
     pub fn dot(self, ty: QuantType, row: &[u8], x: &[Q8Block]) -> f32 {
-        // SAFETY: an `Avx2` value exists only once `detect` has seen AVX2, FMA and F16C,
-        // and every kernel reads only inside the blocks `chunks_exact` hands it.
+        // SAFETY: a `Simd` exists only for a set whose features `supported` saw, and
+        // every kernel reads only inside the blocks `chunks_exact` hands it.
         unsafe {
-            match ty {
-                QuantType::Q4_1 => dot_q4_1(row, x),
-                QuantType::Q5_0 => dot_q5_0(row, x),
-                QuantType::Q8_0 => dot_q8_0(row, x),
-                QuantType::Q4K => dot_q4k(row, x),
-                QuantType::Q6K => dot_q6k(row, x),
+            match self.0 {
+                Level::Avx2 => avx2::dot(ty, row, x),
+                Level::Avx512 => avx512::dot(ty, row, x),
             }
         }
     }
@@ -39,16 +67,18 @@ impl Avx2 {
 /// once for all of them, and their sums form independent dependency chains.
 pub const ROWS_AT_ONCE: usize = 4;
 
-impl Avx2 {
+impl Simd {
     /// `a · b` over f32 (equal lengths, a multiple of 8).
     pub fn dot_f32(self, a: &[f32], b: &[f32]) -> f32 {
-        // SAFETY: detection happened; the loads stay inside `chunks_exact` chunks.
+        // SAFETY: every set has AVX2, FMA and F16C; the loads stay inside
+        // `chunks_exact` chunks.
         unsafe { dot_f32(a, b) }
     }
 
     /// `out += w * v` over f32 (equal lengths, a multiple of 8).
     pub fn axpy(self, w: f32, v: &[f32], out: &mut [f32]) {
-        // SAFETY: detection happened; loads and stores stay inside `chunks_exact` chunks.
+        // SAFETY: every set has AVX2, FMA and F16C; loads and stores stay inside
+        // `chunks_exact` chunks.
         unsafe { axpy(w, v, out) }
     }
 
@@ -61,17 +91,13 @@ impl Avx2 {
         x: &[Q8Block],
         out: &mut [f32],
     ) -> bool {
-        // SAFETY: as in `dot`: detection happened, and reads stay inside the rows'
-        // blocks as `chunks_exact` cuts them.
+        // SAFETY: as in `dot`.
         unsafe {
-            match ty {
-                QuantType::Q4_1 => dot4_q4_1(rows, x, out),
-                QuantType::Q5_0 => dot4_q5_0(rows, x, out),
-                QuantType::Q8_0 => dot4_q8_0(rows, x, out),
-                _ => return false,
+            match self.0 {
+                Level::Avx2 => avx2::dot_rows(ty, rows, x, out),
+                Level::Avx512 => avx512::dot_rows(ty, rows, x, out),
             }
         }
-        true
     }
 }
 
@@ -79,7 +105,7 @@ impl Avx2 {
 /// activation block its rows. The kernels are written for two rows.
 pub const TILE_ROWS: usize = 2;
 
-impl Avx2 {
+impl Simd {
     /// Dot products of `TILE_ROWS` Q6_K rows with `TILE_TOKENS` tokens' activations
     /// (each covering the rows), on the packed blocks: Q6_K's two scales per block of 32
     /// have no place in `Unpacked`. `out[r][t]` is row `r` times token `t`, computed in
@@ -91,50 +117,55 @@ impl Avx2 {
         xs: [&[Q8Block]; TILE_TOKENS],
         out: &mut [[f32; TILE_TOKENS]; TILE_ROWS],
     ) {
-        // SAFETY: as in `dot`: detection happened, and reads stay inside the rows'
-        // blocks as `chunks_exact` cuts them.
-        unsafe { tile_q6k(rows, xs, out) }
+        // SAFETY: as in `dot`.
+        unsafe {
+            match self.0 {
+                Level::Avx2 => avx2::tile_q6k(rows, xs, out),
+                Level::Avx512 => avx512::tile_q6k(rows, xs, out),
+            }
+        }
     }
 }
 
 // Block `b` of every token is indexed in the same loop, not one slice walked.
 #[allow(clippy::needless_range_loop)]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn tile_q6k(
+#[inline(always)]
+unsafe fn tile_q6k<P: Products>(
     rows: [&[u8]; TILE_ROWS],
     xs: [&[Q8Block]; TILE_TOKENS],
     out: &mut [[f32; TILE_TOKENS]; TILE_ROWS],
 ) {
-    const T: usize = TILE_TOKENS;
-    let mut acc = [[_mm256_setzero_ps(); T]; TILE_ROWS];
-    let mut weights = rows.map(|r| r.chunks_exact(210));
-    for b in 0..xs[0].len() / 8 {
-        let (Some(w0), Some(w1)) = (weights[0].next(), weights[1].next()) else {
-            break;
-        };
-        let (d0, d1) = (half(w0, 208), half(w1, 208));
-        for h in 0..2 {
-            let (q0, q1) = (q6k_quarters(w0, h), q6k_quarters(w1, h));
-            for quarter in 0..4 {
-                let s = 192 + h * 8 + quarter * 2;
-                let (scales0, scales1) = (q6k_scales(w0, s), q6k_scales(w1, s));
-                for t in 0..T {
-                    let block = &xs[t][b * 8 + h * 4 + quarter];
-                    let y = load_act(block);
-                    let bias = _mm256_maddubs_epi16(_mm256_set1_epi8(32), y);
-                    let pairs0 = _mm256_sub_epi16(_mm256_maddubs_epi16(q0[quarter], y), bias);
-                    let pairs1 = _mm256_sub_epi16(_mm256_maddubs_epi16(q1[quarter], y), bias);
-                    let sums0 = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs0, scales0));
-                    let sums1 = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs1, scales1));
-                    acc[0][t] = _mm256_fmadd_ps(sums0, _mm256_set1_ps(d0 * block.d), acc[0][t]);
-                    acc[1][t] = _mm256_fmadd_ps(sums1, _mm256_set1_ps(d1 * block.d), acc[1][t]);
+    // SAFETY: called only from an entry point compiled with its set's features.
+    unsafe {
+        const T: usize = TILE_TOKENS;
+        let mut acc = [[_mm256_setzero_ps(); T]; TILE_ROWS];
+        let mut weights = rows.map(|r| r.chunks_exact(210));
+        for b in 0..xs[0].len() / 8 {
+            let (Some(w0), Some(w1)) = (weights[0].next(), weights[1].next()) else {
+                break;
+            };
+            let (d0, d1) = (half(w0, 208), half(w1, 208));
+            for h in 0..2 {
+                let (q0, q1) = (q6k_quarters(w0, h), q6k_quarters(w1, h));
+                for quarter in 0..4 {
+                    let s = 192 + h * 8 + quarter * 2;
+                    let (scales0, scales1) = (P::q6k_scales(w0, s), P::q6k_scales(w1, s));
+                    for t in 0..T {
+                        let block = &xs[t][b * 8 + h * 4 + quarter];
+                        let y = load_act(block);
+                        let bias = P::q6k_bias(y);
+                        let sums0 = _mm256_cvtepi32_ps(P::q6k_sums(q0[quarter], y, bias, scales0));
+                        let sums1 = _mm256_cvtepi32_ps(P::q6k_sums(q1[quarter], y, bias, scales1));
+                        acc[0][t] = _mm256_fmadd_ps(sums0, _mm256_set1_ps(d0 * block.d), acc[0][t]);
+                        acc[1][t] = _mm256_fmadd_ps(sums1, _mm256_set1_ps(d1 * block.d), acc[1][t]);
+                    }
                 }
             }
         }
-    }
-    for r in 0..TILE_ROWS {
-        for t in 0..T {
-            out[r][t] = hsum(acc[r][t]);
+        for r in 0..TILE_ROWS {
+            for t in 0..T {
+                out[r][t] = hsum(acc[r][t]);
+            }
         }
     }
 }
@@ -157,7 +188,7 @@ pub struct Unpacked {
 /// and an activation block in registers.
 pub const TILE_TOKENS: usize = 4;
 
-impl Avx2 {
+impl Simd {
     /// Unpacks `rows` (`row_bytes` each, `blocks` blocks of 32 weights) of `ty` into
     /// `into`, or returns `false` when `ty` has no unpacked form.
     pub fn unpack(
@@ -178,7 +209,8 @@ impl Avx2 {
         into.values.resize(count * blocks * 32, 0);
         into.scales.resize(count * blocks, 0.0);
         into.coefs.resize(count * blocks, 0.0);
-        // SAFETY: detection happened; every store is to a 32-byte slice of `values`.
+        // SAFETY: every set has AVX2, FMA and F16C; every store is to a 32-byte slice
+        // of `values`.
         unsafe {
             match ty {
                 QuantType::Q4_1 => unpack_q4_1(rows, row_bytes, into),
@@ -198,8 +230,13 @@ impl Avx2 {
         xs: [&[Q8Block]; TILE_TOKENS],
         out: &mut [[f32; TILE_TOKENS]; TILE_ROWS],
     ) {
-        // SAFETY: detection happened; loads are of 32-byte slices of `values`.
-        unsafe { tile_unpacked(rows, first, xs, out) }
+        // SAFETY: as in `dot`; loads are of 32-byte slices of `values`.
+        unsafe {
+            match self.0 {
+                Level::Avx2 => avx2::tile_unpacked(rows, first, xs, out),
+                Level::Avx512 => avx512::tile_unpacked(rows, first, xs, out),
+            }
+        }
     }
 }
 
@@ -265,49 +302,52 @@ fn unpack_q4k(rows: &[u8], row_bytes: usize, into: &mut Unpacked) {
 
 // Block `b` of every token is indexed in the same loop, not one slice walked.
 #[allow(clippy::needless_range_loop)]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn tile_unpacked(
+#[inline(always)]
+unsafe fn tile_unpacked<P: Products>(
     rows: &Unpacked,
     first: usize,
     xs: [&[Q8Block]; TILE_TOKENS],
     out: &mut [[f32; TILE_TOKENS]; TILE_ROWS],
 ) {
-    const T: usize = TILE_TOKENS;
-    let blocks = rows.blocks;
-    let values = &rows.values[first * blocks * 32..(first + 2) * blocks * 32];
-    let (v0, v1) = values.split_at(blocks * 32);
-    let scales = &rows.scales[first * blocks..(first + 2) * blocks];
-    let (s0, s1) = scales.split_at(blocks);
-    let mut acc = [[_mm256_setzero_ps(); T]; TILE_ROWS];
-    for b in 0..blocks {
-        // SAFETY: `v0` and `v1` hold `blocks` blocks of 32 bytes.
-        let (q0, q1) = unsafe {
-            (
+    // SAFETY: called only from an entry point compiled with its set's features.
+    unsafe {
+        const T: usize = TILE_TOKENS;
+        let blocks = rows.blocks;
+        let values = &rows.values[first * blocks * 32..(first + 2) * blocks * 32];
+        let (v0, v1) = values.split_at(blocks * 32);
+        let scales = &rows.scales[first * blocks..(first + 2) * blocks];
+        let (s0, s1) = scales.split_at(blocks);
+        let mut acc = [[_mm256_setzero_ps(); T]; TILE_ROWS];
+        for b in 0..blocks {
+            // The loads are in bounds: `v0` and `v1` hold `blocks` blocks of 32 bytes.
+            let (q0, q1) = (
                 _mm256_loadu_si256(v0[b * 32..b * 32 + 32].as_ptr().cast()),
                 _mm256_loadu_si256(v1[b * 32..b * 32 + 32].as_ptr().cast()),
-            )
-        };
-        let (d0, d1) = (s0[b], s1[b]);
-        for t in 0..T {
-            let a = &xs[t][b];
-            let y = load_act(a);
-            acc[0][t] = _mm256_fmadd_ps(products(q0, y), _mm256_set1_ps(d0 * a.d), acc[0][t]);
-            acc[1][t] = _mm256_fmadd_ps(products(q1, y), _mm256_set1_ps(d1 * a.d), acc[1][t]);
-        }
-    }
-    for r in 0..TILE_ROWS {
-        let coefs = &rows.coefs[(first + r) * blocks..(first + r + 1) * blocks];
-        for t in 0..T {
-            let mut offset = 0.0f32;
-            for (b, coef) in coefs.iter().enumerate() {
-                offset += coef * xs[t][b].s;
+            );
+            let (d0, d1) = (s0[b], s1[b]);
+            for t in 0..T {
+                let a = &xs[t][b];
+                let y = load_act(a);
+                acc[0][t] =
+                    _mm256_fmadd_ps(products::<P>(q0, y), _mm256_set1_ps(d0 * a.d), acc[0][t]);
+                acc[1][t] =
+                    _mm256_fmadd_ps(products::<P>(q1, y), _mm256_set1_ps(d1 * a.d), acc[1][t]);
             }
-            let sum = hsum(acc[r][t]);
-            out[r][t] = if rows.subtract {
-                sum - offset
-            } else {
-                sum + offset
-            };
+        }
+        for r in 0..TILE_ROWS {
+            let coefs = &rows.coefs[(first + r) * blocks..(first + r + 1) * blocks];
+            for t in 0..T {
+                let mut offset = 0.0f32;
+                for (b, coef) in coefs.iter().enumerate() {
+                    offset += coef * xs[t][b].s;
+                }
+                let sum = hsum(acc[r][t]);
+                out[r][t] = if rows.subtract {
+                    sum - offset
+                } else {
+                    sum + offset
+                };
+            }
         }
     }
 }
@@ -324,73 +364,89 @@ fn prefetch_next_group(block: &[u8], row_bytes: usize) {
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot4_q4_1(rows: [&[u8]; ROWS_AT_ONCE], x: &[Q8Block], out: &mut [f32]) {
-    let mut acc = [_mm256_setzero_ps(); ROWS_AT_ONCE];
-    let mut offsets = [0.0f32; ROWS_AT_ONCE];
-    let blocks = rows.map(|r| r.chunks_exact(20));
-    let [mut b0, mut b1, mut b2, mut b3] = blocks;
-    for a in x {
-        let (Some(w0), Some(w1), Some(w2), Some(w3)) = (b0.next(), b1.next(), b2.next(), b3.next())
-        else {
-            break;
-        };
-        let y = load_act(a);
-        prefetch_next_group(w0, 20 * x.len());
-        for (r, w) in [w0, w1, w2, w3].into_iter().enumerate() {
-            let sums = products(nibbles16(&w[4..]), y);
-            acc[r] = _mm256_fmadd_ps(sums, _mm256_set1_ps(half(w, 0) * a.d), acc[r]);
-            offsets[r] += half(w, 2) * a.s;
+#[inline(always)]
+unsafe fn dot4_q4_1<P: Products>(rows: [&[u8]; ROWS_AT_ONCE], x: &[Q8Block], out: &mut [f32]) {
+    // SAFETY: called only from an entry point compiled with its set's features.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); ROWS_AT_ONCE];
+        let mut offsets = [0.0f32; ROWS_AT_ONCE];
+        let blocks = rows.map(|r| r.chunks_exact(20));
+        let [mut b0, mut b1, mut b2, mut b3] = blocks;
+        for a in x {
+            let (Some(w0), Some(w1), Some(w2), Some(w3)) =
+                (b0.next(), b1.next(), b2.next(), b3.next())
+            else {
+                break;
+            };
+            let y = load_act(a);
+            prefetch_next_group(w0, 20 * x.len());
+            for (r, w) in [w0, w1, w2, w3].into_iter().enumerate() {
+                let sums = products::<P>(nibbles16(&w[4..]), y);
+                acc[r] = _mm256_fmadd_ps(sums, _mm256_set1_ps(half(w, 0) * a.d), acc[r]);
+                offsets[r] += half(w, 2) * a.s;
+            }
         }
-    }
-    for r in 0..ROWS_AT_ONCE {
-        out[r] = hsum(acc[r]) + offsets[r];
+        for r in 0..ROWS_AT_ONCE {
+            out[r] = hsum(acc[r]) + offsets[r];
+        }
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot4_q5_0(rows: [&[u8]; ROWS_AT_ONCE], x: &[Q8Block], out: &mut [f32]) {
-    let mut acc = [_mm256_setzero_ps(); ROWS_AT_ONCE];
-    let mut offsets = [0.0f32; ROWS_AT_ONCE];
-    let [mut b0, mut b1, mut b2, mut b3] = rows.map(|r| r.chunks_exact(22));
-    for a in x {
-        let (Some(w0), Some(w1), Some(w2), Some(w3)) = (b0.next(), b1.next(), b2.next(), b3.next())
-        else {
-            break;
-        };
-        let y = load_act(a);
-        prefetch_next_group(w0, 22 * x.len());
-        for (r, w) in [w0, w1, w2, w3].into_iter().enumerate() {
-            let d = half(w, 0);
-            acc[r] = _mm256_fmadd_ps(products(q5_0_values(w), y), _mm256_set1_ps(d * a.d), acc[r]);
-            offsets[r] += 16.0 * d * a.s;
+#[inline(always)]
+unsafe fn dot4_q5_0<P: Products>(rows: [&[u8]; ROWS_AT_ONCE], x: &[Q8Block], out: &mut [f32]) {
+    // SAFETY: called only from an entry point compiled with its set's features.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); ROWS_AT_ONCE];
+        let mut offsets = [0.0f32; ROWS_AT_ONCE];
+        let [mut b0, mut b1, mut b2, mut b3] = rows.map(|r| r.chunks_exact(22));
+        for a in x {
+            let (Some(w0), Some(w1), Some(w2), Some(w3)) =
+                (b0.next(), b1.next(), b2.next(), b3.next())
+            else {
+                break;
+            };
+            let y = load_act(a);
+            prefetch_next_group(w0, 22 * x.len());
+            for (r, w) in [w0, w1, w2, w3].into_iter().enumerate() {
+                let d = half(w, 0);
+                acc[r] = _mm256_fmadd_ps(
+                    products::<P>(q5_0_values(w), y),
+                    _mm256_set1_ps(d * a.d),
+                    acc[r],
+                );
+                offsets[r] += 16.0 * d * a.s;
+            }
         }
-    }
-    for r in 0..ROWS_AT_ONCE {
-        out[r] = hsum(acc[r]) - offsets[r];
+        for r in 0..ROWS_AT_ONCE {
+            out[r] = hsum(acc[r]) - offsets[r];
+        }
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot4_q8_0(rows: [&[u8]; ROWS_AT_ONCE], x: &[Q8Block], out: &mut [f32]) {
-    let mut acc = [_mm256_setzero_ps(); ROWS_AT_ONCE];
-    let [mut b0, mut b1, mut b2, mut b3] = rows.map(|r| r.chunks_exact(34));
-    for a in x {
-        let (Some(w0), Some(w1), Some(w2), Some(w3)) = (b0.next(), b1.next(), b2.next(), b3.next())
-        else {
-            break;
-        };
-        let y = load_act(a);
-        prefetch_next_group(w0, 34 * x.len());
-        for (r, w) in [w0, w1, w2, w3].into_iter().enumerate() {
-            // SAFETY: the block holds 32 value bytes after its 2-byte scale.
-            let q = unsafe { _mm256_loadu_si256(w[2..34].as_ptr().cast()) };
-            let sums = products(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
-            acc[r] = _mm256_fmadd_ps(sums, _mm256_set1_ps(half(w, 0) * a.d), acc[r]);
+#[inline(always)]
+unsafe fn dot4_q8_0<P: Products>(rows: [&[u8]; ROWS_AT_ONCE], x: &[Q8Block], out: &mut [f32]) {
+    // SAFETY: called only from an entry point compiled with its set's features.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); ROWS_AT_ONCE];
+        let [mut b0, mut b1, mut b2, mut b3] = rows.map(|r| r.chunks_exact(34));
+        for a in x {
+            let (Some(w0), Some(w1), Some(w2), Some(w3)) =
+                (b0.next(), b1.next(), b2.next(), b3.next())
+            else {
+                break;
+            };
+            let y = load_act(a);
+            prefetch_next_group(w0, 34 * x.len());
+            for (r, w) in [w0, w1, w2, w3].into_iter().enumerate() {
+                // In bounds: the block holds 32 value bytes after its 2-byte scale.
+                let q = _mm256_loadu_si256(w[2..34].as_ptr().cast());
+                let sums = products::<P>(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
+                acc[r] = _mm256_fmadd_ps(sums, _mm256_set1_ps(half(w, 0) * a.d), acc[r]);
+            }
         }
-    }
-    for r in 0..ROWS_AT_ONCE {
-        out[r] = hsum(acc[r]);
+        for r in 0..ROWS_AT_ONCE {
+            out[r] = hsum(acc[r]);
+        }
     }
 }
 
@@ -454,37 +510,43 @@ fn nibbles16(bytes: &[u8]) -> __m256i {
     _mm256_set_m128i(hi, lo)
 }
 
-/// Sums of unsigned-by-signed byte products, as eight i32 lanes as floats.
-#[target_feature(enable = "avx2,fma,f16c")]
-fn products(unsigned: __m256i, signed: __m256i) -> __m256 {
-    let pairs = _mm256_maddubs_epi16(unsigned, signed);
-    _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+/// Sums of four unsigned-by-signed byte products, as eight i32 lanes as floats.
+#[inline(always)]
+unsafe fn products<P: Products>(unsigned: __m256i, signed: __m256i) -> __m256 {
+    // SAFETY: called only from an entry point compiled with its set's features.
+    unsafe { _mm256_cvtepi32_ps(P::sums(unsigned, signed)) }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q4_1(row: &[u8], x: &[Q8Block]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut offsets = 0.0;
-    for (w, a) in row.chunks_exact(20).zip(x) {
-        let sums = products(nibbles16(&w[4..]), load_act(a));
-        acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(half(w, 0) * a.d), acc);
-        offsets += half(w, 2) * a.s;
+#[inline(always)]
+unsafe fn dot_q4_1<P: Products>(row: &[u8], x: &[Q8Block]) -> f32 {
+    // SAFETY: called only from an entry point compiled with its set's features.
+    unsafe {
+        let mut acc = _mm256_setzero_ps();
+        let mut offsets = 0.0;
+        for (w, a) in row.chunks_exact(20).zip(x) {
+            let sums = products::<P>(nibbles16(&w[4..]), load_act(a));
+            acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(half(w, 0) * a.d), acc);
+            offsets += half(w, 2) * a.s;
+        }
+        hsum(acc) + offsets
     }
-    hsum(acc) + offsets
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q5_0(row: &[u8], x: &[Q8Block]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut offsets = 0.0;
-    for (w, a) in row.chunks_exact(22).zip(x) {
-        let q = q5_0_values(w);
-        let d = half(w, 0);
-        acc = _mm256_fmadd_ps(products(q, load_act(a)), _mm256_set1_ps(d * a.d), acc);
-        // The stored values are offset by 16: subtract 16 * d * sum(activations).
-        offsets += 16.0 * d * a.s;
+#[inline(always)]
+unsafe fn dot_q5_0<P: Products>(row: &[u8], x: &[Q8Block]) -> f32 {
+    // SAFETY: called only from an entry point compiled with its set's features.
+    unsafe {
+        let mut acc = _mm256_setzero_ps();
+        let mut offsets = 0.0;
+        for (w, a) in row.chunks_exact(22).zip(x) {
+            let q = q5_0_values(w);
+            let d = half(w, 0);
+            acc = _mm256_fmadd_ps(products::<P>(q, load_act(a)), _mm256_set1_ps(d * a.d), acc);
+            // The stored values are offset by 16: subtract 16 * d * sum(activations).
+            offsets += 16.0 * d * a.s;
+        }
+        hsum(acc) - offsets
     }
-    hsum(acc) - offsets
 }
 
 /// The 32 values of a Q5_0 block (22 bytes: scale, 4 bytes of high bits, 16 of
@@ -509,69 +571,78 @@ fn q5_0_values(w: &[u8]) -> __m256i {
     )
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q8_0(row: &[u8], x: &[Q8Block]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (w, a) in row.chunks_exact(34).zip(x) {
-        // SAFETY: the block holds 32 value bytes after its 2-byte scale.
-        let q = unsafe { _mm256_loadu_si256(w[2..34].as_ptr().cast()) };
-        let y = load_act(a);
-        // maddubs needs one unsigned side: move the weight's sign onto the activation.
-        let sums = products(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
-        acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(half(w, 0) * a.d), acc);
+#[inline(always)]
+unsafe fn dot_q8_0<P: Products>(row: &[u8], x: &[Q8Block]) -> f32 {
+    // SAFETY: called only from an entry point compiled with its set's features.
+    unsafe {
+        let mut acc = _mm256_setzero_ps();
+        for (w, a) in row.chunks_exact(34).zip(x) {
+            // In bounds: the block holds 32 value bytes after its 2-byte scale.
+            let q = _mm256_loadu_si256(w[2..34].as_ptr().cast());
+            let y = load_act(a);
+            // One side must be unsigned: move the weight's sign onto the activation.
+            let sums = products::<P>(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
+            acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(half(w, 0) * a.d), acc);
+        }
+        hsum(acc)
     }
-    hsum(acc)
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q4k(row: &[u8], x: &[Q8Block]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut offsets = 0.0;
-    let m4 = _mm256_set1_epi8(0x0f);
-    for (w, a) in row.chunks_exact(144).zip(x.chunks_exact(8)) {
-        let (d, dmin) = (half(w, 0), half(w, 2));
-        for pair in 0..4 {
-            let bytes = &w[16 + pair * 32..16 + pair * 32 + 32];
-            // SAFETY: `bytes` is 32 long.
-            let q = unsafe { _mm256_loadu_si256(bytes.as_ptr().cast()) };
-            for (shift, group) in [(0, 2 * pair), (4, 2 * pair + 1)] {
-                let nib = if shift == 0 {
-                    _mm256_and_si256(q, m4)
-                } else {
-                    _mm256_and_si256(_mm256_srli_epi16(q, 4), m4)
-                };
-                let (sc, m) = q4k_scale_min(&w[4..16], group);
-                let block = &a[group];
-                let scale = d * f32::from(sc) * block.d;
-                acc = _mm256_fmadd_ps(products(nib, load_act(block)), _mm256_set1_ps(scale), acc);
-                offsets += dmin * f32::from(m) * block.s;
+#[inline(always)]
+unsafe fn dot_q4k<P: Products>(row: &[u8], x: &[Q8Block]) -> f32 {
+    // SAFETY: called only from an entry point compiled with its set's features.
+    unsafe {
+        let mut acc = _mm256_setzero_ps();
+        let mut offsets = 0.0;
+        let m4 = _mm256_set1_epi8(0x0f);
+        for (w, a) in row.chunks_exact(144).zip(x.chunks_exact(8)) {
+            let (d, dmin) = (half(w, 0), half(w, 2));
+            for pair in 0..4 {
+                let bytes = &w[16 + pair * 32..16 + pair * 32 + 32];
+                // In bounds: `bytes` is 32 long.
+                let q = _mm256_loadu_si256(bytes.as_ptr().cast());
+                for (shift, group) in [(0, 2 * pair), (4, 2 * pair + 1)] {
+                    let nib = if shift == 0 {
+                        _mm256_and_si256(q, m4)
+                    } else {
+                        _mm256_and_si256(_mm256_srli_epi16(q, 4), m4)
+                    };
+                    let (sc, m) = q4k_scale_min(&w[4..16], group);
+                    let block = &a[group];
+                    let scale = d * f32::from(sc) * block.d;
+                    acc = _mm256_fmadd_ps(
+                        products::<P>(nib, load_act(block)),
+                        _mm256_set1_ps(scale),
+                        acc,
+                    );
+                    offsets += dmin * f32::from(m) * block.s;
+                }
             }
         }
+        hsum(acc) - offsets
     }
-    hsum(acc) - offsets
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q6k(row: &[u8], x: &[Q8Block]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let c32 = _mm256_set1_epi8(32);
-    for (w, a) in row.chunks_exact(210).zip(x.chunks_exact(8)) {
-        let d = half(w, 208);
-        for h in 0..2 {
-            let quarters = q6k_quarters(w, h);
-            for (quarter, q) in quarters.into_iter().enumerate() {
-                let block = &a[h * 4 + quarter];
-                let y = load_act(block);
-                // (q - 32) * y summed in pairs; both maddubs results stay in i16 range.
-                let pairs =
-                    _mm256_sub_epi16(_mm256_maddubs_epi16(q, y), _mm256_maddubs_epi16(c32, y));
-                let scales = q6k_scales(w, 192 + h * 8 + quarter * 2);
-                let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, scales));
-                acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(d * block.d), acc);
+#[inline(always)]
+unsafe fn dot_q6k<P: Products>(row: &[u8], x: &[Q8Block]) -> f32 {
+    // SAFETY: called only from an entry point compiled with its set's features.
+    unsafe {
+        let mut acc = _mm256_setzero_ps();
+        for (w, a) in row.chunks_exact(210).zip(x.chunks_exact(8)) {
+            let d = half(w, 208);
+            for h in 0..2 {
+                let quarters = q6k_quarters(w, h);
+                for (quarter, q) in quarters.into_iter().enumerate() {
+                    let block = &a[h * 4 + quarter];
+                    let y = load_act(block);
+                    let scales = P::q6k_scales(w, 192 + h * 8 + quarter * 2);
+                    let sums = _mm256_cvtepi32_ps(P::q6k_sums(q, y, P::q6k_bias(y), scales));
+                    acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(d * block.d), acc);
+                }
             }
         }
+        hsum(acc)
     }
-    hsum(acc)
 }
 
 /// Half `h` of a Q6_K block (210 bytes: 128 of low nibbles, 64 of high bit pairs, 16
@@ -609,12 +680,165 @@ fn q6k_quarters(w: &[u8], h: usize) -> [__m256i; 4] {
     quarters
 }
 
-/// The two i8 scales at `w[s]` and `w[s + 1]` of a Q6_K block, one per 16 values of a
-/// group, as i16 lanes for `madd`.
-#[target_feature(enable = "avx2,fma,f16c")]
-fn q6k_scales(w: &[u8], s: usize) -> __m256i {
-    _mm256_set_m128i(
-        _mm_set1_epi16(i16::from(w[s + 1] as i8)),
-        _mm_set1_epi16(i16::from(w[s] as i8)),
-    )
+/// How a kernel set multiplies bytes: 32 unsigned ones by 32 signed ones, four products
+/// summed into each of eight i32 lanes. The sums are exact integers, so every set gives
+/// the same ones.
+trait Products {
+    /// The sums (unsigned values below 128, so that AVX2's 16-bit pair sums cannot
+    /// saturate).
+    unsafe fn sums(unsigned: __m256i, signed: __m256i) -> __m256i;
+
+    /// What Q6_K's offset of 32 contributes for activations `y`, for `q6k_sums`.
+    unsafe fn q6k_bias(y: __m256i) -> __m256i;
+
+    /// The two i8 scales at `w[s]` and `w[s + 1]` of a Q6_K block, one per 16 values of
+    /// a group, in the form `q6k_sums` takes.
+    unsafe fn q6k_scales(w: &[u8], s: usize) -> __m256i;
+
+    /// `scale * (q - 32) * y` for a Q6_K group of values `q` (0..64), four products
+    /// summed into each lane.
+    unsafe fn q6k_sums(q: __m256i, y: __m256i, bias: __m256i, scales: __m256i) -> __m256i;
 }
+
+/// AVX2: `maddubs` into 16-bit pair sums, `madd` on to 32 bits.
+struct Maddubs;
+
+impl Products for Maddubs {
+    #[inline(always)]
+    unsafe fn sums(unsigned: __m256i, signed: __m256i) -> __m256i {
+        // SAFETY: called only from an entry point compiled with AVX2.
+        unsafe {
+            let pairs = _mm256_maddubs_epi16(unsigned, signed);
+            _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn q6k_bias(y: __m256i) -> __m256i {
+        // SAFETY: as in `sums`.
+        unsafe { _mm256_maddubs_epi16(_mm256_set1_epi8(32), y) }
+    }
+
+    #[inline(always)]
+    unsafe fn q6k_scales(w: &[u8], s: usize) -> __m256i {
+        // SAFETY: as in `sums`.
+        unsafe {
+            _mm256_set_m128i(
+                _mm_set1_epi16(i16::from(w[s + 1] as i8)),
+                _mm_set1_epi16(i16::from(w[s] as i8)),
+            )
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn q6k_sums(q: __m256i, y: __m256i, bias: __m256i, scales: __m256i) -> __m256i {
+        // SAFETY: as in `sums`. Both pair sums stay in i16 range (63 * 127 * 2).
+        unsafe { _mm256_madd_epi16(_mm256_sub_epi16(_mm256_maddubs_epi16(q, y), bias), scales) }
+    }
+}
+
+/// AVX-512 VNNI: `vpdpbusd` straight to 32 bits.
+struct Vnni;
+
+impl Products for Vnni {
+    #[inline(always)]
+    unsafe fn sums(unsigned: __m256i, signed: __m256i) -> __m256i {
+        // SAFETY: called only from an entry point compiled with AVX-512 VL and VNNI.
+        unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), unsigned, signed) }
+    }
+
+    #[inline(always)]
+    unsafe fn q6k_bias(y: __m256i) -> __m256i {
+        // SAFETY: as in `sums`.
+        unsafe { Vnni::sums(_mm256_set1_epi8(32), y) }
+    }
+
+    #[inline(always)]
+    unsafe fn q6k_scales(w: &[u8], s: usize) -> __m256i {
+        // SAFETY: as in `sums`.
+        unsafe {
+            _mm256_set_m128i(
+                _mm_set1_epi32(i32::from(w[s + 1] as i8)),
+                _mm_set1_epi32(i32::from(w[s] as i8)),
+            )
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn q6k_sums(q: __m256i, y: __m256i, bias: __m256i, scales: __m256i) -> __m256i {
+        // SAFETY: as in `sums`.
+        unsafe { _mm256_mullo_epi32(_mm256_sub_epi32(Vnni::sums(q, y), bias), scales) }
+    }
+}
+
+/// One kernel set's entry points: the only functions compiled with its target features,
+/// into which the generic kernel bodies above are inlined.
+macro_rules! entry_points {
+    ($set:ident, $features:literal, $products:ty) => {
+        mod $set {
+            use super::*;
+
+            #[target_feature(enable = $features)]
+            pub fn dot(ty: QuantType, row: &[u8], x: &[Q8Block]) -> f32 {
+                // SAFETY: the bodies need no features beyond this function's.
+                unsafe {
+                    match ty {
+                        QuantType::Q4_1 => dot_q4_1::<$products>(row, x),
+                        QuantType::Q5_0 => dot_q5_0::<$products>(row, x),
+                        QuantType::Q8_0 => dot_q8_0::<$products>(row, x),
+                        QuantType::Q4K => dot_q4k::<$products>(row, x),
+                        QuantType::Q6K => dot_q6k::<$products>(row, x),
+                    }
+                }
+            }
+
+            /// `false` when `ty` has no multi-row kernel.
+            #[target_feature(enable = $features)]
+            pub fn dot_rows(
+                ty: QuantType,
+                rows: [&[u8]; ROWS_AT_ONCE],
+                x: &[Q8Block],
+                out: &mut [f32],
+            ) -> bool {
+                // SAFETY: as in `dot`.
+                unsafe {
+                    match ty {
+                        QuantType::Q4_1 => dot4_q4_1::<$products>(rows, x, out),
+                        QuantType::Q5_0 => dot4_q5_0::<$products>(rows, x, out),
+                        QuantType::Q8_0 => dot4_q8_0::<$products>(rows, x, out),
+                        _ => return false,
+                    }
+                }
+                true
+            }
+
+            #[target_feature(enable = $features)]
+            pub fn tile_unpacked(
+                rows: &Unpacked,
+                first: usize,
+                xs: [&[Q8Block]; TILE_TOKENS],
+                out: &mut [[f32; TILE_TOKENS]; TILE_ROWS],
+            ) {
+                // SAFETY: as in `dot`.
+                unsafe { super::tile_unpacked::<$products>(rows, first, xs, out) }
+            }
+
+            #[target_feature(enable = $features)]
+            pub fn tile_q6k(
+                rows: [&[u8]; TILE_ROWS],
+                xs: [&[Q8Block]; TILE_TOKENS],
+                out: &mut [[f32; TILE_TOKENS]; TILE_ROWS],
+            ) {
+                // SAFETY: as in `dot`.
+                unsafe { super::tile_q6k::<$products>(rows, xs, out) }
+            }
+        }
+    };
+}
+
+entry_points!(avx2, "avx2,fma,f16c", Maddubs);
+entry_points!(
+    avx512,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+    Vnni
+);

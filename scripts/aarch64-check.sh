@@ -182,6 +182,7 @@ for arg in "${filter[@]}"; do [[ "$arg" == -* ]] || has_filter=1; done
 # library root; a separate target dir and cargo home.
 in_repo=(chroot "$root" /usr/bin/env -i -C "$repo" "${base_env[@]}"
          CARGO_HOME="$cargo_home" CARGO_TARGET_DIR="$target_dir"
+         RBEE_EXPECT_KERNELS=neon
          CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
          CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L $sysroot"
          CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc

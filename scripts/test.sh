@@ -22,3 +22,22 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --locked --no-fail-fast "${features[@]}" "$@"
 fi
+
+# The worker's AVX-512 kernels, which this machine's CPU may lack: its kernel tests again
+# on an emulated CPU that has AVX-512 and VNNI (Bochs, scripts/avx512-run.sh: about a
+# minute, most of it booting). Only for the whole suite, not for a filtered run. The test
+# binary is the one just built: `cargo test --no-run` resolves features as nextest did.
+if (($# == 0)); then
+    worker_tests="$(cargo test --workspace --locked "${features[@]}" --no-run \
+        --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if (m.get("reason") == "compiler-artifact" and m.get("executable")
+            and m["target"]["name"] == "llm_worker_rbee" and m["profile"]["test"]):
+        print(m["executable"])
+')"
+    [[ -n "$worker_tests" ]] || { echo "error: no llm-worker-rbee test binary to run under AVX-512" >&2; exit 1; }
+    "$repo/scripts/avx512-run.sh" --env RBEE_EXPECT_KERNELS=avx512,avx2 "$worker_tests" \
+        cpu:: --nocapture
+fi

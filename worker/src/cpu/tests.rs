@@ -234,3 +234,20 @@ fn kernel_sets_sharing_an_order_agree_bit_for_bit() {
     }
     eprintln!("kernel set pairs compared: {compared}");
 }
+
+#[test]
+fn the_kernel_sets_a_run_expects_are_detected() {
+    // The emulated runs (scripts/test.sh under Bochs, scripts/aarch64-check.sh under
+    // QEMU) name the sets their CPU must offer, so a guest that lost a feature fails
+    // instead of quietly testing fewer sets.
+    let Ok(expected) = std::env::var("RBEE_EXPECT_KERNELS") else {
+        return;
+    };
+    let supported: Vec<_> = Kernels::supported().iter().map(|k| k.name()).collect();
+    for name in expected.split(',') {
+        assert!(
+            supported.contains(&name),
+            "expected the {name} kernels, the CPU runs {supported:?}"
+        );
+    }
+}

@@ -110,7 +110,7 @@ in_root=(chroot "$root" /usr/bin/env -i -C / "${base_env[@]}")
 if [[ ! -x "$root/usr/bin/apt-get" ]]; then
     if ! command -v debootstrap >/dev/null; then
         step "installing debootstrap on the host" 600 "apt-get update && apt-get install debootstrap" \
-            bash -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap'
+            "$repo/scripts/install-packages.sh" debootstrap
     fi
     rm -rf "$root.partial"
     step "debootstrap sid into $root (a few minutes, once)" 1800 \

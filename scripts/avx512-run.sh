@@ -79,17 +79,7 @@ need=()
 [[ -f /usr/lib/ISOLINUX/isolinux.bin ]] || need+=(isolinux)
 [[ -f /usr/lib/syslinux/modules/bios/ldlinux.c32 ]] || need+=(syslinux-common)
 command -v xorriso >/dev/null || need+=(xorriso)
-if ((${#need[@]})); then
-    if [[ $(id -u) -ne 0 ]]; then
-        echo "error: missing packages: ${need[*]}" >&2
-        echo "hint: run as root, or: sudo apt-get install -y --no-install-recommends ${need[*]}" >&2
-        exit 1
-    fi
-    echo "avx512-run: installing ${need[*]} ..." >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >&2
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
-fi
+"$(dirname "${BASH_SOURCE[0]}")/install-packages.sh" "${need[@]}"
 
 # --- the guest's kernel: Debian's 6.12, unpacked from its package, not installed ---
 # Its serial console (8250), initramfs and ACPI power-off are built in: no modules.

@@ -16,15 +16,4 @@ command -v promtool >/dev/null || need+=(prometheus)
 [[ -x /usr/bin/chromium ]] || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v vagrant >/dev/null || need+=(vagrant)
-if (( ${#need[@]} == 0 )); then
-    exit 0
-fi
-if [[ $(id -u) -ne 0 ]]; then
-    echo "error: missing packages: ${need[*]}" >&2
-    echo "hint: run as root, or: sudo apt-get install -y ${need[*]}" >&2
-    exit 1
-fi
-echo "installing ${need[*]} ..." >&2
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq >&2
-apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+exec "$(dirname "${BASH_SOURCE[0]}")/install-packages.sh" "${need[@]}"

@@ -46,8 +46,16 @@ pub struct WorkerHeartbeat {
     /// Where the queen reaches the worker's HTTP API, e.g. `http://10.0.0.5:9301`.
     pub url: String,
     pub state: WorkerState,
+    /// Requests waiting in the worker for a free slot.
     #[serde(default)]
     pub queue_depth: u32,
+    /// Requests the worker generates at once (its sequence slots); 0 from a worker that
+    /// does not say, which the scheduler takes as 1.
+    #[serde(default)]
+    pub slots_total: u32,
+    /// Slots serving a request.
+    #[serde(default)]
+    pub slots_busy: u32,
     #[serde(default)]
     pub tokens_generated: u64,
     #[serde(default)]

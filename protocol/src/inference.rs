@@ -49,6 +49,20 @@ pub enum StopReason {
     Stop,
     /// The client went away or the request was cancelled.
     Cancelled,
+    /// The sequence filled the worker's context for one request.
+    Context,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Eos => "eos",
+            StopReason::Length => "length",
+            StopReason::Stop => "stop",
+            StopReason::Cancelled => "cancelled",
+            StopReason::Context => "context",
+        }
+    }
 }
 
 /// Events of a worker's inference stream (`event:` is [`InferenceEvent::kind`]).

@@ -148,7 +148,7 @@ fn error_body_shape() {
 fn heartbeat_round_trips() {
     let hb: WorkerHeartbeat = round_trip(json!({
         "worker_id":"w1","hive_id":"gpu-a","model":"m.gguf","device":"cuda:0",
-        "url":"http://127.0.0.1:9000","state":"ready","queue_depth":2,
+        "url":"http://127.0.0.1:9000","state":"ready","queue_depth":2,"slots_total":4,"slots_busy":1,
         "tokens_generated":100,"memory_bytes":1024,"interval_ms":500,"pid":42
     }));
     assert!(hb.state.accepts_requests());

@@ -106,6 +106,8 @@ fn beat(i: usize, model: &str, url: &str) -> WorkerHeartbeat {
         url: url.to_owned(),
         state: WorkerState::Ready,
         queue_depth: (i % 3) as u32,
+        slots_total: 1,
+        slots_busy: 0,
         tokens_generated: i as u64,
         memory_bytes: 1 << 30,
         interval_ms: 2_000,

@@ -21,6 +21,9 @@ const KV_BYTES_PER_VALUE: u64 = 4;
 const GPU_OVERHEAD: u64 = 512 << 20;
 /// The worker's own code, tokenizer and buffers on the CPU.
 const CPU_OVERHEAD: u64 = 128 << 20;
+/// Sequence slots of a worker on the CPU when `RBEE_WORKER_PARALLEL` does not say
+/// (the worker's `--parallel` default). Each slot has a cache for the whole context.
+const DEFAULT_CPU_SLOTS: u64 = 4;
 
 /// What a worker for one model will hold in its device's memory, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +32,8 @@ pub struct MemoryNeed {
     pub weights: u64,
     /// The token embedding, which candle's models dequantise to f32.
     pub embedding: u64,
-    /// Keys and values for every position of the worker's context.
+    /// Keys and values for every position of the worker's context, in each of its
+    /// sequence slots.
     pub kv_cache: u64,
     /// The runtime: a CUDA context on a GPU, the process itself on the CPU. On a GPU it
     /// includes an f32 copy of the largest matrix (the output projection, the token
@@ -48,16 +52,28 @@ impl MemoryNeed {
 }
 
 /// Estimates the need of a model of `file_bytes` whose header says `summary`, on a
-/// device of `kind`.
-pub fn estimate(file_bytes: u64, summary: &Summary, kind: DeviceKind) -> MemoryNeed {
+/// device of `kind`, for a worker with `cpu_slots` sequence slots on the CPU (the
+/// worker's CPU engine runs llama files with one cache per slot; candle has one).
+pub fn estimate(
+    file_bytes: u64,
+    summary: &Summary,
+    kind: DeviceKind,
+    cpu_slots: u64,
+) -> MemoryNeed {
     let file_context = summary.context_length.unwrap_or(DEFAULT_CONTEXT);
-    let context = if summary.architecture.as_deref() == Some("llama") {
+    let llama = summary.architecture.as_deref() == Some("llama");
+    let context = if llama {
         file_context.min(LLAMA_MAX_POSITIONS)
     } else {
         file_context
     };
+    let slots = if llama && kind == DeviceKind::Cpu {
+        cpu_slots.max(1)
+    } else {
+        1
+    };
     let kv_cache = match kv_bytes_per_position(summary) {
-        Some(per_position) => per_position.saturating_mul(context),
+        Some(per_position) => per_position.saturating_mul(context).saturating_mul(slots),
         // A header without the attention shape: allow a quarter of the weights, what
         // the cache of a small model at a few thousand positions comes to.
         None => file_bytes / 4,
@@ -105,9 +121,18 @@ pub fn check(model_path: &Path, device: &DeviceInfo, hive: &str) -> Result<Memor
             "download or push the model again",
         )
     })?;
-    let need = estimate(file_bytes, &summary, device.kind);
+    let need = estimate(file_bytes, &summary, device.kind, cpu_slots());
     refuse_unless_fits(&need, device, hive)?;
     Ok(need)
+}
+
+/// The worker's sequence slots on the CPU: its `RBEE_WORKER_PARALLEL`, which it inherits
+/// from the agent, or its default.
+fn cpu_slots() -> u64 {
+    std::env::var("RBEE_WORKER_PARALLEL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_CPU_SLOTS)
 }
 
 /// The refusal when `need` is larger than what `device` has free.
@@ -177,7 +202,7 @@ mod tests {
 
     #[test]
     fn the_estimate_adds_weights_embedding_cache_and_runtime() {
-        let need = estimate(98_362_432, &smollm2(), DeviceKind::Cuda);
+        let need = estimate(98_362_432, &smollm2(), DeviceKind::Cuda, 1);
         assert_eq!(need.weights, 98_362_432);
         assert_eq!(need.embedding, 49152 * 576 * 4);
         // 2 × 30 layers × 3 kv heads × 64 per head × 4 bytes, for the 4096 positions
@@ -185,10 +210,10 @@ mod tests {
         assert_eq!(need.kv_cache, 2 * 30 * 3 * 64 * 4 * 4096);
         // A GPU also holds the output projection dequantised for a prompt's product.
         assert_eq!(need.overhead, GPU_OVERHEAD + 49152 * 576 * 4);
-        assert_eq!(
-            estimate(98_362_432, &smollm2(), DeviceKind::Cpu).overhead,
-            CPU_OVERHEAD
-        );
+        let cpu = estimate(98_362_432, &smollm2(), DeviceKind::Cpu, 4);
+        assert_eq!(cpu.overhead, CPU_OVERHEAD);
+        // On the CPU every one of the worker's slots has a cache of its own.
+        assert_eq!(cpu.kv_cache, 4 * 2 * 30 * 3 * 64 * 4 * 4096);
     }
 
     #[test]
@@ -202,7 +227,7 @@ mod tests {
             head_count_kv: Some(4),
             ..Summary::default()
         };
-        let need = estimate(4 * GIB, &qwen, DeviceKind::Cuda);
+        let need = estimate(4 * GIB, &qwen, DeviceKind::Cuda, 1);
         assert_eq!(need.kv_cache, 2 * 28 * 4 * 128 * 4 * 32768);
     }
 
@@ -212,7 +237,7 @@ mod tests {
             architecture: Some("llama".to_owned()),
             ..Summary::default()
         };
-        let need = estimate(8 * GIB, &bare, DeviceKind::Cuda);
+        let need = estimate(8 * GIB, &bare, DeviceKind::Cuda, 1);
         assert_eq!(need.kv_cache, 2 * GIB);
         assert_eq!(need.embedding, 0);
         // No head count: no division by zero, the same allowance.
@@ -223,14 +248,14 @@ mod tests {
             ..bare
         };
         assert_eq!(
-            estimate(8 * GIB, &zero_heads, DeviceKind::Cuda).kv_cache,
+            estimate(8 * GIB, &zero_heads, DeviceKind::Cuda, 1).kv_cache,
             2 * GIB
         );
     }
 
     #[test]
     fn a_device_fits_when_its_free_memory_covers_the_whole_need() {
-        let need = estimate(98_362_432, &smollm2(), DeviceKind::Cuda);
+        let need = estimate(98_362_432, &smollm2(), DeviceKind::Cuda, 1);
         let total = need.total();
         for (free, fits) in [
             (total, true),

@@ -44,9 +44,23 @@ pub struct Args {
     /// Seconds between heartbeats.
     #[arg(long, default_value_t = 2.0)]
     pub heartbeat_interval: f64,
-    /// Requests that may wait while one runs; more get 503.
+    /// Requests that may wait while every slot is busy; more get 503.
     #[arg(long, default_value_t = 8)]
     pub queue_capacity: usize,
+    /// Requests generated at once, each in its own sequence slot with its own KV cache
+    /// (the worker's CPU engine; candle runs one). Every step is one forward pass over
+    /// all of them.
+    #[arg(long, env = "RBEE_WORKER_PARALLEL", default_value_t = 4)]
+    pub parallel: usize,
+    /// KV-cache positions of all slots together, split evenly between them; by default
+    /// every slot gets the model's context (at most 4096 positions).
+    #[arg(long, env = "RBEE_WORKER_CTX_SIZE")]
+    pub ctx_size: Option<usize>,
+    /// Tokens one step may run: each generating slot's next token, then chunks of
+    /// waiting prompts up to this many, so a long prompt delays the others' next token
+    /// by one chunk at most.
+    #[arg(long, default_value_t = 512)]
+    pub batch_size: usize,
     /// The URL the queen should use to reach this worker, when the bound address is
     /// not it (e.g. when binding 0.0.0.0).
     #[arg(long)]
@@ -76,7 +90,14 @@ pub enum ArgsError {
     BadSeconds { name: &'static str, value: f64 },
     #[error("--queue-capacity must be at least 1")]
     ZeroQueue,
+    #[error("--{0} must be at least 1")]
+    Zero(&'static str),
+    #[error("--ctx-size {ctx_size} leaves fewer than {MIN_SLOT_CONTEXT} positions to each of {parallel} slots")]
+    SmallContext { ctx_size: usize, parallel: usize },
 }
+
+/// The fewest positions a slot may have: a chat template alone takes dozens.
+const MIN_SLOT_CONTEXT: usize = 64;
 
 fn seconds(name: &'static str, value: f64) -> Result<Duration, ArgsError> {
     Duration::try_from_secs_f64(value)
@@ -91,6 +112,20 @@ impl Args {
         if self.queue_capacity == 0 {
             return Err(ArgsError::ZeroQueue);
         }
+        if self.parallel == 0 {
+            return Err(ArgsError::Zero("parallel"));
+        }
+        if self.batch_size == 0 {
+            return Err(ArgsError::Zero("batch-size"));
+        }
+        if let Some(ctx_size) = self.ctx_size
+            && ctx_size / self.parallel < MIN_SLOT_CONTEXT
+        {
+            return Err(ArgsError::SmallContext {
+                ctx_size,
+                parallel: self.parallel,
+            });
+        }
         Ok(WorkerConfig {
             heartbeat_interval: seconds("heartbeat-interval", self.heartbeat_interval)?,
             drain_timeout: seconds("drain-timeout", self.drain_timeout)?,
@@ -104,6 +139,11 @@ impl Args {
             device: self.device,
             engine: self.engine,
             queue_capacity: self.queue_capacity,
+            capacity: crate::model::Capacity {
+                parallel: self.parallel,
+                ctx_size: self.ctx_size,
+            },
+            batch_size: self.batch_size,
             advertise_url: self.advertise_url,
             token: std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()),
         })

@@ -93,6 +93,8 @@ impl Heartbeat {
             url: self.identity.url.clone(),
             state: state.unwrap_or_else(|| status.state()),
             queue_depth: status.queue_depth(),
+            slots_total: status.slots().counts().0,
+            slots_busy: status.slots().counts().1,
             tokens_generated: status.tokens_generated(),
             memory_bytes: resident_memory_bytes(),
             interval_ms: self.interval.as_millis() as u64,

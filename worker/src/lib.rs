@@ -11,6 +11,7 @@ mod heartbeat;
 pub mod model;
 pub mod sampling;
 mod server;
+mod slots;
 mod status;
 pub mod text_stream;
 pub mod tokenizer;
@@ -49,6 +50,10 @@ pub struct WorkerConfig {
     pub engine: model::Engine,
     pub heartbeat_interval: Duration,
     pub queue_capacity: usize,
+    /// Sequence slots and the context they share (the CPU engine; candle has one).
+    pub capacity: model::Capacity,
+    /// Tokens one engine step may run, prompt chunks included.
+    pub batch_size: usize,
     pub advertise_url: Option<String>,
     pub drain_timeout: Duration,
     pub token: Option<String>,
@@ -165,7 +170,8 @@ pub async fn run(
     let cancel_generation = CancellationToken::new();
     let path = config.model.clone();
     let engine = config.engine;
-    let loading = tokio::task::spawn_blocking(move || load(&path, &device, engine));
+    let capacity = config.capacity;
+    let loading = tokio::task::spawn_blocking(move || load(&path, &device, engine, capacity));
     let mut shutdown = std::pin::pin!(shutdown);
 
     // A SIGTERM during a long load stops the worker without waiting for the load.
@@ -210,8 +216,13 @@ struct Loaded {
     template: Option<ChatTemplate>,
 }
 
-fn load(path: &Path, device: &Device, engine: model::Engine) -> Result<Loaded, WorkerError> {
-    let gguf = model::load_with(path, device, engine)?;
+fn load(
+    path: &Path,
+    device: &Device,
+    engine: model::Engine,
+    capacity: model::Capacity,
+) -> Result<Loaded, WorkerError> {
+    let gguf = model::load_for(path, device, engine, capacity)?;
     let tokenizer = TextTokenizer::from_gguf(&gguf.metadata, path).map_err(|source| {
         WorkerError::Tokenizer {
             path: path.to_owned(),
@@ -259,11 +270,15 @@ fn serve(
     let info = loaded.model.info.clone();
     let tokenizer = Arc::new(loaded.tokenizer);
     let (jobs, queue) = mpsc::channel(config.queue_capacity);
+    status.slots().open(info.slots);
     engine::spawn(
         loaded.model,
         tokenizer.clone(),
         status.clone(),
         queue,
+        engine::Batching {
+            step_tokens: config.batch_size,
+        },
         cancel,
     )
     .map_err(WorkerError::Engine)?;
@@ -275,10 +290,10 @@ fn serve(
         jobs,
     });
     status.set_state(WorkerState::Ready);
-    tracing::info!(model = %info.name, architecture = %info.architecture, engine = %info.engine, load_ms, "model ready");
+    tracing::info!(model = %info.name, architecture = %info.architecture, engine = %info.engine, slots = info.slots, context = info.context_length, load_ms, "model ready");
     println!(
         "{}",
-        serde_json::json!({ "event": "ready", "load_ms": load_ms, "model": info.name, "engine": info.engine })
+        serde_json::json!({ "event": "ready", "load_ms": load_ms, "model": info.name, "engine": info.engine, "slots": info.slots })
     );
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::cpu::{CpuLlama, Kernels};
+use crate::cpu::{CpuLlama, Kernels, SequenceChunk};
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::{
@@ -74,8 +74,11 @@ pub struct ModelInfo {
     pub name: String,
     pub path: PathBuf,
     pub architecture: String,
-    /// Prompt plus generated tokens may not exceed this.
+    /// Prompt plus generated tokens of one request may not exceed this: the context of
+    /// one sequence slot.
     pub context_length: usize,
+    /// Sequences generated at once, each in its own slot (1 on candle).
+    pub slots: usize,
     pub file_bytes: u64,
     /// What computes the tokens: `cpu-` and the kernel set (`cpu-avx2`, `cpu-portable`,
     /// ...) or `candle`.
@@ -143,9 +146,39 @@ pub enum ForwardError {
     Candle(#[from] candle_core::Error),
     #[error(transparent)]
     Cpu(#[from] crate::cpu::ForwardError),
+    #[error("candle runs one sequence at a time, not {0}")]
+    OneSequence(usize),
 }
 
-/// A loaded model with its KV cache. Not shareable: one generation runs at a time.
+/// How many sequences a model is loaded to run at once, and the context they share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// Sequence slots, each with its own KV cache (candle always has one).
+    pub parallel: usize,
+    /// Positions of all slots together, split evenly between them; `None` gives every
+    /// slot the model's context (at most 4096 positions).
+    pub ctx_size: Option<usize>,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Capacity {
+            parallel: 1,
+            ctx_size: None,
+        }
+    }
+}
+
+impl Capacity {
+    /// The positions of one slot for a model whose file allows `file_context`.
+    fn slot_context(self, file_context: usize, slots: usize) -> usize {
+        let cap = file_context.min(LLAMA_MAX_POSITIONS);
+        self.ctx_size.map_or(cap, |total| (total / slots.max(1)).min(cap))
+    }
+}
+
+/// A loaded model with its KV caches, one per sequence slot. Not shareable: one
+/// thread runs its forward passes.
 pub struct Model {
     weights: Weights,
     device: Device,
@@ -159,12 +192,35 @@ pub struct LoadedGguf {
 }
 
 impl Model {
-    /// Runs `tokens` at positions `position..` and returns the logits of the last one.
-    /// Position 0 starts a new sequence: every architecture drops its KV cache there.
+    /// Runs `tokens` at positions `position..` of slot 0 and returns the logits of the
+    /// last one. Position 0 starts a new sequence.
     pub fn forward(&mut self, tokens: &[u32], position: usize) -> Result<Vec<f32>, ForwardError> {
+        let chunk = SequenceChunk {
+            slot: 0,
+            tokens,
+            position,
+            logits: true,
+        };
+        Ok(self.forward_batch(&[chunk])?.pop().unwrap_or_default())
+    }
+
+    /// Runs several sequences' chunks in one pass and returns the logits of those that
+    /// ask for them, in order. candle runs one chunk of slot 0 at a time, and its whole
+    /// prompt at once (see [`Model::chunked_prefill`]).
+    pub fn forward_batch(
+        &mut self,
+        chunks: &[SequenceChunk],
+    ) -> Result<Vec<Vec<f32>>, ForwardError> {
+        if let Weights::Cpu(m) = &mut self.weights {
+            return Ok(m.forward_batch(chunks)?);
+        }
+        let [chunk] = chunks else {
+            return Err(ForwardError::OneSequence(chunks.len()));
+        };
+        let (tokens, position) = (chunk.tokens, chunk.position);
         let input = || Tensor::new(tokens, &self.device)?.unsqueeze(0);
         let logits = match &mut self.weights {
-            Weights::Cpu(m) => return Ok(m.forward(tokens, position)?),
+            Weights::Cpu(_) => unreachable!("handled above"),
             Weights::Llama(m) => m.forward(&input()?, position)?,
             Weights::Qwen2(m) => m.forward(&input()?, position)?,
             Weights::Qwen3(m) => {
@@ -176,7 +232,22 @@ impl Model {
             Weights::Phi3(m) => m.forward(&input()?, position)?,
             Weights::Gemma(m) => m.forward(&input()?, position)?,
         };
-        Ok(logits.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)
+        Ok(vec![logits.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?])
+    }
+
+    /// Sequence slots: the CPU engine's from [`Capacity`], 1 on candle.
+    pub fn slots(&self) -> usize {
+        match &self.weights {
+            Weights::Cpu(m) => m.slots(),
+            _ => 1,
+        }
+    }
+
+    /// Whether a slot's cache may be continued from any position: a prompt may then run
+    /// in chunks, and a new request may keep the cached prefix it shares with the last
+    /// one. candle's models replace their cache at position 0 and take a prompt whole.
+    pub fn chunked_prefill(&self) -> bool {
+        matches!(self.weights, Weights::Cpu(_))
     }
 }
 
@@ -188,6 +259,16 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedGguf, LoadError> {
 
 /// [`load`] with the choice of engine made by the caller.
 pub fn load_with(path: &Path, device: &Device, engine: Engine) -> Result<LoadedGguf, LoadError> {
+    load_for(path, device, engine, Capacity::default())
+}
+
+/// [`load_with`] for `capacity.parallel` sequences at once where the engine allows.
+pub fn load_for(
+    path: &Path,
+    device: &Device,
+    engine: Engine,
+    capacity: Capacity,
+) -> Result<LoadedGguf, LoadError> {
     let started = Instant::now();
     let open_error = |source| LoadError::Open {
         path: path.to_owned(),
@@ -247,9 +328,11 @@ pub fn load_with(path: &Path, device: &Device, engine: Engine) -> Result<LoadedG
     .filter(|_| device.is_cpu() && CpuLlama::supports(&content));
     let (weights, context_length) = match architecture.as_str() {
         "llama" if cpu_kernels.is_some() => {
-            let context_length = file_context.min(LLAMA_MAX_POSITIONS);
+            let slots = capacity.parallel.max(1);
+            let context_length = capacity.slot_context(file_context, slots);
             let kernels = cpu_kernels.unwrap_or(Kernels::Portable);
-            let model = CpuLlama::load(&content, &mut reader, context_length, kernels).map_err(
+            let model = CpuLlama::load(&content, &mut reader, context_length, slots, kernels)
+                .map_err(
                 |source| LoadError::CpuWeights {
                     path: path.to_owned(),
                     architecture: architecture.clone(),
@@ -263,7 +346,7 @@ pub fn load_with(path: &Path, device: &Device, engine: Engine) -> Result<LoadedG
                 quantized_llama::ModelWeights::from_gguf(content, &mut reader, device)
                     .map_err(weights_error)?,
             ),
-            file_context.min(LLAMA_MAX_POSITIONS),
+            capacity.slot_context(file_context, 1),
         ),
         "qwen2" => (
             Weights::Qwen2(
@@ -305,16 +388,22 @@ pub fn load_with(path: &Path, device: &Device, engine: Engine) -> Result<LoadedG
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let engine = match &weights {
-        Weights::Cpu(m) => format!("cpu-{}", m.kernels().name()),
-        _ => "candle".to_owned(),
+    let (engine, slots) = match &weights {
+        Weights::Cpu(m) => (format!("cpu-{}", m.kernels().name()), m.slots()),
+        _ => ("candle".to_owned(), 1),
     };
+    // candle's other models size their caches as they go; a smaller `ctx_size` still
+    // bounds what a request may use.
+    let context_length = capacity
+        .ctx_size
+        .map_or(context_length, |total| context_length.min(total));
     let info = ModelInfo {
         name,
         engine,
         path: path.to_owned(),
         architecture,
         context_length,
+        slots,
         file_bytes,
         load_time: started.elapsed(),
     };

@@ -23,7 +23,8 @@ use crate::chat::ChatTemplate;
 use crate::engine::Job;
 use crate::model::ModelInfo;
 use crate::sampling::SamplingParams;
-use crate::status::WorkerStatus;
+use crate::slots::SlotTable;
+use crate::status::{STEP_SEQUENCE_BUCKETS, WorkerStatus};
 use crate::tokenizer::TextTokenizer;
 
 /// Generated tokens when a request names no `max_tokens`.
@@ -53,6 +54,8 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .route("/ready", get(ready))
+        .route("/slots", get(slots))
+        .route("/metrics", get(metrics))
         .route("/v1/inference", post(inference))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -95,7 +98,95 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
 }
 
 async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok", "state": state.status.state() }))
+    let (slots_total, slots_busy) = state.status.slots().counts();
+    Json(json!({
+        "status": "ok",
+        "state": state.status.state(),
+        "slots_total": slots_total,
+        "slots_busy": slots_busy,
+    }))
+}
+
+/// Each sequence slot: its state, the tokens its cache holds, the request it serves.
+async fn slots(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({ "slots": state.status.slots().snapshot() }))
+}
+
+/// The worker's counters in Prometheus' text format.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = render_metrics(&state.status, state.status.slots());
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+fn render_metrics(status: &WorkerStatus, slots: &SlotTable) -> String {
+    use std::fmt::Write;
+    let c = status.counters();
+    let (slots_total, slots_busy) = slots.counts();
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    };
+    metric(
+        "rbee_worker_requests_total",
+        "counter",
+        "Inference requests that ended, however they ended.",
+        c.requests_done,
+    );
+    metric(
+        "rbee_worker_tokens_generated_total",
+        "counter",
+        "Tokens generated.",
+        c.tokens_generated,
+    );
+    metric(
+        "rbee_worker_prompt_tokens_reused_total",
+        "counter",
+        "Prompt tokens taken from a slot's cache instead of being run again.",
+        c.prompt_tokens_reused,
+    );
+    metric(
+        "rbee_worker_step_tokens_total",
+        "counter",
+        "Tokens run by forward passes, prompts included.",
+        c.step_tokens,
+    );
+    metric(
+        "rbee_worker_slots",
+        "gauge",
+        "Sequence slots: requests generated at once.",
+        u64::from(slots_total),
+    );
+    metric(
+        "rbee_worker_slots_busy",
+        "gauge",
+        "Slots serving a request.",
+        u64::from(slots_busy),
+    );
+    metric(
+        "rbee_worker_queue_depth",
+        "gauge",
+        "Requests waiting for a free slot.",
+        u64::from(c.queue_depth),
+    );
+    let name = "rbee_worker_step_sequences";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Sequences run together by each forward pass.\n# TYPE {name} histogram"
+    );
+    for (bound, count) in STEP_SEQUENCE_BUCKETS.iter().zip(&c.step_sequences) {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", c.steps);
+    let _ = writeln!(out, "{name}_sum {}", c.step_sequences_sum);
+    let _ = writeln!(out, "{name}_count {}", c.steps);
+    out
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
@@ -107,6 +198,8 @@ async fn ready(State(state): State<AppState>) -> Response {
             "state": worker_state,
             "device": &*state.device,
             "model": &model.info,
+            "slots_total": state.status.slots().counts().0,
+            "slots_busy": state.status.slots().counts().1,
             "queue_depth": state.status.queue_depth(),
             "tokens_generated": state.status.tokens_generated(),
         }))
@@ -218,7 +311,22 @@ fn build_job(
     let room = context - prompt.len();
     let max_tokens = match request.max_tokens {
         Some(0) => return Err(bad("`max_tokens` must be at least 1".into())),
-        Some(n) => (n as usize).min(room),
+        Some(n) if n as usize > room => {
+            return Err(ErrorDetail::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "the prompt has {} tokens and `max_tokens` asks for {n} more, but a \
+                     sequence holds {context} tokens on this worker",
+                    prompt.len()
+                ),
+            )
+            .with_hint(format!(
+                "ask for at most {room} tokens, shorten the prompt, or start the worker \
+                 with a larger --ctx-size (or fewer --parallel slots)"
+            )));
+        }
+        Some(n) => n as usize,
+        // Without a limit, generation may run to the context's end ("context").
         None => DEFAULT_MAX_TOKENS.min(room),
     };
 

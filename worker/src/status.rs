@@ -5,12 +5,26 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use rbee_protocol::WorkerState;
 
+use crate::slots::SlotTable;
+
 /// One owner of the worker's counters; the state lock is never held across `.await`.
 pub struct WorkerStatus {
     state: Mutex<WorkerState>,
     queue_depth: AtomicU32,
     tokens_generated: AtomicU64,
+    requests_done: AtomicU64,
+    prompt_tokens_reused: AtomicU64,
+    steps: AtomicU64,
+    step_tokens: AtomicU64,
+    /// Steps by the number of sequences they ran: `[i]` counts steps with at most
+    /// `STEP_SEQUENCE_BUCKETS[i]`, the last one every other.
+    step_sequences: [AtomicU64; STEP_SEQUENCE_BUCKETS.len() + 1],
+    step_sequences_sum: AtomicU64,
+    slots: SlotTable,
 }
+
+/// Upper bounds of the sequences-per-step histogram's buckets.
+pub const STEP_SEQUENCE_BUCKETS: [u64; 6] = [1, 2, 4, 8, 16, 32];
 
 impl Default for WorkerStatus {
     fn default() -> Self {
@@ -18,8 +32,29 @@ impl Default for WorkerStatus {
             state: Mutex::new(WorkerState::Loading),
             queue_depth: AtomicU32::new(0),
             tokens_generated: AtomicU64::new(0),
+            requests_done: AtomicU64::new(0),
+            prompt_tokens_reused: AtomicU64::new(0),
+            steps: AtomicU64::new(0),
+            step_tokens: AtomicU64::new(0),
+            step_sequences: Default::default(),
+            step_sequences_sum: AtomicU64::new(0),
+            slots: SlotTable::default(),
         }
     }
+}
+
+/// A copy of the counters, for `/metrics`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Counters {
+    pub queue_depth: u32,
+    pub tokens_generated: u64,
+    pub requests_done: u64,
+    pub prompt_tokens_reused: u64,
+    pub steps: u64,
+    pub step_tokens: u64,
+    /// Cumulative counts per bucket of [`STEP_SEQUENCE_BUCKETS`], then `+Inf`.
+    pub step_sequences: Vec<u64>,
+    pub step_sequences_sum: u64,
 }
 
 impl WorkerStatus {
@@ -41,6 +76,11 @@ impl WorkerStatus {
         }
     }
 
+    /// What each sequence slot is doing.
+    pub fn slots(&self) -> &SlotTable {
+        &self.slots
+    }
+
     pub fn queue_depth(&self) -> u32 {
         self.queue_depth.load(Ordering::Relaxed)
     }
@@ -59,6 +99,50 @@ impl WorkerStatus {
 
     pub fn add_tokens(&self, n: u64) {
         self.tokens_generated.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn requests_done(&self, n: u64) {
+        self.requests_done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn reused_prompt_tokens(&self, n: u64) {
+        self.prompt_tokens_reused.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts one engine step that ran `sequences` sequences and `tokens` tokens.
+    pub fn stepped(&self, sequences: u64, tokens: u64) {
+        self.steps.fetch_add(1, Ordering::Relaxed);
+        self.step_tokens.fetch_add(tokens, Ordering::Relaxed);
+        self.step_sequences_sum
+            .fetch_add(sequences, Ordering::Relaxed);
+        let bucket = STEP_SEQUENCE_BUCKETS
+            .iter()
+            .position(|&bound| sequences <= bound)
+            .unwrap_or(STEP_SEQUENCE_BUCKETS.len());
+        self.step_sequences[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn counters(&self) -> Counters {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut cumulative = 0;
+        let step_sequences = self
+            .step_sequences
+            .iter()
+            .map(|b| {
+                cumulative += load(b);
+                cumulative
+            })
+            .collect();
+        Counters {
+            queue_depth: self.queue_depth(),
+            tokens_generated: load(&self.tokens_generated),
+            requests_done: load(&self.requests_done),
+            prompt_tokens_reused: load(&self.prompt_tokens_reused),
+            steps: load(&self.steps),
+            step_tokens: load(&self.step_tokens),
+            step_sequences,
+            step_sequences_sum: load(&self.step_sequences_sum),
+        }
     }
 }
 
@@ -90,5 +174,18 @@ mod tests {
         assert_eq!(status.state(), WorkerState::Draining);
         status.set_state(WorkerState::Stopping);
         assert_eq!(status.state(), WorkerState::Stopping);
+    }
+
+    #[test]
+    fn step_histogram_is_cumulative() {
+        let status = WorkerStatus::default();
+        status.stepped(1, 10);
+        status.stepped(3, 3);
+        status.stepped(40, 40);
+        let c = status.counters();
+        assert_eq!(c.steps, 3);
+        assert_eq!(c.step_tokens, 53);
+        assert_eq!(c.step_sequences_sum, 44);
+        assert_eq!(c.step_sequences, vec![1, 1, 2, 2, 2, 2, 3]);
     }
 }

@@ -45,6 +45,8 @@ pub enum ForwardError {
         end: usize,
         max: usize,
     },
+    #[error("sequence slot {slot} does not exist (the model has {slots})")]
+    NoSlot { slot: usize, slots: usize },
     #[error("token id {0} is outside the vocabulary")]
     UnknownToken(u32),
 }
@@ -57,6 +59,7 @@ struct Config {
     head_dim: usize,
     ffn: usize,
     eps: f32,
+    /// Positions of one sequence slot's KV cache: the context of one sequence.
     max_positions: usize,
 }
 
@@ -75,8 +78,52 @@ struct Layer {
     /// Gate and up projections stacked.
     gate_up: QMatrix,
     down: QMatrix,
+}
+
+/// One sequence slot's keys and values, per layer, for positions `0..max_positions`.
+struct KvCache {
+    layers: Vec<LayerCache>,
+}
+
+struct LayerCache {
     keys: Vec<f32>,
     values: Vec<f32>,
+}
+
+impl KvCache {
+    fn new(c: &Config, layers: usize) -> KvCache {
+        let len = c.max_positions * c.kv_dim();
+        KvCache {
+            layers: (0..layers)
+                // Zeroed allocations are mapped lazily: unused positions cost no memory.
+                .map(|_| LayerCache {
+                    keys: vec![0.0; len],
+                    values: vec![0.0; len],
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Tokens of one sequence to run in a batched forward pass: `tokens` go to positions
+/// `position..` of slot `slot`'s cache, whose positions before `position` hold the
+/// sequence's earlier tokens. `logits` asks for the logits of the last token.
+#[derive(Debug, Clone, Copy)]
+pub struct SequenceChunk<'a> {
+    pub slot: usize,
+    pub tokens: &'a [u32],
+    pub position: usize,
+    pub logits: bool,
+}
+
+/// Where one chunk's tokens sit among the batch's rows.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    slot: usize,
+    position: usize,
+    /// The chunk's first row in the batch.
+    first: usize,
+    len: usize,
 }
 
 /// Buffers sized for the longest batch of tokens seen so far, reused by every call.
@@ -94,10 +141,13 @@ struct Scratch {
     gate_up: Vec<f32>,
     hidden: Vec<f32>,
     transposed: Vec<f32>,
+    /// Rows of logits, one per chunk that asked for them.
+    logit_rows: usize,
     logits: Vec<f32>,
 }
 
-/// A llama model loaded for the CPU engine, with its KV cache and threads.
+/// A llama model loaded for the CPU engine, with one KV cache per sequence slot and
+/// its threads.
 pub struct CpuLlama {
     config: Config,
     kernels: Kernels,
@@ -108,6 +158,7 @@ pub struct CpuLlama {
     output: Option<QMatrix>,
     cos: Vec<f32>,
     sin: Vec<f32>,
+    caches: Vec<KvCache>,
     scratch: Scratch,
     /// Shared so that a forward pass can run inside it while borrowing the model.
     pool: Arc<rayon::ThreadPool>,
@@ -137,11 +188,13 @@ impl CpuLlama {
             })
     }
 
-    /// Reads the weights of a llama GGUF file. `max_positions` bounds the KV cache.
+    /// Reads the weights of a llama GGUF file, with `slots` sequence slots whose KV
+    /// caches hold `max_positions` positions each.
     pub fn load<R: Read + Seek>(
         content: &Content,
         reader: &mut R,
         max_positions: usize,
+        slots: usize,
         kernels: Kernels,
     ) -> Result<CpuLlama, CpuLoadError> {
         if content.metadata.contains_key("llama.expert_count") {
@@ -204,7 +257,6 @@ impl CpuLlama {
                 tensors.matrix(&name("ffn_gate"), Some(config.ffn), dim)?,
                 tensors.matrix(&name("ffn_up"), Some(config.ffn), dim)?,
             ];
-            let cache = max_positions * config.kv_dim();
             blocks.push(Layer {
                 attn_norm: tensors.vector(&name("attn_norm"), dim)?,
                 qkv: QMatrix::stack(qkv).ok_or(CpuLoadError::Unsupported("mismatched widths"))?,
@@ -213,9 +265,6 @@ impl CpuLlama {
                 gate_up: QMatrix::stack(gate_up)
                     .ok_or(CpuLoadError::Unsupported("mismatched widths"))?,
                 down: tensors.matrix(&name("ffn_down"), Some(dim), config.ffn)?,
-                // Zeroed allocations are mapped lazily: unused positions cost no memory.
-                keys: vec![0.0; cache],
-                values: vec![0.0; cache],
             });
         }
         let output = if content.tensor_infos.contains_key("output.weight") {
@@ -230,6 +279,9 @@ impl CpuLlama {
             .thread_name(|i| format!("cpu-engine-{i}"))
             .build()?;
         let pool = Arc::new(pool);
+        let caches = (0..slots.max(1))
+            .map(|_| KvCache::new(&config, layers))
+            .collect();
         Ok(CpuLlama {
             config,
             kernels,
@@ -239,6 +291,7 @@ impl CpuLlama {
             output,
             cos,
             sin,
+            caches,
             scratch: Scratch::default(),
             pool,
         })
@@ -248,29 +301,91 @@ impl CpuLlama {
         self.kernels
     }
 
-    /// Runs `tokens` at positions `position..` and returns the logits of the last one.
-    /// Positions before `position` must have been run since the last position 0.
-    pub fn forward(&mut self, tokens: &[u32], position: usize) -> Result<Vec<f32>, ForwardError> {
-        let end = position + tokens.len();
-        if end > self.config.max_positions {
-            return Err(ForwardError::ContextFull {
-                start: position,
-                end,
-                max: self.config.max_positions,
-            });
-        }
-        if let Some(&bad) = tokens
-            .iter()
-            .find(|&&t| t as usize >= self.embedding.rows())
-        {
-            return Err(ForwardError::UnknownToken(bad));
-        }
-        let pool = Arc::clone(&self.pool);
-        pool.install(|| self.run(tokens, position));
-        Ok(self.scratch.logits.clone())
+    /// The number of sequence slots, each with its own KV cache.
+    pub fn slots(&self) -> usize {
+        self.caches.len()
     }
 
-    fn run(&mut self, tokens: &[u32], position: usize) {
+    /// The positions one slot holds: the longest sequence it can run.
+    pub fn slot_context(&self) -> usize {
+        self.config.max_positions
+    }
+
+    /// Runs `tokens` at positions `position..` of slot 0 and returns the logits of the
+    /// last one.
+    pub fn forward(&mut self, tokens: &[u32], position: usize) -> Result<Vec<f32>, ForwardError> {
+        let chunk = SequenceChunk {
+            slot: 0,
+            tokens,
+            position,
+            logits: true,
+        };
+        Ok(self.forward_batch(&[chunk])?.pop().unwrap_or_default())
+    }
+
+    /// Runs every chunk in one pass: the matrix products take the tokens of all chunks
+    /// as columns, attention stays within each chunk's sequence. Returns the logits of
+    /// the chunks that asked for them, in order. A token's results do not depend on the
+    /// other chunks in the batch: every product equals the one-token product bit for
+    /// bit, and each sequence reads only its own cache.
+    pub fn forward_batch(
+        &mut self,
+        chunks: &[SequenceChunk],
+    ) -> Result<Vec<Vec<f32>>, ForwardError> {
+        let mut spans = Vec::with_capacity(chunks.len());
+        let mut rows = 0;
+        for chunk in chunks {
+            if chunk.slot >= self.caches.len() {
+                return Err(ForwardError::NoSlot {
+                    slot: chunk.slot,
+                    slots: self.caches.len(),
+                });
+            }
+            let end = chunk.position + chunk.tokens.len();
+            if end > self.config.max_positions {
+                return Err(ForwardError::ContextFull {
+                    start: chunk.position,
+                    end,
+                    max: self.config.max_positions,
+                });
+            }
+            if let Some(&bad) = chunk
+                .tokens
+                .iter()
+                .find(|&&t| t as usize >= self.embedding.rows())
+            {
+                return Err(ForwardError::UnknownToken(bad));
+            }
+            spans.push(Span {
+                slot: chunk.slot,
+                position: chunk.position,
+                first: rows,
+                len: chunk.tokens.len(),
+            });
+            rows += chunk.tokens.len();
+        }
+        let tokens: Vec<u32> = chunks.iter().flat_map(|c| c.tokens).copied().collect();
+        let wanted: Vec<usize> = chunks
+            .iter()
+            .zip(&spans)
+            .filter(|(c, s)| c.logits && s.len > 0)
+            .map(|(_, s)| s.first + s.len - 1)
+            .collect();
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pool = Arc::clone(&self.pool);
+        pool.install(|| self.run(&tokens, &spans, &wanted));
+        let vocab = self.embedding.rows();
+        Ok(self.scratch.logits[..wanted.len() * vocab]
+            .chunks_exact(vocab)
+            .map(<[f32]>::to_vec)
+            .collect())
+    }
+
+    /// Runs `tokens` (the chunks' tokens one after another, placed by `spans`) and leaves
+    /// the logits of the rows in `wanted` in `scratch.logits`.
+    fn run(&mut self, tokens: &[u32], spans: &[Span], wanted: &[usize]) {
         let c = self.config;
         let n = tokens.len();
         let vocab = self.embedding.rows();
@@ -278,6 +393,8 @@ impl CpuLlama {
         s.reserve(
             &c,
             n,
+            spans.len(),
+            wanted.len(),
             self.layers.first().map_or(0, |l| l.qkv.rows()),
             vocab,
         );
@@ -289,29 +406,32 @@ impl CpuLlama {
             self.embedding
                 .dequantize_row(token as usize, &mut s.x[t * dim..(t + 1) * dim]);
         }
-        for layer in &mut self.layers {
+        for (l, layer) in self.layers.iter().enumerate() {
             rms_norm_rows(&s.x[..n * dim], &layer.attn_norm, c.eps, &mut s.normed);
             quantize_rows(&s.normed[..n * dim], dim, &mut s.quantized);
             layer
                 .qkv
                 .matmul(kernels, &s.quantized, n, &mut s.qkv, &mut s.transposed);
-            for t in 0..n {
-                let pos = position + t;
-                let row = &mut s.qkv[t * qkv_width..(t + 1) * qkv_width];
-                let (q, kv) = row.split_at_mut(dim);
-                let (k, v) = kv.split_at_mut(kv_dim);
-                let half = hd / 2;
-                let (cos, sin) = (
-                    &self.cos[pos * half..(pos + 1) * half],
-                    &self.sin[pos * half..(pos + 1) * half],
-                );
-                for head in q.chunks_exact_mut(hd).chain(k.chunks_exact_mut(hd)) {
-                    rope(head, cos, sin);
+            for span in spans {
+                let cache = &mut self.caches[span.slot].layers[l];
+                for t in 0..span.len {
+                    let pos = span.position + t;
+                    let row = &mut s.qkv[(span.first + t) * qkv_width..][..qkv_width];
+                    let (q, kv) = row.split_at_mut(dim);
+                    let (k, v) = kv.split_at_mut(kv_dim);
+                    let half = hd / 2;
+                    let (cos, sin) = (
+                        &self.cos[pos * half..(pos + 1) * half],
+                        &self.sin[pos * half..(pos + 1) * half],
+                    );
+                    for head in q.chunks_exact_mut(hd).chain(k.chunks_exact_mut(hd)) {
+                        rope(head, cos, sin);
+                    }
+                    cache.keys[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(k);
+                    cache.values[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(v);
                 }
-                layer.keys[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(k);
-                layer.values[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(v);
             }
-            attention(kernels, &c, layer, s, n, position);
+            attention(kernels, &c, &self.caches, l, spans, s, n);
             quantize_rows(&s.attention[..n * dim], dim, &mut s.quantized);
             layer.attn_out.matmul(
                 kernels,
@@ -349,22 +469,48 @@ impl CpuLlama {
             add(&mut s.x[..n * dim], &s.projected[..n * dim]);
         }
 
-        // Only the last token's logits are wanted.
-        let last = &s.x[(n - 1) * dim..n * dim];
-        rms_norm_rows(last, &self.output_norm, c.eps, &mut s.normed);
-        quantize_rows(&s.normed[..dim], dim, &mut s.quantized);
+        // Only the wanted rows' logits are computed, all in one product.
+        let m = wanted.len();
+        if m == 0 {
+            return;
+        }
+        for (i, &row) in wanted.iter().enumerate() {
+            rms_norm_rows(
+                &s.x[row * dim..(row + 1) * dim],
+                &self.output_norm,
+                c.eps,
+                &mut s.normed[i * dim..(i + 1) * dim],
+            );
+        }
+        quantize_rows(&s.normed[..m * dim], dim, &mut s.quantized);
         let output = self.output.as_ref().unwrap_or(&self.embedding);
-        output.matmul(kernels, &s.quantized, 1, &mut s.logits, &mut s.transposed);
+        output.matmul(kernels, &s.quantized, m, &mut s.logits, &mut s.transposed);
     }
 }
 
 impl Scratch {
-    fn reserve(&mut self, c: &Config, tokens: usize, qkv_width: usize, vocab: usize) {
-        if self.tokens >= tokens && !self.logits.is_empty() {
+    /// Sizes the buffers for `tokens` rows in `chunks` chunks with `logit_rows` rows of
+    /// logits; they only grow.
+    fn reserve(
+        &mut self,
+        c: &Config,
+        tokens: usize,
+        chunks: usize,
+        logit_rows: usize,
+        qkv_width: usize,
+        vocab: usize,
+    ) {
+        let scores = chunks * c.heads * c.max_positions;
+        if self.scores.len() < scores {
+            self.scores = vec![0.0; scores];
+        }
+        if self.tokens >= tokens && self.logit_rows >= logit_rows && !self.logits.is_empty() {
             return;
         }
         let n = tokens.max(self.tokens);
+        let m = logit_rows.max(self.logit_rows).max(1);
         self.tokens = n;
+        self.logit_rows = m;
         let widest = c.dim.max(c.ffn);
         self.x = vec![0.0; n * c.dim];
         self.normed = vec![0.0; n * c.dim];
@@ -372,57 +518,73 @@ impl Scratch {
         self.qkv = vec![0.0; n * qkv_width];
         self.attention = vec![0.0; n * c.dim];
         self.by_head = vec![0.0; n * c.dim];
-        self.scores = vec![0.0; c.heads * c.max_positions];
         self.projected = vec![0.0; n * c.dim];
         self.gate_up = vec![0.0; n * 2 * c.ffn];
         self.hidden = vec![0.0; n * c.ffn];
-        self.transposed = vec![0.0; (n * qkv_width.max(2 * c.ffn)).max(vocab)];
-        self.logits = vec![0.0; vocab];
+        self.transposed = vec![0.0; (n * qkv_width.max(2 * c.ffn)).max(m * vocab)];
+        self.logits = vec![0.0; m * vocab];
     }
 }
 
-/// Causal attention of the `n` new tokens over the cache, one head per task; the result
-/// goes to `scratch.attention` as `n` rows of `dim`.
+/// Causal attention of every chunk's tokens over its own sequence's cache, one
+/// (chunk, head) pair per task; the result goes to `scratch.attention` as `n` rows of
+/// `dim`.
 fn attention(
     kernels: Kernels,
     c: &Config,
-    layer: &Layer,
+    caches: &[KvCache],
+    layer: usize,
+    spans: &[Span],
     s: &mut Scratch,
     n: usize,
-    position: usize,
 ) {
     let (dim, kv_dim, hd) = (c.dim, c.kv_dim(), c.head_dim);
     let qkv_width = dim + 2 * kv_dim;
     let group = c.heads / c.kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
     let qkv = &s.qkv;
-    s.by_head[..n * dim]
-        .par_chunks_mut(n * hd)
+    // `by_head` holds each chunk's rows head by head: chunk i's head h is the
+    // `len × hd` block at `(first · dim) + h · len · hd`.
+    let mut tasks = Vec::with_capacity(spans.len() * c.heads);
+    let mut rest = &mut s.by_head[..n * dim];
+    for span in spans {
+        let (mine, after) = rest.split_at_mut(span.len * dim);
+        rest = after;
+        for (head, out) in mine.chunks_exact_mut(span.len * hd).enumerate() {
+            tasks.push((*span, head, out));
+        }
+    }
+    tasks
+        .into_par_iter()
         .zip(s.scores.par_chunks_mut(c.max_positions))
-        .enumerate()
-        .for_each(|(head, (out, scores))| {
+        .for_each(|((span, head, out), scores)| {
+            let cache = &caches[span.slot].layers[layer];
             let kv_offset = (head / group) * hd;
-            for t in 0..n {
-                let q = &qkv[t * qkv_width + head * hd..][..hd];
-                let seen = position + t + 1;
+            for t in 0..span.len {
+                let q = &qkv[(span.first + t) * qkv_width + head * hd..][..hd];
+                let seen = span.position + t + 1;
                 let scores = &mut scores[..seen];
                 for (j, score) in scores.iter_mut().enumerate() {
-                    let k = &layer.keys[j * kv_dim + kv_offset..][..hd];
+                    let k = &cache.keys[j * kv_dim + kv_offset..][..hd];
                     *score = kernels.dot_f32(q, k) * scale;
                 }
                 softmax(scores);
                 let out = &mut out[t * hd..(t + 1) * hd];
                 out.fill(0.0);
                 for (j, &w) in scores.iter().enumerate() {
-                    let v = &layer.values[j * kv_dim + kv_offset..][..hd];
+                    let v = &cache.values[j * kv_dim + kv_offset..][..hd];
                     kernels.axpy(w, v, out);
                 }
             }
         });
-    for head in 0..c.heads {
-        for t in 0..n {
-            s.attention[t * dim + head * hd..][..hd]
-                .copy_from_slice(&s.by_head[head * n * hd + t * hd..][..hd]);
+    for span in spans {
+        let base = span.first * dim;
+        for head in 0..c.heads {
+            for t in 0..span.len {
+                s.attention[(span.first + t) * dim + head * hd..][..hd].copy_from_slice(
+                    &s.by_head[base + head * span.len * hd + t * hd..][..hd],
+                );
+            }
         }
     }
 }

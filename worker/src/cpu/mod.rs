@@ -13,7 +13,7 @@ pub mod quant;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use llama::{CpuLlama, CpuLoadError, ForwardError};
+pub use llama::{CpuLlama, CpuLoadError, ForwardError, SequenceChunk};
 pub use matrix::QMatrix;
 
 use quant::{Q8Block, QuantType};

@@ -3,6 +3,7 @@
 //! The test model comes from `scripts/fetch-test-model.sh` (or `RBEE_TEST_MODEL`).
 
 mod cpu_engine;
+mod batching;
 mod http;
 mod load_errors;
 mod support;

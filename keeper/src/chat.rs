@@ -6,7 +6,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
 use console::style;
-use rbee_protocol::{ChatMessage, InferenceRequest, JobEvent};
+use rbee_protocol::{ChatMessage, InferenceRequest, JobEvent, OperationResult};
 
 use crate::Settings;
 use crate::cli::ChatArgs;
@@ -93,19 +93,12 @@ pub async fn run(settings: &Settings, args: ChatArgs) -> anyhow::Result<ExitCode
                         print!("{t}");
                         let _ = std::io::stdout().flush();
                     }
-                    JobEvent::Result { value, .. } => {
+                    JobEvent::Result {
+                        result: OperationResult::Inference(stats),
+                        ..
+                    } => {
                         println!();
-                        eprintln!(
-                            "{}",
-                            style(format!(
-                                "[{} tokens, {:.1} tok/s, first token {:.0} ms, {}]",
-                                value["tokens"],
-                                value["tokens_per_s"].as_f64().unwrap_or(0.0),
-                                value["ttft_ms"].as_f64().unwrap_or(0.0),
-                                value["worker_id"].as_str().unwrap_or("?")
-                            ))
-                            .dim()
-                        );
+                        eprintln!("{}", style(crate::worker_table::stats_line(stats)).dim());
                     }
                     _ => {}
                 }

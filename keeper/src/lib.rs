@@ -4,12 +4,14 @@
 
 pub mod chat;
 pub mod cli;
+pub mod cluster_view;
 pub mod job_client;
 pub mod model_table;
 pub mod playbook_view;
 pub mod prompt;
 pub mod queen_lifecycle;
 pub mod render;
+pub mod table;
 pub mod worker_table;
 
 use std::path::PathBuf;
@@ -363,7 +365,7 @@ async fn job(settings: &Settings, command: JobCommand) -> anyhow::Result<ExitCod
                 .get_json("/v1/jobs")
                 .await?
                 .with_context(|| format!("the queen is not running at {}", client.base()))?;
-            settings.say(&render::format_value(&jobs), jobs);
+            settings.say(&table::format_value(&jobs), jobs);
             Ok(ExitCode::SUCCESS)
         }
         JobCommand::Watch { job_id } => Ok(follow(settings, &client, &job_id).await?.0),

@@ -2,87 +2,84 @@
 //! the PLAY RECAP at the end.
 
 use console::style;
-use serde_json::Value;
+use rbee_protocol::result::{PlaybookRecap, TaskOutcome, TaskStatus};
 
-/// `changed: [hive-1] pushed …` for a task's outcome on one hive; `None` for anything
-/// else.
-pub fn task_line(hive: Option<&str>, value: &Value) -> Option<String> {
-    let (task, status) = (value.get("task")?.as_str()?, value.get("status")?.as_str()?);
-    let message = value.get("message").and_then(Value::as_str).unwrap_or("");
-    let head = format!("{status}: [{}]", hive.unwrap_or("?"));
-    let head = match status {
-        "ok" => style(head).green(),
-        "changed" => style(head).yellow(),
-        "skipped" => style(head).cyan(),
-        _ => style(head).red().bold(),
+/// `changed: [hive-1] push: pushed …` for a task's outcome on one hive.
+pub fn task_line(hive: Option<&str>, outcome: &TaskOutcome) -> String {
+    let head = format!("{}: [{}]", outcome.status.as_str(), hive.unwrap_or("?"));
+    let head = match outcome.status {
+        TaskStatus::Ok => style(head).green(),
+        TaskStatus::Changed => style(head).yellow(),
+        TaskStatus::Skipped => style(head).cyan(),
+        TaskStatus::Failed | TaskStatus::Unreachable => style(head).red().bold(),
     };
-    Some(format!("{head} {task}: {message}"))
+    format!("{head} {}: {}", outcome.task, outcome.message)
 }
 
-/// The PLAY RECAP table; `None` when `value` is not a playbook's recap.
-pub fn recap(value: &Value) -> Option<String> {
-    let rows = value.get("play_recap")?.as_array()?;
-    let mut out = String::from(if value["check"].as_bool() == Some(true) {
+/// The PLAY RECAP table.
+pub fn recap(recap: &PlaybookRecap) -> String {
+    let mut out = String::from(if recap.check {
         "PLAY RECAP (check mode: nothing was changed)\n"
     } else {
         "PLAY RECAP\n"
     });
-    let width = rows
+    let width = recap
+        .play_recap
         .iter()
-        .filter_map(|r| r["hive"].as_str())
-        .map(str::len)
+        .map(|r| r.hive.len())
         .max()
         .unwrap_or(0);
-    for row in rows {
-        let count = |key: &str| row[key].as_u64().unwrap_or(0);
-        let hive = row["hive"].as_str().unwrap_or("?");
-        let failing = count("failed") + count("unreachable") > 0;
-        let name = format!("{hive:width$}");
-        let name = if failing {
+    for row in &recap.play_recap {
+        let name = format!("{:width$}", row.hive);
+        let name = if row.failed + row.unreachable > 0 {
             style(name).red().bold()
-        } else if count("changed") > 0 {
+        } else if row.changed > 0 {
             style(name).yellow()
         } else {
             style(name).green()
         };
         out.push_str(&format!(
             "{name} : ok={:<4} changed={:<4} unreachable={:<4} failed={:<4} skipped={}\n",
-            count("ok"),
-            count("changed"),
-            count("unreachable"),
-            count("failed"),
-            count("skipped"),
+            row.ok, row.changed, row.unreachable, row.failed, row.skipped,
         ));
     }
-    if let Some(aborted) = value["aborted"].as_str() {
+    if let Some(aborted) = &recap.aborted {
         out.push_str(&format!("{}\n", style(aborted).red()));
     }
-    Some(out.trim_end().to_owned())
+    out.trim_end().to_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use rbee_protocol::result::PlayTally;
 
     #[test]
     fn task_lines_and_the_recap() {
         console::set_colors_enabled(false);
         let line = task_line(
             Some("hive-1"),
-            &json!({"play": "p", "task": "push", "status": "changed", "message": "pushed m"}),
+            &TaskOutcome {
+                play: "p".to_owned(),
+                task: "push".to_owned(),
+                status: TaskStatus::Changed,
+                message: "pushed m".to_owned(),
+            },
         );
-        assert_eq!(line.as_deref(), Some("changed: [hive-1] push: pushed m"));
-        assert_eq!(task_line(None, &json!({"hive": "x"})), None);
-        let recap = recap(&json!({
-            "play_recap": [
-                {"hive": "hive-1", "ok": 5, "changed": 2, "unreachable": 0, "failed": 0, "skipped": 0},
-                {"hive": "h2", "ok": 1, "changed": 0, "unreachable": 1, "failed": 0, "skipped": 0},
-            ],
-            "check": false,
-            "aborted": null,
-        }))
-        .expect("a recap");
+        assert_eq!(line, "changed: [hive-1] push: pushed m");
+        let tally = |hive: &str, ok, changed, unreachable| PlayTally {
+            hive: hive.to_owned(),
+            ok,
+            changed,
+            unreachable,
+            failed: 0,
+            skipped: 0,
+        };
+        let recap = recap(&PlaybookRecap {
+            play_recap: vec![tally("hive-1", 5, 2, 0), tally("h2", 1, 0, 1)],
+            check: false,
+            aborted: None,
+        });
         assert!(recap.starts_with("PLAY RECAP\n"), "{recap}");
         assert!(recap.contains("hive-1 : ok=5    changed=2"), "{recap}");
         assert!(

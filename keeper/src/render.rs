@@ -1,13 +1,13 @@
 //! Showing a job's events as they arrive: narration as lines, progress as bars,
-//! tokens inline, results as tables; or every event as one JSON line with `--json`.
+//! tokens inline, results matched by kind into sentences and tables; or every event as
+//! one JSON line with `--json`.
 
 use std::collections::HashMap;
 use std::io::Write;
 
 use console::style;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rbee_protocol::{JobEvent, Level, Progress};
-use serde_json::Value;
+use rbee_protocol::{JobEvent, Level, OperationResult, Progress};
 
 pub struct Renderer {
     json: bool,
@@ -63,28 +63,7 @@ impl Renderer {
                 let _ = std::io::stdout().flush();
                 self.mid_line = true;
             }
-            JobEvent::Result { hive, value } => {
-                if let Some(line) = crate::playbook_view::task_line(hive.as_deref(), value) {
-                    self.line(&line);
-                    return;
-                }
-                self.finish_bars();
-                if let Some(recap) = crate::playbook_view::recap(value) {
-                    println!("{recap}");
-                    return;
-                }
-                if let Some(hive) = hive {
-                    println!("{}", style(format!("[{hive}]")).cyan());
-                }
-                if let Some(stats) = crate::worker_table::stats_line(value) {
-                    eprintln!("{}", style(stats).dim());
-                    return;
-                }
-                let text = crate::model_table::render(value)
-                    .or_else(|| crate::worker_table::render(value))
-                    .unwrap_or_else(|| format_value(value));
-                println!("{text}");
-            }
+            JobEvent::Result { hive, result } => self.result(hive.as_deref(), result),
             JobEvent::Done => self.finish_bars(),
             JobEvent::Error(e) => {
                 self.finish_bars();
@@ -102,6 +81,63 @@ impl Renderer {
                 self.finish_bars();
                 eprintln!("{} {reason}", style("cancelled:").yellow().bold());
             }
+        }
+    }
+
+    /// A result as text: a hive's answer as a sentence after its name, a list as a
+    /// table, an `infer` run's stats as a dim line, a playbook's task as its line.
+    fn result(&mut self, hive: Option<&str>, result: &OperationResult) {
+        use crate::{cluster_view, model_table, playbook_view, worker_table};
+        let text = match result {
+            OperationResult::PlaybookTask(outcome) => {
+                self.line(&playbook_view::task_line(hive, outcome));
+                return;
+            }
+            OperationResult::Inference(stats) => {
+                self.finish_bars();
+                eprintln!("{}", style(worker_table::stats_line(stats)).dim());
+                return;
+            }
+            OperationResult::AgentVersion(version) => cluster_view::version(version),
+            OperationResult::Capabilities(caps) => cluster_view::capabilities(caps),
+            OperationResult::AgentStatus(status) => cluster_view::status(status),
+            OperationResult::Binaries(installed) => cluster_view::binaries(installed),
+            OperationResult::SpawnedWorker(worker) => worker_table::spawned(worker),
+            OperationResult::WorkerStopped(stopped) => format!(
+                "worker {} {}",
+                stopped.worker_id,
+                stopped.outcome.describe()
+            ),
+            OperationResult::HiveWorkers(workers) => worker_table::render_on_hive(workers),
+            OperationResult::WorkerLogs(logs) => format!(
+                "{} line(s) of worker {}'s log {}",
+                logs.lines, logs.worker_id, logs.log
+            ),
+            OperationResult::Models(entries) => model_table::render(entries),
+            OperationResult::Model(entry) => model_table::render(std::slice::from_ref(entry)),
+            OperationResult::ModelTransfer(transfer) => {
+                model_table::render(std::slice::from_ref(&transfer.model))
+            }
+            OperationResult::ModelPresence(presence) => match &presence.model {
+                Some(entry) if presence.present => format!("has {}", entry.id),
+                _ => "does not have the file".to_owned(),
+            },
+            OperationResult::ClusterStatus(status) => cluster_view::cluster(status),
+            OperationResult::Inventory(hives) => cluster_view::hives(hives),
+            OperationResult::Workers(workers) => worker_table::render(workers),
+            OperationResult::Worker(worker) => worker_table::render(std::slice::from_ref(worker)),
+            OperationResult::Recap(rows) => cluster_view::recap(rows),
+            OperationResult::PlaybookRecap(recap) => playbook_view::recap(recap),
+        };
+        self.finish_bars();
+        match hive {
+            // A hive's answer reads as one more line about that hive, or its table
+            // under its name.
+            Some(hive) if !text.contains('\n') => {
+                println!("{}{text}", style(format!("[{hive}] ")).cyan());
+            }
+            Some(hive) => println!("{}\n{text}", style(format!("[{hive}]")).cyan()),
+            None => println!("{text}"),
         }
     }
 
@@ -143,149 +179,5 @@ impl Renderer {
         for (_, bar) in self.progress.drain() {
             bar.finish();
         }
-    }
-}
-
-/// Arrays of objects become tables; other values are pretty JSON.
-pub fn format_value(value: &Value) -> String {
-    match value {
-        Value::Array(rows) if !rows.is_empty() && rows.iter().all(Value::is_object) => table(rows),
-        Value::Array(rows) if rows.is_empty() => "(none)".to_owned(),
-        other => serde_json::to_string_pretty(other).unwrap_or_default(),
-    }
-}
-
-fn cell(value: &Value) -> String {
-    match value {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(","),
-        other => other.to_string(),
-    }
-}
-
-/// A row's cells by column name, with its nested objects' fields lifted into it at
-/// their parent's place (a model's `metadata` becomes columns of its own); a lifted
-/// name that is taken keeps its parent as a prefix.
-fn flatten(row: &Value) -> Vec<(String, Value)> {
-    let mut flat = Vec::new();
-    let Value::Object(map) = row else {
-        return flat;
-    };
-    for (key, value) in map {
-        match value {
-            Value::Object(inner) => {
-                for (inner_key, inner_value) in inner {
-                    let name = if map.contains_key(inner_key) {
-                        format!("{key}.{inner_key}")
-                    } else {
-                        inner_key.clone()
-                    };
-                    flat.push((name, inner_value.clone()));
-                }
-            }
-            other => flat.push((key.clone(), other.clone())),
-        }
-    }
-    flat
-}
-
-fn table(rows: &[Value]) -> String {
-    let rows: Vec<Vec<(String, Value)>> = rows.iter().map(flatten).collect();
-    let mut columns: Vec<String> = Vec::new();
-    for row in &rows {
-        for (key, _) in row {
-            if !columns.contains(key) {
-                columns.push(key.clone());
-            }
-        }
-    }
-    // What names a row comes first.
-    if let Some(at) = columns.iter().position(|c| c == "id") {
-        let id = columns.remove(at);
-        columns.insert(0, id);
-    }
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|row| {
-            columns
-                .iter()
-                .map(|c| {
-                    row.iter()
-                        .find(|(key, _)| key == c)
-                        .map_or_else(|| "-".to_owned(), |(_, value)| cell(value))
-                })
-                .collect()
-        })
-        .collect();
-    let widths: Vec<usize> = columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            cells
-                .iter()
-                .map(|r| r[i].chars().count())
-                .chain([c.len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let render = |items: Vec<String>| {
-        items
-            .iter()
-            .zip(&widths)
-            .map(|(s, w)| format!("{s:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_owned()
-    };
-    let mut out = vec![render(columns.iter().map(|c| c.to_uppercase()).collect())];
-    out.extend(cells.into_iter().map(render));
-    out.join("\n")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn arrays_of_objects_are_tables() {
-        let text = format_value(&json!([
-            {"alias": "gpu-a", "groups": ["gpu", "x"], "port": 22},
-            {"alias": "localhost", "port": null}
-        ]));
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "ALIAS      GROUPS  PORT");
-        assert_eq!(lines[1], "gpu-a      gpu,x   22");
-        assert_eq!(lines[2], "localhost  -       -");
-    }
-
-    #[test]
-    fn nested_objects_become_columns_of_their_own() {
-        let text = format_value(&json!([
-            {"id": "local:m.gguf", "size": 7, "metadata": {"architecture": "llama", "size": 1}},
-            {"id": "org/r:x.gguf", "size": 9, "problem": "not a GGUF file"}
-        ]));
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(
-            lines[0],
-            "ID            ARCHITECTURE  METADATA.SIZE  SIZE  PROBLEM"
-        );
-        assert_eq!(
-            lines[1],
-            "local:m.gguf  llama         1              7     -"
-        );
-        assert_eq!(
-            lines[2],
-            "org/r:x.gguf  -             -              9     not a GGUF file"
-        );
-    }
-
-    #[test]
-    fn other_values_are_json() {
-        assert_eq!(format_value(&json!([])), "(none)");
-        assert!(format_value(&json!({"a": 1})).contains("\"a\": 1"));
     }
 }

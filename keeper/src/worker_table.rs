@@ -1,74 +1,140 @@
-//! Worker answers (`worker list|get|spawn`) as compact tables, and an `infer` run's
-//! stats as one line.
+//! Worker answers as compact tables (`worker list|get|spawn`, a hive's own list), the
+//! worker a hive started as one sentence, and an `infer` run's stats as one line.
 
-use serde_json::{Value, json};
+use rbee_protocol::agent::HiveWorker;
+use rbee_protocol::cluster::WorkerView;
+use rbee_protocol::result::InferenceStats;
 
-/// The table for a worker view or a list of them; `None` for anything else.
-pub fn render(value: &Value) -> Option<String> {
-    let workers: Vec<&Value> = match value {
-        Value::Array(list) if list.iter().all(is_worker) && !list.is_empty() => {
-            list.iter().collect()
-        }
-        Value::Object(_) if is_worker(value) => vec![value],
-        _ => return None,
-    };
-    let rows: Vec<Value> = workers
+/// The workers as the queen sees them.
+pub fn render(workers: &[WorkerView]) -> String {
+    let rows: Vec<Vec<String>> = workers
         .iter()
         .map(|w| {
-            json!({
-                "worker": w["worker_id"],
-                "hive": w["hive_id"],
-                "model": w["model"],
-                "device": w["device"],
-                "status": w["status"],
-                "in_flight": w["in_flight"],
-                "tokens": w["tokens_generated"],
-                "url": w["url"],
-            })
+            let beat = &w.heartbeat;
+            vec![
+                beat.worker_id.clone(),
+                beat.hive_id.clone(),
+                beat.model.clone(),
+                beat.device.clone(),
+                w.status.as_str().to_owned(),
+                w.in_flight.to_string(),
+                beat.tokens_generated.to_string(),
+                beat.url.clone(),
+            ]
         })
         .collect();
-    Some(crate::render::format_value(&Value::Array(rows)))
+    crate::table::rows(
+        &[
+            "worker",
+            "hive",
+            "model",
+            "device",
+            "status",
+            "in_flight",
+            "tokens",
+            "url",
+        ],
+        &rows,
+    )
 }
 
-/// A worker as the queen reports it: heartbeat fields and the queen's status.
-fn is_worker(value: &Value) -> bool {
-    value.get("worker_id").is_some() && value.get("status").is_some() && value.get("url").is_some()
+/// The workers a hive's agent has state files for.
+pub fn render_on_hive(workers: &[HiveWorker]) -> String {
+    let rows: Vec<Vec<String>> = workers
+        .iter()
+        .map(|w| {
+            let r = &w.record;
+            vec![
+                r.worker_id.clone(),
+                r.model.clone(),
+                r.device.clone(),
+                r.pid.to_string(),
+                if w.alive { "running" } else { "gone" }.to_owned(),
+                r.url.clone(),
+            ]
+        })
+        .collect();
+    crate::table::rows(
+        &["worker", "model", "device", "pid", "process", "url"],
+        &rows,
+    )
 }
 
-/// `[7 tokens, 4.4 tok/s, first token 403 ms, worker W on H]` for an `infer` result.
-pub fn stats_line(value: &Value) -> Option<String> {
-    let tokens_per_s = value.get("tokens_per_s")?.as_f64()?;
-    Some(format!(
-        "[{} tokens, {tokens_per_s:.1} tok/s, first token {:.0} ms, stop: {}, worker {} on {}]",
-        value["tokens"],
-        value["ttft_ms"].as_f64().unwrap_or(0.0),
-        value["stop_reason"].as_str().unwrap_or("?"),
-        value["worker_id"].as_str().unwrap_or("?"),
-        value["hive_id"].as_str().unwrap_or("?"),
-    ))
+/// `worker W started for M on cpu (pid P), at URL; log: L`.
+pub fn spawned(worker: &HiveWorker) -> String {
+    let r = &worker.record;
+    format!(
+        "worker {} started for {} on {} (pid {}), at {}; log: {}",
+        r.worker_id, r.model, r.device, r.pid, r.url, r.log
+    )
+}
+
+/// `[7 tokens, 4.4 tok/s, first token 403 ms, stop: eos, worker W on H]`.
+pub fn stats_line(stats: &InferenceStats) -> String {
+    format!(
+        "[{} tokens, {:.1} tok/s, first token {:.0} ms, stop: {}, worker {} on {}]",
+        stats.tokens,
+        stats.tokens_per_s,
+        stats.ttft_ms,
+        stats.stop_reason.as_str(),
+        stats.worker_id,
+        stats.hive_id,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rbee_protocol::StopReason;
+    use rbee_protocol::cluster::WorkerStatus;
 
     #[test]
     fn workers_become_a_compact_table_and_stats_one_line() {
-        let worker = json!({"worker_id": "w1", "hive_id": "h", "model": "m", "device": "cpu",
-            "status": "ready", "in_flight": 0, "tokens_generated": 5, "url": "http://x:1",
-            "memory_bytes": 1, "pid": 2});
-        let table = render(&json!([worker])).expect("a table");
-        assert!(
-            table
-                .lines()
-                .next()
-                .is_some_and(|h| h.contains("WORKER") && !h.contains("PID")),
-            "{table}"
+        let worker = WorkerView {
+            // Parsed, as the queen receives it, so new heartbeat fields need no edit here.
+            heartbeat: serde_json::from_value(serde_json::json!({
+                "worker_id": "w1", "hive_id": "h", "model": "m", "device": "cpu",
+                "url": "http://x:1", "state": "ready", "tokens_generated": 5,
+                "memory_bytes": 1, "pid": 2
+            }))
+            .expect("a heartbeat"),
+            status: WorkerStatus::Stale,
+            last_seen_ms: 9_000,
+            in_flight: 0,
+            last_tokens_per_s: None,
+        };
+        let table = render(&[worker]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            [
+                "WORKER",
+                "HIVE",
+                "MODEL",
+                "DEVICE",
+                "STATUS",
+                "IN_FLIGHT",
+                "TOKENS",
+                "URL"
+            ]
         );
-        assert!(render(&json!({"hives": []})).is_none());
-        let line = stats_line(&json!({"tokens": 7, "tokens_per_s": 4.43, "ttft_ms": 403.2,
-            "stop_reason": "eos", "worker_id": "w1", "hive_id": "h"}))
-        .expect("stats");
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            ["w1", "h", "m", "cpu", "stale", "0", "5", "http://x:1"]
+        );
+        assert_eq!(render(&[]), "(none)");
+        let line = stats_line(&InferenceStats {
+            worker_id: "w1".to_owned(),
+            hive_id: "h".to_owned(),
+            device: "cpu".to_owned(),
+            stop_reason: StopReason::Eos,
+            prompt_tokens: 3,
+            tokens: 7,
+            tokens_per_s: 4.43,
+            worker_ttft_ms: 300.0,
+            ttft_ms: 403.2,
+            total_ms: 2000.0,
+        });
         assert_eq!(
             line,
             "[7 tokens, 4.4 tok/s, first token 403 ms, stop: eos, worker w1 on h]"

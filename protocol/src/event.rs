@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorDetail;
+use crate::result::OperationResult;
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
@@ -64,7 +65,8 @@ pub enum JobEvent {
     Result {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         hive: Option<String>,
-        value: serde_json::Value,
+        #[serde(flatten)]
+        result: OperationResult,
     },
     Done,
     Error(ErrorDetail),

@@ -6,12 +6,14 @@
 
 pub mod agent;
 pub mod capabilities;
+pub mod cluster;
 pub mod error;
 pub mod event;
 pub mod heartbeat;
 pub mod inference;
 pub mod models;
 pub mod operation;
+pub mod result;
 pub mod sse;
 pub mod validate;
 
@@ -21,6 +23,7 @@ pub use event::{JobEvent, Level, Narration, Progress};
 pub use heartbeat::{WorkerHeartbeat, WorkerState};
 pub use inference::{ChatMessage, InferenceEvent, InferenceRequest, StopReason};
 pub use operation::Operation;
+pub use result::OperationResult;
 
 /// The version every rbee binary reports; the queen compares the agent's against its own.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -27,8 +27,9 @@ use futures::StreamExt;
 use queen_rbee::operations::{Pins, candidates};
 use queen_rbee::state::AppState;
 use rbee_config::{Config, Inventory};
+use rbee_protocol::cluster::WorkerStatus;
 use rbee_protocol::sse::SseDecoder;
-use rbee_protocol::{InferenceEvent, JobEvent, WorkerHeartbeat, WorkerState};
+use rbee_protocol::{InferenceEvent, JobEvent, OperationResult, WorkerHeartbeat, WorkerState};
 use serde_json::{Value, json};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -525,10 +526,15 @@ async fn ready_workers(client: &reqwest::Client, queen: &str) -> Result<usize> {
         .await?;
     let mut decoder = SseDecoder::new();
     for frame in decoder.feed(text.as_bytes())? {
-        if let Ok(JobEvent::Result { value, .. }) = JobEvent::from_sse(&frame.event, &frame.data) {
-            return Ok(value
-                .as_array()
-                .map_or(0, |w| w.iter().filter(|w| w["status"] == "ready").count()));
+        if let Ok(JobEvent::Result {
+            result: OperationResult::Workers(workers),
+            ..
+        }) = JobEvent::from_sse(&frame.event, &frame.data)
+        {
+            return Ok(workers
+                .iter()
+                .filter(|w| w.status == WorkerStatus::Ready)
+                .count());
         }
     }
     Ok(0)

@@ -112,7 +112,9 @@ impl AppState {
     pub fn metrics_snapshot(&self) -> crate::metrics::Snapshot {
         let mut workers = std::collections::BTreeMap::new();
         for worker in self.workers.list() {
-            *workers.entry(worker.status.to_owned()).or_insert(0) += 1;
+            *workers
+                .entry(worker.status.as_str().to_owned())
+                .or_insert(0) += 1;
         }
         let inventory = self.inventory();
         crate::metrics::Snapshot {

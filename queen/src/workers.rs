@@ -8,7 +8,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rbee_protocol::WorkerHeartbeat;
-use serde::Serialize;
+use rbee_protocol::cluster::WorkerStatus;
+pub use rbee_protocol::cluster::WorkerView;
 use tokio::sync::watch;
 
 /// Missed intervals after which a worker is stale and out of scheduling.
@@ -33,39 +34,6 @@ struct Entry {
     last_seen: Instant,
     /// The generation rate of the last request the queen saw end on this worker.
     last_tokens_per_s: Option<f64>,
-}
-
-/// A worker as the queen sees it now.
-#[derive(Serialize, Debug, Clone, PartialEq)]
-pub struct WorkerView {
-    #[serde(flatten)]
-    pub heartbeat: WorkerHeartbeat,
-    /// The worker's state, or `stale` when its heartbeats stopped.
-    pub status: &'static str,
-    pub last_seen_ms: u64,
-    /// Requests this queen has running on the worker now.
-    pub in_flight: u32,
-    /// Tokens per second of the last request that ended on this worker, as the worker
-    /// measured it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_tokens_per_s: Option<f64>,
-}
-
-impl WorkerView {
-    pub fn is_schedulable(&self) -> bool {
-        self.status != "stale" && self.heartbeat.state.accepts_requests()
-    }
-
-    /// Whether the worker serves `model`: its model id, its file name, or that name
-    /// without `.gguf`.
-    pub fn serves(&self, model: &str) -> bool {
-        let beat = &self.heartbeat;
-        let names = [Some(beat.model.as_str()), beat.model_file.as_deref()];
-        names
-            .into_iter()
-            .flatten()
-            .any(|name| name == model || name.strip_suffix(".gguf") == Some(model))
-    }
 }
 
 impl WorkerRegistry {
@@ -219,9 +187,9 @@ fn view(entry: &Entry, now: Instant, in_flight: &HashMap<String, u32>) -> Worker
     WorkerView {
         heartbeat: entry.heartbeat.clone(),
         status: if stale {
-            "stale"
+            WorkerStatus::Stale
         } else {
-            entry.heartbeat.state.as_str()
+            entry.heartbeat.state.into()
         },
         last_seen_ms: age.as_millis() as u64,
         in_flight: in_flight

@@ -33,7 +33,13 @@ mod tests {
             JobEvent::narration("rbee-hive", "detect", "hive-1", "two\nlines"),
             JobEvent::Result {
                 hive: Some("hive-1".to_owned()),
-                value: serde_json::json!({"k": "v\n"}),
+                result: rbee_protocol::OperationResult::WorkerLogs(
+                    rbee_protocol::result::WorkerLogs {
+                        worker_id: "w\n1".to_owned(),
+                        log: "/l".to_owned(),
+                        lines: 0,
+                    },
+                ),
             },
             JobEvent::Cancelled {
                 reason: "stdin closed".to_owned(),

@@ -24,7 +24,7 @@ mod status;
 pub mod workers;
 
 use rbee_protocol::agent::AgentStatus;
-use rbee_protocol::{JobEvent, Level};
+use rbee_protocol::{JobEvent, Level, OperationResult};
 
 pub use cancel::CancelFlag;
 pub use command::{AgentCommand, AgentContext, CommandLine, Invocation, SpawnRequest, UsageError};
@@ -61,12 +61,16 @@ pub fn execute_with_input(
             let install_dir = ctx.resolved_install_dir()?;
             models::execute(model, &install_dir, input, &mut report, cancel)
         }
-        AgentCommand::Version => send(&mut report, &detect::agent_version()),
+        AgentCommand::Version => {
+            report.result(OperationResult::AgentVersion(detect::agent_version()));
+            Ok(())
+        }
         AgentCommand::Detect => {
             let install_dir = ctx.resolved_install_dir()?;
             report.narrate(Level::Info, "detect", "detecting devices, memory and disk");
             let capabilities = detect::detect_capabilities(&install_dir, &mut report, cancel)?;
-            send(&mut report, &capabilities)
+            report.result(OperationResult::Capabilities(capabilities));
+            Ok(())
         }
         AgentCommand::Status => {
             let install_dir = ctx.resolved_install_dir()?;
@@ -83,7 +87,8 @@ pub fn execute_with_input(
                 capabilities,
                 workers,
             };
-            send(&mut report, &status)
+            report.result(OperationResult::AgentStatus(status));
+            Ok(())
         }
         AgentCommand::WorkerSpawn(request) => {
             let install_dir = ctx.resolved_install_dir()?;
@@ -106,7 +111,8 @@ pub fn execute_with_input(
         AgentCommand::WorkerList => workers::list(&ctx.resolved_install_dir()?, &mut report),
         AgentCommand::Binaries => {
             let installed = binaries::installed(&ctx.resolved_install_dir()?.join("bin"))?;
-            send(&mut report, &installed)
+            report.result(OperationResult::Binaries(installed));
+            Ok(())
         }
         AgentCommand::WorkerLogs {
             worker_id,
@@ -131,8 +137,4 @@ pub fn execute_with_input(
 /// The hive's name for messages: its alias, or `this hive` when run by hand.
 fn hive_name(ctx: &AgentContext) -> &str {
     ctx.hive_id.as_deref().unwrap_or("this hive")
-}
-
-fn send(report: &mut Reporter<'_>, value: &impl serde::Serialize) -> Result<(), AgentError> {
-    report.result(value).map_err(AgentError::Serialize)
 }

@@ -1,8 +1,7 @@
 //! How handlers tell their caller what happens: narrations and the result, each tagged
 //! with the hive the agent speaks for.
 
-use rbee_protocol::{JobEvent, Level, Narration, Progress};
-use serde::Serialize;
+use rbee_protocol::{JobEvent, Level, Narration, OperationResult, Progress};
 
 /// The actor named in every narration the agent writes.
 pub const ACTOR: &str = "rbee-hive";
@@ -36,12 +35,10 @@ impl<'a> Reporter<'a> {
     }
 
     /// Sends the operation's structured answer.
-    pub fn result(&mut self, value: &impl Serialize) -> Result<(), serde_json::Error> {
-        let value = serde_json::to_value(value)?;
+    pub fn result(&mut self, result: OperationResult) {
         (self.out)(JobEvent::Result {
             hive: self.hive.clone(),
-            value,
+            result,
         });
-        Ok(())
     }
 }

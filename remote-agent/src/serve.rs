@@ -13,26 +13,12 @@
 use std::ffi::OsString;
 use std::io::{self, BufRead, Write};
 
+use rbee_protocol::agent::{ServeReply, ServeRequest};
 use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent};
-use serde::{Deserialize, Serialize};
 
 use crate::cancel::CancelFlag;
 use crate::command::{AgentCommand, CommandLine};
 use crate::models::ModelCommand;
-
-/// One request line.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct Request {
-    pub id: u64,
-    pub args: Vec<String>,
-}
-
-/// One reply line.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct Reply {
-    pub id: u64,
-    pub event: JobEvent,
-}
 
 /// Whether a command may run in a session: it neither reads stdin nor runs for long.
 pub fn is_served(command: &AgentCommand) -> bool {
@@ -54,7 +40,7 @@ pub fn is_served(command: &AgentCommand) -> bool {
 /// Serves requests from `input` until it ends; replies go to `output`.
 pub fn serve(input: impl BufRead, output: impl Write, cancel: &CancelFlag) -> u8 {
     let mut output = output;
-    let mut write = |reply: &Reply| -> io::Result<()> {
+    let mut write = |reply: &ServeReply| -> io::Result<()> {
         serde_json::to_writer(&mut output, reply)?;
         output.write_all(b"\n")?;
         output.flush()
@@ -64,14 +50,14 @@ pub fn serve(input: impl BufRead, output: impl Write, cancel: &CancelFlag) -> u8
         if line.trim().is_empty() {
             continue;
         }
-        let request: Request = match serde_json::from_str(&line) {
+        let request: ServeRequest = match serde_json::from_str(&line) {
             Ok(request) => request,
             Err(e) => {
                 let detail = ErrorDetail::new(
                     ErrorCode::BadRequest,
                     format!("a serve request is not {{\"id\": N, \"args\": [...]}}: {e}"),
                 );
-                if write(&Reply {
+                if write(&ServeReply {
                     id: 0,
                     event: JobEvent::Error(detail),
                 })
@@ -85,7 +71,7 @@ pub fn serve(input: impl BufRead, output: impl Write, cancel: &CancelFlag) -> u8
         let id = request.id;
         let mut failed_write = false;
         let mut emit = |event: JobEvent| {
-            if write(&Reply { id, event }).is_err() {
+            if write(&ServeReply { id, event }).is_err() {
                 failed_write = true;
                 cancel.cancel();
             }
@@ -139,7 +125,7 @@ fn run_one(args: &[String], emit: &mut dyn FnMut(JobEvent), cancel: &CancelFlag)
 mod tests {
     use super::*;
 
-    fn replies(input: &str) -> Vec<Reply> {
+    fn replies(input: &str) -> Vec<ServeReply> {
         let mut out = Vec::new();
         let code = serve(input.as_bytes(), &mut out, &CancelFlag::new());
         assert_eq!(code, 0);
@@ -157,7 +143,7 @@ mod tests {
         let request = |id: u64, words: &[&str]| {
             let mut args = vec!["--install-dir".to_owned(), install.clone()];
             args.extend(words.iter().map(|w| (*w).to_owned()));
-            serde_json::to_string(&Request { id, args }).expect("json")
+            serde_json::to_string(&ServeRequest { id, args }).expect("json")
         };
         let input = [
             request(1, &["version"]),
@@ -177,7 +163,13 @@ mod tests {
         };
         assert_eq!(terminal(1), [JobEvent::Done]);
         assert!(replies.iter().any(|r| r.id == 1
-            && matches!(&r.event, JobEvent::Result { value, .. } if value["version"].is_string())));
+            && matches!(
+                &r.event,
+                JobEvent::Result {
+                    result: rbee_protocol::OperationResult::AgentVersion(_),
+                    ..
+                }
+            )));
         assert!(
             matches!(terminal(0).as_slice(), [JobEvent::Error(e)] if e.message.contains("serve request"))
         );

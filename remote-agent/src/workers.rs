@@ -13,8 +13,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use rbee_protocol::agent::{HiveWorker, WorkerRecord};
-use rbee_protocol::{DeviceInfo, ErrorCode, Level};
-use serde_json::json;
+use rbee_protocol::result::{StopOutcome, WorkerLogs, WorkerStopped};
+use rbee_protocol::{DeviceInfo, ErrorCode, Level, OperationResult};
 
 use crate::cancel::CancelFlag;
 use crate::command::SpawnRequest;
@@ -178,12 +178,11 @@ pub fn spawn(
                     record.worker_id, record.url
                 ),
             );
-            report
-                .result(&HiveWorker {
-                    record,
-                    alive: true,
-                })
-                .map_err(AgentError::Serialize)
+            report.result(OperationResult::SpawnedWorker(HiveWorker {
+                record,
+                alive: true,
+            }));
+            Ok(())
         }
         Err(error) => {
             let _ = fs::remove_file(&state);
@@ -306,7 +305,7 @@ pub fn stop(
     let state = state_path(install_dir, worker_id);
     let record = read_record(&state)?.ok_or_else(|| unknown_worker(hive, worker_id))?;
     let outcome = if !is_running(&record) {
-        "not_running"
+        StopOutcome::NotRunning
     } else {
         report.narrate(
             Level::Info,
@@ -315,7 +314,7 @@ pub fn stop(
         );
         signal(record.pid, libc::SIGTERM);
         if wait_gone(&record, timeout) {
-            "stopped"
+            StopOutcome::Stopped
         } else {
             report.narrate(
                 Level::Warn,
@@ -327,18 +326,20 @@ pub fn stop(
             );
             signal(record.pid, libc::SIGKILL);
             wait_gone(&record, Duration::from_secs(5));
-            "killed"
+            StopOutcome::Killed
         }
     };
     fs::remove_file(&state).map_err(|e| AgentError::io("remove", &state, e))?;
     report.narrate(
         Level::Info,
         "worker_stop",
-        format!("worker {worker_id}: {}", outcome.replace('_', " ")),
+        format!("worker {worker_id}: {}", outcome.describe()),
     );
-    report
-        .result(&json!({"worker_id": worker_id, "outcome": outcome}))
-        .map_err(AgentError::Serialize)
+    report.result(OperationResult::WorkerStopped(WorkerStopped {
+        worker_id: worker_id.to_owned(),
+        outcome,
+    }));
+    Ok(())
 }
 
 fn signal(pid: u32, signal: libc::c_int) {
@@ -368,9 +369,8 @@ pub fn list(install_dir: &Path, report: &mut Reporter<'_>) -> Result<(), AgentEr
     let entries = match fs::read_dir(&dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return report
-                .result(&Vec::<HiveWorker>::new())
-                .map_err(AgentError::Serialize);
+            report.result(OperationResult::HiveWorkers(Vec::new()));
+            return Ok(());
         }
         Err(e) => return Err(AgentError::io("list", &dir, e)),
     };
@@ -390,7 +390,8 @@ pub fn list(install_dir: &Path, report: &mut Reporter<'_>) -> Result<(), AgentEr
         }
     }
     workers.sort_by(|a, b| a.record.worker_id.cmp(&b.record.worker_id));
-    report.result(&workers).map_err(AgentError::Serialize)
+    report.result(OperationResult::HiveWorkers(workers));
+    Ok(())
 }
 
 /// The last `lines` of a worker's log as narrations; with `follow`, new lines until
@@ -437,11 +438,12 @@ pub fn logs(
             thread::sleep(Duration::from_millis(100));
         }
     }
-    report
-        .result(
-            &json!({"worker_id": worker_id, "log": log_path.display().to_string(), "lines": shown}),
-        )
-        .map_err(AgentError::Serialize)
+    report.result(OperationResult::WorkerLogs(WorkerLogs {
+        worker_id: worker_id.to_owned(),
+        log: log_path.display().to_string(),
+        lines: shown as u64,
+    }));
+    Ok(())
 }
 
 fn unknown_worker(hive: &str, worker_id: &str) -> AgentError {

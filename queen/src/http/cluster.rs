@@ -15,6 +15,7 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use rbee_protocol::HiveCapabilities;
+use rbee_protocol::cluster::WorkerStatus;
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -68,7 +69,7 @@ pub struct WorkerRow {
     pub model: String,
     pub device: String,
     /// The worker's state, or `stale` when its heartbeats stopped.
-    pub status: &'static str,
+    pub status: WorkerStatus,
     pub in_flight: u32,
     pub queue_depth: u32,
     pub tokens_generated: u64,

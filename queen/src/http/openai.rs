@@ -14,7 +14,11 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
-use rbee_protocol::{ChatMessage, ErrorCode, ErrorDetail, InferenceRequest, JobEvent, Operation};
+use rbee_protocol::result::InferenceStats;
+use rbee_protocol::{
+    ChatMessage, ErrorCode, ErrorDetail, InferenceRequest, JobEvent, Operation, OperationResult,
+    StopReason,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -342,14 +346,13 @@ struct Outcome {
     finish_reason: &'static str,
 }
 
-fn outcome(value: &Value) -> Outcome {
+fn outcome(stats: Option<&InferenceStats>) -> Outcome {
     Outcome {
-        prompt_tokens: value["prompt_tokens"].as_u64().unwrap_or(0),
-        completion_tokens: value["tokens"].as_u64().unwrap_or(0),
-        finish_reason: if value["stop_reason"] == "length" {
-            "length"
-        } else {
-            "stop"
+        prompt_tokens: stats.map_or(0, |s| u64::from(s.prompt_tokens)),
+        completion_tokens: stats.map_or(0, |s| u64::from(s.tokens)),
+        finish_reason: match stats.map(|s| s.stop_reason) {
+            Some(StopReason::Length | StopReason::Context) => "length",
+            _ => "stop",
         },
     }
 }
@@ -423,7 +426,10 @@ async fn complete(
         while let Some(event) = next {
             match event {
                 JobEvent::Token { t, .. } => text.push_str(&t),
-                JobEvent::Result { value, .. } => result = Some(value),
+                JobEvent::Result {
+                    result: OperationResult::Inference(stats),
+                    ..
+                } => result = Some(stats),
                 JobEvent::Done => break,
                 JobEvent::Error(detail) => return Err(OpenAiError::from_detail(&detail)),
                 JobEvent::Cancelled { reason } => {
@@ -437,7 +443,7 @@ async fn complete(
             next = events.next().await;
         }
         drop(guard);
-        let outcome = outcome(&result.unwrap_or_default());
+        let outcome = outcome(result.as_ref());
         return Ok(Json(json!({
             "id": id,
             "object": kind.object(false),
@@ -484,7 +490,7 @@ fn completion_chunks(
         pending: Option<JobEvent>,
         events: S,
         sent_first: bool,
-        result: Option<Value>,
+        result: Option<InferenceStats>,
         finished: bool,
         _guard: CancelOnDrop,
         kind: Kind,
@@ -526,12 +532,15 @@ fn completion_chunks(
                     let choice = walk.kind.delta(Some(&t), first, None);
                     return Some((Ok((walk.chunk)(vec![choice], None)), walk));
                 }
-                JobEvent::Result { value, .. } => walk.result = Some(value),
+                JobEvent::Result {
+                    result: OperationResult::Inference(stats),
+                    ..
+                } => walk.result = Some(stats),
                 JobEvent::Done | JobEvent::Error(_) | JobEvent::Cancelled { .. } => {
                     // An error after the first token can only end the stream; the
                     // finish chunk says it stopped.
                     walk.finished = true;
-                    let outcome = outcome(&walk.result.take().unwrap_or_default());
+                    let outcome = outcome(walk.result.take().as_ref());
                     let mut tail = vec![Event::default().data("[DONE]")];
                     if walk.include_usage {
                         tail.push((walk.chunk)(Vec::new(), Some(usage(&outcome))));

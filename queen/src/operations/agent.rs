@@ -5,13 +5,39 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rbee_hive::{AgentCommand, AgentContext, Invocation};
-use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent, Level};
+use rbee_protocol::agent::{ServeReply, ServeRequest};
+use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent, Level, OperationResult};
 
 use super::fan_out::HostContext;
 use crate::ssh::{SessionError, SshConnection, Stdin, shell};
 
-/// What the agent answered: its `result` value.
-pub type AgentAnswer = Result<serde_json::Value, ErrorDetail>;
+/// What the agent answered: its `result`.
+pub type AgentAnswer = Result<OperationResult, ErrorDetail>;
+
+/// The error for an answer of another kind than the command gives: an agent of another
+/// rbee version.
+pub fn unexpected(command: &str, answer: &OperationResult) -> ErrorDetail {
+    ErrorDetail::new(
+        ErrorCode::AgentProtocol,
+        format!(
+            "the agent answered {command} with {}, which this queen does not expect",
+            answer.kind()
+        ),
+    )
+    .with_hint("reinstall the agent with `rbee-keeper hive install`")
+}
+
+/// The payload of one variant of an agent's answer, else [`unexpected`]:
+/// `answer_as!(answer, Capabilities, "detect")?`.
+macro_rules! answer_as {
+    ($answer:expr, $variant:ident, $command:expr) => {
+        match $answer {
+            rbee_protocol::OperationResult::$variant(value) => Ok(value),
+            other => Err(super::agent::unexpected($command, &other)),
+        }
+    };
+}
+pub(super) use answer_as;
 
 /// Exit status of `sh` when the program does not exist.
 const COMMAND_NOT_FOUND: u32 = 127;
@@ -28,7 +54,7 @@ pub fn runs_in_process(host: &HostContext) -> bool {
 /// Collects the agent's answer from its events, forwarding each with the hive set.
 struct Relay<'a> {
     host: &'a HostContext,
-    result: Option<serde_json::Value>,
+    result: Option<OperationResult>,
     failure: Option<ErrorDetail>,
 }
 
@@ -45,14 +71,14 @@ impl Relay<'_> {
                 self.host.job.emit(JobEvent::Progress(p));
             }
             JobEvent::Token { .. } => self.host.job.emit(event),
-            JobEvent::Result { value, .. } => {
+            JobEvent::Result { result, .. } => {
                 if self.host.job.relay_agent_results {
                     self.host.job.emit(JobEvent::Result {
                         hive,
-                        value: value.clone(),
+                        result: result.clone(),
                     });
                 }
-                self.result = Some(value);
+                self.result = Some(result);
             }
             JobEvent::Error(detail) => self.failure = Some(detail),
             JobEvent::Cancelled { reason } => {
@@ -144,7 +170,7 @@ async fn run_in_session(
         AgentContext::new(&host.hive.install_dir, Some(host.hive.alias.clone())),
         command.clone(),
     );
-    let request = serde_json::to_string(&rbee_hive::serve::Request {
+    let request = serde_json::to_string(&ServeRequest {
         id,
         args: invocation.to_args(),
     })
@@ -159,7 +185,7 @@ async fn run_in_session(
         .call(
             &start,
             &request,
-            &mut |line| match serde_json::from_str::<rbee_hive::serve::Reply>(line) {
+            &mut |line| match serde_json::from_str::<ServeReply>(line) {
                 Ok(reply) if reply.id == id => {
                     let terminal = reply.event.is_terminal();
                     relay.event(reply.event);

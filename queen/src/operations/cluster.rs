@@ -1,29 +1,30 @@
 //! Cluster-wide views: `status` and `inventory list`.
 
-use serde_json::json;
+use rbee_protocol::OperationResult;
+use rbee_protocol::cluster::{ClusterStatus, HiveSummary, QueenSummary};
 
 use super::{JobContext, OpResult};
 
-fn hive_rows(ctx: &JobContext) -> Vec<serde_json::Value> {
+fn hive_rows(ctx: &JobContext) -> Vec<HiveSummary> {
     ctx.state
         .inventory()
         .hives
         .values()
         .map(|h| {
             let record = ctx.state.hives.get(&h.alias);
-            json!({
-                "alias": h.alias,
-                "host": h.host,
-                "ssh_port": h.ssh_port,
-                "ssh_user": h.ssh_user,
-                "install_dir": h.install_dir,
-                "groups": h.groups,
-                "online": record.as_ref().is_some_and(|r| r.online),
-                "agent_version": record.as_ref().and_then(|r| r.agent_version.clone()),
-                "devices": record
+            HiveSummary {
+                alias: h.alias.clone(),
+                host: h.host.clone(),
+                ssh_port: h.ssh_port,
+                ssh_user: h.ssh_user.clone(),
+                install_dir: h.install_dir.clone(),
+                groups: h.groups.iter().cloned().collect(),
+                online: record.as_ref().is_some_and(|r| r.online),
+                agent_version: record.as_ref().and_then(|r| r.agent_version.clone()),
+                devices: record
                     .and_then(|r| r.capabilities)
-                    .map(|c| c.devices.iter().map(|d| d.id.clone()).collect::<Vec<_>>()),
-            })
+                    .map(|c| c.devices.iter().map(|d| d.id.clone()).collect()),
+            }
         })
         .collect()
 }
@@ -41,19 +42,19 @@ pub async fn status(ctx: &JobContext) -> OpResult {
             workers.len()
         ),
     );
-    ctx.result(json!({
-        "queen": {
-            "version": rbee_protocol::VERSION,
-            "uptime_s": ctx.state.started.elapsed().as_secs(),
-            "jobs_running": ctx.state.jobs.running(),
+    ctx.result(OperationResult::ClusterStatus(ClusterStatus {
+        queen: QueenSummary {
+            version: rbee_protocol::VERSION.to_owned(),
+            uptime_s: ctx.state.started.elapsed().as_secs(),
+            jobs_running: ctx.state.jobs.running(),
         },
-        "hives": hive_rows(ctx),
-        "workers": workers,
+        hives: hive_rows(ctx),
+        workers,
     }));
     Ok(())
 }
 
 pub async fn inventory_list(ctx: &JobContext) -> OpResult {
-    ctx.result(serde_json::Value::Array(hive_rows(ctx)));
+    ctx.result(OperationResult::Inventory(hive_rows(ctx)));
     Ok(())
 }

@@ -7,20 +7,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use rbee_config::Hive;
-use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent, Level, Narration};
-use serde::Serialize;
+use rbee_protocol::result::{HostStatus, RecapRow};
+use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent, Level, Narration, OperationResult};
 
 use super::{JobContext, OpResult};
-
-/// How one hive came out of an operation.
-#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum HostStatus {
-    Ok,
-    Changed,
-    Failed,
-    Unreachable,
-}
 
 /// A hive's part of a fan-out, with helpers that tag its events with the hive.
 #[derive(Clone)]
@@ -62,15 +52,6 @@ impl HostDone {
             message: message.into(),
         }
     }
-}
-
-#[derive(Serialize, Debug, Clone)]
-pub struct RecapRow {
-    pub hive: String,
-    pub status: HostStatus,
-    pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub code: Option<ErrorCode>,
 }
 
 /// Runs one hive's work within `deadline` (none: as long as it takes). A hive that
@@ -235,7 +216,7 @@ where
         .collect()
         .await;
     recap.sort_by(|a, b| a.hive.cmp(&b.hive));
-    ctx.result(serde_json::to_value(&recap).unwrap_or_default());
+    ctx.result(OperationResult::Recap(recap.clone()));
     let failed: Vec<&RecapRow> = recap
         .iter()
         .filter(|r| matches!(r.status, HostStatus::Failed | HostStatus::Unreachable))

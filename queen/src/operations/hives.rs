@@ -6,11 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rbee_hive::AgentCommand;
-use rbee_protocol::agent::{AgentVersion, InstalledBinaries};
 use rbee_protocol::{ErrorCode, ErrorDetail, HiveCapabilities, JobEvent, Level, Progress};
 use sha2::{Digest, Sha256};
 
-use super::agent::{self, AgentAnswer};
+use super::agent::{self, AgentAnswer, answer_as};
 use super::fan_out::{HostContext, HostDone, fan_out};
 use super::{JobContext, OpResult};
 use crate::ssh::{SshConnection, Upload, shell};
@@ -55,19 +54,6 @@ pub(super) async fn run_agent(
     let answer = agent::run_over_ssh(host, &connection, command).await;
     metrics.ssh_operation(&name, "ssh", started.elapsed());
     answer
-}
-
-pub(super) fn parse<T: serde::de::DeserializeOwned>(
-    value: serde_json::Value,
-    what: &str,
-) -> Result<T, ErrorDetail> {
-    serde_json::from_value(value).map_err(|e| {
-        ErrorDetail::new(
-            ErrorCode::AgentProtocol,
-            format!("the agent's {what} answer is not what this queen expects: {e}"),
-        )
-        .with_hint("reinstall the agent with `rbee-keeper hive install`")
-    })
 }
 
 /// Hashes a file, reusing the last hash while its size and mtime stay the same.
@@ -197,7 +183,7 @@ pub(super) async fn install_on(
     let (os, arch, present) = match agent::run_over_ssh(&quiet, &connection, AgentCommand::Binaries)
         .await
         .ok()
-        .and_then(|value| serde_json::from_value::<InstalledBinaries>(value).ok())
+        .and_then(|answer| answer_as!(answer, Binaries, "binaries").ok())
     {
         Some(installed) => (installed.os, installed.arch, installed.sha256),
         None => probe(&connection, &bin_dir, binaries).await?,
@@ -335,9 +321,10 @@ async fn detect(
     version: String,
     accept: bool,
 ) -> Result<HiveCapabilities, ErrorDetail> {
-    let caps: HiveCapabilities = parse(
+    let caps = answer_as!(
         run_agent(host, AgentCommand::Detect, accept).await?,
-        "detect",
+        Capabilities,
+        "detect"
     )?;
     host.job
         .state
@@ -349,9 +336,10 @@ async fn detect(
 /// Detects a hive this queen has not heard of since it started (a restarted queen
 /// knows workers from heartbeats, but hives only from asking them).
 pub(super) async fn detect_unknown(host: &HostContext) -> Result<HiveCapabilities, ErrorDetail> {
-    let caps: HiveCapabilities = parse(
+    let caps = answer_as!(
         run_agent(host, AgentCommand::Detect, false).await?,
-        "detect",
+        Capabilities,
+        "detect"
     )?;
     host.job.state.hives.mark_online(
         &host.hive.alias,
@@ -389,7 +377,7 @@ pub(super) async fn start_on(
 ) -> Result<HostDone, ErrorDetail> {
     let mut changed = false;
     let version = match run_agent(host, AgentCommand::Version, accept).await {
-        Ok(value) => Some(parse::<AgentVersion>(value, "version")?),
+        Ok(answer) => Some(answer_as!(answer, AgentVersion, "version")?),
         Err(e) if no_usable_agent(&e) => {
             if check {
                 return Ok(HostDone::changed(format!(
@@ -461,9 +449,10 @@ pub async fn refresh(ctx: &JobContext, pattern: &str) -> OpResult {
 
 /// Re-detects the hive's devices and memory.
 pub(super) async fn refresh_on(host: &HostContext) -> Result<HostDone, ErrorDetail> {
-    let version: AgentVersion = parse(
+    let version = answer_as!(
         run_agent(host, AgentCommand::Version, false).await?,
-        "version",
+        AgentVersion,
+        "version"
     )?;
     let caps = detect(host, version.version, false).await?;
     Ok(HostDone::ok(describe(&caps)))
@@ -471,8 +460,11 @@ pub(super) async fn refresh_on(host: &HostContext) -> Result<HostDone, ErrorDeta
 
 pub async fn status(ctx: &JobContext, pattern: &str) -> OpResult {
     fan_out(ctx, pattern, "status", |host| async move {
-        let value = run_agent(&host, AgentCommand::Status, false).await?;
-        let status: rbee_protocol::agent::AgentStatus = parse(value, "status")?;
+        let status = answer_as!(
+            run_agent(&host, AgentCommand::Status, false).await?,
+            AgentStatus,
+            "status"
+        )?;
         let online = host
             .job
             .state
@@ -494,9 +486,10 @@ pub async fn status(ctx: &JobContext, pattern: &str) -> OpResult {
 /// every hive the pattern selects.
 pub async fn check(ctx: &JobContext, pattern: &str) -> OpResult {
     fan_out(ctx, pattern, "check", |host| async move {
-        let version: AgentVersion = parse(
+        let version = answer_as!(
             run_agent(&host, AgentCommand::Version, false).await?,
-            "version",
+            AgentVersion,
+            "version"
         )?;
         let record = host.job.state.hives.get(&host.hive.alias);
         let current = if version.version == rbee_protocol::VERSION {

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use rbee_config::Hive;
+use rbee_protocol::result::InferenceStats;
 use rbee_protocol::sse::SseDecoder;
 use rbee_protocol::{
     DeviceKind, ErrorCode, ErrorDetail, InferenceEvent, InferenceRequest, JobEvent, Level,
-    Narration,
+    Narration, OperationResult,
 };
-use serde_json::json;
 
 use super::fan_out::HostContext;
 use super::{JobContext, OpResult, hives, workers};
@@ -107,7 +107,7 @@ async fn acquire(
         let picked = state.workers.pick(|all| {
             loading = all.iter().any(|w| {
                 w.serves(model)
-                    && w.status == "loading"
+                    && w.status == rbee_protocol::cluster::WorkerStatus::Loading
                     && !excluded.contains(&w.heartbeat.worker_id)
             });
             found = candidates(all, model, pins, excluded);
@@ -462,17 +462,17 @@ async fn relay(
                     tokens_per_s,
                 } => {
                     ctx.state.workers.record_rate(worker_id, tokens_per_s);
-                    ctx.result(json!({
-                        "worker_id": worker_id,
-                        "hive_id": beat.hive_id,
-                        "device": beat.device,
-                        "stop_reason": stop_reason,
-                        "prompt_tokens": prompt_tokens,
-                        "tokens": tokens,
-                        "tokens_per_s": tokens_per_s,
-                        "worker_ttft_ms": ttft_ms,
-                        "ttft_ms": first_token_ms.unwrap_or(ttft_ms),
-                        "total_ms": started.elapsed().as_secs_f64() * 1000.0,
+                    ctx.result(OperationResult::Inference(InferenceStats {
+                        worker_id: worker_id.to_owned(),
+                        hive_id: beat.hive_id.clone(),
+                        device: beat.device.clone(),
+                        stop_reason,
+                        prompt_tokens,
+                        tokens,
+                        tokens_per_s,
+                        worker_ttft_ms: ttft_ms,
+                        ttft_ms: first_token_ms.unwrap_or(ttft_ms),
+                        total_ms: started.elapsed().as_secs_f64() * 1000.0,
                     }));
                     return Ok(Stats {
                         ttft: Duration::from_secs_f64(first_token_ms.unwrap_or(ttft_ms) / 1000.0),

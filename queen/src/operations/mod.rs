@@ -17,7 +17,7 @@ pub use inference::{Pins, candidates};
 
 use std::sync::Arc;
 
-use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent, Operation};
+use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent, Operation, OperationResult};
 
 use crate::jobs::Job;
 use crate::state::AppState;
@@ -41,8 +41,8 @@ impl JobContext {
         self.emit(JobEvent::narration("queen", action, target, human));
     }
 
-    pub fn result(&self, value: serde_json::Value) {
-        self.emit(JobEvent::Result { hive: None, value });
+    pub fn result(&self, result: OperationResult) {
+        self.emit(JobEvent::Result { hive: None, result });
     }
 }
 

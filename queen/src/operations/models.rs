@@ -8,12 +8,11 @@ use std::sync::Arc;
 
 use rbee_hive::AgentCommand;
 use rbee_hive::models::{ModelCommand, ProgressMeter};
-use rbee_protocol::models::{HubAccess, ModelEntry, ModelPresence, ModelTransfer};
+use rbee_protocol::models::{HubAccess, ModelTransfer};
 use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent, Level, validate};
 
-use super::agent::{self, AgentAnswer};
+use super::agent::{self, AgentAnswer, answer_as};
 use super::fan_out::{HostContext, HostDone, fan_out, fan_out_within};
-use super::hives::parse;
 use super::{JobContext, OpResult};
 use crate::ssh::{Stdin, Upload};
 
@@ -210,8 +209,8 @@ pub(super) async fn download_on(
             model: model.to_owned(),
         });
         return Ok(match run(host, get).await {
-            Ok(value) => {
-                let entry: ModelEntry = parse(value, "get")?;
+            Ok(answer) => {
+                let entry = answer_as!(answer, Model, "get")?;
                 HostDone::ok(format!("{} already present", entry.id))
             }
             Err(e) if e.code == ErrorCode::NotFound || super::hives::no_usable_agent(&e) => {
@@ -225,9 +224,10 @@ pub(super) async fn download_on(
         model: model.to_owned(),
         hub: HubAccess::default(),
     });
-    let transfer: ModelTransfer = parse(
+    let transfer = answer_as!(
         run_with(host, command, Input::Hub(access)).await?,
-        "download",
+        ModelTransfer,
+        "download"
     )?;
     Ok(transferred(transfer, "downloaded"))
 }
@@ -305,8 +305,8 @@ pub(super) async fn push_on(
         size: file.size,
         sha256: file.sha256.clone(),
     });
-    let presence: ModelPresence = match run(host, has).await {
-        Ok(value) => parse(value, "has")?,
+    let presence = match run(host, has).await {
+        Ok(answer) => answer_as!(answer, ModelPresence, "has")?,
         Err(e) if check && super::hives::no_usable_agent(&e) => {
             return Ok(HostDone::changed(format!(
                 "would send {} (no agent on the hive yet)",
@@ -338,15 +338,20 @@ pub(super) async fn push_on(
         path: file.path.clone(),
         label: file.name.clone(),
     };
-    let transfer: ModelTransfer = parse(run_with(host, receive, input).await?, "receive")?;
+    let transfer = answer_as!(
+        run_with(host, receive, input).await?,
+        ModelTransfer,
+        "receive"
+    )?;
     Ok(transferred(transfer, "pushed"))
 }
 
 pub async fn list(ctx: &JobContext, pattern: &str) -> OpResult {
     fan_out(ctx, pattern, "model_list", |host| async move {
-        let entries: Vec<ModelEntry> = parse(
+        let entries = answer_as!(
             run(&host, AgentCommand::Model(ModelCommand::List)).await?,
-            "list",
+            Models,
+            "list"
         )?;
         let total: u64 = entries.iter().map(|e| e.size).sum();
         host.job.state.hives.set_models(
@@ -368,7 +373,7 @@ pub async fn get(ctx: &JobContext, pattern: &str, model: &str) -> OpResult {
         let command = AgentCommand::Model(ModelCommand::Get {
             model: model.to_owned(),
         });
-        let entry: ModelEntry = parse(run(&host, command).await?, "get")?;
+        let entry = answer_as!(run(&host, command).await?, Model, "get")?;
         Ok(HostDone::ok(format!("{} at {}", entry.id, entry.path)))
     })
     .await
@@ -380,7 +385,7 @@ pub async fn delete(ctx: &JobContext, pattern: &str, model: &str) -> OpResult {
         let command = AgentCommand::Model(ModelCommand::Delete {
             model: model.to_owned(),
         });
-        let entry: ModelEntry = parse(run(&host, command).await?, "delete")?;
+        let entry = answer_as!(run(&host, command).await?, Model, "delete")?;
         Ok(HostDone::changed(format!(
             "deleted {} ({})",
             entry.id,

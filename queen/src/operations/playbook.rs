@@ -13,36 +13,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use rbee_config::playbook::{Play, Resolved, Strategy, Task};
 use rbee_config::{Hive, Playbook};
-use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent, Level};
-use serde::Serialize;
-use serde_json::json;
+use rbee_protocol::result::{PlayTally, PlaybookRecap, TaskOutcome, TaskStatus};
+use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent, Level, OperationResult};
 use tokio::sync::OnceCell;
 
 use super::fan_out::{HostContext, HostDone, is_unreachable, within};
 use super::hives::LocalBinary;
 use super::models::PushFile;
 use super::{JobContext, OpResult, agent, hives, models, workers};
-
-/// How one task came out on one hive.
-#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-enum Status {
-    Ok,
-    Changed,
-    Failed,
-    Unreachable,
-    Skipped,
-}
-
-/// A hive's line of the PLAY RECAP. As in Ansible, `ok` counts changed tasks too.
-#[derive(Serialize, Debug, Clone, Default)]
-struct Tally {
-    ok: u32,
-    changed: u32,
-    unreachable: u32,
-    failed: u32,
-    skipped: u32,
-}
 
 /// One `play` job: the options and what the run has learnt so far.
 struct Run<'a> {
@@ -52,7 +30,7 @@ struct Run<'a> {
     dir: Option<PathBuf>,
     binaries: OnceCell<Result<Arc<Vec<LocalBinary>>, ErrorDetail>>,
     push_files: tokio::sync::Mutex<HashMap<PathBuf, Arc<PushFile>>>,
-    tally: Mutex<BTreeMap<String, Tally>>,
+    tally: Mutex<BTreeMap<String, PlayTally>>,
     /// Hives that failed or were unreachable: out of the rest of the run.
     dropped: Mutex<BTreeSet<String>>,
 }
@@ -194,7 +172,7 @@ impl Run<'_> {
                 .narrate("task", &task.name, format!("TASK [{}]", task.name));
             // Owned hives: a closure over borrowed ones is not `Send` for every lifetime.
             let hives: Vec<Hive> = active.iter().map(|h| (*h).clone()).collect();
-            let outcomes: Vec<(String, Status)> = futures::stream::iter(hives)
+            let outcomes: Vec<(String, TaskStatus)> = futures::stream::iter(hives)
                 .map(|hive| async move {
                     let status = self.task(play, task, &hive).await;
                     (hive.alias, status)
@@ -204,7 +182,7 @@ impl Run<'_> {
                 .await;
             let failed: BTreeSet<String> = outcomes
                 .into_iter()
-                .filter(|(_, s)| matches!(s, Status::Failed | Status::Unreachable))
+                .filter(|(_, s)| matches!(s, TaskStatus::Failed | TaskStatus::Unreachable))
                 .map(|(alias, _)| alias)
                 .collect();
             active.retain(|h| !failed.contains(&h.alias));
@@ -218,7 +196,7 @@ impl Run<'_> {
             .map(|hive| async move {
                 for task in &play.tasks {
                     let status = self.task(play, task, &hive).await;
-                    if matches!(status, Status::Failed | Status::Unreachable) {
+                    if matches!(status, TaskStatus::Failed | TaskStatus::Unreachable) {
                         return false;
                     }
                 }
@@ -246,7 +224,7 @@ impl Run<'_> {
 
     /// Runs one task on one hive, with its condition, retries and deadline, and
     /// reports the outcome.
-    async fn task(&self, play: &Play, task: &Task, hive: &Hive) -> Status {
+    async fn task(&self, play: &Play, task: &Task, hive: &Hive) -> TaskStatus {
         let host = HostContext {
             job: JobContext {
                 relay_agent_results: false,
@@ -260,17 +238,23 @@ impl Run<'_> {
                 Ok(true) => {}
                 Ok(false) => {
                     let message = format!("when {:?} is false", condition.text());
-                    return self.report(play, task, hive, Status::Skipped, &message);
+                    return self.report(play, task, hive, TaskStatus::Skipped, &message);
                 }
-                Err(e) => return self.report(play, task, hive, Status::Failed, &e),
+                Err(e) => return self.report(play, task, hive, TaskStatus::Failed, &e),
             }
         }
         let action = match task.action.resolve(&vars) {
             Ok(action) => action,
-            Err(e) => return self.report(play, task, hive, Status::Failed, &e),
+            Err(e) => return self.report(play, task, hive, TaskStatus::Failed, &e),
         };
         if self.check && matches!(action, Resolved::WaitReady { .. } | Resolved::HiveRefresh) {
-            return self.report(play, task, hive, Status::Skipped, "not run in check mode");
+            return self.report(
+                play,
+                task,
+                hive,
+                TaskStatus::Skipped,
+                "not run in check mode",
+            );
         }
         let deadline = task.timeout.or_else(|| self.default_deadline(&action));
         let attempts = task.retries.saturating_add(1);
@@ -279,9 +263,9 @@ impl Run<'_> {
             match within(&host, deadline, self.execute(&host, &action)).await {
                 Ok(done) => {
                     let status = if done.changed {
-                        Status::Changed
+                        TaskStatus::Changed
                     } else {
-                        Status::Ok
+                        TaskStatus::Ok
                     };
                     return self.report(play, task, hive, status, &done.message);
                 }
@@ -307,9 +291,9 @@ impl Run<'_> {
         };
         let status = if is_unreachable(error.code) {
             self.ctx.state.ssh.forget(&hive.alias).await;
-            Status::Unreachable
+            TaskStatus::Unreachable
         } else {
-            Status::Failed
+            TaskStatus::Failed
         };
         let mut message = error.message;
         if let Some(hint) = error.hint {
@@ -415,24 +399,29 @@ impl Run<'_> {
         play: &Play,
         task: &Task,
         hive: &Hive,
-        status: Status,
+        status: TaskStatus,
         message: &str,
-    ) -> Status {
+    ) -> TaskStatus {
         {
             let mut tally = self.tally.lock().unwrap_or_else(|p| p.into_inner());
-            let row = tally.entry(hive.alias.clone()).or_default();
+            let row = tally
+                .entry(hive.alias.clone())
+                .or_insert_with(|| PlayTally {
+                    hive: hive.alias.clone(),
+                    ..PlayTally::default()
+                });
             match status {
-                Status::Ok => row.ok += 1,
-                Status::Changed => {
+                TaskStatus::Ok => row.ok += 1,
+                TaskStatus::Changed => {
                     row.ok += 1;
                     row.changed += 1;
                 }
-                Status::Failed => row.failed += 1,
-                Status::Unreachable => row.unreachable += 1,
-                Status::Skipped => row.skipped += 1,
+                TaskStatus::Failed => row.failed += 1,
+                TaskStatus::Unreachable => row.unreachable += 1,
+                TaskStatus::Skipped => row.skipped += 1,
             }
         }
-        if matches!(status, Status::Failed | Status::Unreachable) {
+        if matches!(status, TaskStatus::Failed | TaskStatus::Unreachable) {
             self.dropped
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -440,11 +429,11 @@ impl Run<'_> {
         }
         self.ctx.emit(JobEvent::Result {
             hive: Some(hive.alias.clone()),
-            value: json!({
-                "play": play.name,
-                "task": task.name,
-                "status": status,
-                "message": message,
+            result: OperationResult::PlaybookTask(TaskOutcome {
+                play: play.name.clone(),
+                task: task.name.clone(),
+                status,
+                message: message.to_owned(),
             }),
         });
         status
@@ -453,19 +442,12 @@ impl Run<'_> {
     /// Emits the recap and turns failures into the job's error.
     fn finish(self, aborted: Option<String>) -> OpResult {
         let tally = self.tally.into_inner().unwrap_or_else(|p| p.into_inner());
-        let rows: Vec<serde_json::Value> = tally
-            .iter()
-            .map(|(hive, t)| {
-                let mut row = json!(t);
-                row["hive"] = json!(hive);
-                row
-            })
-            .collect();
-        self.ctx.result(json!({
-            "play_recap": rows,
-            "check": self.check,
-            "aborted": aborted,
-        }));
+        self.ctx
+            .result(OperationResult::PlaybookRecap(PlaybookRecap {
+                play_recap: tally.values().cloned().collect(),
+                check: self.check,
+                aborted: aborted.clone(),
+            }));
         let failed: Vec<String> = tally
             .iter()
             .filter(|(_, t)| t.failed + t.unreachable > 0)

@@ -7,11 +7,11 @@ use std::time::Duration;
 use rbee_config::Hive;
 use rbee_hive::{AgentCommand, SpawnRequest};
 use rbee_protocol::agent::HiveWorker;
-use rbee_protocol::{ErrorCode, ErrorDetail, Level, validate};
-use serde_json::json;
+use rbee_protocol::{ErrorCode, ErrorDetail, Level, OperationResult, validate};
 
+use super::agent::answer_as;
 use super::fan_out::{HostContext, HostDone};
-use super::hives::{connect, parse, run_agent};
+use super::hives::{connect, run_agent};
 use super::{JobContext, OpResult, agent};
 use crate::ssh::SshConnection;
 use crate::workers::WorkerView;
@@ -27,7 +27,7 @@ pub async fn list(ctx: &JobContext, hive: Option<&str>) -> OpResult {
         .into_iter()
         .filter(|w| hive.is_none_or(|h| h == "all" || w.heartbeat.hive_id == h))
         .collect();
-    ctx.result(json!(workers));
+    ctx.result(OperationResult::Workers(workers));
     Ok(())
 }
 
@@ -37,7 +37,7 @@ pub async fn get(ctx: &JobContext, worker_id: &str) -> OpResult {
         .workers
         .get(worker_id)
         .ok_or_else(|| unknown_worker(worker_id))?;
-    ctx.result(json!(worker));
+    ctx.result(OperationResult::Worker(worker));
     Ok(())
 }
 
@@ -96,7 +96,7 @@ fn hive_of(ctx: &JobContext, worker_id: &str) -> Result<Hive, ErrorDetail> {
 pub async fn spawn(ctx: &JobContext, pattern: &str, model: &str, device: &str) -> OpResult {
     let hive = one_hive(ctx, pattern)?;
     let worker = spawn_on(ctx, &hive, model, device).await?;
-    ctx.result(json!(worker));
+    ctx.result(OperationResult::Worker(worker));
     Ok(())
 }
 
@@ -150,7 +150,7 @@ pub async fn spawn_on(
     );
     let mut changed = ctx.state.workers.subscribe();
     let answer = run_agent(&host, AgentCommand::WorkerSpawn(Box::new(request)), false).await?;
-    let spawned: HiveWorker = parse(answer, "worker-spawn")?;
+    let spawned = answer_as!(answer, SpawnedWorker, "worker-spawn")?;
     // Ready on the hive is not enough: the queen must hear the worker to use it.
     let patience =
         Duration::from_millis(config.heartbeat_interval_ms * 3).max(Duration::from_secs(5));
@@ -292,7 +292,7 @@ pub async fn stop_all_on(host: &HostContext) -> Result<usize, ErrorDetail> {
 /// The workers whose processes run on the hive, oldest first.
 async fn running_on(host: &HostContext) -> Result<Vec<HiveWorker>, ErrorDetail> {
     let answer = run_agent(host, AgentCommand::WorkerList, false).await?;
-    let workers: Vec<HiveWorker> = parse(answer, "worker-list")?;
+    let workers = answer_as!(answer, HiveWorkers, "worker-list")?;
     let mut running: Vec<HiveWorker> = workers.into_iter().filter(|w| w.alive).collect();
     running.sort_by_key(|w| w.record.started_unix_s);
     Ok(running)
@@ -432,7 +432,7 @@ pub async fn wait_ready(
             worker.heartbeat.worker_id, worker.heartbeat.url
         ),
     );
-    ctx.result(json!(worker));
+    ctx.result(OperationResult::Worker(worker));
     Ok(())
 }
 

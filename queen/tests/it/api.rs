@@ -7,8 +7,9 @@ use crate::support::new_state;
 use futures::StreamExt;
 use queen_rbee::state::AppState;
 use rbee_config::{Config, Inventory};
+use rbee_protocol::cluster::WorkerStatus;
 use rbee_protocol::sse::{SseDecoder, SseFrame};
-use rbee_protocol::{ErrorBody, ErrorCode, JobEvent};
+use rbee_protocol::{ErrorBody, ErrorCode, JobEvent, OperationResult};
 use serde_json::{Value, json};
 
 struct Queen {
@@ -208,7 +209,7 @@ async fn late_subscriber_receives_every_event_from_the_first() {
         matches!(&events[0], JobEvent::Narration(n) if n.human.contains("waiting for a ready worker"))
     );
     assert!(
-        matches!(&events[events.len() - 2], JobEvent::Result { value, .. } if value["worker_id"] == "w1")
+        matches!(&events[events.len() - 2], JobEvent::Result { result: OperationResult::Worker(w), .. } if w.heartbeat.worker_id == "w1")
     );
     assert_eq!(events.last(), Some(&JobEvent::Done));
     assert_eq!(terminal_count(&events), 1);
@@ -518,13 +519,13 @@ async fn workers_go_stale_after_three_missed_intervals() {
     }
     let fresh = list(&queen).await;
     assert!(
-        matches!(&fresh[0], JobEvent::Result { value, .. } if value[0]["status"] == "ready"),
+        matches!(&fresh[0], JobEvent::Result { result: OperationResult::Workers(ws), .. } if ws[0].status == WorkerStatus::Ready),
         "{fresh:?}"
     );
     tokio::time::sleep(Duration::from_millis(250)).await;
     let stale = list(&queen).await;
     assert!(
-        matches!(&stale[0], JobEvent::Result { value, .. } if value[0]["status"] == "stale"),
+        matches!(&stale[0], JobEvent::Result { result: OperationResult::Workers(ws), .. } if ws[0].status == WorkerStatus::Stale),
         "{stale:?}"
     );
     queen.stop().await;

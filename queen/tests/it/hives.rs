@@ -4,9 +4,9 @@
 use std::time::{Duration, Instant};
 
 use rbee_config::{Config, Inventory};
-use rbee_protocol::{ErrorCode, JobEvent};
+use rbee_protocol::{ErrorCode, JobEvent, OperationResult};
 
-use crate::support::{Lab, Queen, bin_dir, start_queen};
+use crate::support::{Lab, Queen, bin_dir, payload, start_queen};
 use serde_json::json;
 
 pub(crate) async fn queen(inventory: Inventory, configure: impl FnOnce(&mut Config)) -> Queen {
@@ -23,7 +23,7 @@ pub(crate) fn recap(events: &[(Instant, JobEvent)]) -> Vec<(String, String)> {
         .iter()
         .rev()
         .find_map(|(_, e)| match e {
-            JobEvent::Result { hive: None, value } => Some(value.clone()),
+            JobEvent::Result { hive: None, result } => Some(payload(result)),
             _ => None,
         })
         .expect("a recap result");
@@ -126,8 +126,8 @@ async fn install_pushes_once_then_reports_unchanged_and_start_detects_devices() 
         .find_map(|(_, e)| match e {
             JobEvent::Result {
                 hive: Some(h),
-                value,
-            } if h == "hive-1" && value.get("devices").is_some() => Some(value.clone()),
+                result: OperationResult::Capabilities(caps),
+            } if h == "hive-1" => Some(serde_json::to_value(caps).expect("json")),
             _ => None,
         })
         .expect("capabilities");
@@ -148,7 +148,10 @@ async fn install_pushes_once_then_reports_unchanged_and_start_detects_devices() 
     let hives = status
         .iter()
         .find_map(|(_, e)| match e {
-            JobEvent::Result { value, .. } => Some(value["hives"].clone()),
+            JobEvent::Result {
+                result: OperationResult::ClusterStatus(status),
+                ..
+            } => Some(serde_json::to_value(&status.hives).expect("json")),
             _ => None,
         })
         .expect("status result");

@@ -3,7 +3,7 @@
 //! on for the whole run.
 
 use rbee_config::{Config, Inventory};
-use rbee_protocol::JobEvent;
+use rbee_protocol::{JobEvent, OperationResult};
 use serde_json::{Value, json};
 
 use crate::support::start_queen;
@@ -48,8 +48,8 @@ async fn localhost_runs_in_process_without_sshd() {
         .find_map(|e| match e {
             JobEvent::Result {
                 hive: Some(h),
-                value,
-            } if h == "localhost" && value.get("devices").is_some() => Some(value.clone()),
+                result: OperationResult::Capabilities(caps),
+            } if h == "localhost" => Some(serde_json::to_value(caps).expect("json")),
             _ => None,
         })
         .expect("capabilities from the in-process agent");

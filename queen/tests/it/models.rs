@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::hives::{queen, recap, rows, terminal};
 use crate::hub_mirror::{HubMirror, MirrorFile};
 use crate::support::Lab;
-use crate::support::{Queen, test_model};
+use crate::support::{Queen, payload, test_model};
 
 pub(crate) const REPO: &str = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF";
 pub(crate) const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -92,8 +92,8 @@ pub(crate) fn hive_results(events: &[(Instant, JobEvent)], hive: &str) -> Vec<Va
         .filter_map(|(_, e)| match e {
             JobEvent::Result {
                 hive: Some(h),
-                value,
-            } if h == hive => Some(value.clone()),
+                result,
+            } if h == hive => Some(payload(result)),
             _ => None,
         })
         .collect()

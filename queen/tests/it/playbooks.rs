@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use rbee_config::{Config, Inventory};
-use rbee_protocol::JobEvent;
+use rbee_protocol::{JobEvent, OperationResult};
 use serde_json::{Value, json};
 
 use crate::support::{Lab, Queen, bin_dir, repo, start_queen_on, test_model};
@@ -46,11 +46,11 @@ fn outcomes(events: &[(Instant, JobEvent)]) -> Vec<(String, String, String)> {
         .filter_map(|(_, e)| match e {
             JobEvent::Result {
                 hive: Some(hive),
-                value,
+                result: OperationResult::PlaybookTask(outcome),
             } => Some((
                 hive.clone(),
-                value["task"].as_str()?.to_owned(),
-                value["status"].as_str()?.to_owned(),
+                outcome.task.clone(),
+                outcome.status.as_str().to_owned(),
             )),
             _ => None,
         })

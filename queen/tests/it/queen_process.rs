@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rbee_protocol::JobEvent;
+use rbee_protocol::cluster::WorkerStatus;
+use rbee_protocol::{JobEvent, OperationResult};
 use serde_json::json;
 
 use crate::hives::{recap, rows, terminal};
 use crate::hub_mirror::{HubMirror, MirrorFile};
 use crate::models::{agent_running, install_dir, inventory_text_with_mirror, model_bytes, tree};
-use crate::support::{Lab, bin_dir, run_job, submit_job, test_model};
+use crate::support::{Lab, bin_dir, payload, run_job, submit_job, test_model};
 
 const API_TOKEN: &str = "queen-process-api-token-5f1c07";
 const HF_TOKEN: &str = "hf_queen_process_secret_93ad41";
@@ -158,7 +159,7 @@ async fn a_killed_queen_leaves_its_worker_serving_stops_its_download_and_the_nex
         .iter()
         .rev()
         .find_map(|(_, e)| match e {
-            JobEvent::Result { hive: None, value } => Some(value.clone()),
+            JobEvent::Result { hive: None, result } => Some(payload(result)),
             _ => None,
         })
         .expect("the worker");
@@ -212,9 +213,8 @@ async fn a_killed_queen_leaves_its_worker_serving_stops_its_download_and_the_nex
     loop {
         let listed = second.run(json!({"operation": "worker_list"})).await;
         let ready = listed.iter().any(|(_, e)| {
-            matches!(e, JobEvent::Result { hive: None, value } if value
-                .as_array()
-                .is_some_and(|ws| ws.iter().any(|w| w["worker_id"] == worker_id.as_str() && w["status"] == "ready")))
+            matches!(e, JobEvent::Result { hive: None, result: OperationResult::Workers(ws) }
+                if ws.iter().any(|w| w.heartbeat.worker_id == worker_id && w.status == WorkerStatus::Ready))
         });
         if ready {
             break;

@@ -8,9 +8,14 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use queen_rbee::state::AppState;
 use rbee_config::{Config, Inventory};
-use rbee_protocol::JobEvent;
 use rbee_protocol::sse::SseDecoder;
+use rbee_protocol::{JobEvent, OperationResult};
 use serde_json::Value;
+
+/// A result's `value` as the wire carries it: what a script reading `--json` sees.
+pub fn payload(result: &OperationResult) -> Value {
+    serde_json::to_value(result).expect("a result serialises")["value"].take()
+}
 
 pub struct Queen {
     pub url: String,
@@ -71,7 +76,7 @@ impl Queen {
     /// The operation's `result` value without a hive (the operation's own answer).
     pub fn result_of(events: &[(Instant, JobEvent)]) -> Option<Value> {
         events.iter().rev().find_map(|(_, e)| match e {
-            JobEvent::Result { hive: None, value } => Some(value.clone()),
+            JobEvent::Result { hive: None, result } => Some(payload(result)),
             _ => None,
         })
     }

@@ -17,8 +17,8 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use rbee_protocol::Level;
 use rbee_protocol::models::{LOCAL_PREFIX, ModelEntry, ModelMetadata};
+use rbee_protocol::{Level, OperationResult};
 
 pub use command::ModelCommand;
 pub use error::ModelError;
@@ -44,7 +44,7 @@ pub(crate) fn execute(
     report: &mut Reporter<'_>,
     cancel: &CancelFlag,
 ) -> Result<(), AgentError> {
-    let result = match command {
+    match command {
         ModelCommand::List => {
             let entries = list(install_dir)?;
             report.narrate(
@@ -56,20 +56,23 @@ pub(crate) fn execute(
                     models_dir(install_dir).display()
                 ),
             );
-            report.result(&entries)
+            report.result(OperationResult::Models(entries));
         }
-        ModelCommand::Get { model } => report.result(&resolve(install_dir, model)?),
+        ModelCommand::Get { model } => {
+            report.result(OperationResult::Model(resolve(install_dir, model)?));
+        }
         ModelCommand::Delete { model } => {
             let entry = delete(install_dir, model)?;
             report.narrate(Level::Info, "model_delete", format!("deleted {}", entry.id));
-            report.result(&entry)
+            report.result(OperationResult::Model(entry));
         }
         ModelCommand::Download { model, hub } => {
             let transfer = hub::download(install_dir, model, hub, report, cancel)?;
-            report.result(&transfer)
+            report.result(OperationResult::ModelTransfer(transfer));
         }
         ModelCommand::Has { file, size, sha256 } => {
-            report.result(&receive::has(install_dir, file, *size, sha256)?)
+            let presence = receive::has(install_dir, file, *size, sha256)?;
+            report.result(OperationResult::ModelPresence(presence));
         }
         ModelCommand::Receive { file, size, sha256 } => {
             let Some(input) = input else {
@@ -80,10 +83,10 @@ pub(crate) fn execute(
                 .into());
             };
             let transfer = receive::receive(install_dir, file, *size, sha256, input, cancel)?;
-            report.result(&transfer)
+            report.result(OperationResult::ModelTransfer(transfer));
         }
-    };
-    result.map_err(AgentError::Serialize)
+    }
+    Ok(())
 }
 
 /// Every complete model file, sorted by id, with its GGUF metadata.

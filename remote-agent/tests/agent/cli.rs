@@ -2,8 +2,7 @@
 
 use std::path::PathBuf;
 
-use rbee_protocol::agent::{AgentStatus, AgentVersion};
-use rbee_protocol::{DeviceKind, ErrorCode, HiveCapabilities, JobEvent};
+use rbee_protocol::{DeviceKind, ErrorCode, JobEvent, OperationResult};
 
 use crate::support::{cpuinfo_processors, mem_total, result_of, run_agent};
 
@@ -11,7 +10,9 @@ use crate::support::{cpuinfo_processors, mem_total, result_of, run_agent};
 fn version_reports_this_build_and_machine() {
     let (output, events) = run_agent(&["version"]);
     assert!(output.status.success(), "{output:?}");
-    let version: AgentVersion = result_of(&events);
+    let OperationResult::AgentVersion(version) = result_of(&events) else {
+        panic!("not the agent's answer");
+    };
     assert_eq!(version.version, rbee_protocol::VERSION);
     assert_eq!(version.os, std::env::consts::OS);
     assert_eq!(version.arch, std::env::consts::ARCH);
@@ -28,7 +29,9 @@ fn detect_reports_this_machines_cpu_ram_and_disk() {
         "narrates first: {events:?}"
     );
 
-    let capabilities: HiveCapabilities = result_of(&events);
+    let OperationResult::Capabilities(capabilities) = result_of(&events) else {
+        panic!("not the agent's answer");
+    };
     assert_eq!(capabilities.ram_total, mem_total());
     assert!(capabilities.ram_available > 0 && capabilities.ram_available <= capabilities.ram_total);
     assert!(capabilities.disk_free > 0);
@@ -81,7 +84,10 @@ fn status_lists_worker_state_files_under_a_tilde_install_dir() {
         .output()
         .expect("run rbee-hive");
     assert!(output.status.success(), "{output:?}");
-    let status: AgentStatus = result_of(&crate::support::events_of(&output));
+    let OperationResult::AgentStatus(status) = result_of(&crate::support::events_of(&output))
+    else {
+        panic!("not the agent's answer");
+    };
     assert_eq!(PathBuf::from(&status.install_dir), install_dir);
     let ids: Vec<&str> = status.workers.iter().map(|w| w.id.as_str()).collect();
     assert_eq!(ids, ["w-1"]);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use rbee_config::{Hive, Inventory};
-use rbee_protocol::HiveCapabilities;
+use rbee_protocol::OperationResult;
 
 use crate::support::{AGENT, events_of, mem_total, result_of};
 
@@ -178,7 +178,9 @@ fn lab_hosts_run_the_agent_over_real_ssh() {
             ],
         );
         assert!(output.status.success(), "{}: {output:?}", hive.alias);
-        let capabilities: HiveCapabilities = result_of(&events_of(&output));
+        let OperationResult::Capabilities(capabilities) = result_of(&events_of(&output)) else {
+            panic!("not the agent's answer");
+        };
         assert_eq!(capabilities.ram_total, mem_total(), "{}", hive.alias);
         if netns {
             // Each namespaced host has its own hostname, like a machine.

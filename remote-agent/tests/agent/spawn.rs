@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use rbee_protocol::{DeviceKind, ErrorCode, HiveCapabilities, JobEvent};
+use rbee_protocol::{DeviceKind, ErrorCode, JobEvent, OperationResult};
 use serde_json::json;
 
 use crate::support::{AGENT, events_of, result_of};
@@ -115,7 +115,9 @@ fn detect_reports_the_devices_rbee_hive_devices_names() {
     let devices = json!([device("cuda", 0, 80 * GIB, 79 * GIB)]);
     let output = agent_with_devices(install_dir.path(), &devices, &["detect"]);
     assert!(output.status.success(), "{output:?}");
-    let capabilities: HiveCapabilities = result_of(&events_of(&output));
+    let OperationResult::Capabilities(capabilities) = result_of(&events_of(&output)) else {
+        panic!("not the agent's answer");
+    };
     let gpu = &capabilities.devices[0];
     assert_eq!(
         (gpu.kind, gpu.worker_device()),

@@ -31,17 +31,17 @@ pub fn events_of(output: &Output) -> Vec<JobEvent> {
         .collect()
 }
 
-/// The value of the one `result` event, deserialised.
-pub fn result_of<T: serde::de::DeserializeOwned>(events: &[JobEvent]) -> T {
-    let results: Vec<&serde_json::Value> = events
+/// The one `result` event's answer.
+pub fn result_of(events: &[JobEvent]) -> rbee_protocol::OperationResult {
+    let results: Vec<&rbee_protocol::OperationResult> = events
         .iter()
         .filter_map(|event| match event {
-            JobEvent::Result { value, .. } => Some(value),
+            JobEvent::Result { result, .. } => Some(result),
             _ => None,
         })
         .collect();
     assert_eq!(results.len(), 1, "exactly one result event in {events:?}");
-    serde_json::from_value(results[0].clone()).expect("result has the expected shape")
+    results[0].clone()
 }
 
 /// `MemTotal` of this machine in bytes, read independently of the agent.

@@ -384,11 +384,15 @@ def batched_bench(binary, model, streams, threads, tokens):
     """llama.cpp's own batched decode rate, no HTTP and no scheduling: {N: TG tok/s}."""
     if not binary:
         return {}
-    out = subprocess.run(
-        [binary, "-m", model, "-c", str(max(streams) * (64 + tokens) * 2), "-b", "2048",
-         "-ub", "512", "-t", str(threads), "-tb", str(threads), "-npp", "64",
-         "-ntg", str(tokens), "-npl", ",".join(map(str, streams))],
-        capture_output=True, text=True, timeout=REQUEST_TIMEOUT_S, check=True).stdout
+    try:
+        out = subprocess.run(
+            [binary, "-m", model, "-c", str(max(streams) * (64 + tokens) * 2), "-b", "2048",
+             "-ub", "512", "-t", str(threads), "-tb", str(threads), "-npp", "64",
+             "-ntg", str(tokens), "-npl", ",".join(map(str, streams))],
+            capture_output=True, text=True, timeout=900, check=True).stdout
+    except (subprocess.SubprocessError, OSError) as e:
+        print(f"llama-batched-bench failed: {e}", file=sys.stderr)
+        return {}
     rates = {}
     header = None
     for line in out.splitlines():
@@ -437,7 +441,9 @@ def report(args, results, batched, worker_engine, llama_version):
           "llama-batched-bench |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for model, by_n in results.items():
-        base = by_n.get(min(by_n), {}).get("worker", {}).get("tok_s")
+        if not by_n:
+            continue
+        base = by_n[1]["worker"]["tok_s"] if 1 in by_n else None
         for n, pair in by_n.items():
             w, l = pair["worker"], pair["llama"]
             own = f"{w['tok_s'] / base:.2f}×" if base else "–"
@@ -552,6 +558,7 @@ def main():
     llama = LlamaServer(args.log_dir, args.llama_server, args.threads)
     results = {}
     batched = {}
+    failure = None
     try:
         for spec in args.model:
             name, _, path = spec.partition("=")
@@ -572,13 +579,20 @@ def main():
             batched[name] = batched_bench(args.batched_bench, path, streams, args.threads,
                                           args.tokens)
             print(f"{name} llama-batched-bench: {batched[name]}", file=sys.stderr, flush=True)
+    except (Exception, KeyboardInterrupt, SystemExit) as e:  # noqa: BLE001 - reported
+        failure = e
     finally:
         worker.stop()
         llama.stop()
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"servers": results, "batched_bench": batched}, f, indent=1)
+    # What was measured before a failure or the time limit is still printed.
     report(args, results, batched, worker.engine, args.llama_version)
+    if failure is not None:
+        print(f"\nINCOMPLETE: stopped by {failure!r}; the rows above are the runs that "
+              "finished", flush=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

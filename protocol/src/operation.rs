@@ -145,6 +145,15 @@ fn default_all() -> String {
 }
 
 impl Operation {
+    /// Checks the fields whose ranges the types cannot say (an `infer`'s sampling);
+    /// the queen calls it where an operation enters, before a job exists.
+    pub fn validate(&self) -> Result<(), crate::inference::InvalidField> {
+        match self {
+            Operation::Infer { request, .. } => request.validate(),
+            _ => Ok(()),
+        }
+    }
+
     /// The operation's tag, as it appears in JSON, logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {

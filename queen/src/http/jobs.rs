@@ -30,6 +30,10 @@ pub async fn submit(
         ));
     }
     let operation: Operation = parse_json(&body)?;
+    operation.validate().map_err(|e| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        detail: e.to_detail(),
+    })?;
     let job = crate::operations::spawn(state, operation);
     Ok((
         StatusCode::CREATED,

@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
+use rbee_protocol::inference::InvalidField;
 use rbee_protocol::result::InferenceStats;
 use rbee_protocol::{
     ChatMessage, ErrorCode, ErrorDetail, InferenceRequest, JobEvent, Operation, OperationResult,
@@ -31,6 +32,8 @@ pub struct OpenAiError {
     kind: &'static str,
     code: String,
     message: String,
+    /// The request field at fault, as OpenAI names it.
+    param: Option<&'static str>,
 }
 
 impl OpenAiError {
@@ -40,6 +43,16 @@ impl OpenAiError {
             kind: "invalid_request_error",
             code: "bad_request".to_owned(),
             message: message.into(),
+            param: None,
+        }
+    }
+
+    /// A sampling field out of its range: OpenAI's `invalid_value` with the field.
+    fn invalid_field(error: &InvalidField) -> Self {
+        OpenAiError {
+            code: "invalid_value".to_owned(),
+            param: Some(error.field),
+            ..OpenAiError::bad_request(error.to_string())
         }
     }
 
@@ -87,6 +100,7 @@ impl OpenAiError {
             kind,
             code: code.to_owned(),
             message,
+            param: None,
         }
     }
 
@@ -94,7 +108,7 @@ impl OpenAiError {
         json!({"error": {
             "message": self.message,
             "type": self.kind,
-            "param": Value::Null,
+            "param": self.param,
             "code": self.code,
         }})
     }
@@ -371,6 +385,9 @@ async fn complete(
     sampling: Sampling,
     request: InferenceRequest,
 ) -> Result<Response, OpenAiError> {
+    request
+        .validate()
+        .map_err(|e| OpenAiError::invalid_field(&e))?;
     if state.shutdown.is_cancelled() {
         return Err(OpenAiError::from_detail(&ErrorDetail::new(
             ErrorCode::ShuttingDown,

@@ -366,6 +366,78 @@ async fn malformed_bodies_get_the_error_body() {
     queen.stop().await;
 }
 
+/// Sampling fields outside their ranges are refused where they enter, with the field
+/// named, before any job exists; OpenAI's routes say it in OpenAI's shape.
+#[tokio::test]
+async fn out_of_range_sampling_is_a_400_naming_the_field() {
+    let queen = start().await;
+    let cases = [
+        (
+            json!({"temperature": 1.1111111111111111e24}),
+            "temperature",
+            "between 0 and 2",
+        ),
+        (json!({"top_p": -0.5}), "top_p", "between 0 and 1"),
+        (json!({"min_p": 5}), "min_p", "between 0 and 1"),
+        (json!({"repeat_penalty": 0}), "repeat_penalty", "above 0"),
+        (json!({"max_tokens": 0}), "max_tokens", "at least 1"),
+    ];
+    for (fields, field, allowed) in &cases {
+        let mut operation = json!({"operation": "infer", "model": "m", "prompt": "hi"});
+        for (key, value) in fields.as_object().expect("object") {
+            operation[key] = value.clone();
+        }
+        let response = queen
+            .http
+            .post(format!("{}/v1/jobs", queen.url))
+            .json(&operation)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), 400, "{operation}");
+        let error: ErrorBody = response.json().await.expect("error body");
+        assert_eq!(error.error.code, ErrorCode::BadRequest);
+        assert!(
+            error.error.message.contains(&format!("`{field}`"))
+                && error.error.message.contains(allowed),
+            "{}",
+            error.error.message
+        );
+        assert!(error.error.hint.is_some());
+    }
+    assert!(
+        queen.state.jobs.list().is_empty(),
+        "a refused operation made a job"
+    );
+    for (fields, field, allowed) in cases
+        .iter()
+        .filter(|(_, f, _)| ["temperature", "top_p"].contains(f))
+    {
+        let mut body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        for (key, value) in fields.as_object().expect("object") {
+            body[key] = value.clone();
+        }
+        let response = queen
+            .http
+            .post(format!("{}/v1/chat/completions", queen.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), 400, "{body}");
+        let error: Value = response.json().await.expect("error body");
+        assert_eq!(error["error"]["param"], *field, "{error}");
+        assert_eq!(error["error"]["type"], "invalid_request_error");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(allowed)),
+            "{error}"
+        );
+    }
+    queen.stop().await;
+}
+
 /// Every route, given malformed, oversized, wrongly typed or nested bodies, unknown ids
 /// and methods it does not take: a 4xx with the JSON error body, never a 5xx, never a
 /// dropped connection.

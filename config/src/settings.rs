@@ -44,7 +44,8 @@ pub struct QueenConfig {
     pub state_dir: Option<PathBuf>,
     /// Milliseconds between the heartbeats of the workers this queen spawns.
     pub heartbeat_interval_ms: u64,
-    /// Requests one worker is given at once; more wait in the queen's queue.
+    /// Requests one worker is given at once when its heartbeat does not say how many
+    /// slots it has (workers that do are given that many); more wait in the queue.
     pub worker_slots: u32,
     /// Requests that may wait for a busy model; one more is refused with `queue_full`.
     pub queue_capacity: usize,

@@ -58,6 +58,20 @@ pub struct WorkerView {
 }
 
 impl WorkerView {
+    /// Requests the worker generates at once: the slots its heartbeat reports, or
+    /// `fallback` for a worker that does not report them.
+    pub fn capacity(&self, fallback: u32) -> u32 {
+        match self.heartbeat.slots_total {
+            0 => fallback.max(1),
+            slots => slots,
+        }
+    }
+
+    /// Slots not taken by this queen's requests in flight.
+    pub fn free_slots(&self, fallback: u32) -> u32 {
+        self.capacity(fallback).saturating_sub(self.in_flight)
+    }
+
     pub fn is_schedulable(&self) -> bool {
         self.status != WorkerStatus::Stale && self.heartbeat.state.accepts_requests()
     }

@@ -131,7 +131,7 @@ fn schedule() -> Result<()> {
     for _ in 0..2_000 {
         let started = Instant::now();
         let chosen = state.workers.pick(|list| {
-            candidates(list, "bench-model", &pins, &excluded)
+            candidates(list, "bench-model", &pins, &excluded, 1)
                 .into_iter()
                 .next()
         });

@@ -64,6 +64,8 @@ pub struct Metrics {
 pub struct Snapshot {
     /// Workers by status (`ready`, `stale`, …).
     pub workers: BTreeMap<String, u64>,
+    /// Slots of the schedulable workers, in all and serving, by model.
+    pub slots: BTreeMap<String, (u64, u64)>,
     pub hives_total: u64,
     pub hives_reachable: u64,
     pub jobs_running: u64,
@@ -176,6 +178,24 @@ impl Metrics {
         );
         gauge(
             &mut out,
+            "rbee_worker_slots",
+            "Requests the schedulable workers generate at once, by model.",
+            snapshot
+                .slots
+                .iter()
+                .map(|(model, (total, _))| (vec![("model", model.clone())], *total)),
+        );
+        gauge(
+            &mut out,
+            "rbee_worker_slots_busy",
+            "Slots serving a request, as the workers' last heartbeats said, by model.",
+            snapshot
+                .slots
+                .iter()
+                .map(|(model, (_, busy))| (vec![("model", model.clone())], *busy)),
+        );
+        gauge(
+            &mut out,
             "rbee_hives",
             "Hives in the inventory.",
             [(Vec::new(), snapshot.hives_total)],
@@ -268,6 +288,7 @@ mod tests {
         metrics.inference_timing("a\"b", Duration::from_millis(3), 5, 50.0);
         let text = metrics.render(&Snapshot {
             workers: BTreeMap::from([("ready".to_owned(), 2)]),
+            slots: BTreeMap::from([("m".to_owned(), (8, 3))]),
             hives_total: 3,
             hives_reachable: 1,
             jobs_running: 0,
@@ -286,5 +307,7 @@ mod tests {
         );
         assert!(text.contains("rbee_tokens_generated_total 10"), "{text}");
         assert!(text.contains("rbee_workers{status=\"ready\"} 2"), "{text}");
+        assert!(text.contains("rbee_worker_slots{model=\"m\"} 8"), "{text}");
+        assert!(text.contains("rbee_worker_slots_busy{model=\"m\"} 3"), "{text}");
     }
 }

@@ -111,14 +111,23 @@ impl AppState {
     /// The gauges `/metrics` reads from the registries.
     pub fn metrics_snapshot(&self) -> crate::metrics::Snapshot {
         let mut workers = std::collections::BTreeMap::new();
+        let mut slots = std::collections::BTreeMap::new();
         for worker in self.workers.list() {
             *workers
                 .entry(worker.status.as_str().to_owned())
                 .or_insert(0) += 1;
+            if worker.is_schedulable() {
+                let (total, busy) = slots
+                    .entry(worker.heartbeat.model.clone())
+                    .or_insert((0, 0));
+                *total += u64::from(worker.capacity(self.config.queen.worker_slots));
+                *busy += u64::from(worker.heartbeat.slots_busy);
+            }
         }
         let inventory = self.inventory();
         crate::metrics::Snapshot {
             workers,
+            slots,
             hives_total: inventory.hives.len() as u64,
             hives_reachable: inventory
                 .hives

@@ -71,6 +71,9 @@ pub struct WorkerRow {
     /// The worker's state, or `stale` when its heartbeats stopped.
     pub status: WorkerStatus,
     pub in_flight: u32,
+    /// Requests the worker generates at once, and how many of its slots are serving.
+    pub slots_total: u32,
+    pub slots_busy: u32,
     pub queue_depth: u32,
     pub tokens_generated: u64,
     pub memory_bytes: u64,
@@ -105,12 +108,14 @@ pub fn snapshot(state: &AppState) -> ClusterSnapshot {
         .into_iter()
         .map(|w| WorkerRow {
             status: w.status,
+            slots_total: w.capacity(state.config.queen.worker_slots),
             in_flight: w.in_flight,
             last_tokens_per_s: w.last_tokens_per_s,
             worker_id: w.heartbeat.worker_id,
             hive_id: w.heartbeat.hive_id,
             model: w.heartbeat.model,
             device: w.heartbeat.device,
+            slots_busy: w.heartbeat.slots_busy,
             queue_depth: w.heartbeat.queue_depth,
             tokens_generated: w.heartbeat.tokens_generated,
             memory_bytes: w.heartbeat.memory_bytes,

@@ -35,14 +35,16 @@ pub struct Pins {
     pub spawn: bool,
 }
 
-/// The schedulable workers for `model` that the pins allow, best first: the fewest
-/// requests in flight (the queen's count, then the worker's own queue), ties to the
-/// most recently heard.
+/// The schedulable workers for `model` that the pins allow, best first: the most free
+/// slots (the slots a worker reports, `fallback_slots` where it reports none, less the
+/// queen's requests in flight), then the shortest queue in the worker, ties to the most
+/// recently heard.
 pub fn candidates(
     workers: Vec<WorkerView>,
     model: &str,
     pins: &Pins,
     excluded: &HashSet<String>,
+    fallback_slots: u32,
 ) -> Vec<WorkerView> {
     let mut found: Vec<WorkerView> = workers
         .into_iter()
@@ -55,7 +57,13 @@ pub fn candidates(
         })
         .filter(|w| !excluded.contains(&w.heartbeat.worker_id))
         .collect();
-    found.sort_by_key(|w| (w.in_flight, w.heartbeat.queue_depth, w.last_seen_ms));
+    found.sort_by_key(|w| {
+        (
+            std::cmp::Reverse(w.free_slots(fallback_slots)),
+            w.heartbeat.queue_depth,
+            w.last_seen_ms,
+        )
+    });
     found
 }
 
@@ -110,8 +118,8 @@ async fn acquire(
                     && w.status == rbee_protocol::cluster::WorkerStatus::Loading
                     && !excluded.contains(&w.heartbeat.worker_id)
             });
-            found = candidates(all, model, pins, excluded);
-            found.iter().find(|w| w.in_flight < slots).cloned()
+            found = candidates(all, model, pins, excluded, slots);
+            found.iter().find(|w| w.free_slots(slots) > 0).cloned()
         });
         if let Some(worker) = picked {
             return Ok(Slot {

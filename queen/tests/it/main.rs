@@ -11,6 +11,7 @@ mod models;
 mod openai;
 mod playbooks;
 mod queen_process;
+mod scheduling;
 mod support;
 mod webdriver;
 mod workers;

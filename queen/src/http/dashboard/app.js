@@ -220,7 +220,7 @@ function renderWorker(worker) {
     field("hive · device", `${worker.hive_id} · ${worker.device}`),
     el("div", { class: "field" }, el("span", { class: "key" }, "state"), el("span", {}, pill(worker.status))),
     field("last request", rate),
-    field("in flight · tokens", `${worker.in_flight} · ${worker.tokens_generated}`),
+    field("slots busy · in flight · tokens", `${worker.slots_busy}/${worker.slots_total} · ${worker.in_flight} · ${worker.tokens_generated}`),
   );
 }
 

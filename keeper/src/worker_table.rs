@@ -17,6 +17,8 @@ pub fn render(workers: &[WorkerView]) -> String {
                 beat.model.clone(),
                 beat.device.clone(),
                 w.status.as_str().to_owned(),
+                // Busy slots as the worker last said, of the requests it runs at once.
+                format!("{}/{}", beat.slots_busy, w.capacity(1)),
                 w.in_flight.to_string(),
                 beat.tokens_generated.to_string(),
                 beat.url.clone(),
@@ -30,6 +32,7 @@ pub fn render(workers: &[WorkerView]) -> String {
             "model",
             "device",
             "status",
+            "slots",
             "in_flight",
             "tokens",
             "url",
@@ -95,7 +98,7 @@ mod tests {
             heartbeat: serde_json::from_value(serde_json::json!({
                 "worker_id": "w1", "hive_id": "h", "model": "m", "device": "cpu",
                 "url": "http://x:1", "state": "ready", "tokens_generated": 5,
-                "memory_bytes": 1, "pid": 2
+                "memory_bytes": 1, "pid": 2, "slots_total": 4, "slots_busy": 3
             }))
             .expect("a heartbeat"),
             status: WorkerStatus::Stale,
@@ -113,6 +116,7 @@ mod tests {
                 "MODEL",
                 "DEVICE",
                 "STATUS",
+                "SLOTS",
                 "IN_FLIGHT",
                 "TOKENS",
                 "URL"
@@ -120,7 +124,17 @@ mod tests {
         );
         assert_eq!(
             lines[1].split_whitespace().collect::<Vec<_>>(),
-            ["w1", "h", "m", "cpu", "stale", "0", "5", "http://x:1"]
+            [
+                "w1",
+                "h",
+                "m",
+                "cpu",
+                "stale",
+                "3/4",
+                "0",
+                "5",
+                "http://x:1"
+            ]
         );
         assert_eq!(render(&[]), "(none)");
         let line = stats_line(&InferenceStats {

@@ -308,6 +308,9 @@ mod tests {
         assert!(text.contains("rbee_tokens_generated_total 10"), "{text}");
         assert!(text.contains("rbee_workers{status=\"ready\"} 2"), "{text}");
         assert!(text.contains("rbee_worker_slots{model=\"m\"} 8"), "{text}");
-        assert!(text.contains("rbee_worker_slots_busy{model=\"m\"} 3"), "{text}");
+        assert!(
+            text.contains("rbee_worker_slots_busy{model=\"m\"} 3"),
+            "{text}"
+        );
     }
 }

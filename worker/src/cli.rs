@@ -92,7 +92,9 @@ pub enum ArgsError {
     ZeroQueue,
     #[error("--{0} must be at least 1")]
     Zero(&'static str),
-    #[error("--ctx-size {ctx_size} leaves fewer than {MIN_SLOT_CONTEXT} positions to each of {parallel} slots")]
+    #[error(
+        "--ctx-size {ctx_size} leaves fewer than {MIN_SLOT_CONTEXT} positions to each of {parallel} slots"
+    )]
     SmallContext { ctx_size: usize, parallel: usize },
 }
 

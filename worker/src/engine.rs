@@ -308,11 +308,15 @@ impl Engine {
             let Some(generation) = &slot.active else {
                 continue;
             };
-            slot.cached.extend_from_slice(&generation.history[start..end]);
+            slot.cached
+                .extend_from_slice(&generation.history[start..end]);
             if end < generation.history.len() {
-                self.status
-                    .slots()
-                    .update(index, SlotPhase::Prompt, end, generation.request_id.as_deref());
+                self.status.slots().update(
+                    index,
+                    SlotPhase::Prompt,
+                    end,
+                    generation.request_id.as_deref(),
+                );
                 continue;
             }
             let Some(mut row) = logits.next() else {

@@ -173,7 +173,8 @@ impl Capacity {
     /// The positions of one slot for a model whose file allows `file_context`.
     fn slot_context(self, file_context: usize, slots: usize) -> usize {
         let cap = file_context.min(LLAMA_MAX_POSITIONS);
-        self.ctx_size.map_or(cap, |total| (total / slots.max(1)).min(cap))
+        self.ctx_size
+            .map_or(cap, |total| (total / slots.max(1)).min(cap))
     }
 }
 
@@ -332,13 +333,11 @@ pub fn load_for(
             let context_length = capacity.slot_context(file_context, slots);
             let kernels = cpu_kernels.unwrap_or(Kernels::Portable);
             let model = CpuLlama::load(&content, &mut reader, context_length, slots, kernels)
-                .map_err(
-                |source| LoadError::CpuWeights {
+                .map_err(|source| LoadError::CpuWeights {
                     path: path.to_owned(),
                     architecture: architecture.clone(),
                     source,
-                },
-            )?;
+                })?;
             (Weights::Cpu(Box::new(model)), context_length)
         }
         "llama" => (

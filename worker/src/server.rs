@@ -131,7 +131,10 @@ fn render_metrics(status: &WorkerStatus, slots: &SlotTable) -> String {
     let (slots_total, slots_busy) = slots.counts();
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
     };
     metric(
         "rbee_worker_requests_total",

@@ -581,9 +581,8 @@ fn attention(
         let base = span.first * dim;
         for head in 0..c.heads {
             for t in 0..span.len {
-                s.attention[(span.first + t) * dim + head * hd..][..hd].copy_from_slice(
-                    &s.by_head[base + head * span.len * hd + t * hd..][..hd],
-                );
+                s.attention[(span.first + t) * dim + head * hd..][..hd]
+                    .copy_from_slice(&s.by_head[base + head * span.len * hd + t * hd..][..hd]);
             }
         }
     }

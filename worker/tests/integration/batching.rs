@@ -158,7 +158,12 @@ async fn a_request_longer_than_a_slot_is_refused_and_generation_stops_at_the_con
     let events = worker
         .infer(json!({ "prompt": "Count with me: 1, 2, 3, 4,", "temperature": 0 }))
         .await;
-    assert_eq!(stop_reason(&events), StopReason::Context, "{:?}", events.last());
+    assert_eq!(
+        stop_reason(&events),
+        StopReason::Context,
+        "{:?}",
+        events.last()
+    );
     let Some(InferenceEvent::End {
         prompt_tokens,
         tokens,
@@ -175,14 +180,16 @@ async fn a_reused_prefix_gives_the_same_tokens_as_a_fresh_slot() {
     let history = "You are a helpful assistant who answers questions about geography. \
         The user asks about rivers, mountains and capitals, and you answer briefly and \
         accurately, with one fact at most in each answer.";
-    let turn = |question: &str| json!({
-        "messages": [
-            {"role": "system", "content": history},
-            {"role": "user", "content": question},
-        ],
-        "temperature": 0,
-        "max_tokens": 20,
-    });
+    let turn = |question: &str| {
+        json!({
+            "messages": [
+                {"role": "system", "content": history},
+                {"role": "user", "content": question},
+            ],
+            "temperature": 0,
+            "max_tokens": 20,
+        })
+    };
     let first = turn("What is the capital of France?");
     let second = json!({
         "messages": [

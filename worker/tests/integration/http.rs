@@ -120,7 +120,11 @@ async fn a_disconnect_cancels_generation() {
 
 #[tokio::test]
 async fn a_full_queue_answers_503_with_retry_after() {
-    let worker = Worker::start(NO_QUEEN, None, &["--queue-capacity", "1", "--parallel", "1"]);
+    let worker = Worker::start(
+        NO_QUEEN,
+        None,
+        &["--queue-capacity", "1", "--parallel", "1"],
+    );
     worker.ready().await;
     let long = json!({ "prompt": "Tell me everything about the sea.", "max_tokens": 3000, "temperature": 1.0, "seed": 2, "min_p": 0 });
     let running = worker

@@ -2,8 +2,8 @@
 //!
 //! The test model comes from `scripts/fetch-test-model.sh` (or `RBEE_TEST_MODEL`).
 
-mod cpu_engine;
 mod batching;
+mod cpu_engine;
 mod http;
 mod load_errors;
 mod support;

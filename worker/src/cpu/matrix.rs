@@ -24,9 +24,25 @@ struct Part {
     data: Vec<u8>,
 }
 
-/// Rows per task when several tokens share a pass: enough to amortise a task, few
-/// enough that their weights stay in L1 while every token's activations stream by.
+/// Rows per task when many tokens share a pass: enough to amortise a task, few enough
+/// that their weights stay in L1 while every token's activations stream by.
 const ROWS_PER_BATCH_TASK: usize = 16;
+/// Up to this many tokens (a decode step of several sequences, say) the tokens'
+/// activations are small enough to stay in cache beside larger row chunks, and tasks
+/// as small as a prompt's would cost more to schedule than they compute.
+const FEW_TOKENS: usize = 32;
+
+/// Rows of one task for a product with `tokens` tokens: a prompt's small chunks, or for
+/// a few tokens about four tasks a thread, as one token's product has.
+fn rows_per_task(rows: usize, tokens: usize) -> usize {
+    if tokens > FEW_TOKENS {
+        return ROWS_PER_BATCH_TASK;
+    }
+    let per_thread = rows.div_ceil(rayon::current_num_threads() * 4);
+    per_thread
+        .next_multiple_of(ROWS_PER_BATCH_TASK)
+        .max(ROWS_PER_BATCH_TASK)
+}
 
 impl QMatrix {
     /// A matrix over `data`, or `None` when `data` is not `rows` whole rows of `cols`.
@@ -140,13 +156,14 @@ impl QMatrix {
         }
         // `x` may be scratch longer than these tokens' blocks.
         let x = &x[..tokens * blocks];
+        let per_task = rows_per_task(self.rows, tokens);
         // Row-major results per row chunk, so each task writes one contiguous slice.
         let transposed = &mut transposed[..tokens * self.rows];
         transposed
-            .par_chunks_mut(ROWS_PER_BATCH_TASK * tokens)
+            .par_chunks_mut(per_task * tokens)
             .enumerate()
             .for_each(|(task, values)| {
-                self.dot_range(kernels, task * ROWS_PER_BATCH_TASK, x, tokens, values);
+                self.dot_range(kernels, task * per_task, x, tokens, values);
             });
         // Back to token-major, one token per task: done on one thread this took 6% of a
         // prompt's time.

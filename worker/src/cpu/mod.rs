@@ -120,26 +120,32 @@ impl Kernels {
                 .with_borrow_mut(|unpacked| {
                     unpacked_tiles(simd, ty, rows, row_bytes, x, tokens, out, unpacked)
                 })
-                .unwrap_or_else(|| match ty {
-                    QuantType::Q6K => q6k_tiles(simd, rows, row_bytes, x, tokens, out),
-                    _ => (0, 0),
-                }),
+                .unwrap_or_else(|| packed_tiles(simd, ty, rows, row_bytes, x, tokens, out)),
             Kernels::X86(_) | Kernels::Portable => (0, 0),
         };
         #[cfg(not(target_arch = "x86_64"))]
         let (done_rows, done_tokens) = (0, 0);
         // What the tiles left: whole columns of tokens past the tiles' for the rows they
-        // covered, and every token for the rows after them.
+        // covered, and every token for the rows after them. Rows go in groups that stay
+        // in cache while every token passes over them, so weights are read from memory
+        // once per product however many tokens share it.
         // A stack buffer, so that a prompt allocates nothing here.
         let mut column = [0.0; 64];
-        for t in 0..tokens {
-            let first = if t < done_tokens { done_rows } else { 0 };
-            for from in (first..count).step_by(column.len()) {
-                let to = (from + column.len()).min(count);
-                let values = &mut column[..to - from];
+        for group in (0..count).step_by(column.len()) {
+            let end = (group + column.len()).min(count);
+            for t in 0..tokens {
+                let from = if t < done_tokens {
+                    group.max(done_rows)
+                } else {
+                    group
+                };
+                if from >= end {
+                    continue;
+                }
+                let values = &mut column[..end - from];
                 self.dot_rows(
                     ty,
-                    &rows[from * row_bytes..to * row_bytes],
+                    &rows[from * row_bytes..end * row_bytes],
                     row_bytes,
                     token(t),
                     values,
@@ -224,17 +230,23 @@ fn unpacked_tiles(
 /// The whole tiles of `dot_rows_tokens` over packed Q6_K rows; returns the rows and
 /// tokens they covered.
 #[cfg(target_arch = "x86_64")]
-fn q6k_tiles(
+fn packed_tiles(
     simd: x86::Simd,
+    ty: QuantType,
     rows: &[u8],
     row_bytes: usize,
     x: &[Q8Block],
     tokens: usize,
     out: &mut [f32],
 ) -> (usize, usize) {
+    let kernel = match ty {
+        QuantType::Q6K => x86::Simd::dot_tile_q6k,
+        QuantType::Q8_0 => x86::Simd::dot_tile_q8_0,
+        _ => return (0, 0),
+    };
     each_tile(x, tokens, out, |first, xs, tile| {
         let group = std::array::from_fn(|r| &rows[(first + r) * row_bytes..][..row_bytes]);
-        simd.dot_tile_q6k(group, xs, tile);
+        kernel(simd, group, xs, tile);
     })
 }
 

@@ -373,7 +373,11 @@ fn the_keeper_sends_the_configured_token() {
     )
     .expect("write");
     op.ok(&["queen", "start"]);
-    assert!(op.ok(&["status"]).contains("hives"));
+    let status = op.ok(&["status"]);
+    assert!(
+        status.contains("HIVES (0 of 2 online)") && !status.contains('{'),
+        "the status reads as sentences and tables: {status}"
+    );
     assert_eq!(
         op.post("/v1/jobs", r#"{"operation":"status"}"#),
         401,

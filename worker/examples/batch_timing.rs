@@ -2,7 +2,7 @@
 //! prompt each, then greedy steps that run one token of every sequence in one forward
 //! pass, for B = 1, 2, 4, 8 and 16. Shows what continuous batching gains per step.
 //!
-//!     cargo run --release -p llm-worker-rbee --example batch_timing -- MODEL.gguf [STEPS]
+//!     cargo run --release -p llm-worker-rbee --example batch_timing -- MODEL.gguf [STEPS [B...]]
 
 use std::time::Instant;
 
@@ -16,6 +16,10 @@ fn main() -> anyhow::Result<()> {
         .next()
         .ok_or_else(|| anyhow::anyhow!("usage: batch_timing MODEL.gguf [STEPS]"))?;
     let steps: usize = args.next().map_or(Ok(32), |s| s.parse())?;
+    let mut batches = args.map(|b| b.parse()).collect::<Result<Vec<usize>, _>>()?;
+    if batches.is_empty() {
+        batches = vec![1, 2, 4, 8, 16];
+    }
     let capacity = Capacity {
         parallel: 16,
         ctx_size: Some(16 * 512),
@@ -28,7 +32,7 @@ fn main() -> anyhow::Result<()> {
     )?;
     let mut model = loaded.model;
     println!("engine {}", model.info.engine);
-    for batch in [1usize, 2, 4, 8, 16] {
+    for batch in batches {
         let prompts: Vec<Vec<u32>> = (0..batch)
             .map(|s| (0..32).map(|i| 100 + (i * 37 + s * 11) as u32).collect())
             .collect();

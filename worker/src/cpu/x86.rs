@@ -167,16 +167,18 @@ unsafe fn tile_q8_0<P: Products>(
                 _mm256_loadu_si256(w0[2..34].as_ptr().cast()),
                 _mm256_loadu_si256(w1[2..34].as_ptr().cast()),
             );
-            let (a0, a1) = (_mm256_sign_epi8(q0, q0), _mm256_sign_epi8(q1, q1));
-            let (d0, d1) = (half(w0, 0), half(w1, 0));
+            let (p0, p1) = (P::q8_0_weights(q0), P::q8_0_weights(q1));
+            let (d0, d1) = (_mm256_set1_ps(half(w0, 0)), _mm256_set1_ps(half(w1, 0)));
             for t in 0..T {
                 let a = &xs[t][b];
                 let y = load_act(a);
-                // The weight's sign moves onto the activation, as in `dot_q8_0`.
-                let sums0 = products::<P>(a0, _mm256_sign_epi8(y, q0));
-                let sums1 = products::<P>(a1, _mm256_sign_epi8(y, q1));
-                acc[0][t] = _mm256_fmadd_ps(sums0, _mm256_set1_ps(d0 * a.d), acc[0][t]);
-                acc[1][t] = _mm256_fmadd_ps(sums1, _mm256_set1_ps(d1 * a.d), acc[1][t]);
+                let bias = P::q8_0_bias(y);
+                let ad = _mm256_set1_ps(a.d);
+                let sums0 = _mm256_cvtepi32_ps(P::q8_0_sums(p0, q0, y, bias));
+                let sums1 = _mm256_cvtepi32_ps(P::q8_0_sums(p1, q1, y, bias));
+                // The scale is `d · a.d` rounded once, as `dot_q8_0` computes it.
+                acc[0][t] = _mm256_fmadd_ps(sums0, _mm256_mul_ps(d0, ad), acc[0][t]);
+                acc[1][t] = _mm256_fmadd_ps(sums1, _mm256_mul_ps(d1, ad), acc[1][t]);
             }
         }
         for r in 0..TILE_ROWS {
@@ -496,11 +498,12 @@ unsafe fn dot4_q8_0<P: Products>(rows: [&[u8]; ROWS_AT_ONCE], x: &[Q8Block], out
                 break;
             };
             let y = load_act(a);
+            let bias = P::q8_0_bias(y);
             prefetch_next_group(w0, 34 * x.len());
             for (r, w) in [w0, w1, w2, w3].into_iter().enumerate() {
                 // In bounds: the block holds 32 value bytes after its 2-byte scale.
                 let q = _mm256_loadu_si256(w[2..34].as_ptr().cast());
-                let sums = products::<P>(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
+                let sums = _mm256_cvtepi32_ps(P::q8_0_sums(P::q8_0_weights(q), q, y, bias));
                 acc[r] = _mm256_fmadd_ps(sums, _mm256_set1_ps(half(w, 0) * a.d), acc[r]);
             }
         }
@@ -640,9 +643,12 @@ unsafe fn dot_q8_0<P: Products>(row: &[u8], x: &[Q8Block]) -> f32 {
             // In bounds: the block holds 32 value bytes after its 2-byte scale.
             let q = _mm256_loadu_si256(w[2..34].as_ptr().cast());
             let y = load_act(a);
-            // One side must be unsigned: move the weight's sign onto the activation.
-            let sums = products::<P>(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
-            acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(half(w, 0) * a.d), acc);
+            let sums = P::q8_0_sums(P::q8_0_weights(q), q, y, P::q8_0_bias(y));
+            acc = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(sums),
+                _mm256_set1_ps(half(w, 0) * a.d),
+                acc,
+            );
         }
         hsum(acc)
     }
@@ -748,6 +754,16 @@ trait Products {
     /// saturate).
     unsafe fn sums(unsigned: __m256i, signed: __m256i) -> __m256i;
 
+    /// A Q8_0 block's 32 signed values `q` in the form `q8_0_sums` takes.
+    unsafe fn q8_0_weights(q: __m256i) -> __m256i;
+
+    /// What `q8_0_sums` needs of activations `y`, once for every row they meet.
+    unsafe fn q8_0_bias(y: __m256i) -> __m256i;
+
+    /// `q · y` of a Q8_0 block in four-product lane sums, exactly: the same integers
+    /// whatever the set, from `q8_0_weights(q)`, `q` itself and `q8_0_bias(y)`.
+    unsafe fn q8_0_sums(weights: __m256i, q: __m256i, y: __m256i, bias: __m256i) -> __m256i;
+
     /// What Q6_K's offset of 32 contributes for activations `y`, for `q6k_sums`.
     unsafe fn q6k_bias(y: __m256i) -> __m256i;
 
@@ -771,6 +787,25 @@ impl Products for Maddubs {
             let pairs = _mm256_maddubs_epi16(unsigned, signed);
             _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
         }
+    }
+
+    #[inline(always)]
+    unsafe fn q8_0_weights(q: __m256i) -> __m256i {
+        // SAFETY: as in `sums`.
+        unsafe { _mm256_sign_epi8(q, q) }
+    }
+
+    #[inline(always)]
+    unsafe fn q8_0_bias(_y: __m256i) -> __m256i {
+        // SAFETY: as in `sums`.
+        unsafe { _mm256_setzero_si256() }
+    }
+
+    #[inline(always)]
+    unsafe fn q8_0_sums(weights: __m256i, q: __m256i, y: __m256i, _bias: __m256i) -> __m256i {
+        // One side must be unsigned: |q| times y with q's sign.
+        // SAFETY: as in `sums`.
+        unsafe { Maddubs::sums(weights, _mm256_sign_epi8(y, q)) }
     }
 
     #[inline(always)]
@@ -805,6 +840,31 @@ impl Products for Vnni {
     unsafe fn sums(unsigned: __m256i, signed: __m256i) -> __m256i {
         // SAFETY: called only from an entry point compiled with AVX-512 VL and VNNI.
         unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), unsigned, signed) }
+    }
+
+    #[inline(always)]
+    unsafe fn q8_0_weights(q: __m256i) -> __m256i {
+        // q + 128 as unsigned bytes: 32 bits of lane sums cannot saturate.
+        // SAFETY: as in `sums`.
+        unsafe { _mm256_xor_si256(q, _mm256_set1_epi8(i8::MIN)) }
+    }
+
+    #[inline(always)]
+    unsafe fn q8_0_bias(y: __m256i) -> __m256i {
+        // -128 · y, which the sums start from to take the 128 back out.
+        // SAFETY: as in `sums`.
+        unsafe {
+            _mm256_sub_epi32(
+                _mm256_setzero_si256(),
+                Vnni::sums(_mm256_set1_epi8(i8::MIN), y),
+            )
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn q8_0_sums(weights: __m256i, _q: __m256i, y: __m256i, bias: __m256i) -> __m256i {
+        // SAFETY: as in `sums`.
+        unsafe { _mm256_dpbusd_epi32(bias, weights, y) }
     }
 
     #[inline(always)]

@@ -252,13 +252,8 @@ pub async fn run_over_ssh_with(
     })
 }
 
-/// Runs one agent command in this process (the `local-hive` feature).
-#[cfg(feature = "local-hive")]
-pub async fn run_in_process(host: &HostContext, command: AgentCommand) -> AgentAnswer {
-    run_in_process_with_input(host, command, None).await
-}
-
-/// [`run_in_process`] for a command that reads bytes (a pushed model file).
+/// Runs one agent command in this process (the `local-hive` feature), with the bytes
+/// it reads (a pushed model file) when it reads any.
 #[cfg(feature = "local-hive")]
 pub async fn run_in_process_with_input(
     host: &HostContext,

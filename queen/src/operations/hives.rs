@@ -9,8 +9,9 @@ use rbee_hive::AgentCommand;
 use rbee_protocol::{ErrorCode, ErrorDetail, HiveCapabilities, JobEvent, Level, Progress};
 use sha2::{Digest, Sha256};
 
-use super::agent::{self, AgentAnswer, answer_as};
+use super::agent::answer_as;
 use super::fan_out::{HostContext, HostDone, fan_out};
+use super::hive_client::HiveClient;
 use super::{JobContext, OpResult};
 use crate::ssh::{SshConnection, Upload, shell};
 
@@ -21,39 +22,6 @@ pub(super) struct LocalBinary {
     name: &'static str,
     path: PathBuf,
     sha256: String,
-}
-
-pub(super) async fn connect(
-    host: &HostContext,
-    accept_new_host_keys: bool,
-) -> Result<Arc<SshConnection>, ErrorDetail> {
-    host.job
-        .state
-        .ssh
-        .connect(&host.hive, accept_new_host_keys)
-        .await
-        .map_err(|e| e.to_detail())
-}
-
-/// Runs an agent command on the hive, in-process for localhost with local-hive.
-pub(super) async fn run_agent(
-    host: &HostContext,
-    command: AgentCommand,
-    accept: bool,
-) -> AgentAnswer {
-    let started = std::time::Instant::now();
-    let name = command.to_args().first().cloned().unwrap_or_default();
-    let metrics = &host.job.state.metrics;
-    #[cfg(feature = "local-hive")]
-    if agent::runs_in_process(host) {
-        let answer = agent::run_in_process(host, command).await;
-        metrics.ssh_operation(&name, "in_process", started.elapsed());
-        return answer;
-    }
-    let connection = connect(host, accept).await?;
-    let answer = agent::run_over_ssh(host, &connection, command).await;
-    metrics.ssh_operation(&name, "ssh", started.elapsed());
-    answer
 }
 
 /// Hashes a file, reusing the last hash while its size and mtime stay the same.
@@ -69,7 +37,10 @@ pub(super) fn sha256_cached(path: &std::path::Path) -> std::io::Result<String> {
     {
         return Ok(hash.clone());
     }
-    let hash = hex::encode(Sha256::digest(std::fs::read(path)?));
+    // Streamed: a model pushed from here can be larger than this machine's memory.
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    let hash = hex::encode(hasher.finalize());
     cache
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -164,12 +135,15 @@ pub(super) async fn install_on(
     accept: bool,
     check: bool,
 ) -> Result<HostDone, ErrorDetail> {
-    if agent::runs_in_process(host) {
+    if HiveClient::new(host).in_process() {
         return Ok(HostDone::ok(
             "local-hive: this queen runs localhost operations in-process; nothing to push",
         ));
     }
-    let connection = connect(host, accept).await?;
+    let connection = HiveClient::new(host)
+        .accepting_new_host_keys(accept)
+        .connection()
+        .await?;
     let bin_dir = shell::join(&host.hive.install_dir, "bin");
     // A running agent answers in its session (no shell); else one shell probe. Its
     // answer is this step's business, not a result of the job.
@@ -180,7 +154,9 @@ pub(super) async fn install_on(
         },
         hive: host.hive.clone(),
     };
-    let (os, arch, present) = match agent::run_over_ssh(&quiet, &connection, AgentCommand::Binaries)
+    let (os, arch, present) = match HiveClient::new(&quiet)
+        .accepting_new_host_keys(accept)
+        .call(AgentCommand::Binaries)
         .await
         .ok()
         .and_then(|answer| answer_as!(answer, Binaries, "binaries").ok())
@@ -293,7 +269,7 @@ pub async fn install(ctx: &JobContext, pattern: &str, accept: bool) -> OpResult 
     fan_out(ctx, pattern, "install", |host| {
         let binaries = binaries.clone();
         async move {
-            if agent::runs_in_process(&host) {
+            if HiveClient::new(&host).in_process() {
                 return install_on(&host, &[], accept, false).await;
             }
             install_on(&host, &binaries?, accept, false).await
@@ -322,7 +298,10 @@ async fn detect(
     accept: bool,
 ) -> Result<HiveCapabilities, ErrorDetail> {
     let caps = answer_as!(
-        run_agent(host, AgentCommand::Detect, accept).await?,
+        HiveClient::new(host)
+            .accepting_new_host_keys(accept)
+            .call(AgentCommand::Detect)
+            .await?,
         Capabilities,
         "detect"
     )?;
@@ -337,7 +316,7 @@ async fn detect(
 /// knows workers from heartbeats, but hives only from asking them).
 pub(super) async fn detect_unknown(host: &HostContext) -> Result<HiveCapabilities, ErrorDetail> {
     let caps = answer_as!(
-        run_agent(host, AgentCommand::Detect, false).await?,
+        HiveClient::new(host).call(AgentCommand::Detect).await?,
         Capabilities,
         "detect"
     )?;
@@ -376,7 +355,11 @@ pub(super) async fn start_on(
     check: bool,
 ) -> Result<HostDone, ErrorDetail> {
     let mut changed = false;
-    let version = match run_agent(host, AgentCommand::Version, accept).await {
+    let version = match HiveClient::new(host)
+        .accepting_new_host_keys(accept)
+        .call(AgentCommand::Version)
+        .await
+    {
         Ok(answer) => Some(answer_as!(answer, AgentVersion, "version")?),
         Err(e) if no_usable_agent(&e) => {
             if check {
@@ -450,7 +433,7 @@ pub async fn refresh(ctx: &JobContext, pattern: &str) -> OpResult {
 /// Re-detects the hive's devices and memory.
 pub(super) async fn refresh_on(host: &HostContext) -> Result<HostDone, ErrorDetail> {
     let version = answer_as!(
-        run_agent(host, AgentCommand::Version, false).await?,
+        HiveClient::new(host).call(AgentCommand::Version).await?,
         AgentVersion,
         "version"
     )?;
@@ -461,7 +444,7 @@ pub(super) async fn refresh_on(host: &HostContext) -> Result<HostDone, ErrorDeta
 pub async fn status(ctx: &JobContext, pattern: &str) -> OpResult {
     fan_out(ctx, pattern, "status", |host| async move {
         let status = answer_as!(
-            run_agent(&host, AgentCommand::Status, false).await?,
+            HiveClient::new(&host).call(AgentCommand::Status).await?,
             AgentStatus,
             "status"
         )?;
@@ -487,7 +470,7 @@ pub async fn status(ctx: &JobContext, pattern: &str) -> OpResult {
 pub async fn check(ctx: &JobContext, pattern: &str) -> OpResult {
     fan_out(ctx, pattern, "check", |host| async move {
         let version = answer_as!(
-            run_agent(&host, AgentCommand::Version, false).await?,
+            HiveClient::new(&host).call(AgentCommand::Version).await?,
             AgentVersion,
             "version"
         )?;
@@ -533,7 +516,7 @@ pub async fn stop(ctx: &JobContext, pattern: &str) -> OpResult {
 
 pub async fn uninstall(ctx: &JobContext, pattern: &str) -> OpResult {
     fan_out(ctx, pattern, "uninstall", |host| async move {
-        if agent::runs_in_process(&host) {
+        if HiveClient::new(&host).in_process() {
             host.job.state.hives.mark_offline(&host.hive.alias);
             return Ok(HostDone::ok("local-hive: nothing was pushed to localhost"));
         }
@@ -544,7 +527,7 @@ pub async fn uninstall(ctx: &JobContext, pattern: &str) -> OpResult {
             Err(e) if e.code == ErrorCode::AgentFailed => 0,
             Err(e) => return Err(e),
         };
-        let connection = connect(&host, false).await?;
+        let connection = HiveClient::new(&host).connection().await?;
         let dir = &host.hive.install_dir;
         let paths: Vec<String> = ["bin", "workers", "logs"]
             .iter()

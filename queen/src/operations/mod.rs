@@ -7,6 +7,7 @@
 mod agent;
 mod cluster;
 mod fan_out;
+mod hive_client;
 mod hives;
 mod inference;
 mod models;

@@ -3,136 +3,21 @@
 //! agent does the work on the hive and its events (progress included) are relayed as
 //! they arrive.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rbee_hive::AgentCommand;
-use rbee_hive::models::{ModelCommand, ProgressMeter};
+use rbee_hive::models::ModelCommand;
 use rbee_protocol::models::{HubAccess, ModelTransfer};
-use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent, Level, validate};
+use rbee_protocol::{ErrorCode, ErrorDetail, Level, validate};
 
-use super::agent::{self, AgentAnswer, answer_as};
+use super::agent::answer_as;
 use super::fan_out::{HostContext, HostDone, fan_out, fan_out_within};
+use super::hive_client::{HiveClient, Input, unreadable};
 use super::{JobContext, OpResult};
-use crate::ssh::{Stdin, Upload};
 
 /// The inventory variable that points one hive (or a group) at a hub mirror.
 const ENDPOINT_VAR: &str = "hf_endpoint";
-
-async fn run(host: &HostContext, command: AgentCommand) -> AgentAnswer {
-    run_with(host, command, Input::None).await
-}
-
-/// What the agent reads on stdin besides the cancel signal.
-enum Input {
-    None,
-    /// The hub settings, one JSON line (the token never goes on a command line).
-    Hub(HubAccess),
-    /// A file to push, streamed after the command starts.
-    File {
-        path: PathBuf,
-        label: String,
-    },
-}
-
-async fn run_with(host: &HostContext, command: AgentCommand, input: Input) -> AgentAnswer {
-    #[cfg(feature = "local-hive")]
-    if agent::runs_in_process(host) {
-        let (command, reader): (AgentCommand, Option<Box<dyn std::io::Read + Send>>) = match input {
-            Input::None => (command, None),
-            Input::Hub(access) => (with_hub(command, access), None),
-            Input::File { path, label } => {
-                let file = std::fs::File::open(&path).map_err(|e| unreadable(&path, e))?;
-                let total = file.metadata().map_err(|e| unreadable(&path, e))?.len();
-                let reader = MeteredReader {
-                    inner: std::io::BufReader::new(file),
-                    read: 0,
-                    meter: ProgressMeter::new(label, Some(total)),
-                    host: host.clone(),
-                };
-                (command, Some(Box::new(reader)))
-            }
-        };
-        return agent::run_in_process_with_input(host, command, reader).await;
-    }
-    let connection = host
-        .job
-        .state
-        .ssh
-        .connect(&host.hive, false)
-        .await
-        .map_err(|e| e.to_detail())?;
-    match input {
-        Input::None => agent::run_over_ssh(host, &connection, command).await,
-        Input::Hub(access) => {
-            let mut line = serde_json::to_vec(&access).map_err(|e| {
-                ErrorDetail::new(
-                    ErrorCode::Internal,
-                    format!("cannot encode the hub settings: {e}"),
-                )
-            })?;
-            line.push(b'\n');
-            agent::run_over_ssh_with(host, &connection, command, Stdin::Preamble(&line)).await
-        }
-        Input::File { path, label } => {
-            let (job, alias) = (host.job.clone(), host.hive.alias.clone());
-            let mut meter: Option<ProgressMeter> = None;
-            let mut on_progress = move |sent: u64, total: u64| {
-                let meter =
-                    meter.get_or_insert_with(|| ProgressMeter::new(label.clone(), Some(total)));
-                if let Some(mut progress) = meter.update(sent) {
-                    progress.hive = Some(alias.clone());
-                    job.emit(JobEvent::Progress(progress));
-                }
-            };
-            let upload = Upload {
-                path: &path,
-                on_progress: &mut on_progress,
-            };
-            agent::run_over_ssh_with(host, &connection, command, Stdin::Upload(upload)).await
-        }
-    }
-}
-
-/// A pushed file read by the in-process agent, reporting progress as it goes.
-#[cfg(feature = "local-hive")]
-struct MeteredReader<R> {
-    inner: R,
-    read: u64,
-    meter: ProgressMeter,
-    host: HostContext,
-}
-
-#[cfg(feature = "local-hive")]
-impl<R: std::io::Read> std::io::Read for MeteredReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.read += n as u64;
-        if let Some(mut progress) = self.meter.update(self.read) {
-            progress.hive = Some(self.host.hive.alias.clone());
-            self.host.job.emit(JobEvent::Progress(progress));
-        }
-        Ok(n)
-    }
-}
-
-#[cfg(feature = "local-hive")]
-fn with_hub(command: AgentCommand, access: HubAccess) -> AgentCommand {
-    match command {
-        AgentCommand::Model(ModelCommand::Download { model, .. }) => {
-            AgentCommand::Model(ModelCommand::Download { model, hub: access })
-        }
-        other => other,
-    }
-}
-
-fn unreadable(path: &Path, error: std::io::Error) -> ErrorDetail {
-    ErrorDetail::new(
-        ErrorCode::NotFound,
-        format!("cannot read {}: {error}", path.display()),
-    )
-    .with_hint("push a model file the queen's machine can read")
-}
 
 /// The hub as this hive should reach it: its `hf_endpoint` inventory variable, else
 /// the queen's `HF_ENDPOINT`; the token is the queen's `HF_TOKEN`.
@@ -208,7 +93,7 @@ pub(super) async fn download_on(
         let get = AgentCommand::Model(ModelCommand::Get {
             model: model.to_owned(),
         });
-        return Ok(match run(host, get).await {
+        return Ok(match HiveClient::new(host).call(get).await {
             Ok(answer) => {
                 let entry = answer_as!(answer, Model, "get")?;
                 HostDone::ok(format!("{} already present", entry.id))
@@ -225,7 +110,9 @@ pub(super) async fn download_on(
         hub: HubAccess::default(),
     });
     let transfer = answer_as!(
-        run_with(host, command, Input::Hub(access)).await?,
+        HiveClient::new(host)
+            .call_with(command, Input::Hub(access))
+            .await?,
         ModelTransfer,
         "download"
     )?;
@@ -305,7 +192,7 @@ pub(super) async fn push_on(
         size: file.size,
         sha256: file.sha256.clone(),
     });
-    let presence = match run(host, has).await {
+    let presence = match HiveClient::new(host).call(has).await {
         Ok(answer) => answer_as!(answer, ModelPresence, "has")?,
         Err(e) if check && super::hives::no_usable_agent(&e) => {
             return Ok(HostDone::changed(format!(
@@ -339,7 +226,7 @@ pub(super) async fn push_on(
         label: file.name.clone(),
     };
     let transfer = answer_as!(
-        run_with(host, receive, input).await?,
+        HiveClient::new(host).call_with(receive, input).await?,
         ModelTransfer,
         "receive"
     )?;
@@ -349,7 +236,9 @@ pub(super) async fn push_on(
 pub async fn list(ctx: &JobContext, pattern: &str) -> OpResult {
     fan_out(ctx, pattern, "model_list", |host| async move {
         let entries = answer_as!(
-            run(&host, AgentCommand::Model(ModelCommand::List)).await?,
+            HiveClient::new(&host)
+                .call(AgentCommand::Model(ModelCommand::List))
+                .await?,
             Models,
             "list"
         )?;
@@ -373,7 +262,7 @@ pub async fn get(ctx: &JobContext, pattern: &str, model: &str) -> OpResult {
         let command = AgentCommand::Model(ModelCommand::Get {
             model: model.to_owned(),
         });
-        let entry = answer_as!(run(&host, command).await?, Model, "get")?;
+        let entry = answer_as!(HiveClient::new(&host).call(command).await?, Model, "get")?;
         Ok(HostDone::ok(format!("{} at {}", entry.id, entry.path)))
     })
     .await
@@ -385,7 +274,7 @@ pub async fn delete(ctx: &JobContext, pattern: &str, model: &str) -> OpResult {
         let command = AgentCommand::Model(ModelCommand::Delete {
             model: model.to_owned(),
         });
-        let entry = answer_as!(run(&host, command).await?, Model, "delete")?;
+        let entry = answer_as!(HiveClient::new(&host).call(command).await?, Model, "delete")?;
         Ok(HostDone::changed(format!(
             "deleted {} ({})",
             entry.id,

@@ -18,9 +18,10 @@ use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent, Level, OperationResult};
 use tokio::sync::OnceCell;
 
 use super::fan_out::{HostContext, HostDone, is_unreachable, within};
+use super::hive_client::HiveClient;
 use super::hives::LocalBinary;
 use super::models::PushFile;
-use super::{JobContext, OpResult, agent, hives, models, workers};
+use super::{JobContext, OpResult, hives, models, workers};
 
 /// One `play` job: the options and what the run has learnt so far.
 struct Run<'a> {
@@ -330,7 +331,7 @@ impl Run<'_> {
             Resolved::HiveInstall {
                 accept_new_host_keys,
             } => {
-                if agent::runs_in_process(host) {
+                if HiveClient::new(host).in_process() {
                     return hives::install_on(host, &[], *accept_new_host_keys, check).await;
                 }
                 let binaries = self.binaries().await?;

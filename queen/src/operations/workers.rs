@@ -11,8 +11,8 @@ use rbee_protocol::{ErrorCode, ErrorDetail, Level, OperationResult, validate};
 
 use super::agent::answer_as;
 use super::fan_out::{HostContext, HostDone};
-use super::hives::{connect, run_agent};
-use super::{JobContext, OpResult, agent};
+use super::hive_client::HiveClient;
+use super::{JobContext, OpResult};
 use crate::ssh::SshConnection;
 use crate::workers::WorkerView;
 
@@ -116,10 +116,10 @@ pub async fn spawn_on(
         .with_hint("name a model as `org/repo`, `org/repo:file.gguf` or a file name"));
     }
     let host = host_context(ctx, hive.clone());
-    let connection = if agent::runs_in_process(&host) {
+    let connection = if HiveClient::new(&host).in_process() {
         None
     } else {
-        Some(connect(&host, false).await?)
+        Some(HiveClient::new(&host).connection().await?)
     };
     let queen_url = queen_url_for(ctx, hive, connection.as_deref())?;
     let worker_id = new_worker_id(&hive.alias);
@@ -149,7 +149,9 @@ pub async fn spawn_on(
         ),
     );
     let mut changed = ctx.state.workers.subscribe();
-    let answer = run_agent(&host, AgentCommand::WorkerSpawn(Box::new(request)), false).await?;
+    let answer = HiveClient::new(&host)
+        .call(AgentCommand::WorkerSpawn(Box::new(request)))
+        .await?;
     let spawned = answer_as!(answer, SpawnedWorker, "worker-spawn")?;
     // Ready on the hive is not enough: the queen must hear the worker to use it.
     let patience =
@@ -250,15 +252,12 @@ fn queen_url_for(
 pub async fn stop(ctx: &JobContext, worker_id: &str) -> OpResult {
     let hive = hive_of(ctx, worker_id)?;
     let host = host_context(ctx, hive);
-    let answer = run_agent(
-        &host,
-        AgentCommand::WorkerStop {
+    let answer = HiveClient::new(&host)
+        .call(AgentCommand::WorkerStop {
             worker_id: worker_id.to_owned(),
             timeout_s: STOP_TIMEOUT_S,
-        },
-        false,
-    )
-    .await?;
+        })
+        .await?;
     ctx.state.workers.remove(worker_id);
     ctx.result(answer);
     Ok(())
@@ -267,16 +266,13 @@ pub async fn stop(ctx: &JobContext, worker_id: &str) -> OpResult {
 pub async fn logs(ctx: &JobContext, worker_id: &str, lines: u32, follow: bool) -> OpResult {
     let hive = hive_of(ctx, worker_id)?;
     let host = host_context(ctx, hive);
-    let answer = run_agent(
-        &host,
-        AgentCommand::WorkerLogs {
+    let answer = HiveClient::new(&host)
+        .call(AgentCommand::WorkerLogs {
             worker_id: worker_id.to_owned(),
             lines,
             follow,
-        },
-        false,
-    )
-    .await?;
+        })
+        .await?;
     ctx.result(answer);
     Ok(())
 }
@@ -291,7 +287,7 @@ pub async fn stop_all_on(host: &HostContext) -> Result<usize, ErrorDetail> {
 
 /// The workers whose processes run on the hive, oldest first.
 async fn running_on(host: &HostContext) -> Result<Vec<HiveWorker>, ErrorDetail> {
-    let answer = run_agent(host, AgentCommand::WorkerList, false).await?;
+    let answer = HiveClient::new(host).call(AgentCommand::WorkerList).await?;
     let workers = answer_as!(answer, HiveWorkers, "worker-list")?;
     let mut running: Vec<HiveWorker> = workers.into_iter().filter(|w| w.alive).collect();
     running.sort_by_key(|w| w.record.started_unix_s);
@@ -302,15 +298,12 @@ async fn stop_these(host: &HostContext, workers: Vec<HiveWorker>) -> Result<(), 
     for worker in workers {
         let id = worker.record.worker_id;
         host.narrate(Level::Info, "worker_stop", format!("stopping worker {id}"));
-        run_agent(
-            host,
-            AgentCommand::WorkerStop {
+        HiveClient::new(host)
+            .call(AgentCommand::WorkerStop {
                 worker_id: id.clone(),
                 timeout_s: STOP_TIMEOUT_S,
-            },
-            false,
-        )
-        .await?;
+            })
+            .await?;
         host.job.state.workers.remove(&id);
     }
     Ok(())

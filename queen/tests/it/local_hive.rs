@@ -56,5 +56,28 @@ async fn localhost_runs_in_process_without_sshd() {
     assert_eq!(caps["devices"][0]["id"], "CPU-0");
     assert!(started.iter().any(|e| matches!(e, JobEvent::Narration(n) if n.hive.as_deref() == Some("localhost") && n.human.contains("detect"))));
     assert!(state.hives.get("localhost").is_some_and(|r| r.online));
+
+    // Model commands go through the same hive client as every other, so they are timed
+    // like the rest.
+    let listed = run(json!({"operation": "model_list", "hive_id": "localhost"})).await;
+    assert_eq!(listed.last(), Some(&JobEvent::Done), "{listed:?}");
+    assert!(listed.iter().any(|e| matches!(e, JobEvent::Result {
+        hive: Some(h),
+        result: OperationResult::Models(models),
+    } if h == "localhost" && models.is_empty())));
+    let metrics = reqwest::get(format!("{url}/metrics"))
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    for command in ["version", "detect", "model-list"] {
+        assert!(
+            metrics.contains(&format!(
+                "rbee_ssh_operation_seconds_count{{command=\"{command}\",transport=\"in_process\"}} 1"
+            )),
+            "{command} is not timed: {metrics}"
+        );
+    }
     state.shutdown.cancel();
 }

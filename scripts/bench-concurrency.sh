@@ -10,6 +10,7 @@
 #   PROFILE=release scripts/bench-concurrency.sh  # a release worker (compiles the tree again)
 #   BUILD=0 scripts/bench-concurrency.sh          # the worker binary as it is, no cargo
 #   BUILD=0 WORKER=path/to/llm-worker-rbee scripts/bench-concurrency.sh
+#   ATTEMPTS=1 scripts/bench-concurrency.sh      # no repeats on a busy machine (default 3)
 #
 # Models: `test` is the test model (SmolLM2-135M Q4_1); `1b` a ~1B-parameter llama
 # with random Q8_0 weights (1.1 GB, written once by bench/make_llama_1b.py), whose
@@ -89,6 +90,7 @@ timeout --kill-after=60 "$limit_s" "$venv/bin/python" bench/concurrency_bench.py
     --batched-bench "$llama_dir/llama-batched-bench" \
     --llama-version "$(cat "$llama_dir/version" 2>/dev/null || echo unknown)" \
     "${model_args[@]}" --streams "$streams" --threads "$threads" --profile "$profile" \
+    --attempts "${ATTEMPTS:-3}" \
     --log-dir "$out/concurrency-logs" --json "$out/concurrency.json" &
 bench_pid=$!
 status=0

@@ -149,6 +149,15 @@ impl<'a> HiveClient<'a> {
     }
 }
 
+/// Whether an agent error means there is no usable agent (missing, broken or foreign),
+/// as opposed to a hive that cannot be reached.
+pub fn no_usable_agent(error: &ErrorDetail) -> bool {
+    matches!(
+        error.code,
+        ErrorCode::AgentFailed | ErrorCode::AgentProtocol
+    )
+}
+
 /// A local file the queen cannot read (a model to push).
 pub fn unreadable(path: &Path, error: std::io::Error) -> ErrorDetail {
     ErrorDetail::new(

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::agent::answer_as;
 use super::fan_out::{HostContext, HostDone, fan_out};
-use super::hive_client::HiveClient;
+use super::hive_client::{HiveClient, no_usable_agent};
 use super::{JobContext, OpResult};
 use crate::ssh::{SshConnection, Upload, shell};
 
@@ -335,15 +335,6 @@ pub async fn start(ctx: &JobContext, pattern: &str, accept: bool) -> OpResult {
         async move { start_on(&host, binaries.as_deref().map(Vec::as_slice), accept, false).await }
     })
     .await
-}
-
-/// Whether an agent error means there is no usable agent (missing, broken or foreign),
-/// as opposed to a hive that cannot be reached.
-pub(super) fn no_usable_agent(error: &ErrorDetail) -> bool {
-    matches!(
-        error.code,
-        ErrorCode::AgentFailed | ErrorCode::AgentProtocol
-    )
 }
 
 /// Reaches the hive, reinstalls a missing or stale agent, detects devices and marks the

@@ -13,7 +13,7 @@ use rbee_protocol::{ErrorCode, ErrorDetail, Level, validate};
 
 use super::agent::answer_as;
 use super::fan_out::{HostContext, HostDone, fan_out, fan_out_within};
-use super::hive_client::{HiveClient, Input, unreadable};
+use super::hive_client::{HiveClient, Input, no_usable_agent, unreadable};
 use super::{JobContext, OpResult};
 
 /// The inventory variable that points one hive (or a group) at a hub mirror.
@@ -98,7 +98,7 @@ pub(super) async fn download_on(
                 let entry = answer_as!(answer, Model, "get")?;
                 HostDone::ok(format!("{} already present", entry.id))
             }
-            Err(e) if e.code == ErrorCode::NotFound || super::hives::no_usable_agent(&e) => {
+            Err(e) if e.code == ErrorCode::NotFound || no_usable_agent(&e) => {
                 HostDone::changed(format!("would download {model}"))
             }
             Err(e) => return Err(e),
@@ -194,7 +194,7 @@ pub(super) async fn push_on(
     });
     let presence = match HiveClient::new(host).call(has).await {
         Ok(answer) => answer_as!(answer, ModelPresence, "has")?,
-        Err(e) if check && super::hives::no_usable_agent(&e) => {
+        Err(e) if check && no_usable_agent(&e) => {
             return Ok(HostDone::changed(format!(
                 "would send {} (no agent on the hive yet)",
                 file.name

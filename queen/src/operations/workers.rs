@@ -11,7 +11,7 @@ use rbee_protocol::{ErrorCode, ErrorDetail, Level, OperationResult, validate};
 
 use super::agent::answer_as;
 use super::fan_out::{HostContext, HostDone};
-use super::hive_client::HiveClient;
+use super::hive_client::{HiveClient, no_usable_agent};
 use super::{JobContext, OpResult};
 use crate::ssh::SshConnection;
 use crate::workers::WorkerView;
@@ -329,7 +329,7 @@ pub(super) async fn ensure_on(
 ) -> Result<HostDone, ErrorDetail> {
     let running = match running_on(host).await {
         Ok(running) => running,
-        Err(e) if check && super::hives::no_usable_agent(&e) => {
+        Err(e) if check && no_usable_agent(&e) => {
             return Ok(HostDone::changed(format!(
                 "would spawn {count} worker(s) for {model} on {device} (no agent on the hive yet)"
             )));
@@ -383,7 +383,7 @@ pub(super) async fn stop_on(
 ) -> Result<HostDone, ErrorDetail> {
     let running = match running_on(host).await {
         Ok(running) => running,
-        Err(e) if check && super::hives::no_usable_agent(&e) => {
+        Err(e) if check && no_usable_agent(&e) => {
             return Ok(HostDone::ok("no agent on the hive; no workers"));
         }
         Err(e) => return Err(e),

@@ -9,7 +9,7 @@ use candle_core::quantized::gguf_file::Content;
 use rayon::prelude::*;
 
 use super::matrix::QMatrix;
-use super::quant::{Q8Block, QK, QuantType, quantize_row};
+use super::quant::{Q8Block, QK, QuantType};
 use super::{Kernels, thread_count};
 
 #[derive(Debug, thiserror::Error)]
@@ -408,7 +408,7 @@ impl CpuLlama {
         }
         for (l, layer) in self.layers.iter().enumerate() {
             rms_norm_rows(&s.x[..n * dim], &layer.attn_norm, c.eps, &mut s.normed);
-            quantize_rows(&s.normed[..n * dim], dim, &mut s.quantized);
+            quantize_rows(kernels, &s.normed[..n * dim], dim, &mut s.quantized);
             layer
                 .qkv
                 .matmul(kernels, &s.quantized, n, &mut s.qkv, &mut s.transposed);
@@ -432,7 +432,7 @@ impl CpuLlama {
                 }
             }
             attention(kernels, &c, &self.caches, l, spans, s, n);
-            quantize_rows(&s.attention[..n * dim], dim, &mut s.quantized);
+            quantize_rows(kernels, &s.attention[..n * dim], dim, &mut s.quantized);
             layer.attn_out.matmul(
                 kernels,
                 &s.quantized,
@@ -443,7 +443,7 @@ impl CpuLlama {
             add(&mut s.x[..n * dim], &s.projected[..n * dim]);
 
             rms_norm_rows(&s.x[..n * dim], &layer.ffn_norm, c.eps, &mut s.normed);
-            quantize_rows(&s.normed[..n * dim], dim, &mut s.quantized);
+            quantize_rows(kernels, &s.normed[..n * dim], dim, &mut s.quantized);
             layer
                 .gate_up
                 .matmul(kernels, &s.quantized, n, &mut s.gate_up, &mut s.transposed);
@@ -458,7 +458,7 @@ impl CpuLlama {
                     *h = g / (1.0 + (-g).exp()) * u;
                 }
             }
-            quantize_rows(&s.hidden[..n * c.ffn], c.ffn, &mut s.quantized);
+            quantize_rows(kernels, &s.hidden[..n * c.ffn], c.ffn, &mut s.quantized);
             layer.down.matmul(
                 kernels,
                 &s.quantized,
@@ -482,7 +482,7 @@ impl CpuLlama {
                 &mut s.normed[i * dim..(i + 1) * dim],
             );
         }
-        quantize_rows(&s.normed[..m * dim], dim, &mut s.quantized);
+        quantize_rows(kernels, &s.normed[..m * dim], dim, &mut s.quantized);
         let output = self.output.as_ref().unwrap_or(&self.embedding);
         output.matmul(kernels, &s.quantized, m, &mut s.logits, &mut s.transposed);
     }
@@ -611,9 +611,9 @@ fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-fn quantize_rows(x: &[f32], width: usize, out: &mut [Q8Block]) {
+fn quantize_rows(kernels: Kernels, x: &[f32], width: usize, out: &mut [Q8Block]) {
     for (row, blocks) in x.chunks_exact(width).zip(out.chunks_exact_mut(width / QK)) {
-        quantize_row(row, blocks);
+        kernels.quantize_row(row, blocks);
     }
 }
 

@@ -157,6 +157,16 @@ impl Kernels {
         }
     }
 
+    /// Quantizes activations `x` (a multiple of 32 long) into `out`, one block per 32
+    /// values; every set gives [`quant::quantize_row`]'s results exactly.
+    pub fn quantize_row(self, x: &[f32], out: &mut [Q8Block]) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernels::X86(simd) => simd.quantize_row(x, out),
+            _ => quant::quantize_row(x, out),
+        }
+    }
+
     /// `a · b` over f32, for attention scores.
     pub fn dot_f32(self, a: &[f32], b: &[f32]) -> f32 {
         match self {

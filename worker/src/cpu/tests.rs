@@ -251,3 +251,32 @@ fn the_kernel_sets_a_run_expects_are_detected() {
         );
     }
 }
+
+#[test]
+fn every_kernel_set_quantizes_activations_as_the_portable_code() {
+    // Random rows at several magnitudes, a zero block, exact halves of the step and the
+    // extremes of a block, where rounding and the scale are decided.
+    let mut x: Vec<f32> = [1.0f32, 1e-3, 40.0]
+        .iter()
+        .flat_map(|scale| values(4 * QK, 11).into_iter().map(move |v| v * scale))
+        .collect();
+    x.extend([0.0; QK]);
+    x.extend((0..QK).map(|i| (i as f32 - 16.0) + 0.5));
+    x.extend((0..QK).map(|i| if i % 2 == 0 { 127.0 } else { -63.5 }));
+    let blocks = x.len() / QK;
+    let mut reference = vec![Q8Block::default(); blocks];
+    quantize_row(&x, &mut reference);
+    for kernels in kernels() {
+        let mut ours = vec![Q8Block::default(); blocks];
+        kernels.quantize_row(&x, &mut ours);
+        for (b, (ours, reference)) in ours.iter().zip(&reference).enumerate() {
+            assert_eq!(ours.qs, reference.qs, "{} block {b}", kernels.name());
+            assert_eq!(
+                (ours.d.to_bits(), ours.s.to_bits()),
+                (reference.d.to_bits(), reference.s.to_bits()),
+                "{} block {b}",
+                kernels.name()
+            );
+        }
+    }
+}

@@ -513,6 +513,64 @@ unsafe fn dot4_q8_0<P: Products>(rows: [&[u8]; ROWS_AT_ONCE], x: &[Q8Block], out
     }
 }
 
+impl Simd {
+    /// [`quant::quantize_row`] with the same results, eight values at a time.
+    pub fn quantize_row(self, x: &[f32], out: &mut [Q8Block]) {
+        // SAFETY: every set has AVX2, FMA and F16C; loads are of 8-float chunks.
+        unsafe { quantize_row(x, out) }
+    }
+}
+
+/// Quantizes each block of 32 as the portable code does: the largest magnitude over
+/// 127 as the scale, each value times the scale's inverse rounded half away from zero
+/// (truncation and a comparison of the exact fraction, as `round_to_i8`), and the
+/// values' sum times the scale.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_row(x: &[f32], out: &mut [Q8Block]) {
+    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+    let (half, minus_half, one) = (
+        _mm256_set1_ps(0.5),
+        _mm256_set1_ps(-0.5),
+        _mm256_set1_ps(1.0),
+    );
+    for (chunk, block) in x.chunks_exact(super::quant::QK).zip(out.iter_mut()) {
+        // SAFETY: `chunk` is 32 floats, four loads of eight.
+        let v: [__m256; 4] =
+            std::array::from_fn(|i| unsafe { _mm256_loadu_ps(chunk[i * 8..].as_ptr()) });
+        let mut amax = _mm256_setzero_ps();
+        for v in v {
+            amax = _mm256_max_ps(amax, _mm256_and_ps(v, abs_mask));
+        }
+        let mut lanes = [0.0f32; 8];
+        // SAFETY: `lanes` is eight floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), amax) };
+        let amax = lanes.iter().fold(0.0f32, |m, &v| m.max(v));
+        let d = amax / 127.0;
+        let inv = _mm256_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
+        let mut sum = _mm256_setzero_si256();
+        let mut q = [0i32; 32];
+        for (i, v) in v.into_iter().enumerate() {
+            let y = _mm256_mul_ps(v, inv);
+            let whole = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
+            let fraction = _mm256_sub_ps(y, whole);
+            let up = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(fraction, half), one);
+            let down = _mm256_and_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(fraction, minus_half), one);
+            let rounded = _mm256_cvttps_epi32(_mm256_sub_ps(_mm256_add_ps(whole, up), down));
+            sum = _mm256_add_epi32(sum, rounded);
+            // SAFETY: eight i32 slots of `q`.
+            unsafe { _mm256_storeu_si256(q[i * 8..].as_mut_ptr().cast(), rounded) };
+        }
+        for (out, &value) in block.qs.iter_mut().zip(&q) {
+            *out = value as i8;
+        }
+        let mut sums = [0i32; 8];
+        // SAFETY: `sums` is eight i32.
+        unsafe { _mm256_storeu_si256(sums.as_mut_ptr().cast(), sum) };
+        block.d = d;
+        block.s = d * sums.iter().sum::<i32>() as f32;
+    }
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = _mm256_setzero_ps();

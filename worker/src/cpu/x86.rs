@@ -386,14 +386,15 @@ unsafe fn tile_unpacked<P: Products>(
                 _mm256_loadu_si256(v0[b * 32..b * 32 + 32].as_ptr().cast()),
                 _mm256_loadu_si256(v1[b * 32..b * 32 + 32].as_ptr().cast()),
             );
-            let (d0, d1) = (s0[b], s1[b]);
+            let (d0, d1) = (_mm256_set1_ps(s0[b]), _mm256_set1_ps(s1[b]));
             for t in 0..T {
                 let a = &xs[t][b];
                 let y = load_act(a);
-                acc[0][t] =
-                    _mm256_fmadd_ps(products::<P>(q0, y), _mm256_set1_ps(d0 * a.d), acc[0][t]);
-                acc[1][t] =
-                    _mm256_fmadd_ps(products::<P>(q1, y), _mm256_set1_ps(d1 * a.d), acc[1][t]);
+                // `d · a.d` rounded once, in a vector multiply rather than a scalar one
+                // and a broadcast per row: the same value.
+                let ad = _mm256_set1_ps(a.d);
+                acc[0][t] = _mm256_fmadd_ps(products::<P>(q0, y), _mm256_mul_ps(d0, ad), acc[0][t]);
+                acc[1][t] = _mm256_fmadd_ps(products::<P>(q1, y), _mm256_mul_ps(d1, ad), acc[1][t]);
             }
         }
         for r in 0..TILE_ROWS {

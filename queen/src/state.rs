@@ -33,6 +33,8 @@ pub struct AppState {
     /// The address the HTTP server listens on, once it does.
     pub listen_addr: OnceLock<SocketAddr>,
     pub metrics: crate::metrics::Metrics,
+    /// Answers agent commands in place of hives (tests only; `None` when serving).
+    pub fake_hives: Option<Arc<dyn crate::operations::FakeHive>>,
 }
 
 impl AppState {
@@ -73,6 +75,7 @@ impl AppState {
             worker_key,
             listen_addr: OnceLock::new(),
             metrics: crate::metrics::Metrics::default(),
+            fake_hives: None,
         }
     }
 

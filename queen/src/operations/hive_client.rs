@@ -28,6 +28,14 @@ pub enum Input {
     },
 }
 
+/// Answers agent commands in place of hives: the test seam that lets an operation's own
+/// logic (fan-out, recap, the typed answers it expects) run without an agent, sshd or
+/// files. Set on the queen's state before it serves ([`crate::state::AppState::fake_hives`]);
+/// a hive it answers `None` for is reached as usual.
+pub trait FakeHive: Send + Sync {
+    fn answer(&self, hive: &str, command: &AgentCommand) -> Option<AgentAnswer>;
+}
+
 /// One hive's agent, as one operation on one hive sees it.
 pub struct HiveClient<'a> {
     host: &'a HostContext,
@@ -73,6 +81,15 @@ impl<'a> HiveClient<'a> {
     pub async fn call_with(&self, command: AgentCommand, input: Input) -> AgentAnswer {
         let started = std::time::Instant::now();
         let name = command.to_args().first().cloned().unwrap_or_default();
+        let fake = self.host.job.state.fake_hives.as_ref();
+        if let Some(answer) = fake.and_then(|f| f.answer(&self.host.hive.alias, &command)) {
+            self.host
+                .job
+                .state
+                .metrics
+                .ssh_operation(&name, "fake", started.elapsed());
+            return self.relayed(answer);
+        }
         let (answer, path) = if self.in_process() {
             (self.in_process_call(command, input).await, "in_process")
         } else {
@@ -83,6 +100,20 @@ impl<'a> HiveClient<'a> {
             .state
             .metrics
             .ssh_operation(&name, path, started.elapsed());
+        answer
+    }
+
+    /// A fake's answer reaches the job as a real agent's would: as a `result` event of
+    /// the hive, unless the operation reports its own.
+    fn relayed(&self, answer: AgentAnswer) -> AgentAnswer {
+        if let Ok(result) = &answer
+            && self.host.job.relay_agent_results
+        {
+            self.host.job.emit(JobEvent::Result {
+                hive: Some(self.host.hive.alias.clone()),
+                result: result.clone(),
+            });
+        }
         answer
     }
 

@@ -14,6 +14,7 @@ mod models;
 mod playbook;
 mod workers;
 
+pub use hive_client::FakeHive;
 pub use inference::{Pins, candidates};
 
 use std::sync::Arc;

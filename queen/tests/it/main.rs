@@ -2,6 +2,7 @@
 
 mod api;
 mod dashboard;
+mod fake_hives;
 mod hives;
 mod hostile;
 mod hub_mirror;

@@ -41,7 +41,12 @@ pub async fn start_queen(config: Config, inventory: Inventory) -> Queen {
 
 /// Starts a queen in-process listening on `addr`.
 pub async fn start_queen_on(config: Config, inventory: Inventory, addr: &str) -> Queen {
-    let state = Arc::new(new_state(config, inventory));
+    serve_state(new_state(config, inventory), addr).await
+}
+
+/// Starts a queen in-process on `state` (prepared by the test) listening on `addr`.
+pub async fn serve_state(state: AppState, addr: &str) -> Queen {
+    let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
     let bound = listener.local_addr().expect("addr");
     let _ = state.listen_addr.set(bound);

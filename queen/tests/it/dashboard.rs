@@ -306,7 +306,9 @@ async fn dashboard_in_chromium_shows_the_lab_and_streams_a_chat_reply() {
         .wait_for(
             "the job's events, to its end",
             "document.querySelector('#job-events li[data-kind=done]') \
-             && document.querySelector('#job-events li[data-kind=tokens]')?.textContent.includes('Paris')",
+             && document.querySelector('#job-events li[data-kind=tokens]')?.textContent.includes('Paris') \
+             && /tokens, [0-9.]+ tok\\/s/.test(document.querySelector('#job-events li[data-kind=result]')?.textContent) \
+             && !document.querySelector('#job-events li[data-kind=result]').textContent.includes('{')",
             Duration::from_secs(10),
         )
         .await;

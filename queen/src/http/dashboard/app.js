@@ -349,13 +349,53 @@ function describe(kind, data) {
       return `${hive}${value.label} ${value.current}${total} ${value.unit}`;
     }
     case "result":
-      return hive + JSON.stringify(value.value);
+      return hive + describeResult(value.kind, value.value);
     case "error":
       return value.hint ? `${value.code}: ${value.message} (hint: ${value.hint})` : `${value.code}: ${value.message}`;
     case "cancelled":
       return value.reason || "cancelled";
     default:
       return data;
+  }
+}
+
+// A result by its kind, as a line; a kind this page does not know shows its name.
+function describeResult(kind, v) {
+  const count = (list, what) => `${list.length} ${what}`;
+  switch (kind) {
+    case "recap":
+      return v.map((r) => `${r.hive} ${r.status}: ${r.message}`).join("; ");
+    case "inference":
+      return `${v.tokens} tokens, ${v.tokens_per_s.toFixed(1)} tok/s, first token ${Math.round(v.ttft_ms)} ms, stop: ${v.stop_reason}, worker ${v.worker_id} on ${v.hive_id}`;
+    case "playbook_task":
+      return `${v.status}: ${v.task}: ${v.message}`;
+    case "playbook_recap":
+      return v.play_recap.map((r) => `${r.hive} ok=${r.ok} changed=${r.changed} unreachable=${r.unreachable} failed=${r.failed} skipped=${r.skipped}`).join("; ");
+    case "agent_version":
+      return `agent ${v.version} on ${v.os}/${v.arch}`;
+    case "capabilities":
+      return `${v.hostname}: ${v.devices.map((d) => d.id).join(", ")}`;
+    case "agent_status":
+      return `agent ${v.version.version} in ${v.install_dir}, ${count(v.workers, "worker(s)")}`;
+    case "spawned_worker":
+      return `worker ${v.worker_id} started for ${v.model} on ${v.device} at ${v.url}`;
+    case "worker_stopped":
+      return `worker ${v.worker_id}: ${v.outcome.replace("_", " ")}`;
+    case "worker":
+      return `worker ${v.worker_id} (${v.status}) on ${v.hive_id}, ${v.model}`;
+    case "workers":
+    case "hive_workers":
+      return count(v, "worker(s)");
+    case "models":
+      return v.length ? v.map((m) => m.id).join(", ") : "no models";
+    case "model":
+      return `${v.id} at ${v.path}`;
+    case "model_transfer":
+      return `${v.model.id}${v.changed ? "" : " (already present)"}`;
+    case "inventory":
+      return count(v, "hive(s)");
+    default:
+      return kind || "result";
   }
 }
 

@@ -224,3 +224,22 @@ fn sse_frames_survive_arbitrary_chunking() {
         assert_eq!(got, frames, "chunk size {chunk}");
     }
 }
+
+/// The fuzz targets start from these lines; the typed results among them must be what
+/// an agent and the queen send now, or the fuzzer starts from shapes nobody sends.
+#[test]
+fn the_typed_results_of_the_fuzz_seeds_parse() {
+    let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds");
+    let lines = std::fs::read_to_string(seeds.join("agent_lines/lines.jsonl")).expect("seed");
+    let stream = std::fs::read_to_string(seeds.join("job_event/stream.sse")).expect("seed");
+    let typed: Vec<&str> = lines
+        .lines()
+        .chain(stream.lines().filter_map(|l| l.strip_prefix("data: ")))
+        .filter(|l| l.contains(r#""type":"result""#) && l.contains(r#""kind""#))
+        .collect();
+    assert_eq!(typed.len(), 3, "{typed:?}");
+    for line in typed {
+        let event: JobEvent = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert_eq!(event.kind(), "result");
+    }
+}

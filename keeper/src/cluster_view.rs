@@ -50,9 +50,13 @@ pub fn status(status: &AgentStatus) -> String {
     let workers: Vec<String> = status
         .workers
         .iter()
-        .map(|w| match &w.problem {
-            Some(problem) => format!("{} ({problem})", w.id),
-            None => w.id.clone(),
+        .map(|w| match (&w.state, &w.problem) {
+            (Some(record), _) => format!(
+                "{} ({} on {}, pid {})",
+                w.id, record.model, record.device, record.pid
+            ),
+            (None, Some(problem)) => format!("{} ({problem})", w.id),
+            (None, None) => w.id.clone(),
         })
         .collect();
     format!(
@@ -227,6 +231,32 @@ mod tests {
         );
         assert_eq!(lines[7], "WORKERS (0)");
         assert_eq!(lines[8], "(none)");
+    }
+
+    #[test]
+    fn an_agent_status_names_each_worker_by_its_record_or_its_problem() {
+        let agent: AgentStatus = serde_json::from_value(serde_json::json!({
+            "version": {"version": "0.1.0", "os": "linux", "arch": "x86_64"},
+            "install_dir": "/srv/rbee",
+            "capabilities": {"agent_version": "0.1.0", "os": "linux", "arch": "x86_64",
+                "hostname": "h", "devices": [], "ram_total": 1, "ram_available": 1, "disk_free": 1},
+            "workers": [
+                {"id": "w-1", "problem": "w-1.json is not a worker state file"},
+                {"id": "w-2", "state": {"worker_id": "w-2", "pid": 42, "model": "m.gguf",
+                    "model_path": "/m.gguf", "device": "cpu", "port": 9001,
+                    "url": "http://h:9001", "log": "/l", "queen_url": "http://q:8500",
+                    "started_unix_s": 1}}
+            ]
+        }))
+        .expect("a status");
+        let text = status(&agent);
+        assert!(!text.contains('{'), "{text}");
+        assert!(
+            text.ends_with(
+                "2 worker(s): w-1 (w-1.json is not a worker state file), w-2 (m.gguf on cpu, pid 42)"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

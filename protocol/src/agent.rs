@@ -48,10 +48,10 @@ pub struct InstalledBinaries {
 pub struct KnownWorker {
     /// The state file's name without `.json`.
     pub id: String,
-    /// The file's JSON as written by the agent that spawned the worker; `None` when it
-    /// could not be read or parsed (see `problem`).
+    /// The file as written by the agent that spawned the worker; `None` when it could
+    /// not be read or is not a worker record (see `problem`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<serde_json::Value>,
+    pub state: Option<WorkerRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
 }

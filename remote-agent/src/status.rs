@@ -39,27 +39,34 @@ pub fn known_workers(workers_dir: &Path) -> Result<Vec<KnownWorker>, AgentError>
         else {
             continue;
         };
-        let parsed = fs::read_to_string(&path)
-            .map_err(|error| format!("cannot read {}: {error}", path.display()))
-            .and_then(|text| {
-                serde_json::from_str(&text)
-                    .map_err(|error| format!("{} is not JSON: {error}", path.display()))
-            });
-        workers.push(match parsed {
-            Ok(state) => KnownWorker {
+        workers.push(match crate::workers::read_record(&path) {
+            Ok(Some(record)) => KnownWorker {
                 id,
-                state: Some(state),
+                state: Some(record),
                 problem: None,
             },
-            Err(problem) => KnownWorker {
+            // Removed since it was listed: the worker was just stopped.
+            Ok(None) => continue,
+            Err(error) => KnownWorker {
                 id,
                 state: None,
-                problem: Some(problem),
+                problem: Some(with_causes(&error)),
             },
         });
     }
     workers.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(workers)
+}
+
+/// The error and each of its causes, as one line.
+fn with_causes(error: &AgentError) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        text.push_str(&format!(": {inner}"));
+        cause = inner.source();
+    }
+    text
 }
 
 #[cfg(test)]
@@ -69,9 +76,21 @@ mod tests {
     #[test]
     fn lists_state_files_and_reports_bad_ones_without_failing() {
         let dir = tempfile::tempdir().expect("temp dir");
+        let record = rbee_protocol::agent::WorkerRecord {
+            worker_id: "w-2".to_owned(),
+            pid: 4242,
+            model: "smollm2".to_owned(),
+            model_path: "/h/models/local/smollm2.gguf".to_owned(),
+            device: "cpu".to_owned(),
+            port: 9001,
+            url: "http://127.0.0.1:9001".to_owned(),
+            log: "/h/logs/w-2.log".to_owned(),
+            queen_url: "http://127.0.0.1:8500".to_owned(),
+            started_unix_s: 1,
+        };
         fs::write(
             dir.path().join("w-2.json"),
-            r#"{"model":"smollm2","port":9001}"#,
+            serde_json::to_string(&record).expect("json"),
         )
         .expect("write");
         fs::write(dir.path().join("w-1.json"), "{not json").expect("write");
@@ -87,10 +106,7 @@ mod tests {
                     .as_deref()
                     .is_some_and(|p| p.contains("w-1.json"))
         );
-        assert_eq!(
-            workers[1].state,
-            Some(serde_json::json!({"model": "smollm2", "port": 9001}))
-        );
+        assert_eq!(workers[1].state, Some(record));
     }
 
     #[test]

@@ -454,7 +454,7 @@ fn unknown_worker(hive: &str, worker_id: &str) -> AgentError {
     )
 }
 
-fn read_record(path: &Path) -> Result<Option<WorkerRecord>, AgentError> {
+pub(crate) fn read_record(path: &Path) -> Result<Option<WorkerRecord>, AgentError> {
     let text = match fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),

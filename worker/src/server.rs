@@ -283,6 +283,8 @@ fn build_job(
     request: InferenceRequest,
     events: mpsc::Sender<rbee_protocol::InferenceEvent>,
 ) -> Result<Job, ErrorDetail> {
+    // The same checks the queen makes, for requests sent to the worker directly.
+    request.validate().map_err(|e| e.to_detail())?;
     let bad = |message: String| ErrorDetail::new(ErrorCode::BadRequest, message);
     let text = match (request.prompt, request.messages) {
         (Some(prompt), None) => prompt,
@@ -333,25 +335,16 @@ fn build_job(
         None => DEFAULT_MAX_TOKENS.min(room),
     };
 
+    // `validate` has checked every range, once, where the protocol defines them.
     let defaults = SamplingParams::default();
     let sampling = SamplingParams {
-        temperature: checked(
-            request.temperature,
-            defaults.temperature,
-            "temperature",
-            0.0,
-            100.0,
-        )?,
+        temperature: request.temperature.unwrap_or(defaults.temperature),
         top_k: request.top_k.map_or(defaults.top_k, |k| k as usize),
-        top_p: checked(request.top_p, defaults.top_p, "top_p", 0.0, 1.0)?,
-        min_p: checked(request.min_p, defaults.min_p, "min_p", 0.0, 1.0)?,
-        repeat_penalty: checked(
-            request.repeat_penalty,
-            f64::from(defaults.repeat_penalty),
-            "repeat_penalty",
-            0.01,
-            100.0,
-        )? as f32,
+        top_p: request.top_p.unwrap_or(defaults.top_p),
+        min_p: request.min_p.unwrap_or(defaults.min_p),
+        repeat_penalty: request
+            .repeat_penalty
+            .map_or(defaults.repeat_penalty, |p| p as f32),
         repeat_last_n: defaults.repeat_last_n,
         seed: request.seed.unwrap_or_else(clock_seed),
     };
@@ -363,24 +356,6 @@ fn build_job(
         stop: request.stop,
         events,
     })
-}
-
-fn checked(
-    value: Option<f64>,
-    default: f64,
-    name: &str,
-    min: f64,
-    max: f64,
-) -> Result<f64, ErrorDetail> {
-    let value = value.unwrap_or(default);
-    if value.is_finite() && (min..=max).contains(&value) {
-        Ok(value)
-    } else {
-        Err(ErrorDetail::new(
-            ErrorCode::BadRequest,
-            format!("`{name}` must be between {min} and {max}, got {value}"),
-        ))
-    }
 }
 
 /// A seed for requests that name none: unpredictable enough, and logged nowhere.

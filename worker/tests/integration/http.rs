@@ -75,6 +75,16 @@ async fn bad_requests_get_an_error_body() {
         (r#"{"prompt":"x","messages":[]}"#, ErrorCode::BadRequest),
         (r#"{"prompt":"x","temperature":-1}"#, ErrorCode::BadRequest),
         (r#"{"prompt":"x","max_tokens":0}"#, ErrorCode::BadRequest),
+        (
+            r#"{"prompt":"x","temperature":1.1111111111111111e24}"#,
+            ErrorCode::BadRequest,
+        ),
+        (r#"{"prompt":"x","top_p":-0.5}"#, ErrorCode::BadRequest),
+        (r#"{"prompt":"x","min_p":5}"#, ErrorCode::BadRequest),
+        (
+            r#"{"prompt":"x","stop":["a","b","c","d","e"]}"#,
+            ErrorCode::BadRequest,
+        ),
     ] {
         let response = worker
             .request(reqwest::Method::POST, "/v1/inference")
@@ -86,6 +96,13 @@ async fn bad_requests_get_an_error_body() {
         assert_eq!(response.status(), 400, "{body}");
         let error: ErrorBody = response.json().await.expect("error body");
         assert_eq!(error.error.code, code, "{body}");
+        // A field out of range is named, with what it may be.
+        if let Some(field) = ["temperature", "top_p", "min_p", "stop"]
+            .into_iter()
+            .find(|f| body.contains(f))
+        {
+            assert!(error.error.message.contains(field), "{error:?}");
+        }
     }
 }
 

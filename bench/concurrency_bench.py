@@ -376,11 +376,12 @@ def least_disturbed(server, measure, attempts, max_other):
         after = time.monotonic(), cpu_seconds(server.proc.pid)
         busy, served, own = (b - a for a, b in zip(before[1], after[1], strict=True))
         result["other_cores"] = max(0.0, busy - served - own) / (after[0] - before[0])
-        result["attempts"] = attempt + 1
+        result["kept"] = attempt + 1
         if best is None or result["other_cores"] < best["other_cores"]:
             best = result
         if result["other_cores"] <= max_other:
             break
+    best["attempts"] = attempt + 1
     return best
 
 
@@ -605,7 +606,7 @@ def main():
                           f"({pair[key]['tokens']} tokens in {pair[key]['wall_s']:.1f} s, "
                           f"stops {pair[key]['stops']}; run {time.monotonic() - began:.0f} s, "
                           f"other CPU load {pair[key]['other_cores']:.2f} cores, "
-                          f"{pair[key]['attempts']} attempt(s))",
+                          f"attempt {pair[key]['kept']} of {pair[key]['attempts']} kept)",
                           file=sys.stderr, flush=True)
                 results[name][n] = pair
             batched[name] = batched_bench(args.batched_bench, path, streams, args.threads,

@@ -16,6 +16,7 @@ pub mod operation;
 pub mod result;
 pub mod sse;
 pub mod validate;
+pub mod worker_line;
 
 pub use capabilities::{DeviceInfo, DeviceKind, HiveCapabilities};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
@@ -24,6 +25,7 @@ pub use heartbeat::{WorkerHeartbeat, WorkerState};
 pub use inference::{ChatMessage, InferenceEvent, InferenceRequest, StopReason};
 pub use operation::Operation;
 pub use result::OperationResult;
+pub use worker_line::WorkerLine;
 
 /// The version every rbee binary reports; the queen compares the agent's against its own.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rbee_protocol::agent::{HiveWorker, WorkerRecord};
 use rbee_protocol::result::{StopOutcome, WorkerLogs, WorkerStopped};
-use rbee_protocol::{DeviceInfo, ErrorCode, Level, OperationResult};
+use rbee_protocol::{DeviceInfo, ErrorCode, Level, OperationResult, WorkerLine};
 
 use crate::cancel::CancelFlag;
 use crate::command::SpawnRequest;
@@ -252,10 +252,12 @@ fn wait_ready(
     }
 }
 
-/// `load_ms` of the worker's `{"event":"ready",…}` line.
+/// `load_ms` of the worker's `ready` line.
 fn ready_line(line: &str) -> Option<f64> {
-    let value: serde_json::Value = serde_json::from_str(line).ok()?;
-    (value["event"] == "ready").then(|| value["load_ms"].as_f64().unwrap_or(0.0))
+    match WorkerLine::parse(line)? {
+        WorkerLine::Ready { load_ms, .. } => Some(load_ms),
+        WorkerLine::Listening { .. } => None,
+    }
 }
 
 /// Reads lines appended to a file since the last call.

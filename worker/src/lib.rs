@@ -23,7 +23,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use candle_core::Device;
-use rbee_protocol::WorkerState;
+use rbee_protocol::{WorkerLine, WorkerState};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -111,7 +111,11 @@ pub async fn run(
     // A spawner reads this line to learn the port when it passed `--port 0`.
     println!(
         "{}",
-        serde_json::json!({ "event": "listening", "url": url, "worker_id": config.worker_id })
+        WorkerLine::Listening {
+            url: url.clone(),
+            worker_id: config.worker_id.clone(),
+        }
+        .to_line()
     );
     tracing::info!(%url, model = %config.model.display(), device = %config.device, "worker listening");
 
@@ -293,7 +297,13 @@ fn serve(
     tracing::info!(model = %info.name, architecture = %info.architecture, engine = %info.engine, slots = info.slots, context = info.context_length, load_ms, "model ready");
     println!(
         "{}",
-        serde_json::json!({ "event": "ready", "load_ms": load_ms, "model": info.name, "engine": info.engine, "slots": info.slots })
+        WorkerLine::Ready {
+            load_ms,
+            model: info.name.clone(),
+            engine: info.engine.clone(),
+            slots: info.slots as u32,
+        }
+        .to_line()
     );
     Ok(())
 }

@@ -10,7 +10,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use futures::StreamExt;
 use rbee_protocol::sse::SseDecoder;
-use rbee_protocol::{InferenceEvent, WorkerHeartbeat};
+use rbee_protocol::{InferenceEvent, WorkerHeartbeat, WorkerLine};
 
 pub const WORKER_BIN: &str = env!("CARGO_BIN_EXE_llm-worker-rbee");
 
@@ -70,9 +70,9 @@ impl Worker {
             .next()
             .expect("the worker prints a line")
             .expect("readable stdout");
-        let listening: serde_json::Value = serde_json::from_str(&first).expect("a JSON line");
-        assert_eq!(listening["event"], "listening", "{first}");
-        let url = listening["url"].as_str().expect("url").to_owned();
+        let Some(WorkerLine::Listening { url, .. }) = WorkerLine::parse(&first) else {
+            panic!("the first line says where the worker listens: {first}");
+        };
         // Keep draining stdout so the worker never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
         Worker {

@@ -40,6 +40,14 @@ pub fn features() -> Vec<&'static str> {
 /// `cancelled` event, so subscribers see a terminal event before the streams close.
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
+    // The rule the CLI checks before binding, held here too, so that no way of starting
+    // the queen serves its API beyond this machine unprotected.
+    if !addr.ip().is_loopback() && state.config.queen.api_token.is_none() {
+        anyhow::bail!(
+            "refusing to serve on {addr} without an API token\nhint: set `api_token` under \
+             [queen] in config.toml or RBEE_API_TOKEN in the environment, or bind 127.0.0.1"
+        );
+    }
     let _ = state.listen_addr.set(addr);
     tracing::info!(%addr, version = rbee_protocol::VERSION, "queen listening");
     let janitor = tokio::spawn(expire_jobs(state.clone()));

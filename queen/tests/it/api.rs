@@ -633,3 +633,36 @@ async fn api_token_guards_every_route_but_health() {
     assert_eq!(ok.status(), 200);
     queen.stop().await;
 }
+
+#[tokio::test]
+async fn serve_refuses_a_public_listener_without_a_token() {
+    // Whoever starts the queen in-process, not only its CLI, meets the loopback rule.
+    let state = Arc::new(new_state(Config::default(), Inventory::default()));
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0")
+        .await
+        .expect("bind");
+    let refused = tokio::time::timeout(Duration::from_secs(5), queen_rbee::serve(listener, state))
+        .await
+        .expect("serve returns at once")
+        .expect_err("no token, not loopback");
+    assert!(
+        refused.to_string().contains("without an API token"),
+        "{refused:#}"
+    );
+
+    let mut config = Config::default();
+    config.queen.api_token = Some("t".to_owned());
+    let state = Arc::new(new_state(config, Inventory::default()));
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let shutdown = state.shutdown.clone();
+    let serving = tokio::spawn(queen_rbee::serve(listener, state));
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+        .await
+        .expect("a token lets it serve");
+    assert_eq!(health.status(), 200);
+    shutdown.cancel();
+    serving.await.expect("join").expect("clean stop");
+}

@@ -53,6 +53,12 @@ pub struct QueenConfig {
     pub queue_timeout_secs: u64,
     /// Spawn a worker for `infer` when none serves the model and a hive holds it.
     pub auto_spawn: bool,
+    /// The Hugging Face hub (or a mirror) hives download from, unless a hive's
+    /// `hf_endpoint` variable names another; `HF_ENDPOINT` in the environment.
+    pub hf_endpoint: Option<String>,
+    /// The token for gated repositories, sent to hives on the agent's stdin only;
+    /// `HF_TOKEN` in the environment.
+    pub hf_token: Option<String>,
 }
 
 impl Default for QueenConfig {
@@ -76,6 +82,8 @@ impl Default for QueenConfig {
             queue_capacity: 64,
             queue_timeout_secs: 300,
             auto_spawn: false,
+            hf_endpoint: None,
+            hf_token: None,
         }
     }
 }
@@ -111,8 +119,17 @@ impl Config {
         Ok(config)
     }
 
-    /// Environment overrides: `RBEE_QUEEN_PORT`, `RBEE_BIND_ADDR`, `RBEE_API_TOKEN`.
+    /// Environment overrides: `RBEE_QUEEN_PORT`, `RBEE_BIND_ADDR`, `RBEE_API_TOKEN`,
+    /// `HF_ENDPOINT`, `HF_TOKEN`. Read once, here: operations take them from the
+    /// configuration.
     fn apply_env(&mut self) -> Result<(), ConfigError> {
+        let set = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        if let Some(endpoint) = set("HF_ENDPOINT") {
+            self.queen.hf_endpoint = Some(endpoint);
+        }
+        if let Some(token) = set("HF_TOKEN") {
+            self.queen.hf_token = Some(token);
+        }
         if let Ok(value) = std::env::var("RBEE_QUEEN_PORT") {
             self.queen.port =
                 value

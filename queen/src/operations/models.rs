@@ -20,9 +20,10 @@ use super::{JobContext, OpResult};
 const ENDPOINT_VAR: &str = "hf_endpoint";
 
 /// The hub as this hive should reach it: its `hf_endpoint` inventory variable, else
-/// the queen's `HF_ENDPOINT`; the token is the queen's `HF_TOKEN`.
+/// the queen's `hf_endpoint` (`HF_ENDPOINT`); the token is the queen's `hf_token`
+/// (`HF_TOKEN`), both from the configuration.
 fn hub_access(host: &HostContext) -> HubAccess {
-    let from_env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let queen = &host.job.state.config.queen;
     HubAccess {
         endpoint: host
             .hive
@@ -30,8 +31,8 @@ fn hub_access(host: &HostContext) -> HubAccess {
             .get(ENDPOINT_VAR)
             .and_then(|v| v.as_str())
             .map(str::to_owned)
-            .or_else(|| from_env("HF_ENDPOINT")),
-        token: from_env("HF_TOKEN"),
+            .or_else(|| queen.hf_endpoint.clone()),
+        token: queen.hf_token.clone(),
     }
 }
 

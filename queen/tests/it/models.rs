@@ -546,8 +546,6 @@ async fn models_push_to_two_hives_once_and_the_catalog_shows_gguf_metadata() {
 #[cfg(feature = "local-hive")]
 #[tokio::test]
 async fn models_in_process_download_a_gated_repository_and_take_a_push() {
-    // SAFETY: set before the queen starts; nextest runs every test in its own process.
-    unsafe { std::env::set_var("HF_TOKEN", "hf_test_secret") };
     let mirror = HubMirror::start("127.0.0.1:0").await;
     // As on the hub, the file's bytes come from a CDN the answer redirects to.
     let mut redirected = MirrorFile::new(model_bytes());
@@ -561,7 +559,9 @@ async fn models_in_process_download_a_gated_repository_and_take_a_push() {
         mirror.addr
     );
     let inventory = Inventory::parse(Path::new("inventory.toml"), &text).expect("inventory");
-    let queen = crate::support::start_queen(rbee_config::Config::default(), inventory).await;
+    let mut config = rbee_config::Config::default();
+    config.queen.hf_token = Some("hf_test_secret".to_owned());
+    let queen = crate::support::start_queen(config, inventory).await;
     let events = queen
         .run(json!({"operation": "model_download", "hive_id": "localhost", "model": "acme/gated"}))
         .await;

@@ -73,6 +73,10 @@ pub enum SshError {
         host: String,
         tried: String,
     },
+    /// Something on the queen's own side failed (a file it was to send, its SSH client
+    /// configuration): the hive is not to blame and stays reachable.
+    #[error("on the queen, for {host}: {reason}")]
+    Local { host: String, reason: String },
     #[error("ssh to {host}: {source}")]
     Protocol {
         host: String,
@@ -105,6 +109,8 @@ impl SshError {
             SshError::AuthFailed { .. } => ErrorDetail::new(ErrorCode::Unreachable, message)
                 .with_hint("set identity_file in the inventory, load the key into ssh-agent, or authorize the key on the hive"),
             SshError::Protocol { .. } => ErrorDetail::new(ErrorCode::Unreachable, message),
+            SshError::Local { .. } => ErrorDetail::new(ErrorCode::Internal, message)
+                .with_hint("the queen could not do its part; the hive was not reached for it"),
         }
     }
 }
@@ -455,6 +461,9 @@ impl SshConnection {
     /// Sends `request` (one line) to the long-running command `start`, starting it on
     /// first use, and passes each line it prints to `on_line` until that returns true
     /// (the reply's last line). The session holds one of the connection's channels.
+    /// A call never waits for another one's reply: while the session serves a request,
+    /// others are told it is unavailable and run as single execs, so one slow or stuck
+    /// reply cannot stall every quick command to the hive.
     pub async fn call(
         &self,
         start: &str,
@@ -467,7 +476,11 @@ impl SshConnection {
                 source,
             })
         };
-        let mut session = self.session.lock().await;
+        let Ok(mut session) = self.session.try_lock() else {
+            return Err(SessionError::Unavailable(
+                "the session is answering another request".into(),
+            ));
+        };
         if session.unsupported {
             return Err(SessionError::Unavailable(
                 "no session on this connection".into(),
@@ -622,23 +635,18 @@ impl SshConnection {
             let mut file =
                 tokio::fs::File::open(upload.path)
                     .await
-                    .map_err(|e| SshError::Unreachable {
+                    .map_err(|e| SshError::Local {
                         host: self.target.host.clone(),
-                        port: self.target.port,
                         reason: format!("cannot read {}: {e}", upload.path.display()),
                     })?;
             let total = file.metadata().await.map(|m| m.len()).unwrap_or(0);
             let mut sent = 0u64;
             let mut buffer = vec![0u8; 256 * 1024];
             loop {
-                let n = file
-                    .read(&mut buffer)
-                    .await
-                    .map_err(|e| SshError::Unreachable {
-                        host: self.target.host.clone(),
-                        port: self.target.port,
-                        reason: format!("reading {}: {e}", upload.path.display()),
-                    })?;
+                let n = file.read(&mut buffer).await.map_err(|e| SshError::Local {
+                    host: self.target.host.clone(),
+                    reason: format!("reading {}: {e}", upload.path.display()),
+                })?;
                 if n == 0 {
                     break;
                 }
@@ -807,7 +815,14 @@ impl SshPool {
         if let Some(connection) = guard.as_ref().filter(|c| !c.is_closed()) {
             return Ok(connection.clone());
         }
-        let target = SshTarget::resolve(hive, &self.settings);
+        // `~/.ssh/config` is a file read: off the runtime's threads.
+        let (owned, settings) = (hive.clone(), self.settings.clone());
+        let target = tokio::task::spawn_blocking(move || SshTarget::resolve(&owned, &settings))
+            .await
+            .map_err(|e| SshError::Local {
+                host: hive.host.clone(),
+                reason: format!("reading the SSH client configuration failed: {e}"),
+            })?;
         let connection =
             Arc::new(SshConnection::open(target, &self.settings, accept_new_host_keys).await?);
         *guard = Some(connection.clone());
@@ -823,5 +838,29 @@ impl SshPool {
                 .disconnect(russh::Disconnect::ByApplication, "", "en")
                 .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_on_the_queens_side_does_not_make_the_hive_unreachable() {
+        let local = SshError::Local {
+            host: "h".into(),
+            reason: "cannot read /x: gone".into(),
+        };
+        assert!(!local.is_unreachable());
+        let detail = local.to_detail();
+        // The code the fan-out reads to mark a hive unreachable is not given.
+        assert_eq!(detail.code, ErrorCode::Internal);
+        let unreachable = SshError::Unreachable {
+            host: "h".into(),
+            port: 22,
+            reason: "refused".into(),
+        };
+        assert!(unreachable.is_unreachable());
+        assert_eq!(unreachable.to_detail().code, ErrorCode::Unreachable);
     }
 }

@@ -21,6 +21,7 @@ pub mod models;
 mod report;
 pub mod serve;
 mod status;
+mod worker_state;
 pub mod workers;
 
 use rbee_protocol::agent::AgentStatus;

@@ -39,7 +39,7 @@ pub fn known_workers(workers_dir: &Path) -> Result<Vec<KnownWorker>, AgentError>
         else {
             continue;
         };
-        workers.push(match crate::workers::read_record(&path) {
+        workers.push(match crate::worker_state::read_record(&path) {
             Ok(Some(record)) => KnownWorker {
                 id,
                 state: Some(record),

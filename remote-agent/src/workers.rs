@@ -20,6 +20,7 @@ use crate::cancel::CancelFlag;
 use crate::command::SpawnRequest;
 use crate::error::AgentError;
 use crate::report::Reporter;
+use crate::worker_state::{is_running, read_record, state_path, workers_dir};
 
 /// The worker reads its token from this variable (never from its command line).
 const TOKEN_ENV: &str = "RBEE_WORKER_TOKEN";
@@ -29,14 +30,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(600);
 const POLL: Duration = Duration::from_millis(25);
 /// Log lines shown with a failure.
 const FAILURE_TAIL_LINES: usize = 20;
-
-fn workers_dir(install_dir: &Path) -> PathBuf {
-    install_dir.join("workers")
-}
-
-fn state_path(install_dir: &Path, worker_id: &str) -> PathBuf {
-    workers_dir(install_dir).join(format!("{worker_id}.json"))
-}
 
 fn now_unix_s() -> u64 {
     SystemTime::now()
@@ -456,52 +449,12 @@ fn unknown_worker(hive: &str, worker_id: &str) -> AgentError {
     )
 }
 
-pub(crate) fn read_record(path: &Path) -> Result<Option<WorkerRecord>, AgentError> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(AgentError::io("read", path, e)),
-    };
-    serde_json::from_str(&text).map(Some).map_err(|e| {
-        AgentError::refused(
-            ErrorCode::AgentFailed,
-            format!("{} is not a worker state file: {e}", path.display()),
-            "stop the worker by hand and delete the file",
-        )
-    })
-}
-
 /// Writes the state file atomically: a reader sees the old file or the new one.
 fn write_record(path: &Path, record: &WorkerRecord) -> Result<(), AgentError> {
     let partial = path.with_extension("json.partial");
     let text = serde_json::to_vec_pretty(record).map_err(AgentError::Serialize)?;
     fs::write(&partial, text).map_err(|e| AgentError::io("write", &partial, e))?;
     fs::rename(&partial, path).map_err(|e| AgentError::io("write", path, e))
-}
-
-/// Whether the record's process still runs and is that worker: a pid the system
-/// reused for another program, or a zombie, does not count.
-pub fn is_running(record: &WorkerRecord) -> bool {
-    let proc_dir = PathBuf::from(format!("/proc/{}", record.pid));
-    if let Ok(stat) = fs::read_to_string(proc_dir.join("stat")) {
-        // The state follows the parenthesised command name, which may hold spaces.
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next());
-        if matches!(state, Some('Z' | 'X')) {
-            return false;
-        }
-        return fs::read(proc_dir.join("cmdline")).is_ok_and(|cmdline| {
-            cmdline
-                .split(|&b| b == 0)
-                .any(|arg| arg == record.worker_id.as_bytes())
-        });
-    }
-    let Ok(pid) = libc::pid_t::try_from(record.pid) else {
-        return false;
-    };
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 }
 }
 
 /// Refuses a device this hive does not have, listing the ones it has.

@@ -512,9 +512,20 @@ async fn models_push_to_two_hives_once_and_the_catalog_shows_gguf_metadata() {
     let workers = install_dir(&lab, "hive-1").join("workers");
     std::fs::create_dir_all(&workers).expect("workers dir");
     let held = install_dir(&lab, "hive-1").join("models/local").join(FILE);
+    // A process whose command line names the worker, as a real worker's does.
+    let mut worker = std::process::Command::new("sh")
+        .args(["-c", "sleep 60; true", "w-1"])
+        .spawn()
+        .expect("spawn");
     std::fs::write(
         workers.join("w-1.json"),
-        json!({"worker_id": "w-1", "pid": std::process::id(), "model_path": held.display().to_string(), "model": format!("local:{FILE}")}).to_string(),
+        json!({
+            "worker_id": "w-1", "pid": worker.id(), "model_path": held.display().to_string(),
+            "model": format!("local:{FILE}"), "device": "cpu", "port": 1,
+            "url": "http://127.0.0.1:1", "log": "/dev/null", "queen_url": "http://127.0.0.1:2",
+            "started_unix_s": 0,
+        })
+        .to_string(),
     )
     .expect("state file");
     let refused = queen
@@ -527,6 +538,8 @@ async fn models_push_to_two_hives_once_and_the_catalog_shows_gguf_metadata() {
             .contains("in use by worker(s) w-1")
     );
     assert!(held.is_file());
+    worker.kill().expect("kill");
+    worker.wait().expect("reap");
     std::fs::remove_file(workers.join("w-1.json")).expect("worker gone");
     let deleted = queen
         .run(json!({"operation": "model_delete", "hive_id": "lab", "model": FILE}))

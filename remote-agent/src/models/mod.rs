@@ -268,53 +268,20 @@ pub fn delete(install_dir: &Path, spec: &str) -> Result<ModelEntry, ModelError> 
 /// Ids of the workers whose state file (`workers/<id>.json`) names this model and
 /// whose process is alive.
 fn live_workers_using(workers_dir: &Path, entry: &ModelEntry) -> Result<Vec<String>, ModelError> {
-    let read = match fs::read_dir(workers_dir) {
-        Ok(read) => read,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(ModelError::io("list", workers_dir)(e)),
-    };
     let canonical = fs::canonicalize(&entry.path).ok();
-    let mut users = Vec::new();
-    for item in read.flatten() {
-        let path = item.path();
-        if path.extension().is_none_or(|e| e != "json") {
-            continue;
-        }
-        // A state file being rewritten or left half-written names no model: skip it.
-        let Ok(text) = fs::read_to_string(&path) else {
-            continue;
-        };
-        let Ok(state) = serde_json::from_str::<serde_json::Value>(&text) else {
-            continue;
-        };
-        let model_path = state["model_path"].as_str().map(PathBuf::from);
-        let names_it = model_path.as_ref().is_some_and(|p| {
-            *p == Path::new(&entry.path)
-                || canonical.is_some() && fs::canonicalize(p).ok() == canonical
-        }) || state["model"].as_str() == Some(entry.id.as_str());
-        let pid = state["pid"].as_i64().and_then(|p| i32::try_from(p).ok());
-        if names_it && pid.is_some_and(process_alive) {
-            let id = state["worker_id"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| file_name(&path).trim_end_matches(".json").to_owned());
-            users.push(id);
-        }
-    }
+    let mut users: Vec<String> = crate::worker_state::running_records(workers_dir)
+        .map_err(ModelError::io("list", workers_dir))?
+        .into_iter()
+        .filter(|record| {
+            let path = Path::new(&record.model_path);
+            path == Path::new(&entry.path)
+                || canonical.is_some() && fs::canonicalize(path).ok() == canonical
+                || record.model == entry.id
+        })
+        .map(|record| record.worker_id)
+        .collect();
     users.sort();
     Ok(users)
-}
-
-/// `kill(pid, 0)`: the process exists (EPERM means it exists under another user).
-fn process_alive(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: signal 0 only checks that the process exists; nothing is delivered.
-    if unsafe { libc::kill(pid, 0) } == 0 {
-        return true;
-    }
-    std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 #[cfg(test)]

@@ -152,21 +152,32 @@ fn delete_refuses_while_a_live_worker_uses_the_model() {
             "pid": pid,
             "model_path": target.display().to_string(),
             "model": "other/solo:solo.Q4_0.gguf",
+            "device": "cpu",
+            "port": 1,
+            "url": "http://127.0.0.1:1",
+            "log": "/dev/null",
+            "queen_url": "http://127.0.0.1:2",
+            "started_unix_s": 0,
         })
         .to_string()
     };
-    fs::write(workers.join("w-1.json"), state(std::process::id())).expect("state");
+    // A process whose command line names the worker, as a real worker's does.
+    let mut worker = std::process::Command::new("sh")
+        .args(["-c", "sleep 30; true", "w-1"])
+        .spawn()
+        .expect("spawn");
+    fs::write(workers.join("w-1.json"), state(worker.id())).expect("state");
     match delete(dir.path(), "other/solo") {
         Err(ModelError::InUse { workers, .. }) => assert_eq!(workers, ["w-1"]),
         other => panic!("a live worker's model must not be deleted: {other:?}"),
     }
     assert!(target.is_file());
 
-    // The same state file from a worker that has exited no longer blocks.
-    let mut child = std::process::Command::new("true").spawn().expect("spawn");
-    let dead = child.id();
-    child.wait().expect("wait");
-    fs::write(workers.join("w-1.json"), state(dead)).expect("state");
+    // A live pid that is not that worker (reused by the system for another program)
+    // does not block, by the same rule `worker-list` uses to say the worker is gone.
+    fs::write(workers.join("w-1.json"), state(std::process::id())).expect("state");
+    worker.kill().expect("kill");
+    worker.wait().expect("wait");
     let deleted = delete(dir.path(), "other/solo").expect("delete");
     assert_eq!(deleted.id, "other/solo:solo.Q4_0.gguf");
     assert!(!target.exists());

@@ -44,6 +44,12 @@ impl WorkerRegistry {
     }
 
     pub fn record(&self, heartbeat: WorkerHeartbeat) {
+        self.record_at(heartbeat, Instant::now());
+    }
+
+    /// [`WorkerRegistry::record`] as heard at `at`: staleness is judged from it, so a
+    /// test can set the clock instead of sleeping through intervals.
+    pub fn record_at(&self, heartbeat: WorkerHeartbeat, at: Instant) {
         let id = heartbeat.worker_id.clone();
         let known = {
             let mut workers = self.lock();
@@ -52,7 +58,7 @@ impl WorkerRegistry {
                 id.clone(),
                 Entry {
                     heartbeat,
-                    last_seen: Instant::now(),
+                    last_seen: at,
                     last_tokens_per_s: previous.flatten(),
                 },
             );
@@ -77,7 +83,11 @@ impl WorkerRegistry {
     }
 
     pub fn list(&self) -> Vec<WorkerView> {
-        let now = Instant::now();
+        self.list_at(Instant::now())
+    }
+
+    /// The workers as they stand at `now`.
+    pub fn list_at(&self, now: Instant) -> Vec<WorkerView> {
         let in_flight = self.in_flight_counts();
         let mut out: Vec<WorkerView> = self
             .lock()

@@ -2,10 +2,12 @@
 //! queues only when every slot of every worker serving the model is taken.
 
 use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use queen_rbee::operations::{Pins, candidates};
 use queen_rbee::workers::WorkerRegistry;
 use rbee_protocol::WorkerHeartbeat;
+use rbee_protocol::cluster::WorkerStatus;
 use serde_json::json;
 
 fn heartbeat(worker_id: &str, model: &str, slots_total: u32) -> WorkerHeartbeat {
@@ -79,4 +81,21 @@ fn a_worker_that_reports_no_slots_gets_the_configured_number() {
     assert_eq!(view.capacity(3), 3);
     assert_eq!(pick(&registry, "m").as_deref(), Some("old"));
     assert_eq!(pick(&registry, "m"), None);
+}
+
+#[test]
+fn a_worker_is_stale_after_three_missed_intervals_and_not_before() {
+    let registry = WorkerRegistry::default();
+    let mut beat = heartbeat("w", "m", 4);
+    beat.interval_ms = 1_000;
+    let heard = Instant::now();
+    registry.record_at(beat, heard);
+    let status_at = |after_ms: u64| {
+        let workers = registry.list_at(heard + Duration::from_millis(after_ms));
+        (workers[0].status, workers[0].is_schedulable())
+    };
+    assert_eq!(status_at(0), (WorkerStatus::Ready, true));
+    assert_eq!(status_at(2_999), (WorkerStatus::Ready, true));
+    assert_eq!(status_at(3_000), (WorkerStatus::Ready, true));
+    assert_eq!(status_at(3_001), (WorkerStatus::Stale, false));
 }

@@ -23,6 +23,16 @@ else
     cargo test --workspace --locked --no-fail-fast "${features[@]}" "$@"
 fi
 
+# Every fuzz target briefly (10 s each, after a build of about a minute): inputs from
+# outside (operations, job streams, agent lines, inventories, playbooks, Ansible
+# imports, GGUF headers) keep meeting random bytes on every run, starting from the
+# seeds in fuzz/seeds/, where each input that once crashed a reader is kept. Without the
+# sanitizer: the targets are safe Rust, so a panic is what there is to find. Only for
+# the whole suite, not for a filtered run.
+if (($# == 0)); then
+    FUZZ_SANITIZER=none "$repo/scripts/fuzz.sh" "${RBEE_FUZZ_SECONDS:-10}"
+fi
+
 # The worker's AVX-512 kernels, which this machine's CPU may lack: its kernel tests again
 # on an emulated CPU that has AVX-512 and VNNI (Bochs, scripts/avx512-run.sh: about a
 # minute, most of it booting). Only for the whole suite, not for a filtered run. The test

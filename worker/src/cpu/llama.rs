@@ -311,18 +311,6 @@ impl CpuLlama {
         self.config.max_positions
     }
 
-    /// Runs `tokens` at positions `position..` of slot 0 and returns the logits of the
-    /// last one.
-    pub fn forward(&mut self, tokens: &[u32], position: usize) -> Result<Vec<f32>, ForwardError> {
-        let chunk = SequenceChunk {
-            slot: 0,
-            tokens,
-            position,
-            logits: true,
-        };
-        Ok(self.forward_batch(&[chunk])?.pop().unwrap_or_default())
-    }
-
     /// Runs every chunk in one pass: the matrix products take the tokens of all chunks
     /// as columns, attention stays within each chunk's sequence. Returns the logits of
     /// the chunks that asked for them, in order. A token's results do not depend on the

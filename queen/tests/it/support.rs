@@ -114,6 +114,15 @@ impl Queen {
     pub async fn run(&self, operation: Value) -> Vec<(Instant, JobEvent)> {
         run_job(&self.http, &self.url, operation).await
     }
+
+    /// Runs an operation, showing each event to `watch` as it arrives.
+    pub async fn run_watched(
+        &self,
+        operation: Value,
+        watch: impl FnMut(&JobEvent),
+    ) -> Vec<(Instant, JobEvent)> {
+        run_job_watched(&self.http, &self.url, operation, watch).await
+    }
 }
 
 /// Runs an operation on the queen at `url`; every event with the moment it arrived.
@@ -121,6 +130,16 @@ pub async fn run_job(
     http: &reqwest::Client,
     url: &str,
     operation: Value,
+) -> Vec<(Instant, JobEvent)> {
+    run_job_watched(http, url, operation, |_| {}).await
+}
+
+/// Runs an operation like [`run_job`], showing each event to `watch` as it arrives.
+pub async fn run_job_watched(
+    http: &reqwest::Client,
+    url: &str,
+    operation: Value,
+    mut watch: impl FnMut(&JobEvent),
 ) -> Vec<(Instant, JobEvent)> {
     let job = submit_job(http, url, operation).await;
     let response = http
@@ -138,7 +157,9 @@ pub async fn run_job(
             chunk = body.next() => {
                 let Some(chunk) = chunk else { break };
                 for frame in decoder.feed(&chunk.expect("chunk")).expect("sse") {
-                    events.push((Instant::now(), JobEvent::from_sse(&frame.event, &frame.data).expect("event")));
+                    let event = JobEvent::from_sse(&frame.event, &frame.data).expect("event");
+                    watch(&event);
+                    events.push((Instant::now(), event));
                 }
             }
             () = &mut deadline => panic!("job did not end: {events:?}"),

@@ -423,32 +423,21 @@ async fn workers_on_two_hives_serve_through_the_queen_and_survive_its_restart() 
     )
     .expect("state json");
     let pid = record["pid"].as_i64().expect("pid") as libc::pid_t;
-    let long = queen.run(infer(
-        "List the numbers from 1 to 1000, one per line.",
-        1000,
-    ));
-    let generated = |queen: &Queen| {
-        queen
-            .state
-            .workers
-            .get(&last_id)
-            .map_or(0, |w| w.heartbeat.tokens_generated)
-    };
-    // One heartbeat interval, so the count includes the requests before this one.
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let before = generated(&queen);
-    let killer = async {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        // A heartbeat that counts new tokens: the stream is under way.
-        while generated(&queen) <= before {
-            assert!(Instant::now() < deadline, "the request never started");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        // SAFETY: kill has no memory effects.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-        Instant::now()
-    };
-    let (events, killed_at) = futures::future::join(long, killer).await;
+    // Killed at its first token, so the model cannot have ended the answer first.
+    let mut killed_at = None;
+    let events = queen
+        .run_watched(
+            infer("List the numbers from 1 to 1000, one per line.", 1000),
+            |event| {
+                if matches!(event, JobEvent::Token { .. }) && killed_at.is_none() {
+                    // SAFETY: kill has no memory effects.
+                    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+                    killed_at = Some(Instant::now());
+                }
+            },
+        )
+        .await;
+    let killed_at = killed_at.expect("a token before the end");
     let (ended_at, JobEvent::Error(error)) = events.last().expect("events") else {
         panic!("{events:#?}")
     };

@@ -136,7 +136,7 @@ fn batched_and_single_token_products_agree() {
         for rows in [ROWS, ROWS - 1] {
             let matrix =
                 QMatrix::new(ty, rows, COLS, bytes[..rows * row_bytes].to_vec()).expect("matrix");
-            for tokens in [2, 3, 4, 5, 7, 9] {
+            for tokens in [2, 3, 4, 5, 7, 9, 16, 19, 40] {
                 let x = values(tokens * COLS, 5);
                 // Scratch longer than the tokens, as the engine's is.
                 let mut blocks = vec![Q8Block::default(); (tokens + 2) * COLS / QK];

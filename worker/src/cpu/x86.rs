@@ -11,6 +11,9 @@ use std::arch::x86_64::*;
 
 use super::quant::{Q8Block, QuantType, q4k_scale_min};
 
+#[path = "x86_q8_0.rs"]
+mod q8_0;
+
 /// Proof that this CPU runs a kernel set: the only way to reach the kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Simd(Level);
@@ -145,6 +148,72 @@ impl Simd {
                 Level::Avx512 => avx512::tile_q8_0(rows, xs, out),
             }
         }
+    }
+}
+
+impl Simd {
+    /// AVX-512's products of Q8_0 rows (`row_bytes` each) with `tokens` tokens'
+    /// activations (`x` holds exactly those, one after another) into `out`
+    /// (`out[row * tokens + token]`), for whole tiles of four rows and every pair of
+    /// tokens; returns the rows and tokens they covered, equal bit for bit to
+    /// `dot_rows`'s results. `None` for other types and sets, whose tiles are
+    /// `dot_tile_q8_0`'s.
+    pub fn dot_tiles_q8_0(
+        self,
+        ty: QuantType,
+        rows: &[u8],
+        row_bytes: usize,
+        x: &[Q8Block],
+        tokens: usize,
+        out: &mut [f32],
+    ) -> Option<(usize, usize)> {
+        use q8_0::ROWS;
+        if ty != QuantType::Q8_0 || self.0 != Level::Avx512 || tokens < 2 {
+            return None;
+        }
+        let count = out.len() / tokens;
+        let blocks = x.len() / tokens;
+        let full_rows = count - count % ROWS;
+        let pairs = tokens / 2;
+        Some(q8_0::PAIRS.with_borrow_mut(|prepared| {
+            // SAFETY: this `Simd` proves AVX-512's features.
+            unsafe { q8_0::prepare(x, blocks, 2 * pairs, prepared) };
+            let pair = |p: usize| &prepared[p * blocks..(p + 1) * blocks];
+            let mut tile = [[0.0; 8]; ROWS];
+            for first in (0..full_rows).step_by(ROWS) {
+                let group = std::array::from_fn(|r| &rows[(first + r) * row_bytes..][..row_bytes]);
+                // Up to four pairs a tile, while the rows' blocks stay in cache.
+                for p0 in (0..pairs).step_by(4) {
+                    let n = (pairs - p0).min(4);
+                    // SAFETY: as above.
+                    unsafe {
+                        match n {
+                            4 => q8_0::tile::<4>(
+                                group,
+                                std::array::from_fn(|i| pair(p0 + i)),
+                                &mut tile,
+                            ),
+                            3 => q8_0::tile::<3>(
+                                group,
+                                std::array::from_fn(|i| pair(p0 + i)),
+                                &mut tile,
+                            ),
+                            2 => q8_0::tile::<2>(
+                                group,
+                                std::array::from_fn(|i| pair(p0 + i)),
+                                &mut tile,
+                            ),
+                            _ => q8_0::tile::<1>(group, [pair(p0)], &mut tile),
+                        }
+                    }
+                    for (r, values) in tile.iter().enumerate() {
+                        let at = (first + r) * tokens + 2 * p0;
+                        out[at..at + 2 * n].copy_from_slice(&values[..2 * n]);
+                    }
+                }
+            }
+            (full_rows, 2 * pairs)
+        }))
     }
 }
 

@@ -1,7 +1,8 @@
-//! Times the model alone, without HTTP or sampling: a 71-token prompt, then greedy decode
-//! steps, three times. Used for profiling (`perf record`) the CPU engine.
+//! Times the model alone, without HTTP or sampling: a prompt (71 tokens unless given),
+//! then greedy decode steps, three times. Used for profiling (`perf record`) the CPU
+//! engine.
 //!
-//!     cargo run --release -p llm-worker-rbee --example cpu_timing -- MODEL.gguf [STEPS]
+//!     cargo run --release -p llm-worker-rbee --example cpu_timing -- MODEL.gguf [STEPS [PROMPT]]
 
 use std::time::Instant;
 
@@ -11,12 +12,13 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let path = args
         .next()
-        .ok_or_else(|| anyhow::anyhow!("usage: cpu_timing MODEL.gguf [STEPS]"))?;
+        .ok_or_else(|| anyhow::anyhow!("usage: cpu_timing MODEL.gguf [STEPS [PROMPT]]"))?;
     let steps: usize = args.next().map_or(Ok(128), |s| s.parse())?;
+    let prompt_tokens: u32 = args.next().map_or(Ok(71), |s| s.parse())?;
     let loaded = llm_worker_rbee::model::load(path.as_ref(), &candle_core::Device::Cpu)?;
     let mut model = loaded.model;
     println!("engine {}", model.info.engine);
-    let prompt: Vec<u32> = (0..71).map(|i| 100 + i * 37).collect();
+    let prompt: Vec<u32> = (0..prompt_tokens).map(|i| 100 + i * 37 % 20000).collect();
     for _ in 0..3 {
         let started = Instant::now();
         let mut token = argmax(&model.forward(&prompt, 0)?);

@@ -95,10 +95,24 @@ impl Kernels {
         }
     }
 
+    /// Prepares `tokens` tokens' activations (`x` holds exactly those) into `into` for
+    /// the products of matrices with Q8_0 rows (`q8_0`), once for every task of a product.
+    pub fn prepare(self, x: &[Q8Block], tokens: usize, q8_0: bool, into: &mut Prepared) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernels::X86(simd) if q8_0 => {
+                simd.prepare_q8_0(x, tokens, &mut into.pairs);
+            }
+            _ => into.clear(),
+        }
+    }
+
     /// Dot products of consecutive rows (`row_bytes` each) with `tokens` tokens'
-    /// activations (`x` holds exactly those, one after another): `out[i * tokens + t]` is row `i`
-    /// times token `t`. Equal, bit for bit, to `dot_rows` token by token; faster where a
-    /// tile kernel unpacks each weight block once for several tokens.
+    /// activations (`x` holds exactly those, one after another; `prepared` is what
+    /// [`Kernels::prepare`] made of them): `out[i * tokens + t]` is row `i` times token
+    /// `t`. Equal, bit for bit, to `dot_rows` token by token; faster where a tile kernel
+    /// unpacks each weight block once for several tokens.
+    #[allow(clippy::too_many_arguments)]
     pub fn dot_rows_tokens(
         self,
         ty: QuantType,
@@ -106,6 +120,7 @@ impl Kernels {
         row_bytes: usize,
         x: &[Q8Block],
         tokens: usize,
+        prepared: &Prepared,
         out: &mut [f32],
     ) {
         if tokens == 1 {
@@ -116,7 +131,10 @@ impl Kernels {
         let token = |t: usize| &x[t * blocks..(t + 1) * blocks];
         #[cfg(target_arch = "x86_64")]
         let (done_rows, done_tokens) = match self {
-            Kernels::X86(simd) => match simd.dot_tiles_q8_0(ty, rows, row_bytes, x, tokens, out) {
+            Kernels::X86(simd) => match (!prepared.pairs.is_empty())
+                .then(|| simd.dot_tiles_q8_0(ty, rows, row_bytes, x, tokens, &prepared.pairs, out))
+                .flatten()
+            {
                 Some(done) => done,
                 None if tokens >= x86::TILE_TOKENS => UNPACKED
                     .with_borrow_mut(|unpacked| {
@@ -206,6 +224,22 @@ impl Kernels {
             #[cfg(target_arch = "aarch64")]
             Kernels::Neon(neon) => neon.dot(ty, row, x),
         }
+    }
+}
+
+/// What the kernels read of a product's activations besides their blocks, made once
+/// per product by [`Kernels::prepare`] and shared by its tasks (AVX-512's Q8_0 tiles
+/// read token pairs side by side); empty where no kernel needs it.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    #[cfg(target_arch = "x86_64")]
+    pairs: Vec<x86::PairBlock>,
+}
+
+impl Prepared {
+    fn clear(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        self.pairs.clear();
     }
 }
 

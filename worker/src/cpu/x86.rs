@@ -151,13 +151,33 @@ impl Simd {
     }
 }
 
+pub use q8_0::PairBlock;
+
+/// Token pairs of a prompt's chunk in AVX-512's Q8_0 tiles: 32 tokens' prepared blocks
+/// (96 bytes a block and token) stay in L2 for an 8192-wide row.
+const PAIRS_PER_CHUNK: usize = 16;
+
 impl Simd {
+    /// Prepares `tokens` tokens' activations (`x` holds exactly those) for
+    /// [`Simd::dot_tiles_q8_0`] into `into`, once for every task of a product; `false`
+    /// (and `into` empty) where this set has no use for them.
+    pub fn prepare_q8_0(self, x: &[Q8Block], tokens: usize, into: &mut Vec<PairBlock>) -> bool {
+        into.clear();
+        if self.0 != Level::Avx512 || tokens < 2 {
+            return false;
+        }
+        // SAFETY: this `Simd` proves AVX-512's features.
+        unsafe { q8_0::prepare(x, x.len() / tokens, tokens - tokens % 2, into) };
+        true
+    }
+
     /// AVX-512's products of Q8_0 rows (`row_bytes` each) with `tokens` tokens'
-    /// activations (`x` holds exactly those, one after another) into `out`
-    /// (`out[row * tokens + token]`), for whole tiles of four rows and every pair of
-    /// tokens; returns the rows and tokens they covered, equal bit for bit to
-    /// `dot_rows`'s results. `None` for other types and sets, whose tiles are
-    /// `dot_tile_q8_0`'s.
+    /// activations (`x` holds exactly those, one after another, and `prepared` what
+    /// [`Simd::prepare_q8_0`] made of them) into `out` (`out[row * tokens + token]`),
+    /// for whole tiles of four rows and every pair of tokens; returns the rows and
+    /// tokens they covered, equal bit for bit to `dot_rows`'s results. `None` for other
+    /// types and sets, whose tiles are `dot_tile_q8_0`'s.
+    #[allow(clippy::too_many_arguments)]
     pub fn dot_tiles_q8_0(
         self,
         ty: QuantType,
@@ -165,6 +185,7 @@ impl Simd {
         row_bytes: usize,
         x: &[Q8Block],
         tokens: usize,
+        prepared: &[PairBlock],
         out: &mut [f32],
     ) -> Option<(usize, usize)> {
         use q8_0::ROWS;
@@ -175,45 +196,59 @@ impl Simd {
         let blocks = x.len() / tokens;
         let full_rows = count - count % ROWS;
         let pairs = tokens / 2;
-        Some(q8_0::PAIRS.with_borrow_mut(|prepared| {
-            // SAFETY: this `Simd` proves AVX-512's features.
-            unsafe { q8_0::prepare(x, blocks, 2 * pairs, prepared) };
-            let pair = |p: usize| &prepared[p * blocks..(p + 1) * blocks];
-            let mut tile = [[0.0; 8]; ROWS];
+        assert_eq!(prepared.len(), pairs * blocks, "activations not prepared");
+        let pair = |p: usize| &prepared[p * blocks..(p + 1) * blocks];
+        let mut tile = [[0.0; 8]; ROWS];
+        // A prompt's pairs a chunk at a time, so that a chunk stays in cache while every
+        // row passes over it (as the rows do while a chunk's tiles pass over them).
+        for chunk in (0..pairs).step_by(PAIRS_PER_CHUNK) {
+            let chunk_end = (chunk + PAIRS_PER_CHUNK).min(pairs);
             for first in (0..full_rows).step_by(ROWS) {
                 let group = std::array::from_fn(|r| &rows[(first + r) * row_bytes..][..row_bytes]);
-                // Up to four pairs a tile, while the rows' blocks stay in cache.
-                for p0 in (0..pairs).step_by(4) {
-                    let n = (pairs - p0).min(4);
-                    // SAFETY: as above.
-                    unsafe {
-                        match n {
-                            4 => q8_0::tile::<4>(
-                                group,
-                                std::array::from_fn(|i| pair(p0 + i)),
-                                &mut tile,
-                            ),
-                            3 => q8_0::tile::<3>(
-                                group,
-                                std::array::from_fn(|i| pair(p0 + i)),
-                                &mut tile,
-                            ),
-                            2 => q8_0::tile::<2>(
-                                group,
-                                std::array::from_fn(|i| pair(p0 + i)),
-                                &mut tile,
-                            ),
-                            _ => q8_0::tile::<1>(group, [pair(p0)], &mut tile),
-                        }
-                    }
-                    for (r, values) in tile.iter().enumerate() {
-                        let at = (first + r) * tokens + 2 * p0;
-                        out[at..at + 2 * n].copy_from_slice(&values[..2 * n]);
-                    }
+                self.tiles_q8_0(
+                    group,
+                    first,
+                    chunk..chunk_end,
+                    &pair,
+                    tokens,
+                    &mut tile,
+                    out,
+                );
+            }
+        }
+        Some((full_rows, 2 * pairs))
+    }
+
+    /// The tiles of rows `first..first + ROWS` (`group`) with token pairs `pairs`, up to
+    /// four pairs a tile, into `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn tiles_q8_0<'a>(
+        self,
+        group: [&[u8]; q8_0::ROWS],
+        first: usize,
+        pairs: std::ops::Range<usize>,
+        pair: &impl Fn(usize) -> &'a [PairBlock],
+        tokens: usize,
+        tile: &mut [[f32; 8]; q8_0::ROWS],
+        out: &mut [f32],
+    ) {
+        for p0 in pairs.clone().step_by(4) {
+            let n = (pairs.end - p0).min(4);
+            let at = |i: usize| pair(p0 + i);
+            // SAFETY: this `Simd` proves AVX-512's features.
+            unsafe {
+                match n {
+                    4 => q8_0::tile::<4>(group, std::array::from_fn(at), tile),
+                    3 => q8_0::tile::<3>(group, std::array::from_fn(at), tile),
+                    2 => q8_0::tile::<2>(group, std::array::from_fn(at), tile),
+                    _ => q8_0::tile::<1>(group, [at(0)], tile),
                 }
             }
-            (full_rows, 2 * pairs)
-        }))
+            for (r, values) in tile.iter().enumerate() {
+                let at = (first + r) * tokens + 2 * p0;
+                out[at..at + 2 * n].copy_from_slice(&values[..2 * n]);
+            }
+        }
     }
 }
 

@@ -7,9 +7,10 @@
 //! `dot_q8_0` adds one token's: the block's eight lane sums times `d · a.d` (rounded
 //! once), block after block, then [`hsum`]; so tiles equal single rows bit for bit.
 //!
-//! What a token pair's block needs is prepared once per product ([`prepare`]): both
-//! tokens' values side by side, the bias that turns sums of `(q + 128) · y` into
-//! `q · y`, and the two scales; the inner loop then reads them straight from memory.
+//! What a token pair's block needs is prepared once per product ([`prepare`], shared by
+//! the product's tasks): both tokens' values side by side, the bias that turns sums of
+//! `(q + 128) · y` into `q · y`, and the two scales; the inner loop then reads them
+//! straight from memory.
 
 use super::*;
 
@@ -24,17 +25,10 @@ pub(super) const ROWS: usize = 4;
 /// token's scale in its eight lanes.
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(64))]
-pub(super) struct PairBlock {
+pub struct PairBlock {
     values: [i8; 64],
     bias: [i32; 16],
     scales: [f32; 16],
-}
-
-thread_local! {
-    /// Each engine thread's prepared blocks, kept between products so that a step
-    /// allocates only on its first.
-    pub(super) static PAIRS: std::cell::RefCell<Vec<PairBlock>> =
-        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Prepares the first `tokens` (even) of the tokens in `x` (`blocks` blocks each) into

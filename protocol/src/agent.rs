@@ -1,27 +1,10 @@
-//! The answers of the hive agent (`rbee-hive`) that are not capabilities (what the
-//! queen reads from the `result` event of `version` and `status`), and the lines of
-//! its `serve` session.
+//! The answers of the hive agent (`rbee-hive`) that are not capabilities: what the
+//! queen reads from the `result` event of `version` and `status`. (The lines of its
+//! `serve` session are in the `serve` module.)
 
 use serde::{Deserialize, Serialize};
 
 use crate::capabilities::HiveCapabilities;
-use crate::event::JobEvent;
-
-/// One request line of an agent session (`rbee-hive serve`): the same arguments as a
-/// single run of the agent, and an id its replies carry.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct ServeRequest {
-    pub id: u64,
-    pub args: Vec<String>,
-}
-
-/// One reply line of an agent session: an event of the request `id`; every request's
-/// replies end with its terminal event.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct ServeReply {
-    pub id: u64,
-    pub event: JobEvent,
-}
 
 /// The agent's build and the system it runs on; the queen compares `version` with its
 /// own and `os`/`arch` with the binaries it would push.

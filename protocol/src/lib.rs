@@ -14,6 +14,7 @@ pub mod inference;
 pub mod models;
 pub mod operation;
 pub mod result;
+pub mod serve;
 pub mod sse;
 pub mod validate;
 pub mod worker_line;

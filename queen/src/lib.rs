@@ -7,6 +7,7 @@
 //! in-process on `127.0.0.1:0` and stop it cleanly.
 
 pub mod cli;
+pub mod fake_hive;
 pub mod hives;
 pub mod http;
 pub mod jobs;

@@ -34,7 +34,7 @@ pub struct AppState {
     pub listen_addr: OnceLock<SocketAddr>,
     pub metrics: crate::metrics::Metrics,
     /// Answers agent commands in place of hives (tests only; `None` when serving).
-    pub fake_hives: Option<Arc<dyn crate::operations::FakeHive>>,
+    pub fake_hives: Option<Arc<dyn crate::fake_hive::FakeHive>>,
 }
 
 impl AppState {

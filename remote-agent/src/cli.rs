@@ -7,8 +7,8 @@ use std::io::{self, BufRead, Read};
 use rbee_protocol::JobEvent;
 
 use crate::cancel::{self, CancelFlag};
-use crate::command::{AgentCommand, CommandLine, USAGE, UsageError};
-use crate::error::{AgentError, EXIT_USAGE, message_with_causes};
+use crate::command::{AgentCommand, CommandLine, USAGE};
+use crate::error::{AgentError, EXIT_USAGE, UsageError, message_with_causes};
 use crate::events::EventWriter;
 use crate::models::ModelCommand;
 

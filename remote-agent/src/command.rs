@@ -8,9 +8,9 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use rbee_protocol::{ErrorCode, ErrorDetail, validate};
+use rbee_protocol::validate;
 
-use crate::error::AgentError;
+use crate::error::{AgentError, UsageError};
 
 /// The install directory when the queen passes none, as in the inventory's defaults.
 pub const DEFAULT_INSTALL_DIR: &str = "~/.rbee";
@@ -411,52 +411,6 @@ flags:
   --install-dir DIR   where binaries, models and worker state live (default ~/.rbee)
   --hive-id ID        the inventory alias reported in events
 ";
-
-/// A command line the agent does not accept (exit status 2).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UsageError {
-    #[error("no command given")]
-    MissingCommand,
-    #[error("unknown command `{0}`")]
-    UnknownCommand(String),
-    #[error(
-        "`infer` is not a hive command: inference goes from the queen to a worker, never through the hive agent"
-    )]
-    InferOnHive,
-    #[error("unknown flag `{0}`")]
-    UnknownFlag(String),
-    #[error("flag `{0}` needs a value")]
-    MissingValue(String),
-    #[error("`{0}` is not a valid hive id (letters, digits, `-`, `_`, `.`)")]
-    InvalidHiveId(String),
-    #[error("`{command}` needs `{flag}`")]
-    MissingFlag { command: String, flag: String },
-    #[error("`{value}` is not a valid value for `{flag}`")]
-    BadValue { flag: String, value: String },
-    #[error("`{command}` takes no argument `{argument}`")]
-    UnexpectedArgument { command: String, argument: String },
-    #[error("`{command}` takes {expected}")]
-    BadArguments {
-        command: String,
-        expected: &'static str,
-    },
-    #[error("argument `{0}` is not valid UTF-8")]
-    NotUtf8(String),
-}
-
-impl UsageError {
-    pub fn to_detail(&self) -> ErrorDetail {
-        let hint = match self {
-            UsageError::InferOnHive => {
-                "send prompts with `rbee-keeper infer`; the queen routes them to a worker"
-            }
-            _ => {
-                "run `rbee-hive help` for the commands this agent knows; a queen newer than its agent reinstalls it with `rbee-keeper hive install`"
-            }
-        };
-        ErrorDetail::new(ErrorCode::BadRequest, self.to_string()).with_hint(hint)
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -6,8 +6,6 @@ use std::path::PathBuf;
 
 use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent};
 
-use crate::command::UsageError;
-
 /// Exit status of an operation that failed (an `error` event was printed).
 pub const EXIT_FAILED: u8 = 1;
 /// Exit status of a command line the agent does not accept.
@@ -59,7 +57,7 @@ pub enum AgentError {
         source: io::Error,
     },
     #[error(transparent)]
-    Model(#[from] crate::models::ModelError),
+    Model(#[from] crate::models::error::ModelError),
 
     #[error("cannot list worker state files in {path}")]
     ListWorkers {
@@ -112,14 +110,50 @@ impl AgentError {
     }
 }
 
-/// `error: cause: cause`, so the operator sees the OS error behind a failed read.
-pub(crate) fn message_with_causes(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
+pub(crate) use crate::causes::message_with_causes;
+
+/// A command line the agent does not accept (exit status 2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsageError {
+    #[error("no command given")]
+    MissingCommand,
+    #[error("unknown command `{0}`")]
+    UnknownCommand(String),
+    #[error(
+        "`infer` is not a hive command: inference goes from the queen to a worker, never through the hive agent"
+    )]
+    InferOnHive,
+    #[error("unknown flag `{0}`")]
+    UnknownFlag(String),
+    #[error("flag `{0}` needs a value")]
+    MissingValue(String),
+    #[error("`{0}` is not a valid hive id (letters, digits, `-`, `_`, `.`)")]
+    InvalidHiveId(String),
+    #[error("`{command}` needs `{flag}`")]
+    MissingFlag { command: String, flag: String },
+    #[error("`{value}` is not a valid value for `{flag}`")]
+    BadValue { flag: String, value: String },
+    #[error("`{command}` takes no argument `{argument}`")]
+    UnexpectedArgument { command: String, argument: String },
+    #[error("`{command}` takes {expected}")]
+    BadArguments {
+        command: String,
+        expected: &'static str,
+    },
+    #[error("argument `{0}` is not valid UTF-8")]
+    NotUtf8(String),
+}
+
+impl UsageError {
+    pub fn to_detail(&self) -> ErrorDetail {
+        let hint = match self {
+            UsageError::InferOnHive => {
+                "send prompts with `rbee-keeper infer`; the queen routes them to a worker"
+            }
+            _ => {
+                "run `rbee-hive help` for the commands this agent knows; a queen newer than its agent reinstalls it with `rbee-keeper hive install`"
+            }
+        };
+        ErrorDetail::new(ErrorCode::BadRequest, self.to_string()).with_hint(hint)
     }
-    message
 }

@@ -11,6 +11,7 @@
 
 mod binaries;
 pub mod cancel;
+mod causes;
 pub mod cli;
 pub mod command;
 mod detect;
@@ -28,8 +29,8 @@ use rbee_protocol::agent::AgentStatus;
 use rbee_protocol::{JobEvent, Level, OperationResult};
 
 pub use cancel::CancelFlag;
-pub use command::{AgentCommand, AgentContext, CommandLine, Invocation, SpawnRequest, UsageError};
-pub use error::AgentError;
+pub use command::{AgentCommand, AgentContext, CommandLine, Invocation, SpawnRequest};
+pub use error::{AgentError, UsageError};
 
 use report::Reporter;
 

@@ -13,7 +13,7 @@
 use std::ffi::OsString;
 use std::io::{self, BufRead, Write};
 
-use rbee_protocol::agent::{ServeReply, ServeRequest};
+use rbee_protocol::serve::{ServeReply, ServeRequest};
 use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent};
 
 use crate::cancel::CancelFlag;

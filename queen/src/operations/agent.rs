@@ -5,14 +5,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rbee_hive::{AgentCommand, AgentContext, Invocation};
-use rbee_protocol::agent::{ServeReply, ServeRequest};
+use rbee_protocol::serve::{ServeReply, ServeRequest};
 use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent, Level, OperationResult};
 
 use super::fan_out::HostContext;
 use crate::ssh::{SessionError, SshConnection, Stdin, shell};
 
-/// What the agent answered: its `result`.
-pub type AgentAnswer = Result<OperationResult, ErrorDetail>;
+pub use crate::fake_hive::AgentAnswer;
 
 /// The error for an answer of another kind than the command gives: an agent of another
 /// rbee version.

@@ -12,8 +12,9 @@ use rbee_hive::models::ProgressMeter;
 use rbee_protocol::models::HubAccess;
 use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent};
 
-use super::agent::{self, AgentAnswer};
+use super::agent;
 use super::fan_out::HostContext;
+use crate::fake_hive::AgentAnswer;
 use crate::ssh::{SshConnection, Stdin, Upload};
 
 /// What the agent reads on stdin besides the cancel signal.
@@ -26,14 +27,6 @@ pub enum Input {
         path: PathBuf,
         label: String,
     },
-}
-
-/// Answers agent commands in place of hives: the test seam that lets an operation's own
-/// logic (fan-out, recap, the typed answers it expects) run without an agent, sshd or
-/// files. Set on the queen's state before it serves ([`crate::state::AppState::fake_hives`]);
-/// a hive it answers `None` for is reached as usual.
-pub trait FakeHive: Send + Sync {
-    fn answer(&self, hive: &str, command: &AgentCommand) -> Option<AgentAnswer>;
 }
 
 /// One hive's agent, as one operation on one hive sees it.

@@ -13,7 +13,8 @@ use super::agent::answer_as;
 use super::fan_out::{HostContext, HostDone, fan_out};
 use super::hive_client::{HiveClient, no_usable_agent};
 use super::{JobContext, OpResult};
-use crate::ssh::{SshConnection, Upload, shell};
+use crate::ssh::shell::{self, Value};
+use crate::ssh::{SshConnection, Upload};
 
 /// The binaries `hive install` pushes.
 const BINARIES: [&str; 2] = ["rbee-hive", "llm-worker-rbee"];
@@ -109,13 +110,13 @@ async fn probe(
     binaries: &[LocalBinary],
 ) -> Result<(String, String, BTreeMap<String, String>), ErrorDetail> {
     let names: Vec<&str> = binaries.iter().map(|b| b.name).collect();
-    let probe = format!(
-        "uname -sm; d={dir}; for n in {names}; do f=\"$d/$n\"; s=\"$d/.$n.sha256\"; \
+    let names = names.join(" ");
+    let probe = shell::script(
+        &[("d", Value::Path(bin_dir)), ("names", Value::Word(&names))],
+        "uname -sm; for n in $names; do f=\"$d/$n\"; s=\"$d/.$n.sha256\"; \
          if [ ! -f \"$f\" ]; then echo \"$n -\"; continue; fi; st=$(stat -c '%s %Y' \"$f\"); \
          if [ -f \"$s\" ] && [ \"$(cut -d' ' -f2,3 \"$s\")\" = \"$st\" ]; then echo \"$n $(cut -d' ' -f1 \"$s\")\"; \
          else h=$(sha256sum < \"$f\" | cut -d' ' -f1); echo \"$h $st\" > \"$s\" 2>/dev/null; echo \"$n $h\"; fi; done",
-        dir = shell::quote_path(bin_dir),
-        names = names.join(" "),
     );
     let (_, answer) = connection.output(&probe).await.map_err(|e| e.to_detail())?;
     let mut lines = answer.lines();
@@ -200,15 +201,17 @@ pub(super) async fn install_on(
             "push",
             format!("pushing {} to {bin_dir}", binary.name),
         );
-        let script = format!(
-            "set -e; d={dir}; mkdir -p \"$d\"; t=\"$d/.{name}.partial.$$\"; trap 'rm -f \"$t\"' EXIT; \
+        let script = shell::script(
+            &[
+                ("d", Value::Path(&bin_dir)),
+                ("n", Value::Word(binary.name)),
+                ("sha", Value::Word(&binary.sha256)),
+            ],
+            "set -e; mkdir -p \"$d\"; t=\"$d/.$n.partial.$$\"; trap 'rm -f \"$t\"' EXIT; \
              cat > \"$t\"; s=$(sha256sum < \"$t\" | cut -d' ' -f1); \
-             if [ \"$s\" != {sha} ]; then echo \"checksum mismatch: got $s\" >&2; exit 3; fi; \
-             chmod 755 \"$t\"; mv -f \"$t\" \"$d/{name}\"; trap - EXIT; \
-             echo \"$s $(stat -c '%s %Y' \"$d/{name}\")\" > \"$d/.{name}.sha256\"",
-            dir = shell::quote_path(&bin_dir),
-            name = binary.name,
-            sha = binary.sha256,
+             if [ \"$s\" != \"$sha\" ]; then echo \"checksum mismatch: got $s\" >&2; exit 3; fi; \
+             chmod 755 \"$t\"; mv -f \"$t\" \"$d/$n\"; trap - EXIT; \
+             echo \"$s $(stat -c '%s %Y' \"$d/$n\")\" > \"$d/.$n.sha256\"",
         );
         let (job, alias, label) = (
             host.job.clone(),
@@ -520,15 +523,15 @@ pub async fn uninstall(ctx: &JobContext, pattern: &str) -> OpResult {
         };
         let connection = HiveClient::new(&host).connection().await?;
         let dir = &host.hive.install_dir;
-        let paths: Vec<String> = ["bin", "workers", "logs"]
-            .iter()
-            .map(|p| shell::quote_path(&shell::join(dir, p)))
-            .collect();
+        let [bin, workers, logs] = ["bin", "workers", "logs"].map(|p| shell::join(dir, p));
         let (outcome, out) = connection
-            .output(&format!(
-                "if [ -e {bin} ]; then echo present; fi; rm -rf {all}",
-                bin = paths[0],
-                all = paths.join(" ")
+            .output(&shell::script(
+                &[
+                    ("b", Value::Path(&bin)),
+                    ("w", Value::Path(&workers)),
+                    ("l", Value::Path(&logs)),
+                ],
+                "if [ -e \"$b\" ]; then echo present; fi; rm -rf \"$b\" \"$w\" \"$l\"",
             ))
             .await
             .map_err(|e| e.to_detail())?;

@@ -14,7 +14,7 @@ mod models;
 mod playbook;
 mod workers;
 
-pub use hive_client::FakeHive;
+pub use crate::fake_hive::FakeHive;
 pub use inference::{Pins, candidates};
 
 use std::sync::Arc;

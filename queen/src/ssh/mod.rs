@@ -466,7 +466,7 @@ impl SshConnection {
     /// reply cannot stall every quick command to the hive.
     pub async fn call(
         &self,
-        start: &str,
+        start: &shell::Line,
         request: &str,
         on_line: &mut (dyn FnMut(&str) -> bool + Send),
     ) -> Result<(), SessionError> {
@@ -505,7 +505,11 @@ impl SshConnection {
                 .split();
             let writer = ClosingChannel(Arc::new(writer));
             tracing::debug!(host = %self.target.host, command = %start, "session");
-            writer.0.exec(true, start).await.map_err(protocol)?;
+            writer
+                .0
+                .exec(true, start.as_str())
+                .await
+                .map_err(protocol)?;
             // The session keeps its channel until it closes (see `close`).
             permit.forget();
             session.open = Some(OpenSession {
@@ -582,7 +586,7 @@ impl SshConnection {
     /// upload is given: then the file is streamed and stdin closed after it.
     pub async fn exec(
         &self,
-        command: &str,
+        command: &shell::Line,
         upload: Option<Upload<'_>>,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<ExecOutcome, SshError> {
@@ -596,7 +600,7 @@ impl SshConnection {
     /// [`SshConnection::exec`] with the command's stdin spelled out.
     pub async fn exec_with(
         &self,
-        command: &str,
+        command: &shell::Line,
         stdin: Stdin<'_>,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<ExecOutcome, SshError> {
@@ -622,7 +626,10 @@ impl SshConnection {
         let guard = ClosingChannel(Arc::new(writer));
         let channel = &*guard.0;
         tracing::debug!(host = %self.target.host, %command, "exec");
-        channel.exec(true, command).await.map_err(protocol)?;
+        channel
+            .exec(true, command.as_str())
+            .await
+            .map_err(protocol)?;
         let upload = match stdin {
             Stdin::Open => None,
             Stdin::Preamble(bytes) => {
@@ -698,7 +705,7 @@ impl SshConnection {
     }
 
     /// Runs a short command and returns its whole stdout.
-    pub async fn output(&self, command: &str) -> Result<(ExecOutcome, String), SshError> {
+    pub async fn output(&self, command: &shell::Line) -> Result<(ExecOutcome, String), SshError> {
         let mut out = String::new();
         let outcome = self
             .exec(command, None, &mut |line| {

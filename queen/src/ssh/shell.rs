@@ -1,5 +1,9 @@
 //! Quoting for the remote POSIX shell: every argument the queen sends over SSH goes
 //! through here, so no alias, path or model id is ever interpreted by the shell.
+//!
+//! The SSH layer runs only a [`Line`], and a `Line` is made only by [`command`] (quoted
+//! words) or [`script`] (static text after quoted variable assignments): a value that
+//! skips quoting is a compile error, not a review finding.
 
 /// Quotes `arg` as one shell word.
 pub fn quote(arg: &str) -> String {
@@ -30,14 +34,55 @@ pub fn join(dir: &str, name: &str) -> String {
     format!("{}/{}", dir.trim_end_matches('/'), name)
 }
 
+/// A command line for the remote shell, made only of quoted words and static text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line(String);
+
+impl Line {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A command line of quoted words.
-pub fn command<S: AsRef<str>>(program: &str, args: &[S]) -> String {
+pub fn command<S: AsRef<str>>(program: &str, args: &[S]) -> Line {
     let mut line = quote_path(program);
     for arg in args {
         line.push(' ');
         line.push_str(&quote(arg.as_ref()));
     }
-    line
+    Line(line)
+}
+
+/// A value a [`script`] reads from a shell variable.
+#[derive(Debug, Clone, Copy)]
+pub enum Value<'a> {
+    /// Any text, as one word.
+    Word(&'a str),
+    /// A remote path, whose leading `~/` is the remote user's home.
+    Path(&'a str),
+}
+
+/// `body`, a fixed script, run after assigning each value to its variable, quoted
+/// (`d="$HOME"/.rbee; n=rbee-hive; body`). The body reads the values as `"$d"`.
+pub fn script(vars: &[(&'static str, Value<'_>)], body: &'static str) -> Line {
+    let mut line = String::new();
+    for (name, value) in vars {
+        debug_assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        let value = match value {
+            Value::Word(word) => quote(word),
+            Value::Path(path) => quote_path(path),
+        };
+        line.push_str(&format!("{name}={value}; "));
+    }
+    line.push_str(body);
+    Line(line)
 }
 
 #[cfg(test)]
@@ -87,8 +132,29 @@ mod tests {
         assert_eq!(quote_path("~/.rbee/bin"), "\"$HOME\"/.rbee/bin");
         assert_eq!(quote_path("/opt/my rbee"), "'/opt/my rbee'");
         assert_eq!(
-            command("~/.rbee/bin/rbee-hive", &["--hive-id", "a b"]),
+            command("~/.rbee/bin/rbee-hive", &["--hive-id", "a b"]).as_str(),
             "\"$HOME\"/.rbee/bin/rbee-hive --hive-id 'a b'"
+        );
+    }
+
+    #[test]
+    fn script_values_reach_the_body_as_they_were() {
+        let line = script(
+            &[
+                ("w", Value::Word("it's $(echo pwned) `id` a\"b")),
+                ("p", Value::Path("~/my dir")),
+            ],
+            "printf '%s|%s' \"$w\" \"$p\"",
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(line.as_str())
+            .env("HOME", "/home/x")
+            .output()
+            .expect("sh runs");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "it's $(echo pwned) `id` a\"b|/home/x/my dir"
         );
     }
 }

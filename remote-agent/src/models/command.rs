@@ -7,7 +7,7 @@
 
 use rbee_protocol::models::HubAccess;
 
-use crate::command::UsageError;
+use crate::error::UsageError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelCommand {

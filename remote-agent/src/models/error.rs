@@ -106,7 +106,7 @@ impl ModelError {
 
     /// The `error` event's body: code, message with causes, and a hint.
     pub fn to_detail(&self) -> ErrorDetail {
-        let message = crate::error::message_with_causes(self);
+        let message = crate::causes::message_with_causes(self);
         let (code, hint): (ErrorCode, Option<String>) = match self {
             ModelError::InvalidSpec { .. } => (
                 ErrorCode::BadRequest,

@@ -8,7 +8,7 @@
 //! and verified (partial file, sha256, rename).
 
 mod command;
-mod error;
+pub(crate) mod error;
 mod hub;
 mod receive;
 mod transfer;

@@ -239,11 +239,16 @@ pub enum WorkerCommand {
 
 #[derive(Args, Debug)]
 pub struct InferArgs {
+    /// The prompt, sent as a user's message: rendered with the model's chat template
+    /// when it has one (as `ollama run` does), as it is otherwise.
     pub prompt: String,
-    /// Send the prompt as a chat message (rendered with the model's chat template).
+    /// Send the prompt as it is, without the chat template (a completion).
+    #[arg(long, conflicts_with_all = ["chat", "system"])]
+    pub raw: bool,
+    /// Send the prompt as a chat message, and fail if the model has no chat template.
     #[arg(long)]
     pub chat: bool,
-    /// A system message; implies --chat.
+    /// A system message before the prompt; implies --chat.
     #[arg(long)]
     pub system: Option<String>,
     #[command(flatten)]

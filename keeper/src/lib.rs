@@ -22,7 +22,7 @@ use anyhow::Context;
 use rbee_config::Config;
 use std::io::IsTerminal;
 
-use rbee_protocol::{ChatMessage, ErrorCode, InferenceRequest, JobEvent, Operation};
+use rbee_protocol::{ChatMessage, ErrorCode, InferenceRequest, JobEvent, Operation, PromptFormat};
 
 use cli::{
     Cli, Command, HiveCommand, InventoryCommand, JobCommand, ModelCommand, QueenCommand,
@@ -118,6 +118,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 InferenceRequest {
                     prompt: Some(args.prompt),
+                    prompt_format: if args.raw {
+                        PromptFormat::Raw
+                    } else {
+                        PromptFormat::Chat
+                    },
                     ..args.options.request()
                 }
             };

@@ -17,6 +17,10 @@ pub struct InferenceRequest {
     pub prompt: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages: Option<Vec<ChatMessage>>,
+    /// How `prompt` reaches the model: as it is (the default, as OpenAI's completions
+    /// take it), or as a user's chat message.
+    #[serde(default, skip_serializing_if = "PromptFormat::is_raw")]
+    pub prompt_format: PromptFormat,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -36,6 +40,24 @@ pub struct InferenceRequest {
     /// Carried from the queen so one request can be followed through both logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+}
+
+/// How a request's `prompt` reaches the model.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptFormat {
+    /// The text as it is.
+    #[default]
+    Raw,
+    /// The text as one user message, rendered with the model's chat template when it
+    /// has one (as `ollama run` and `llama-cli` do); as it is when it has none.
+    Chat,
+}
+
+impl PromptFormat {
+    pub fn is_raw(&self) -> bool {
+        *self == PromptFormat::Raw
+    }
 }
 
 /// The most stop sequences one request may carry (as OpenAI allows).

@@ -23,7 +23,7 @@ pub use capabilities::{DeviceInfo, DeviceKind, HiveCapabilities};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{JobEvent, Level, Narration, Progress};
 pub use heartbeat::{WorkerHeartbeat, WorkerState};
-pub use inference::{ChatMessage, InferenceEvent, InferenceRequest, StopReason};
+pub use inference::{ChatMessage, InferenceEvent, InferenceRequest, PromptFormat, StopReason};
 pub use operation::Operation;
 pub use result::OperationResult;
 pub use worker_line::WorkerLine;

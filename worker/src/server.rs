@@ -13,7 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
-use rbee_protocol::{ErrorBody, ErrorCode, ErrorDetail, InferenceRequest, WorkerState};
+use rbee_protocol::{
+    ChatMessage, ErrorBody, ErrorCode, ErrorDetail, InferenceRequest, PromptFormat, WorkerState,
+};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
@@ -287,7 +289,15 @@ fn build_job(
     request.validate().map_err(|e| e.to_detail())?;
     let bad = |message: String| ErrorDetail::new(ErrorCode::BadRequest, message);
     let text = match (request.prompt, request.messages) {
-        (Some(prompt), None) => prompt,
+        (Some(prompt), None) => match (request.prompt_format, &model.template) {
+            (PromptFormat::Chat, Some(template)) => template
+                .render(&[ChatMessage {
+                    role: "user".into(),
+                    content: prompt,
+                }])
+                .map_err(|e| bad(e.to_string()))?,
+            _ => prompt,
+        },
         (None, Some(messages)) => {
             let template = model.template.as_ref().ok_or_else(|| {
                 bad("this model has no chat template; send `prompt` instead of `messages`".into())

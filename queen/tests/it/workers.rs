@@ -258,6 +258,21 @@ async fn workers_on_two_hives_serve_through_the_queen_and_survive_its_restart() 
         "{stderr}"
     );
 
+    // Plain `infer`, as a new user types it, answers: the prompt goes in as a user's
+    // message through the model's chat template (`--raw` would send it as it is).
+    let plain = [
+        "infer",
+        "--model",
+        MODEL,
+        "--max-tokens",
+        "8",
+        "--temperature",
+        "0",
+        "What is the capital of France? Answer in one word.",
+    ];
+    let (stdout, _) = keeper(&keeper_config, &plain, "").await;
+    assert!(stdout.contains("Paris"), "{stdout}");
+
     step("keeper infer");
     // `chat` keeps the conversation and uses the model's chat template.
     let chat_args = [&["chat"][..], &options].concat();

@@ -41,6 +41,16 @@ async fn greedy_chat_answers_paris_deterministically() {
     );
     let again = worker.infer(body).await;
     assert_eq!(text_of(&again), answer, "temperature 0 is deterministic");
+    // A prompt in the chat format is that one user message through the template.
+    let as_prompt = worker
+        .infer(json!({
+            "prompt": "What is the capital of France? Answer in one word.",
+            "prompt_format": "chat",
+            "temperature": 0.0,
+            "max_tokens": 16,
+        }))
+        .await;
+    assert_eq!(text_of(&as_prompt), answer);
 }
 
 #[tokio::test]

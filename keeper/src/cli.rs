@@ -206,8 +206,9 @@ pub enum WorkerCommand {
         hive: String,
         #[arg(long)]
         model: String,
+        /// cpu, cuda:N or metal.
         #[arg(long, default_value = "cpu")]
-        device: String,
+        device: rbee_protocol::DeviceSpec,
     },
     List {
         #[arg(long)]

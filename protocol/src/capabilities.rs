@@ -10,6 +10,62 @@ pub enum DeviceKind {
     Metal,
 }
 
+/// The one name of a device a worker runs on, as `--device` and `worker spawn` take it
+/// and as hives, the queen and workers print it: `cpu`, `cuda:N` (`cuda` is `cuda:0`)
+/// or `metal`. On the wire it is that string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DeviceSpec {
+    Cpu,
+    Cuda(u32),
+    Metal,
+}
+
+/// A device name that is none of `cpu`, `cuda:N` or `metal`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a device name (expected cpu, cuda:N or metal)")]
+pub struct UnknownDevice(pub String);
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = UnknownDevice;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "metal" => Ok(DeviceSpec::Metal),
+            "cuda" => Ok(DeviceSpec::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|n| n.parse().ok())
+                .map(DeviceSpec::Cuda)
+                .ok_or_else(|| UnknownDevice(s.to_owned())),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceSpec::Cpu => f.write_str("cpu"),
+            DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+            DeviceSpec::Metal => f.write_str("metal"),
+        }
+    }
+}
+
+impl Serialize for DeviceSpec {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DeviceSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// One device a worker can run on. `id` is the display name (`GPU-0`, `CPU-0`);
 /// [`DeviceInfo::worker_device`] is the name a worker is spawned with (`cuda:0`, `cpu`).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -30,11 +86,11 @@ pub struct DeviceInfo {
 }
 
 impl DeviceInfo {
-    pub fn worker_device(&self) -> String {
+    pub fn worker_device(&self) -> DeviceSpec {
         match self.kind {
-            DeviceKind::Cpu => "cpu".to_owned(),
-            DeviceKind::Cuda => format!("cuda:{}", self.index),
-            DeviceKind::Metal => "metal".to_owned(),
+            DeviceKind::Cpu => DeviceSpec::Cpu,
+            DeviceKind::Cuda => DeviceSpec::Cuda(self.index),
+            DeviceKind::Metal => DeviceSpec::Metal,
         }
     }
 }

@@ -11,6 +11,9 @@ pub enum ErrorCode {
     InvalidJson,
     Unauthorized,
     NotFound,
+    /// The hive (or every hive asked) does not hold the model: the model is missing,
+    /// not a device, a worker or a binary (those are `not_found`).
+    ModelNotFound,
     Conflict,
     NotImplemented,
     Unreachable,
@@ -37,6 +40,7 @@ impl ErrorCode {
             ErrorCode::InvalidJson => "invalid_json",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::ModelNotFound => "model_not_found",
             ErrorCode::Conflict => "conflict",
             ErrorCode::NotImplemented => "not_implemented",
             ErrorCode::Unreachable => "unreachable",

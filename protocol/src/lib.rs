@@ -19,7 +19,7 @@ pub mod sse;
 pub mod validate;
 pub mod worker_line;
 
-pub use capabilities::{DeviceInfo, DeviceKind, HiveCapabilities};
+pub use capabilities::{DeviceInfo, DeviceKind, DeviceSpec, HiveCapabilities, UnknownDevice};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{JobEvent, Level, Narration, Progress};
 pub use heartbeat::{WorkerHeartbeat, WorkerState};

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::capabilities::DeviceSpec;
 use crate::inference::InferenceRequest;
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -66,7 +67,7 @@ pub enum Operation {
         hive_id: String,
         model: String,
         #[serde(default = "default_device")]
-        device: String,
+        device: DeviceSpec,
     },
     WorkerList {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -128,8 +129,8 @@ pub enum Operation {
     },
 }
 
-fn default_device() -> String {
-    "cpu".to_owned()
+fn default_device() -> DeviceSpec {
+    DeviceSpec::Cpu
 }
 
 fn default_log_lines() -> u32 {

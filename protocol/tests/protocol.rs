@@ -70,7 +70,7 @@ fn operation_defaults_apply() {
         Operation::WorkerSpawn {
             hive_id: "a".into(),
             model: "m".into(),
-            device: "cpu".into()
+            device: rbee_protocol::DeviceSpec::Cpu
         }
     );
 }
@@ -169,8 +169,8 @@ fn capabilities_round_trip() {
         ],
         "ram_total":64,"ram_available":32,"disk_free":1000
     }));
-    assert_eq!(caps.devices[0].worker_device(), "cuda:0");
-    assert_eq!(caps.devices[1].worker_device(), "cpu");
+    assert_eq!(caps.devices[0].worker_device().to_string(), "cuda:0");
+    assert_eq!(caps.devices[1].worker_device().to_string(), "cpu");
 }
 
 #[test]
@@ -242,4 +242,35 @@ fn the_typed_results_of_the_fuzz_seeds_parse() {
         let event: JobEvent = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
         assert_eq!(event.kind(), "result");
     }
+}
+
+#[test]
+fn device_names_parse_print_back_and_travel_as_strings() {
+    use rbee_protocol::DeviceSpec;
+    for (text, spec) in [
+        ("cpu", DeviceSpec::Cpu),
+        ("cuda:1", DeviceSpec::Cuda(1)),
+        ("metal", DeviceSpec::Metal),
+    ] {
+        let parsed: DeviceSpec = text.parse().expect("parses");
+        assert_eq!(parsed, spec);
+        assert_eq!(parsed.to_string(), text);
+        assert_eq!(
+            serde_json::to_string(&spec).expect("json"),
+            format!("\"{text}\"")
+        );
+        assert_eq!(
+            serde_json::from_str::<DeviceSpec>(&format!("\"{text}\"")).expect("json"),
+            spec
+        );
+    }
+    assert_eq!("cuda".parse::<DeviceSpec>(), Ok(DeviceSpec::Cuda(0)));
+    for bad in ["gpu", "cuda:x", "cuda:+1", "cuda:", ""] {
+        let error = bad.parse::<DeviceSpec>().expect_err(bad);
+        assert!(
+            error.to_string().contains("cpu, cuda:N or metal"),
+            "{error}"
+        );
+    }
+    assert!(serde_json::from_str::<DeviceSpec>("\"tpu\"").is_err());
 }

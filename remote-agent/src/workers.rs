@@ -14,7 +14,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rbee_protocol::agent::{HiveWorker, WorkerRecord};
 use rbee_protocol::result::{StopOutcome, WorkerLogs, WorkerStopped};
-use rbee_protocol::{DeviceInfo, ErrorCode, Level, OperationResult, WorkerLine};
+use rbee_protocol::{
+    DeviceInfo, DeviceSpec, ErrorCode, Level, OperationResult, UnknownDevice, WorkerLine,
+};
 
 use crate::cancel::CancelFlag;
 use crate::command::SpawnRequest;
@@ -457,27 +459,24 @@ fn write_record(path: &Path, record: &WorkerRecord) -> Result<(), AgentError> {
     fs::rename(&partial, path).map_err(|e| AgentError::io("write", path, e))
 }
 
-/// Refuses a device this hive does not have, listing the ones it has.
 /// The device a worker is asked to run on, as detected now (its free memory fresh);
-/// `None` for Metal, which reports no memory.
+/// `None` for Metal, which reports no memory. Refuses a device this hive does not
+/// have, listing the ones it has.
 fn find_device(device: &str, hive: &str) -> Result<Option<DeviceInfo>, AgentError> {
-    let found = match device.split_once(':') {
-        None if device == "cpu" => Some(crate::detect::cpu_device()?),
-        None if device == "metal" && cfg!(target_os = "macos") => return Ok(None),
-        None if device == "metal" => None,
-        Some(("cuda", index)) => match index.parse::<u32>() {
-            Ok(index) => crate::detect::gpu_devices()?
-                .into_iter()
-                .find(|g| g.index == index),
-            Err(_) => None,
-        },
-        _ => {
-            return Err(AgentError::refused(
-                ErrorCode::BadRequest,
-                format!("`{device}` is not a device name"),
-                "devices are named cpu, cuda:N or metal",
-            ));
-        }
+    let spec: DeviceSpec = device.parse().map_err(|e: UnknownDevice| {
+        AgentError::refused(
+            ErrorCode::BadRequest,
+            e.to_string(),
+            "devices are named cpu, cuda:N or metal",
+        )
+    })?;
+    let found = match spec {
+        DeviceSpec::Cpu => Some(crate::detect::cpu_device()?),
+        DeviceSpec::Metal if cfg!(target_os = "macos") => return Ok(None),
+        DeviceSpec::Metal => None,
+        DeviceSpec::Cuda(index) => crate::detect::gpu_devices()?
+            .into_iter()
+            .find(|g| g.index == index),
     };
     match found {
         Some(found) => Ok(Some(found)),

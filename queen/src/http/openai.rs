@@ -59,7 +59,7 @@ impl OpenAiError {
     /// The status and type OpenAI's clients expect for an rbee error.
     fn from_detail(detail: &ErrorDetail) -> Self {
         let (status, kind, code) = match detail.code {
-            ErrorCode::NoWorker | ErrorCode::NotFound => (
+            ErrorCode::NoWorker | ErrorCode::NotFound | ErrorCode::ModelNotFound => (
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",
                 "model_not_found",

@@ -11,8 +11,8 @@ use rbee_config::Hive;
 use rbee_protocol::result::InferenceStats;
 use rbee_protocol::sse::SseDecoder;
 use rbee_protocol::{
-    DeviceKind, ErrorCode, ErrorDetail, InferenceEvent, InferenceRequest, JobEvent, Level,
-    Narration, OperationResult,
+    DeviceKind, DeviceSpec, ErrorCode, ErrorDetail, InferenceEvent, InferenceRequest, JobEvent,
+    Level, Narration, OperationResult,
 };
 
 use super::fan_out::HostContext;
@@ -210,7 +210,7 @@ fn no_worker(
 /// memory, trying the next when a hive does not hold the model.
 async fn spawn_for(ctx: &JobContext, model: &str, pins: &Pins) -> Result<WorkerView, ErrorDetail> {
     let inventory = ctx.state.inventory();
-    let mut places: Vec<(u64, Hive, String)> = Vec::new();
+    let mut places: Vec<(u64, Hive, DeviceSpec)> = Vec::new();
     for hive in inventory.hives.values() {
         if pins.hive.as_ref().is_some_and(|h| h != &hive.alias) {
             continue;
@@ -244,12 +244,10 @@ async fn spawn_for(ctx: &JobContext, model: &str, pins: &Pins) -> Result<WorkerV
             continue;
         };
         for device in &caps.devices {
-            let (free, name) = match device.kind {
-                DeviceKind::Cuda => (device.memory_free, format!("cuda:{}", device.index)),
-                DeviceKind::Cpu => (device.memory_free, "cpu".to_owned()),
-                _ => continue,
-            };
-            places.push((free, hive.clone(), name));
+            // Metal reports no free memory to place by.
+            if matches!(device.kind, DeviceKind::Cuda | DeviceKind::Cpu) {
+                places.push((device.memory_free, hive.clone(), device.worker_device()));
+            }
         }
     }
     places.sort_by_key(|place| std::cmp::Reverse(place.0));
@@ -278,9 +276,9 @@ async fn spawn_for(ctx: &JobContext, model: &str, pins: &Pins) -> Result<WorkerV
                 free >> 20
             ),
         );
-        match workers::spawn_on(ctx, &hive, model, &device).await {
+        match workers::spawn_on(ctx, &hive, model, &device.to_string()).await {
             Ok(worker) => return Ok(worker),
-            Err(refusal) if refusal.code == ErrorCode::NotFound => {
+            Err(refusal) if refusal.code == ErrorCode::ModelNotFound => {
                 without_model.insert(hive.alias.clone());
                 refusals.push(format!("{}: {}", hive.alias, refusal.message));
             }

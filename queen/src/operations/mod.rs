@@ -122,7 +122,7 @@ async fn execute(ctx: JobContext, operation: Operation) -> OpResult {
             hive_id,
             model,
             device,
-        } => workers::spawn(&ctx, &hive_id, &model, &device).await,
+        } => workers::spawn(&ctx, &hive_id, &model, &device.to_string()).await,
         Operation::WorkerStop { worker_id } => workers::stop(&ctx, &worker_id).await,
         Operation::WorkerLogs {
             worker_id,

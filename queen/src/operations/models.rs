@@ -99,7 +99,7 @@ pub(super) async fn download_on(
                 let entry = answer_as!(answer, Model, "get")?;
                 HostDone::ok(format!("{} already present", entry.id))
             }
-            Err(e) if e.code == ErrorCode::NotFound || no_usable_agent(&e) => {
+            Err(e) if e.code == ErrorCode::ModelNotFound || no_usable_agent(&e) => {
                 HostDone::changed(format!("would download {model}"))
             }
             Err(e) => return Err(e),

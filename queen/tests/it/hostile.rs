@@ -110,14 +110,25 @@ async fn hostile_names_are_refused_or_quoted_and_nothing_runs_on_the_hive() {
             json!({"operation": "model_get", "hive_id": "hive-1", "model": payload}),
             json!({"operation": "model_delete", "hive_id": "hive-1", "model": payload}),
             json!({"operation": "worker_spawn", "hive_id": "hive-1", "model": payload, "device": "cpu"}),
-            // A device is checked by the agent, so this one crosses the SSH command line.
-            json!({"operation": "worker_spawn", "hive_id": "hive-1", "model": "SmolLM2-135M-Instruct.Q4_1", "device": payload}),
             json!({"operation": "worker_get", "worker_id": payload}),
             json!({"operation": "worker_stop", "worker_id": payload}),
             json!({"operation": "worker_logs", "worker_id": payload, "lines": 5}),
             json!({"operation": "hive_status", "hive_id": payload}),
             json!({"operation": "model_list", "hive_id": payload}),
         ]);
+    }
+    // A device name is parsed where the operation enters: refused before any job.
+    for payload in payloads(&marker.display().to_string()) {
+        let operation = json!({"operation": "worker_spawn", "hive_id": "hive-1", "model": "SmolLM2-135M-Instruct.Q4_1", "device": payload});
+        let response = queen
+            .http
+            .post(format!("{}/v1/jobs", queen.url))
+            .json(&operation)
+            .send()
+            .await
+            .expect("submit");
+        assert_eq!(response.status(), 400, "{operation}");
+        absent(&operation.to_string());
     }
     for operation in operations {
         let events = queen.run(operation.clone()).await;
@@ -127,7 +138,10 @@ async fn hostile_names_are_refused_or_quoted_and_nothing_runs_on_the_hive() {
         assert!(
             matches!(
                 error.code,
-                ErrorCode::BadRequest | ErrorCode::NotFound | ErrorCode::AgentFailed
+                ErrorCode::BadRequest
+                    | ErrorCode::NotFound
+                    | ErrorCode::ModelNotFound
+                    | ErrorCode::AgentFailed
             ),
             "{operation}: {error:?}"
         );

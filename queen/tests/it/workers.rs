@@ -219,6 +219,15 @@ async fn workers_on_two_hives_serve_through_the_queen_and_survive_its_restart() 
         error.hint.as_deref().is_some_and(|h| h.contains("cpu")),
         "{error:?}"
     );
+    // A model the hive lacks has a code of its own, so spawning elsewhere on request
+    // tells it from a missing device.
+    let events = queen
+        .run(json!({"operation": "worker_spawn", "hive_id": "hive-1", "model": "absent.gguf", "device": "cpu"}))
+        .await;
+    let JobEvent::Error(error) = terminal(&events) else {
+        panic!("{events:#?}")
+    };
+    assert_eq!(error.code, ErrorCode::ModelNotFound, "{error:?}");
 
     let first = spawn(&queen, "hive-1").await;
     let second = spawn(&queen, "hive-2").await;

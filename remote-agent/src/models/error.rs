@@ -113,7 +113,7 @@ impl ModelError {
                 Some("name a hub repository as `org/repo` or `org/repo:file.gguf`".to_owned()),
             ),
             ModelError::NotFound { held, .. } => (
-                ErrorCode::NotFound,
+                ErrorCode::ModelNotFound,
                 Some(if held.is_empty() {
                     "this hive holds no models; add one with `rbee-keeper model download` or `model push`".to_owned()
                 } else {

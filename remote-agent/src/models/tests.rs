@@ -130,7 +130,7 @@ fn resolve_takes_full_ids_repo_ids_and_unique_file_names() {
     }
     let miss = resolve(dir.path(), "nope").expect_err("no such model");
     let detail = miss.to_detail();
-    assert_eq!(detail.code, rbee_protocol::ErrorCode::NotFound);
+    assert_eq!(detail.code, rbee_protocol::ErrorCode::ModelNotFound);
     assert!(
         detail
             .hint

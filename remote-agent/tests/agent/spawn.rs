@@ -121,7 +121,7 @@ fn detect_reports_the_devices_rbee_hive_devices_names() {
     let gpu = &capabilities.devices[0];
     assert_eq!(
         (gpu.kind, gpu.worker_device()),
-        (DeviceKind::Cuda, "cuda:0".to_owned())
+        (DeviceKind::Cuda, rbee_protocol::DeviceSpec::Cuda(0))
     );
     assert_eq!((gpu.memory_total, gpu.memory_free), (80 * GIB, 79 * GIB));
     assert_eq!(

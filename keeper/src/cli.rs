@@ -63,6 +63,11 @@ pub enum Command {
     /// Inspect the inventory.
     #[command(subcommand)]
     Inventory(InventoryCommand),
+    /// Print the shell completion script, e.g. `rbee-keeper completions bash >
+    /// /etc/bash_completion.d/rbee-keeper`.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff), e.g. `rbee-keeper man > rbee-keeper.1`.
+    Man,
     /// Jobs the queen knows.
     #[command(subcommand)]
     Job(JobCommand),

@@ -79,7 +79,36 @@ impl Settings {
     }
 }
 
+/// Writes `bytes` to stdout; a reader that stopped early (`| head`) is no error.
+fn print_all(bytes: &[u8]) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("writing to stdout"))
+        }
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Neither needs a configuration or a queen.
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "rbee-keeper", &mut script);
+            return print_all(&script);
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut page)
+                .context("rendering the man page")?;
+            return print_all(&page);
+        }
+        _ => {}
+    }
     let config = Config::load(cli.config.as_deref()).context("loading the configuration")?;
     let queen_url = cli.queen_url.clone().unwrap_or_else(|| config.queen_url());
     let settings = Settings {
@@ -156,6 +185,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inventory(InventoryCommand::Check { target }) => Operation::InventoryCheck {
             hive_id: target.pattern()?,
         },
+        Command::Completions { .. } | Command::Man => unreachable!("answered above"),
     };
     run_job(&settings, &operation).await
 }

@@ -384,3 +384,34 @@ fn the_keeper_sends_the_configured_token() {
         "curl without the token is refused"
     );
 }
+
+#[test]
+fn completions_and_the_man_page_need_no_configuration() {
+    // No config file, no queen: a fresh machine's shell setup.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keeper = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rbee-keeper"))
+            .args(args)
+            .env("RBEE_CONFIG_DIR", dir.path())
+            .env_remove("RBEE_CONFIG")
+            .output()
+            .expect("keeper runs");
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let bash = keeper(&["completions", "bash"]);
+    assert!(bash.contains("complete -F") && bash.contains("infer"), "{bash}");
+    // The script is valid bash.
+    let script = dir.path().join("rbee-keeper.bash");
+    std::fs::write(&script, &bash).expect("script");
+    let checked = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .expect("bash runs");
+    assert!(checked.status.success(), "{}", text(&checked.stderr));
+    assert!(keeper(&["completions", "zsh"]).starts_with("#compdef rbee-keeper"));
+    assert!(keeper(&["completions", "fish"]).contains("complete -c rbee-keeper"));
+    let man = keeper(&["man"]);
+    assert!(man.contains(".TH rbee-keeper 1") && man.contains("infer"), "{man}");
+}

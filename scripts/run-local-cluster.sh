@@ -16,7 +16,7 @@ keep=false
 step() { printf '\n\033[1;36m==> %s\033[0m\n' "$*"; }
 
 step "installing prerequisites"
-scripts/install-deps.sh
+scripts/install-deps.sh main
 step "building rbee"
 # The same targets and features as the test command, so the two share one build.
 cargo build --workspace --all-targets --locked --features queen-rbee/local-hive

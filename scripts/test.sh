@@ -6,7 +6,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
-"$repo/scripts/install-deps.sh"
+"$repo/scripts/install-deps.sh" tests
 "$repo/scripts/fetch-test-model.sh" >/dev/null
 "$repo/scripts/setup-test-tools.sh"
 

@@ -400,7 +400,10 @@ fn completions_and_the_man_page_need_no_configuration() {
         text(&out.stdout)
     };
     let bash = keeper(&["completions", "bash"]);
-    assert!(bash.contains("complete -F") && bash.contains("infer"), "{bash}");
+    assert!(
+        bash.contains("complete -F") && bash.contains("infer"),
+        "{bash}"
+    );
     // The script is valid bash.
     let script = dir.path().join("rbee-keeper.bash");
     std::fs::write(&script, &bash).expect("script");
@@ -413,5 +416,8 @@ fn completions_and_the_man_page_need_no_configuration() {
     assert!(keeper(&["completions", "zsh"]).starts_with("#compdef rbee-keeper"));
     assert!(keeper(&["completions", "fish"]).contains("complete -c rbee-keeper"));
     let man = keeper(&["man"]);
-    assert!(man.contains(".TH rbee-keeper 1") && man.contains("infer"), "{man}");
+    assert!(
+        man.contains(".TH rbee-keeper 1") && man.contains("infer"),
+        "{man}"
+    );
 }

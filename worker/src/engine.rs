@@ -156,7 +156,10 @@ impl Engine {
     }
 
     /// Starts `job` in the free slot whose cache shares the longest prefix with its
-    /// prompt (the least recently used among equals), keeping that prefix's cache.
+    /// prompt (the least recently used among equals), keeping that prefix's cache. When
+    /// another slot, busy or not, holds a longer prefix (the system prompt every
+    /// conversation starts with), its positions are copied into the chosen slot rather
+    /// than run again.
     fn admit(&mut self, job: Job) {
         self.status.dequeued();
         if job.events.is_closed() {
@@ -171,7 +174,7 @@ impl Engine {
             return;
         }
         let reuse_allowed = self.model.chunked_prefill();
-        let Some((index, shared)) = self
+        let Some((index, mut shared)) = self
             .slots
             .iter()
             .enumerate()
@@ -189,6 +192,20 @@ impl Engine {
         else {
             return;
         };
+        let donor = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| reuse_allowed && i != index)
+            .map(|(i, s)| (i, common_prefix(&s.cached, &job.prompt)))
+            .max_by_key(|&(_, longer)| longer)
+            .filter(|&(_, longer)| longer >= shared + MIN_COPIED_PREFIX);
+        if let Some((donor, longer)) = donor {
+            self.model.copy_prefix(donor, index, longer);
+            self.slots[index].cached = self.slots[donor].cached[..longer].to_vec();
+            tracing::debug!(slot = index, from = donor, tokens = longer, "prefix copied");
+            shared = longer;
+        }
         // At least the prompt's last token runs, for its logits.
         let reused = shared.min(job.prompt.len().saturating_sub(1));
         self.clock += 1;
@@ -436,6 +453,10 @@ impl Engine {
         self.status.requests_done(1);
     }
 }
+
+/// The fewest tokens worth copying from another slot's cache: below this, running them
+/// costs about as little.
+const MIN_COPIED_PREFIX: usize = 4;
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()

@@ -244,6 +244,14 @@ impl Model {
         }
     }
 
+    /// Copies positions `0..len` of slot `from`'s cache into slot `to`'s (see
+    /// [`Model::chunked_prefill`]: only where caches may be continued).
+    pub fn copy_prefix(&mut self, from: usize, to: usize, len: usize) {
+        if let Weights::Cpu(m) = &mut self.weights {
+            m.copy_prefix(from, to, len);
+        }
+    }
+
     /// Whether a slot's cache may be continued from any position: a prompt may then run
     /// in chunks, and a new request may keep the cached prefix it shares with the last
     /// one. candle's models replace their cache at position 0 and take a prompt whole.

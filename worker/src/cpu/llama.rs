@@ -311,6 +311,29 @@ impl CpuLlama {
         self.config.max_positions
     }
 
+    /// Copies positions `0..len` of slot `from`'s cache into slot `to`'s: what running
+    /// the same tokens there would compute, bit for bit (a position's keys and values
+    /// depend only on the tokens up to it), for a fraction of the time.
+    pub fn copy_prefix(&mut self, from: usize, to: usize, len: usize) {
+        let slots = self.caches.len();
+        assert!(
+            from < slots && to < slots && from != to,
+            "slots {from} → {to} of {slots}"
+        );
+        let end = len.min(self.config.max_positions) * self.config.kv_dim();
+        let (source, target) = if from < to {
+            let (left, right) = self.caches.split_at_mut(to);
+            (&left[from], &mut right[0])
+        } else {
+            let (left, right) = self.caches.split_at_mut(from);
+            (&right[0], &mut left[to])
+        };
+        for (source, target) in source.layers.iter().zip(&mut target.layers) {
+            target.keys[..end].copy_from_slice(&source.keys[..end]);
+            target.values[..end].copy_from_slice(&source.values[..end]);
+        }
+    }
+
     /// Runs every chunk in one pass: the matrix products take the tokens of all chunks
     /// as columns, attention stays within each chunk's sequence. Returns the logits of
     /// the chunks that asked for them, in order. A token's results do not depend on the

@@ -227,6 +227,65 @@ async fn a_reused_prefix_gives_the_same_tokens_as_a_fresh_slot() {
 }
 
 #[tokio::test]
+async fn a_prefix_copied_from_a_busy_slot_gives_the_same_tokens_as_a_fresh_slot() {
+    // Two conversations with one system prompt: the second starts while the first
+    // generates, in the other slot, and takes the system prompt's cache from it.
+    let system = "You are a helpful assistant who answers questions about geography. \
+        The user asks about rivers, mountains and capitals, and you answer briefly and \
+        accurately, with one fact at most in each answer.";
+    let ask = |question: &str, max_tokens: u32| {
+        json!({
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": question},
+            ],
+            "temperature": 0,
+            "max_tokens": max_tokens,
+        })
+    };
+    let worker = Worker::start(NO_QUEEN, None, &["--parallel", "2"]);
+    worker.ready().await;
+    let first = worker.infer(ask("Name ten rivers of Europe, one per line.", 120));
+    let second = async {
+        // Once the first conversation generates, its slot holds the system prompt.
+        loop {
+            let slots: Value =
+                serde_json::from_str(&text_get(&worker, "/slots").await).expect("JSON");
+            if slots["slots"]
+                .as_array()
+                .expect("slots")
+                .iter()
+                .any(|s| s["state"] == "generating")
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        worker
+            .infer(ask("What is the capital of France?", 16))
+            .await
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert_eq!(
+        stop_reason(&first),
+        StopReason::Length,
+        "the first ran throughout"
+    );
+    let metrics = text_get(&worker, "/metrics").await;
+    let reused = sample(&metrics, "rbee_worker_prompt_tokens_reused_total");
+    assert!(
+        reused >= 30.0,
+        "the system prompt was copied: {reused} reused"
+    );
+
+    let fresh = Worker::start(NO_QUEEN, None, &["--parallel", "1"]);
+    fresh.ready().await;
+    let alone = fresh.infer(ask("What is the capital of France?", 16)).await;
+    assert_eq!(text_of(&second), text_of(&alone));
+    assert!(text_of(&alone).contains("Paris"), "{}", text_of(&alone));
+}
+
+#[tokio::test]
 async fn slots_and_metrics_are_served_and_pass_promtool() {
     let worker = Worker::start(NO_QUEEN, None, &["--parallel", "3"]);
     worker.ready().await;

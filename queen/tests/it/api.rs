@@ -3,21 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::new_state;
-use futures::StreamExt;
-use queen_rbee::state::AppState;
+use crate::support::{Queen, new_state, serve_state};
 use rbee_config::{Config, Inventory};
 use rbee_protocol::cluster::WorkerStatus;
-use rbee_protocol::sse::{SseDecoder, SseFrame};
 use rbee_protocol::{ErrorBody, ErrorCode, JobEvent, OperationResult};
 use serde_json::{Value, json};
-
-struct Queen {
-    url: String,
-    state: Arc<AppState>,
-    server: tokio::task::JoinHandle<anyhow::Result<()>>,
-    http: reqwest::Client,
-}
 
 const INVENTORY: &str = r#"
 [defaults]
@@ -35,113 +25,11 @@ async fn start_with(configure: impl FnOnce(&mut Config)) -> Queen {
     configure(&mut config);
     let inventory =
         Inventory::parse(std::path::Path::new("inventory.toml"), INVENTORY).expect("inventory");
-    let state = Arc::new(new_state(config, inventory));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let server = tokio::spawn(queen_rbee::serve(listener, state.clone()));
-    Queen {
-        url,
-        state,
-        server,
-        http: reqwest::Client::new(),
-    }
+    serve_state(new_state(config, inventory), "127.0.0.1:0").await
 }
 
 async fn start() -> Queen {
     start_with(|_| {}).await
-}
-
-impl Queen {
-    async fn get_json(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json")
-    }
-
-    async fn submit(&self, operation: Value) -> String {
-        let response = self
-            .http
-            .post(format!("{}/v1/jobs", self.url))
-            .json(&operation)
-            .send()
-            .await
-            .expect("submit");
-        assert_eq!(response.status(), 201);
-        let body: Value = response.json().await.expect("json");
-        assert_eq!(
-            body["sse_url"],
-            format!("/v1/jobs/{}/stream", body["job_id"].as_str().expect("id"))
-        );
-        body["job_id"].as_str().expect("job_id").to_owned()
-    }
-
-    /// Reads a job's stream to its end (or `limit`), keeping raw frames and comments.
-    async fn frames(&self, job_id: &str, limit: Duration) -> (Vec<SseFrame>, String) {
-        let response = self
-            .http
-            .get(format!("{}/v1/jobs/{job_id}/stream", self.url))
-            .send()
-            .await
-            .expect("stream");
-        assert_eq!(response.status(), 200);
-        assert!(
-            response.headers()["content-type"]
-                .to_str()
-                .expect("ct")
-                .starts_with("text/event-stream")
-        );
-        let mut raw = String::new();
-        let mut frames = Vec::new();
-        let mut decoder = SseDecoder::new();
-        let mut body = response.bytes_stream();
-        let _ = tokio::time::timeout(limit, async {
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.expect("chunk");
-                raw.push_str(&String::from_utf8_lossy(&chunk));
-                frames.extend(decoder.feed(&chunk).expect("valid sse"));
-            }
-        })
-        .await;
-        (frames, raw)
-    }
-
-    async fn events(&self, job_id: &str) -> Vec<JobEvent> {
-        let (frames, _) = self.frames(job_id, Duration::from_secs(20)).await;
-        frames
-            .iter()
-            .map(|f| JobEvent::from_sse(&f.event, &f.data).expect("event parses"))
-            .collect()
-    }
-
-    async fn heartbeat(&self, worker_id: &str, model: &str, state: &str, interval_ms: u64) {
-        let response = self
-            .http
-            .post(format!("{}/v1/worker-heartbeat", self.url))
-            .json(&json!({
-                "worker_id": worker_id, "hive_id": "gpu-a", "model": model, "device": "cpu",
-                "url": "http://127.0.0.1:1", "state": state, "interval_ms": interval_ms
-            }))
-            .send()
-            .await
-            .expect("heartbeat");
-        assert_eq!(response.status(), 204);
-    }
-
-    async fn stop(self) {
-        self.state.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(15), self.server)
-            .await
-            .expect("the queen stops")
-            .expect("task")
-            .expect("serve returns Ok");
-    }
 }
 
 fn terminal_count(events: &[JobEvent]) -> usize {
@@ -161,7 +49,7 @@ async fn health_and_build_info() {
         stamp.len() == 20 && stamp.ends_with('Z') && stamp.starts_with("20"),
         "{stamp}"
     );
-    queen.stop().await;
+    queen.stop_cleanly().await;
 }
 
 #[tokio::test]
@@ -182,7 +70,7 @@ async fn a_job_streams_to_done_with_typed_frames() {
         .filter_map(|h| h["alias"].as_str())
         .collect();
     assert_eq!(aliases, ["gpu-a", "localhost"]);
-    queen.stop().await;
+    queen.stop_cleanly().await;
 }
 
 #[tokio::test]
@@ -228,7 +116,7 @@ async fn late_subscriber_receives_every_event_from_the_first() {
         !resumed.contains("id: 0\n") && !resumed.contains("id: 1\n") && resumed.contains("[DONE]"),
         "{resumed}"
     );
-    queen.stop().await;
+    queen.stop_cleanly().await;
 }
 
 #[tokio::test]
@@ -258,7 +146,7 @@ async fn cancel_ends_the_stream_with_cancelled() {
     assert_eq!(terminal_count(&events), 1);
     let jobs: Value = queen.get_json("/v1/jobs").await;
     assert_eq!(jobs[0]["state"], "cancelled");
-    queen.stop().await;
+    queen.stop_cleanly().await;
 }
 
 #[tokio::test]
@@ -363,7 +251,7 @@ async fn malformed_bodies_get_the_error_body() {
         .await
         .expect("post");
     assert_eq!(bad_heartbeat.status(), 400);
-    queen.stop().await;
+    queen.stop_cleanly().await;
 }
 
 /// Sampling fields outside their ranges are refused where they enter, with the field
@@ -435,7 +323,7 @@ async fn out_of_range_sampling_is_a_400_naming_the_field() {
             "{error}"
         );
     }
-    queen.stop().await;
+    queen.stop_cleanly().await;
 }
 
 /// Every route, given malformed, oversized, wrongly typed or nested bodies, unknown ids
@@ -532,7 +420,7 @@ async fn every_route_answers_bad_requests_with_a_4xx_json_error() {
     }
     let health = queen.get_json("/health").await;
     assert_eq!(health["status"], "ok");
-    queen.stop().await;
+    queen.stop_cleanly().await;
 }
 
 #[tokio::test]
@@ -563,7 +451,7 @@ async fn a_bad_playbook_ends_with_an_error_naming_the_place_and_a_hint() {
             "{e:?}"
         );
     }
-    queen.stop().await;
+    queen.stop_cleanly().await;
 }
 
 #[tokio::test]
@@ -578,7 +466,7 @@ async fn idle_streams_get_keep_alive_comments() {
         raw.lines().filter(|l| l.starts_with(':')).count() >= 2,
         "{raw:?}"
     );
-    queen.stop().await;
+    queen.stop_cleanly().await;
 }
 
 #[tokio::test]
@@ -605,7 +493,7 @@ async fn workers_go_stale_after_three_missed_intervals() {
     // A heartbeat brings it back.
     queen.heartbeat("w-stale", "m", "ready", 60_000).await;
     assert_eq!(status(&queen).await, WorkerStatus::Ready);
-    queen.stop().await;
+    queen.stop_cleanly().await;
 }
 
 #[tokio::test]
@@ -618,8 +506,10 @@ async fn api_token_guards_every_route_but_health() {
         .await
         .expect("get");
     assert_eq!(health.status(), 200);
+    // A client without the token the test client sends by default.
+    let bare = reqwest::Client::new();
     for token in [None, Some("wrong"), Some("s3cre"), Some("s3cret2")] {
-        let mut request = queen.http.get(format!("{}/v1/jobs", queen.url));
+        let mut request = bare.get(format!("{}/v1/jobs", queen.url));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -628,15 +518,14 @@ async fn api_token_guards_every_route_but_health() {
         let error: ErrorBody = response.json().await.expect("error body");
         assert_eq!(error.error.code, ErrorCode::Unauthorized);
     }
-    let ok = queen
-        .http
+    let ok = bare
         .get(format!("{}/v1/jobs", queen.url))
         .bearer_auth("s3cret")
         .send()
         .await
         .expect("get");
     assert_eq!(ok.status(), 200);
-    queen.stop().await;
+    queen.stop_cleanly().await;
 }
 
 #[tokio::test]

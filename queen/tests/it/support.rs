@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use queen_rbee::state::AppState;
 use rbee_config::{Config, Inventory};
-use rbee_protocol::sse::SseDecoder;
+use rbee_protocol::sse::{SseDecoder, SseFrame};
 use rbee_protocol::{JobEvent, OperationResult};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// A result's `value` as the wire carries it: what a script reading `--json` sees.
 pub fn payload(result: &OperationResult) -> Value {
@@ -76,6 +76,85 @@ impl Queen {
     pub async fn stop(self) {
         self.state.shutdown.cancel();
         let _ = self.server.await;
+    }
+
+    /// Shuts the queen down and checks that it stopped in time and cleanly.
+    pub async fn stop_cleanly(self) {
+        self.state.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(15), self.server)
+            .await
+            .expect("the queen stops")
+            .expect("task")
+            .expect("serve returns Ok");
+    }
+
+    pub async fn submit(&self, operation: Value) -> String {
+        let response = self
+            .http
+            .post(format!("{}/v1/jobs", self.url))
+            .json(&operation)
+            .send()
+            .await
+            .expect("submit");
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(
+            body["sse_url"],
+            format!("/v1/jobs/{}/stream", body["job_id"].as_str().expect("id"))
+        );
+        body["job_id"].as_str().expect("job_id").to_owned()
+    }
+
+    /// Reads a job's stream to its end (or `limit`), keeping raw frames and comments.
+    pub async fn frames(&self, job_id: &str, limit: Duration) -> (Vec<SseFrame>, String) {
+        let response = self
+            .http
+            .get(format!("{}/v1/jobs/{job_id}/stream", self.url))
+            .send()
+            .await
+            .expect("stream");
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .expect("ct")
+                .starts_with("text/event-stream")
+        );
+        let mut raw = String::new();
+        let mut frames = Vec::new();
+        let mut decoder = SseDecoder::new();
+        let mut body = response.bytes_stream();
+        let _ = tokio::time::timeout(limit, async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.expect("chunk");
+                raw.push_str(&String::from_utf8_lossy(&chunk));
+                frames.extend(decoder.feed(&chunk).expect("valid sse"));
+            }
+        })
+        .await;
+        (frames, raw)
+    }
+
+    pub async fn events(&self, job_id: &str) -> Vec<JobEvent> {
+        let (frames, _) = self.frames(job_id, Duration::from_secs(20)).await;
+        frames
+            .iter()
+            .map(|f| JobEvent::from_sse(&f.event, &f.data).expect("event parses"))
+            .collect()
+    }
+
+    pub async fn heartbeat(&self, worker_id: &str, model: &str, state: &str, interval_ms: u64) {
+        let response = self
+            .http
+            .post(format!("{}/v1/worker-heartbeat", self.url))
+            .json(&json!({
+                "worker_id": worker_id, "hive_id": "gpu-a", "model": model, "device": "cpu",
+                "url": "http://127.0.0.1:1", "state": state, "interval_ms": interval_ms
+            }))
+            .send()
+            .await
+            .expect("heartbeat");
+        assert_eq!(response.status(), 204);
     }
 
     /// The operation's `result` value without a hive (the operation's own answer).

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use super::agent::answer_as;
 use super::fan_out::{HostContext, HostDone, fan_out};
 use super::hive_client::{HiveClient, no_usable_agent};
+use super::push::{self, Codec, Forms};
 use super::{JobContext, OpResult};
 use crate::ssh::shell::{self, Value};
 use crate::ssh::{SshConnection, Upload};
@@ -21,8 +22,9 @@ const BINARIES: [&str; 2] = ["rbee-hive", "llm-worker-rbee"];
 
 pub(super) struct LocalBinary {
     name: &'static str,
-    path: PathBuf,
+    /// The sha256 of the file as the hive gets it (stripped).
     sha256: String,
+    forms: Forms,
 }
 
 /// Hashes a file, reusing the last hash while its size and mtime stay the same.
@@ -63,17 +65,28 @@ pub(super) async fn local_binaries(ctx: &JobContext) -> Result<Arc<Vec<LocalBina
                 )
             })?,
     };
+    let forms_dir = ctx
+        .state
+        .config
+        .queen
+        .state_dir
+        .clone()
+        .unwrap_or_else(rbee_config::paths::state_dir)
+        .join("push");
     let hashed = tokio::task::spawn_blocking(move || {
         BINARIES
             .iter()
             .map(|name| {
                 let path = dir.join(name);
-                let sha256 = sha256_cached(&path).map_err(|e| {
+                let unreadable = |e: std::io::Error| {
                     ErrorDetail::new(ErrorCode::NotFound, format!("cannot read {}: {e}", path.display())).with_hint(
                         "build the binaries (`cargo build --release --workspace`) or set bin_dir under [queen] in config.toml",
                     )
-                })?;
-                Ok(LocalBinary { name, sha256, path })
+                };
+                let built = sha256_cached(&path).map_err(unreadable)?;
+                let forms = push::prepare(&path, name, &built, &forms_dir);
+                let sha256 = sha256_cached(&forms.installed).map_err(unreadable)?;
+                Ok(LocalBinary { name, sha256, forms })
             })
             .collect::<Result<Vec<_>, ErrorDetail>>()
     })
@@ -191,11 +204,27 @@ pub(super) async fn install_on(
             HostDone::changed(format!("would push {}", stale.join(", ")))
         });
     }
-    let mut pushed = Vec::new();
-    for binary in binaries {
-        if present.get(binary.name) == Some(&binary.sha256) {
-            continue;
+    let stale: Vec<&LocalBinary> = binaries
+        .iter()
+        .filter(|b| present.get(b.name) != Some(&b.sha256))
+        .collect();
+    // The decompressors the hive has decide the form on the wire.
+    let codec = match stale.first() {
+        Some(first) => {
+            let tools = connection
+                .output(&shell::script(
+                    &[],
+                    "command -v zstd 2>/dev/null; command -v gzip 2>/dev/null; true",
+                ))
+                .await
+                .map_or_else(|_| String::new(), |(_, out)| out);
+            Codec::pick(&tools, &first.forms)
         }
+        None => Codec::Raw,
+    };
+    let mut pushed = Vec::new();
+    let mut on_wire = 0u64;
+    for binary in stale {
         host.narrate(
             Level::Info,
             "push",
@@ -206,9 +235,11 @@ pub(super) async fn install_on(
                 ("d", Value::Path(&bin_dir)),
                 ("n", Value::Word(binary.name)),
                 ("sha", Value::Word(&binary.sha256)),
+                ("c", Value::Word(codec.word())),
             ],
             "set -e; mkdir -p \"$d\"; t=\"$d/.$n.partial.$$\"; trap 'rm -f \"$t\"' EXIT; \
-             cat > \"$t\"; s=$(sha256sum < \"$t\" | cut -d' ' -f1); \
+             case \"$c\" in zstd) zstd -dqc > \"$t\" ;; gzip) gzip -dc > \"$t\" ;; *) cat > \"$t\" ;; esac; \
+             s=$(sha256sum < \"$t\" | cut -d' ' -f1); \
              if [ \"$s\" != \"$sha\" ]; then echo \"checksum mismatch: got $s\" >&2; exit 3; fi; \
              chmod 755 \"$t\"; mv -f \"$t\" \"$d/$n\"; trap - EXIT; \
              echo \"$s $(stat -c '%s %Y' \"$d/$n\")\" > \"$d/.$n.sha256\"",
@@ -237,7 +268,7 @@ pub(super) async fn install_on(
             .exec(
                 &script,
                 Some(Upload {
-                    path: &binary.path,
+                    path: binary.forms.wire(codec),
                     on_progress: &mut on_progress,
                 }),
                 &mut |_| {},
@@ -253,6 +284,7 @@ pub(super) async fn install_on(
                 "check free disk space and permissions of the install directory on the hive",
             ));
         }
+        on_wire += std::fs::metadata(binary.forms.wire(codec)).map_or(0, |m| m.len());
         pushed.push(binary.name);
     }
     if !pushed.is_empty() {
@@ -262,7 +294,12 @@ pub(super) async fn install_on(
     Ok(if pushed.is_empty() {
         HostDone::ok("binaries up to date (same checksum); nothing uploaded")
     } else {
-        HostDone::changed(format!("pushed {}", pushed.join(", ")))
+        HostDone::changed(format!(
+            "pushed {} ({:.1} MB on the wire, {})",
+            pushed.join(", "),
+            on_wire as f64 / 1e6,
+            codec.word()
+        ))
     })
 }
 

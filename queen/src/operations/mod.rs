@@ -12,6 +12,7 @@ mod hives;
 mod inference;
 mod models;
 mod playbook;
+mod push;
 mod workers;
 
 pub use crate::fake_hive::FakeHive;

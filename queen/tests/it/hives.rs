@@ -75,12 +75,44 @@ async fn install_pushes_once_then_reports_unchanged_and_start_detects_devices() 
         end.duration_since(first_progress) > Duration::from_millis(50),
         "progress arrived only at the end"
     );
+    // Each hive's row says what crossed the wire: the binaries stripped, compressed.
+    let messages: Vec<String> = first
+        .iter()
+        .rev()
+        .find_map(|(_, e)| match e {
+            JobEvent::Result { hive: None, result } => Some(payload(result)),
+            _ => None,
+        })
+        .and_then(|rows| rows.as_array().cloned())
+        .expect("recap rows")
+        .iter()
+        .map(|row| row["message"].as_str().unwrap_or("").to_owned())
+        .collect();
+    let local_worker = std::fs::metadata(bin_dir().join("llm-worker-rbee"))
+        .expect("local worker")
+        .len();
+    for message in &messages {
+        let megabytes: f64 = message
+            .split(" MB on the wire, zstd")
+            .next()
+            .and_then(|head| head.rsplit('(').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no size on the wire in {message:?}"));
+        assert!(
+            megabytes * 1e6 < local_worker as f64 / 3.0,
+            "{message}: not much less than the {local_worker}-byte worker as built"
+        );
+    }
     for hive in ["hive-1", "hive-2"] {
         let agent = lab
             .dir
             .path()
             .join(format!("hosts/{hive}/rbee/bin/rbee-hive"));
         assert!(agent.is_file(), "{} was pushed", agent.display());
+        // Installed stripped: smaller than the build.
+        let worker = agent.with_file_name("llm-worker-rbee");
+        let installed = std::fs::metadata(&worker).expect("worker").len();
+        assert!(installed < local_worker, "{installed} vs {local_worker}");
         let leftovers: Vec<_> = std::fs::read_dir(agent.parent().expect("bin"))
             .expect("bin dir")
             .filter_map(|e| e.ok())

@@ -275,13 +275,7 @@ async fn out_of_range_sampling_is_a_400_naming_the_field() {
         for (key, value) in fields.as_object().expect("object") {
             operation[key] = value.clone();
         }
-        let response = queen
-            .http
-            .post(format!("{}/v1/jobs", queen.url))
-            .json(&operation)
-            .send()
-            .await
-            .expect("post");
+        let response = queen.post_operation(&operation).await;
         assert_eq!(response.status(), 400, "{operation}");
         let error: ErrorBody = response.json().await.expect("error body");
         assert_eq!(error.error.code, ErrorCode::BadRequest);

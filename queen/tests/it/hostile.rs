@@ -120,13 +120,7 @@ async fn hostile_names_are_refused_or_quoted_and_nothing_runs_on_the_hive() {
     // A device name is parsed where the operation enters: refused before any job.
     for payload in payloads(&marker.display().to_string()) {
         let operation = json!({"operation": "worker_spawn", "hive_id": "hive-1", "model": "SmolLM2-135M-Instruct.Q4_1", "device": payload});
-        let response = queen
-            .http
-            .post(format!("{}/v1/jobs", queen.url))
-            .json(&operation)
-            .send()
-            .await
-            .expect("submit");
+        let response = queen.post_operation(&operation).await;
         assert_eq!(response.status(), 400, "{operation}");
         absent(&operation.to_string());
     }

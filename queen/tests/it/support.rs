@@ -88,14 +88,18 @@ impl Queen {
             .expect("serve returns Ok");
     }
 
-    pub async fn submit(&self, operation: Value) -> String {
-        let response = self
-            .http
+    /// Posts `operation` to `/v1/jobs` and returns the answer as it is.
+    pub async fn post_operation(&self, operation: &Value) -> reqwest::Response {
+        self.http
             .post(format!("{}/v1/jobs", self.url))
-            .json(&operation)
+            .json(operation)
             .send()
             .await
-            .expect("submit");
+            .expect("submit")
+    }
+
+    pub async fn submit(&self, operation: Value) -> String {
+        let response = self.post_operation(&operation).await;
         assert_eq!(response.status(), 201);
         let body: Value = response.json().await.expect("json");
         assert_eq!(

@@ -214,6 +214,13 @@ pub enum WorkerCommand {
         /// cpu, cuda:N or metal.
         #[arg(long, default_value = "cpu")]
         device: rbee_protocol::DeviceSpec,
+        /// Requests the worker serves at once (its sequence slots; 4 by default on
+        /// the CPU engine).
+        #[arg(long)]
+        parallel: Option<u32>,
+        /// Key/value positions of all its slots together, split evenly.
+        #[arg(long)]
+        ctx_size: Option<u32>,
     },
     List {
         #[arg(long)]

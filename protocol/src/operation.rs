@@ -68,6 +68,14 @@ pub enum Operation {
         model: String,
         #[serde(default = "default_device")]
         device: DeviceSpec,
+        /// The worker's sequence slots (its `--parallel`); its default (4 on the CPU
+        /// engine) when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parallel: Option<u32>,
+        /// Key/value positions of all its slots together (its `--ctx-size`); its default
+        /// when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ctx_size: Option<u32>,
     },
     WorkerList {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,6 +137,11 @@ pub enum Operation {
     },
 }
 
+/// The most sequence slots one worker may be asked for.
+pub const MAX_PARALLEL: u32 = 256;
+/// The fewest key/value positions a slot may have (the worker's own limit too).
+pub const MIN_SLOT_CONTEXT: u32 = 64;
+
 fn default_device() -> DeviceSpec {
     DeviceSpec::Cpu
 }
@@ -149,8 +162,29 @@ impl Operation {
     /// Checks the fields whose ranges the types cannot say (an `infer`'s sampling);
     /// the queen calls it where an operation enters, before a job exists.
     pub fn validate(&self) -> Result<(), crate::inference::InvalidField> {
+        use crate::inference::InvalidField;
         match self {
             Operation::Infer { request, .. } => request.validate(),
+            Operation::WorkerSpawn {
+                parallel, ctx_size, ..
+            } => {
+                if let Some(n) = parallel.filter(|n| !(1..=MAX_PARALLEL).contains(n)) {
+                    return Err(InvalidField {
+                        field: "parallel",
+                        allowed: "between 1 and 256",
+                        got: n.to_string(),
+                    });
+                }
+                let slots = parallel.unwrap_or(1);
+                if let Some(n) = ctx_size.filter(|&n| n / slots < MIN_SLOT_CONTEXT) {
+                    return Err(InvalidField {
+                        field: "ctx_size",
+                        allowed: "at least 64 positions for each slot",
+                        got: n.to_string(),
+                    });
+                }
+                Ok(())
+            }
             _ => Ok(()),
         }
     }

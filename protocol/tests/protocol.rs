@@ -70,7 +70,9 @@ fn operation_defaults_apply() {
         Operation::WorkerSpawn {
             hive_id: "a".into(),
             model: "m".into(),
-            device: rbee_protocol::DeviceSpec::Cpu
+            device: rbee_protocol::DeviceSpec::Cpu,
+            parallel: None,
+            ctx_size: None,
         }
     );
 }
@@ -273,4 +275,27 @@ fn device_names_parse_print_back_and_travel_as_strings() {
         );
     }
     assert!(serde_json::from_str::<DeviceSpec>("\"tpu\"").is_err());
+}
+
+#[test]
+fn worker_spawn_slots_are_checked_where_they_enter() {
+    let spawn = |more: serde_json::Value| {
+        let mut op = json!({"operation": "worker_spawn", "hive_id": "a", "model": "m"});
+        for (key, value) in more.as_object().expect("fields") {
+            op[key] = value.clone();
+        }
+        serde_json::from_value::<Operation>(op).expect("parses")
+    };
+    assert!(spawn(json!({})).validate().is_ok());
+    assert!(
+        spawn(json!({"parallel": 8, "ctx_size": 8192}))
+            .validate()
+            .is_ok()
+    );
+    let field = |more| spawn(more).validate().expect_err("refused").field;
+    assert_eq!(field(json!({"parallel": 0})), "parallel");
+    assert_eq!(field(json!({"parallel": 257})), "parallel");
+    // 100 positions for two slots leaves each fewer than 64.
+    assert_eq!(field(json!({"parallel": 2, "ctx_size": 100})), "ctx_size");
+    assert_eq!(field(json!({"ctx_size": 10})), "ctx_size");
 }

@@ -65,6 +65,11 @@ pub struct SpawnRequest {
     pub advertise_host: String,
     /// Milliseconds between the worker's heartbeats.
     pub heartbeat_interval_ms: u64,
+    /// The worker's sequence slots (`--parallel`); its default when `None`.
+    pub parallel: Option<u32>,
+    /// Key/value positions of all its slots together (`--ctx-size`); its default when
+    /// `None`.
+    pub ctx_size: Option<u32>,
     pub token: Option<String>,
 }
 
@@ -78,18 +83,23 @@ impl AgentCommand {
             AgentCommand::Status => ("status", vec![]),
             AgentCommand::WorkerSpawn(spawn) => (
                 "worker-spawn",
-                vec![
-                    ("--worker-id", spawn.worker_id.clone()),
-                    ("--model", spawn.model.clone()),
-                    ("--device", spawn.device.clone()),
-                    ("--queen-url", spawn.queen_url.clone()),
-                    ("--bind", spawn.bind.clone()),
-                    ("--advertise-host", spawn.advertise_host.clone()),
+                [
+                    ("--worker-id", Some(spawn.worker_id.clone())),
+                    ("--model", Some(spawn.model.clone())),
+                    ("--device", Some(spawn.device.clone())),
+                    ("--queen-url", Some(spawn.queen_url.clone())),
+                    ("--bind", Some(spawn.bind.clone())),
+                    ("--advertise-host", Some(spawn.advertise_host.clone())),
                     (
                         "--heartbeat-interval-ms",
-                        spawn.heartbeat_interval_ms.to_string(),
+                        Some(spawn.heartbeat_interval_ms.to_string()),
                     ),
-                ],
+                    ("--parallel", spawn.parallel.map(|n| n.to_string())),
+                    ("--ctx-size", spawn.ctx_size.map(|n| n.to_string())),
+                ]
+                .into_iter()
+                .filter_map(|(flag, value)| Some((flag, value?)))
+                .collect(),
             ),
             AgentCommand::WorkerStop {
                 worker_id,
@@ -146,6 +156,8 @@ impl AgentCommand {
                 bind: flags.required("--bind")?,
                 advertise_host: flags.required("--advertise-host")?,
                 heartbeat_interval_ms: flags.number("--heartbeat-interval-ms")?,
+                parallel: flags.optional_number("--parallel")?,
+                ctx_size: flags.optional_number("--ctx-size")?,
                 token: None,
             })),
             "worker-stop" => AgentCommand::WorkerStop {
@@ -223,6 +235,17 @@ impl<'a> Flags<'a> {
             flag: flag.to_owned(),
             value,
         })
+    }
+
+    fn optional_number<T: std::str::FromStr>(
+        &mut self,
+        flag: &str,
+    ) -> Result<Option<T>, UsageError> {
+        if self.pairs.iter().any(|(name, _)| name == flag) {
+            self.number(flag).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     fn finish(self) -> Result<(), UsageError> {
@@ -390,6 +413,7 @@ commands:
   status         version, capabilities, install directory and known workers
   worker-spawn   --worker-id ID --model M --device D --queen-url URL --bind ADDR
                  --advertise-host HOST --heartbeat-interval-ms MS
+                 [--parallel SLOTS] [--ctx-size POSITIONS]
                  start a worker detached, wait until it is ready; the worker token
                  is the first line of stdin
   worker-stop    --worker-id ID --timeout SECS   SIGTERM, then SIGKILL
@@ -439,6 +463,20 @@ mod tests {
                     bind: "0.0.0.0".to_owned(),
                     advertise_host: "gpu-a.lan".to_owned(),
                     heartbeat_interval_ms: 500,
+                    parallel: None,
+                    ctx_size: None,
+                    token: None,
+                })),
+                AgentCommand::WorkerSpawn(Box::new(SpawnRequest {
+                    worker_id: "w-2".to_owned(),
+                    model: "m.gguf".to_owned(),
+                    device: "cpu".to_owned(),
+                    queen_url: "http://10.0.0.1:8500".to_owned(),
+                    bind: "127.0.0.1".to_owned(),
+                    advertise_host: "localhost".to_owned(),
+                    heartbeat_interval_ms: 500,
+                    parallel: Some(2),
+                    ctx_size: Some(1024),
                     token: None,
                 })),
                 AgentCommand::WorkerStop {

@@ -108,7 +108,14 @@ fn kv_bytes_per_position(summary: &Summary) -> Option<u64> {
 
 /// Reads the model's header and refuses, with a hint, a device whose free memory is
 /// smaller than the estimated need.
-pub fn check(model_path: &Path, device: &DeviceInfo, hive: &str) -> Result<MemoryNeed, AgentError> {
+/// `parallel` and `ctx_size` are the worker's `--parallel` and `--ctx-size`, when given.
+pub fn check(
+    model_path: &Path,
+    device: &DeviceInfo,
+    hive: &str,
+    parallel: Option<u32>,
+    ctx_size: Option<u32>,
+) -> Result<MemoryNeed, AgentError> {
     let file = File::open(model_path).map_err(|e| AgentError::io("open", model_path, e))?;
     let file_bytes = file
         .metadata()
@@ -121,7 +128,17 @@ pub fn check(model_path: &Path, device: &DeviceInfo, hive: &str) -> Result<Memor
             "download or push the model again",
         )
     })?;
-    let need = estimate(file_bytes, &summary, device.kind, cpu_slots());
+    let slots = parallel.map_or_else(cpu_slots, u64::from);
+    let mut need = estimate(file_bytes, &summary, device.kind, slots);
+    // A context size given is every slot's positions together, as the CPU engine splits
+    // it (candle's models keep their own context).
+    let cpu_engine =
+        summary.architecture.as_deref() == Some("llama") && device.kind == DeviceKind::Cpu;
+    if let (true, Some(ctx_size), Some(per_position)) =
+        (cpu_engine, ctx_size, kv_bytes_per_position(&summary))
+    {
+        need.kv_cache = per_position.saturating_mul(u64::from(ctx_size));
+    }
     refuse_unless_fits(&need, device, hive)?;
     Ok(need)
 }

@@ -52,7 +52,13 @@ pub fn spawn(
     // Refused here, before the worker spends minutes loading into memory it cannot
     // have. Metal reports no memory to check against.
     if let Some(device) = &device {
-        let need = crate::fit::check(&model_path, device, hive)?;
+        let need = crate::fit::check(
+            &model_path,
+            device,
+            hive,
+            request.parallel,
+            request.ctx_size,
+        )?;
         report.narrate(
             Level::Info,
             "worker_spawn",
@@ -123,6 +129,12 @@ pub fn spawn(
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log_err));
+    if let Some(parallel) = request.parallel {
+        command.args(["--parallel", &parallel.to_string()]);
+    }
+    if let Some(ctx_size) = request.ctx_size {
+        command.args(["--ctx-size", &ctx_size.to_string()]);
+    }
     if let Some(token) = &request.token {
         command.env(TOKEN_ENV, token);
     }

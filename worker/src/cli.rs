@@ -99,7 +99,7 @@ pub enum ArgsError {
 }
 
 /// The fewest positions a slot may have: a chat template alone takes dozens.
-const MIN_SLOT_CONTEXT: usize = 64;
+const MIN_SLOT_CONTEXT: usize = rbee_protocol::operation::MIN_SLOT_CONTEXT as usize;
 
 fn seconds(name: &'static str, value: f64) -> Result<Duration, ArgsError> {
     Duration::try_from_secs_f64(value)

@@ -276,7 +276,15 @@ async fn spawn_for(ctx: &JobContext, model: &str, pins: &Pins) -> Result<WorkerV
                 free >> 20
             ),
         );
-        match workers::spawn_on(ctx, &hive, model, &device.to_string()).await {
+        match workers::spawn_on(
+            ctx,
+            &hive,
+            model,
+            &device.to_string(),
+            workers::Slots::default(),
+        )
+        .await
+        {
             Ok(worker) => return Ok(worker),
             Err(refusal) if refusal.code == ErrorCode::ModelNotFound => {
                 without_model.insert(hive.alias.clone());

@@ -123,7 +123,12 @@ async fn execute(ctx: JobContext, operation: Operation) -> OpResult {
             hive_id,
             model,
             device,
-        } => workers::spawn(&ctx, &hive_id, &model, &device.to_string()).await,
+            parallel,
+            ctx_size,
+        } => {
+            let slots = workers::Slots { parallel, ctx_size };
+            workers::spawn(&ctx, &hive_id, &model, &device.to_string(), slots).await
+        }
         Operation::WorkerStop { worker_id } => workers::stop(&ctx, &worker_id).await,
         Operation::WorkerLogs {
             worker_id,

@@ -93,9 +93,23 @@ fn hive_of(ctx: &JobContext, worker_id: &str) -> Result<Hive, ErrorDetail> {
     one_hive(ctx, &worker.heartbeat.hive_id)
 }
 
-pub async fn spawn(ctx: &JobContext, pattern: &str, model: &str, device: &str) -> OpResult {
+/// A worker's sequence slots and context, as asked for (the worker's defaults where
+/// `None`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Slots {
+    pub parallel: Option<u32>,
+    pub ctx_size: Option<u32>,
+}
+
+pub async fn spawn(
+    ctx: &JobContext,
+    pattern: &str,
+    model: &str,
+    device: &str,
+    slots: Slots,
+) -> OpResult {
     let hive = one_hive(ctx, pattern)?;
-    let worker = spawn_on(ctx, &hive, model, device).await?;
+    let worker = spawn_on(ctx, &hive, model, device, slots).await?;
     ctx.result(OperationResult::Worker(worker));
     Ok(())
 }
@@ -107,6 +121,7 @@ pub async fn spawn_on(
     hive: &Hive,
     model: &str,
     device: &str,
+    slots: Slots,
 ) -> Result<WorkerView, ErrorDetail> {
     if !validate::is_valid_model_id(model) {
         return Err(ErrorDetail::new(
@@ -138,6 +153,8 @@ pub async fn spawn_on(
         }),
         advertise_host: var(hive, "worker_host").unwrap_or_else(|| hive.host.clone()),
         heartbeat_interval_ms: config.heartbeat_interval_ms,
+        parallel: slots.parallel,
+        ctx_size: slots.ctx_size,
         token: Some(ctx.state.worker_token(&worker_id)),
     };
     ctx.narrate(
@@ -366,7 +383,7 @@ pub(super) async fn ensure_on(
     }
     let mut spawned = Vec::new();
     for _ in 0..missing {
-        let view = spawn_on(&host.job, &host.hive, model, device).await?;
+        let view = spawn_on(&host.job, &host.hive, model, device, Slots::default()).await?;
         spawned.push(view.heartbeat.worker_id);
     }
     Ok(HostDone::changed(format!(

@@ -108,9 +108,17 @@ async fn keeper(config: &Path, args: &[&str], stdin: &str) -> (String, String) {
 }
 
 async fn spawn(queen: &Queen, hive: &str) -> Value {
-    let events = queen
-        .run(json!({"operation": "worker_spawn", "hive_id": hive, "model": MODEL, "device": "cpu"}))
-        .await;
+    spawn_with(queen, hive, json!({})).await
+}
+
+/// `spawn` with more fields of the operation (`parallel`, `ctx_size`).
+async fn spawn_with(queen: &Queen, hive: &str, more: Value) -> Value {
+    let mut operation =
+        json!({"operation": "worker_spawn", "hive_id": hive, "model": MODEL, "device": "cpu"});
+    for (key, value) in more.as_object().expect("fields") {
+        operation[key] = value.clone();
+    }
+    let events = queen.run(operation).await;
     let worker = done(&events);
     assert_eq!(worker["status"], "ready", "{worker}");
     assert_eq!(worker["hive_id"], hive, "{worker}");
@@ -229,7 +237,10 @@ async fn workers_on_two_hives_serve_through_the_queen_and_survive_its_restart() 
     };
     assert_eq!(error.code, ErrorCode::ModelNotFound, "{error:?}");
 
-    let first = spawn(&queen, "hive-1").await;
+    // Slots and context as asked: the agent passes them to the worker, whose heartbeat
+    // reports them.
+    let first = spawn_with(&queen, "hive-1", json!({"parallel": 2, "ctx_size": 1024})).await;
+    assert_eq!(first["slots_total"], 2, "{first}");
     let second = spawn(&queen, "hive-2").await;
     let first_id = first["worker_id"].as_str().expect("id").to_owned();
     let second_id = second["worker_id"].as_str().expect("id").to_owned();

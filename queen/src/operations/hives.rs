@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rbee_hive::AgentCommand;
-use rbee_protocol::{ErrorCode, ErrorDetail, HiveCapabilities, JobEvent, Level, Progress};
+use rbee_protocol::{ErrorCode, ErrorDetail, HiveCapabilities, JobEvent, Level};
 use sha2::{Digest, Sha256};
 
 use super::agent::answer_as;
@@ -16,6 +16,7 @@ use super::push::{self, Codec, Forms};
 use super::{JobContext, OpResult};
 use crate::ssh::shell::{self, Value};
 use crate::ssh::{SshConnection, Upload};
+use rbee_hive::models::ProgressMeter;
 
 /// The binaries `hive install` pushes.
 const BINARIES: [&str; 2] = ["rbee-hive", "llm-worker-rbee"];
@@ -249,19 +250,13 @@ pub(super) async fn install_on(
             host.hive.alias.clone(),
             binary.name.to_owned(),
         );
-        let mut last_reported = 0u64;
+        // Bytes, rate and time left, as model pushes report them.
+        let mut meter: Option<ProgressMeter> = None;
         let mut on_progress = move |sent: u64, total: u64| {
-            if sent == total || sent - last_reported >= 4 * 1024 * 1024 {
-                last_reported = sent;
-                job.emit(JobEvent::Progress(Progress {
-                    label: label.clone(),
-                    current: sent,
-                    total: Some(total),
-                    unit: "bytes".to_owned(),
-                    rate: None,
-                    eta_s: None,
-                    hive: Some(alias.clone()),
-                }));
+            let meter = meter.get_or_insert_with(|| ProgressMeter::new(label.clone(), Some(total)));
+            if let Some(mut progress) = meter.update(sent) {
+                progress.hive = Some(alias.clone());
+                job.emit(JobEvent::Progress(progress));
             }
         };
         let outcome = connection

@@ -166,6 +166,16 @@ fn delete_refuses_while_a_live_worker_uses_the_model() {
         .args(["-c", "sleep 30; true", "w-1"])
         .spawn()
         .expect("spawn");
+    // Until the child has exec'd, its command line is still this test's.
+    let cmdline = format!("/proc/{}/cmdline", worker.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !fs::read(&cmdline).is_ok_and(|c| String::from_utf8_lossy(&c).contains("w-1")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child never ran sh"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     fs::write(workers.join("w-1.json"), state(worker.id())).expect("state");
     match delete(dir.path(), "other/solo") {
         Err(ModelError::InUse { workers, .. }) => assert_eq!(workers, ["w-1"]),

@@ -409,7 +409,11 @@ impl Engine {
     /// Ends slot `index`'s request with `stop_reason`, sending the rest of its text and
     /// its statistics.
     fn finish(&mut self, index: usize, stop_reason: StopReason) {
-        if let Some(g) = self.slots[index].active.as_mut() {
+        let generation = self.slots[index].active.take();
+        // The slot is free and the request counted before the client hears the end, so
+        // whatever it asks next (`/slots`, `/metrics`) already says so.
+        self.end(index);
+        if let Some(mut g) = generation {
             if matches!(
                 stop_reason,
                 StopReason::Eos | StopReason::Length | StopReason::Context
@@ -439,7 +443,6 @@ impl Engine {
                 tokens_per_s,
             });
         }
-        self.end(index);
     }
 
     /// Frees slot `index`, keeping its cache for a request that shares its prefix.

@@ -93,7 +93,7 @@ async fn install_pushes_once_then_reports_unchanged_and_start_detects_devices() 
         .len();
     for message in &messages {
         let megabytes: f64 = message
-            .split(" MB on the wire, zstd")
+            .split(" MB on the wire, ")
             .next()
             .and_then(|head| head.rsplit('(').next())
             .and_then(|n| n.parse().ok())

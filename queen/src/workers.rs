@@ -3,7 +3,7 @@
 //! rate of each worker's last request comes from elsewhere (the scheduler), and a
 //! restart forgets it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,9 @@ pub struct WorkerRegistry {
     picking: Mutex<()>,
     /// Bumped on every heartbeat, so waiters re-check without polling.
     changed: watch::Sender<u64>,
+    /// Models a job is starting a worker for now: another request for one waits for
+    /// that worker instead of starting a second.
+    spawning: Mutex<HashSet<String>>,
 }
 
 struct Entry {
@@ -36,7 +39,38 @@ struct Entry {
     last_tokens_per_s: Option<f64>,
 }
 
+/// A model's worker being started; dropping it lets the next request start one.
+pub struct Spawning<'a> {
+    registry: &'a WorkerRegistry,
+    model: String,
+}
+
+impl Drop for Spawning<'_> {
+    fn drop(&mut self) {
+        self.registry
+            .spawning
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.model);
+        // Waiters look again: at the worker now serving, or to start one themselves.
+        self.registry.changed.send_modify(|n| *n += 1);
+    }
+}
+
 impl WorkerRegistry {
+    /// Claims the start of a worker for `model`, or `None` while another job does it.
+    pub fn begin_spawn(&self, model: &str) -> Option<Spawning<'_>> {
+        let fresh = self
+            .spawning
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(model.to_owned());
+        fresh.then(|| Spawning {
+            registry: self,
+            model: model.to_owned(),
+        })
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
         self.workers
             .lock()

@@ -107,6 +107,7 @@ async fn acquire(
     let mut changed = state.workers.subscribe();
     let mut queued: Option<Queued> = None;
     let mut spawned = false;
+    let mut narrated_wait = false;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(config.queue_timeout_secs);
     loop {
         changed.borrow_and_update();
@@ -127,15 +128,35 @@ async fn acquire(
                 worker,
             });
         }
+        let may_spawn = (pins.spawn || config.auto_spawn) && pins.worker.is_none();
+        let mut awaiting_spawn = false;
         if found.is_empty() && !loading {
-            if (pins.spawn || config.auto_spawn) && pins.worker.is_none() && !spawned {
-                spawned = true;
-                spawn_for(ctx, model, pins).await?;
-                continue;
+            if !may_spawn || spawned {
+                return Err(no_worker(ctx, model, pins, excluded));
             }
-            return Err(no_worker(ctx, model, pins, excluded));
+            // Two requests for a model nothing serves start one worker: the second
+            // waits for the first's.
+            match state.workers.begin_spawn(model) {
+                Some(claim) => {
+                    spawned = true;
+                    let started = spawn_for(ctx, model, pins).await;
+                    drop(claim);
+                    started?;
+                    continue;
+                }
+                None => awaiting_spawn = true,
+            }
         }
-        if queued.is_none() {
+        if awaiting_spawn {
+            if !narrated_wait {
+                narrated_wait = true;
+                ctx.narrate(
+                    "spawn",
+                    model,
+                    format!("waiting for the worker another request is starting for {model}"),
+                );
+            }
+        } else if queued.is_none() {
             let waiting = state
                 .workers
                 .join_queue(model, config.queue_capacity)

@@ -434,17 +434,30 @@ async fn workers_on_two_hives_serve_through_the_queen_and_survive_its_restart() 
     assert!(!worker_ids(&queen).await.contains(&second_id));
 
     step("hive stop");
-    // With none left, --spawn starts one on an online hive that holds the model.
+    // With none left, --spawn starts one on an online hive that holds the model; two
+    // such requests at once start one worker, not two.
     let mut op = infer("Say hi.", 4);
     op["spawn"] = json!(true);
     op["hive_id"] = json!("hive-1");
-    let answer = done(&queen.run(op).await);
+    let before = worker_ids(&queen).await;
+    let (first_answer, other) = futures::future::join(queen.run(op.clone()), queen.run(op)).await;
+    let (answer, other) = (done(&first_answer), done(&other));
     assert!(
         answer["worker_id"]
             .as_str()
             .is_some_and(|id| id.starts_with("hive-1-")),
         "{answer}"
     );
+    assert_eq!(
+        answer["worker_id"], other["worker_id"],
+        "one worker for both"
+    );
+    let started: Vec<String> = worker_ids(&queen)
+        .await
+        .into_iter()
+        .filter(|id| !before.contains(id))
+        .collect();
+    assert_eq!(started.len(), 1, "{started:?}");
 
     step("spawn on request");
     // Killed mid-stream, a worker's request ends with an error event at once, not a

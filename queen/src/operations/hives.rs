@@ -209,23 +209,25 @@ pub(super) async fn install_on(
         .iter()
         .filter(|b| present.get(b.name) != Some(&b.sha256))
         .collect();
-    // The decompressors the hive has decide the form on the wire.
-    let codec = match stale.first() {
-        Some(first) => {
-            let tools = connection
-                .output(&shell::script(
-                    &[],
-                    "command -v zstd 2>/dev/null; command -v gzip 2>/dev/null; true",
-                ))
-                .await
-                .map_or_else(|_| String::new(), |(_, out)| out);
-            Codec::pick(&tools, &first.forms)
-        }
-        None => Codec::Raw,
+    // The decompressors the hive has, and the forms each binary has here, decide what
+    // goes on the wire.
+    let tools = if stale.is_empty() {
+        String::new()
+    } else {
+        connection
+            .output(&shell::script(
+                &[],
+                "command -v zstd 2>/dev/null; command -v gzip 2>/dev/null; true",
+            ))
+            .await
+            .map_or_else(|_| String::new(), |(_, out)| out)
     };
     let mut pushed = Vec::new();
+    let mut codecs = std::collections::BTreeSet::new();
     let mut on_wire = 0u64;
     for binary in stale {
+        let codec = Codec::pick(&tools, &binary.forms);
+        codecs.insert(codec.word());
         host.narrate(
             Level::Info,
             "push",
@@ -293,7 +295,7 @@ pub(super) async fn install_on(
             "pushed {} ({:.1} MB on the wire, {})",
             pushed.join(", "),
             on_wire as f64 / 1e6,
-            codec.word()
+            codecs.into_iter().collect::<Vec<_>>().join(", ")
         ))
     })
 }

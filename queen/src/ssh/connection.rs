@@ -235,20 +235,7 @@ impl SshConnection {
             self.close(&mut session);
         }
         if session.open.is_none() {
-            let permit = self.channels.acquire().await.map_err(|_| {
-                SessionError::Ssh(SshError::Unreachable {
-                    host: self.target.host.clone(),
-                    port: self.target.port,
-                    reason: "connection closed".to_owned(),
-                })
-            })?;
-            let (reader, writer) = self
-                .handle
-                .channel_open_session()
-                .await
-                .map_err(protocol)?
-                .split();
-            let writer = ClosingChannel(Arc::new(writer));
+            let (permit, reader, writer) = self.open_channel().await.map_err(SessionError::Ssh)?;
             tracing::debug!(host = %self.target.host, command = %start, "session");
             writer
                 .0
@@ -342,6 +329,39 @@ impl SshConnection {
         self.exec_with(command, stdin, on_line).await
     }
 
+    /// A new channel on this connection, within its limit of channels at once (the
+    /// permit returns when dropped), split into its reading and closing halves.
+    async fn open_channel(
+        &self,
+    ) -> Result<
+        (
+            tokio::sync::SemaphorePermit<'_>,
+            russh::ChannelReadHalf,
+            ClosingChannel,
+        ),
+        SshError,
+    > {
+        let permit = self
+            .channels
+            .acquire()
+            .await
+            .map_err(|_| SshError::Unreachable {
+                host: self.target.host.clone(),
+                port: self.target.port,
+                reason: "connection closed".to_owned(),
+            })?;
+        let (reader, writer) = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|source| SshError::Protocol {
+                host: self.target.host.clone(),
+                source,
+            })?
+            .split();
+        Ok((permit, reader, ClosingChannel(Arc::new(writer))))
+    }
+
     /// [`SshConnection::exec`] with the command's stdin spelled out.
     pub async fn exec_with(
         &self,
@@ -353,22 +373,7 @@ impl SshConnection {
             host: self.target.host.clone(),
             source,
         };
-        let _permit = self
-            .channels
-            .acquire()
-            .await
-            .map_err(|_| SshError::Unreachable {
-                host: self.target.host.clone(),
-                port: self.target.port,
-                reason: "connection closed".to_owned(),
-            })?;
-        let (mut reader, writer) = self
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(protocol)?
-            .split();
-        let guard = ClosingChannel(Arc::new(writer));
+        let (_permit, mut reader, guard) = self.open_channel().await?;
         let channel = &*guard.0;
         tracing::debug!(host = %self.target.host, %command, "exec");
         channel

@@ -131,18 +131,17 @@ impl Kernels {
         let token = |t: usize| &x[t * blocks..(t + 1) * blocks];
         #[cfg(target_arch = "x86_64")]
         let (done_rows, done_tokens) = match self {
-            Kernels::X86(simd) => match (!prepared.pairs.is_empty())
-                .then(|| simd.dot_tiles_q8_0(ty, rows, row_bytes, x, tokens, &prepared.pairs, out))
-                .flatten()
-            {
-                Some(done) => done,
-                None if tokens >= x86::TILE_TOKENS => UNPACKED
-                    .with_borrow_mut(|unpacked| {
-                        unpacked_tiles(simd, ty, rows, row_bytes, x, tokens, out, unpacked)
-                    })
-                    .unwrap_or_else(|| packed_tiles(simd, ty, rows, row_bytes, x, tokens, out)),
-                None => (0, 0),
-            },
+            Kernels::X86(simd) => {
+                match simd.dot_tiles_q8_0(ty, rows, row_bytes, x, tokens, &prepared.pairs, out) {
+                    Some(done) => done,
+                    None if tokens >= x86::TILE_TOKENS => UNPACKED
+                        .with_borrow_mut(|unpacked| {
+                            unpacked_tiles(simd, ty, rows, row_bytes, x, tokens, out, unpacked)
+                        })
+                        .unwrap_or_else(|| packed_tiles(simd, ty, rows, row_bytes, x, tokens, out)),
+                    None => (0, 0),
+                }
+            }
             Kernels::Portable => (0, 0),
         };
         #[cfg(not(target_arch = "x86_64"))]

@@ -176,7 +176,8 @@ impl Simd {
     /// [`Simd::prepare_q8_0`] made of them) into `out` (`out[row * tokens + token]`),
     /// for whole tiles of four rows and every pair of tokens; returns the rows and
     /// tokens they covered, equal bit for bit to `dot_rows`'s results. `None` for other
-    /// types and sets, whose tiles are `dot_tile_q8_0`'s.
+    /// types and sets, whose tiles are `dot_tile_q8_0`'s, and without prepared
+    /// activations (fewer than two tokens, or a product with no Q8_0 rows).
     #[allow(clippy::too_many_arguments)]
     pub fn dot_tiles_q8_0(
         self,
@@ -189,7 +190,7 @@ impl Simd {
         out: &mut [f32],
     ) -> Option<(usize, usize)> {
         use q8_0::ROWS;
-        if ty != QuantType::Q8_0 || self.0 != Level::Avx512 || tokens < 2 {
+        if ty != QuantType::Q8_0 || self.0 != Level::Avx512 || prepared.is_empty() {
             return None;
         }
         let count = out.len() / tokens;

@@ -1,11 +1,20 @@
-//! The one way an operation talks to a hive's agent: [`HiveClient`] picks the path
-//! (in-process for localhost with the `local-hive` feature, else the hive's pooled SSH
-//! connection), hands the agent what it reads on stdin (the hub settings, a pushed
-//! file), records the latency metric of every command, and returns the agent's typed
-//! answer. Operations call it, never `agent.rs` or the SSH pool directly.
+//! The one way an operation talks to a hive: [`HiveClient`] picks the path (in-process
+//! for localhost with the `local-hive` feature, else the hive's pooled SSH connection),
+//! hands the agent what it reads on stdin (the hub settings, a pushed file), records
+//! the latency metric of every command, and returns the agent's typed answer. The few
+//! steps that run before an agent exists or after it is gone (the install probe, a
+//! binary push, removing an install) are methods here too, as shell scripts built by
+//! `shell::script`. Operations call this and nothing below it.
+//!
+//! Its failures are a [`HiveError`], by layer (the transport, the agent's own refusal,
+//! a file on the queen's side, a shell step), mapped to the wire's `ErrorDetail` in one
+//! place: `From<HiveError> for ErrorDetail`.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use rbee_hive::AgentCommand;
 use rbee_hive::models::ProgressMeter;
@@ -15,7 +24,67 @@ use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent};
 use super::agent;
 use super::fan_out::HostContext;
 use crate::fake_hive::AgentAnswer;
-use crate::ssh::{SshConnection, Stdin, Upload};
+use crate::ssh::shell::{self, Value};
+use crate::ssh::{SshConnection, SshError, Stdin, Upload};
+
+/// What went wrong talking to a hive, by the layer it went wrong in.
+#[derive(Debug, thiserror::Error)]
+pub enum HiveError {
+    /// The SSH transport: unreachable, host key, authentication, or the queen's side.
+    #[error(transparent)]
+    Transport(#[from] SshError),
+    /// The agent's own answer, as it sent it (its code is the agent's to choose).
+    #[error("{}", .0.message)]
+    Agent(ErrorDetail),
+    /// A file on the queen's machine (a model or binary to push) could not be read:
+    /// the hive is not to blame.
+    #[error("cannot read {}: {source}", path.display())]
+    LocalFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A shell step on the hive ran and failed.
+    #[error("{step} on {hive} failed: {stderr}")]
+    Step {
+        hive: String,
+        step: &'static str,
+        stderr: String,
+        hint: &'static str,
+    },
+}
+
+impl From<HiveError> for ErrorDetail {
+    fn from(error: HiveError) -> ErrorDetail {
+        match error {
+            HiveError::Transport(ssh) => ssh.to_detail(),
+            HiveError::Agent(detail) => detail,
+            HiveError::LocalFile { .. } => ErrorDetail::new(ErrorCode::NotFound, error.to_string())
+                .with_hint("push a file the queen's machine can read"),
+            HiveError::Step { hint, .. } => {
+                ErrorDetail::new(ErrorCode::AgentFailed, error.to_string()).with_hint(hint)
+            }
+        }
+    }
+}
+
+/// What a hive has installed: its platform in Rust's names and the sha256 of each of
+/// the named binaries it has.
+pub struct Installed {
+    pub os: String,
+    pub arch: String,
+    pub sha256: BTreeMap<String, String>,
+}
+
+/// One binary to push: the file to send (in the wire form `codec` names) and the
+/// sha256 the hive must find once it is unpacked.
+pub struct BinaryPush<'p> {
+    pub bin_dir: &'p str,
+    pub name: &'p str,
+    pub sha256: &'p str,
+    pub codec: &'static str,
+    pub wire: &'p Path,
+}
 
 /// What the agent reads on stdin besides the cancel signal.
 pub enum Input {
@@ -55,14 +124,195 @@ impl<'a> HiveClient<'a> {
     }
 
     /// The hive's pooled SSH connection, opened when there is none.
-    pub async fn connection(&self) -> Result<Arc<SshConnection>, ErrorDetail> {
-        self.host
+    async fn connection(&self) -> Result<Arc<SshConnection>, HiveError> {
+        Ok(self
+            .host
             .job
             .state
             .ssh
             .connect(&self.host.hive, self.accept_new_host_keys)
+            .await?)
+    }
+
+    /// The queen's address as the hive sees it over SSH (`None` through a jump host).
+    pub async fn queen_address_seen(&self) -> Result<Option<IpAddr>, HiveError> {
+        Ok(self.connection().await?.local_addr.map(|a| a.ip()))
+    }
+
+    /// Records the latency of a step that is not an agent command.
+    fn timed(&self, name: &str, started: Instant) {
+        self.host
+            .job
+            .state
+            .metrics
+            .ssh_operation(name, "ssh", started.elapsed());
+    }
+
+    /// The hive's platform and the checksums of the binaries in `bin_dir`: from its
+    /// agent's session when one runs, else by one shell command (a hive without an
+    /// agent). The shell caches a checksum beside the binary with its size and mtime,
+    /// so an unchanged hive is not re-hashed (hashing the worker takes long); any write
+    /// to the binary changes its mtime. sha256sum hashes its stdin: given a path with a
+    /// newline or backslash (an install_dir may hold any character), GNU's prints the
+    /// hash with a `\` before it.
+    pub async fn installed(&self, bin_dir: &str, names: &[&str]) -> Result<Installed, HiveError> {
+        // Reached (and its host key checked) once: an unreachable hive fails here, not
+        // after a second wait.
+        let connection = self.connection().await?;
+        // The agent's answer is this step's business, not a result of the job.
+        let quiet = HostContext {
+            job: super::JobContext {
+                relay_agent_results: false,
+                ..self.host.job.clone()
+            },
+            hive: self.host.hive.clone(),
+        };
+        let from_agent = HiveClient::new(&quiet)
+            .accepting_new_host_keys(self.accept_new_host_keys)
+            .call(AgentCommand::Binaries)
             .await
-            .map_err(|e| e.to_detail())
+            .ok()
+            .and_then(|answer| match answer {
+                rbee_protocol::OperationResult::Binaries(installed) => Some(installed),
+                _ => None,
+            });
+        if let Some(installed) = from_agent {
+            return Ok(Installed {
+                os: installed.os,
+                arch: installed.arch,
+                sha256: installed.sha256,
+            });
+        }
+        let started = Instant::now();
+        let names = names.join(" ");
+        let probe = shell::script(
+            &[("d", Value::Path(bin_dir)), ("names", Value::Word(&names))],
+            "uname -sm; for n in $names; do f=\"$d/$n\"; s=\"$d/.$n.sha256\"; \
+             if [ ! -f \"$f\" ]; then echo \"$n -\"; continue; fi; st=$(stat -c '%s %Y' \"$f\"); \
+             if [ -f \"$s\" ] && [ \"$(cut -d' ' -f2,3 \"$s\")\" = \"$st\" ]; then echo \"$n $(cut -d' ' -f1 \"$s\")\"; \
+             else h=$(sha256sum < \"$f\" | cut -d' ' -f1); echo \"$h $st\" > \"$s\" 2>/dev/null; echo \"$n $h\"; fi; done",
+        );
+        let (_, answer) = connection.output(&probe).await?;
+        self.timed("probe", started);
+        let mut lines = answer.lines();
+        let (os, arch) = platform(lines.next().unwrap_or("").trim());
+        let sha256 = lines
+            .filter_map(|line| line.split_once(' '))
+            .map(|(name, hash)| (name.to_owned(), hash.to_owned()))
+            .collect();
+        Ok(Installed { os, arch, sha256 })
+    }
+
+    /// The paths of the decompressors the hive has (`zstd`, `gzip`), one a line; empty
+    /// when the question fails (then files go raw).
+    pub async fn decompressors(&self) -> String {
+        let Ok(connection) = self.connection().await else {
+            return String::new();
+        };
+        connection
+            .output(&shell::script(
+                &[],
+                "command -v zstd 2>/dev/null; command -v gzip 2>/dev/null; true",
+            ))
+            .await
+            .map_or_else(|_| String::new(), |(_, out)| out)
+    }
+
+    /// Streams one binary to the hive, which unpacks it beside its final name, checks
+    /// its sha256 and only then moves it into place (a cut push leaves the old binary),
+    /// reporting bytes, rate and time left as model pushes do.
+    pub async fn push_binary(&self, push: BinaryPush<'_>) -> Result<(), HiveError> {
+        let started = Instant::now();
+        let script = shell::script(
+            &[
+                ("d", Value::Path(push.bin_dir)),
+                ("n", Value::Word(push.name)),
+                ("sha", Value::Word(push.sha256)),
+                ("c", Value::Word(push.codec)),
+            ],
+            "set -e; mkdir -p \"$d\"; t=\"$d/.$n.partial.$$\"; trap 'rm -f \"$t\"' EXIT; \
+             case \"$c\" in zstd) zstd -dqc > \"$t\" ;; gzip) gzip -dc > \"$t\" ;; *) cat > \"$t\" ;; esac; \
+             s=$(sha256sum < \"$t\" | cut -d' ' -f1); \
+             if [ \"$s\" != \"$sha\" ]; then echo \"checksum mismatch: got $s\" >&2; exit 3; fi; \
+             chmod 755 \"$t\"; mv -f \"$t\" \"$d/$n\"; trap - EXIT; \
+             echo \"$s $(stat -c '%s %Y' \"$d/$n\")\" > \"$d/.$n.sha256\"",
+        );
+        let (job, alias, label) = (
+            self.host.job.clone(),
+            self.host.hive.alias.clone(),
+            push.name.to_owned(),
+        );
+        let mut meter: Option<ProgressMeter> = None;
+        let mut on_progress = move |sent: u64, total: u64| {
+            let meter = meter.get_or_insert_with(|| ProgressMeter::new(label.clone(), Some(total)));
+            if let Some(mut progress) = meter.update(sent) {
+                progress.hive = Some(alias.clone());
+                job.emit(JobEvent::Progress(progress));
+            }
+        };
+        let outcome = self
+            .connection()
+            .await?
+            .exec(
+                &script,
+                Some(Upload {
+                    path: push.wire,
+                    on_progress: &mut on_progress,
+                }),
+                &mut |_| {},
+            )
+            .await?;
+        self.timed("push", started);
+        if outcome.success() {
+            Ok(())
+        } else {
+            Err(HiveError::Step {
+                hive: self.host.hive.alias.clone(),
+                step: "pushing a binary",
+                stderr: outcome.stderr,
+                hint: "check free disk space and permissions of the install directory on the hive",
+            })
+        }
+    }
+
+    /// Ends the agent session, so the next call starts the agent anew (after its
+    /// binary was replaced).
+    pub async fn restart_agent_session(&self) {
+        if let Ok(connection) = self.connection().await {
+            connection.end_session().await;
+        }
+    }
+
+    /// Removes the binaries, worker state and logs under the hive's install_dir
+    /// (models stay); whether rbee was installed there. The connection is forgotten
+    /// afterwards, since nothing is left to talk to.
+    pub async fn remove_install(&self) -> Result<bool, HiveError> {
+        let started = Instant::now();
+        let dir = &self.host.hive.install_dir;
+        let [bin, workers, logs] = ["bin", "workers", "logs"].map(|p| shell::join(dir, p));
+        let (outcome, out) = self
+            .connection()
+            .await?
+            .output(&shell::script(
+                &[
+                    ("b", Value::Path(&bin)),
+                    ("w", Value::Path(&workers)),
+                    ("l", Value::Path(&logs)),
+                ],
+                "if [ -e \"$b\" ]; then echo present; fi; rm -rf \"$b\" \"$w\" \"$l\"",
+            ))
+            .await?;
+        self.timed("uninstall", started);
+        if !outcome.success() {
+            return Err(HiveError::Step {
+                hive: self.host.hive.alias.clone(),
+                step: "removing rbee",
+                stderr: outcome.stderr,
+                hint: "check the permissions of the install directory on the hive",
+            });
+        }
+        self.host.job.state.ssh.forget(&self.host.hive.alias).await;
+        Ok(out.contains("present"))
     }
 
     /// Runs `command` and returns its answer.
@@ -139,7 +389,7 @@ impl<'a> HiveClient<'a> {
 
     async fn ssh_call(&self, command: AgentCommand, input: Input) -> AgentAnswer {
         let host = self.host;
-        let connection = self.connection().await?;
+        let connection = self.connection().await.map_err(ErrorDetail::from)?;
         match input {
             Input::None => agent::run_over_ssh(host, &connection, command).await,
             Input::Hub(access) => {
@@ -184,11 +434,27 @@ pub fn no_usable_agent(error: &ErrorDetail) -> bool {
 
 /// A local file the queen cannot read (a model to push).
 pub fn unreadable(path: &Path, error: std::io::Error) -> ErrorDetail {
-    ErrorDetail::new(
-        ErrorCode::NotFound,
-        format!("cannot read {}: {error}", path.display()),
-    )
-    .with_hint("push a model file the queen's machine can read")
+    HiveError::LocalFile {
+        path: path.to_owned(),
+        source: error,
+    }
+    .into()
+}
+
+/// `uname -sm` in Rust's names, so it compares with `std::env::consts`.
+fn platform(uname: &str) -> (String, String) {
+    let mut words = uname.split_whitespace();
+    let os = match words.next().unwrap_or("") {
+        "Linux" => "linux".to_owned(),
+        "Darwin" => "macos".to_owned(),
+        other => other.to_lowercase(),
+    };
+    let arch = match words.next().unwrap_or("") {
+        "arm64" => "aarch64".to_owned(),
+        "amd64" => "x86_64".to_owned(),
+        other => other.to_owned(),
+    };
+    (os, arch)
 }
 
 /// A pushed file read by the in-process agent, reporting progress as it goes.
@@ -222,5 +488,55 @@ fn with_hub(command: AgentCommand, access: HubAccess) -> AgentCommand {
             AgentCommand::Model(ModelCommand::Download { model, hub: access })
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uname_maps_to_rust_names() {
+        assert_eq!(
+            platform("Linux x86_64"),
+            ("linux".to_owned(), "x86_64".to_owned())
+        );
+        assert_eq!(
+            platform("Darwin arm64"),
+            ("macos".to_owned(), "aarch64".to_owned())
+        );
+    }
+
+    #[test]
+    fn each_layer_maps_to_its_own_code() {
+        let local = ErrorDetail::from(HiveError::LocalFile {
+            path: "/m.gguf".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+        // The queen's own file: never a code that marks the hive unreachable.
+        assert_eq!(local.code, ErrorCode::NotFound);
+        assert!(local.message.contains("/m.gguf"), "{}", local.message);
+        let step = ErrorDetail::from(HiveError::Step {
+            hive: "h".into(),
+            step: "removing rbee",
+            stderr: "Permission denied".into(),
+            hint: "check",
+        });
+        assert_eq!(step.code, ErrorCode::AgentFailed);
+        assert!(
+            step.message
+                .contains("removing rbee on h failed: Permission denied")
+        );
+        let refusal = ErrorDetail::new(ErrorCode::ModelNotFound, "no such model");
+        assert_eq!(
+            ErrorDetail::from(HiveError::Agent(refusal.clone())),
+            refusal
+        );
+        let ssh = ErrorDetail::from(HiveError::Transport(SshError::Unreachable {
+            host: "h".into(),
+            port: 22,
+            reason: "refused".into(),
+        }));
+        assert_eq!(ssh.code, ErrorCode::Unreachable);
     }
 }

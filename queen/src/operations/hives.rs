@@ -1,22 +1,19 @@
 //! Hive operations: install, uninstall, start, stop, status, list, refresh, and the
 //! inventory check. Each fans out over the hives a pattern selects.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use rbee_hive::AgentCommand;
-use rbee_protocol::{ErrorCode, ErrorDetail, HiveCapabilities, JobEvent, Level};
+use rbee_protocol::{ErrorCode, ErrorDetail, HiveCapabilities, Level};
 use sha2::{Digest, Sha256};
 
 use super::agent::answer_as;
 use super::fan_out::{HostContext, HostDone, fan_out};
-use super::hive_client::{HiveClient, no_usable_agent};
+use super::hive_client::{BinaryPush, HiveClient, Installed, no_usable_agent};
 use super::push::{self, Codec, Forms};
 use super::{JobContext, OpResult};
-use crate::ssh::shell::{self, Value};
-use crate::ssh::{SshConnection, Upload};
-use rbee_hive::models::ProgressMeter;
+use crate::ssh::shell;
 
 /// The binaries `hive install` pushes.
 const BINARIES: [&str; 2] = ["rbee-hive", "llm-worker-rbee"];
@@ -96,52 +93,6 @@ pub(super) async fn local_binaries(ctx: &JobContext) -> Result<Arc<Vec<LocalBina
     Ok(Arc::new(hashed))
 }
 
-/// `uname -sm` in Rust's names, so it compares with `std::env::consts`.
-fn platform(uname: &str) -> (String, String) {
-    let mut words = uname.split_whitespace();
-    let os = match words.next().unwrap_or("") {
-        "Linux" => "linux".to_owned(),
-        "Darwin" => "macos".to_owned(),
-        other => other.to_lowercase(),
-    };
-    let arch = match words.next().unwrap_or("") {
-        "arm64" => "aarch64".to_owned(),
-        "amd64" => "x86_64".to_owned(),
-        other => other.to_owned(),
-    };
-    (os, arch)
-}
-
-/// The hive's platform and the checksums of the binaries it has, by one shell command
-/// (for a hive without a running agent). A checksum is cached beside the binary with
-/// its size and mtime, so an unchanged hive is not re-hashed (hashing the worker takes
-/// long); any write to the binary changes its mtime. sha256sum hashes its stdin:
-/// given a path with a newline or backslash (an install_dir may hold any character),
-/// GNU's prints the hash with a `\` before it.
-async fn probe(
-    connection: &SshConnection,
-    bin_dir: &str,
-    binaries: &[LocalBinary],
-) -> Result<(String, String, BTreeMap<String, String>), ErrorDetail> {
-    let names: Vec<&str> = binaries.iter().map(|b| b.name).collect();
-    let names = names.join(" ");
-    let probe = shell::script(
-        &[("d", Value::Path(bin_dir)), ("names", Value::Word(&names))],
-        "uname -sm; for n in $names; do f=\"$d/$n\"; s=\"$d/.$n.sha256\"; \
-         if [ ! -f \"$f\" ]; then echo \"$n -\"; continue; fi; st=$(stat -c '%s %Y' \"$f\"); \
-         if [ -f \"$s\" ] && [ \"$(cut -d' ' -f2,3 \"$s\")\" = \"$st\" ]; then echo \"$n $(cut -d' ' -f1 \"$s\")\"; \
-         else h=$(sha256sum < \"$f\" | cut -d' ' -f1); echo \"$h $st\" > \"$s\" 2>/dev/null; echo \"$n $h\"; fi; done",
-    );
-    let (_, answer) = connection.output(&probe).await.map_err(|e| e.to_detail())?;
-    let mut lines = answer.lines();
-    let (os, arch) = platform(lines.next().unwrap_or("").trim());
-    let present = lines
-        .filter_map(|line| line.split_once(' '))
-        .map(|(name, hash)| (name.to_owned(), hash.to_owned()))
-        .collect();
-    Ok((os, arch, present))
-}
-
 /// Pushes the agent and worker binaries unless the hive has them already; with
 /// `check`, only says which it would push.
 pub(super) async fn install_on(
@@ -155,30 +106,14 @@ pub(super) async fn install_on(
             "local-hive: this queen runs localhost operations in-process; nothing to push",
         ));
     }
-    let connection = HiveClient::new(host)
-        .accepting_new_host_keys(accept)
-        .connection()
-        .await?;
+    let client = HiveClient::new(host).accepting_new_host_keys(accept);
     let bin_dir = shell::join(&host.hive.install_dir, "bin");
-    // A running agent answers in its session (no shell); else one shell probe. Its
-    // answer is this step's business, not a result of the job.
-    let quiet = HostContext {
-        job: super::JobContext {
-            relay_agent_results: false,
-            ..host.job.clone()
-        },
-        hive: host.hive.clone(),
-    };
-    let (os, arch, present) = match HiveClient::new(&quiet)
-        .accepting_new_host_keys(accept)
-        .call(AgentCommand::Binaries)
-        .await
-        .ok()
-        .and_then(|answer| answer_as!(answer, Binaries, "binaries").ok())
-    {
-        Some(installed) => (installed.os, installed.arch, installed.sha256),
-        None => probe(&connection, &bin_dir, binaries).await?,
-    };
+    let names: Vec<&str> = binaries.iter().map(|b| b.name).collect();
+    let Installed {
+        os,
+        arch,
+        sha256: present,
+    } = client.installed(&bin_dir, &names).await?;
     if (os.as_str(), arch.as_str()) != (std::env::consts::OS, std::env::consts::ARCH) {
         return Err(ErrorDetail::new(
             ErrorCode::AgentFailed,
@@ -214,13 +149,7 @@ pub(super) async fn install_on(
     let tools = if stale.is_empty() {
         String::new()
     } else {
-        connection
-            .output(&shell::script(
-                &[],
-                "command -v zstd 2>/dev/null; command -v gzip 2>/dev/null; true",
-            ))
-            .await
-            .map_or_else(|_| String::new(), |(_, out)| out)
+        client.decompressors().await
     };
     let mut pushed = Vec::new();
     let mut codecs = std::collections::BTreeSet::new();
@@ -233,60 +162,22 @@ pub(super) async fn install_on(
             "push",
             format!("pushing {} to {bin_dir}", binary.name),
         );
-        let script = shell::script(
-            &[
-                ("d", Value::Path(&bin_dir)),
-                ("n", Value::Word(binary.name)),
-                ("sha", Value::Word(&binary.sha256)),
-                ("c", Value::Word(codec.word())),
-            ],
-            "set -e; mkdir -p \"$d\"; t=\"$d/.$n.partial.$$\"; trap 'rm -f \"$t\"' EXIT; \
-             case \"$c\" in zstd) zstd -dqc > \"$t\" ;; gzip) gzip -dc > \"$t\" ;; *) cat > \"$t\" ;; esac; \
-             s=$(sha256sum < \"$t\" | cut -d' ' -f1); \
-             if [ \"$s\" != \"$sha\" ]; then echo \"checksum mismatch: got $s\" >&2; exit 3; fi; \
-             chmod 755 \"$t\"; mv -f \"$t\" \"$d/$n\"; trap - EXIT; \
-             echo \"$s $(stat -c '%s %Y' \"$d/$n\")\" > \"$d/.$n.sha256\"",
-        );
-        let (job, alias, label) = (
-            host.job.clone(),
-            host.hive.alias.clone(),
-            binary.name.to_owned(),
-        );
-        // Bytes, rate and time left, as model pushes report them.
-        let mut meter: Option<ProgressMeter> = None;
-        let mut on_progress = move |sent: u64, total: u64| {
-            let meter = meter.get_or_insert_with(|| ProgressMeter::new(label.clone(), Some(total)));
-            if let Some(mut progress) = meter.update(sent) {
-                progress.hive = Some(alias.clone());
-                job.emit(JobEvent::Progress(progress));
-            }
-        };
-        let outcome = connection
-            .exec(
-                &script,
-                Some(Upload {
-                    path: binary.forms.wire(codec),
-                    on_progress: &mut on_progress,
-                }),
-                &mut |_| {},
-            )
-            .await
-            .map_err(|e| e.to_detail())?;
-        if !outcome.success() {
-            return Err(ErrorDetail::new(
-                ErrorCode::AgentFailed,
-                format!("pushing {} failed: {}", binary.name, outcome.stderr),
-            )
-            .with_hint(
-                "check free disk space and permissions of the install directory on the hive",
-            ));
-        }
-        on_wire += std::fs::metadata(binary.forms.wire(codec)).map_or(0, |m| m.len());
+        let wire = binary.forms.wire(codec);
+        client
+            .push_binary(BinaryPush {
+                bin_dir: &bin_dir,
+                name: binary.name,
+                sha256: &binary.sha256,
+                codec: codec.word(),
+                wire,
+            })
+            .await?;
+        on_wire += std::fs::metadata(wire).map_or(0, |m| m.len());
         pushed.push(binary.name);
     }
     if !pushed.is_empty() {
         // A session still runs the agent that was replaced; the next call starts anew.
-        connection.end_session().await;
+        client.restart_agent_session().await;
     }
     Ok(if pushed.is_empty() {
         HostDone::ok("binaries up to date (same checksum); nothing uploaded")
@@ -555,30 +446,11 @@ pub async fn uninstall(ctx: &JobContext, pattern: &str) -> OpResult {
             Err(e) if e.code == ErrorCode::AgentFailed => 0,
             Err(e) => return Err(e),
         };
-        let connection = HiveClient::new(&host).connection().await?;
-        let dir = &host.hive.install_dir;
-        let [bin, workers, logs] = ["bin", "workers", "logs"].map(|p| shell::join(dir, p));
-        let (outcome, out) = connection
-            .output(&shell::script(
-                &[
-                    ("b", Value::Path(&bin)),
-                    ("w", Value::Path(&workers)),
-                    ("l", Value::Path(&logs)),
-                ],
-                "if [ -e \"$b\" ]; then echo present; fi; rm -rf \"$b\" \"$w\" \"$l\"",
-            ))
-            .await
-            .map_err(|e| e.to_detail())?;
-        if !outcome.success() {
-            return Err(ErrorDetail::new(
-                ErrorCode::AgentFailed,
-                format!("removing rbee failed: {}", outcome.stderr),
-            ));
-        }
+        let present = HiveClient::new(&host).remove_install().await?;
         host.job.state.hives.mark_offline(&host.hive.alias);
-        host.job.state.ssh.forget(&host.hive.alias).await;
+        let dir = &host.hive.install_dir;
         let models = shell::join(dir, "models");
-        Ok(if out.contains("present") {
+        Ok(if present {
             HostDone::changed(format!(
                 "stopped {stopped} worker(s), removed rbee from {dir} (models kept in {models})"
             ))
@@ -587,19 +459,4 @@ pub async fn uninstall(ctx: &JobContext, pattern: &str) -> OpResult {
         })
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn uname_maps_to_rust_names() {
-        assert_eq!(
-            super::platform("Linux x86_64"),
-            ("linux".to_owned(), "x86_64".to_owned())
-        );
-        assert_eq!(
-            super::platform("Darwin arm64"),
-            ("macos".to_owned(), "aarch64".to_owned())
-        );
-    }
 }

@@ -13,7 +13,6 @@ use super::agent::answer_as;
 use super::fan_out::{HostContext, HostDone};
 use super::hive_client::{HiveClient, no_usable_agent};
 use super::{JobContext, OpResult};
-use crate::ssh::SshConnection;
 use crate::workers::WorkerView;
 
 /// Seconds a stopping worker may drain before it is killed.
@@ -131,12 +130,12 @@ pub async fn spawn_on(
         .with_hint("name a model as `org/repo`, `org/repo:file.gguf` or a file name"));
     }
     let host = host_context(ctx, hive.clone());
-    let connection = if HiveClient::new(&host).in_process() {
+    let seen = if HiveClient::new(&host).in_process() {
         None
     } else {
-        Some(HiveClient::new(&host).connection().await?)
+        HiveClient::new(&host).queen_address_seen().await?
     };
-    let queen_url = queen_url_for(ctx, hive, connection.as_deref())?;
+    let queen_url = queen_url_for(ctx, hive, seen)?;
     let worker_id = new_worker_id(&hive.alias);
     let config = &ctx.state.config.queen;
     let request = SpawnRequest {
@@ -218,7 +217,7 @@ fn new_worker_id(alias: &str) -> String {
 fn queen_url_for(
     ctx: &JobContext,
     hive: &Hive,
-    connection: Option<&SshConnection>,
+    seen: Option<IpAddr>,
 ) -> Result<String, ErrorDetail> {
     if let Some(url) = var(hive, "queen_url") {
         return Ok(url);
@@ -253,8 +252,8 @@ fn queen_url_for(
     if !ip.is_unspecified() {
         return Ok(url(ip));
     }
-    match connection.and_then(|c| c.local_addr) {
-        Some(seen) => Ok(url(seen.ip())),
+    match seen {
+        Some(seen) => Ok(url(seen)),
         None => Err(ErrorDetail::new(
             ErrorCode::BadRequest,
             format!(

@@ -51,8 +51,13 @@ pub struct QueenConfig {
     pub queue_capacity: usize,
     /// Seconds a queued request waits for a worker before it fails.
     pub queue_timeout_secs: u64,
-    /// Spawn a worker for `infer` when none serves the model and a hive holds it.
+    /// Start a worker for a request (keeper or OpenAI route) when none serves the model
+    /// and a hive holds it; `false` makes such a request fail unless it asks to spawn.
     pub auto_spawn: bool,
+    /// How long a worker started on demand stays loaded without requests, in Ollama's
+    /// forms (`"5m"`, `"30s"`, `0` = unload after the request, `-1` = never). Workers
+    /// started by hand are never unloaded for idleness unless started with a keep_alive.
+    pub keep_alive: rbee_protocol::KeepAlive,
     /// The Hugging Face hub (or a mirror) hives download from, unless a hive's
     /// `hf_endpoint` variable names another; `HF_ENDPOINT` in the environment.
     pub hf_endpoint: Option<String>,
@@ -81,7 +86,8 @@ impl Default for QueenConfig {
             worker_slots: 1,
             queue_capacity: 64,
             queue_timeout_secs: 300,
-            auto_spawn: false,
+            auto_spawn: true,
+            keep_alive: rbee_protocol::KeepAlive::default(),
             hf_endpoint: None,
             hf_token: None,
         }

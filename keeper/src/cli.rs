@@ -201,6 +201,18 @@ pub enum ModelCommand {
         #[arg(long, conflicts_with = "pattern")]
         all: bool,
     },
+    /// Load a model now: start a worker for it where it fits best, unless one serves
+    /// it (as a request for it would).
+    Load {
+        model: String,
+        /// Only on this hive.
+        #[arg(long)]
+        hive: Option<String>,
+        /// Unload it after this long without requests ("5m", "30s", 0, -1 = never);
+        /// the queen's keep_alive by default.
+        #[arg(long)]
+        keep_alive: Option<rbee_protocol::KeepAlive>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -221,6 +233,10 @@ pub enum WorkerCommand {
         /// Key/value positions of all its slots together, split evenly.
         #[arg(long)]
         ctx_size: Option<u32>,
+        /// Unload the worker after this long without requests ("5m", "30s", 0); a
+        /// worker started by hand stays until stopped otherwise.
+        #[arg(long)]
+        keep_alive: Option<rbee_protocol::KeepAlive>,
     },
     List {
         #[arg(long)]
@@ -292,6 +308,10 @@ pub struct GenerationArgs {
     /// that holds it).
     #[arg(long)]
     pub spawn: bool,
+    /// How long the serving worker stays loaded without requests ("5m", "30s", 0 =
+    /// unload after this request, -1 = never); the queen's keep_alive by default.
+    #[arg(long)]
+    pub keep_alive: Option<rbee_protocol::KeepAlive>,
     #[arg(long)]
     pub max_tokens: Option<u32>,
     #[arg(long)]
@@ -365,6 +385,7 @@ impl GenerationArgs {
             hive_id: self.hive.clone(),
             worker_id: self.worker.clone(),
             spawn: self.spawn,
+            keep_alive: self.keep_alive,
             request,
         }
     }

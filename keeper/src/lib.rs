@@ -354,6 +354,15 @@ fn model(settings: &Settings, command: ModelCommand) -> anyhow::Result<Operation
             }
             Operation::ModelDelete { hive_id, model }
         }
+        ModelCommand::Load {
+            model,
+            hive,
+            keep_alive,
+        } => Operation::ModelLoad {
+            model,
+            hive_id: hive,
+            keep_alive,
+        },
     })
 }
 
@@ -365,12 +374,14 @@ fn worker(command: WorkerCommand) -> Operation {
             device,
             parallel,
             ctx_size,
+            keep_alive,
         } => Operation::WorkerSpawn {
             hive_id: hive,
             model,
             device,
             parallel,
             ctx_size,
+            keep_alive,
         },
         WorkerCommand::List { hive } => Operation::WorkerList { hive_id: hive },
         WorkerCommand::Get { worker_id } => Operation::WorkerGet { worker_id },

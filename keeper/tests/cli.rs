@@ -421,3 +421,35 @@ fn completions_and_the_man_page_need_no_configuration() {
         "{man}"
     );
 }
+
+#[test]
+fn a_keep_alive_is_checked_before_anything_is_sent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for args in [
+        &["model", "load", "m", "--keep-alive", "soon"][..],
+        &["infer", "--model", "m", "--keep-alive", "5 minutes", "hi"][..],
+        &[
+            "worker",
+            "spawn",
+            "--hive",
+            "h",
+            "--model",
+            "m",
+            "--keep-alive",
+            "5d",
+        ][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_rbee-keeper"))
+            .args(args)
+            .env("RBEE_CONFIG_DIR", dir.path())
+            .env_remove("RBEE_CONFIG")
+            .output()
+            .expect("keeper runs");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("--keep-alive") && stderr.contains("\"30s\""),
+            "{args:?}: {stderr}"
+        );
+    }
+}

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::capabilities::DeviceSpec;
 use crate::inference::InferenceRequest;
+use crate::keep_alive::KeepAlive;
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(tag = "operation", rename_all = "snake_case")]
@@ -76,6 +77,10 @@ pub enum Operation {
         /// when absent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ctx_size: Option<u32>,
+        /// Unload the worker after this long without requests; a worker started by
+        /// hand is never unloaded for idleness when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keep_alive: Option<KeepAlive>,
     },
     WorkerList {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,8 +118,21 @@ pub enum Operation {
         /// Spawn a worker when none serves the model and a hive holds it.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         spawn: bool,
+        /// How long the worker that serves this request stays loaded without requests
+        /// (Ollama's `keep_alive`); the queen's `keep_alive` when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keep_alive: Option<KeepAlive>,
         #[serde(flatten)]
         request: InferenceRequest,
+    },
+    /// Start a worker for `model` where it fits best (on `hive_id`, when given) unless
+    /// one already serves it or is being started; returns once it is ready.
+    ModelLoad {
+        model: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hive_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keep_alive: Option<KeepAlive>,
     },
 
     InventoryList,
@@ -205,6 +223,7 @@ impl Operation {
             Operation::ModelList { .. } => "model_list",
             Operation::ModelGet { .. } => "model_get",
             Operation::ModelDelete { .. } => "model_delete",
+            Operation::ModelLoad { .. } => "model_load",
             Operation::WorkerSpawn { .. } => "worker_spawn",
             Operation::WorkerList { .. } => "worker_list",
             Operation::WorkerGet { .. } => "worker_get",

@@ -34,6 +34,9 @@ fn every_operation_round_trips() {
         json!({"operation":"model_list","hive_id":"all"}),
         json!({"operation":"model_get","hive_id":"gpu-a","model":"m.gguf"}),
         json!({"operation":"model_delete","hive_id":"gpu-a","model":"m.gguf"}),
+        json!({"operation":"model_load","model":"m.gguf","keep_alive":"30s"}),
+        json!({"operation":"infer","model":"m","prompt":"hi","keep_alive":"-1"}),
+        json!({"operation":"worker_spawn","hive_id":"gpu-a","model":"m.gguf","device":"cpu","keep_alive":"5m"}),
         json!({"operation":"worker_spawn","hive_id":"gpu-a","model":"m.gguf","device":"cuda:0"}),
         json!({"operation":"worker_list"}),
         json!({"operation":"worker_list","hive_id":"gpu-a"}),
@@ -57,7 +60,7 @@ fn every_operation_round_trips() {
         );
         names.insert(op.name());
     }
-    assert_eq!(names.len(), 23, "every variant is covered: {names:?}");
+    assert_eq!(names.len(), 24, "every variant is covered: {names:?}");
 }
 
 #[test]
@@ -73,6 +76,7 @@ fn operation_defaults_apply() {
             device: rbee_protocol::DeviceSpec::Cpu,
             parallel: None,
             ctx_size: None,
+            keep_alive: None,
         }
     );
 }

@@ -52,6 +52,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> a
     let _ = state.listen_addr.set(addr);
     tracing::info!(%addr, version = rbee_protocol::VERSION, "queen listening");
     let janitor = tokio::spawn(expire_jobs(state.clone()));
+    let unloader = tokio::spawn(operations::unload_idle(state.clone()));
     let router = http::router(state.clone());
     let drain = state.clone();
     // Events are small writes; without TCP_NODELAY a client's delayed ACK holds each
@@ -72,6 +73,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> a
         })
         .await;
     janitor.abort();
+    unloader.abort();
     tracing::info!("queen stopped");
     result.map_err(Into::into)
 }

@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
@@ -25,6 +25,8 @@ use serde_json::{Value, json};
 
 use crate::jobs::Job;
 use crate::state::AppState;
+use crate::workers::WorkerView;
+use rbee_protocol::cluster::WorkerStatus;
 
 /// An error in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
 pub struct OpenAiError {
@@ -173,6 +175,9 @@ struct Sampling {
     stop: Option<Stop>,
     #[serde(default)]
     n: Option<u32>,
+    /// How long the serving worker stays loaded without requests (Ollama's field).
+    #[serde(default)]
+    keep_alive: Option<rbee_protocol::KeepAlive>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -296,6 +301,7 @@ impl Kind {
 
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OpenAiError> {
     let body: ChatBody = parse(&body)?;
@@ -321,11 +327,12 @@ pub async fn chat_completions(
         return Err(OpenAiError::bad_request("`messages` must not be empty"));
     }
     request.messages = Some(messages);
-    complete(state, Kind::Chat, body.sampling, request).await
+    complete(state, &headers, Kind::Chat, body.sampling, request).await
 }
 
 pub async fn completions(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OpenAiError> {
     let body: CompletionBody = parse(&body)?;
@@ -339,7 +346,7 @@ pub async fn completions(
             ));
         }
     });
-    complete(state, Kind::Text, body.sampling, request).await
+    complete(state, &headers, Kind::Text, body.sampling, request).await
 }
 
 /// Cancels the job when the client goes away before it ended.
@@ -379,8 +386,111 @@ fn usage(outcome: &Outcome) -> Value {
     })
 }
 
+/// Whether the client asked not to wait for a model to load (`Prefer: wait=0`,
+/// RFC 7240).
+fn prefers_no_wait(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .any(|p| {
+            p.split_once('=')
+                .is_some_and(|(k, v)| k.trim().eq_ignore_ascii_case("wait") && v.trim() == "0")
+        })
+}
+
+/// Seconds a client that would not wait is told to come back after.
+const RETRY_AFTER_S: u64 = 2;
+/// How long a cold start may take to fail (a model no hive holds) before a client
+/// that would not wait is told that it is loading.
+const EARLY_FAILURE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `503` with `Retry-After` and the load state, for a client that would not wait.
+fn loading(model: &str, load_state: &str, worker: Option<&WorkerView>) -> Response {
+    let message = match worker {
+        Some(w) => format!(
+            "{model} is loading on worker {} ({}); retry after {RETRY_AFTER_S}s",
+            w.heartbeat.worker_id, w.heartbeat.hive_id
+        ),
+        None => format!("a worker for {model} is starting; retry after {RETRY_AFTER_S}s"),
+    };
+    let body = json!({
+        "error": {
+            "message": message,
+            "type": "server_error",
+            "param": Value::Null,
+            "code": "model_loading",
+        },
+        "model": model,
+        "state": load_state,
+        // Workers do not report how far their load has come.
+        "percent": Value::Null,
+        "worker_id": worker.map(|w| w.heartbeat.worker_id.clone()),
+    });
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, RETRY_AFTER_S.to_string())],
+        Json(body),
+    )
+        .into_response()
+}
+
+/// For a client that would not wait: `None` when a ready worker serves the model (or
+/// nothing can be started for it, which the job itself answers), else the answer now,
+/// after starting a worker when none is starting.
+async fn answer_without_waiting(state: &Arc<AppState>, model: &str) -> Option<Response> {
+    let workers = state.workers.list();
+    if workers
+        .iter()
+        .any(|w| w.serves(model) && w.is_schedulable())
+    {
+        return None;
+    }
+    if let Some(loading_worker) = workers
+        .iter()
+        .find(|w| w.serves(model) && w.status == WorkerStatus::Loading)
+    {
+        return Some(loading(model, "loading", Some(loading_worker)));
+    }
+    if state.workers.is_spawning(model) {
+        return Some(loading(model, "starting", None));
+    }
+    if !state.config.queen.auto_spawn {
+        return None;
+    }
+    let job = crate::operations::spawn(
+        state.clone(),
+        // Loaded for the queen's keep_alive: the request's own applies once it ran.
+        Operation::ModelLoad {
+            model: model.to_owned(),
+            hive_id: None,
+            keep_alive: None,
+        },
+    );
+    let mut events = Box::pin(job.subscribe(0).map(|(_, event)| event));
+    let early = tokio::time::timeout(EARLY_FAILURE, async {
+        while let Some(event) = events.next().await {
+            match event {
+                JobEvent::Error(detail) => return Some(Err(detail)),
+                JobEvent::Done => return Some(Ok(())),
+                _ => {}
+            }
+        }
+        None
+    })
+    .await;
+    match early {
+        Ok(Some(Err(detail))) => Some(OpenAiError::from_detail(&detail).into_response()),
+        // Loaded already (another request's worker became ready): serve it.
+        Ok(Some(Ok(()))) => None,
+        _ => Some(loading(model, "starting", None)),
+    }
+}
+
 async fn complete(
     state: Arc<AppState>,
+    headers: &HeaderMap,
     kind: Kind,
     sampling: Sampling,
     request: InferenceRequest,
@@ -395,6 +505,11 @@ async fn complete(
         )));
     }
     let model = sampling.model.clone();
+    if prefers_no_wait(headers)
+        && let Some(answer) = answer_without_waiting(&state, &model).await
+    {
+        return Ok(answer);
+    }
     let job = crate::operations::spawn(
         state,
         Operation::Infer {
@@ -402,6 +517,7 @@ async fn complete(
             hive_id: None,
             worker_id: None,
             spawn: false,
+            keep_alive: sampling.keep_alive,
             request,
         },
     );
@@ -580,15 +696,7 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
     let created = state.started_unix_s();
     let mut data: Vec<Value> = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    let mut served: Vec<String> = state
-        .workers
-        .list()
-        .into_iter()
-        .filter(|w| w.is_schedulable())
-        .map(|w| w.heartbeat.model)
-        .collect();
-    served.sort();
-    for id in served {
+    for id in state.workers.served_models() {
         if seen.insert(id.clone()) {
             data.push(json!({"id": id, "object": "model", "created": created, "owned_by": "rbee"}));
         }

@@ -12,11 +12,11 @@ use rbee_protocol::result::InferenceStats;
 use rbee_protocol::sse::SseDecoder;
 use rbee_protocol::{
     DeviceKind, DeviceSpec, ErrorCode, ErrorDetail, InferenceEvent, InferenceRequest, JobEvent,
-    Level, Narration, OperationResult,
+    KeepAlive, Level, Narration, OperationResult,
 };
 
 use super::fan_out::HostContext;
-use super::{JobContext, OpResult, hives, workers};
+use super::{JobContext, OpResult, hives, models, workers};
 use crate::state::AppState;
 use crate::workers::WorkerView;
 
@@ -33,6 +33,9 @@ pub struct Pins {
     pub worker: Option<String>,
     /// Spawn a worker when none serves the model.
     pub spawn: bool,
+    /// How long the serving worker stays loaded without requests, when the request
+    /// says; the queen's `keep_alive` for a worker it starts otherwise.
+    pub keep_alive: Option<KeepAlive>,
 }
 
 /// The schedulable workers for `model` that the pins allow, best first: the most free
@@ -306,10 +309,37 @@ async fn spawn_for(ctx: &JobContext, model: &str, pins: &Pins) -> Result<WorkerV
         )
         .await
         {
-            Ok(worker) => return Ok(worker),
+            Ok(worker) => {
+                let keep_alive = pins.keep_alive.unwrap_or(ctx.state.config.queen.keep_alive);
+                ctx.state
+                    .workers
+                    .lease(&worker.heartbeat.worker_id, Some(keep_alive));
+                ctx.narrate(
+                    "spawn",
+                    &worker.heartbeat.worker_id,
+                    match keep_alive.idle_limit() {
+                        Some(_) => format!(
+                            "worker {} is unloaded after {keep_alive} without requests",
+                            worker.heartbeat.worker_id
+                        ),
+                        None => format!(
+                            "worker {} stays loaded (keep_alive {keep_alive})",
+                            worker.heartbeat.worker_id
+                        ),
+                    },
+                );
+                return Ok(worker);
+            }
             Err(refusal) if refusal.code == ErrorCode::ModelNotFound => {
                 without_model.insert(hive.alias.clone());
                 refusals.push(format!("{}: {}", hive.alias, refusal.message));
+                // What the hive holds instead, for the answer that lists the cluster's
+                // models.
+                let host = HostContext {
+                    job: ctx.clone(),
+                    hive: hive.clone(),
+                };
+                let _ = models::catalog(&host).await;
             }
             Err(refusal) if refusal.code == ErrorCode::InsufficientMemory => {
                 short_of_memory = true;
@@ -317,6 +347,9 @@ async fn spawn_for(ctx: &JobContext, model: &str, pins: &Pins) -> Result<WorkerV
             }
             Err(other) => return Err(other),
         }
+    }
+    if !short_of_memory && refusals.len() == without_model.len() {
+        return Err(not_held(ctx, model));
     }
     let hint = if short_of_memory {
         "put the model on a hive with more free memory, stop workers that hold memory, or use a smaller quantisation"
@@ -331,6 +364,94 @@ async fn spawn_for(ctx: &JobContext, model: &str, pins: &Pins) -> Result<WorkerV
         ),
     )
     .with_hint(hint))
+}
+
+/// No online hive holds `model`: `model_not_found`, listing what the cluster holds
+/// (served by workers, or in the hives' catalogs as last listed).
+fn not_held(ctx: &JobContext, model: &str) -> ErrorDetail {
+    let mut held = ctx.state.workers.served_models();
+    held.extend(ctx.state.hives.known_models().into_iter().map(|(id, _)| id));
+    held.sort();
+    held.dedup();
+    let hint = if held.is_empty() {
+        "the cluster holds no models; put one on a hive with `rbee-keeper model download` or `model push`".to_owned()
+    } else {
+        format!(
+            "the cluster holds: {}; put another on a hive with `rbee-keeper model download` or `model push`",
+            held.join(", ")
+        )
+    };
+    ErrorDetail::new(
+        ErrorCode::ModelNotFound,
+        format!("no online hive holds {model}"),
+    )
+    .with_hint(hint)
+}
+
+/// `model load`: starts a worker for `model` where it fits best unless one serves it
+/// or is being started, and reports the worker once it is ready.
+pub async fn load(ctx: &JobContext, model: &str, pins: &Pins) -> OpResult {
+    let state = &ctx.state;
+    let mut changed = state.workers.subscribe();
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(state.config.queen.queue_timeout_secs);
+    let mut narrated_wait = false;
+    loop {
+        changed.borrow_and_update();
+        let serving = state.workers.list().into_iter().find(|w| {
+            w.serves(model)
+                && pins.hive.as_ref().is_none_or(|h| &w.heartbeat.hive_id == h)
+                && (w.is_schedulable() || w.status == rbee_protocol::cluster::WorkerStatus::Loading)
+        });
+        match serving {
+            Some(worker) if worker.is_schedulable() => {
+                if let Some(keep_alive) = pins.keep_alive {
+                    state
+                        .workers
+                        .renew_lease(&worker.heartbeat.worker_id, keep_alive);
+                }
+                ctx.narrate(
+                    "load",
+                    &worker.heartbeat.worker_id,
+                    format!(
+                        "{model} is loaded: worker {} on {}",
+                        worker.heartbeat.worker_id, worker.heartbeat.hive_id
+                    ),
+                );
+                ctx.result(OperationResult::Worker(worker));
+                return Ok(());
+            }
+            Some(_) => {}
+            None => {
+                if let Some(claim) = state.workers.begin_spawn(model) {
+                    let started = spawn_for(ctx, model, pins).await;
+                    drop(claim);
+                    ctx.result(OperationResult::Worker(started?));
+                    return Ok(());
+                }
+            }
+        }
+        if !narrated_wait {
+            narrated_wait = true;
+            ctx.narrate(
+                "load",
+                model,
+                format!("waiting for the worker another request is starting for {model}"),
+            );
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ErrorDetail::new(
+                ErrorCode::Timeout,
+                format!(
+                    "no worker for {model} was ready within {}s",
+                    state.config.queen.queue_timeout_secs
+                ),
+            )
+            .with_hint("`rbee-keeper worker list` shows the worker being started; raise queue_timeout_secs under [queen]"));
+        }
+        let wake = (tokio::time::Instant::now() + RECHECK).min(deadline);
+        let _ = tokio::time::timeout_at(wake, changed.changed()).await;
+    }
 }
 
 /// How a request to one worker ended without success.
@@ -392,7 +513,12 @@ async fn infer_with_retries(
             ),
         );
         match relay(ctx, &slot.worker, &request, started).await {
-            Ok(stats) => return Ok(stats),
+            Ok(stats) => {
+                if let Some(keep_alive) = pins.keep_alive {
+                    ctx.state.workers.renew_lease(&worker.worker_id, keep_alive);
+                }
+                return Ok(stats);
+            }
             Err(failure)
                 if failure.retryable && attempt < MAX_ATTEMPTS && pins.worker.is_none() =>
             {

@@ -17,6 +17,7 @@ mod workers;
 
 pub use crate::fake_hive::FakeHive;
 pub use inference::{Pins, candidates};
+pub use workers::unload_idle;
 
 use std::sync::Arc;
 
@@ -110,14 +111,28 @@ async fn execute(ctx: JobContext, operation: Operation) -> OpResult {
             hive_id,
             worker_id,
             spawn,
+            keep_alive,
             request,
         } => {
             let pins = inference::Pins {
                 hive: hive_id,
                 worker: worker_id,
                 spawn,
+                keep_alive,
             };
             inference::infer(&ctx, &model, &pins, request).await
+        }
+        Operation::ModelLoad {
+            model,
+            hive_id,
+            keep_alive,
+        } => {
+            let pins = inference::Pins {
+                hive: hive_id,
+                keep_alive,
+                ..inference::Pins::default()
+            };
+            inference::load(&ctx, &model, &pins).await
         }
         Operation::WorkerSpawn {
             hive_id,
@@ -125,9 +140,18 @@ async fn execute(ctx: JobContext, operation: Operation) -> OpResult {
             device,
             parallel,
             ctx_size,
+            keep_alive,
         } => {
             let slots = workers::Slots { parallel, ctx_size };
-            workers::spawn(&ctx, &hive_id, &model, &device.to_string(), slots).await
+            workers::spawn(
+                &ctx,
+                &hive_id,
+                &model,
+                &device.to_string(),
+                slots,
+                keep_alive,
+            )
+            .await
         }
         Operation::WorkerStop { worker_id } => workers::stop(&ctx, &worker_id).await,
         Operation::WorkerLogs {

@@ -257,6 +257,31 @@ pub async fn list(ctx: &JobContext, pattern: &str) -> OpResult {
     .await
 }
 
+/// The models one hive holds, asked quietly (no `result` event) and remembered as its
+/// catalog.
+pub(super) async fn catalog(host: &HostContext) -> Result<Vec<String>, ErrorDetail> {
+    let quiet = HostContext {
+        job: JobContext {
+            relay_agent_results: false,
+            ..host.job.clone()
+        },
+        hive: host.hive.clone(),
+    };
+    let entries = answer_as!(
+        HiveClient::new(&quiet)
+            .call(AgentCommand::Model(ModelCommand::List))
+            .await?,
+        Models,
+        "list"
+    )?;
+    let ids: Vec<String> = entries.into_iter().map(|e| e.id).collect();
+    host.job
+        .state
+        .hives
+        .set_models(&host.hive.alias, ids.clone());
+    Ok(ids)
+}
+
 pub async fn get(ctx: &JobContext, pattern: &str, model: &str) -> OpResult {
     check_model_id(model)?;
     fan_out(ctx, pattern, "model_get", |host| async move {

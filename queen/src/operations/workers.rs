@@ -7,7 +7,7 @@ use std::time::Duration;
 use rbee_config::Hive;
 use rbee_hive::{AgentCommand, SpawnRequest};
 use rbee_protocol::agent::HiveWorker;
-use rbee_protocol::{ErrorCode, ErrorDetail, Level, OperationResult, validate};
+use rbee_protocol::{ErrorCode, ErrorDetail, KeepAlive, Level, OperationResult, validate};
 
 use super::agent::answer_as;
 use super::fan_out::{HostContext, HostDone};
@@ -106,9 +106,14 @@ pub async fn spawn(
     model: &str,
     device: &str,
     slots: Slots,
+    keep_alive: Option<KeepAlive>,
 ) -> OpResult {
     let hive = one_hive(ctx, pattern)?;
     let worker = spawn_on(ctx, &hive, model, device, slots).await?;
+    // Started by hand: pinned unless given a keep_alive.
+    ctx.state
+        .workers
+        .lease(&worker.heartbeat.worker_id, keep_alive);
     ctx.result(OperationResult::Worker(worker));
     Ok(())
 }
@@ -277,6 +282,63 @@ pub async fn stop(ctx: &JobContext, worker_id: &str) -> OpResult {
     ctx.state.workers.remove(worker_id);
     ctx.result(answer);
     Ok(())
+}
+
+/// How often the queen looks for workers idle past their keep_alive.
+const IDLE_CHECK: Duration = Duration::from_millis(500);
+
+/// Unloads workers idle past their keep_alive, for as long as the queen runs: each as
+/// a `worker_stop` job (so the job list and the dashboard show it, with the reason),
+/// logged in the queen's log. A stop that fails gives the worker back to scheduling.
+pub async fn unload_idle(state: std::sync::Arc<crate::state::AppState>) {
+    let mut tick = tokio::time::interval(IDLE_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for (worker, idle_for) in state.workers.take_idle(std::time::Instant::now()) {
+            let id = worker.heartbeat.worker_id.clone();
+            let reason = format!(
+                "unloading worker {id} ({} on {}): no request for {:.1}s (keep_alive {})",
+                worker.heartbeat.model,
+                worker.heartbeat.hive_id,
+                idle_for.as_secs_f64(),
+                state
+                    .workers
+                    .idle_limit(&id)
+                    .map_or_else(|| "-1".to_owned(), |d| KeepAlive::For(d).to_string()),
+            );
+            tracing::info!(worker_id = %id, model = %worker.heartbeat.model, "{reason}");
+            let job = super::spawn(
+                state.clone(),
+                rbee_protocol::Operation::WorkerStop {
+                    worker_id: id.clone(),
+                },
+            );
+            job.emit(rbee_protocol::JobEvent::narration(
+                "queen", "unload", &id, reason,
+            ));
+            let state = state.clone();
+            tokio::spawn(async move {
+                use futures::StreamExt;
+                let mut events = Box::pin(job.subscribe(0));
+                while let Some((_, event)) = events.next().await {
+                    match event {
+                        rbee_protocol::JobEvent::Done => return,
+                        rbee_protocol::JobEvent::Error(error) => {
+                            tracing::warn!(worker_id = %id, "unloading failed: {}", error.message);
+                            state.workers.keep(&id);
+                            return;
+                        }
+                        rbee_protocol::JobEvent::Cancelled { .. } => {
+                            state.workers.keep(&id);
+                            return;
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    }
 }
 
 pub async fn logs(ctx: &JobContext, worker_id: &str, lines: u32, follow: bool) -> OpResult {

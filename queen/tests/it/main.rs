@@ -9,6 +9,7 @@ mod hub_mirror;
 #[cfg(feature = "local-hive")]
 mod local_hive;
 mod models;
+mod on_demand;
 mod openai;
 mod playbooks;
 mod queen_process;

@@ -99,3 +99,66 @@ fn a_worker_is_stale_after_three_missed_intervals_and_not_before() {
     assert_eq!(status_at(3_000), (WorkerStatus::Ready, true));
     assert_eq!(status_at(3_001), (WorkerStatus::Stale, false));
 }
+
+#[test]
+fn only_leased_idle_workers_are_unloaded_and_never_while_a_request_runs() {
+    use rbee_protocol::KeepAlive;
+    let registry = WorkerRegistry::default();
+    for id in ["pinned", "leased", "busy", "brief"] {
+        // Heard for the whole test: staleness is not what it checks.
+        let mut beat = heartbeat(id, "m", 1);
+        beat.interval_ms = 3_600_000;
+        registry.record(beat);
+    }
+    let start = Instant::now();
+    let ten_s = Some(KeepAlive::For(Duration::from_secs(10)));
+    registry.lease("pinned", None);
+    registry.lease("leased", ten_s);
+    registry.lease("busy", ten_s);
+    registry.lease("brief", Some(KeepAlive::For(Duration::ZERO)));
+    registry.start_request("busy");
+    let taken = |after: Duration| -> Vec<String> {
+        let mut ids: Vec<String> = registry
+            .take_idle(start + after)
+            .into_iter()
+            .map(|(w, _)| w.heartbeat.worker_id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    // keep_alive 0 still waits MIN_IDLE, so the request a worker was started for
+    // reaches it first.
+    assert!(taken(Duration::from_millis(500)).is_empty());
+    assert_eq!(taken(Duration::from_millis(1_100)), ["brief"]);
+    assert!(taken(Duration::from_secs(5)).is_empty());
+    assert_eq!(taken(Duration::from_secs(11)), ["leased"]);
+    // Taken once, and out of scheduling while it is being stopped.
+    assert!(taken(Duration::from_secs(12)).is_empty());
+    let leased = registry.get("leased").expect("worker");
+    assert_eq!(leased.status, WorkerStatus::Stopping);
+    assert!(!leased.is_schedulable());
+    // A stop that failed gives it back, with its idle time restarted.
+    registry.keep("leased");
+    assert!(registry.get("leased").expect("worker").is_schedulable());
+    // The busy worker goes only once its request ended and it idled again.
+    registry.finish_request("busy");
+    let ended = Instant::now();
+    assert!(
+        registry
+            .take_idle(ended + Duration::from_secs(9))
+            .is_empty()
+    );
+    assert_eq!(
+        registry.take_idle(ended + Duration::from_secs(10))[0]
+            .0
+            .heartbeat
+            .worker_id,
+        "busy"
+    );
+    // A request's keep_alive does not unpin a worker started by hand, and -1 pins.
+    registry.renew_lease("pinned", KeepAlive::For(Duration::ZERO));
+    assert_eq!(registry.idle_limit("pinned"), None);
+    registry.renew_lease("leased", KeepAlive::Forever);
+    assert_eq!(registry.idle_limit("leased"), None);
+    assert!(taken(Duration::from_secs(3_600)).is_empty());
+}

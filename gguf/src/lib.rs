@@ -64,6 +64,9 @@ pub struct Summary {
     /// `<architecture>.attention.head_count_kv` (grouped-query attention); absent means
     /// as many as `head_count`.
     pub head_count_kv: Option<u64>,
+    /// `<architecture>.attention.key_length`: the width of one head where it is not
+    /// `embedding_length / head_count` (qwen3).
+    pub key_length: Option<u64>,
     /// Elements of `token_embd.weight`, which candle's models dequantise to f32.
     pub token_embedding_elements: Option<u64>,
     /// Whether `tokenizer.chat_template` is present.
@@ -107,6 +110,7 @@ pub fn summarize<R: Read + Seek>(reader: &mut R, len: u64) -> Result<Summary, He
         summary.embedding_length = number("embedding_length");
         summary.head_count = number("attention.head_count");
         summary.head_count_kv = number("attention.head_count_kv");
+        summary.key_length = number("attention.key_length");
     }
     summary.quantization = walker.file_type.map(file_type_name);
     reader.seek(SeekFrom::Start(0))?;
@@ -115,12 +119,13 @@ pub fn summarize<R: Read + Seek>(reader: &mut R, len: u64) -> Result<Summary, He
 
 /// The `<architecture>.<suffix>` keys whose integer values [`Summary`] keeps.
 fn is_architecture_number(key: &str) -> bool {
-    const SUFFIXES: [&str; 5] = [
+    const SUFFIXES: [&str; 6] = [
         ".context_length",
         ".block_count",
         ".embedding_length",
         ".attention.head_count",
         ".attention.head_count_kv",
+        ".attention.key_length",
     ];
     SUFFIXES.iter().any(|suffix| key.ends_with(suffix))
 }
@@ -490,6 +495,7 @@ mod tests {
                 embedding_length: None,
                 head_count: None,
                 head_count_kv: Some(3),
+                key_length: None,
                 token_embedding_elements: Some(32),
                 chat_template: true,
                 tensors: 2,

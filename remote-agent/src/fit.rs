@@ -10,8 +10,9 @@ use rbee_protocol::{DeviceInfo, DeviceKind, ErrorCode};
 
 use crate::error::AgentError;
 
-/// The context the worker gives a llama model at most (candle's
-/// `quantized_llama::MAX_SEQ_LEN`); other architectures get their file's context.
+/// The context the worker gives a model its CPU engine runs, or a llama model on
+/// candle, at most (candle's `quantized_llama::MAX_SEQ_LEN`); other architectures get
+/// their file's context.
 const LLAMA_MAX_POSITIONS: u64 = 4096;
 /// The worker's context when a file names none.
 const DEFAULT_CONTEXT: u64 = 2048;
@@ -62,12 +63,13 @@ pub fn estimate(
 ) -> MemoryNeed {
     let file_context = summary.context_length.unwrap_or(DEFAULT_CONTEXT);
     let llama = summary.architecture.as_deref() == Some("llama");
-    let context = if llama {
+    let engine_family = runs_on_cpu_engine(summary);
+    let context = if llama || (engine_family && kind == DeviceKind::Cpu) {
         file_context.min(LLAMA_MAX_POSITIONS)
     } else {
         file_context
     };
-    let slots = if llama && kind == DeviceKind::Cpu {
+    let slots = if engine_family && kind == DeviceKind::Cpu {
         cpu_slots.max(1)
     } else {
         1
@@ -93,13 +95,26 @@ pub fn estimate(
     }
 }
 
+/// Whether the worker's CPU engine runs this architecture (with one cache per slot)
+/// when the device is the CPU: the families of its `ARCHITECTURES`.
+fn runs_on_cpu_engine(summary: &Summary) -> bool {
+    matches!(
+        summary.architecture.as_deref(),
+        Some("llama" | "qwen2" | "qwen3")
+    )
+}
+
 /// Keys and values of one position across every layer:
-/// `2 × layers × kv_heads × (embedding / heads)` values.
+/// `2 × layers × kv_heads × head width` values (the width `embedding / heads` unless
+/// the file gives `key_length`).
 fn kv_bytes_per_position(summary: &Summary) -> Option<u64> {
     let layers = summary.block_count?;
     let heads = summary.head_count.filter(|&heads| heads > 0)?;
     let kv_heads = summary.head_count_kv.unwrap_or(heads);
-    let head_dim = summary.embedding_length? / heads;
+    let head_dim = match summary.key_length {
+        Some(width) => width,
+        None => summary.embedding_length? / heads,
+    };
     2u64.checked_mul(layers)?
         .checked_mul(kv_heads)?
         .checked_mul(head_dim)?
@@ -132,8 +147,7 @@ pub fn check(
     let mut need = estimate(file_bytes, &summary, device.kind, slots);
     // A context size given is every slot's positions together, as the CPU engine splits
     // it (candle's models keep their own context).
-    let cpu_engine =
-        summary.architecture.as_deref() == Some("llama") && device.kind == DeviceKind::Cpu;
+    let cpu_engine = runs_on_cpu_engine(&summary) && device.kind == DeviceKind::Cpu;
     if let (true, Some(ctx_size), Some(per_position)) =
         (cpu_engine, ctx_size, kv_bytes_per_position(&summary))
     {
@@ -246,6 +260,21 @@ mod tests {
         };
         let need = estimate(4 * GIB, &qwen, DeviceKind::Cuda, 1);
         assert_eq!(need.kv_cache, 2 * 28 * 4 * 128 * 4 * 32768);
+        // On the CPU the engine runs it: a cache per slot, each of at most 4096
+        // positions.
+        let cpu = estimate(4 * GIB, &qwen, DeviceKind::Cpu, 2);
+        assert_eq!(cpu.kv_cache, 2 * 2 * 28 * 4 * 128 * 4 * 4096);
+        // qwen3's heads are as wide as its key_length says, not embedding / heads.
+        let qwen3 = Summary {
+            architecture: Some("qwen3".to_owned()),
+            embedding_length: Some(1024),
+            head_count: Some(16),
+            head_count_kv: Some(8),
+            key_length: Some(128),
+            ..qwen
+        };
+        let cpu = estimate(GIB, &qwen3, DeviceKind::Cpu, 1);
+        assert_eq!(cpu.kv_cache, 2 * 28 * 8 * 128 * 4 * 4096);
     }
 
     #[test]

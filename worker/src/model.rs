@@ -336,7 +336,8 @@ pub fn load_for(
     }
     .filter(|_| device.is_cpu() && CpuLlama::supports(&content));
     let (weights, context_length) = match architecture.as_str() {
-        "llama" if cpu_kernels.is_some() => {
+        // Set only where the CPU engine runs this file (`CpuLlama::supports`).
+        _ if cpu_kernels.is_some() => {
             let slots = capacity.parallel.max(1);
             let context_length = capacity.slot_context(file_context, slots);
             let kernels = cpu_kernels.unwrap_or(Kernels::Portable);

@@ -1,5 +1,11 @@
-//! A llama-architecture transformer on the CPU: quantized weights, f32 activations
+//! A llama-style transformer on the CPU: quantized weights, f32 activations
 //! quantized to Q8 blocks before each matrix product, and an f32 KV cache.
+//!
+//! One transformer serves every family built like llama; what differs is read from the
+//! file's metadata into a [`Family`] and applied as small hooks: the rotary layout
+//! (llama's consecutive pairs or the NEOX halves of qwen2/qwen3), biases on the query,
+//! key and value projections (qwen2), a per-head RMS norm of queries and keys before
+//! the rotation (qwen3), and a head width other than `embedding / heads` (qwen3).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
@@ -51,6 +57,46 @@ pub enum ForwardError {
     UnknownToken(u32),
 }
 
+/// The architectures the engine runs, as `general.architecture` names them.
+pub const ARCHITECTURES: [&str; 3] = ["llama", "qwen2", "qwen3"];
+
+/// How the two halves of each rotated pair are laid out in a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rope {
+    /// Consecutive pairs `(2i, 2i+1)`, as GGUF llama weights are permuted for.
+    Pairs,
+    /// The first half against the second, `(i, i + d/2)` (ggml's NEOX mode).
+    Halves,
+}
+
+/// What one architecture changes in the shared transformer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Family {
+    rope: Rope,
+    /// `attn_q.bias`, `attn_k.bias` and `attn_v.bias` follow the projections.
+    qkv_bias: bool,
+    /// `attn_q_norm` and `attn_k_norm` normalise each head before the rotation.
+    qk_norm: bool,
+}
+
+impl Family {
+    fn of(architecture: &str) -> Option<Family> {
+        let family = |rope, qkv_bias, qk_norm| {
+            Some(Family {
+                rope,
+                qkv_bias,
+                qk_norm,
+            })
+        };
+        match architecture {
+            "llama" => family(Rope::Pairs, false, false),
+            "qwen2" => family(Rope::Halves, true, false),
+            "qwen3" => family(Rope::Halves, false, true),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Config {
     dim: usize,
@@ -61,11 +107,21 @@ struct Config {
     eps: f32,
     /// Positions of one sequence slot's KV cache: the context of one sequence.
     max_positions: usize,
+    family: Family,
 }
 
 impl Config {
     fn kv_dim(&self) -> usize {
         self.kv_heads * self.head_dim
+    }
+
+    /// The width of all query heads together (the embedding's, except in qwen3).
+    fn q_dim(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    fn qkv_width(&self) -> usize {
+        self.q_dim() + 2 * self.kv_dim()
     }
 }
 
@@ -73,6 +129,11 @@ struct Layer {
     attn_norm: Vec<f32>,
     /// Query, key and value projections stacked: one pass computes all three.
     qkv: QMatrix,
+    /// The biases of the three projections, stacked as they are (qwen2).
+    qkv_bias: Option<Vec<f32>>,
+    /// Per-head RMS norm weights of queries and keys (qwen3).
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
     attn_out: QMatrix,
     ffn_norm: Vec<f32>,
     /// Gate and up projections stacked.
@@ -146,8 +207,8 @@ struct Scratch {
     logits: Vec<f32>,
 }
 
-/// A llama model loaded for the CPU engine, with one KV cache per sequence slot and
-/// its threads.
+/// A model loaded for the CPU engine, with one KV cache per sequence slot and its
+/// threads.
 pub struct CpuLlama {
     config: Config,
     kernels: Kernels,
@@ -165,19 +226,25 @@ pub struct CpuLlama {
 }
 
 impl CpuLlama {
-    /// Whether every matrix of this llama file has a type the engine handles; when not,
-    /// the caller runs the model with candle instead.
+    /// Whether the engine runs this file: one of its architectures, without experts,
+    /// and every matrix of a type it handles; when not, the caller runs the model with
+    /// candle instead.
     pub fn supports(content: &Content) -> bool {
-        let arch_ok = content
+        let Some(arch) = content
             .metadata
             .get("general.architecture")
             .and_then(|v| v.to_string().ok())
-            .is_some_and(|a| a == "llama")
-            && !content.metadata.contains_key("llama.expert_count");
+        else {
+            return false;
+        };
+        let arch_ok = ARCHITECTURES.contains(&arch.as_str())
+            && !content
+                .metadata
+                .contains_key(&format!("{arch}.expert_count"));
         arch_ok
             && content.tensor_infos.iter().all(|(name, info)| {
                 let is_norm = name.ends_with("_norm.weight");
-                if is_norm {
+                if is_norm || name.ends_with(".bias") {
                     info.ggml_dtype == GgmlDType::F32
                 } else if name.ends_with(".weight") {
                     QuantType::from_ggml(info.ggml_dtype).is_some()
@@ -197,48 +264,74 @@ impl CpuLlama {
         slots: usize,
         kernels: Kernels,
     ) -> Result<CpuLlama, CpuLoadError> {
-        if content.metadata.contains_key("llama.expert_count") {
+        let arch = content
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .ok_or_else(|| CpuLoadError::Metadata("general.architecture".into()))?;
+        let family = Family::of(&arch).ok_or(CpuLoadError::Unsupported(
+            "an architecture other than llama, qwen2 or qwen3",
+        ))?;
+        if content
+            .metadata
+            .contains_key(&format!("{arch}.expert_count"))
+        {
             return Err(CpuLoadError::Unsupported("mixture-of-experts layers"));
         }
-        let number = |key: &str| {
+        let key = |name: &str| format!("{arch}.{name}");
+        let optional = |name: &str| {
             content
                 .metadata
-                .get(key)
+                .get(&key(name))
                 .and_then(|v| v.to_u32().ok())
                 .map(|n| n as usize)
-                .ok_or_else(|| CpuLoadError::Metadata(key.to_owned()))
         };
-        let heads = number("llama.attention.head_count")?;
-        let dim = number("llama.embedding_length")?;
-        let layers = number("llama.block_count")?;
+        let number = |name: &str| optional(name).ok_or_else(|| CpuLoadError::Metadata(key(name)));
+        let heads = number("attention.head_count")?;
+        let dim = number("embedding_length")?;
+        let layers = number("block_count")?;
+        let head_dim =
+            optional("attention.key_length").unwrap_or(dim.checked_div(heads).unwrap_or(0));
         let config = Config {
             dim,
             heads,
-            kv_heads: number("llama.attention.head_count_kv")?,
-            head_dim: number("llama.rope.dimension_count")?,
-            ffn: number("llama.feed_forward_length")?,
+            kv_heads: number("attention.head_count_kv")?,
+            head_dim,
+            ffn: number("feed_forward_length")?,
             eps: content
                 .metadata
-                .get("llama.attention.layer_norm_rms_epsilon")
+                .get(&key("attention.layer_norm_rms_epsilon"))
                 .and_then(|v| v.to_f32().ok())
-                .ok_or_else(|| {
-                    CpuLoadError::Metadata("llama.attention.layer_norm_rms_epsilon".into())
-                })?,
+                .ok_or_else(|| CpuLoadError::Metadata(key("attention.layer_norm_rms_epsilon")))?,
             max_positions,
+            family,
         };
         let freq_base = content
             .metadata
-            .get("llama.rope.freq_base")
+            .get(&key("rope.freq_base"))
             .and_then(|v| v.to_f32().ok())
             .unwrap_or(10000.0);
         if config.heads == 0
             || config.kv_heads == 0
             || !config.heads.is_multiple_of(config.kv_heads)
-            || config.head_dim * config.heads != dim
             || !config.head_dim.is_multiple_of(2)
+            || config.head_dim == 0
+            || !dim.is_multiple_of(QK)
+            || !config.q_dim().is_multiple_of(QK)
         {
             return Err(CpuLoadError::Unsupported(
-                "an attention shape other than llama's",
+                "an attention shape the engine does not handle",
+            ));
+        }
+        if optional("attention.value_length").is_some_and(|v| v != head_dim) {
+            return Err(CpuLoadError::Unsupported(
+                "values of another width than keys",
+            ));
+        }
+        if optional("rope.dimension_count").is_some_and(|r| r != head_dim) {
+            return Err(CpuLoadError::Unsupported(
+                "rotary embedding of part of a head",
             ));
         }
 
@@ -249,10 +342,27 @@ impl CpuLlama {
         for i in 0..layers {
             let name = |part: &str| format!("blk.{i}.{part}.weight");
             let qkv = vec![
-                tensors.matrix(&name("attn_q"), Some(dim), dim)?,
+                tensors.matrix(&name("attn_q"), Some(config.q_dim()), dim)?,
                 tensors.matrix(&name("attn_k"), Some(config.kv_dim()), dim)?,
                 tensors.matrix(&name("attn_v"), Some(config.kv_dim()), dim)?,
             ];
+            let bias = |part: &str| format!("blk.{i}.{part}.bias");
+            let qkv_bias = if family.qkv_bias {
+                let mut stacked = tensors.vector(&bias("attn_q"), config.q_dim())?;
+                stacked.extend(tensors.vector(&bias("attn_k"), config.kv_dim())?);
+                stacked.extend(tensors.vector(&bias("attn_v"), config.kv_dim())?);
+                Some(stacked)
+            } else {
+                None
+            };
+            let (q_norm, k_norm) = if family.qk_norm {
+                (
+                    Some(tensors.vector(&name("attn_q_norm"), head_dim)?),
+                    Some(tensors.vector(&name("attn_k_norm"), head_dim)?),
+                )
+            } else {
+                (None, None)
+            };
             let gate_up = vec![
                 tensors.matrix(&name("ffn_gate"), Some(config.ffn), dim)?,
                 tensors.matrix(&name("ffn_up"), Some(config.ffn), dim)?,
@@ -260,7 +370,10 @@ impl CpuLlama {
             blocks.push(Layer {
                 attn_norm: tensors.vector(&name("attn_norm"), dim)?,
                 qkv: QMatrix::stack(qkv).ok_or(CpuLoadError::Unsupported("mismatched widths"))?,
-                attn_out: tensors.matrix(&name("attn_output"), Some(dim), dim)?,
+                qkv_bias,
+                q_norm,
+                k_norm,
+                attn_out: tensors.matrix(&name("attn_output"), Some(dim), config.q_dim())?,
                 ffn_norm: tensors.vector(&name("ffn_norm"), dim)?,
                 gate_up: QMatrix::stack(gate_up)
                     .ok_or(CpuLoadError::Unsupported("mismatched widths"))?,
@@ -411,7 +524,7 @@ impl CpuLlama {
         );
         let kernels = self.kernels;
         let (dim, kv_dim, hd) = (c.dim, c.kv_dim(), c.head_dim);
-        let qkv_width = dim + 2 * kv_dim;
+        let (q_dim, qkv_width) = (c.q_dim(), c.qkv_width());
 
         for (t, &token) in tokens.iter().enumerate() {
             self.embedding
@@ -423,27 +536,39 @@ impl CpuLlama {
             layer
                 .qkv
                 .matmul(kernels, &s.quantized, n, &mut s.qkv, &mut s.transposed);
+            if let Some(bias) = &layer.qkv_bias {
+                for row in s.qkv[..n * qkv_width].chunks_exact_mut(qkv_width) {
+                    add(row, bias);
+                }
+            }
             for span in spans {
                 let cache = &mut self.caches[span.slot].layers[l];
                 for t in 0..span.len {
                     let pos = span.position + t;
                     let row = &mut s.qkv[(span.first + t) * qkv_width..][..qkv_width];
-                    let (q, kv) = row.split_at_mut(dim);
+                    let (q, kv) = row.split_at_mut(q_dim);
                     let (k, v) = kv.split_at_mut(kv_dim);
                     let half = hd / 2;
                     let (cos, sin) = (
                         &self.cos[pos * half..(pos + 1) * half],
                         &self.sin[pos * half..(pos + 1) * half],
                     );
+                    if let (Some(q_norm), Some(k_norm)) = (&layer.q_norm, &layer.k_norm) {
+                        rms_norm_in_place(q, q_norm, c.eps);
+                        rms_norm_in_place(k, k_norm, c.eps);
+                    }
                     for head in q.chunks_exact_mut(hd).chain(k.chunks_exact_mut(hd)) {
-                        rope(head, cos, sin);
+                        match c.family.rope {
+                            Rope::Pairs => rope_pairs(head, cos, sin),
+                            Rope::Halves => rope_halves(head, cos, sin),
+                        }
                     }
                     cache.keys[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(k);
                     cache.values[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(v);
                 }
             }
             attention(kernels, &c, &self.caches, l, spans, s, n);
-            quantize_rows(kernels, &s.attention[..n * dim], dim, &mut s.quantized);
+            quantize_rows(kernels, &s.attention[..n * q_dim], q_dim, &mut s.quantized);
             layer.attn_out.matmul(
                 kernels,
                 &s.quantized,
@@ -522,13 +647,13 @@ impl Scratch {
         let m = logit_rows.max(self.logit_rows).max(1);
         self.tokens = n;
         self.logit_rows = m;
-        let widest = c.dim.max(c.ffn);
+        let widest = c.dim.max(c.ffn).max(c.q_dim());
         self.x = vec![0.0; n * c.dim];
         self.normed = vec![0.0; n * c.dim];
         self.quantized = vec![Q8Block::default(); n * widest / QK];
         self.qkv = vec![0.0; n * qkv_width];
-        self.attention = vec![0.0; n * c.dim];
-        self.by_head = vec![0.0; n * c.dim];
+        self.attention = vec![0.0; n * c.q_dim()];
+        self.by_head = vec![0.0; n * c.q_dim()];
         self.projected = vec![0.0; n * c.dim];
         self.gate_up = vec![0.0; n * 2 * c.ffn];
         self.hidden = vec![0.0; n * c.ffn];
@@ -549,17 +674,17 @@ fn attention(
     s: &mut Scratch,
     n: usize,
 ) {
-    let (dim, kv_dim, hd) = (c.dim, c.kv_dim(), c.head_dim);
-    let qkv_width = dim + 2 * kv_dim;
+    let (q_dim, kv_dim, hd) = (c.q_dim(), c.kv_dim(), c.head_dim);
+    let qkv_width = c.qkv_width();
     let group = c.heads / c.kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
     let qkv = &s.qkv;
     // `by_head` holds each chunk's rows head by head: chunk i's head h is the
-    // `len × hd` block at `(first · dim) + h · len · hd`.
+    // `len × hd` block at `(first · q_dim) + h · len · hd`.
     let mut tasks = Vec::with_capacity(spans.len() * c.heads);
-    let mut rest = &mut s.by_head[..n * dim];
+    let mut rest = &mut s.by_head[..n * q_dim];
     for span in spans {
-        let (mine, after) = rest.split_at_mut(span.len * dim);
+        let (mine, after) = rest.split_at_mut(span.len * q_dim);
         rest = after;
         for (head, out) in mine.chunks_exact_mut(span.len * hd).enumerate() {
             tasks.push((*span, head, out));
@@ -589,10 +714,10 @@ fn attention(
             }
         });
     for span in spans {
-        let base = span.first * dim;
+        let base = span.first * q_dim;
         for head in 0..c.heads {
             for t in 0..span.len {
-                s.attention[(span.first + t) * dim + head * hd..][..hd]
+                s.attention[(span.first + t) * q_dim + head * hd..][..hd]
                     .copy_from_slice(&s.by_head[base + head * span.len * hd + t * hd..][..hd]);
             }
         }
@@ -634,12 +759,36 @@ fn add(x: &mut [f32], y: &[f32]) {
     }
 }
 
+/// RMS-normalises each `weight.len()`-wide piece of `x` in place (qwen3's per-head
+/// norms of queries and keys).
+fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
+    let width = weight.len();
+    for piece in x.chunks_exact_mut(width) {
+        let mean_square = piece.iter().map(|v| v * v).sum::<f32>() / width as f32;
+        let inv = 1.0 / (mean_square + eps).sqrt();
+        for (v, w) in piece.iter_mut().zip(weight) {
+            *v = *v * inv * w;
+        }
+    }
+}
+
 /// Rotates consecutive pairs of one head, as GGUF llama weights expect.
-fn rope(head: &mut [f32], cos: &[f32], sin: &[f32]) {
+fn rope_pairs(head: &mut [f32], cos: &[f32], sin: &[f32]) {
     for ((pair, c), s) in head.chunks_exact_mut(2).zip(cos).zip(sin) {
         let (a, b) = (pair[0], pair[1]);
         pair[0] = a * c - b * s;
         pair[1] = a * s + b * c;
+    }
+}
+
+/// Rotates element `i` of a head's first half with element `i` of its second half
+/// (ggml's NEOX layout, used by qwen2 and qwen3).
+fn rope_halves(head: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let (first, second) = head.split_at_mut(head.len() / 2);
+    for (((a, b), c), s) in first.iter_mut().zip(second.iter_mut()).zip(cos).zip(sin) {
+        let (x, y) = (*a, *b);
+        *a = x * c - y * s;
+        *b = x * s + y * c;
     }
 }
 

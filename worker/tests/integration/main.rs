@@ -4,6 +4,7 @@
 
 mod batching;
 mod cpu_engine;
+mod families;
 mod http;
 mod load_errors;
 mod support;

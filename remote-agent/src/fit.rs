@@ -96,11 +96,11 @@ pub fn estimate(
 }
 
 /// Whether the worker's CPU engine runs this architecture (with one cache per slot)
-/// when the device is the CPU: the families of its `ARCHITECTURES`.
+/// when the device is the CPU: the families of its `Family::of`.
 fn runs_on_cpu_engine(summary: &Summary) -> bool {
     matches!(
         summary.architecture.as_deref(),
-        Some("llama" | "qwen2" | "qwen3")
+        Some("llama" | "qwen2" | "qwen3" | "phi3")
     )
 }
 

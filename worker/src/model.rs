@@ -347,6 +347,8 @@ pub fn load_for(
                     architecture: architecture.clone(),
                     source,
                 })?;
+            // The engine may hold fewer positions (a sliding window).
+            let context_length = model.slot_context();
             (Weights::Cpu(Box::new(model)), context_length)
         }
         "llama" => (

@@ -57,9 +57,6 @@ pub enum ForwardError {
     UnknownToken(u32),
 }
 
-/// The architectures the engine runs, as `general.architecture` names them.
-pub const ARCHITECTURES: [&str; 3] = ["llama", "qwen2", "qwen3"];
-
 /// How the two halves of each rotated pair are laid out in a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rope {
@@ -77,21 +74,28 @@ struct Family {
     qkv_bias: bool,
     /// `attn_q_norm` and `attn_k_norm` normalise each head before the rotation.
     qk_norm: bool,
+    /// One `attn_qkv` tensor for the three projections and one `ffn_up` for gate and
+    /// up, stacked as the engine stacks them (phi3).
+    fused: bool,
 }
 
 impl Family {
+    /// The family of an architecture as `general.architecture` names it; `None` for
+    /// those the engine does not run.
     fn of(architecture: &str) -> Option<Family> {
-        let family = |rope, qkv_bias, qk_norm| {
+        let family = |rope, qkv_bias, qk_norm, fused| {
             Some(Family {
                 rope,
                 qkv_bias,
                 qk_norm,
+                fused,
             })
         };
         match architecture {
-            "llama" => family(Rope::Pairs, false, false),
-            "qwen2" => family(Rope::Halves, true, false),
-            "qwen3" => family(Rope::Halves, false, true),
+            "llama" => family(Rope::Pairs, false, false, false),
+            "qwen2" => family(Rope::Halves, true, false, false),
+            "qwen3" => family(Rope::Halves, false, true, false),
+            "phi3" => family(Rope::Halves, false, false, true),
             _ => None,
         }
     }
@@ -100,6 +104,7 @@ impl Family {
 #[derive(Debug, Clone, Copy)]
 struct Config {
     dim: usize,
+    layers: usize,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -230,33 +235,26 @@ impl CpuLlama {
     /// and every matrix of a type it handles; when not, the caller runs the model with
     /// candle instead.
     pub fn supports(content: &Content) -> bool {
-        let Some(arch) = content
-            .metadata
-            .get("general.architecture")
-            .and_then(|v| v.to_string().ok())
-        else {
-            return false;
-        };
-        let arch_ok = ARCHITECTURES.contains(&arch.as_str())
-            && !content
-                .metadata
-                .contains_key(&format!("{arch}.expert_count"));
-        arch_ok
+        read_config(content, 1).is_ok()
             && content.tensor_infos.iter().all(|(name, info)| {
                 let is_norm = name.ends_with("_norm.weight");
-                if is_norm || name.ends_with(".bias") {
+                if name.starts_with("rope_") {
+                    // Rotary scaling factors (llama3, su/longrope) change the model:
+                    // leave it to candle.
+                    false
+                } else if is_norm || name.ends_with(".bias") {
                     info.ggml_dtype == GgmlDType::F32
                 } else if name.ends_with(".weight") {
                     QuantType::from_ggml(info.ggml_dtype).is_some()
                 } else {
-                    // Rotary tables and other extras change the model: leave it to candle.
                     false
                 }
             })
     }
 
-    /// Reads the weights of a llama GGUF file, with `slots` sequence slots whose KV
-    /// caches hold `max_positions` positions each.
+    /// Reads the weights of a GGUF file of a family the engine runs, with `slots`
+    /// sequence slots whose KV caches hold `max_positions` positions each (fewer when
+    /// the model's sliding window is shorter).
     pub fn load<R: Read + Seek>(
         content: &Content,
         reader: &mut R,
@@ -264,76 +262,9 @@ impl CpuLlama {
         slots: usize,
         kernels: Kernels,
     ) -> Result<CpuLlama, CpuLoadError> {
-        let arch = content
-            .metadata
-            .get("general.architecture")
-            .and_then(|v| v.to_string().ok())
-            .cloned()
-            .ok_or_else(|| CpuLoadError::Metadata("general.architecture".into()))?;
-        let family = Family::of(&arch).ok_or(CpuLoadError::Unsupported(
-            "an architecture other than llama, qwen2 or qwen3",
-        ))?;
-        if content
-            .metadata
-            .contains_key(&format!("{arch}.expert_count"))
-        {
-            return Err(CpuLoadError::Unsupported("mixture-of-experts layers"));
-        }
-        let key = |name: &str| format!("{arch}.{name}");
-        let optional = |name: &str| {
-            content
-                .metadata
-                .get(&key(name))
-                .and_then(|v| v.to_u32().ok())
-                .map(|n| n as usize)
-        };
-        let number = |name: &str| optional(name).ok_or_else(|| CpuLoadError::Metadata(key(name)));
-        let heads = number("attention.head_count")?;
-        let dim = number("embedding_length")?;
-        let layers = number("block_count")?;
-        let head_dim =
-            optional("attention.key_length").unwrap_or(dim.checked_div(heads).unwrap_or(0));
-        let config = Config {
-            dim,
-            heads,
-            kv_heads: number("attention.head_count_kv")?,
-            head_dim,
-            ffn: number("feed_forward_length")?,
-            eps: content
-                .metadata
-                .get(&key("attention.layer_norm_rms_epsilon"))
-                .and_then(|v| v.to_f32().ok())
-                .ok_or_else(|| CpuLoadError::Metadata(key("attention.layer_norm_rms_epsilon")))?,
-            max_positions,
-            family,
-        };
-        let freq_base = content
-            .metadata
-            .get(&key("rope.freq_base"))
-            .and_then(|v| v.to_f32().ok())
-            .unwrap_or(10000.0);
-        if config.heads == 0
-            || config.kv_heads == 0
-            || !config.heads.is_multiple_of(config.kv_heads)
-            || !config.head_dim.is_multiple_of(2)
-            || config.head_dim == 0
-            || !dim.is_multiple_of(QK)
-            || !config.q_dim().is_multiple_of(QK)
-        {
-            return Err(CpuLoadError::Unsupported(
-                "an attention shape the engine does not handle",
-            ));
-        }
-        if optional("attention.value_length").is_some_and(|v| v != head_dim) {
-            return Err(CpuLoadError::Unsupported(
-                "values of another width than keys",
-            ));
-        }
-        if optional("rope.dimension_count").is_some_and(|r| r != head_dim) {
-            return Err(CpuLoadError::Unsupported(
-                "rotary embedding of part of a head",
-            ));
-        }
+        let (config, freq_base) = read_config(content, max_positions)?;
+        let (dim, layers, head_dim, family) =
+            (config.dim, config.layers, config.head_dim, config.family);
 
         let mut tensors = TensorReader { content, reader };
         let embedding = tensors.matrix("token_embd.weight", None, dim)?;
@@ -341,11 +272,15 @@ impl CpuLlama {
         let mut blocks = Vec::with_capacity(layers);
         for i in 0..layers {
             let name = |part: &str| format!("blk.{i}.{part}.weight");
-            let qkv = vec![
-                tensors.matrix(&name("attn_q"), Some(config.q_dim()), dim)?,
-                tensors.matrix(&name("attn_k"), Some(config.kv_dim()), dim)?,
-                tensors.matrix(&name("attn_v"), Some(config.kv_dim()), dim)?,
-            ];
+            let qkv = if family.fused {
+                vec![tensors.matrix(&name("attn_qkv"), Some(config.qkv_width()), dim)?]
+            } else {
+                vec![
+                    tensors.matrix(&name("attn_q"), Some(config.q_dim()), dim)?,
+                    tensors.matrix(&name("attn_k"), Some(config.kv_dim()), dim)?,
+                    tensors.matrix(&name("attn_v"), Some(config.kv_dim()), dim)?,
+                ]
+            };
             let bias = |part: &str| format!("blk.{i}.{part}.bias");
             let qkv_bias = if family.qkv_bias {
                 let mut stacked = tensors.vector(&bias("attn_q"), config.q_dim())?;
@@ -363,10 +298,14 @@ impl CpuLlama {
             } else {
                 (None, None)
             };
-            let gate_up = vec![
-                tensors.matrix(&name("ffn_gate"), Some(config.ffn), dim)?,
-                tensors.matrix(&name("ffn_up"), Some(config.ffn), dim)?,
-            ];
+            let gate_up = if family.fused {
+                vec![tensors.matrix(&name("ffn_up"), Some(2 * config.ffn), dim)?]
+            } else {
+                vec![
+                    tensors.matrix(&name("ffn_gate"), Some(config.ffn), dim)?,
+                    tensors.matrix(&name("ffn_up"), Some(config.ffn), dim)?,
+                ]
+            };
             blocks.push(Layer {
                 attn_norm: tensors.vector(&name("attn_norm"), dim)?,
                 qkv: QMatrix::stack(qkv).ok_or(CpuLoadError::Unsupported("mismatched widths"))?,
@@ -622,6 +561,87 @@ impl CpuLlama {
         let output = self.output.as_ref().unwrap_or(&self.embedding);
         output.matmul(kernels, &s.quantized, m, &mut s.logits, &mut s.transposed);
     }
+}
+
+/// The shape and hooks of a file the engine runs, with its rotary base; an error says
+/// why the engine does not run it (then candle does, where it can).
+fn read_config(content: &Content, max_positions: usize) -> Result<(Config, f32), CpuLoadError> {
+    let arch = content
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .ok_or_else(|| CpuLoadError::Metadata("general.architecture".into()))?;
+    let family = Family::of(&arch).ok_or(CpuLoadError::Unsupported(
+        "an architecture the engine does not run",
+    ))?;
+    if content
+        .metadata
+        .contains_key(&format!("{arch}.expert_count"))
+    {
+        return Err(CpuLoadError::Unsupported("mixture-of-experts layers"));
+    }
+    let key = |name: &str| format!("{arch}.{name}");
+    let optional = |name: &str| {
+        content
+            .metadata
+            .get(&key(name))
+            .and_then(|v| v.to_u32().ok())
+            .map(|n| n as usize)
+    };
+    let number = |name: &str| optional(name).ok_or_else(|| CpuLoadError::Metadata(key(name)));
+    let heads = number("attention.head_count")?;
+    let dim = number("embedding_length")?;
+    let layers = number("block_count")?;
+    let head_dim = optional("attention.key_length").unwrap_or(dim.checked_div(heads).unwrap_or(0));
+    // A sliding window shorter than the context: each slot holds no more than the
+    // window, so no position ever attends beyond it.
+    let max_positions = optional("attention.sliding_window")
+        .filter(|&w| w > 0)
+        .map_or(max_positions, |w| max_positions.min(w));
+    let config = Config {
+        dim,
+        layers,
+        heads,
+        kv_heads: number("attention.head_count_kv")?,
+        head_dim,
+        ffn: number("feed_forward_length")?,
+        eps: content
+            .metadata
+            .get(&key("attention.layer_norm_rms_epsilon"))
+            .and_then(|v| v.to_f32().ok())
+            .ok_or_else(|| CpuLoadError::Metadata(key("attention.layer_norm_rms_epsilon")))?,
+        max_positions,
+        family,
+    };
+    let freq_base = content
+        .metadata
+        .get(&key("rope.freq_base"))
+        .and_then(|v| v.to_f32().ok())
+        .unwrap_or(10000.0);
+    if config.heads == 0
+        || config.kv_heads == 0
+        || !config.heads.is_multiple_of(config.kv_heads)
+        || !config.head_dim.is_multiple_of(2)
+        || config.head_dim == 0
+        || !dim.is_multiple_of(QK)
+        || !config.q_dim().is_multiple_of(QK)
+    {
+        return Err(CpuLoadError::Unsupported(
+            "an attention shape the engine does not handle",
+        ));
+    }
+    if optional("attention.value_length").is_some_and(|v| v != head_dim) {
+        return Err(CpuLoadError::Unsupported(
+            "values of another width than keys",
+        ));
+    }
+    if optional("rope.dimension_count").is_some_and(|r| r != head_dim) {
+        return Err(CpuLoadError::Unsupported(
+            "rotary embedding of part of a head",
+        ));
+    }
+    Ok((config, freq_base))
 }
 
 impl Scratch {

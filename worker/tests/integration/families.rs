@@ -1,7 +1,8 @@
 //! The CPU engine on each model family it runs besides llama, against candle's model of
 //! that family: small files with random weights, written here, with every hook of the
 //! family present (qwen2's projection biases and NEOX rotation; qwen3's per-head query
-//! and key norms and a head width other than `embedding / heads`).
+//! and key norms and a head width other than `embedding / heads`; phi3's fused
+//! projections).
 
 use std::path::Path;
 
@@ -66,7 +67,7 @@ impl Writer {
 
 /// Writes a random `arch` model to `path`: qwen3 with heads of 96 (4 × 96 = 384 query
 /// width for an embedding of 256), the others with heads of 64.
-fn write_model(arch: &str, path: &Path) {
+fn write_model(arch: &str, path: &Path, extra: &[(&str, Value)]) {
     let head_dim = if arch == "qwen3" { 96 } else { HIDDEN / HEADS };
     let (q_dim, kv_dim) = (HEADS * head_dim, KV_HEADS * head_dim);
     let mut w = Writer {
@@ -77,9 +78,13 @@ fn write_model(arch: &str, path: &Path) {
     for layer in 0..LAYERS {
         let name = |part: &str| format!("blk.{layer}.{part}");
         w.vector(&name("attn_norm.weight"), HIDDEN, 1.0, 0.1);
-        w.matrix(&name("attn_q.weight"), q_dim, HIDDEN);
-        w.matrix(&name("attn_k.weight"), kv_dim, HIDDEN);
-        w.matrix(&name("attn_v.weight"), kv_dim, HIDDEN);
+        if arch == "phi3" {
+            w.matrix(&name("attn_qkv.weight"), q_dim + 2 * kv_dim, HIDDEN);
+        } else {
+            w.matrix(&name("attn_q.weight"), q_dim, HIDDEN);
+            w.matrix(&name("attn_k.weight"), kv_dim, HIDDEN);
+            w.matrix(&name("attn_v.weight"), kv_dim, HIDDEN);
+        }
         if arch == "qwen2" {
             w.vector(&name("attn_q.bias"), q_dim, 0.0, 0.3);
             w.vector(&name("attn_k.bias"), kv_dim, 0.0, 0.3);
@@ -91,8 +96,13 @@ fn write_model(arch: &str, path: &Path) {
         }
         w.matrix(&name("attn_output.weight"), HIDDEN, q_dim);
         w.vector(&name("ffn_norm.weight"), HIDDEN, 1.0, 0.1);
-        w.matrix(&name("ffn_gate.weight"), FFN, HIDDEN);
-        w.matrix(&name("ffn_up.weight"), FFN, HIDDEN);
+        if arch == "phi3" {
+            // Gate and up in one tensor, gate first.
+            w.matrix(&name("ffn_up.weight"), 2 * FFN, HIDDEN);
+        } else {
+            w.matrix(&name("ffn_gate.weight"), FFN, HIDDEN);
+            w.matrix(&name("ffn_up.weight"), FFN, HIDDEN);
+        }
         w.matrix(&name("ffn_down.weight"), HIDDEN, FFN);
     }
     w.vector("output_norm.weight", HIDDEN, 1.0, 0.1);
@@ -112,12 +122,23 @@ fn write_model(arch: &str, path: &Path) {
         (key("attention.head_count"), Value::U32(HEADS as u32)),
         (key("attention.head_count_kv"), Value::U32(KV_HEADS as u32)),
         (key("attention.layer_norm_rms_epsilon"), Value::F32(1e-6)),
-        (key("rope.freq_base"), Value::F32(1_000_000.0)),
+        // candle's phi3 rotates with base 10000 whatever the file says.
+        (
+            key("rope.freq_base"),
+            Value::F32(if arch == "phi3" {
+                10_000.0
+            } else {
+                1_000_000.0
+            }),
+        ),
         (key("rope.dimension_count"), Value::U32(head_dim as u32)),
     ];
     if arch == "qwen3" {
         metadata.push((key("attention.key_length"), Value::U32(head_dim as u32)));
         metadata.push((key("attention.value_length"), Value::U32(head_dim as u32)));
+    }
+    for (name, value) in extra {
+        metadata.push((key(name), value.clone()));
     }
     let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tensors: Vec<(&str, &QTensor)> = w.tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
@@ -147,7 +168,7 @@ fn run(path: &Path, engine: Engine, leader: Option<&[u32]>) -> (String, Vec<Vec<
 fn compare(arch: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join(format!("{arch}.gguf"));
-    write_model(arch, &path);
+    write_model(arch, &path, &[]);
     let (name, candle, steps) = run(&path, Engine::Candle, None);
     assert_eq!(name, "candle");
     let (name, ours, _) = run(&path, Engine::Auto, Some(&steps));
@@ -190,6 +211,26 @@ fn qwen3_runs_on_the_cpu_engine_with_candles_logits() {
 }
 
 #[test]
+fn phi3_runs_on_the_cpu_engine_with_candles_logits() {
+    compare("phi3");
+}
+
+#[test]
 fn llama_written_here_runs_on_the_cpu_engine_with_candles_logits() {
     compare("llama");
+}
+
+#[test]
+fn a_sliding_window_bounds_what_a_slot_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("phi3-window.gguf");
+    write_model(
+        "phi3",
+        &path,
+        &[("attention.sliding_window", Value::U32(64))],
+    );
+    let loaded = model::load_with(&path, &Device::Cpu, Engine::Auto).expect("load");
+    assert!(loaded.model.info.engine.starts_with("cpu-"));
+    // No position ever attends past the window: the context is the window.
+    assert_eq!(loaded.model.info.context_length, 64);
 }

@@ -58,6 +58,11 @@ pub struct QueenConfig {
     /// forms (`"5m"`, `"30s"`, `0` = unload after the request, `-1` = never). Workers
     /// started by hand are never unloaded for idleness unless started with a keep_alive.
     pub keep_alive: rbee_protocol::KeepAlive,
+    /// SSH failures in a row after which a hive counts as unhealthy (one lost packet
+    /// never flips it).
+    pub ssh_unhealthy_after: u32,
+    /// SSH successes in a row after which an unhealthy hive counts as healthy again.
+    pub ssh_healthy_after: u32,
     /// The Hugging Face hub (or a mirror) hives download from, unless a hive's
     /// `hf_endpoint` variable names another; `HF_ENDPOINT` in the environment.
     pub hf_endpoint: Option<String>,
@@ -88,6 +93,8 @@ impl Default for QueenConfig {
             queue_timeout_secs: 300,
             auto_spawn: true,
             keep_alive: rbee_protocol::KeepAlive::default(),
+            ssh_unhealthy_after: 3,
+            ssh_healthy_after: 2,
             hf_endpoint: None,
             hf_token: None,
         }

@@ -104,6 +104,12 @@ pub fn hives(hives: &[HiveSummary]) -> String {
                 h.ssh_user.clone().unwrap_or_else(|| "-".to_owned()),
                 dash_if_empty(h.groups.join(",")),
                 if h.online { "yes" } else { "no" }.to_owned(),
+                match h.ssh.healthy {
+                    Some(true) => "ok",
+                    Some(false) => "down",
+                    None => "-",
+                }
+                .to_owned(),
                 h.agent_version.clone().unwrap_or_else(|| "-".to_owned()),
                 h.devices
                     .as_ref()
@@ -120,6 +126,7 @@ pub fn hives(hives: &[HiveSummary]) -> String {
             "user",
             "groups",
             "online",
+            "ssh",
             "agent",
             "devices",
             "install_dir",
@@ -128,17 +135,32 @@ pub fn hives(hives: &[HiveSummary]) -> String {
     )
 }
 
-/// The queen's `status`: one line for the queen, the hives, the workers.
+/// The queen's `status`: one line for the queen, the hives (with a line for each
+/// whose SSH commands fail), the workers.
 pub fn cluster(status: &ClusterStatus) -> String {
     let online = status.hives.iter().filter(|h| h.online).count();
+    let failing: String = status
+        .hives
+        .iter()
+        .filter(|h| h.ssh.consecutive_failures > 0)
+        .map(|h| {
+            format!(
+                "\n{}: {} SSH failure(s) in a row, the last: {}",
+                h.alias,
+                h.ssh.consecutive_failures,
+                h.ssh.last_error.as_deref().unwrap_or("-")
+            )
+        })
+        .collect();
     format!(
-        "queen {}, up {}, {} job(s) running\n\nHIVES ({} of {} online)\n{}\n\nWORKERS ({})\n{}",
+        "queen {}, up {}, {} job(s) running\n\nHIVES ({} of {} online)\n{}{}\n\nWORKERS ({})\n{}",
         status.queen.version,
         duration(status.queen.uptime_s),
         status.queen.jobs_running,
         online,
         status.hives.len(),
         hives(&status.hives),
+        failing,
         status.workers.len(),
         crate::worker_table::render(&status.workers)
     )
@@ -197,6 +219,20 @@ mod tests {
             online,
             agent_version: online.then(|| "0.1.0".to_owned()),
             devices: online.then(|| vec!["CPU-0".to_owned(), "GPU-0".to_owned()]),
+            ssh: if online {
+                rbee_protocol::cluster::LinkHealth {
+                    healthy: Some(true),
+                    last_success_unix_s: Some(1),
+                    ..Default::default()
+                }
+            } else {
+                rbee_protocol::cluster::LinkHealth {
+                    healthy: Some(false),
+                    consecutive_failures: 3,
+                    last_error: Some("192.0.2.11:22 is unreachable: no route".to_owned()),
+                    ..Default::default()
+                }
+            },
         }
     }
 
@@ -224,13 +260,19 @@ mod tests {
                 "rbee",
                 "gpu,lab",
                 "yes",
+                "ok",
                 "0.1.0",
                 "CPU-0,GPU-0",
                 "~/.rbee"
             ]
         );
-        assert_eq!(lines[7], "WORKERS (0)");
-        assert_eq!(lines[8], "(none)");
+        assert_eq!(lines[5].split_whitespace().nth(6), Some("down"));
+        assert_eq!(
+            lines[6],
+            "gpu-b: 3 SSH failure(s) in a row, the last: 192.0.2.11:22 is unreachable: no route"
+        );
+        assert_eq!(lines[8], "WORKERS (0)");
+        assert_eq!(lines[9], "(none)");
     }
 
     #[test]

@@ -105,6 +105,27 @@ pub struct HiveSummary {
     /// The ids of its devices, once detected.
     #[serde(default)]
     pub devices: Option<Vec<String>>,
+    /// The queen → hive direction: how its SSH commands fare.
+    #[serde(default)]
+    pub ssh: LinkHealth,
+}
+
+/// How one direction between the queen and a hive fares, judged without flapping: it
+/// turns unhealthy only after several failures in a row and healthy again only after
+/// several successes in a row (`[queen] ssh_unhealthy_after`, `ssh_healthy_after`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct LinkHealth {
+    /// `None` until it is judged: no command yet, or failures not yet enough.
+    #[serde(default)]
+    pub healthy: Option<bool>,
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    #[serde(default)]
+    pub last_success_unix_s: Option<u64>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub last_error_unix_s: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -68,6 +68,9 @@ pub struct Snapshot {
     pub slots: BTreeMap<String, (u64, u64)>,
     pub hives_total: u64,
     pub hives_reachable: u64,
+    /// Per hive: whether its SSH commands fare well (absent until judged) and the
+    /// failures in a row.
+    pub hive_ssh: Vec<(String, Option<bool>, u32)>,
     pub jobs_running: u64,
 }
 
@@ -206,6 +209,23 @@ impl Metrics {
             "Hives marked online by their last operation.",
             [(Vec::new(), snapshot.hives_reachable)],
         );
+        gauge(
+            &mut out,
+            "rbee_hive_ssh_healthy",
+            "1 while a hive's SSH commands fare well, 0 after failures in a row (ssh_unhealthy_after).",
+            snapshot.hive_ssh.iter().filter_map(|(hive, healthy, _)| {
+                healthy.map(|h| (vec![("hive", hive.clone())], u64::from(h)))
+            }),
+        );
+        gauge(
+            &mut out,
+            "rbee_hive_ssh_consecutive_failures",
+            "SSH commands to a hive that failed since its last success.",
+            snapshot
+                .hive_ssh
+                .iter()
+                .map(|(hive, _, failures)| (vec![("hive", hive.clone())], u64::from(*failures))),
+        );
         out
     }
 }
@@ -291,8 +311,26 @@ mod tests {
             slots: BTreeMap::from([("m".to_owned(), (8, 3))]),
             hives_total: 3,
             hives_reachable: 1,
+            hive_ssh: vec![
+                ("a".to_owned(), Some(true), 0),
+                ("b".to_owned(), Some(false), 4),
+                ("c".to_owned(), None, 1),
+            ],
             jobs_running: 0,
         });
+        assert!(
+            text.contains("rbee_hive_ssh_healthy{hive=\"b\"} 0"),
+            "{text}"
+        );
+        // Not judged yet: no health sample, only the failures.
+        assert!(
+            !text.contains("rbee_hive_ssh_healthy{hive=\"c\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rbee_hive_ssh_consecutive_failures{hive=\"c\"} 1"),
+            "{text}"
+        );
         assert!(
             text.contains(
                 "rbee_time_to_first_token_seconds_bucket{model=\"a\\\"b\",le=\"0.005\"} 1"

@@ -137,6 +137,14 @@ impl AppState {
                 .keys()
                 .filter(|alias| self.hives.get(alias).is_some_and(|r| r.online))
                 .count() as u64,
+            hive_ssh: inventory
+                .hives
+                .keys()
+                .map(|alias| {
+                    let health = self.hives.ssh_health(alias);
+                    (alias.clone(), health.healthy, health.consecutive_failures)
+                })
+                .collect(),
             jobs_running: self.jobs.running() as u64,
         }
     }

@@ -53,6 +53,8 @@ pub struct HiveRow {
     pub groups: Vec<String>,
     /// `online`, `offline`, or `unknown` when the queen has not reached it yet.
     pub status: &'static str,
+    /// How the queen's SSH commands to it fare.
+    pub ssh: rbee_protocol::cluster::LinkHealth,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
     /// Devices, memory and disk as the last `hive start` or `hive refresh` found them.
@@ -99,6 +101,7 @@ pub fn snapshot(state: &AppState) -> ClusterSnapshot {
                 },
                 agent_version: record.as_ref().and_then(|r| r.agent_version.clone()),
                 capabilities: record.and_then(|r| r.capabilities),
+                ssh: state.hives.ssh_health(&hive.alias),
             }
         })
         .collect();

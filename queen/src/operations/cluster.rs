@@ -24,6 +24,7 @@ fn hive_rows(ctx: &JobContext) -> Vec<HiveSummary> {
                 devices: record
                     .and_then(|r| r.capabilities)
                     .map(|c| c.devices.iter().map(|d| d.id.clone()).collect()),
+                ssh: ctx.state.hives.ssh_health(&h.alias),
             }
         })
         .collect()

@@ -20,6 +20,18 @@ pub struct HostContext {
 }
 
 impl HostContext {
+    /// The same host and job, with the agents' answers kept from the job's `result`
+    /// events: for a step whose answer is the operation's own business.
+    pub fn quiet(&self) -> HostContext {
+        HostContext {
+            job: JobContext {
+                relay_agent_results: false,
+                ..self.job.clone()
+            },
+            hive: self.hive.clone(),
+        }
+    }
+
     pub fn narrate(&self, level: Level, action: &str, human: impl Into<String>) {
         self.job.emit(JobEvent::Narration(Narration {
             actor: "queen".to_owned(),

@@ -139,6 +139,34 @@ impl<'a> HiveClient<'a> {
         Ok(self.connection().await?.local_addr.map(|a| a.ip()))
     }
 
+    /// Feeds the hive's SSH health with how one command fared.
+    fn observe(&self, outcome: Result<(), &str>) {
+        let state = &self.host.job.state;
+        let thresholds = crate::hives::Thresholds {
+            unhealthy_after: state.config.queen.ssh_unhealthy_after,
+            healthy_after: state.config.queen.ssh_healthy_after,
+        };
+        state
+            .hives
+            .record_ssh(&self.host.hive.alias, outcome, thresholds);
+    }
+
+    /// Feeds the hive's SSH health with how a step that is not an agent command fared:
+    /// only the transport's own failures count against it.
+    fn observe_step<T>(&self, result: &Result<T, HiveError>) {
+        match result {
+            Err(HiveError::Transport(
+                e @ (SshError::Unreachable { .. }
+                | SshError::Protocol { .. }
+                | SshError::AuthFailed { .. }),
+            )) => {
+                self.observe(Err(&e.to_string()));
+            }
+            Err(HiveError::Transport(_) | HiveError::LocalFile { .. }) => {}
+            Ok(_) | Err(HiveError::Agent(_) | HiveError::Step { .. }) => self.observe(Ok(())),
+        }
+    }
+
     /// Records the latency of a step that is not an agent command.
     fn timed(&self, name: &str, started: Instant) {
         self.host
@@ -156,17 +184,17 @@ impl<'a> HiveClient<'a> {
     /// newline or backslash (an install_dir may hold any character), GNU's prints the
     /// hash with a `\` before it.
     pub async fn installed(&self, bin_dir: &str, names: &[&str]) -> Result<Installed, HiveError> {
+        let result = self.probe_installed(bin_dir, names).await;
+        self.observe_step(&result);
+        result
+    }
+
+    async fn probe_installed(&self, bin_dir: &str, names: &[&str]) -> Result<Installed, HiveError> {
         // Reached (and its host key checked) once: an unreachable hive fails here, not
         // after a second wait.
         let connection = self.connection().await?;
         // The agent's answer is this step's business, not a result of the job.
-        let quiet = HostContext {
-            job: super::JobContext {
-                relay_agent_results: false,
-                ..self.host.job.clone()
-            },
-            hive: self.host.hive.clone(),
-        };
+        let quiet = self.host.quiet();
         let from_agent = HiveClient::new(&quiet)
             .accepting_new_host_keys(self.accept_new_host_keys)
             .call(AgentCommand::Binaries)
@@ -222,6 +250,12 @@ impl<'a> HiveClient<'a> {
     /// its sha256 and only then moves it into place (a cut push leaves the old binary),
     /// reporting bytes, rate and time left as model pushes do.
     pub async fn push_binary(&self, push: BinaryPush<'_>) -> Result<(), HiveError> {
+        let result = self.send_binary(push).await;
+        self.observe_step(&result);
+        result
+    }
+
+    async fn send_binary(&self, push: BinaryPush<'_>) -> Result<(), HiveError> {
         let started = Instant::now();
         let script = shell::script(
             &[
@@ -287,6 +321,12 @@ impl<'a> HiveClient<'a> {
     /// (models stay); whether rbee was installed there. The connection is forgotten
     /// afterwards, since nothing is left to talk to.
     pub async fn remove_install(&self) -> Result<bool, HiveError> {
+        let result = self.remove_files().await;
+        self.observe_step(&result);
+        result
+    }
+
+    async fn remove_files(&self) -> Result<bool, HiveError> {
         let started = Instant::now();
         let dir = &self.host.hive.install_dir;
         let [bin, workers, logs] = ["bin", "workers", "logs"].map(|p| shell::join(dir, p));
@@ -336,7 +376,18 @@ impl<'a> HiveClient<'a> {
         let (answer, path) = if self.in_process() {
             (self.in_process_call(command, input).await, "in_process")
         } else {
-            (self.ssh_call(command, input).await, "ssh")
+            let answer = self.ssh_call(command, input).await;
+            // The hive answered unless the connection failed; a refusal is its answer.
+            match &answer {
+                Err(e) if e.code == ErrorCode::Unreachable => self.observe(Err(&e.message)),
+                Err(e)
+                    if matches!(
+                        e.code,
+                        ErrorCode::HostKeyUnknown | ErrorCode::HostKeyChanged
+                    ) => {}
+                _ => self.observe(Ok(())),
+            }
+            (answer, "ssh")
         };
         self.host
             .job

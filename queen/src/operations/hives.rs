@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rbee_hive::AgentCommand;
+use rbee_protocol::agent::HiveWorker;
+use rbee_protocol::cluster::WorkerStatus;
 use rbee_protocol::{ErrorCode, ErrorDetail, HiveCapabilities, Level};
 use sha2::{Digest, Sha256};
 
@@ -373,15 +375,62 @@ pub async fn status(ctx: &JobContext, pattern: &str) -> OpResult {
             .hives
             .get(&host.hive.alias)
             .is_some_and(|r| r.online);
+        // The hive → queen direction: a worker the hive runs whose heartbeats this
+        // queen does not hear.
+        let running = super::workers::running_on(&host.quiet()).await?;
+        let silent = running
+            .iter()
+            .filter(|w| heartbeats_missing(&host, w))
+            .count();
+        let ssh = host.job.state.hives.ssh_health(&host.hive.alias);
+        let ssh = match (ssh.healthy, ssh.consecutive_failures) {
+            (_, 0) => "ssh ok".to_owned(),
+            (Some(false), n) => format!(
+                "ssh down ({n} failure(s) in a row, the last: {})",
+                ssh.last_error.as_deref().unwrap_or("-")
+            ),
+            (_, n) => format!("ssh ok, {n} failure(s) in a row"),
+        };
         Ok(HostDone::ok(format!(
-            "agent {}, {}, {} worker(s), {}",
+            "agent {}, {}, {ssh}, {} worker(s){}, {}",
             status.version.version,
             if online { "online" } else { "not started" },
             status.workers.len(),
+            if silent > 0 {
+                format!(" ({silent} running without heartbeats)")
+            } else {
+                String::new()
+            },
             describe(&status.capabilities)
         )))
     })
     .await
+}
+
+/// Whether a worker the hive runs is unheard by this queen (never, or not within
+/// three of its intervals); narrated with the queen URL the worker was given.
+fn heartbeats_missing(host: &HostContext, worker: &HiveWorker) -> bool {
+    let id = &worker.record.worker_id;
+    let heard = host.job.state.workers.get(id);
+    if heard
+        .as_ref()
+        .is_some_and(|w| w.status != WorkerStatus::Stale)
+    {
+        return false;
+    }
+    let when = heard.map_or_else(
+        || "never heard".to_owned(),
+        |w| format!("last heard {}s ago", w.last_seen_ms / 1000),
+    );
+    host.narrate(
+        Level::Warn,
+        "heartbeat",
+        format!(
+            "worker {id} runs on {} but its heartbeats do not reach this queen ({when}); it sends them to {}: check that {} reaches that address (a firewall, or a wrong `queen_url` var)",
+            host.hive.alias, worker.record.queen_url, host.hive.alias
+        ),
+    );
+    true
 }
 
 /// `hive list` and `inventory check`: reachability, host key and agent version of

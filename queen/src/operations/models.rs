@@ -260,13 +260,7 @@ pub async fn list(ctx: &JobContext, pattern: &str) -> OpResult {
 /// The models one hive holds, asked quietly (no `result` event) and remembered as its
 /// catalog.
 pub(super) async fn catalog(host: &HostContext) -> Result<Vec<String>, ErrorDetail> {
-    let quiet = HostContext {
-        job: JobContext {
-            relay_agent_results: false,
-            ..host.job.clone()
-        },
-        hive: host.hive.clone(),
-    };
+    let quiet = host.quiet();
     let entries = answer_as!(
         HiveClient::new(&quiet)
             .call(AgentCommand::Model(ModelCommand::List))

@@ -364,7 +364,7 @@ pub async fn stop_all_on(host: &HostContext) -> Result<usize, ErrorDetail> {
 }
 
 /// The workers whose processes run on the hive, oldest first.
-async fn running_on(host: &HostContext) -> Result<Vec<HiveWorker>, ErrorDetail> {
+pub(super) async fn running_on(host: &HostContext) -> Result<Vec<HiveWorker>, ErrorDetail> {
     let answer = HiveClient::new(host).call(AgentCommand::WorkerList).await?;
     let workers = answer_as!(answer, HiveWorkers, "worker-list")?;
     let mut running: Vec<HiveWorker> = workers.into_iter().filter(|w| w.alive).collect();

@@ -39,6 +39,7 @@ impl FakeHive for Hives {
                 }))
                 .expect("an agent status"),
             )),
+            ("a", AgentCommand::WorkerList) => Ok(OperationResult::HiveWorkers(Vec::new())),
             ("b", _) => Err(ErrorDetail::new(ErrorCode::Unreachable, "no route to b")),
             ("c", _) => Ok(OperationResult::Models(Vec::new())),
             _ => return None,

@@ -3,6 +3,7 @@
 mod api;
 mod dashboard;
 mod fake_hives;
+mod health;
 mod hives;
 mod hostile;
 mod hub_mirror;

@@ -192,6 +192,17 @@ function renderHive(hive) {
         .join(" · "),
     ),
   );
+  // The queen → hive direction: SSH, judged over several commands.
+  const ssh = hive.ssh || {};
+  if (ssh.consecutive_failures > 0 || ssh.healthy === false) {
+    card.append(
+      el(
+        "p",
+        { class: "muted", "data-ssh": ssh.healthy === false ? "down" : "failing" },
+        `SSH ${ssh.healthy === false ? "down" : "failing"}: ${ssh.consecutive_failures} failure(s) in a row, the last: ${ssh.last_error || "-"}`,
+      ),
+    );
+  }
   if (!caps) {
     card.append(el("p", { class: "muted" }, "Not started yet: `rbee-keeper hive start " + hive.alias + "`."));
     return card;

@@ -238,6 +238,14 @@ X11Forwarding no
 PrintMotd no
 Subsystem sftp internal-sftp
 EOF
+    # A test may give the host's sessions an environment: NAME=VALUE lines (no spaces)
+    # in its `environment` file, written before the host starts.
+    if [[ -f "$dir/environment" ]]; then
+        local line
+        while IFS= read -r line; do
+            [[ -n "$line" ]] && echo "SetEnv $line" >>"$dir/sshd_config"
+        done <"$dir/environment"
+    fi
 }
 
 setup_netns() {

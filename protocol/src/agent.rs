@@ -69,6 +69,10 @@ pub struct WorkerRecord {
     pub log: String,
     pub queen_url: String,
     pub started_unix_s: u64,
+    /// The memory the agent estimated the worker to need when it started it (0 when
+    /// the device reports none).
+    #[serde(default)]
+    pub memory_bytes: u64,
 }
 
 /// One entry of the agent's `worker-list`: the state file and whether its process runs.

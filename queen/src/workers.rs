@@ -145,6 +145,33 @@ impl WorkerRegistry {
         idle
     }
 
+    /// The least recently used idle worker on `device` of `hive` that may be unloaded
+    /// (leased, ready, no request in flight here or in the worker), marked as unloading
+    /// so no request is sent to it; the caller stops it to free its memory.
+    pub fn take_least_recently_used(&self, hive: &str, device: &str) -> Option<WorkerView> {
+        let views = self.list();
+        let leases = locked(&self.leases);
+        let mut unloading = locked(&self.unloading);
+        let victim = views
+            .into_iter()
+            .filter(|w| w.heartbeat.hive_id == hive && w.heartbeat.device == device)
+            .filter(|w| {
+                w.in_flight == 0
+                    && w.heartbeat.slots_busy == 0
+                    && w.heartbeat.queue_depth == 0
+                    && w.status == WorkerStatus::Ready
+                    && !unloading.contains(&w.heartbeat.worker_id)
+            })
+            .filter_map(|w| {
+                let since = leases.get(&w.heartbeat.worker_id)?.idle_since;
+                Some((since, w))
+            })
+            .min_by_key(|(since, _)| *since)
+            .map(|(_, w)| w)?;
+        unloading.insert(victim.heartbeat.worker_id.clone());
+        Some(victim)
+    }
+
     /// Gives an unloading worker back to scheduling (its stop failed).
     pub fn keep(&self, worker_id: &str) {
         locked(&self.unloading).remove(worker_id);

@@ -87,6 +87,7 @@ mod tests {
             log: "/h/logs/w-2.log".to_owned(),
             queen_url: "http://127.0.0.1:8500".to_owned(),
             started_unix_s: 1,
+            memory_bytes: 0,
         };
         fs::write(
             dir.path().join("w-2.json"),

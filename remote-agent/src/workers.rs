@@ -47,10 +47,18 @@ pub fn spawn(
     report: &mut Reporter<'_>,
     cancel: &CancelFlag,
 ) -> Result<(), AgentError> {
-    let device = find_device(&request.device, hive)?;
+    let mut device = find_device(&request.device, hive)?;
     let model_path = PathBuf::from(crate::models::resolve(install_dir, &request.model)?.path);
+    if let Some(device) = device.as_mut()
+        && crate::detect::devices_are_declared()
+    {
+        device.memory_free = device
+            .memory_free
+            .saturating_sub(held_by_workers(install_dir, &request.device));
+    }
     // Refused here, before the worker spends minutes loading into memory it cannot
     // have. Metal reports no memory to check against.
+    let mut memory_bytes = 0;
     if let Some(device) = &device {
         let need = crate::fit::check(
             &model_path,
@@ -59,6 +67,7 @@ pub fn spawn(
             request.parallel,
             request.ctx_size,
         )?;
+        memory_bytes = need.total();
         report.narrate(
             Level::Info,
             "worker_spawn",
@@ -172,6 +181,7 @@ pub fn spawn(
         log: log_path.display().to_string(),
         queen_url: request.queen_url.clone(),
         started_unix_s: now_unix_s(),
+        memory_bytes,
     };
     write_record(&state, &record)?;
     let outcome = wait_ready(child, &log_path, log_start, report, cancel);
@@ -474,6 +484,16 @@ fn write_record(path: &Path, record: &WorkerRecord) -> Result<(), AgentError> {
 /// The device a worker is asked to run on, as detected now (its free memory fresh);
 /// `None` for Metal, which reports no memory. Refuses a device this hive does not
 /// have, listing the ones it has.
+/// The memory the running workers on `device` were estimated to need when started.
+fn held_by_workers(install_dir: &Path, device: &str) -> u64 {
+    crate::worker_state::running_records(&workers_dir(install_dir))
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.device == device)
+        .map(|r| r.memory_bytes)
+        .sum()
+}
+
 fn find_device(device: &str, hive: &str) -> Result<Option<DeviceInfo>, AgentError> {
     let spec: DeviceSpec = device.parse().map_err(|e: UnknownDevice| {
         AgentError::refused(
@@ -579,6 +599,7 @@ mod tests {
             log: String::new(),
             queen_url: String::new(),
             started_unix_s: 0,
+            memory_bytes: 0,
         };
         assert!(!is_running(&record));
     }

@@ -300,15 +300,39 @@ async fn spawn_for(ctx: &JobContext, model: &str, pins: &Pins) -> Result<WorkerV
                 free >> 20
             ),
         );
-        match workers::spawn_on(
-            ctx,
-            &hive,
-            model,
-            &device.to_string(),
-            workers::Slots::default(),
-        )
-        .await
-        {
+        let device_name = device.to_string();
+        let outcome = loop {
+            match workers::spawn_on(ctx, &hive, model, &device_name, workers::Slots::default())
+                .await
+            {
+                // Room is made by unloading the least recently used idle worker there,
+                // never a busy or pinned one, then the start is tried again.
+                Err(refusal) if refusal.code == ErrorCode::InsufficientMemory => {
+                    let Some(victim) = ctx
+                        .state
+                        .workers
+                        .take_least_recently_used(&hive.alias, &device_name)
+                    else {
+                        break Err(refusal);
+                    };
+                    let victim_id = victim.heartbeat.worker_id.clone();
+                    ctx.narrate(
+                        "evict",
+                        &victim_id,
+                        format!(
+                            "{device_name} on {} lacks memory for {model}; unloading idle worker {victim_id} ({}), the least recently used",
+                            hive.alias, victim.heartbeat.model
+                        ),
+                    );
+                    if let Err(error) = workers::stop_quietly(ctx, &victim_id).await {
+                        ctx.state.workers.keep(&victim_id);
+                        break Err(error);
+                    }
+                }
+                other => break other,
+            }
+        };
+        match outcome {
             Ok(worker) => {
                 let keep_alive = pins.keep_alive.unwrap_or(ctx.state.config.queen.keep_alive);
                 ctx.state
@@ -343,7 +367,12 @@ async fn spawn_for(ctx: &JobContext, model: &str, pins: &Pins) -> Result<WorkerV
             }
             Err(refusal) if refusal.code == ErrorCode::InsufficientMemory => {
                 short_of_memory = true;
-                refusals.push(format!("{}: {}", hive.alias, refusal.message));
+                refusals.push(format!(
+                    "{}: {}{}",
+                    hive.alias,
+                    refusal.message,
+                    holders(ctx, &hive.alias, &device_name)
+                ));
             }
             Err(other) => return Err(other),
         }
@@ -351,11 +380,19 @@ async fn spawn_for(ctx: &JobContext, model: &str, pins: &Pins) -> Result<WorkerV
     if !short_of_memory && refusals.len() == without_model.len() {
         return Err(not_held(ctx, model));
     }
-    let hint = if short_of_memory {
-        "put the model on a hive with more free memory, stop workers that hold memory, or use a smaller quantisation"
-    } else {
-        "put the model on a hive first (`rbee-keeper model download` or `model push`)"
-    };
+    if short_of_memory {
+        return Err(ErrorDetail::new(
+            ErrorCode::InsufficientMemory,
+            format!(
+                "no device has memory for {model}: {}",
+                refusals.join("; ")
+            ),
+        )
+        .with_hint(
+            "stop a worker that holds the memory (`rbee-keeper worker stop`), put the model on a hive with more free memory, or use a smaller quantisation",
+        ));
+    }
+    let hint = "put the model on a hive first (`rbee-keeper model download` or `model push`)";
     Err(ErrorDetail::new(
         ErrorCode::NoWorker,
         format!(
@@ -364,6 +401,32 @@ async fn spawn_for(ctx: &JobContext, model: &str, pins: &Pins) -> Result<WorkerV
         ),
     )
     .with_hint(hint))
+}
+
+/// What holds the memory of `device` on `hive` that could not be unloaded: its
+/// workers, busy or pinned, as ` (held by …)`.
+fn holders(ctx: &JobContext, hive: &str, device: &str) -> String {
+    let held: Vec<String> = ctx
+        .state
+        .workers
+        .list()
+        .into_iter()
+        .filter(|w| w.heartbeat.hive_id == hive && w.heartbeat.device == device)
+        .map(|w| {
+            let id = &w.heartbeat.worker_id;
+            let why = if ctx.state.workers.idle_limit(id).is_none() {
+                "pinned"
+            } else {
+                "busy"
+            };
+            format!("{id} ({}, {why})", w.heartbeat.model)
+        })
+        .collect();
+    if held.is_empty() {
+        String::new()
+    } else {
+        format!(" (held by {})", held.join(", "))
+    }
 }
 
 /// No online hive holds `model`: `model_not_found`, listing what the cluster holds

@@ -341,6 +341,21 @@ pub async fn unload_idle(state: std::sync::Arc<crate::state::AppState>) {
     }
 }
 
+/// Stops a worker through its hive without reporting the agent's answer as a result
+/// of the job (an eviction inside a request's job); forgets it once stopped.
+pub(super) async fn stop_quietly(ctx: &JobContext, worker_id: &str) -> Result<(), ErrorDetail> {
+    let hive = hive_of(ctx, worker_id)?;
+    let host = host_context(ctx, hive).quiet();
+    HiveClient::new(&host)
+        .call(AgentCommand::WorkerStop {
+            worker_id: worker_id.to_owned(),
+            timeout_s: STOP_TIMEOUT_S,
+        })
+        .await?;
+    ctx.state.workers.remove(worker_id);
+    Ok(())
+}
+
 pub async fn logs(ctx: &JobContext, worker_id: &str, lines: u32, follow: bool) -> OpResult {
     let hive = hive_of(ctx, worker_id)?;
     let host = host_context(ctx, hive);

@@ -42,15 +42,7 @@ fn recap_message(events: &[JobEvent]) -> String {
 }
 
 async fn metric(queen: &Queen, line_start: &str) -> Option<String> {
-    let text = queen
-        .http
-        .get(format!("{}/metrics", queen.url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = queen.metrics().await;
     text.lines()
         .find(|l| l.starts_with(line_start))
         .map(str::to_owned)
@@ -95,16 +87,7 @@ async fn ssh_health_needs_failures_in_a_row_and_silent_workers_are_named() {
     let install_dir = Path::new(&inventory.hives[HIVE].install_dir).to_path_buf();
     let state_dir = tempfile::tempdir().expect("state dir");
     let queen = start_queen_on(config(state_dir.path()), inventory, "0.0.0.0:0").await;
-    for operation in ["hive_install", "hive_start"] {
-        let events = queen
-            .run(json!({"operation": operation, "hive_id": HIVE}))
-            .await;
-        assert_eq!(
-            events.last().expect("events").1,
-            JobEvent::Done,
-            "{events:#?}"
-        );
-    }
+    queen.run_each(&["hive_install", "hive_start"], HIVE).await;
     assert_eq!(queen.state.hives.ssh_health(HIVE).healthy, Some(true));
 
     // The hive → queen direction: a worker whose heartbeats go elsewhere.

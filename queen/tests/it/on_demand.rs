@@ -95,16 +95,7 @@ async fn cold_models_load_on_request_and_idle_workers_unload() {
     config.queen.keep_alive = "3s".parse().expect("keep_alive");
     assert!(config.queen.auto_spawn, "on demand is the default");
     let queen = start_queen_on(config, inventory.clone(), "0.0.0.0:0").await;
-    for operation in ["hive_install", "hive_start"] {
-        let events = queen
-            .run(json!({"operation": operation, "hive_id": "lab"}))
-            .await;
-        assert_eq!(
-            events.last().expect("events").1,
-            JobEvent::Done,
-            "{events:#?}"
-        );
-    }
+    queen.run_each(&["hive_install", "hive_start"], "lab").await;
     // A worker started by hand is pinned: it outlives every keep_alive below.
     let events = queen
         .run(json!({"operation": "worker_spawn", "hive_id": hive.alias, "model": PINNED}))
@@ -225,5 +216,111 @@ async fn cold_models_load_on_request_and_idle_workers_unload() {
     assert!(serving(&queen, "no-such-model").is_empty());
     step("a model no hive holds is a 404 listing the cluster's");
 
+    queen.stop().await;
+}
+
+/// A hive whose CPU is declared with room for one worker of the test model (about
+/// 1.1 GB with four slots) but not two.
+fn lab_with_room_for_one() -> Lab {
+    let lab = Lab::unstarted();
+    let host = lab.dir.path().join("hosts/hive-1");
+    std::fs::create_dir_all(&host).expect("host dir");
+    let devices = host.join("devices.json");
+    std::fs::write(
+        &devices,
+        json!([{"id": "CPU-0", "kind": "cpu", "index": 0, "name": "declared CPU",
+                "memory_total": 1_700_000_000u64, "memory_free": 1_600_000_000u64}])
+        .to_string(),
+    )
+    .expect("devices");
+    std::fs::write(
+        host.join("environment"),
+        format!("RBEE_HIVE_DEVICES_FILE={}\n", devices.display()),
+    )
+    .expect("environment");
+    lab.script(&["up", "1"]);
+    lab
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_device_unloads_its_least_recently_used_idle_worker_never_a_busy_one() {
+    let lab = lab_with_room_for_one();
+    let inventory = lab.inventory(None);
+    stock_models(&inventory);
+    let install_dir = Path::new(&inventory.hives["hive-1"].install_dir).to_path_buf();
+    std::fs::copy(
+        test_model(),
+        install_dir.join(format!("models/local/{PINNED}.gguf")),
+    )
+    .expect("copy model");
+    let state_dir = tempfile::tempdir().expect("state dir");
+    let queen = start_queen_on(config(state_dir.path()), inventory, "0.0.0.0:0").await;
+    queen
+        .run_each(&["hive_install", "hive_start"], "hive-1")
+        .await;
+    let infer = |model: &str, max_tokens: u32| {
+        json!({"operation": "infer", "model": model,
+               "prompt": "List the numbers from 1 to 1000, one per line.",
+               "max_tokens": max_tokens, "temperature": 0.0})
+    };
+    let events = queen.run(infer(MODEL, 4)).await;
+    assert_eq!(
+        events.last().expect("events").1,
+        JobEvent::Done,
+        "{events:#?}"
+    );
+    let first = serving(&queen, MODEL);
+    assert_eq!(first.len(), 1);
+
+    // The second model does not fit beside the first: the idle first is unloaded.
+    let events = queen.run(infer(PINNED, 4)).await;
+    assert_eq!(
+        events.last().expect("events").1,
+        JobEvent::Done,
+        "{events:#?}"
+    );
+    let evicted = events.iter().any(|(_, e)| {
+        matches!(e, JobEvent::Narration(n) if n.action == "evict" && n.human.contains(&first[0]))
+    });
+    assert!(evicted, "{events:#?}");
+    assert!(serving(&queen, MODEL).is_empty());
+    assert!(!process_runs(&install_dir, &first[0]));
+    let second = serving(&queen, PINNED);
+    assert_eq!(second.len(), 1);
+
+    // While the second generates, the first model cannot be loaded: nothing idle to
+    // unload, and the answer names what holds the memory. The busy worker's request
+    // is not disturbed.
+    let long = queen.submit(infer(PINNED, 400)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while queen
+        .state
+        .workers
+        .get(&second[0])
+        .is_none_or(|w| w.in_flight == 0)
+    {
+        assert!(Instant::now() < deadline, "the long request never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let events = queen.run(infer(MODEL, 4)).await;
+    let JobEvent::Error(error) = &events.last().expect("events").1 else {
+        panic!("{events:#?}")
+    };
+    assert_eq!(
+        error.code,
+        rbee_protocol::ErrorCode::InsufficientMemory,
+        "{error:?}"
+    );
+    assert!(
+        error.message.contains(&second[0]) && error.message.contains("busy"),
+        "{error:?}"
+    );
+    let long_events = queen.events(&long).await;
+    assert_eq!(
+        long_events.last(),
+        Some(&JobEvent::Done),
+        "{long_events:#?}"
+    );
+    assert_eq!(serving(&queen, PINNED), second);
     queen.stop().await;
 }

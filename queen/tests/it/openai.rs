@@ -128,17 +128,7 @@ async fn the_openai_client_chats_streams_completes_and_lists_models() {
     // The metrics count what just happened and pass promtool's checks. The worker's
     // state is what its last heartbeat said: one sent during the last request still
     // says busy, so wait for the next.
-    let scrape = || async {
-        queen
-            .http
-            .get(format!("{}/metrics", queen.url))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text")
-    };
+    let scrape = || queen.metrics();
     let mut metrics = scrape().await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !metrics.contains("rbee_workers{status=\"ready\"} 1")

@@ -193,6 +193,32 @@ impl Queen {
             .expect("json")
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// Runs each operation on `hive_id` in turn; each must end with `done`.
+    pub async fn run_each(&self, operations: &[&str], hive_id: &str) {
+        for operation in operations {
+            let events = self
+                .run(serde_json::json!({"operation": operation, "hive_id": hive_id}))
+                .await;
+            assert_eq!(
+                events.last().map(|(_, e)| e),
+                Some(&JobEvent::Done),
+                "{operation}: {events:#?}"
+            );
+        }
+    }
+
     /// Runs an operation; every event with the moment it arrived.
     pub async fn run(&self, operation: Value) -> Vec<(Instant, JobEvent)> {
         run_job(&self.http, &self.url, operation).await

@@ -30,18 +30,35 @@ pub fn agent_version() -> AgentVersion {
 /// the GPUs NVML finds, and for the CPU when it holds a `cpu` device: tests and demos
 /// place workers on devices, and memory sizes, that the machine does not have.
 pub const DEVICES_ENV: &str = "RBEE_HIVE_DEVICES";
+/// The same list in a file, for an agent whose environment is set by sshd (`SetEnv`
+/// takes no JSON).
+pub const DEVICES_FILE_ENV: &str = "RBEE_HIVE_DEVICES_FILE";
 
-/// The devices named in [`DEVICES_ENV`], if it is set.
+/// Whether the devices are declared (by [`DEVICES_ENV`] or [`DEVICES_FILE_ENV`])
+/// instead of detected. A declared device's free memory is what it has with no worker
+/// running; the agent takes what its workers hold from it, as a real device's reading
+/// would show.
+pub fn devices_are_declared() -> bool {
+    std::env::var_os(DEVICES_ENV).is_some() || std::env::var_os(DEVICES_FILE_ENV).is_some()
+}
+
+/// The devices named in [`DEVICES_ENV`] or the file [`DEVICES_FILE_ENV`] names, if
+/// either is set.
 fn devices_override() -> Result<Option<Vec<DeviceInfo>>, AgentError> {
-    let Some(json) = std::env::var_os(DEVICES_ENV) else {
+    let (json, source) = if let Some(json) = std::env::var_os(DEVICES_ENV) {
+        (json.to_string_lossy().into_owned(), DEVICES_ENV.to_owned())
+    } else if let Some(path) = std::env::var_os(DEVICES_FILE_ENV) {
+        let path = std::path::PathBuf::from(path);
+        let json = std::fs::read_to_string(&path).map_err(|e| AgentError::io("read", &path, e))?;
+        (json, format!("{} ({DEVICES_FILE_ENV})", path.display()))
+    } else {
         return Ok(None);
     };
-    let json = json.to_string_lossy();
     serde_json::from_str(&json).map(Some).map_err(|error| {
         AgentError::refused(
             ErrorCode::BadRequest,
-            format!("{DEVICES_ENV} is not a JSON list of devices: {error}"),
-            format!("unset {DEVICES_ENV} to detect the real devices"),
+            format!("{source} is not a JSON list of devices: {error}"),
+            format!("unset {DEVICES_ENV} and {DEVICES_FILE_ENV} to detect the real devices"),
         )
     })
 }

@@ -21,6 +21,8 @@ pub fn render(workers: &[WorkerView]) -> String {
                 format!("{}/{}", beat.slots_busy, w.capacity(1)),
                 w.in_flight.to_string(),
                 beat.tokens_generated.to_string(),
+                // The hive → queen direction: when its last heartbeat arrived.
+                format!("{:.1}s", w.last_seen_ms as f64 / 1000.0),
                 beat.url.clone(),
             ]
         })
@@ -35,6 +37,7 @@ pub fn render(workers: &[WorkerView]) -> String {
             "slots",
             "in_flight",
             "tokens",
+            "heard",
             "url",
         ],
         &rows,
@@ -119,6 +122,7 @@ mod tests {
                 "SLOTS",
                 "IN_FLIGHT",
                 "TOKENS",
+                "HEARD",
                 "URL"
             ]
         );
@@ -133,6 +137,7 @@ mod tests {
                 "3/4",
                 "0",
                 "5",
+                "9.0s",
                 "http://x:1"
             ]
         );

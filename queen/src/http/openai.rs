@@ -505,6 +505,7 @@ async fn complete(
         )));
     }
     let model = sampling.model.clone();
+    let state_keepalive_ms = state.config.queen.keepalive_ms.max(100);
     if prefers_no_wait(headers)
         && let Some(answer) = answer_without_waiting(&state, &model).await
     {
@@ -529,10 +530,22 @@ async fn complete(
     let mut events = Box::pin(job.clone().subscribe(0).map(|(_, event)| event));
 
     // Nothing is sent before the first token or the end, so a failure to start
-    // still gets its proper status code.
+    // still gets its proper status code; except that a stream still without a token
+    // after one keep-alive interval (a model loading) starts with keep-alive comments
+    // only, and an error then comes as the stream's one data event.
     let mut text = String::new();
+    let keepalive = std::time::Duration::from_millis(state_keepalive_ms);
+    let hold = tokio::time::Instant::now() + keepalive;
     let first = loop {
-        match events.next().await {
+        let next = if sampling.stream {
+            match tokio::time::timeout_at(hold, events.next()).await {
+                Ok(next) => next,
+                Err(_) => break None,
+            }
+        } else {
+            events.next().await
+        };
+        match next {
             None => {
                 return Err(OpenAiError::from_detail(&ErrorDetail::new(
                     ErrorCode::Internal,
@@ -547,7 +560,7 @@ async fn complete(
                 )));
             }
             Some(event @ (JobEvent::Token { .. } | JobEvent::Result { .. } | JobEvent::Done)) => {
-                break event;
+                break Some(event);
             }
             Some(_) => {}
         }
@@ -555,7 +568,7 @@ async fn complete(
 
     if !sampling.stream {
         let mut result = None;
-        let mut next = Some(first);
+        let mut next = first;
         while let Some(event) = next {
             match event {
                 JobEvent::Token { t, .. } => text.push_str(&t),
@@ -606,13 +619,13 @@ async fn complete(
     };
     let stream = completion_chunks(first, events, guard, kind, include_usage, chunk);
     Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::default())
+        .keep_alive(KeepAlive::new().interval(keepalive))
         .into_response())
 }
 
 /// The SSE chunks of a streamed completion, ending with `data: [DONE]`.
 fn completion_chunks(
-    first: JobEvent,
+    first: Option<JobEvent>,
     events: impl Stream<Item = JobEvent> + Send + Unpin + 'static,
     guard: CancelOnDrop,
     kind: Kind,
@@ -632,7 +645,7 @@ fn completion_chunks(
         tail: Vec<Event>,
     }
     let walk = Walk {
-        pending: Some(first),
+        pending: first,
         events,
         sent_first: false,
         result: None,
@@ -669,6 +682,16 @@ fn completion_chunks(
                     result: OperationResult::Inference(stats),
                     ..
                 } => walk.result = Some(stats),
+                // Failed before its first token, in a stream already started (held
+                // while the model loaded): the error as OpenAI streams one.
+                JobEvent::Error(detail) if !walk.sent_first => {
+                    walk.finished = true;
+                    let error = OpenAiError::from_detail(&detail);
+                    walk.tail = vec![
+                        Event::default().data("[DONE]"),
+                        Event::default().data(error.body().to_string()),
+                    ];
+                }
                 JobEvent::Done | JobEvent::Error(_) | JobEvent::Cancelled { .. } => {
                     // An error after the first token can only end the stream; the
                     // finish chunk says it stopped.

@@ -93,6 +93,8 @@ async fn cold_models_load_on_request_and_idle_workers_unload() {
     let mut config = config(state_dir.path());
     let keep_alive = Duration::from_secs(3);
     config.queen.keep_alive = "3s".parse().expect("keep_alive");
+    // A stream waits one keep-alive interval for its first token, then sends comments.
+    config.queen.keepalive_ms = 200;
     assert!(config.queen.auto_spawn, "on demand is the default");
     let queen = start_queen_on(config, inventory.clone(), "0.0.0.0:0").await;
     queen.run_each(&["hive_install", "hive_start"], "lab").await;
@@ -196,6 +198,22 @@ async fn cold_models_load_on_request_and_idle_workers_unload() {
         ended.elapsed()
     );
     step("wait=0 told the load state; keep_alive 0 unloaded at once");
+
+    // A streaming client of a cold model gets keep-alive comments while it loads,
+    // then its tokens.
+    let response = post(&queen, &chat(MODEL, json!({"stream": true})), None).await;
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.expect("stream");
+    let first_data = body.find("data:").expect("data");
+    assert!(
+        body[..first_data].lines().any(|l| l.starts_with(':')),
+        "no keep-alive comment before the first token: {body}"
+    );
+    assert!(
+        body.contains("\"content\"") && body.trim_end().ends_with("data: [DONE]"),
+        "{body}"
+    );
+    step("a stream held while its model loads");
 
     // A model no hive holds: 404 at once, listing what the cluster holds.
     let asked = Instant::now();

@@ -65,6 +65,10 @@ pub struct WorkerHeartbeat {
     pub interval_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// While `loading`: how much of the model's weights are read, 0 to 100, where the
+    /// engine can tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_percent: Option<u8>,
 }
 
 fn default_interval_ms() -> u64 {

@@ -113,6 +113,7 @@ fn beat(i: usize, model: &str, url: &str) -> WorkerHeartbeat {
         memory_bytes: 1 << 30,
         interval_ms: 2_000,
         pid: None,
+        load_percent: None,
     }
 }
 

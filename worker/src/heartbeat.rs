@@ -99,6 +99,7 @@ impl Heartbeat {
             memory_bytes: resident_memory_bytes(),
             interval_ms: self.interval.as_millis() as u64,
             pid: Some(std::process::id()),
+            load_percent: status.load_percent(),
         };
         let mut request = client.post(endpoint).json(&beat);
         if let Some(token) = &self.token {

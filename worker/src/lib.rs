@@ -175,7 +175,12 @@ pub async fn run(
     let path = config.model.clone();
     let engine = config.engine;
     let capacity = config.capacity;
-    let loading = tokio::task::spawn_blocking(move || load(&path, &device, engine, capacity));
+    let progress_status = status.clone();
+    let loading = tokio::task::spawn_blocking(move || {
+        load(&path, &device, engine, capacity, &mut |done, total| {
+            progress_status.set_load_progress(done, total)
+        })
+    });
     let mut shutdown = std::pin::pin!(shutdown);
 
     // A SIGTERM during a long load stops the worker without waiting for the load.
@@ -225,8 +230,9 @@ fn load(
     device: &Device,
     engine: model::Engine,
     capacity: model::Capacity,
+    progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Loaded, WorkerError> {
-    let gguf = model::load_for(path, device, engine, capacity)?;
+    let gguf = model::load_reporting(path, device, engine, capacity, progress)?;
     let tokenizer = TextTokenizer::from_gguf(&gguf.metadata, path).map_err(|source| {
         WorkerError::Tokenizer {
             path: path.to_owned(),

@@ -278,6 +278,19 @@ pub fn load_for(
     engine: Engine,
     capacity: Capacity,
 ) -> Result<LoadedGguf, LoadError> {
+    load_reporting(path, device, engine, capacity, &mut |_, _| {})
+}
+
+/// [`load_for`], telling `progress` how many bytes of the weights are read of how many
+/// as the load goes (the CPU engine reads tensor by tensor; candle's models say so
+/// once, at the end).
+pub fn load_reporting(
+    path: &Path,
+    device: &Device,
+    engine: Engine,
+    capacity: Capacity,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<LoadedGguf, LoadError> {
     let started = Instant::now();
     let open_error = |source| LoadError::Open {
         path: path.to_owned(),
@@ -297,9 +310,8 @@ pub fn load_for(
 
     // candle reads tensors lazily and would fail deep inside a model constructor with a
     // bare I/O error; checking the extent up front names the real problem.
-    let needed = content
-        .tensor_data_offset
-        .saturating_add(tensor_data_len(&content));
+    let data_len = tensor_data_len(&content);
+    let needed = content.tensor_data_offset.saturating_add(data_len);
     if needed > file_bytes {
         return Err(LoadError::Truncated {
             path: path.to_owned(),
@@ -341,12 +353,19 @@ pub fn load_for(
             let slots = capacity.parallel.max(1);
             let context_length = capacity.slot_context(file_context, slots);
             let kernels = cpu_kernels.unwrap_or(Kernels::Portable);
-            let model = CpuLlama::load(&content, &mut reader, context_length, slots, kernels)
-                .map_err(|source| LoadError::CpuWeights {
-                    path: path.to_owned(),
-                    architecture: architecture.clone(),
-                    source,
-                })?;
+            let model = CpuLlama::load(
+                &content,
+                &mut reader,
+                context_length,
+                slots,
+                kernels,
+                progress,
+            )
+            .map_err(|source| LoadError::CpuWeights {
+                path: path.to_owned(),
+                architecture: architecture.clone(),
+                source,
+            })?;
             // The engine may hold fewer positions (a sliding window).
             let context_length = model.slot_context();
             (Weights::Cpu(Box::new(model)), context_length)
@@ -394,6 +413,7 @@ pub fn load_for(
         }
     };
 
+    progress(data_len, data_len);
     let name = path.file_name().map_or_else(
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),

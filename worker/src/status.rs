@@ -1,7 +1,7 @@
 //! The worker's live status, shared by the HTTP routes, the engine and the heartbeat.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use rbee_protocol::WorkerState;
 
@@ -10,6 +10,9 @@ use crate::slots::SlotTable;
 /// One owner of the worker's counters; the state lock is never held across `.await`.
 pub struct WorkerStatus {
     state: Mutex<WorkerState>,
+    /// How much of the weights the load has read, 0 to 100; `NO_PERCENT` when the
+    /// engine cannot tell.
+    load_percent: AtomicU8,
     queue_depth: AtomicU32,
     tokens_generated: AtomicU64,
     requests_done: AtomicU64,
@@ -23,6 +26,8 @@ pub struct WorkerStatus {
     slots: SlotTable,
 }
 
+const NO_PERCENT: u8 = u8::MAX;
+
 /// Upper bounds of the sequences-per-step histogram's buckets.
 pub const STEP_SEQUENCE_BUCKETS: [u64; 6] = [1, 2, 4, 8, 16, 32];
 
@@ -30,6 +35,7 @@ impl Default for WorkerStatus {
     fn default() -> Self {
         WorkerStatus {
             state: Mutex::new(WorkerState::Loading),
+            load_percent: AtomicU8::new(NO_PERCENT),
             queue_depth: AtomicU32::new(0),
             tokens_generated: AtomicU64::new(0),
             requests_done: AtomicU64::new(0),
@@ -58,6 +64,18 @@ pub struct Counters {
 }
 
 impl WorkerStatus {
+    /// Notes how far the load has come: `done` of `total` bytes.
+    pub fn set_load_progress(&self, done: u64, total: u64) {
+        let percent = (done.min(total) * 100).checked_div(total).unwrap_or(100) as u8;
+        self.load_percent.store(percent, Ordering::Relaxed);
+    }
+
+    /// How far the load has come while loading, if the engine said.
+    pub fn load_percent(&self) -> Option<u8> {
+        let percent = self.load_percent.load(Ordering::Relaxed);
+        (percent != NO_PERCENT && self.state() == WorkerState::Loading).then_some(percent)
+    }
+
     pub fn state(&self) -> WorkerState {
         *self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -164,6 +182,20 @@ pub fn resident_memory_bytes() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn load_progress_shows_only_while_loading() {
+        let status = WorkerStatus::default();
+        assert_eq!(status.load_percent(), None, "nothing said yet");
+        status.set_load_progress(1, 3);
+        assert_eq!(status.load_percent(), Some(33));
+        status.set_load_progress(5, 3);
+        assert_eq!(status.load_percent(), Some(100));
+        status.set_load_progress(0, 0);
+        assert_eq!(status.load_percent(), Some(100));
+        status.set_state(WorkerState::Ready);
+        assert_eq!(status.load_percent(), None);
+    }
 
     #[test]
     fn shutdown_states_are_sticky() {

@@ -81,6 +81,9 @@ pub struct WorkerRow {
     pub memory_bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_tokens_per_s: Option<f64>,
+    /// While loading: how much of the weights it has read, 0 to 100.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_percent: Option<u8>,
 }
 
 pub fn snapshot(state: &AppState) -> ClusterSnapshot {
@@ -122,6 +125,7 @@ pub fn snapshot(state: &AppState) -> ClusterSnapshot {
             queue_depth: w.heartbeat.queue_depth,
             tokens_generated: w.heartbeat.tokens_generated,
             memory_bytes: w.heartbeat.memory_bytes,
+            load_percent: w.heartbeat.load_percent,
         })
         .collect();
     ClusterSnapshot {

@@ -424,8 +424,8 @@ fn loading(model: &str, load_state: &str, worker: Option<&WorkerView>) -> Respon
         },
         "model": model,
         "state": load_state,
-        // Workers do not report how far their load has come.
-        "percent": Value::Null,
+        // How much of the weights the loading worker has read, where its engine says.
+        "percent": worker.and_then(|w| w.heartbeat.load_percent),
         "worker_id": worker.map(|w| w.heartbeat.worker_id.clone()),
     });
     (

@@ -261,12 +261,27 @@ impl CpuLlama {
         max_positions: usize,
         slots: usize,
         kernels: Kernels,
+        progress: &mut dyn FnMut(u64, u64),
     ) -> Result<CpuLlama, CpuLoadError> {
         let (config, freq_base) = read_config(content, max_positions)?;
         let (dim, layers, head_dim, family) =
             (config.dim, config.layers, config.head_dim, config.family);
 
-        let mut tensors = TensorReader { content, reader };
+        let total = content
+            .tensor_infos
+            .values()
+            .map(|info| {
+                (info.shape.elem_count() / info.ggml_dtype.block_size()) as u64
+                    * info.ggml_dtype.type_size() as u64
+            })
+            .sum();
+        let mut tensors = TensorReader {
+            content,
+            reader,
+            read: 0,
+            total,
+            progress,
+        };
         let embedding = tensors.matrix("token_embd.weight", None, dim)?;
         let vocab = embedding.rows();
         let mut blocks = Vec::with_capacity(layers);
@@ -827,10 +842,14 @@ fn rope_tables(head_dim: usize, base: f32, positions: usize) -> (Vec<f32>, Vec<f
     (cos, sin)
 }
 
-/// Reads tensors of one GGUF file by name.
+/// Reads tensors of one GGUF file by name, telling `progress` the bytes read so far of
+/// all the tensors' bytes.
 struct TensorReader<'a, R> {
     content: &'a Content,
     reader: &'a mut R,
+    read: u64,
+    total: u64,
+    progress: &'a mut dyn FnMut(u64, u64),
 }
 
 impl<R: Read + Seek> TensorReader<'_, R> {
@@ -846,6 +865,8 @@ impl<R: Read + Seek> TensorReader<'_, R> {
             .map_err(read_error)?;
         let mut data = vec![0; len];
         self.reader.read_exact(&mut data).map_err(read_error)?;
+        self.read += len as u64;
+        (self.progress)(self.read.min(self.total), self.total);
         Ok(data)
     }
 

@@ -234,3 +234,26 @@ fn a_sliding_window_bounds_what_a_slot_holds() {
     // No position ever attends past the window: the context is the window.
     assert_eq!(loaded.model.info.context_length, 64);
 }
+
+#[test]
+fn the_cpu_engine_reports_its_load_tensor_by_tensor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("qwen2.gguf");
+    write_model("qwen2", &path, &[]);
+    let mut seen = Vec::new();
+    let loaded = model::load_reporting(
+        &path,
+        &Device::Cpu,
+        Engine::Auto,
+        model::Capacity::default(),
+        &mut |done, total| seen.push((done, total)),
+    )
+    .expect("load");
+    assert!(loaded.model.info.engine.starts_with("cpu-"));
+    // Every tensor moves it on; it never goes back, and it ends at the whole.
+    assert!(seen.len() > LAYERS * 9, "{} reports", seen.len());
+    assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "{seen:?}");
+    let (done, total) = *seen.last().expect("a report");
+    assert_eq!(done, total);
+    assert!(seen[0].0 < total);
+}

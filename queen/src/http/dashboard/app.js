@@ -229,7 +229,12 @@ function renderWorker(worker) {
     { class: "row", "data-worker": worker.worker_id, "data-status": worker.status },
     el("div", { class: "field" }, el("span", { class: "key" }, worker.worker_id), el("span", { class: "mono" }, worker.model)),
     field("hive · device", `${worker.hive_id} · ${worker.device}`),
-    el("div", { class: "field" }, el("span", { class: "key" }, "state"), el("span", {}, pill(worker.status))),
+    el(
+      "div",
+      { class: "field" },
+      el("span", { class: "key" }, "state"),
+      el("span", {}, pill(worker.status), worker.load_percent == null ? "" : ` ${worker.load_percent}%`),
+    ),
     field("last request", rate),
     field("slots busy · in flight · tokens", `${worker.slots_busy}/${worker.slots_total} · ${worker.in_flight} · ${worker.tokens_generated}`),
   );

@@ -135,21 +135,46 @@ pub fn hives(hives: &[HiveSummary]) -> String {
     )
 }
 
-/// The queen's `status`: one line for the queen, the hives (with a line for each
-/// whose SSH commands fail), the workers.
+/// The queen's `status`: one line for the queen, the hives (with how the queen's SSH
+/// commands to each fare: the hive → queen direction is the workers' `heard`), the
+/// workers.
 pub fn cluster(status: &ClusterStatus) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    cluster_at(status, now)
+}
+
+fn cluster_at(status: &ClusterStatus, now_unix_s: u64) -> String {
     let online = status.hives.iter().filter(|h| h.online).count();
-    let failing: String = status
+    let ago = |at: u64| format!("{} ago", duration(now_unix_s.saturating_sub(at)));
+    let ssh: String = status
         .hives
         .iter()
-        .filter(|h| h.ssh.consecutive_failures > 0)
+        .filter(|h| h.ssh.healthy.is_some() || h.ssh.consecutive_failures > 0)
         .map(|h| {
-            format!(
-                "\n{}: {} SSH failure(s) in a row, the last: {}",
+            let ssh = &h.ssh;
+            let mut line = format!(
+                "\n{}: ssh {}",
                 h.alias,
-                h.ssh.consecutive_failures,
-                h.ssh.last_error.as_deref().unwrap_or("-")
-            )
+                match ssh.healthy {
+                    Some(true) => "ok",
+                    Some(false) => "down",
+                    None => "not judged yet",
+                }
+            );
+            if ssh.consecutive_failures > 0 {
+                line.push_str(&format!(
+                    ", {} failure(s) in a row, the last {}: {}",
+                    ssh.consecutive_failures,
+                    ssh.last_error_unix_s.map_or_else(|| "-".to_owned(), ago),
+                    ssh.last_error.as_deref().unwrap_or("-")
+                ));
+            }
+            if let Some(at) = ssh.last_success_unix_s {
+                line.push_str(&format!("; last success {}", ago(at)));
+            }
+            line
         })
         .collect();
     format!(
@@ -160,7 +185,7 @@ pub fn cluster(status: &ClusterStatus) -> String {
         online,
         status.hives.len(),
         hives(&status.hives),
-        failing,
+        ssh,
         status.workers.len(),
         crate::worker_table::render(&status.workers)
     )
@@ -222,7 +247,7 @@ mod tests {
             ssh: if online {
                 rbee_protocol::cluster::LinkHealth {
                     healthy: Some(true),
-                    last_success_unix_s: Some(1),
+                    last_success_unix_s: Some(995),
                     ..Default::default()
                 }
             } else {
@@ -230,7 +255,8 @@ mod tests {
                     healthy: Some(false),
                     consecutive_failures: 3,
                     last_error: Some("192.0.2.11:22 is unreachable: no route".to_owned()),
-                    ..Default::default()
+                    last_error_unix_s: Some(998),
+                    last_success_unix_s: Some(875),
                 }
             },
         }
@@ -238,15 +264,18 @@ mod tests {
 
     #[test]
     fn the_cluster_status_reads_as_sentences_and_tables_not_json() {
-        let text = cluster(&ClusterStatus {
-            queen: QueenSummary {
-                version: "0.1.0".to_owned(),
-                uptime_s: 3725,
-                jobs_running: 1,
+        let text = cluster_at(
+            &ClusterStatus {
+                queen: QueenSummary {
+                    version: "0.1.0".to_owned(),
+                    uptime_s: 3725,
+                    jobs_running: 1,
+                },
+                hives: vec![hive("gpu-a", true), hive("gpu-b", false)],
+                workers: Vec::new(),
             },
-            hives: vec![hive("gpu-a", true), hive("gpu-b", false)],
-            workers: Vec::new(),
-        });
+            1_000,
+        );
         assert!(!text.contains('{'), "{text}");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "queen 0.1.0, up 1h 02m, 1 job(s) running");
@@ -267,12 +296,14 @@ mod tests {
             ]
         );
         assert_eq!(lines[5].split_whitespace().nth(6), Some("down"));
+        // Both directions: SSH per hive here, heartbeats as the workers' `heard`.
+        assert_eq!(lines[6], "gpu-a: ssh ok; last success 5s ago");
         assert_eq!(
-            lines[6],
-            "gpu-b: 3 SSH failure(s) in a row, the last: 192.0.2.11:22 is unreachable: no route"
+            lines[7],
+            "gpu-b: ssh down, 3 failure(s) in a row, the last 2s ago: 192.0.2.11:22 is unreachable: no route; last success 2m 05s ago"
         );
-        assert_eq!(lines[8], "WORKERS (0)");
-        assert_eq!(lines[9], "(none)");
+        assert_eq!(lines[9], "WORKERS (0)");
+        assert_eq!(lines[10], "(none)");
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub struct Snapshot {
     /// Per hive: whether its SSH commands fare well (absent until judged) and the
     /// failures in a row.
     pub hive_ssh: Vec<(String, Option<bool>, u32)>,
+    /// Per worker: milliseconds since its last heartbeat (the hive → queen direction).
+    pub worker_heard_ms: Vec<(String, u64)>,
     pub jobs_running: u64,
 }
 
@@ -219,6 +221,15 @@ impl Metrics {
         );
         gauge(
             &mut out,
+            "rbee_worker_heartbeat_age_seconds",
+            "Time since each worker's last heartbeat reached the queen.",
+            snapshot
+                .worker_heard_ms
+                .iter()
+                .map(|(worker, ms)| (vec![("worker_id", worker.clone())], *ms as f64 / 1000.0)),
+        );
+        gauge(
+            &mut out,
             "rbee_hive_ssh_consecutive_failures",
             "SSH commands to a hive that failed since its last success.",
             snapshot
@@ -265,11 +276,11 @@ fn counter(out: &mut String, name: &str, help: &str, values: &BTreeMap<Labels, u
     }
 }
 
-fn gauge(
+fn gauge<V: std::fmt::Display>(
     out: &mut String,
     name: &str,
     help: &str,
-    values: impl IntoIterator<Item = (Labels, u64)>,
+    values: impl IntoIterator<Item = (Labels, V)>,
 ) {
     header(out, name, help, "gauge");
     for (labels, value) in values {
@@ -316,6 +327,7 @@ mod tests {
                 ("b".to_owned(), Some(false), 4),
                 ("c".to_owned(), None, 1),
             ],
+            worker_heard_ms: vec![("w1".to_owned(), 1500)],
             jobs_running: 0,
         });
         assert!(

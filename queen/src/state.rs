@@ -115,7 +115,9 @@ impl AppState {
     pub fn metrics_snapshot(&self) -> crate::metrics::Snapshot {
         let mut workers = std::collections::BTreeMap::new();
         let mut slots = std::collections::BTreeMap::new();
+        let mut worker_heard_ms = Vec::new();
         for worker in self.workers.list() {
+            worker_heard_ms.push((worker.heartbeat.worker_id.clone(), worker.last_seen_ms));
             *workers
                 .entry(worker.status.as_str().to_owned())
                 .or_insert(0) += 1;
@@ -145,6 +147,7 @@ impl AppState {
                     (alias.clone(), health.healthy, health.consecutive_failures)
                 })
                 .collect(),
+            worker_heard_ms,
             jobs_running: self.jobs.running() as u64,
         }
     }

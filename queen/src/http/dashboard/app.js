@@ -192,16 +192,15 @@ function renderHive(hive) {
         .join(" · "),
     ),
   );
-  // The queen → hive direction: SSH, judged over several commands.
+  // The queen → hive direction: SSH, judged over several commands (the other
+  // direction is each worker's heartbeats).
   const ssh = hive.ssh || {};
-  if (ssh.consecutive_failures > 0 || ssh.healthy === false) {
-    card.append(
-      el(
-        "p",
-        { class: "muted", "data-ssh": ssh.healthy === false ? "down" : "failing" },
-        `SSH ${ssh.healthy === false ? "down" : "failing"}: ${ssh.consecutive_failures} failure(s) in a row, the last: ${ssh.last_error || "-"}`,
-      ),
-    );
+  if (ssh.healthy != null || ssh.consecutive_failures > 0) {
+    const state = ssh.healthy === false ? "down" : ssh.consecutive_failures > 0 ? "failing" : "ok";
+    const parts = [`SSH ${state}`];
+    if (ssh.last_success_unix_s) parts.push(`last success ${new Date(ssh.last_success_unix_s * 1000).toLocaleTimeString()}`);
+    if (ssh.consecutive_failures > 0) parts.push(`${ssh.consecutive_failures} failure(s) in a row, the last: ${ssh.last_error || "-"}`);
+    card.append(el("p", { class: "muted", "data-ssh": state }, parts.join(" · ")));
   }
   if (!caps) {
     card.append(el("p", { class: "muted" }, "Not started yet: `rbee-keeper hive start " + hive.alias + "`."));

@@ -6,6 +6,8 @@
 #   THREADS=4 PROFILE=dev scripts/bench-worker.sh
 #   QUANT=Q8_0 scripts/bench-worker.sh # the test model requantized (also Q4_K_M)
 #   RBEE_WORKER_ENGINE=candle scripts/bench-worker.sh  # the worker on candle's kernels
+#   ARCH=qwen2 scripts/bench-worker.sh  # a random-weight qwen2 (or qwen3) of a real
+#                                       # model's shape, Q8_0 (bench/make_random_model.py)
 #
 # llama-cpp-python is built from source once (about 15 minutes on 2 cores) into
 # .rbee-cache/llama-venv and reused afterwards.
@@ -25,7 +27,18 @@ if ! "$venv/bin/python" -c 'import llama_cpp' 2>/dev/null; then
         "$venv/bin/pip" install --quiet --no-binary llama-cpp-python llama-cpp-python
 fi
 
-if [[ -n "${QUANT:-}" ]]; then
+if [[ -n "${ARCH:-}" ]]; then
+    # Written once, with the test model's tokenizer.
+    random_model="$repo/.rbee-cache/models/rbee-bench-$ARCH.Q8_0.gguf"
+    if [[ ! -f "$random_model" ]]; then
+        "$venv/bin/python" -c 'import gguf, numpy' 2>/dev/null ||
+            "$venv/bin/pip" install --quiet gguf numpy >&2
+        "$venv/bin/python" "$repo/bench/make_random_model.py" "$ARCH" "$model" \
+            "$random_model.partial"
+        mv "$random_model.partial" "$random_model"
+    fi
+    model="$random_model"
+elif [[ -n "${QUANT:-}" ]]; then
     # llama.cpp's quantizer writes the same weights in another format, once.
     requantized="${model%.*.gguf}.$QUANT.gguf"
     if [[ ! -f "$requantized" ]]; then

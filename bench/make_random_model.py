@@ -1,0 +1,92 @@
+"""Writes a GGUF model of one family with random weights, for benchmarks.
+
+    python bench/make_random_model.py ARCH TOKENIZER.gguf OUT.gguf
+
+ARCH is `qwen2` (the shape of Qwen2.5-0.5B: hidden 896, 24 layers, 14 query heads and
+2 KV heads of 64, FFN 4864, projection biases) or `qwen3` (the shape of Qwen3-0.6B:
+hidden 1024, 28 layers, 16 query heads and 8 KV heads of 128, FFN 3072, per-head
+query/key norms). Every matrix is Q8_0, every norm and bias F32, the output tied to
+the embedding. The tokenizer (every tokenizer.* key) and with it the vocabulary come
+from TOKENIZER.gguf, so prompts tokenize as for that model; the text generated is
+nonsense, the timings are what matter.
+
+Weights are normal(0, 0.02) from a fixed seed (the same file every time); norms are 1.
+"""
+
+import sys
+
+import numpy as np
+
+from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter
+
+# The same tokenizer copy and random Q8_0 matrices as the 1B llama's.
+from make_llama_1b import copy_tokenizer, q8_0
+
+SHAPES = {
+    "qwen2": dict(hidden=896, layers=24, heads=14, kv_heads=2, head_dim=64, ffn=4864,
+                  base=1_000_000.0, eps=1e-6, context=32768),
+    "qwen3": dict(hidden=1024, layers=28, heads=16, kv_heads=8, head_dim=128, ffn=3072,
+                  base=1_000_000.0, eps=1e-6, context=40960),
+}
+SEED = 20261206
+SCALE = 0.02  # as make_llama_1b's matrices, for the biases
+
+
+def main():
+    if len(sys.argv) != 4 or sys.argv[1] not in SHAPES:
+        sys.exit(f"usage: make_random_model.py {'|'.join(SHAPES)} TOKENIZER.gguf OUT.gguf")
+    arch, source, out = sys.argv[1:]
+    s = SHAPES[arch]
+    hidden, heads, kv_heads, head_dim = s["hidden"], s["heads"], s["kv_heads"], s["head_dim"]
+    q_dim, kv_dim = heads * head_dim, kv_heads * head_dim
+    reader = GGUFReader(source)
+    writer = GGUFWriter(out, arch=arch)
+    writer.add_name(f"rbee bench {arch} (random weights)")
+    writer.add_context_length(s["context"])
+    writer.add_embedding_length(hidden)
+    writer.add_block_count(s["layers"])
+    writer.add_feed_forward_length(s["ffn"])
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_freq_base(s["base"])
+    writer.add_layer_norm_rms_eps(s["eps"])
+    if arch == "qwen3":
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+    writer.add_file_type(7)  # LLAMA_FTYPE_MOSTLY_Q8_0
+    vocab = copy_tokenizer(reader, writer)
+    writer.add_vocab_size(vocab)
+    writer.add_quantization_version(2)
+
+    rng = np.random.default_rng(SEED)
+    q8 = GGMLQuantizationType.Q8_0
+    ones = np.ones(hidden, dtype=np.float32)
+    writer.add_tensor("token_embd.weight", q8_0(rng, vocab, hidden), raw_dtype=q8)
+    for layer in range(s["layers"]):
+        blk = f"blk.{layer}"
+        writer.add_tensor(f"{blk}.attn_norm.weight", ones)
+        writer.add_tensor(f"{blk}.attn_q.weight", q8_0(rng, q_dim, hidden), raw_dtype=q8)
+        writer.add_tensor(f"{blk}.attn_k.weight", q8_0(rng, kv_dim, hidden), raw_dtype=q8)
+        writer.add_tensor(f"{blk}.attn_v.weight", q8_0(rng, kv_dim, hidden), raw_dtype=q8)
+        if arch == "qwen2":
+            for name, width in (("attn_q", q_dim), ("attn_k", kv_dim), ("attn_v", kv_dim)):
+                bias = (rng.standard_normal(width, dtype=np.float32) * SCALE).astype(np.float32)
+                writer.add_tensor(f"{blk}.{name}.bias", bias)
+        if arch == "qwen3":
+            writer.add_tensor(f"{blk}.attn_q_norm.weight", np.ones(head_dim, dtype=np.float32))
+            writer.add_tensor(f"{blk}.attn_k_norm.weight", np.ones(head_dim, dtype=np.float32))
+        writer.add_tensor(f"{blk}.attn_output.weight", q8_0(rng, hidden, q_dim), raw_dtype=q8)
+        writer.add_tensor(f"{blk}.ffn_norm.weight", ones)
+        writer.add_tensor(f"{blk}.ffn_gate.weight", q8_0(rng, s["ffn"], hidden), raw_dtype=q8)
+        writer.add_tensor(f"{blk}.ffn_up.weight", q8_0(rng, s["ffn"], hidden), raw_dtype=q8)
+        writer.add_tensor(f"{blk}.ffn_down.weight", q8_0(rng, hidden, s["ffn"]), raw_dtype=q8)
+    writer.add_tensor("output_norm.weight", ones)
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -25,6 +25,13 @@ MAX_TOKENS = 128
 RUNS = 3
 
 
+def prompt(run):
+    """The prompt of one run: a different first word each run, so no engine serves a
+    run's prompt from the cache an earlier one left (the worker keeps each slot's
+    prefix; llama.cpp is reset between runs)."""
+    return f"{'ABCDEFGH'[run]}. {PROMPT}"
+
+
 def worker_bench(binary, model, threads):
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads), RUST_LOG="warn")
     env.pop("RBEE_WORKER_TOKEN", None)
@@ -39,7 +46,7 @@ def worker_bench(binary, model, threads):
         wall_ready = time.monotonic() - started
         runs = []
         for i in range(RUNS + 1):
-            end = infer(url)
+            end = infer(url, prompt(i))
             if i > 0:  # the first run warms caches and allocators
                 runs.append(end)
         prompt_tps = statistics.median(r["prompt_tokens"] / (r["ttft_ms"] / 1000) for r in runs)
@@ -58,8 +65,8 @@ def worker_bench(binary, model, threads):
         proc.wait(timeout=30)
 
 
-def infer(url):
-    body = json.dumps({"prompt": PROMPT, "max_tokens": MAX_TOKENS, "temperature": 0}).encode()
+def infer(url, text):
+    body = json.dumps({"prompt": text, "max_tokens": MAX_TOKENS, "temperature": 0}).encode()
     request = urllib.request.Request(
         url + "/v1/inference", data=body, headers={"content-type": "application/json"})
     event = None
@@ -83,12 +90,12 @@ def llama_bench(model, threads):
     llm = llama_cpp.Llama(model_path=model, n_threads=threads, n_threads_batch=threads,
                           n_ctx=2048, n_batch=512, verbose=False)
     load_s = time.monotonic() - started
-    prompt_tokens = len(llm.tokenize(PROMPT.encode(), add_bos=True))
+    prompt_tokens = len(llm.tokenize(prompt(0).encode(), add_bos=True))
     runs = []
     for i in range(RUNS + 1):
         llm.reset()
         llama_cpp.llama_perf_context_reset(llm.ctx)
-        out = llm.create_completion(PROMPT, max_tokens=MAX_TOKENS, temperature=0.0)
+        out = llm.create_completion(prompt(i), max_tokens=MAX_TOKENS, temperature=0.0)
         perf = llama_cpp.llama_perf_context(llm.ctx)
         if i > 0:
             runs.append((perf, out["usage"]["completion_tokens"]))

@@ -36,7 +36,7 @@ done
 
 llama_dir="$(bench/build-llama-server.sh)"
 venv="$repo/.rbee-cache/bench-venv"
-if ! "$venv/bin/python" -c 'import gguf, numpy' 2>/dev/null; then
+if ! "$venv/bin/python" -I -c 'import gguf, numpy' 2>/dev/null; then
     "$venv/bin/pip" install --quiet gguf numpy >&2
 fi
 

@@ -31,7 +31,7 @@ if [[ -n "${ARCH:-}" ]]; then
     # Written once, with the test model's tokenizer.
     random_model="$repo/.rbee-cache/models/rbee-bench-$ARCH.Q8_0.gguf"
     if [[ ! -f "$random_model" ]]; then
-        "$venv/bin/python" -c 'import gguf, numpy' 2>/dev/null ||
+        "$venv/bin/python" -I -c 'import gguf, numpy' 2>/dev/null ||
             "$venv/bin/pip" install --quiet gguf numpy >&2
         "$venv/bin/python" "$repo/bench/make_random_model.py" "$ARCH" "$model" \
             "$random_model.partial"

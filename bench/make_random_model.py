@@ -2,7 +2,9 @@
 
     python bench/make_random_model.py ARCH TOKENIZER.gguf OUT.gguf
 
-ARCH is `qwen2` (the shape of Qwen2.5-0.5B: hidden 896, 24 layers, 14 query heads and
+ARCH is `llama` (a ~1B-parameter small modern llama: hidden 2048, 16 layers, 32 query
+heads and 8 KV heads of 64, FFN 8192; bench/make_llama_1b.py), `qwen2` (the shape of
+Qwen2.5-0.5B: hidden 896, 24 layers, 14 query heads and
 2 KV heads of 64, FFN 4864, projection biases) or `qwen3` (the shape of Qwen3-0.6B:
 hidden 1024, 28 layers, 16 query heads and 8 KV heads of 128, FFN 3072, per-head
 query/key norms). Every matrix is Q8_0, every norm and bias F32, the output tied to
@@ -17,37 +19,62 @@ import sys
 
 import numpy as np
 
+import gguf
 from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter
 
-# The same tokenizer copy and random Q8_0 matrices as the 1B llama's.
-from make_llama_1b import copy_tokenizer, q8_0
-
 SHAPES = {
+    "llama": dict(hidden=2048, layers=16, heads=32, kv_heads=8, head_dim=64, ffn=8192,
+                  base=500_000.0, eps=1e-5, context=4096, seed=20261205,
+                  name="rbee bench llama 1B (random weights)"),
     "qwen2": dict(hidden=896, layers=24, heads=14, kv_heads=2, head_dim=64, ffn=4864,
-                  base=1_000_000.0, eps=1e-6, context=32768),
+                  base=1_000_000.0, eps=1e-6, context=32768, seed=20261206,
+                  name="rbee bench qwen2 (random weights)"),
     "qwen3": dict(hidden=1024, layers=28, heads=16, kv_heads=8, head_dim=128, ffn=3072,
-                  base=1_000_000.0, eps=1e-6, context=40960),
+                  base=1_000_000.0, eps=1e-6, context=40960, seed=20261206,
+                  name="rbee bench qwen3 (random weights)"),
 }
-SEED = 20261206
-SCALE = 0.02  # as make_llama_1b's matrices, for the biases
+SCALE = 0.02
 
 
-def main():
-    if len(sys.argv) != 4 or sys.argv[1] not in SHAPES:
-        sys.exit(f"usage: make_random_model.py {'|'.join(SHAPES)} TOKENIZER.gguf OUT.gguf")
-    arch, source, out = sys.argv[1:]
+def copy_tokenizer(reader, writer):
+    vocab = None
+    for key, field in reader.fields.items():
+        if not key.startswith("tokenizer."):
+            continue
+        vtype = field.types[0]
+        if vtype == gguf.GGUFValueType.ARRAY:
+            value = field.contents()
+            writer.add_key_value(key, value, vtype, sub_type=field.types[-1])
+            if key == "tokenizer.ggml.tokens":
+                vocab = len(value)
+        else:
+            writer.add_key_value(key, field.contents(), vtype)
+    if vocab is None:
+        sys.exit("the tokenizer file has no tokenizer.ggml.tokens")
+    return vocab
+
+
+def q8_0(rng, rows, cols):
+    """A rows x cols matrix (cols = input features) of random weights, as Q8_0 bytes."""
+    weights = (rng.standard_normal((rows, cols), dtype=np.float32) * SCALE).astype(np.float32)
+    return gguf.quants.quantize(weights, GGMLQuantizationType.Q8_0)
+
+
+def write(arch, source, out):
     s = SHAPES[arch]
     hidden, heads, kv_heads, head_dim = s["hidden"], s["heads"], s["kv_heads"], s["head_dim"]
     q_dim, kv_dim = heads * head_dim, kv_heads * head_dim
     reader = GGUFReader(source)
     writer = GGUFWriter(out, arch=arch)
-    writer.add_name(f"rbee bench {arch} (random weights)")
+    writer.add_name(s["name"])
     writer.add_context_length(s["context"])
     writer.add_embedding_length(hidden)
     writer.add_block_count(s["layers"])
     writer.add_feed_forward_length(s["ffn"])
     writer.add_head_count(heads)
     writer.add_head_count_kv(kv_heads)
+    if arch == "llama":
+        writer.add_rope_dimension_count(head_dim)
     writer.add_rope_freq_base(s["base"])
     writer.add_layer_norm_rms_eps(s["eps"])
     if arch == "qwen3":
@@ -58,7 +85,7 @@ def main():
     writer.add_vocab_size(vocab)
     writer.add_quantization_version(2)
 
-    rng = np.random.default_rng(SEED)
+    rng = np.random.default_rng(s["seed"])
     q8 = GGMLQuantizationType.Q8_0
     ones = np.ones(hidden, dtype=np.float32)
     writer.add_tensor("token_embd.weight", q8_0(rng, vocab, hidden), raw_dtype=q8)
@@ -86,6 +113,12 @@ def main():
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def main():
+    if len(sys.argv) != 4 or sys.argv[1] not in SHAPES:
+        sys.exit(f"usage: make_random_model.py {'|'.join(SHAPES)} TOKENIZER.gguf OUT.gguf")
+    write(*sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -385,17 +385,22 @@ fn the_keeper_sends_the_configured_token() {
     );
 }
 
+/// Runs the keeper with an empty configuration directory and no queen.
+fn unconfigured_keeper(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rbee-keeper"))
+        .args(args)
+        .env("RBEE_CONFIG_DIR", dir)
+        .env_remove("RBEE_CONFIG")
+        .output()
+        .expect("keeper runs")
+}
+
 #[test]
 fn completions_and_the_man_page_need_no_configuration() {
     // No config file, no queen: a fresh machine's shell setup.
     let dir = tempfile::tempdir().expect("tempdir");
     let keeper = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_rbee-keeper"))
-            .args(args)
-            .env("RBEE_CONFIG_DIR", dir.path())
-            .env_remove("RBEE_CONFIG")
-            .output()
-            .expect("keeper runs");
+        let out = unconfigured_keeper(dir.path(), args);
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
         text(&out.stdout)
     };
@@ -439,12 +444,7 @@ fn a_keep_alive_is_checked_before_anything_is_sent() {
             "5d",
         ][..],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_rbee-keeper"))
-            .args(args)
-            .env("RBEE_CONFIG_DIR", dir.path())
-            .env_remove("RBEE_CONFIG")
-            .output()
-            .expect("keeper runs");
+        let out = unconfigured_keeper(dir.path(), args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let stderr = text(&out.stderr);
         assert!(

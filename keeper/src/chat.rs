@@ -30,7 +30,7 @@ pub async fn run(settings: &Settings, args: ChatArgs) -> anyhow::Result<ExitCode
     if interactive {
         eprintln!(
             "{}",
-            style(format!("chatting with {}; {HELP}", args.options.model)).dim()
+            style(format!("chatting with {}; {HELP}", args.options.model())).dim()
         );
     }
     let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<String>(1);

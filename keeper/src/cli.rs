@@ -296,8 +296,10 @@ pub struct ChatArgs {
 /// Which worker generates, and how it samples.
 #[derive(Args, Debug, Clone)]
 pub struct GenerationArgs {
+    /// The model; when not given, the one model ready workers serve (a terminal is
+    /// asked to choose when there are several).
     #[arg(long)]
-    pub model: String,
+    pub model: Option<String>,
     /// Only workers on this hive.
     #[arg(long)]
     pub hive: Option<String>,
@@ -378,10 +380,15 @@ impl GenerationArgs {
         }
     }
 
+    /// The model, once [`crate::resolve_model`] has settled it.
+    pub fn model(&self) -> &str {
+        self.model.as_deref().unwrap_or_default()
+    }
+
     /// The `infer` operation for `request` with these pins.
     pub fn operation(&self, request: rbee_protocol::InferenceRequest) -> rbee_protocol::Operation {
         rbee_protocol::Operation::Infer {
-            model: self.model.clone(),
+            model: self.model().to_owned(),
             hive_id: self.hive.clone(),
             worker_id: self.worker.clone(),
             spawn: self.spawn,

@@ -125,7 +125,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Hive(command) => hive(&settings, command)?,
         Command::Model(command) => model(&settings, command)?,
         Command::Worker(command) => worker(command),
-        Command::Infer(args) => {
+        Command::Infer(mut args) => {
+            resolve_model(&settings, &mut args.options).await?;
             let chat = args.chat || args.system.is_some();
             let request = if chat {
                 let mut messages: Vec<ChatMessage> = args
@@ -157,7 +158,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             args.options.operation(request)
         }
-        Command::Chat(args) => return chat::run(&settings, args).await,
+        Command::Chat(mut args) => {
+            resolve_model(&settings, &mut args.options).await?;
+            return chat::run(&settings, args).await;
+        }
         Command::Play { file, check, limit } => {
             let content = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading the playbook {}", file.display()))?;
@@ -364,6 +368,49 @@ fn model(settings: &Settings, command: ModelCommand) -> anyhow::Result<Operation
             keep_alive,
         },
     })
+}
+
+/// Settles the model of an `infer` or `chat` given without `--model`: the one model
+/// ready workers serve, or the operator's choice among several (an error listing them
+/// without a terminal).
+pub async fn resolve_model(
+    settings: &Settings,
+    options: &mut cli::GenerationArgs,
+) -> anyhow::Result<()> {
+    if options.model.is_some() {
+        return Ok(());
+    }
+    let Some(listed) = settings.client()?.get_json("/v1/models").await? else {
+        anyhow::bail!(
+            "no queen answers at {}, and no --model was given\nhint: start it with `rbee-keeper queen start`",
+            settings.queen_url
+        );
+    };
+    let models = listed["data"].as_array().cloned().unwrap_or_default();
+    // Served by ready workers: the entries without the hives that hold them on disk.
+    let id = |m: &serde_json::Value| m["id"].as_str().map(str::to_owned);
+    let served: Vec<String> = models
+        .iter()
+        .filter(|m| m.get("hives").is_none())
+        .filter_map(id)
+        .collect();
+    let chosen = match served.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            let held: Vec<String> = models.iter().filter_map(id).collect();
+            anyhow::bail!(
+                "no ready worker serves a model, and no --model was given{}\nhint: name one with --model (a request loads it)",
+                if held.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (the hives hold: {})", held.join(", "))
+                }
+            );
+        }
+        several => prompt::choose("model", several, "--model")?,
+    };
+    options.model = Some(chosen);
+    Ok(())
 }
 
 fn worker(command: WorkerCommand) -> Operation {

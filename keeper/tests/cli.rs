@@ -227,6 +227,21 @@ fn failed_jobs_exit_non_zero_with_the_hint() {
 }
 
 #[test]
+fn infer_without_a_model_and_nothing_served_says_what_to_pass() {
+    let op = Operator::new();
+    op.ok(&["queen", "start"]);
+    let out = op.run(&["infer", "hi"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("no ready worker serves a model, and no --model was given")
+            && stderr.contains("hint: name one with --model"),
+        "{stderr}"
+    );
+    op.ok(&["queen", "stop"]);
+}
+
+#[test]
 fn late_subscriber_sees_the_whole_job() {
     let op = Operator::new();
     op.ok(&["queen", "start"]);

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use rbee_protocol::JobEvent;
 use serde_json::{Value, json};
 
-use crate::support::{Lab, Queen, start_queen_on, test_model};
-use crate::workers::{MODEL, config, stock_models};
+use crate::support::{Lab, Queen, bin_dir, start_queen_on, test_model};
+use crate::workers::{MODEL, TOKEN, config, stock_models};
 
 /// The model under a second name, for a worker started by hand.
 const PINNED: &str = "pinned-copy";
@@ -62,6 +62,34 @@ async fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     check()
+}
+
+/// Runs the keeper binary against `queen` with no terminal on stdin.
+async fn keeper(queen: &Queen, args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("keeper dir");
+    let config = dir.path().join("config.toml");
+    let port = queen.state.listen_addr().port();
+    std::fs::write(
+        &config,
+        format!("[queen]\nport = {port}\napi_token = \"{TOKEN}\"\n"),
+    )
+    .expect("keeper config");
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(bin_dir().join("rbee-keeper"))
+            .arg("--config")
+            .arg(&config)
+            .args(&args)
+            .env_remove("RBEE_QUEEN_URL")
+            .env_remove("RBEE_API_TOKEN")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("keeper runs");
+        drop(dir);
+        out
+    })
+    .await
+    .expect("join")
 }
 
 async fn post(queen: &Queen, body: &Value, prefer: Option<&str>) -> reqwest::Response {
@@ -126,6 +154,19 @@ async fn cold_models_load_on_request_and_idle_workers_unload() {
     assert!(process_runs(&install_dir, &worker_id));
     step("a cold request answered");
 
+    // `infer` without --model: with two models served and no terminal, the keeper
+    // lists them instead of guessing.
+    let out = keeper(&queen, &["infer", "Say yes."]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("several models would do")
+            && stderr.contains(MODEL)
+            && stderr.contains(PINNED)
+            && stderr.contains("pass --model"),
+        "{stderr}"
+    );
+
     // Idle past its keep_alive, the worker is stopped through its hive, as a job.
     let last_request = Instant::now();
     let gone = wait_for(keep_alive + Duration::from_secs(15), || {
@@ -152,6 +193,12 @@ async fn cold_models_load_on_request_and_idle_workers_unload() {
     // The worker started by hand stays, idle as long.
     assert_eq!(serving(&queen, PINNED), pinned);
     step("the idle worker unloaded, the pinned one kept");
+
+    // With one model served, `infer` without --model uses it.
+    let out = keeper(&queen, &["infer", "--max-tokens", "4", "Say yes."]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&pinned[0]), "{stderr}");
 
     // A client that will not wait is told the state at once, with Retry-After, while
     // the queen loads the model; it is served once the model is loaded. Asked with

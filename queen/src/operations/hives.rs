@@ -378,10 +378,13 @@ pub async fn status(ctx: &JobContext, pattern: &str) -> OpResult {
         // The hive → queen direction: a worker the hive runs whose heartbeats this
         // queen does not hear.
         let running = super::workers::running_on(&host.quiet()).await?;
-        let silent = running
-            .iter()
-            .filter(|w| heartbeats_missing(&host, w))
-            .count();
+        let mut silent = 0;
+        for worker in &running {
+            if heartbeats_missing(&host, worker) {
+                warn_unheard(&host, worker);
+                silent += 1;
+            }
+        }
         let ssh = host.job.state.hives.ssh_health(&host.hive.alias);
         let ssh = match (ssh.healthy, ssh.consecutive_failures) {
             (_, 0) => "ssh ok".to_owned(),
@@ -407,18 +410,20 @@ pub async fn status(ctx: &JobContext, pattern: &str) -> OpResult {
     .await
 }
 
-/// Whether a worker the hive runs is unheard by this queen (never, or not within
-/// three of its intervals); narrated with the queen URL the worker was given.
+/// Whether a worker the hive runs is unheard by this queen: never, or not within three
+/// of its intervals.
 fn heartbeats_missing(host: &HostContext, worker: &HiveWorker) -> bool {
+    host.job
+        .state
+        .workers
+        .get(&worker.record.worker_id)
+        .is_none_or(|w| w.status == WorkerStatus::Stale)
+}
+
+/// Names an unheard worker with the queen URL it sends its heartbeats to.
+fn warn_unheard(host: &HostContext, worker: &HiveWorker) {
     let id = &worker.record.worker_id;
-    let heard = host.job.state.workers.get(id);
-    if heard
-        .as_ref()
-        .is_some_and(|w| w.status != WorkerStatus::Stale)
-    {
-        return false;
-    }
-    let when = heard.map_or_else(
+    let when = host.job.state.workers.get(id).map_or_else(
         || "never heard".to_owned(),
         |w| format!("last heard {}s ago", w.last_seen_ms / 1000),
     );
@@ -430,7 +435,6 @@ fn heartbeats_missing(host: &HostContext, worker: &HiveWorker) -> bool {
             host.hive.alias, worker.record.queen_url, host.hive.alias
         ),
     );
-    true
 }
 
 /// `hive list` and `inventory check`: reachability, host key and agent version of

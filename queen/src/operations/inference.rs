@@ -363,7 +363,7 @@ async fn spawn_for(ctx: &JobContext, model: &str, pins: &Pins) -> Result<WorkerV
                     job: ctx.clone(),
                     hive: hive.clone(),
                 };
-                let _ = models::catalog(&host).await;
+                let _ = models::held(&host.quiet()).await;
             }
             Err(refusal) if refusal.code == ErrorCode::InsufficientMemory => {
                 short_of_memory = true;

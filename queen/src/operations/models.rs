@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use rbee_hive::AgentCommand;
 use rbee_hive::models::ModelCommand;
-use rbee_protocol::models::{HubAccess, ModelTransfer};
+use rbee_protocol::models::{HubAccess, ModelEntry, ModelTransfer};
 use rbee_protocol::{ErrorCode, ErrorDetail, Level, validate};
 
 use super::agent::answer_as;
@@ -236,18 +236,8 @@ pub(super) async fn push_on(
 
 pub async fn list(ctx: &JobContext, pattern: &str) -> OpResult {
     fan_out(ctx, pattern, "model_list", |host| async move {
-        let entries = answer_as!(
-            HiveClient::new(&host)
-                .call(AgentCommand::Model(ModelCommand::List))
-                .await?,
-            Models,
-            "list"
-        )?;
+        let entries = held(&host).await?;
         let total: u64 = entries.iter().map(|e| e.size).sum();
-        host.job.state.hives.set_models(
-            &host.hive.alias,
-            entries.iter().map(|e| e.id.clone()).collect(),
-        );
         Ok(HostDone::ok(format!(
             "{} model(s), {}",
             entries.len(),
@@ -257,23 +247,22 @@ pub async fn list(ctx: &JobContext, pattern: &str) -> OpResult {
     .await
 }
 
-/// The models one hive holds, asked quietly (no `result` event) and remembered as its
-/// catalog.
-pub(super) async fn catalog(host: &HostContext) -> Result<Vec<String>, ErrorDetail> {
-    let quiet = host.quiet();
+/// The models one hive holds, remembered as its catalog (`/v1/models`, the list a
+/// `model_not_found` answer gives). Relayed as the hive's result unless `host` is
+/// quiet.
+pub(super) async fn held(host: &HostContext) -> Result<Vec<ModelEntry>, ErrorDetail> {
     let entries = answer_as!(
-        HiveClient::new(&quiet)
+        HiveClient::new(host)
             .call(AgentCommand::Model(ModelCommand::List))
             .await?,
         Models,
         "list"
     )?;
-    let ids: Vec<String> = entries.into_iter().map(|e| e.id).collect();
-    host.job
-        .state
-        .hives
-        .set_models(&host.hive.alias, ids.clone());
-    Ok(ids)
+    host.job.state.hives.set_models(
+        &host.hive.alias,
+        entries.iter().map(|e| e.id.clone()).collect(),
+    );
+    Ok(entries)
 }
 
 pub async fn get(ctx: &JobContext, pattern: &str, model: &str) -> OpResult {

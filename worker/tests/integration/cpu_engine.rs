@@ -37,7 +37,7 @@ fn run(engine: Engine, leader: Option<&[u32]>) -> (String, Vec<Vec<f32>>, Vec<u3
 /// percent of that spread: a last-bit difference can flip the rounding of one value when
 /// an activation row is quantized to 8 bits, and the flip is as large as the row's
 /// largest value / 127. A wrong kernel gives differences of the order of the spread.
-fn relative_difference(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn relative_difference(a: &[f32], b: &[f32]) -> f32 {
     let (lo, hi) = b
         .iter()
         .fold((f32::MAX, f32::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));

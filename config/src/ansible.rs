@@ -251,12 +251,12 @@ fn expand_range(name: &str) -> Result<Vec<String>, String> {
 }
 
 fn parse_yaml(text: &str) -> Result<Imported, String> {
-    let document: serde_yaml::Value =
-        serde_yaml::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
+    let document: serde_norway::Value =
+        serde_norway::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
     let mut imported = Imported::default();
     let top = match document {
-        serde_yaml::Value::Mapping(map) => map,
-        serde_yaml::Value::Null => return Ok(imported),
+        serde_norway::Value::Mapping(map) => map,
+        serde_norway::Value::Null => return Ok(imported),
         _ => return Err("the top level is not a mapping of groups".to_owned()),
     };
     for (name, body) in top {
@@ -266,29 +266,33 @@ fn parse_yaml(text: &str) -> Result<Imported, String> {
     Ok(imported)
 }
 
-fn yaml_key(key: &serde_yaml::Value) -> Result<String, String> {
+fn yaml_key(key: &serde_norway::Value) -> Result<String, String> {
     match key {
-        serde_yaml::Value::String(s) => Ok(s.clone()),
-        serde_yaml::Value::Number(n) => Ok(n.to_string()),
+        serde_norway::Value::String(s) => Ok(s.clone()),
+        serde_norway::Value::Number(n) => Ok(n.to_string()),
         other => Err(format!("{other:?} is not a name")),
     }
 }
 
-fn yaml_group(name: &str, body: &serde_yaml::Value, imported: &mut Imported) -> Result<(), String> {
+fn yaml_group(
+    name: &str,
+    body: &serde_norway::Value,
+    imported: &mut Imported,
+) -> Result<(), String> {
     if name != "all" {
         imported.groups.entry(name.to_owned()).or_default();
     }
     let body = match body {
-        serde_yaml::Value::Mapping(map) => map,
-        serde_yaml::Value::Null => return Ok(()),
+        serde_norway::Value::Mapping(map) => map,
+        serde_norway::Value::Null => return Ok(()),
         _ => return Err(format!("group {name:?} is not a mapping")),
     };
     for (key, value) in body {
         match yaml_key(key)?.as_str() {
             "hosts" => {
                 let hosts = match value {
-                    serde_yaml::Value::Mapping(map) => map.clone(),
-                    serde_yaml::Value::Null => continue,
+                    serde_norway::Value::Mapping(map) => map.clone(),
+                    serde_norway::Value::Null => continue,
                     _ => return Err(format!("{name}.hosts is not a mapping")),
                 };
                 for (host, vars) in hosts {
@@ -325,8 +329,8 @@ fn yaml_group(name: &str, body: &serde_yaml::Value, imported: &mut Imported) -> 
             }
             "children" => {
                 let children = match value {
-                    serde_yaml::Value::Mapping(map) => map.clone(),
-                    serde_yaml::Value::Null => continue,
+                    serde_norway::Value::Mapping(map) => map.clone(),
+                    serde_norway::Value::Null => continue,
                     _ => return Err(format!("{name}.children is not a mapping")),
                 };
                 for (child, child_body) in children {
@@ -352,10 +356,10 @@ fn yaml_group(name: &str, body: &serde_yaml::Value, imported: &mut Imported) -> 
     Ok(())
 }
 
-fn yaml_vars(value: &serde_yaml::Value) -> Result<toml::Table, String> {
+fn yaml_vars(value: &serde_norway::Value) -> Result<toml::Table, String> {
     match value {
-        serde_yaml::Value::Null => Ok(toml::Table::new()),
-        serde_yaml::Value::Mapping(map) => {
+        serde_norway::Value::Null => Ok(toml::Table::new()),
+        serde_norway::Value::Mapping(map) => {
             let mut vars = toml::Table::new();
             for (k, v) in map {
                 if let Some(v) = yaml_to_toml(v) {
@@ -368,24 +372,24 @@ fn yaml_vars(value: &serde_yaml::Value) -> Result<toml::Table, String> {
     }
 }
 
-fn yaml_to_toml(value: &serde_yaml::Value) -> Option<toml::Value> {
+fn yaml_to_toml(value: &serde_norway::Value) -> Option<toml::Value> {
     Some(match value {
-        serde_yaml::Value::Null => return None,
-        serde_yaml::Value::Bool(b) => toml::Value::Boolean(*b),
-        serde_yaml::Value::Number(n) => match n.as_i64() {
+        serde_norway::Value::Null => return None,
+        serde_norway::Value::Bool(b) => toml::Value::Boolean(*b),
+        serde_norway::Value::Number(n) => match n.as_i64() {
             Some(i) => toml::Value::Integer(i),
             None => toml::Value::Float(n.as_f64().unwrap_or_default()),
         },
-        serde_yaml::Value::String(s) => toml::Value::String(s.clone()),
-        serde_yaml::Value::Sequence(items) => {
+        serde_norway::Value::String(s) => toml::Value::String(s.clone()),
+        serde_norway::Value::Sequence(items) => {
             toml::Value::Array(items.iter().filter_map(yaml_to_toml).collect())
         }
-        serde_yaml::Value::Mapping(map) => toml::Value::Table(
+        serde_norway::Value::Mapping(map) => toml::Value::Table(
             map.iter()
                 .filter_map(|(k, v)| Some((yaml_key(k).ok()?, yaml_to_toml(v)?)))
                 .collect(),
         ),
-        serde_yaml::Value::Tagged(tagged) => return yaml_to_toml(&tagged.value),
+        serde_norway::Value::Tagged(tagged) => return yaml_to_toml(&tagged.value),
     })
 }
 
@@ -691,5 +695,12 @@ all:
         assert!(err.contains("h.yml") && err.contains("cycle"), "{err}");
         let err = import(Path::new("h.yml"), "all: [1, 2]").expect_err("not a mapping");
         assert!(err.contains("not a mapping"), "{err}");
+        // A YAML syntax error names the file and where in it.
+        let err = import(Path::new("h.yml"), "all:\n  hosts:\n    web: [1\n")
+            .expect_err("unclosed sequence");
+        assert!(
+            err.starts_with("h.yml: not valid YAML") && err.contains("line 4 column 1"),
+            "{err}"
+        );
     }
 }

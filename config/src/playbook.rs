@@ -18,10 +18,12 @@
 //! timeout = 120
 //! ```
 //!
-//! A task is one action with its arguments; string arguments may name variables as
-//! `{{ name }}` or `{{ name | default(value) }}`. Variables are the hive's (host over
-//! group over defaults), under the play's `vars`, plus `inventory_hostname`, `host`
-//! and `group_names`. Arguments are resolved per hive when the task runs.
+//! A task is one action with its arguments; string arguments may hold Jinja2
+//! templates as Ansible writes them (`{{ name }}`, `{{ name | default(value) }}`,
+//! `{{ tier | lower }}`), and `when` is a Jinja2 expression (`when.rs`, minijinja).
+//! Variables are the hive's (host over group over defaults), under the play's `vars`,
+//! plus `inventory_hostname`, `host` and `group_names`. Templates are checked when the
+//! playbook loads and filled per hive when the task runs.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -490,6 +492,9 @@ fn parse_task(mut table: toml::Table, index: usize) -> Result<Task, String> {
     if let Some(missing) = required.iter().find(|r| !args.contains_key(**r)) {
         return Err(at(format!("`{key}` needs the argument `{missing}`")));
     }
+    for (name, value) in &args {
+        when::check_templates(value).map_err(|e| at(format!("argument `{name}`: {e}")))?;
+    }
     Ok(Task {
         name: name.unwrap_or_else(|| kind.name().to_owned()),
         action: Action { kind, args },
@@ -594,7 +599,11 @@ timeout = 30
             ),
             (
                 "[[play]]\nhosts = \"a\"\n[[play.tasks]]\nhive_start = {}\nwhen = \"a ==\"\n",
-                "when",
+                "task \"task 1\": when \"a ==\": line 1 column 3: syntax error",
+            ),
+            (
+                "[[play]]\nhosts = \"a\"\n[[play.tasks]]\nname = \"p\"\nmodel_push = { path = \"m/{{ f | }}\" }\n",
+                "task \"p\": argument `path`: \"m/{{ f | }}\": line 1 column 10: syntax error",
             ),
             (
                 "[[play]]\nhosts = \"a\"\nport = 1\n",

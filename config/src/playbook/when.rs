@@ -1,24 +1,46 @@
-//! The small expression language of `when` conditions and `{{ }}` templates.
+//! `when` conditions and `{{ }}` templates: Jinja2 expressions, as Ansible has them,
+//! evaluated by minijinja.
 //!
-//! ```text
-//! expr    := and ("or" and)*
-//! and     := not ("and" not)*
-//! not     := "not" not | test
-//! test    := operand [ ("==" | "!=" | "<" | "<=" | ">" | ">=" | "in" | "not in") operand
-//!                    | "is" ["not"] ("defined" | "undefined") ]
-//! operand := literal | NAME ["|" "default" "(" literal ")"] | "(" expr ")" | "[" literal,* "]"
-//! ```
+//! A condition is one expression (`worker_device == 'cuda:0' and gpus >= 2`,
+//! `'gpu' in group_names`, `skip | default(false) | bool`, `n is not defined`); an
+//! argument is a string that may hold `{{ expr }}` parts. Filters and tests are
+//! minijinja's built-ins (`default`/`d`, `lower`, `upper`, `int`, `float`, `length`,
+//! `join`, `is defined`, `is number`, …), Python's string and list methods
+//! (`name.startswith('gpu')`) and Ansible's `bool`, which reads "yes", "on", "1" and
+//! "true" as true.
 //!
-//! Literals are quoted strings ('…' or "…"), integers, and `true`/`false`. A name that
-//! is not defined is an error unless it is tested with `is defined` or has a default.
+//! What holds as in Ansible and as before minijinja: a name that is not defined is an
+//! error unless it is tested (`is defined`) or given a default; a condition whose value
+//! is the string "false", "no", "0" or "" is false; a string that is exactly one
+//! template keeps the expression's type (`count = "{{ n }}"` is a number). Every error
+//! says where in its text it is (line and column), and the playbook adds its file,
+//! play and task.
 
-use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use minijinja::value::{Value, ValueKind};
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
+
+/// One environment for every playbook: its settings are the language's rules.
+static JINJA: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // Arguments are model names and paths, never HTML; and a string keeps its last
+    // newline, as it was written.
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    env.set_keep_trailing_newline(true);
+    // Spans on errors, so every error can say where it is.
+    env.set_debug(true);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_filter("bool", ansible_bool);
+    env
+});
 
 /// A parsed `when` condition; [`Condition::holds`] evaluates it against a hive's vars.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Condition {
     text: String,
-    expr: Expr,
 }
 
 impl Condition {
@@ -27,18 +49,43 @@ impl Condition {
     }
 
     pub fn holds(&self, vars: &toml::Table) -> Result<bool, String> {
-        let value = eval(&self.expr, vars).map_err(|e| format!("when {:?}: {e}", self.text))?;
+        let value = evaluate(&self.text, 0, &self.text, vars)
+            .map_err(|e| format!("when {:?}: {e}", self.text))?;
         Ok(truthy(&value))
     }
 }
 
-/// Parses a `when` condition.
+/// Parses a `when` condition: its syntax is checked here, once, so a playbook with a
+/// broken condition does not load.
 pub fn parse(text: &str) -> Result<Condition, String> {
-    let expr = parse_expr(text).map_err(|e| format!("when {text:?}: {e}"))?;
+    if text.trim().is_empty() {
+        return Err(format!("when {text:?}: the expression is empty"));
+    }
+    JINJA
+        .compile_expression(text)
+        .map_err(|e| format!("when {text:?}: {}", explain(&e, text, 0, None)))?;
     Ok(Condition {
         text: text.to_owned(),
-        expr,
     })
+}
+
+/// Checks the syntax of every template in `value`'s strings.
+pub fn check_templates(value: &toml::Value) -> Result<(), String> {
+    match value {
+        toml::Value::String(text) if has_template(text) => match lone_template(text) {
+            Some((inner, at)) => JINJA
+                .compile_expression(inner)
+                .map(drop)
+                .map_err(|e| format!("{text:?}: {}", explain(&e, text, at, None))),
+            None => JINJA
+                .template_from_str(text)
+                .map(drop)
+                .map_err(|e| format!("{text:?}: {}", explain(&e, text, 0, None))),
+        },
+        toml::Value::Array(items) => items.iter().try_for_each(check_templates),
+        toml::Value::Table(table) => table.values().try_for_each(check_templates),
+        _ => Ok(()),
+    }
 }
 
 /// Fills `{{ expr }}` templates in the strings of `value`. A string that is exactly one
@@ -63,444 +110,215 @@ pub fn render_value(value: &toml::Value, vars: &toml::Table) -> Result<toml::Val
 }
 
 fn render_string(text: &str, vars: &toml::Table) -> Result<toml::Value, String> {
+    if !has_template(text) {
+        return Ok(toml::Value::String(text.to_owned()));
+    }
+    if let Some((inner, at)) = lone_template(text) {
+        let value = evaluate(inner, at, text, vars).map_err(|e| format!("{text:?}: {e}"))?;
+        return to_toml(&value).map_err(|e| format!("{text:?}: {e}"));
+    }
+    let rendered = JINJA
+        .template_from_str(text)
+        .and_then(|template| template.render(context(vars)))
+        .map_err(|e| format!("{text:?}: {}", explain(&e, text, 0, Some(vars))))?;
+    Ok(toml::Value::String(rendered))
+}
+
+/// Whether Jinja would read anything in `text` as other than plain text.
+fn has_template(text: &str) -> bool {
+    ["{{", "{%", "{#"].iter().any(|open| text.contains(open))
+}
+
+/// The expression of a string that is exactly one `{{ … }}` (spaces around it
+/// allowed), with its byte offset in the string.
+fn lone_template(text: &str) -> Option<(&str, usize)> {
     let trimmed = text.trim();
-    if let Some(inner) = trimmed
-        .strip_prefix("{{")
-        .and_then(|rest| rest.strip_suffix("}}"))
-        && !inner.contains("{{")
-        && !inner.contains("}}")
+    let inner = trimmed.strip_prefix("{{")?.strip_suffix("}}")?;
+    if inner.contains("{{") || inner.contains("}}") || inner.trim().is_empty() {
+        return None;
+    }
+    let at = text.len() - text.trim_start().len() + 2;
+    Some((inner, at))
+}
+
+/// Evaluates the expression `expr`, found at byte `at` of `source` (for positions).
+fn evaluate(expr: &str, at: usize, source: &str, vars: &toml::Table) -> Result<Value, String> {
+    let value = JINJA
+        .compile_expression(expr)
+        .and_then(|compiled| compiled.eval(context(vars)))
+        .map_err(|e| explain(&e, source, at, Some(vars)))?;
+    // Strict mode refuses to use an undefined value, but an expression that is only
+    // a name (`when = "missing"`) gives it back unused.
+    if value.is_undefined() {
+        return Err(undefined(source, vars).unwrap_or_else(|| "the value is undefined".to_owned()));
+    }
+    Ok(value)
+}
+
+/// An error as a sentence that says where it is in `source` (the error's spans count
+/// from byte `at`) and, for a name that is not defined, which name and how to guard it.
+fn explain(error: &Error, source: &str, at: usize, vars: Option<&toml::Table>) -> String {
+    if let (ErrorKind::UndefinedError, Some(vars)) = (error.kind(), vars)
+        && let Some(message) = undefined(source, vars)
     {
-        let value = eval(&parse_expr(inner)?, vars)?;
-        return to_toml(value);
+        return message;
     }
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| format!("{text:?} opens a template with {{{{ but never closes it"))?;
-        let value = eval(&parse_expr(&after[..end])?, vars)?;
-        out.push_str(&display(&value));
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    Ok(toml::Value::String(out))
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Value {
-    Str(String),
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-    List(Vec<Value>),
-    Other(String),
-}
-
-fn from_toml(value: &toml::Value) -> Value {
-    match value {
-        toml::Value::String(s) => Value::Str(s.clone()),
-        toml::Value::Integer(i) => Value::Int(*i),
-        toml::Value::Float(f) => Value::Float(*f),
-        toml::Value::Boolean(b) => Value::Bool(*b),
-        toml::Value::Array(items) => Value::List(items.iter().map(from_toml).collect()),
-        other => Value::Other(other.to_string()),
-    }
-}
-
-fn to_toml(value: Value) -> Result<toml::Value, String> {
-    Ok(match value {
-        Value::Str(s) | Value::Other(s) => toml::Value::String(s),
-        Value::Int(i) => toml::Value::Integer(i),
-        Value::Float(f) => toml::Value::Float(f),
-        Value::Bool(b) => toml::Value::Boolean(b),
-        Value::List(items) => {
-            toml::Value::Array(items.into_iter().map(to_toml).collect::<Result<_, _>>()?)
+    let what = match error.detail() {
+        Some(detail) => format!("{}: {detail}", error.kind()),
+        None => error.kind().to_string(),
+    };
+    match error.range() {
+        Some(range) => {
+            let (line, column) = line_and_column(source, at + range.start);
+            format!("line {line} column {column}: {what}")
         }
+        None => what,
+    }
+}
+
+/// The error for the first name `source` reads that `vars` lacks, at the name.
+fn undefined(source: &str, vars: &toml::Table) -> Option<String> {
+    let name = undefined_name(source, vars)?;
+    let position = name_offset(source, &name)
+        .map(|offset| {
+            let (line, column) = line_and_column(source, offset);
+            format!("line {line} column {column}: ")
+        })
+        .unwrap_or_default();
+    Some(format!(
+        "{position}`{name}` is not defined (test it with `{name} is defined`, or give a default: `{name} | default(...)`)"
+    ))
+}
+
+/// Where `name` first stands as a whole identifier in `source` (not an attribute, not
+/// inside a longer name).
+fn name_offset(source: &str, name: &str) -> Option<usize> {
+    let identifier = |c: char| c.is_alphanumeric() || c == '_';
+    source.match_indices(name).map(|(i, _)| i).find(|&i| {
+        let before = source[..i].chars().next_back();
+        let after = source[i + name.len()..].chars().next();
+        !before.is_some_and(|c| identifier(c) || c == '.') && !after.is_some_and(identifier)
     })
 }
 
-fn display(value: &Value) -> String {
+/// The first name `source`'s expressions read that `vars` lacks.
+fn undefined_name(source: &str, vars: &toml::Table) -> Option<String> {
+    let names = match lone_template(source) {
+        Some((inner, _)) => JINJA
+            .compile_expression(inner)
+            .ok()?
+            .undeclared_variables(false),
+        None if source.contains("{{") || source.contains("{%") => JINJA
+            .template_from_str(source)
+            .ok()?
+            .undeclared_variables(false),
+        None => JINJA
+            .compile_expression(source)
+            .ok()?
+            .undeclared_variables(false),
+    };
+    let mut missing: Vec<String> = names
+        .into_iter()
+        .filter(|n| !vars.contains_key(n))
+        .collect();
+    missing.sort();
+    missing.into_iter().next()
+}
+
+fn line_and_column(source: &str, offset: usize) -> (usize, usize) {
+    let mut end = offset.min(source.len());
+    while !source.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &source[..end];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, column)
+}
+
+fn context(vars: &toml::Table) -> Value {
+    Value::from(
+        vars.iter()
+            .map(|(k, v)| (k.clone(), to_jinja(v)))
+            .collect::<BTreeMap<String, Value>>(),
+    )
+}
+
+fn to_jinja(value: &toml::Value) -> Value {
     match value {
-        Value::Str(s) | Value::Other(s) => s.clone(),
-        Value::Int(i) => i.to_string(),
-        Value::Float(f) => f.to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::List(items) => format!(
-            "[{}]",
-            items.iter().map(display).collect::<Vec<_>>().join(", ")
-        ),
+        toml::Value::String(s) => Value::from(s.as_str()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => Value::from(*f),
+        toml::Value::Boolean(b) => Value::from(*b),
+        toml::Value::Datetime(d) => Value::from(d.to_string()),
+        toml::Value::Array(items) => Value::from(items.iter().map(to_jinja).collect::<Vec<_>>()),
+        toml::Value::Table(table) => context(table),
     }
 }
 
-fn truthy(value: &Value) -> bool {
-    match value {
-        Value::Str(s) => {
-            !s.is_empty() && !matches!(s.to_ascii_lowercase().as_str(), "false" | "no" | "0")
+/// An expression's value as an argument: numbers, strings, booleans, lists and
+/// tables keep their type; `none` is no argument and is refused.
+fn to_toml(value: &Value) -> Result<toml::Value, String> {
+    Ok(match value.kind() {
+        ValueKind::Bool => toml::Value::Boolean(value.is_true()),
+        ValueKind::Number if value.is_integer() => match value.as_i64() {
+            Some(i) => toml::Value::Integer(i),
+            None => return Err(format!("{value} is out of range")),
+        },
+        ValueKind::Number => {
+            toml::Value::Float(f64::try_from(value.clone()).map_err(|e| format!("{value}: {e}"))?)
         }
-        Value::Int(i) => *i != 0,
-        Value::Float(f) => *f != 0.0,
-        Value::Bool(b) => *b,
-        Value::List(items) => !items.is_empty(),
-        Value::Other(_) => true,
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Expr {
-    Literal(Value),
-    List(Vec<Expr>),
-    Var {
-        name: String,
-        default: Option<Box<Expr>>,
-    },
-    Not(Box<Expr>),
-    And(Box<Expr>, Box<Expr>),
-    Or(Box<Expr>, Box<Expr>),
-    Compare(Box<Expr>, Op, Box<Expr>),
-    Defined {
-        name: String,
-        negated: bool,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Op {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    In,
-    NotIn,
-}
-
-fn eval(expr: &Expr, vars: &toml::Table) -> Result<Value, String> {
-    Ok(match expr {
-        Expr::Literal(v) => v.clone(),
-        Expr::List(items) => Value::List(
-            items
-                .iter()
-                .map(|e| eval(e, vars))
+        ValueKind::String => toml::Value::String(value.as_str().unwrap_or_default().to_owned()),
+        ValueKind::Seq | ValueKind::Iterable => toml::Value::Array(
+            value
+                .try_iter()
+                .map_err(|e| e.to_string())?
+                .map(|item| to_toml(&item))
                 .collect::<Result<_, _>>()?,
         ),
-        Expr::Var { name, default } => match (vars.get(name), default) {
-            (Some(value), _) => from_toml(value),
-            (None, Some(default)) => eval(default, vars)?,
-            (None, None) => {
-                return Err(format!(
-                    "`{name}` is not defined (test it with `{name} is defined`, or give a default: `{name} | default(...)`)"
-                ));
-            }
-        },
-        Expr::Not(inner) => Value::Bool(!truthy(&eval(inner, vars)?)),
-        Expr::And(a, b) => Value::Bool(truthy(&eval(a, vars)?) && truthy(&eval(b, vars)?)),
-        Expr::Or(a, b) => Value::Bool(truthy(&eval(a, vars)?) || truthy(&eval(b, vars)?)),
-        Expr::Defined { name, negated } => Value::Bool(vars.contains_key(name) != *negated),
-        Expr::Compare(a, op, b) => {
-            let (a, b) = (eval(a, vars)?, eval(b, vars)?);
-            Value::Bool(match op {
-                Op::Eq => equal(&a, &b),
-                Op::Ne => !equal(&a, &b),
-                Op::In | Op::NotIn => {
-                    let found = match &b {
-                        Value::List(items) => items.iter().any(|i| equal(i, &a)),
-                        Value::Str(s) => s.contains(&display(&a)),
-                        other => {
-                            return Err(format!("cannot look for a value in {}", display(other)));
-                        }
-                    };
-                    found == (*op == Op::In)
-                }
-                ordering => {
-                    let ord = order(&a, &b).ok_or_else(|| {
-                        format!("cannot order {} and {}", display(&a), display(&b))
-                    })?;
-                    match ordering {
-                        Op::Lt => ord == Ordering::Less,
-                        Op::Le => ord != Ordering::Greater,
-                        Op::Gt => ord == Ordering::Greater,
-                        _ => ord != Ordering::Less,
-                    }
-                }
-            })
+        ValueKind::Map => toml::Value::Table(
+            value
+                .try_iter()
+                .map_err(|e| e.to_string())?
+                .map(|key| {
+                    let item = value.get_item(&key).map_err(|e| e.to_string())?;
+                    Ok((key.to_string(), to_toml(&item)?))
+                })
+                .collect::<Result<_, String>>()?,
+        ),
+        ValueKind::None | ValueKind::Undefined => {
+            return Err("the expression gives no value (none)".to_owned());
         }
+        _ => toml::Value::String(value.to_string()),
     })
 }
 
-fn number(v: &Value) -> Option<f64> {
-    match v {
-        Value::Int(i) => Some(*i as f64),
-        Value::Float(f) => Some(*f),
-        _ => None,
-    }
-}
-
-fn equal(a: &Value, b: &Value) -> bool {
-    match (number(a), number(b)) {
-        (Some(x), Some(y)) => x == y,
-        _ => a == b,
-    }
-}
-
-fn order(a: &Value, b: &Value) -> Option<Ordering> {
-    match (number(a), number(b)) {
-        (Some(x), Some(y)) => x.partial_cmp(&y),
-        _ => match (a, b) {
-            (Value::Str(x), Value::Str(y)) => Some(x.cmp(y)),
-            _ => None,
-        },
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Token {
-    Name(String),
-    Str(String),
-    Int(i64),
-    Sym(&'static str),
-}
-
-fn tokenize(text: &str) -> Result<Vec<Token>, String> {
-    let chars: Vec<char> = text.chars().collect();
-    let mut tokens = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        if c.is_whitespace() {
-            i += 1;
-        } else if c == '\'' || c == '"' {
-            let end = chars[i + 1..]
-                .iter()
-                .position(|&d| d == c)
-                .ok_or_else(|| format!("unclosed quote {c}"))?;
-            tokens.push(Token::Str(chars[i + 1..i + 1 + end].iter().collect()));
-            i += end + 2;
-        } else if c.is_ascii_digit()
-            || (c == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit))
-        {
-            let start = i;
-            i += 1;
-            while i < chars.len() && chars[i].is_ascii_digit() {
-                i += 1;
-            }
-            let digits: String = chars[start..i].iter().collect();
-            tokens.push(Token::Int(
-                digits
-                    .parse()
-                    .map_err(|_| format!("number {digits} is out of range"))?,
-            ));
-        } else if c.is_ascii_alphabetic() || c == '_' {
-            let start = i;
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
-                i += 1;
-            }
-            tokens.push(Token::Name(chars[start..i].iter().collect()));
-        } else {
-            let two: String = chars[i..(i + 2).min(chars.len())].iter().collect();
-            let sym = ["==", "!=", "<=", ">="]
-                .into_iter()
-                .find(|s| *s == two)
-                .or_else(|| {
-                    ["<", ">", "(", ")", "[", "]", ",", "|"]
-                        .into_iter()
-                        .find(|s| s.starts_with(c))
-                })
-                .ok_or_else(|| format!("unexpected character {c:?}"))?;
-            i += sym.len();
-            tokens.push(Token::Sym(sym));
+/// A condition's truth: Jinja's, except that the strings Ansible users write for
+/// false ("false", "no", "0") are false too.
+fn truthy(value: &Value) -> bool {
+    match value.as_str() {
+        Some(s) => {
+            !s.is_empty() && !matches!(s.to_ascii_lowercase().as_str(), "false" | "no" | "0")
         }
-    }
-    Ok(tokens)
-}
-
-fn parse_expr(text: &str) -> Result<Expr, String> {
-    let tokens = tokenize(text)?;
-    if tokens.is_empty() {
-        return Err("the expression is empty".to_owned());
-    }
-    let mut parser = Parser { tokens, at: 0 };
-    let expr = parser.or()?;
-    match parser.peek() {
-        None => Ok(expr),
-        Some(token) => Err(format!(
-            "unexpected {} after a complete expression",
-            show(token)
-        )),
+        None => value.is_true(),
     }
 }
 
-fn show(token: &Token) -> String {
-    match token {
-        Token::Name(n) => format!("`{n}`"),
-        Token::Str(s) => format!("{s:?}"),
-        Token::Int(i) => i.to_string(),
-        Token::Sym(s) => format!("`{s}`"),
-    }
-}
-
-struct Parser {
-    tokens: Vec<Token>,
-    at: usize,
-}
-
-impl Parser {
-    fn peek(&self) -> Option<&Token> {
-        self.tokens.get(self.at)
-    }
-
-    fn peek_name(&self, name: &str) -> bool {
-        matches!(self.peek(), Some(Token::Name(n)) if n == name)
-    }
-
-    fn next(&mut self) -> Option<Token> {
-        let token = self.tokens.get(self.at).cloned();
-        self.at += 1;
-        token
-    }
-
-    fn expect(&mut self, sym: &'static str) -> Result<(), String> {
-        match self.next() {
-            Some(Token::Sym(s)) if s == sym => Ok(()),
-            Some(other) => Err(format!("expected `{sym}`, found {}", show(&other))),
-            None => Err(format!("expected `{sym}` at the end")),
-        }
-    }
-
-    fn or(&mut self) -> Result<Expr, String> {
-        let mut left = self.and()?;
-        while self.peek_name("or") {
-            self.at += 1;
-            left = Expr::Or(Box::new(left), Box::new(self.and()?));
-        }
-        Ok(left)
-    }
-
-    fn and(&mut self) -> Result<Expr, String> {
-        let mut left = self.not()?;
-        while self.peek_name("and") {
-            self.at += 1;
-            left = Expr::And(Box::new(left), Box::new(self.not()?));
-        }
-        Ok(left)
-    }
-
-    fn not(&mut self) -> Result<Expr, String> {
-        if self.peek_name("not") {
-            self.at += 1;
-            return Ok(Expr::Not(Box::new(self.not()?)));
-        }
-        self.test()
-    }
-
-    fn test(&mut self) -> Result<Expr, String> {
-        let left = self.operand()?;
-        if self.peek_name("is") {
-            self.at += 1;
-            let mut negated = false;
-            if self.peek_name("not") {
-                self.at += 1;
-                negated = true;
-            }
-            let name = match &left {
-                Expr::Var {
-                    name,
-                    default: None,
-                } => name.clone(),
-                _ => return Err("only a variable name can be tested with `is defined`".to_owned()),
-            };
-            match self.next() {
-                Some(Token::Name(n)) if n == "defined" => {}
-                Some(Token::Name(n)) if n == "undefined" => negated = !negated,
-                _ => return Err("`is` must be followed by `defined` or `undefined`".to_owned()),
-            }
-            return Ok(Expr::Defined { name, negated });
-        }
-        let op = match self.peek() {
-            Some(Token::Sym("==")) => Op::Eq,
-            Some(Token::Sym("!=")) => Op::Ne,
-            Some(Token::Sym("<")) => Op::Lt,
-            Some(Token::Sym("<=")) => Op::Le,
-            Some(Token::Sym(">")) => Op::Gt,
-            Some(Token::Sym(">=")) => Op::Ge,
-            Some(Token::Name(n)) if n == "in" => Op::In,
-            Some(Token::Name(n))
-                if n == "not"
-                    && matches!(self.tokens.get(self.at + 1), Some(Token::Name(m)) if m == "in") =>
-            {
-                self.at += 1;
-                Op::NotIn
-            }
-            _ => return Ok(left),
-        };
-        self.at += 1;
-        let right = self.operand()?;
-        Ok(Expr::Compare(Box::new(left), op, Box::new(right)))
-    }
-
-    fn operand(&mut self) -> Result<Expr, String> {
-        match self.next() {
-            Some(Token::Str(s)) => Ok(Expr::Literal(Value::Str(s))),
-            Some(Token::Int(i)) => Ok(Expr::Literal(Value::Int(i))),
-            Some(Token::Name(n)) if n == "true" || n == "True" => {
-                Ok(Expr::Literal(Value::Bool(true)))
-            }
-            Some(Token::Name(n)) if n == "false" || n == "False" => {
-                Ok(Expr::Literal(Value::Bool(false)))
-            }
-            Some(Token::Name(n)) if ["and", "or", "not", "in", "is"].contains(&n.as_str()) => {
-                Err(format!("expected a value, found `{n}`"))
-            }
-            Some(Token::Name(name)) => {
-                let mut default = None;
-                if self.peek() == Some(&Token::Sym("|")) {
-                    self.at += 1;
-                    match self.next() {
-                        Some(Token::Name(f)) if f == "default" || f == "d" => {}
-                        Some(other) => {
-                            return Err(format!(
-                                "unknown filter {}; only `default` is supported",
-                                show(&other)
-                            ));
-                        }
-                        None => return Err("a filter name must follow `|`".to_owned()),
-                    }
-                    self.expect("(")?;
-                    default = Some(Box::new(self.or()?));
-                    self.expect(")")?;
-                }
-                Ok(Expr::Var { name, default })
-            }
-            Some(Token::Sym("(")) => {
-                let inner = self.or()?;
-                self.expect(")")?;
-                Ok(inner)
-            }
-            Some(Token::Sym("[")) => {
-                let mut items = Vec::new();
-                if self.peek() == Some(&Token::Sym("]")) {
-                    self.at += 1;
-                    return Ok(Expr::List(items));
-                }
-                loop {
-                    items.push(self.or()?);
-                    match self.next() {
-                        Some(Token::Sym(",")) => continue,
-                        Some(Token::Sym("]")) => return Ok(Expr::List(items)),
-                        _ => {
-                            return Err(
-                                "a list needs `,` between items and a closing `]`".to_owned()
-                            );
-                        }
-                    }
-                }
-            }
-            Some(other) => Err(format!("expected a value, found {}", show(&other))),
-            None => Err("the expression ends where a value was expected".to_owned()),
-        }
+/// Ansible's `bool` filter: true for `true`, 1 and the strings "yes", "on", "1" and
+/// "true" (any case); false for everything else.
+fn ansible_bool(value: Value) -> bool {
+    match value.kind() {
+        ValueKind::Bool => value.is_true(),
+        ValueKind::String => matches!(
+            value
+                .as_str()
+                .unwrap_or_default()
+                .to_ascii_lowercase()
+                .as_str(),
+            "yes" | "on" | "1" | "true"
+        ),
+        ValueKind::Number => f64::try_from(value).is_ok_and(|n| n == 1.0),
+        _ => false,
     }
 }
 
@@ -515,6 +333,10 @@ mod tests {
             gpus = 2
             enabled = true
             group_names = ["gpu", "lab"]
+            tier = "Fast"
+            replicas = "3"
+            skip = "no"
+            disk = { free_gb = 120 }
             "#,
         )
         .expect("vars")
@@ -534,9 +356,25 @@ mod tests {
             ("missing is not defined", true),
             ("missing is undefined and worker_device is defined", true),
             ("missing | default(1) == 1", true),
+            ("missing | d(1) == 1", true),
             ("not (enabled and gpus == 1)", true),
             ("worker_device in ['cpu', 'cuda:0']", true),
             ("'cuda' in worker_device", true),
+            ("True and not False", true),
+            // Ansible users' filters, tests and methods.
+            ("tier | lower == 'fast'", true),
+            ("replicas | int == 3", true),
+            ("replicas | int > gpus", true),
+            ("missing | default('CPU') | lower == 'cpu'", true),
+            ("skip | bool", false),
+            ("not (missing | default('yes') | bool)", false),
+            ("group_names | length == 2", true),
+            ("gpus is number and tier is string", true),
+            ("worker_device.startswith('cuda')", true),
+            ("disk.free_gb >= 100", true),
+            // A string Ansible users write for false is false.
+            ("skip", false),
+            ("replicas", true),
         ];
         for (text, expected) in cases {
             let condition = parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
@@ -546,19 +384,49 @@ mod tests {
 
     #[test]
     fn bad_conditions_are_errors_not_false() {
-        for text in [
-            "",
-            "a ==",
-            "a = b",
-            "(a",
-            "'open",
-            "a | upper",
-            "1 is defined",
-        ] {
+        for text in ["", "a ==", "a = b", "(a", "'open", "a | upper("] {
             assert!(parse(text).is_err(), "{text:?} should not parse");
         }
         let undefined = parse("missing == 1").expect("parses").holds(&vars());
-        assert!(undefined.is_err_and(|e| e.contains("missing") && e.contains("default")));
+        assert!(
+            undefined
+                .is_err_and(|e| e.contains("`missing` is not defined") && e.contains("default"))
+        );
+        let unknown = parse("gpus | frobnicate").expect("parses").holds(&vars());
+        assert!(unknown.is_err_and(|e| e.contains("frobnicate")));
+    }
+
+    #[test]
+    fn errors_say_where_they_are() {
+        let err = parse("gpus >= 2 and == 1").expect_err("no operand");
+        assert!(
+            err.starts_with("when \"gpus >= 2 and == 1\": line 1 column 15: syntax error"),
+            "{err}"
+        );
+        let err = parse("gpus > 1 and\n(missing").expect_err("unclosed");
+        assert!(err.contains("line 2"), "{err}");
+        let err = parse("missing")
+            .expect("parses")
+            .holds(&vars())
+            .expect_err("undefined");
+        assert!(err.contains("column 1: `missing` is not defined"), "{err}");
+        let err = parse("gpus > 1 and missing > 2")
+            .expect("parses")
+            .holds(&vars())
+            .expect_err("undefined");
+        assert!(
+            err.contains("column 14") && err.contains("`missing`"),
+            "{err}"
+        );
+        let value = toml::Value::String("dev={{ worker_device }}/{{ gpus + }}".to_owned());
+        let err = check_templates(&value).expect_err("broken template");
+        assert!(err.contains("column 35: syntax error"), "{err}");
+        let value = toml::Value::String("  {{ gpus | frobnicate }}".to_owned());
+        let err = render_value(&value, &vars()).expect_err("unknown filter");
+        assert!(
+            err.contains("column 13") && err.contains("frobnicate"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -566,6 +434,15 @@ mod tests {
         let vars = vars();
         let render = |text: &str| render_value(&toml::Value::String(text.to_owned()), &vars);
         assert_eq!(render("{{ gpus }}"), Ok(toml::Value::Integer(2)));
+        assert_eq!(
+            render(" {{ replicas | int }} "),
+            Ok(toml::Value::Integer(3))
+        );
+        assert_eq!(render("{{ enabled }}"), Ok(toml::Value::Boolean(true)));
+        assert_eq!(
+            render("{{ group_names }}"),
+            Ok(toml::Value::Array(vec!["gpu".into(), "lab".into()]))
+        );
         assert_eq!(
             render("dev={{ worker_device }}/{{ gpus }}"),
             Ok(toml::Value::String("dev=cuda:0/2".into()))
@@ -575,10 +452,16 @@ mod tests {
             Ok(toml::Value::String("cpu".into()))
         );
         assert_eq!(
-            render("no templates"),
-            Ok(toml::Value::String("no templates".into()))
+            render("tier-{{ tier | lower }}{% if enabled %}-on{% endif %}"),
+            Ok(toml::Value::String("tier-fast-on".into()))
         );
-        assert!(render("{{ other }}").is_err());
+        assert_eq!(
+            render("no templates {}"),
+            Ok(toml::Value::String("no templates {}".into()))
+        );
+        assert!(render("{{ other }}").is_err_and(|e| e.contains("`other` is not defined")));
+        assert!(render("x {{ other }}").is_err_and(|e| e.contains("`other` is not defined")));
         assert!(render("{{ gpus").is_err());
+        assert!(render("{{ none }}").is_err_and(|e| e.contains("no value")));
     }
 }

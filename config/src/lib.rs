@@ -3,6 +3,7 @@
 
 pub mod ansible;
 pub mod inventory;
+pub mod inventory_edit;
 pub mod paths;
 pub mod playbook;
 pub mod settings;

@@ -159,6 +159,44 @@ pub enum HiveCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Add a hive to the queen's inventory: asks at a terminal for what no flag gave,
+    /// reaches the host, shows its host key's fingerprint, checks its platform, free disk
+    /// and install directory, then writes it into the inventory file, comments kept.
+    Add(HiveAddArgs),
+    /// Take a hive out of the queen's inventory file (asks first unless --yes); the
+    /// machine itself is left as it is.
+    Remove { alias: String },
+}
+
+/// `hive add`: every question the wizard asks has its flag, so a script needs no
+/// terminal (the alias and --host are then required; the rest default to the
+/// inventory's `[defaults]`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct HiveAddArgs {
+    /// The hive's name in the inventory (asked at a terminal, the host offered).
+    pub alias: Option<String>,
+    /// Host name or address to reach it at over SSH.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// SSH port (default: the inventory's, else ~/.ssh/config's, else 22).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// SSH user (default: the inventory's, else ~/.ssh/config's, else the queen's user).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Private key to log in with (default: the inventory's, else ~/.ssh/config's or the
+    /// usual ~/.ssh keys, then ssh-agent's keys).
+    #[arg(long)]
+    pub identity_file: Option<PathBuf>,
+    /// A group the hive joins (repeatable).
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
+    /// Where rbee lives on the hive (default: the inventory's, else ~/.rbee).
+    #[arg(long)]
+    pub install_dir: Option<String>,
+    /// Trust the host's key when it is not yet known (recorded in known_hosts).
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -343,6 +381,9 @@ pub enum InventoryCommand {
     },
     /// The group tree of the inventory file, as `ansible-inventory --graph` draws it.
     Graph,
+    /// Make the queen read its inventory file again (after editing it by hand); hives
+    /// whose settings did not change keep their connection and state.
+    Reload,
     /// Convert an Ansible inventory (INI, or YAML for .yml/.yaml) to rbee's TOML.
     Import {
         file: PathBuf,

@@ -5,6 +5,7 @@
 use rbee_protocol::HiveCapabilities;
 use rbee_protocol::agent::{AgentStatus, AgentVersion, InstalledBinaries};
 use rbee_protocol::cluster::{ClusterStatus, HiveSummary};
+use rbee_protocol::inventory::{HiveProbe, InventoryChange};
 use rbee_protocol::result::RecapRow;
 
 use crate::model_table::bytes;
@@ -207,6 +208,47 @@ pub fn recap(rows: &[RecapRow]) -> String {
         })
         .collect();
     crate::table::rows(&["hive", "status", "message"], &rows)
+}
+
+/// `root@10.251.1.2:22, linux/x86_64, host key SHA256:…; ~/.rbee writable, 12.0 GiB free`.
+pub fn probe(probe: &HiveProbe) -> String {
+    format!(
+        "{}@{}:{}, {}/{}, host key {}; {} {}, {}",
+        probe.user,
+        probe.host,
+        probe.port,
+        probe.os,
+        probe.arch,
+        probe.fingerprint,
+        probe.install_dir,
+        if probe.writable {
+            "writable"
+        } else {
+            "NOT writable"
+        },
+        probe.free_disk_bytes.map_or_else(
+            || "free disk unknown".to_owned(),
+            |b| format!("{} free", bytes(b))
+        ),
+    )
+}
+
+/// `added hive-5 to /etc/rbee/inventory.toml`, or a reload's changes.
+pub fn inventory_change(change: &InventoryChange) -> String {
+    let parts: Vec<String> = [
+        ("added", &change.added),
+        ("removed", &change.removed),
+        ("changed", &change.changed),
+    ]
+    .into_iter()
+    .filter(|(_, aliases)| !aliases.is_empty())
+    .map(|(what, aliases)| format!("{what} {}", aliases.join(", ")))
+    .collect();
+    if parts.is_empty() {
+        format!("{}: no hive changed", change.path)
+    } else {
+        format!("{}: {}", change.path, parts.join("; "))
+    }
 }
 
 fn dash_if_empty(text: String) -> String {

@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod cli;
 pub mod cluster_view;
+pub mod hive_wizard;
 pub mod job_client;
 pub mod model_table;
 pub mod playbook_view;
@@ -20,7 +21,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rbee_config::Config;
-use std::io::IsTerminal;
 
 use rbee_protocol::{ChatMessage, ErrorCode, InferenceRequest, JobEvent, Operation, PromptFormat};
 
@@ -122,6 +122,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Queen(command) => return queen(&settings, command).await,
         Command::Job(command) => return job(&settings, command).await,
         Command::Status => Operation::Status,
+        Command::Hive(HiveCommand::Add(args)) => return hive_wizard::add(&settings, args).await,
         Command::Hive(command) => hive(&settings, command)?,
         Command::Model(command) => model(&settings, command)?,
         Command::Worker(command) => worker(command),
@@ -186,6 +187,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return inventory_import(&settings, &file, output.as_deref());
         }
         Command::Inventory(InventoryCommand::List) => Operation::InventoryList,
+        Command::Inventory(InventoryCommand::Reload) => Operation::InventoryReload,
         Command::Inventory(InventoryCommand::Check { target }) => Operation::InventoryCheck {
             hive_id: target.pattern()?,
         },
@@ -307,6 +309,18 @@ fn hive(settings: &Settings, command: HiveCommand) -> anyhow::Result<Operation> 
         HiveCommand::Refresh { target } => Operation::HiveRefresh {
             hive_id: target.pattern()?,
         },
+        HiveCommand::Remove { alias } => {
+            if !prompt::confirm(
+                &format!(
+                    "Remove {alias} from the queen's inventory (the machine is left as it is)?"
+                ),
+                settings.yes,
+            )? {
+                anyhow::bail!("not confirmed; nothing changed");
+            }
+            Operation::HiveRemove { alias }
+        }
+        HiveCommand::Add(_) => unreachable!("the wizard runs `hive add`"),
     })
 }
 
@@ -479,31 +493,56 @@ async fn job(settings: &Settings, command: JobCommand) -> anyhow::Result<ExitCod
 
 /// Submits `operation` and renders its stream; the exit code follows the outcome.
 ///
-/// When hives answered with host keys nobody has trusted yet, an operator at a
-/// terminal is asked whether to trust them, and the operation runs again if so.
+/// An operator at a terminal is asked to settle what the job could not: host keys
+/// nobody has trusted yet (trust them?), or a model name several files match (which
+/// one?); the operation then runs again with the answer. A script gets the error as
+/// it is, naming the host key's fingerprint or the models to choose from.
 pub async fn run_job(settings: &Settings, operation: &Operation) -> anyhow::Result<ExitCode> {
     let client = settings.client()?;
     if let Operation::HiveInstall { hive_id, .. } = operation {
         local_hive_notice(settings, &client, hive_id).await?;
     }
+    let (code, terminal) = submit_and_follow(settings, &client, operation).await?;
+    let JobEvent::Error(error) = &terminal else {
+        return Ok(code);
+    };
+    if settings.json || !prompt::at_terminal() {
+        return Ok(code);
+    }
+    let retry = if error.code == ErrorCode::HostKeyUnknown {
+        match with_accepted_host_keys(operation) {
+            Some(retry)
+                if prompt::confirm(
+                    "Trust the host keys shown above and record them in known_hosts?",
+                    false,
+                )? =>
+            {
+                retry
+            }
+            _ => return Ok(code),
+        }
+    } else if !error.choices.is_empty() {
+        let mut retry = operation.clone();
+        let Some(model) = model_mut(&mut retry) else {
+            return Ok(code);
+        };
+        *model = prompt::choose("model", &error.choices, "--model")?;
+        retry
+    } else {
+        return Ok(code);
+    };
+    Ok(submit_and_follow(settings, &client, &retry).await?.0)
+}
+
+/// Submits `operation` and follows it to its end, rendering every event.
+pub async fn submit_and_follow(
+    settings: &Settings,
+    client: &QueenClient,
+    operation: &Operation,
+) -> anyhow::Result<(ExitCode, JobEvent)> {
     let submitted = client.submit(operation).await?;
     tracing::info!(job_id = %submitted.job_id, "job submitted");
-    let (code, terminal) = follow(settings, &client, &submitted.job_id).await?;
-    let unknown_keys =
-        matches!(&terminal, JobEvent::Error(e) if e.code == ErrorCode::HostKeyUnknown);
-    if unknown_keys
-        && !settings.json
-        && std::io::stdin().is_terminal()
-        && let Some(retry) = with_accepted_host_keys(operation)
-        && prompt::confirm(
-            "Trust the host keys shown above and record them in known_hosts?",
-            false,
-        )?
-    {
-        let submitted = client.submit(&retry).await?;
-        return Ok(follow(settings, &client, &submitted.job_id).await?.0);
-    }
-    Ok(code)
+    follow(settings, client, &submitted.job_id).await
 }
 
 fn with_accepted_host_keys(operation: &Operation) -> Option<Operation> {
@@ -516,6 +555,18 @@ fn with_accepted_host_keys(operation: &Operation) -> Option<Operation> {
             hive_id: hive_id.clone(),
             accept_new_host_keys: true,
         }),
+        _ => None,
+    }
+}
+
+/// The model an operation names, so a retry can name the one the operator chose.
+fn model_mut(operation: &mut Operation) -> Option<&mut String> {
+    match operation {
+        Operation::WorkerSpawn { model, .. }
+        | Operation::ModelGet { model, .. }
+        | Operation::ModelDelete { model, .. }
+        | Operation::ModelLoad { model, .. }
+        | Operation::Infer { model, .. } => Some(model),
         _ => None,
     }
 }

@@ -124,6 +124,8 @@ impl Renderer {
             },
             OperationResult::ClusterStatus(status) => cluster_view::cluster(status),
             OperationResult::Inventory(hives) => cluster_view::hives(hives),
+            OperationResult::HiveProbe(probe) => cluster_view::probe(probe),
+            OperationResult::InventoryChange(change) => cluster_view::inventory_change(change),
             OperationResult::Workers(workers) => worker_table::render(workers),
             OperationResult::Worker(worker) => worker_table::render(std::slice::from_ref(worker)),
             OperationResult::Recap(rows) => cluster_view::recap(rows),

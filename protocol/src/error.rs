@@ -73,6 +73,10 @@ pub struct ErrorDetail {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// The names that would do, when the request named something ambiguously (a model
+    /// stem matching several files): a client at a terminal offers them as a list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
 }
 
 impl ErrorDetail {
@@ -81,7 +85,13 @@ impl ErrorDetail {
             code,
             message: message.into(),
             hint: None,
+            choices: Vec::new(),
         }
+    }
+
+    pub fn with_choices(mut self, choices: Vec<String>) -> Self {
+        self.choices = choices;
+        self
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {

@@ -11,6 +11,7 @@ pub mod error;
 pub mod event;
 pub mod heartbeat;
 pub mod inference;
+pub mod inventory;
 pub mod keep_alive;
 pub mod models;
 pub mod operation;

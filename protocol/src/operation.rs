@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::capabilities::DeviceSpec;
 use crate::inference::InferenceRequest;
+use crate::inventory::HiveSpec;
 use crate::keep_alive::KeepAlive;
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -40,6 +41,27 @@ pub enum Operation {
     HiveList,
     HiveRefresh {
         hive_id: String,
+    },
+    /// Reach a hive that is not in the inventory yet, as the inventory would reach it
+    /// with `hive` added: check its host key (trusting and recording a new one only
+    /// with `accept_new_host_keys`), platform, free disk and install directory.
+    HiveProbe {
+        alias: String,
+        #[serde(flatten)]
+        hive: HiveSpec,
+        #[serde(default)]
+        accept_new_host_keys: bool,
+    },
+    /// Write `hive` into the queen's inventory file (its comments and order kept) and
+    /// reload the inventory.
+    HiveAdd {
+        alias: String,
+        #[serde(flatten)]
+        hive: HiveSpec,
+    },
+    /// Take a hive out of the queen's inventory file and reload the inventory.
+    HiveRemove {
+        alias: String,
     },
 
     /// Download `repo` or `repo:file.gguf` from Hugging Face on the hive.
@@ -140,6 +162,9 @@ pub enum Operation {
         #[serde(default = "default_all")]
         hive_id: String,
     },
+    /// Read the inventory file again; hives whose settings did not change keep their
+    /// connection and state.
+    InventoryReload,
 
     /// Run a playbook (its TOML text) against the inventory.
     PlaybookRun {
@@ -218,6 +243,9 @@ impl Operation {
             Operation::HiveStatus { .. } => "hive_status",
             Operation::HiveList => "hive_list",
             Operation::HiveRefresh { .. } => "hive_refresh",
+            Operation::HiveProbe { .. } => "hive_probe",
+            Operation::HiveAdd { .. } => "hive_add",
+            Operation::HiveRemove { .. } => "hive_remove",
             Operation::ModelDownload { .. } => "model_download",
             Operation::ModelPush { .. } => "model_push",
             Operation::ModelList { .. } => "model_list",
@@ -233,6 +261,7 @@ impl Operation {
             Operation::Infer { .. } => "infer",
             Operation::InventoryList => "inventory_list",
             Operation::InventoryCheck { .. } => "inventory_check",
+            Operation::InventoryReload => "inventory_reload",
             Operation::PlaybookRun { .. } => "playbook_run",
         }
     }

@@ -12,6 +12,7 @@ use crate::capabilities::HiveCapabilities;
 use crate::cluster::{ClusterStatus, HiveSummary, WorkerView};
 use crate::error::ErrorCode;
 use crate::inference::StopReason;
+use crate::inventory::{HiveProbe, InventoryChange};
 use crate::models::{ModelEntry, ModelPresence, ModelTransfer};
 
 /// The answer of an operation or of one agent command.
@@ -46,6 +47,10 @@ pub enum OperationResult {
     ClusterStatus(ClusterStatus),
     /// `inventory list`.
     Inventory(Vec<HiveSummary>),
+    /// `hive probe`: a candidate hive reached and checked.
+    HiveProbe(HiveProbe),
+    /// `hive add`, `hive remove` and `inventory reload`: what changed in the inventory.
+    InventoryChange(InventoryChange),
     /// `worker list`.
     Workers(Vec<WorkerView>),
     /// `worker get`, `worker spawn` and `wait-ready`: the worker as the queen sees it.
@@ -78,6 +83,8 @@ impl OperationResult {
             OperationResult::ModelPresence(_) => "model_presence",
             OperationResult::ClusterStatus(_) => "cluster_status",
             OperationResult::Inventory(_) => "inventory",
+            OperationResult::HiveProbe(_) => "hive_probe",
+            OperationResult::InventoryChange(_) => "inventory_change",
             OperationResult::Workers(_) => "workers",
             OperationResult::Worker(_) => "worker",
             OperationResult::Recap(_) => "recap",

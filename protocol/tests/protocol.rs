@@ -29,6 +29,9 @@ fn every_operation_round_trips() {
         json!({"operation":"hive_status","hive_id":"gpu-a"}),
         json!({"operation":"hive_list"}),
         json!({"operation":"hive_refresh","hive_id":"gpu-*"}),
+        json!({"operation":"hive_probe","alias":"gpu-c","host":"10.0.0.3","ssh_port":2222,"groups":["gpu"],"accept_new_host_keys":true}),
+        json!({"operation":"hive_add","alias":"gpu-c","host":"10.0.0.3","ssh_user":"rbee","identity_file":"/k","install_dir":"~/.rbee"}),
+        json!({"operation":"hive_remove","alias":"gpu-c"}),
         json!({"operation":"model_download","hive_id":"gpu-a","model":"org/repo:f.gguf"}),
         json!({"operation":"model_push","hive_id":"gpu-a","path":"/tmp/m.gguf"}),
         json!({"operation":"model_list","hive_id":"all"}),
@@ -48,6 +51,7 @@ fn every_operation_round_trips() {
         json!({"operation":"infer","model":"m","worker_id":"w","messages":[{"role":"user","content":"hi"}],"temperature":0.0,"seed":1}),
         json!({"operation":"inventory_list"}),
         json!({"operation":"inventory_check","hive_id":"all"}),
+        json!({"operation":"inventory_reload"}),
         json!({"operation":"playbook_run","name":"site.toml","content":"","check":true,"limit":"gpu"}),
     ];
     let mut names = std::collections::BTreeSet::new();
@@ -60,7 +64,7 @@ fn every_operation_round_trips() {
         );
         names.insert(op.name());
     }
-    assert_eq!(names.len(), 24, "every variant is covered: {names:?}");
+    assert_eq!(names.len(), 28, "every variant is covered: {names:?}");
 }
 
 #[test]

@@ -201,6 +201,20 @@ impl HiveRegistry {
     pub fn get(&self, alias: &str) -> Option<HiveRecord> {
         self.lock().get(alias).cloned()
     }
+
+    /// Forgets everything learned about a hive that left the inventory.
+    pub fn forget(&self, alias: &str) {
+        self.lock().remove(alias);
+        self.models
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(alias);
+        self.links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(alias);
+        self.changed.send_modify(|n| *n += 1);
+    }
 }
 
 #[cfg(test)]

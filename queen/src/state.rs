@@ -35,6 +35,9 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// Answers agent commands in place of hives (tests only; `None` when serving).
     pub fake_hives: Option<Arc<dyn crate::fake_hive::FakeHive>>,
+    /// Held while the inventory file is edited or reloaded, so two edits never read
+    /// the same text and the last write wins.
+    pub inventory_edits: tokio::sync::Mutex<()>,
 }
 
 impl AppState {
@@ -76,6 +79,7 @@ impl AppState {
             listen_addr: OnceLock::new(),
             metrics: crate::metrics::Metrics::default(),
             fake_hives: None,
+            inventory_edits: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -102,6 +106,15 @@ impl AppState {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// Puts a reloaded inventory in place; operations already running keep the
+    /// snapshot they took.
+    pub fn replace_inventory(&self, inventory: Inventory) {
+        *self
+            .inventory
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(inventory);
     }
 }
 

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use rbee_hive::AgentCommand;
 use rbee_hive::models::ProgressMeter;
+use rbee_protocol::inventory::HiveProbe;
 use rbee_protocol::models::HubAccess;
 use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent};
 
@@ -229,6 +230,56 @@ impl<'a> HiveClient<'a> {
             .map(|(name, hash)| (name.to_owned(), hash.to_owned()))
             .collect();
         Ok(Installed { os, arch, sha256 })
+    }
+
+    /// Reaches a hive that may have nothing of rbee yet and checks what `hive add`
+    /// needs: the host key it answered with, its platform, and whether its install
+    /// directory exists or can be made, is writable, and how much disk is free there.
+    pub async fn probe_candidate(&self) -> Result<HiveProbe, HiveError> {
+        let result = self.run_candidate_probe().await;
+        self.observe_step(&result);
+        result
+    }
+
+    async fn run_candidate_probe(&self) -> Result<HiveProbe, HiveError> {
+        let started = Instant::now();
+        let connection = self.connection().await?;
+        let script = shell::script(
+            &[("d", Value::Path(&self.host.hive.install_dir))],
+            "printf 'uname=%s\\n' \"$(uname -sm)\"; mkdir -p \"$d\" 2>/dev/null; \
+             printf 'dir=%s\\n' \"$(cd \"$d\" 2>/dev/null && pwd)\"; \
+             if [ -d \"$d\" ] && [ -w \"$d\" ]; then echo writable=yes; else echo writable=no; fi; \
+             printf 'avail_kb=%s\\n' \"$(df -Pk \"$d\" 2>/dev/null | awk 'NR==2 {print $4}')\"",
+        );
+        let (_, answer) = connection.output(&script).await?;
+        self.timed("probe", started);
+        let field = |name: &str| {
+            answer
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix('='))
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        };
+        let (os, arch) = platform(&field("uname"));
+        let target = &connection.target;
+        let dir = field("dir");
+        Ok(HiveProbe {
+            alias: self.host.hive.alias.clone(),
+            host: target.host.clone(),
+            port: target.port,
+            user: target.user.clone(),
+            fingerprint: connection.host_key_fingerprint.clone(),
+            os,
+            arch,
+            install_dir: if dir.is_empty() {
+                self.host.hive.install_dir.clone()
+            } else {
+                dir
+            },
+            writable: field("writable") == "yes",
+            free_disk_bytes: field("avail_kb").parse::<u64>().ok().map(|kb| kb * 1024),
+        })
     }
 
     /// The paths of the decompressors the hive has (`zstd`, `gzip`), one a line; empty

@@ -10,6 +10,7 @@ mod fan_out;
 mod hive_client;
 mod hives;
 mod inference;
+mod inventory;
 mod models;
 mod playbook;
 mod push;
@@ -104,6 +105,14 @@ async fn execute(ctx: JobContext, operation: Operation) -> OpResult {
         Operation::HiveStatus { hive_id } => hives::status(&ctx, &hive_id).await,
         Operation::HiveRefresh { hive_id } => hives::refresh(&ctx, &hive_id).await,
         Operation::HiveUninstall { hive_id } => hives::uninstall(&ctx, &hive_id).await,
+        Operation::HiveProbe {
+            alias,
+            hive,
+            accept_new_host_keys,
+        } => inventory::probe(&ctx, &alias, &hive, accept_new_host_keys).await,
+        Operation::HiveAdd { alias, hive } => inventory::add(&ctx, &alias, &hive).await,
+        Operation::HiveRemove { alias } => inventory::remove(&ctx, &alias).await,
+        Operation::InventoryReload => inventory::reload(&ctx).await,
         Operation::HiveList => hives::check(&ctx, "all").await,
         Operation::InventoryCheck { hive_id } => hives::check(&ctx, &hive_id).await,
         Operation::Infer {

@@ -11,6 +11,8 @@ pub struct SshConnection {
     /// This end's address of the TCP connection: the address the hive sees the queen
     /// at. `None` when tunnelled through a jump host.
     pub local_addr: Option<std::net::SocketAddr>,
+    /// The SHA256 fingerprint of the host key this connection was made with.
+    pub host_key_fingerprint: String,
     /// The jump host's connection, kept open as long as this one tunnels through it.
     _jump: Option<Arc<SshConnection>>,
     /// A long-running command answering request lines (the agent's `serve`).
@@ -163,12 +165,14 @@ impl SshConnection {
             ..client::Config::default()
         });
         let verdict = Arc::new(Mutex::new(None));
+        let offered = Arc::new(Mutex::new(None));
         let check = HostKeyCheck {
             host: target.host.clone(),
             port: target.port,
             known_hosts: settings.known_hosts.clone(),
             accept_new,
             verdict: verdict.clone(),
+            offered: offered.clone(),
         };
         let handshake = tokio::time::timeout(
             settings.connect_timeout,
@@ -193,11 +197,17 @@ impl SshConnection {
             }
         };
         authenticate(&mut handle, &target).await?;
+        let host_key_fingerprint = offered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default();
         Ok(SshConnection {
             handle,
             channels: Semaphore::new(CHANNELS_PER_CONNECTION),
             target,
             local_addr,
+            host_key_fingerprint,
             _jump: jump,
             session: Default::default(),
         })

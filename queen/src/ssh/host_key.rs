@@ -12,6 +12,8 @@ pub(super) struct HostKeyCheck {
     pub(super) accept_new: bool,
     /// Why the key was refused, for the connect error.
     pub(super) verdict: Arc<Mutex<Option<SshError>>>,
+    /// The SHA256 fingerprint of the key the server offered.
+    pub(super) offered: Arc<Mutex<Option<String>>>,
 }
 
 impl HostKeyCheck {
@@ -43,6 +45,7 @@ impl client::Handler for HostKeyCheck {
             }
         };
         let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        *self.offered.lock().unwrap_or_else(|p| p.into_inner()) = Some(fingerprint.clone());
         match russh::keys::check_known_hosts_path(&self.host, self.port, key, &self.known_hosts) {
             Ok(true) => Ok(true),
             Ok(false) if self.accept_new => {

@@ -161,7 +161,10 @@ impl ModelError {
             ),
             ModelError::Io { .. } | ModelError::HubAnswer { .. } => (ErrorCode::AgentFailed, None),
         };
-        let detail = ErrorDetail::new(code, message);
+        let mut detail = ErrorDetail::new(code, message);
+        if let ModelError::Ambiguous { candidates, .. } = self {
+            detail = detail.with_choices(candidates.clone());
+        }
         match hint {
             Some(hint) => detail.with_hint(hint),
             None => detail,

@@ -125,7 +125,12 @@ fn resolve_takes_full_ids_repo_ids_and_unique_file_names() {
         );
     }
     match resolve(dir.path(), "org/repo-GGUF") {
-        Err(ModelError::Ambiguous { candidates, .. }) => assert_eq!(candidates.len(), 2),
+        Err(ambiguous @ ModelError::Ambiguous { .. }) => {
+            // The candidates travel typed, so a client can offer them as a list.
+            let detail = ambiguous.to_detail();
+            assert_eq!(detail.choices.len(), 2, "{detail:?}");
+            assert!(detail.message.contains(&detail.choices[0]), "{detail:?}");
+        }
         other => panic!("two files of one repo are ambiguous: {other:?}"),
     }
     let miss = resolve(dir.path(), "nope").expect_err("no such model");

@@ -1,11 +1,21 @@
-//! The queen's Prometheus metrics, written in the text exposition format at
-//! `GET /metrics`. Counters and histograms are recorded as things happen; gauges of
-//! workers and hives are read from the registries at scrape time.
+//! The queen's Prometheus metrics at `GET /metrics`, kept and written by the
+//! `prometheus-client` crate in the Prometheus text format (0.0.4, what `promtool
+//! check metrics` reads). Counters and histograms are recorded as things happen;
+//! gauges of workers and hives are read from the registries at scrape time.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+/// The exposition's `Content-Type`.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Seconds: from sub-millisecond local calls to minute-long operations.
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -14,50 +24,53 @@ const LATENCY_BUCKETS: [f64; 12] = [
 /// Tokens per second of one request.
 const RATE_BUCKETS: [f64; 10] = [1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0];
 
-type Labels = Vec<(&'static str, String)>;
-
-#[derive(Clone)]
-struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    operation: String,
+    outcome: String,
 }
 
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Histogram {
-            bounds,
-            counts: vec![0; bounds.len()],
-            sum: 0.0,
-            count: 0,
-        }
-    }
-
-    fn observe(&mut self, value: f64) {
-        for (bound, count) in self.bounds.iter().zip(&mut self.counts) {
-            if value <= *bound {
-                *count += 1;
-            }
-        }
-        self.sum += value;
-        self.count += 1;
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InferenceLabels {
+    model: String,
+    outcome: String,
 }
 
-#[derive(Default)]
-struct Families {
-    jobs: BTreeMap<Labels, u64>,
-    inference: BTreeMap<Labels, u64>,
-    tokens: u64,
-    ttft: BTreeMap<Labels, Histogram>,
-    rate: BTreeMap<Labels, Histogram>,
-    ssh: BTreeMap<Labels, Histogram>,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    model: String,
 }
 
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CommandLabels {
+    command: String,
+    transport: String,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// The metrics recorded as things happen. Each field is a handle on shared atomic
+/// state, so a scrape registers clones of them beside the gauges it reads.
 pub struct Metrics {
-    families: Mutex<Families>,
+    jobs: Family<JobLabels, Counter>,
+    inference: Family<InferenceLabels, Counter>,
+    tokens: Counter,
+    ttft: Histograms<ModelLabels>,
+    rate: Histograms<ModelLabels>,
+    ssh: Histograms<CommandLabels>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            jobs: Family::default(),
+            inference: Family::default(),
+            tokens: Counter::default(),
+            ttft: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
+            rate: Family::new_with_constructor(|| Histogram::new(RATE_BUCKETS)),
+            ssh: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
+        }
+    }
 }
 
 /// Gauges read when scraped.
@@ -77,235 +90,177 @@ pub struct Snapshot {
 }
 
 impl Metrics {
-    fn lock(&self) -> MutexGuard<'_, Families> {
-        self.families.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     pub fn job_finished(&self, operation: &str, outcome: &str) {
-        let labels = vec![
-            ("operation", operation.to_owned()),
-            ("outcome", outcome.to_owned()),
-        ];
-        *self.lock().jobs.entry(labels).or_default() += 1;
+        let labels = JobLabels {
+            operation: operation.to_owned(),
+            outcome: outcome.to_owned(),
+        };
+        self.jobs.get_or_create(&labels).inc();
     }
 
     pub fn inference_finished(&self, model: &str, outcome: &str) {
-        let labels = vec![("model", model.to_owned()), ("outcome", outcome.to_owned())];
-        *self.lock().inference.entry(labels).or_default() += 1;
+        let labels = InferenceLabels {
+            model: model.to_owned(),
+            outcome: outcome.to_owned(),
+        };
+        self.inference.get_or_create(&labels).inc();
     }
 
     /// A request that produced tokens: its time to first token and rate.
     pub fn inference_timing(&self, model: &str, ttft: Duration, tokens: u64, tokens_per_s: f64) {
-        let labels = vec![("model", model.to_owned())];
-        let mut families = self.lock();
-        families.tokens += tokens;
-        families
-            .ttft
-            .entry(labels.clone())
-            .or_insert_with(|| Histogram::new(&LATENCY_BUCKETS))
-            .observe(ttft.as_secs_f64());
+        let labels = ModelLabels {
+            model: model.to_owned(),
+        };
+        self.tokens.inc_by(tokens);
+        self.ttft.get_or_create(&labels).observe(ttft.as_secs_f64());
         if tokens > 0 {
-            families
-                .rate
-                .entry(labels)
-                .or_insert_with(|| Histogram::new(&RATE_BUCKETS))
-                .observe(tokens_per_s);
+            self.rate.get_or_create(&labels).observe(tokens_per_s);
         }
     }
 
     /// One agent command on a hive, over SSH or in-process.
     pub fn ssh_operation(&self, command: &str, transport: &str, took: Duration) {
-        let labels = vec![
-            ("command", command.to_owned()),
-            ("transport", transport.to_owned()),
-        ];
-        self.lock()
-            .ssh
-            .entry(labels)
-            .or_insert_with(|| Histogram::new(&LATENCY_BUCKETS))
-            .observe(took.as_secs_f64());
+        let labels = CommandLabels {
+            command: command.to_owned(),
+            transport: transport.to_owned(),
+        };
+        self.ssh.get_or_create(&labels).observe(took.as_secs_f64());
     }
 
-    /// The exposition text.
+    /// The exposition text: the recorded metrics and the snapshot's gauges, in one
+    /// registry made for this scrape.
     pub fn render(&self, snapshot: &Snapshot) -> String {
-        let families = self.lock();
-        let mut out = String::new();
-        counter(
-            &mut out,
-            "rbee_jobs_total",
-            "Jobs finished, by operation and outcome.",
-            &families.jobs,
+        let mut registry = Registry::default();
+        registry.register(
+            "rbee_jobs",
+            "Jobs finished, by operation and outcome",
+            self.jobs.clone(),
         );
-        gauge(
-            &mut out,
+        registry.register(
             "rbee_jobs_running",
-            "Jobs running now.",
-            [(Vec::new(), snapshot.jobs_running)],
+            "Jobs running now",
+            gauge(snapshot.jobs_running),
         );
-        counter(
-            &mut out,
-            "rbee_inference_requests_total",
-            "Inference requests finished, by model and outcome.",
-            &families.inference,
+        registry.register(
+            "rbee_inference_requests",
+            "Inference requests finished, by model and outcome",
+            self.inference.clone(),
         );
-        counter(
-            &mut out,
-            "rbee_tokens_generated_total",
-            "Tokens relayed from workers to clients.",
-            &BTreeMap::from([(Vec::new(), families.tokens)]),
+        registry.register(
+            "rbee_tokens_generated",
+            "Tokens relayed from workers to clients",
+            self.tokens.clone(),
         );
-        histogram(
-            &mut out,
-            "rbee_time_to_first_token_seconds",
-            "Time from a request reaching the queen to its first token.",
-            &families.ttft,
+        registry.register_with_unit(
+            "rbee_time_to_first_token",
+            "Time from a request reaching the queen to its first token",
+            Unit::Seconds,
+            self.ttft.clone(),
         );
-        histogram(
-            &mut out,
+        registry.register(
             "rbee_tokens_per_second",
-            "Generation rate of one request, as its worker measured it.",
-            &families.rate,
+            "Generation rate of one request, as its worker measured it",
+            self.rate.clone(),
         );
-        histogram(
-            &mut out,
-            "rbee_ssh_operation_seconds",
-            "Agent commands on hives, by command and transport (ssh or in-process).",
-            &families.ssh,
+        registry.register_with_unit(
+            "rbee_ssh_operation",
+            "Agent commands on hives, by command and transport (ssh or in-process)",
+            Unit::Seconds,
+            self.ssh.clone(),
         );
-        gauge(
-            &mut out,
+        registry.register(
             "rbee_workers",
-            "Workers the queen knows, by status.",
-            snapshot
-                .workers
-                .iter()
-                .map(|(status, n)| (vec![("status", status.clone())], *n)),
+            "Workers the queen knows, by status",
+            gauges(
+                snapshot
+                    .workers
+                    .iter()
+                    .map(|(status, n)| (vec![("status", status.clone())], *n)),
+            ),
         );
-        gauge(
-            &mut out,
+        registry.register(
             "rbee_worker_slots",
-            "Requests the schedulable workers generate at once, by model.",
-            snapshot
-                .slots
-                .iter()
-                .map(|(model, (total, _))| (vec![("model", model.clone())], *total)),
+            "Requests the schedulable workers generate at once, by model",
+            gauges(
+                snapshot
+                    .slots
+                    .iter()
+                    .map(|(model, (total, _))| (vec![("model", model.clone())], *total)),
+            ),
         );
-        gauge(
-            &mut out,
+        registry.register(
             "rbee_worker_slots_busy",
-            "Slots serving a request, as the workers' last heartbeats said, by model.",
-            snapshot
-                .slots
-                .iter()
-                .map(|(model, (_, busy))| (vec![("model", model.clone())], *busy)),
+            "Slots serving a request, as the workers' last heartbeats said, by model",
+            gauges(
+                snapshot
+                    .slots
+                    .iter()
+                    .map(|(model, (_, busy))| (vec![("model", model.clone())], *busy)),
+            ),
         );
-        gauge(
-            &mut out,
+        registry.register(
             "rbee_hives",
-            "Hives in the inventory.",
-            [(Vec::new(), snapshot.hives_total)],
+            "Hives in the inventory",
+            gauge(snapshot.hives_total),
         );
-        gauge(
-            &mut out,
+        registry.register(
             "rbee_hives_reachable",
-            "Hives marked online by their last operation.",
-            [(Vec::new(), snapshot.hives_reachable)],
+            "Hives marked online by their last operation",
+            gauge(snapshot.hives_reachable),
         );
-        gauge(
-            &mut out,
+        registry.register(
             "rbee_hive_ssh_healthy",
-            "1 while a hive's SSH commands fare well, 0 after failures in a row (ssh_unhealthy_after).",
-            snapshot.hive_ssh.iter().filter_map(|(hive, healthy, _)| {
+            "1 while a hive's SSH commands fare well, 0 after failures in a row (ssh_unhealthy_after)",
+            gauges(snapshot.hive_ssh.iter().filter_map(|(hive, healthy, _)| {
                 healthy.map(|h| (vec![("hive", hive.clone())], u64::from(h)))
-            }),
+            })),
         );
-        gauge(
-            &mut out,
-            "rbee_worker_heartbeat_age_seconds",
-            "Time since each worker's last heartbeat reached the queen.",
-            snapshot
-                .worker_heard_ms
-                .iter()
-                .map(|(worker, ms)| (vec![("worker_id", worker.clone())], *ms as f64 / 1000.0)),
-        );
-        gauge(
-            &mut out,
-            "rbee_hive_ssh_consecutive_failures",
-            "SSH commands to a hive that failed since its last success.",
-            snapshot
-                .hive_ssh
-                .iter()
-                .map(|(hive, _, failures)| (vec![("hive", hive.clone())], u64::from(*failures))),
-        );
-        out
-    }
-}
-
-fn label_text(labels: &[(&'static str, String)], extra: Option<(&str, String)>) -> String {
-    let mut parts: Vec<String> = labels
-        .iter()
-        .map(|(name, value)| format!("{name}=\"{}\"", escape(value)))
-        .collect();
-    if let Some((name, value)) = extra {
-        parts.push(format!("{name}=\"{value}\""));
-    }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("{{{}}}", parts.join(","))
-    }
-}
-
-/// Label values escape backslash, double quote and newline.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn header(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-fn counter(out: &mut String, name: &str, help: &str, values: &BTreeMap<Labels, u64>) {
-    header(out, name, help, "counter");
-    for (labels, value) in values {
-        let _ = writeln!(out, "{name}{} {value}", label_text(labels, None));
-    }
-}
-
-fn gauge<V: std::fmt::Display>(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    values: impl IntoIterator<Item = (Labels, V)>,
-) {
-    header(out, name, help, "gauge");
-    for (labels, value) in values {
-        let _ = writeln!(out, "{name}{} {value}", label_text(&labels, None));
-    }
-}
-
-fn histogram(out: &mut String, name: &str, help: &str, values: &BTreeMap<Labels, Histogram>) {
-    header(out, name, help, "histogram");
-    for (labels, histogram) in values {
-        for (bound, count) in histogram.bounds.iter().zip(&histogram.counts) {
-            let le = Some(("le", bound.to_string()));
-            let _ = writeln!(out, "{name}_bucket{} {count}", label_text(labels, le));
+        let heard: Family<Vec<(&'static str, String)>, Gauge<f64, std::sync::atomic::AtomicU64>> =
+            Family::default();
+        for (worker, ms) in &snapshot.worker_heard_ms {
+            heard
+                .get_or_create(&vec![("worker_id", worker.clone())])
+                .set(*ms as f64 / 1000.0);
         }
-        let inf = Some(("le", "+Inf".to_owned()));
-        let _ = writeln!(
-            out,
-            "{name}_bucket{} {}",
-            label_text(labels, inf),
-            histogram.count
+        registry.register_with_unit(
+            "rbee_worker_heartbeat_age",
+            "Time since each worker's last heartbeat reached the queen",
+            Unit::Seconds,
+            heard,
         );
-        let plain = label_text(labels, None);
-        let _ = writeln!(out, "{name}_sum{plain} {}", histogram.sum);
-        let _ = writeln!(out, "{name}_count{plain} {}", histogram.count);
+        registry.register(
+            "rbee_hive_ssh_consecutive_failures",
+            "SSH commands to a hive that failed since its last success",
+            gauges(
+                snapshot.hive_ssh.iter().map(|(hive, _, failures)| {
+                    (vec![("hive", hive.clone())], u64::from(*failures))
+                }),
+            ),
+        );
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_text::encode(&mut text, &registry);
+        text
     }
+}
+
+type Count = Gauge<u64, std::sync::atomic::AtomicU64>;
+
+fn gauge(value: u64) -> Count {
+    let gauge = Count::default();
+    gauge.set(value);
+    gauge
+}
+
+/// One gauge per label set.
+fn gauges(
+    values: impl IntoIterator<Item = (Vec<(&'static str, String)>, u64)>,
+) -> Family<Vec<(&'static str, String)>, Count> {
+    let family: Family<_, Count> = Family::default();
+    for (labels, value) in values {
+        family.get_or_create(&labels).set(value);
+    }
+    family
 }
 
 #[cfg(test)]
@@ -362,5 +317,60 @@ mod tests {
             text.contains("rbee_worker_slots_busy{model=\"m\"} 3"),
             "{text}"
         );
+        assert!(
+            text.contains("rbee_worker_heartbeat_age_seconds{worker_id=\"w1\"} 1.5"),
+            "{text}"
+        );
+    }
+
+    /// Every family keeps the name, type and help scrapers and dashboards know it by.
+    /// (A family with no samples yet is left out, as Prometheus' own clients do.)
+    #[test]
+    fn every_family_keeps_its_name_type_and_help() {
+        let metrics = Metrics::default();
+        metrics.job_finished("infer", "done");
+        metrics.inference_finished("m", "ok");
+        metrics.inference_timing("m", Duration::from_millis(30), 5, 12.0);
+        metrics.ssh_operation("version", "ssh", Duration::from_millis(3));
+        let text = metrics.render(&Snapshot {
+            workers: BTreeMap::from([("ready".to_owned(), 1)]),
+            slots: BTreeMap::from([("m".to_owned(), (4, 1))]),
+            hives_total: 1,
+            hives_reachable: 1,
+            hive_ssh: vec![("a".to_owned(), Some(true), 0)],
+            worker_heard_ms: vec![("w1".to_owned(), 10)],
+            jobs_running: 0,
+        });
+        let families = [
+            ("rbee_jobs_total", "counter"),
+            ("rbee_jobs_running", "gauge"),
+            ("rbee_inference_requests_total", "counter"),
+            ("rbee_tokens_generated_total", "counter"),
+            ("rbee_time_to_first_token_seconds", "histogram"),
+            ("rbee_tokens_per_second", "histogram"),
+            ("rbee_ssh_operation_seconds", "histogram"),
+            ("rbee_workers", "gauge"),
+            ("rbee_worker_slots", "gauge"),
+            ("rbee_worker_slots_busy", "gauge"),
+            ("rbee_hives", "gauge"),
+            ("rbee_hives_reachable", "gauge"),
+            ("rbee_hive_ssh_healthy", "gauge"),
+            ("rbee_worker_heartbeat_age_seconds", "gauge"),
+            ("rbee_hive_ssh_consecutive_failures", "gauge"),
+        ];
+        let types: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .collect();
+        let expected: Vec<String> = families.iter().map(|(n, t)| format!("{n} {t}")).collect();
+        assert_eq!(types, expected, "{text}");
+        for (name, _) in families {
+            let help = text
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("# HELP {name} ")))
+                .unwrap_or_else(|| panic!("no help for {name}: {text}"));
+            assert!(help.ends_with('.') && !help.ends_with(".."), "{help}");
+        }
+        assert!(text.contains("rbee_jobs_running 0"), "{text}");
     }
 }

@@ -117,7 +117,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl axum::response::Int
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::CONTENT_TYPE,
         )],
         text,
     )

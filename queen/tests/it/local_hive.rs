@@ -6,7 +6,7 @@ use rbee_config::{Config, Inventory};
 use rbee_protocol::{JobEvent, OperationResult};
 use serde_json::{Value, json};
 
-use crate::support::start_queen;
+use crate::support::{assert_promtool_accepts, start_queen};
 
 #[tokio::test]
 async fn localhost_runs_in_process_without_sshd() {
@@ -79,5 +79,6 @@ async fn localhost_runs_in_process_without_sshd() {
             "{command} is not timed: {metrics}"
         );
     }
+    assert_promtool_accepts(&metrics);
     state.shutdown.cancel();
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rbee_config::{Config, Inventory};
 use serde_json::Value;
 
-use crate::support::{bin_dir, repo, start_queen, test_model};
+use crate::support::{assert_promtool_accepts, bin_dir, repo, start_queen, test_model};
 
 const TOKEN: &str = "openai-test-token";
 const MODEL: &str = "smollm2";
@@ -154,28 +154,6 @@ async fn the_openai_client_chats_streams_completes_and_lists_models() {
         .and_then(|v| v.parse().ok())
         .expect("tokens counter");
     assert!(tokens > 0, "{metrics}");
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs (install-deps.sh installs the prometheus package)");
-    {
-        use std::io::Write;
-        promtool
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(metrics.as_bytes())
-            .expect("write");
-    }
-    let checked = promtool.wait_with_output().expect("promtool");
-    assert!(
-        checked.status.success(),
-        "promtool: {}{}\n{metrics}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    assert_promtool_accepts(&metrics);
     drop(worker);
 }

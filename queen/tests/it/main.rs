@@ -4,6 +4,7 @@ mod api;
 mod dashboard;
 mod fake_hives;
 mod health;
+mod hive_wizard;
 mod hives;
 mod hostile;
 mod hub_mirror;

@@ -65,7 +65,7 @@ async fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 }
 
 /// Runs the keeper binary against `queen` with no terminal on stdin.
-async fn keeper(queen: &Queen, args: &[&str]) -> std::process::Output {
+pub async fn keeper(queen: &Queen, args: &[&str]) -> std::process::Output {
     let dir = tempfile::tempdir().expect("keeper dir");
     let config = dir.path().join("config.toml");
     let port = queen.state.listen_addr().port();

@@ -3,7 +3,8 @@
 //! shown, the hive lands in the queen's inventory file with every other byte of the
 //! file kept, the running queen installs and reports on it without a restart, and
 //! removing it gives the file back as it was. A model name that two files match is an
-//! error listing both.
+//! error listing both. A reload of a file edited by hand keeps what the queen knows of
+//! the hives that did not change.
 
 use std::path::Path;
 
@@ -159,6 +160,59 @@ async fn a_script_adds_a_lab_host_the_queen_then_serves_and_removes_it_leaving_t
     assert!(
         matches!(&gone.last().expect("events").1, JobEvent::Error(e) if e.message.contains("hive-2")),
         "{gone:#?}"
+    );
+    queen.stop().await;
+}
+
+/// A file edited by hand and reloaded: the hive that did not change keeps what the
+/// queen knew of it, a changed one is listed as changed, a removed one is forgotten,
+/// and a file that no longer parses leaves the running inventory as it was.
+#[tokio::test]
+async fn a_reload_keeps_unchanged_hives_and_forgets_removed_ones() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("inventory.toml");
+    let write = |text: &str| std::fs::write(&path, text).expect("inventory");
+    write(
+        "[hives.a]\nhost = \"10.0.0.1\"\n\n[hives.b]\nhost = \"10.0.0.2\"\n\n[hives.c]\nhost = \"10.0.0.3\"\n",
+    );
+    let inventory = Inventory::load(&path, true).expect("loads");
+    let queen = start_queen_on(config(&dir.path().join("state")), inventory, "127.0.0.1:0").await;
+    for alias in ["a", "c"] {
+        queen
+            .state
+            .hives
+            .mark_online(alias, "0.1.0".to_owned(), None);
+    }
+    write(
+        "# c went away, b moved, d came.\n[hives.a]\nhost = \"10.0.0.1\"\n\n[hives.b]\nhost = \"10.0.0.20\"\n\n[hives.d]\nhost = \"10.0.0.4\"\n",
+    );
+    let events = queen.run(json!({"operation": "inventory_reload"})).await;
+    assert_eq!(
+        events.last().expect("events").1,
+        JobEvent::Done,
+        "{events:#?}"
+    );
+    let change = crate::support::Queen::result_of(&events).expect("a result");
+    assert_eq!(change["added"], json!(["d"]));
+    assert_eq!(change["removed"], json!(["c"]));
+    assert_eq!(change["changed"], json!(["b"]));
+    assert!(
+        queen.state.hives.get("a").is_some_and(|r| r.online),
+        "a is kept"
+    );
+    assert!(queen.state.hives.get("c").is_none(), "c is forgotten");
+    assert_eq!(queen.state.inventory().hives["b"].host, "10.0.0.20");
+
+    write("[hives.a]\nhost = \n");
+    let events = queen.run(json!({"operation": "inventory_reload"})).await;
+    assert!(
+        matches!(&events.last().expect("events").1, JobEvent::Error(e) if e.message.contains("inventory.toml")),
+        "{events:#?}"
+    );
+    assert_eq!(
+        queen.state.inventory().hives.len(),
+        3,
+        "the old inventory stays"
     );
     queen.stop().await;
 }

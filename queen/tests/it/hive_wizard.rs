@@ -216,3 +216,161 @@ async fn a_reload_keeps_unchanged_hives_and_forgets_removed_ones() {
     );
     queen.stop().await;
 }
+
+/// The keeper at a terminal: a pseudo-terminal (`script`), read and typed into as a
+/// person would, prompt by prompt.
+struct Terminal {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    screen: std::sync::Arc<std::sync::Mutex<String>>,
+    /// How much of the screen earlier waits consumed.
+    seen: usize,
+}
+
+impl Terminal {
+    fn start(command: &str) -> Terminal {
+        use std::io::Read;
+        let mut child = std::process::Command::new("script")
+            .args(["-qfec", command, "/dev/null"])
+            .env("TERM", "xterm")
+            .env_remove("RBEE_QUEEN_URL")
+            .env_remove("RBEE_API_TOKEN")
+            .env_remove("SSH_AUTH_SOCK")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("script runs");
+        let input = child.stdin.take().expect("stdin");
+        let mut output = child.stdout.take().expect("stdout");
+        let screen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let shared = screen.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = output.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+                shared.lock().expect("screen").push_str(&text);
+            }
+        });
+        Terminal {
+            child,
+            input,
+            screen,
+            seen: 0,
+        }
+    }
+
+    fn screen(&self) -> String {
+        self.screen.lock().expect("screen").clone()
+    }
+
+    /// Waits until `prompt` appears after what earlier waits saw, then types `keys`.
+    fn answer(&mut self, prompt: &str, keys: &str) {
+        use std::io::Write;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let screen = self.screen();
+            if let Some(at) = screen[self.seen..].find(prompt) {
+                self.seen += at + prompt.len();
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {prompt:?} on the screen:\n{screen}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // The prompt is drawn before the terminal is put in raw mode for its keys.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        self.input.write_all(keys.as_bytes()).expect("type");
+        self.input.flush().expect("flush");
+    }
+
+    fn wait(mut self) -> (std::process::ExitStatus, String) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                return (status, self.screen());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the keeper did not exit:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wizard_at_a_terminal_asks_shows_the_fingerprint_and_adds_the_hive() {
+    let lab = Lab::up(1);
+    let host = lab.inventory(None).hives["hive-1"].clone();
+    let dir = tempfile::tempdir().expect("queen dir");
+    let known_hosts = dir.path().join("known_hosts");
+    std::fs::write(&known_hosts, "").expect("known_hosts");
+    let path = dir.path().join("inventory.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[defaults]\nssh_user = \"root\"\nidentity_file = \"{}\"\nknown_hosts = \"{}\"\n",
+            lab.dir.path().join("id_ed25519").display(),
+            known_hosts.display()
+        ),
+    )
+    .expect("inventory");
+    let inventory = Inventory::load(&path, true).expect("inventory loads");
+    let queen = start_queen_on(config(&dir.path().join("state")), inventory, "127.0.0.1:0").await;
+    let keeper_config = dir.path().join("keeper.toml");
+    std::fs::write(
+        &keeper_config,
+        format!(
+            "[queen]\nport = {}\napi_token = \"{}\"\n",
+            queen.state.listen_addr().port(),
+            crate::workers::TOKEN
+        ),
+    )
+    .expect("keeper config");
+    let command = format!(
+        "{} --config {} hive add",
+        crate::support::bin_dir().join("rbee-keeper").display(),
+        keeper_config.display()
+    );
+    let install_dir = host.install_dir.clone();
+    let expected_dir = install_dir.clone();
+    let (status, screen) = tokio::task::spawn_blocking(move || {
+        let mut terminal = Terminal::start(&command);
+        terminal.answer("Host", &format!("{}\r", host.host));
+        terminal.answer("Alias", "lab-one\r");
+        terminal.answer("SSH user", "\r");
+        terminal.answer("SSH port", "\r");
+        terminal.answer("Identity", "\r");
+        terminal.answer("Groups", "lab, wizard\r");
+        terminal.answer("Install directory", &format!("{install_dir}\r"));
+        terminal.answer("Trust this host key", "y");
+        terminal.answer("Write lab-one", "y");
+        terminal.wait()
+    })
+    .await
+    .expect("join");
+    assert!(status.success(), "{screen}");
+    assert!(
+        screen.contains("SHA256:"),
+        "the fingerprint is shown: {screen}"
+    );
+    assert!(screen.contains("added lab-one"), "{screen}");
+    let hive = queen.state.inventory().hives["lab-one"].clone();
+    assert_eq!(hive.install_dir, expected_dir);
+    assert_eq!(hive.ssh_user.as_deref(), Some("root"), "left to [defaults]");
+    assert!(hive.groups.contains("wizard"), "{hive:?}");
+    assert!(
+        std::fs::read_to_string(&known_hosts)
+            .expect("kh")
+            .contains("ssh-ed25519"),
+        "the key is recorded"
+    );
+    queen.stop().await;
+}

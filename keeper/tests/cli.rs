@@ -356,13 +356,22 @@ fn malformed_files_are_reported_with_place_and_expectation() {
 #[test]
 fn prompts_without_a_terminal_name_the_flag() {
     let op = Operator::new();
-    let out = op.run(&["hive", "uninstall", "gpu-a"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("pass --yes"),
-        "{}",
-        text(&out.stderr)
-    );
+    // Each refused before anything reaches a queen (none runs here).
+    let cases: [(&[&str], &str); 4] = [
+        (&["hive", "uninstall", "gpu-a"], "pass --yes"),
+        (&["hive", "remove", "gpu-a"], "pass --yes"),
+        (&["hive", "add", "gpu-b"], "pass --host"),
+        (&["hive", "add", "--host", "192.0.2.11"], "first argument"),
+    ];
+    for (args, flag) in cases {
+        let out = op.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(flag),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
 }
 
 #[test]

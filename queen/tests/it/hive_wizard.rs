@@ -3,8 +3,9 @@
 //! shown, the hive lands in the queen's inventory file with every other byte of the
 //! file kept, the running queen installs and reports on it without a restart, and
 //! removing it gives the file back as it was. A model name that two files match is an
-//! error listing both. A reload of a file edited by hand keeps what the queen knows of
-//! the hives that did not change.
+//! error listing both, and at a terminal a list to choose from. At a terminal the
+//! wizard asks, shows the fingerprint and writes the hive. A reload of a file edited
+//! by hand keeps what the queen knows of the hives that did not change.
 
 use std::path::Path;
 
@@ -372,5 +373,52 @@ async fn the_wizard_at_a_terminal_asks_shows_the_fingerprint_and_adds_the_hive()
             .contains("ssh-ed25519"),
         "the key is recorded"
     );
+    queen.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_a_terminal_a_model_stem_two_files_match_is_chosen_from_a_list() {
+    let lab = Lab::up(1);
+    let inventory = lab.inventory(None);
+    let install_dir = inventory.hives["hive-1"].install_dir.clone();
+    let dir = tempfile::tempdir().expect("queen dir");
+    let queen = start_queen_on(config(&dir.path().join("state")), inventory, "0.0.0.0:0").await;
+    queen.run_each(&["hive_install"], "hive-1").await;
+    let models = Path::new(&install_dir).join("models");
+    for dir in ["local", "acme/twin"] {
+        std::fs::create_dir_all(models.join(dir)).expect("models dir");
+        std::fs::write(models.join(dir).join("twin.gguf"), b"not a model").expect("file");
+    }
+    let keeper_config = dir.path().join("keeper.toml");
+    std::fs::write(
+        &keeper_config,
+        format!(
+            "[queen]\nport = {}\napi_token = \"{}\"\n",
+            queen.state.listen_addr().port(),
+            crate::workers::TOKEN
+        ),
+    )
+    .expect("keeper config");
+    let command = format!(
+        "{} --config {} worker spawn --hive hive-1 --model twin",
+        crate::support::bin_dir().join("rbee-keeper").display(),
+        keeper_config.display()
+    );
+    let (status, screen) = tokio::task::spawn_blocking(move || {
+        let mut terminal = Terminal::start(&command);
+        terminal.answer("Which model?", "\r");
+        terminal.wait()
+    })
+    .await
+    .expect("join");
+    assert!(screen.contains("Which model?"), "{screen}");
+    // The retry names the file chosen (the first offered) by its full id.
+    assert!(screen.contains("for acme/twin:twin.gguf"), "{screen}");
+    assert_eq!(
+        screen.matches("matches more than one model").count(),
+        1,
+        "{screen}"
+    );
+    assert!(!status.success(), "the chosen file is no model: {screen}");
     queen.stop().await;
 }

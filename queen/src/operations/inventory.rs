@@ -26,8 +26,10 @@ const LOW_DISK_BYTES: u64 = 2 << 30;
 
 /// Reaches `alias` as the inventory would with `spec` added, and checks it. The
 /// candidate leaves nothing behind: its connection and what the registry learned of
-/// it are dropped, whatever the outcome.
+/// it are dropped, whatever the outcome. Edits wait meanwhile, so no hive of that
+/// alias can arrive and be forgotten with it.
 pub async fn probe(ctx: &JobContext, alias: &str, spec: &HiveSpec, accept: bool) -> OpResult {
+    let _edit = ctx.state.inventory_edits.lock().await;
     let (_, candidate) = with_hive_added(ctx, alias, spec).await?;
     let Some(hive) = candidate.hives.get(alias).cloned() else {
         return Err(ErrorDetail::new(
@@ -98,8 +100,9 @@ pub async fn probe(ctx: &JobContext, alias: &str, spec: &HiveSpec, accept: bool)
 pub async fn add(ctx: &JobContext, alias: &str, spec: &HiveSpec) -> OpResult {
     let _edit = ctx.state.inventory_edits.lock().await;
     let (text, inventory) = with_hive_added(ctx, alias, spec).await?;
+    reloadable(ctx, &inventory)?;
     write_text(&inventory.path, text).await?;
-    let change = apply(ctx, inventory).await?;
+    let change = apply(ctx, inventory).await;
     ctx.narrate("add", alias, format!("added {alias} to {}", change.path));
     ctx.result(OperationResult::InventoryChange(change));
     Ok(())
@@ -131,8 +134,9 @@ pub async fn remove(ctx: &JobContext, alias: &str) -> OpResult {
     let text = read_text(&path).await?;
     let edited = inventory_edit::remove_hive(&text, alias).map_err(|e| edit_error(&path, e))?;
     let inventory = parse(&path, &edited)?;
+    reloadable(ctx, &inventory)?;
     write_text(&path, edited).await?;
-    let change = apply(ctx, inventory).await?;
+    let change = apply(ctx, inventory).await;
     ctx.narrate(
         "remove",
         alias,
@@ -164,7 +168,8 @@ pub async fn reload(ctx: &JobContext) -> OpResult {
         }
         Err(e) => return Err(internal(format!("reading {}: {e}", path.display()))),
     };
-    let change = apply(ctx, inventory).await?;
+    reloadable(ctx, &inventory)?;
+    let change = apply(ctx, inventory).await;
     ctx.narrate(
         "reload",
         "inventory",
@@ -193,18 +198,25 @@ async fn with_hive_added(
     Ok((edited, inventory))
 }
 
+/// Refuses an inventory the running queen cannot take without a restart: one naming
+/// another known_hosts file (the SSH pool checks keys against the one it started with).
+/// Checked before anything is written.
+fn reloadable(ctx: &JobContext, inventory: &Inventory) -> Result<(), ErrorDetail> {
+    if inventory.known_hosts == ctx.state.inventory().known_hosts {
+        return Ok(());
+    }
+    Err(ErrorDetail::new(
+        ErrorCode::Conflict,
+        "the inventory now names another known_hosts file; the queen checks host keys against the one it started with",
+    )
+    .with_hint("restart the queen (`rbee-keeper queen stop`, then `queen start`) to use the new file"))
+}
+
 /// Puts `inventory` in place of the running one and drops what no longer holds: the
 /// connection of a hive whose settings changed (the next use reconnects with the new
 /// ones) and everything known of a removed hive.
-async fn apply(ctx: &JobContext, inventory: Inventory) -> Result<InventoryChange, ErrorDetail> {
+async fn apply(ctx: &JobContext, inventory: Inventory) -> InventoryChange {
     let old = ctx.state.inventory();
-    if inventory.known_hosts != old.known_hosts {
-        return Err(ErrorDetail::new(
-            ErrorCode::Conflict,
-            "the inventory now names another known_hosts file; the queen checks host keys against the one it started with",
-        )
-        .with_hint("restart the queen (`rbee-keeper queen stop`, then `queen start`) to use the new file"));
-    }
     let mut change = InventoryChange {
         path: inventory.path.display().to_string(),
         ..InventoryChange::default()
@@ -229,7 +241,7 @@ async fn apply(ctx: &JobContext, inventory: Inventory) -> Result<InventoryChange
     for alias in &change.removed {
         ctx.state.hives.forget(alias);
     }
-    Ok(change)
+    change
 }
 
 fn parse(path: &Path, text: &str) -> Result<Inventory, ErrorDetail> {

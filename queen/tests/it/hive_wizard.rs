@@ -215,6 +215,15 @@ async fn a_reload_keeps_unchanged_hives_and_forgets_removed_ones() {
         3,
         "the old inventory stays"
     );
+
+    // Another known_hosts file needs a restart: refused, nothing taken.
+    write("[defaults]\nknown_hosts = \"/elsewhere/known_hosts\"\n[hives.a]\nhost = \"10.0.0.1\"\n");
+    let events = queen.run(json!({"operation": "inventory_reload"})).await;
+    assert!(
+        matches!(&events.last().expect("events").1, JobEvent::Error(e) if e.message.contains("known_hosts")),
+        "{events:#?}"
+    );
+    assert_eq!(queen.state.inventory().hives.len(), 3);
     queen.stop().await;
 }
 

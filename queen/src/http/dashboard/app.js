@@ -409,6 +409,10 @@ function describeResult(kind, v) {
       return `${v.model.id}${v.changed ? "" : " (already present)"}`;
     case "inventory":
       return count(v, "hive(s)");
+    case "hive_probe":
+      return `${v.user}@${v.host}:${v.port}, ${v.os}/${v.arch}, host key ${v.fingerprint}; ${v.install_dir} ${v.writable ? "writable" : "NOT writable"}`;
+    case "inventory_change":
+      return `${v.path}: added ${v.added.join(", ") || "none"}; removed ${v.removed.join(", ") || "none"}; changed ${v.changed.join(", ") || "none"}`;
     default:
       return kind || "result";
   }

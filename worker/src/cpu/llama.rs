@@ -282,7 +282,9 @@ impl CpuLlama {
             total,
             progress,
         };
-        let embedding = tensors.matrix("token_embd.weight", None, dim)?;
+        let embedding = tensors
+            .matrix("token_embd.weight", None, dim)?
+            .arranged_for(kernels);
         let vocab = embedding.rows();
         let mut blocks = Vec::with_capacity(layers);
         for i in 0..layers {
@@ -323,19 +325,30 @@ impl CpuLlama {
             };
             blocks.push(Layer {
                 attn_norm: tensors.vector(&name("attn_norm"), dim)?,
-                qkv: QMatrix::stack(qkv).ok_or(CpuLoadError::Unsupported("mismatched widths"))?,
+                qkv: QMatrix::stack(qkv)
+                    .ok_or(CpuLoadError::Unsupported("mismatched widths"))?
+                    .arranged_for(kernels),
                 qkv_bias,
                 q_norm,
                 k_norm,
-                attn_out: tensors.matrix(&name("attn_output"), Some(dim), config.q_dim())?,
+                attn_out: tensors
+                    .matrix(&name("attn_output"), Some(dim), config.q_dim())?
+                    .arranged_for(kernels),
                 ffn_norm: tensors.vector(&name("ffn_norm"), dim)?,
                 gate_up: QMatrix::stack(gate_up)
-                    .ok_or(CpuLoadError::Unsupported("mismatched widths"))?,
-                down: tensors.matrix(&name("ffn_down"), Some(dim), config.ffn)?,
+                    .ok_or(CpuLoadError::Unsupported("mismatched widths"))?
+                    .arranged_for(kernels),
+                down: tensors
+                    .matrix(&name("ffn_down"), Some(dim), config.ffn)?
+                    .arranged_for(kernels),
             });
         }
         let output = if content.tensor_infos.contains_key("output.weight") {
-            Some(tensors.matrix("output.weight", Some(vocab), dim)?)
+            Some(
+                tensors
+                    .matrix("output.weight", Some(vocab), dim)?
+                    .arranged_for(kernels),
+            )
         } else {
             None
         };

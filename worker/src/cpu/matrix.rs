@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+use super::interleaved;
 use super::quant::{self, Q8Block, QK, QuantType};
 use super::{Kernels, Prepared};
 
@@ -21,7 +22,17 @@ struct Part {
     first_row: usize,
     rows: usize,
     row_bytes: usize,
+    /// The rows' bytes from `start` on: GGML's layout, or Q8_0 rows interleaved
+    /// ([`interleaved`]), which start on a cache line.
     data: Vec<u8>,
+    start: usize,
+    interleaved: bool,
+}
+
+impl Part {
+    fn bytes(&self) -> &[u8] {
+        &self.data[self.start..self.start + self.rows * self.row_bytes]
+    }
 }
 
 /// Rows per task when many tokens share a pass: the tiles take the tokens a chunk at a
@@ -63,10 +74,47 @@ impl QMatrix {
                 rows,
                 row_bytes,
                 data,
+                start: 0,
+                interleaved: false,
             }],
             rows,
             cols,
         })
+    }
+
+    /// This matrix in the layout `kernels` read fastest: Q8_0 rows interleaved
+    /// ([`interleaved`]) for AVX-512 where every part can be, as it is otherwise.
+    pub fn arranged_for(self, kernels: Kernels) -> QMatrix {
+        if kernels.interleaves_q8_0() {
+            self.interleaved()
+        } else {
+            self
+        }
+    }
+
+    /// This matrix with its Q8_0 rows interleaved, where every part can be (whole
+    /// groups of rows, whole pairs of blocks); as it is otherwise. Every kernel set
+    /// reads either layout.
+    pub(super) fn interleaved(mut self) -> QMatrix {
+        let blocks = self.cols / QK;
+        if !self
+            .parts
+            .iter()
+            .all(|p| !p.interleaved && interleaved::fits(p.ty, p.rows, blocks))
+        {
+            return self;
+        }
+        for part in &mut self.parts {
+            let len = part.rows * part.row_bytes;
+            // Groups start on a cache line, so that the kernels' loads are aligned.
+            let mut data = vec![0u8; len + 63];
+            let start = data.as_ptr().align_offset(64);
+            interleaved::interleave(part.bytes(), blocks, &mut data[start..start + len]);
+            part.data = data;
+            part.start = start;
+            part.interleaved = true;
+        }
+        self
     }
 
     /// The rows of `matrices`, one after another; `None` unless all have the same width.
@@ -95,15 +143,19 @@ impl QMatrix {
         self.cols
     }
 
-    /// The type and bytes of row `r`.
-    fn row(&self, r: usize) -> (QuantType, &[u8]) {
-        let part = self
-            .parts
+    /// The part holding row `r`.
+    fn part(&self, r: usize) -> &Part {
+        self.parts
             .iter()
             .find(|p| r < p.first_row + p.rows)
-            .unwrap_or_else(|| panic!("row {r} of a {}-row matrix", self.rows));
+            .unwrap_or_else(|| panic!("row {r} of a {}-row matrix", self.rows))
+    }
+
+    /// The type and bytes of row `r` (in GGML's layout).
+    fn row(&self, r: usize) -> (QuantType, &[u8]) {
+        let part = self.part(r);
         let at = (r - part.first_row) * part.row_bytes;
-        (part.ty, &part.data[at..at + part.row_bytes])
+        (part.ty, &part.bytes()[at..at + part.row_bytes])
     }
 
     /// Rows `first..` times `tokens` tokens' activations into `out` (`out[i * tokens + t]`
@@ -128,8 +180,14 @@ impl QMatrix {
             let rows = (end - first).min(out.len() / tokens);
             let (now, rest) = out.split_at_mut(rows * tokens);
             let at = (first - part.first_row) * part.row_bytes;
-            let bytes = &part.data[at..at + rows * part.row_bytes];
-            kernels.dot_rows_tokens(part.ty, bytes, part.row_bytes, x, tokens, prepared, now);
+            let bytes = &part.bytes()[at..at + rows * part.row_bytes];
+            if part.interleaved {
+                // Tasks split rows on groups: whole groups, whole rows of bytes.
+                debug_assert!((first - part.first_row).is_multiple_of(interleaved::ROWS));
+                kernels.dot_interleaved(bytes, x, tokens, prepared, now);
+            } else {
+                kernels.dot_rows_tokens(part.ty, bytes, part.row_bytes, x, tokens, now);
+            }
             first += rows;
             out = rest;
         }
@@ -137,6 +195,17 @@ impl QMatrix {
 
     /// Row `r` as f32 (`out` is `cols` long).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let part = self.part(r);
+        if part.interleaved {
+            let (group, lane) = (
+                (r - part.first_row) / interleaved::ROWS,
+                r % interleaved::ROWS,
+            );
+            let group_bytes = interleaved::ROWS * part.row_bytes;
+            let group = &part.bytes()[group * group_bytes..(group + 1) * group_bytes];
+            let row = interleaved::row(group, lane, self.cols / QK);
+            return quant::dequantize_row(part.ty, &row, out);
+        }
         let (ty, bytes) = self.row(r);
         quant::dequantize_row(ty, bytes, out);
     }
@@ -154,24 +223,31 @@ impl QMatrix {
     ) {
         let blocks = self.cols / QK;
         let out = &mut out[..tokens * self.rows];
-        if tokens == 1 {
-            let per_task = self.rows.div_ceil(rayon::current_num_threads() * 4).max(16);
-            let none = &Prepared::default();
-            out.par_chunks_mut(per_task)
-                .enumerate()
-                .for_each(|(task, values)| {
-                    self.dot_range(kernels, task * per_task, &x[..blocks], 1, none, values);
-                });
-            return;
-        }
         // `x` may be scratch longer than these tokens' blocks.
         let x = &x[..tokens * blocks];
+        let interleaved = self.parts.iter().any(|p| p.interleaved);
+        if tokens == 1 {
+            // Whole groups of interleaved rows to a task (two, for its kernel's pairs).
+            let per_task = self
+                .rows
+                .div_ceil(rayon::current_num_threads() * 4)
+                .next_multiple_of(2 * interleaved::ROWS);
+            PREPARED.with_borrow_mut(|prepared| {
+                kernels.prepare(x, interleaved, prepared);
+                let prepared = &*prepared;
+                out.par_chunks_mut(per_task)
+                    .enumerate()
+                    .for_each(|(task, values)| {
+                        self.dot_range(kernels, task * per_task, x, 1, prepared, values);
+                    });
+            });
+            return;
+        }
         let per_task = rows_per_task(self.rows, tokens);
         // Row-major results per row chunk, so each task writes one contiguous slice.
         let transposed = &mut transposed[..tokens * self.rows];
-        let q8_0 = self.parts.iter().any(|p| p.ty == QuantType::Q8_0);
         PREPARED.with_borrow_mut(|prepared| {
-            kernels.prepare(x, tokens, q8_0, prepared);
+            kernels.prepare(x, interleaved, prepared);
             let prepared = &*prepared;
             transposed
                 .par_chunks_mut(per_task * tokens)

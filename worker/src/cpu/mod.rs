@@ -7,6 +7,7 @@
 
 #[cfg(target_arch = "aarch64")]
 mod arm;
+mod interleaved;
 mod llama;
 mod matrix;
 pub mod quant;
@@ -95,24 +96,64 @@ impl Kernels {
         }
     }
 
-    /// Prepares `tokens` tokens' activations (`x` holds exactly those) into `into` for
-    /// the products of matrices with Q8_0 rows (`q8_0`), once for every task of a product.
-    pub fn prepare(self, x: &[Q8Block], tokens: usize, q8_0: bool, into: &mut Prepared) {
+    /// Whether this set reads Q8_0 matrices faster interleaved (AVX-512's products,
+    /// [`interleaved`]), so that loading them should interleave them.
+    pub fn interleaves_q8_0(self) -> bool {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Kernels::X86(simd) if q8_0 => {
-                simd.prepare_q8_0(x, tokens, &mut into.pairs);
+            Kernels::X86(simd) => simd.name() == "avx512",
+            _ => false,
+        }
+    }
+
+    /// Prepares `tokens` tokens' activations (`x` holds exactly those) into `into` for
+    /// the products of interleaved matrices (`interleaved`), once for every task of a
+    /// product.
+    pub fn prepare(self, x: &[Q8Block], interleaved: bool, into: &mut Prepared) {
+        if interleaved {
+            interleaved::correction(x, &mut into.corrections);
+        } else {
+            into.corrections.clear();
+        }
+    }
+
+    /// Interleaved Q8_0 groups ([`interleaved`]) times `tokens` tokens' activations (`x`
+    /// holds exactly those, one after another; `prepared` is what [`Kernels::prepare`]
+    /// made of them): `out[i * tokens + t]` is row `i` times token `t`. Every set gives
+    /// [`interleaved::dot`]'s bits; AVX-512's kernels are the fast ones.
+    pub fn dot_interleaved(
+        self,
+        groups: &[u8],
+        x: &[Q8Block],
+        tokens: usize,
+        prepared: &Prepared,
+        out: &mut [f32],
+    ) {
+        let corrections = &prepared.corrections;
+        #[cfg(target_arch = "x86_64")]
+        if let Kernels::X86(simd) = self
+            && simd.dot_interleaved(groups, x, tokens, corrections, out)
+        {
+            return;
+        }
+        let blocks = x.len() / tokens;
+        let group_bytes = blocks / 2 * interleaved::PAIR_BYTES;
+        let mut values = [0.0; interleaved::ROWS];
+        for (g, group) in groups.chunks_exact(group_bytes).enumerate() {
+            for t in 0..tokens {
+                let at = t * blocks..(t + 1) * blocks;
+                interleaved::dot(group, &x[at.clone()], &corrections[at], &mut values);
+                for (r, value) in values.iter().enumerate() {
+                    out[(g * interleaved::ROWS + r) * tokens + t] = *value;
+                }
             }
-            _ => into.clear(),
         }
     }
 
     /// Dot products of consecutive rows (`row_bytes` each) with `tokens` tokens'
-    /// activations (`x` holds exactly those, one after another; `prepared` is what
-    /// [`Kernels::prepare`] made of them): `out[i * tokens + t]` is row `i` times token
-    /// `t`. Equal, bit for bit, to `dot_rows` token by token; faster where a tile kernel
-    /// unpacks each weight block once for several tokens.
-    #[allow(clippy::too_many_arguments)]
+    /// activations (`x` holds exactly those, one after another): `out[i * tokens + t]`
+    /// is row `i` times token `t`. Equal, bit for bit, to `dot_rows` token by token;
+    /// faster where a tile kernel unpacks each weight block once for several tokens.
     pub fn dot_rows_tokens(
         self,
         ty: QuantType,
@@ -120,7 +161,6 @@ impl Kernels {
         row_bytes: usize,
         x: &[Q8Block],
         tokens: usize,
-        prepared: &Prepared,
         out: &mut [f32],
     ) {
         if tokens == 1 {
@@ -131,17 +171,12 @@ impl Kernels {
         let token = |t: usize| &x[t * blocks..(t + 1) * blocks];
         #[cfg(target_arch = "x86_64")]
         let (done_rows, done_tokens) = match self {
-            Kernels::X86(simd) => {
-                match simd.dot_tiles_q8_0(ty, rows, row_bytes, x, tokens, &prepared.pairs, out) {
-                    Some(done) => done,
-                    None if tokens >= x86::TILE_TOKENS => UNPACKED
-                        .with_borrow_mut(|unpacked| {
-                            unpacked_tiles(simd, ty, rows, row_bytes, x, tokens, out, unpacked)
-                        })
-                        .unwrap_or_else(|| packed_tiles(simd, ty, rows, row_bytes, x, tokens, out)),
-                    None => (0, 0),
-                }
-            }
+            Kernels::X86(simd) if tokens >= x86::TILE_TOKENS => UNPACKED
+                .with_borrow_mut(|unpacked| {
+                    unpacked_tiles(simd, ty, rows, row_bytes, x, tokens, out, unpacked)
+                })
+                .unwrap_or_else(|| packed_tiles(simd, ty, rows, row_bytes, x, tokens, out)),
+            Kernels::X86(_) => (0, 0),
             Kernels::Portable => (0, 0),
         };
         #[cfg(not(target_arch = "x86_64"))]
@@ -227,19 +262,11 @@ impl Kernels {
 }
 
 /// What the kernels read of a product's activations besides their blocks, made once
-/// per product by [`Kernels::prepare`] and shared by its tasks (AVX-512's Q8_0 tiles
-/// read token pairs side by side); empty where no kernel needs it.
+/// per product by [`Kernels::prepare`] and shared by its tasks: the corrections the
+/// interleaved Q8_0 products start from; empty where no kernel needs them.
 #[derive(Debug, Default)]
 pub struct Prepared {
-    #[cfg(target_arch = "x86_64")]
-    pairs: Vec<x86::PairBlock>,
-}
-
-impl Prepared {
-    fn clear(&mut self) {
-        #[cfg(target_arch = "x86_64")]
-        self.pairs.clear();
-    }
+    corrections: Vec<i32>,
 }
 
 #[cfg(target_arch = "x86_64")]

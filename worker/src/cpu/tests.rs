@@ -280,3 +280,79 @@ fn every_kernel_set_quantizes_activations_as_the_portable_code() {
         }
     }
 }
+
+/// A Q8_0 matrix of `rows` rows (a multiple of 16, up to 48) in both layouts.
+fn q8_0_both_layouts(rows: usize) -> (QMatrix, QMatrix) {
+    let w = Tensor::from_vec(values(48 * COLS, 13), (48, COLS), &Device::Cpu).expect("tensor");
+    let q = QTensor::quantize(&w, GgmlDType::Q8_0).expect("quantize");
+    let bytes = q.data().expect("bytes").into_owned();
+    let row_bytes = QuantType::Q8_0.row_bytes(COLS).expect("whole blocks");
+    let matrix = || {
+        QMatrix::new(
+            QuantType::Q8_0,
+            rows,
+            COLS,
+            bytes[..rows * row_bytes].to_vec(),
+        )
+    };
+    let interleaved = matrix().expect("matrix").interleaved();
+    (matrix().expect("matrix"), interleaved)
+}
+
+#[test]
+fn interleaved_rows_read_back_as_they_were() {
+    let (plain, interleaved) = q8_0_both_layouts(32);
+    for r in 0..32 {
+        let (mut a, mut b) = (vec![0.0; COLS], vec![0.0; COLS]);
+        plain.dequantize_row(r, &mut a);
+        interleaved.dequantize_row(r, &mut b);
+        assert_eq!(a, b, "row {r}");
+    }
+}
+
+#[test]
+fn interleaved_products_agree_on_every_set_alone_and_batched() {
+    // Every kernel set gives the portable code's bits over interleaved rows, a token
+    // alone the same as batched with others (odd counts leave partial tiles and a lone
+    // group), and the results stay within Q8 rounding of the row-major layout's.
+    for rows in [16, 48] {
+        let (plain, interleaved) = q8_0_both_layouts(rows);
+        let tokens = 19;
+        let x = values(tokens * COLS, 17);
+        let mut blocks = vec![Q8Block::default(); tokens * COLS / QK];
+        for (row, out) in x.chunks_exact(COLS).zip(blocks.chunks_exact_mut(COLS / QK)) {
+            quantize_row(row, out);
+        }
+        let run = |matrix: &QMatrix, kernels, first: usize, count: usize| {
+            let mut out = vec![0.0; count * rows];
+            let mut scratch = vec![0.0; count * rows];
+            let x = &blocks[first * COLS / QK..(first + count) * COLS / QK];
+            matrix.matmul(kernels, x, count, &mut out, &mut scratch);
+            out
+        };
+        let reference = run(&interleaved, Kernels::Portable, 0, tokens);
+        let row_major = run(&plain, Kernels::Portable, 0, tokens);
+        for (a, b) in reference.iter().zip(&row_major) {
+            assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+        }
+        for kernels in kernels() {
+            for count in [1, 2, 3, 8, 9, 19] {
+                let got = run(&interleaved, kernels, 0, count);
+                assert_eq!(
+                    got,
+                    reference[..count * rows],
+                    "{} rows {rows} tokens {count}",
+                    kernels.name()
+                );
+            }
+            for t in 0..tokens {
+                assert_eq!(
+                    run(&interleaved, kernels, t, 1),
+                    reference[t * rows..(t + 1) * rows],
+                    "{} rows {rows} token {t} alone",
+                    kernels.name()
+                );
+            }
+        }
+    }
+}

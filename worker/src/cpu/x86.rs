@@ -9,6 +9,7 @@
 
 use std::arch::x86_64::*;
 
+use super::interleaved;
 use super::quant::{Q8Block, QuantType, q4k_scale_min};
 
 #[path = "x86_q8_0.rs"]
@@ -151,105 +152,85 @@ impl Simd {
     }
 }
 
-pub use q8_0::PairBlock;
-
-/// Token pairs of a prompt's chunk in AVX-512's Q8_0 tiles: 32 tokens' prepared blocks
-/// (96 bytes a block and token) stay in L2 for an 8192-wide row.
-const PAIRS_PER_CHUNK: usize = 16;
+/// Tokens of a prompt's chunk in the interleaved Q8_0 products: their blocks stay in
+/// L2 while a group of rows passes over them, and a group's rows (139 KB for an
+/// 8192-wide row) stay there while the chunk's tiles pass over them.
+const TOKENS_PER_CHUNK: usize = 32;
 
 impl Simd {
-    /// Prepares `tokens` tokens' activations (`x` holds exactly those) for
-    /// [`Simd::dot_tiles_q8_0`] into `into`, once for every task of a product; `false`
-    /// (and `into` empty) where this set has no use for them.
-    pub fn prepare_q8_0(self, x: &[Q8Block], tokens: usize, into: &mut Vec<PairBlock>) -> bool {
-        into.clear();
-        if self.0 != Level::Avx512 || tokens < 2 {
-            return false;
-        }
-        // SAFETY: this `Simd` proves AVX-512's features.
-        unsafe { q8_0::prepare(x, x.len() / tokens, tokens - tokens % 2, into) };
-        true
-    }
-
-    /// AVX-512's products of Q8_0 rows (`row_bytes` each) with `tokens` tokens'
-    /// activations (`x` holds exactly those, one after another, and `prepared` what
-    /// [`Simd::prepare_q8_0`] made of them) into `out` (`out[row * tokens + token]`),
-    /// for whole tiles of four rows and every pair of tokens; returns the rows and
-    /// tokens they covered, equal bit for bit to `dot_rows`'s results. `None` for other
-    /// types and sets, whose tiles are `dot_tile_q8_0`'s, and without prepared
-    /// activations (fewer than two tokens, or a product with no Q8_0 rows).
-    #[allow(clippy::too_many_arguments)]
-    pub fn dot_tiles_q8_0(
+    /// Interleaved Q8_0 groups (`groups`, whole groups of [`interleaved::ROWS`] rows)
+    /// times `tokens` tokens' activations (`x`, one token after another, with their
+    /// `corrections`) into `out` (`out[row * tokens + token]`), equal bit for bit to
+    /// [`interleaved::dot`]; `false` (and nothing done) for a set without AVX-512.
+    pub fn dot_interleaved(
         self,
-        ty: QuantType,
-        rows: &[u8],
-        row_bytes: usize,
+        groups: &[u8],
         x: &[Q8Block],
         tokens: usize,
-        prepared: &[PairBlock],
+        corrections: &[i32],
         out: &mut [f32],
-    ) -> Option<(usize, usize)> {
-        use q8_0::ROWS;
-        if ty != QuantType::Q8_0 || self.0 != Level::Avx512 || prepared.is_empty() {
-            return None;
+    ) -> bool {
+        use interleaved::ROWS;
+        if self.0 != Level::Avx512 {
+            return false;
         }
-        let count = out.len() / tokens;
         let blocks = x.len() / tokens;
-        let full_rows = count - count % ROWS;
-        let pairs = tokens / 2;
-        assert_eq!(prepared.len(), pairs * blocks, "activations not prepared");
-        let pair = |p: usize| &prepared[p * blocks..(p + 1) * blocks];
-        let mut tile = [[0.0; 8]; ROWS];
-        // A prompt's pairs a chunk at a time, so that a chunk stays in cache while every
-        // row passes over it (as the rows do while a chunk's tiles pass over them).
-        for chunk in (0..pairs).step_by(PAIRS_PER_CHUNK) {
-            let chunk_end = (chunk + PAIRS_PER_CHUNK).min(pairs);
-            for first in (0..full_rows).step_by(ROWS) {
-                let group = std::array::from_fn(|r| &rows[(first + r) * row_bytes..][..row_bytes]);
-                self.tiles_q8_0(
-                    group,
-                    first,
-                    chunk..chunk_end,
-                    &pair,
-                    tokens,
-                    &mut tile,
-                    out,
-                );
+        let group_bytes = blocks / 2 * interleaved::PAIR_BYTES;
+        let count = groups.len() / group_bytes;
+        assert_eq!(out.len(), count * ROWS * tokens);
+        // SAFETY (every call below): this `Simd` proves AVX-512's features; the kernels
+        // check their slices.
+        if tokens == 1 {
+            let mut pairs = groups.chunks_exact(2 * group_bytes);
+            let mut outs = out.chunks_exact_mut(2 * ROWS);
+            for (two, values) in (&mut pairs).zip(&mut outs) {
+                unsafe { q8_0::two_groups(two, x, corrections, values) };
             }
+            if let Some(values) = outs.into_remainder().first_chunk_mut::<ROWS>() {
+                unsafe { q8_0::one_group(pairs.remainder(), x, corrections, values) };
+            }
+            return true;
         }
-        Some((full_rows, 2 * pairs))
-    }
-
-    /// The tiles of rows `first..first + ROWS` (`group`) with token pairs `pairs`, up to
-    /// four pairs a tile, into `out`.
-    #[allow(clippy::too_many_arguments)]
-    fn tiles_q8_0<'a>(
-        self,
-        group: [&[u8]; q8_0::ROWS],
-        first: usize,
-        pairs: std::ops::Range<usize>,
-        pair: &impl Fn(usize) -> &'a [PairBlock],
-        tokens: usize,
-        tile: &mut [[f32; 8]; q8_0::ROWS],
-        out: &mut [f32],
-    ) {
-        for p0 in pairs.clone().step_by(4) {
-            let n = (pairs.end - p0).min(4);
-            let at = |i: usize| pair(p0 + i);
-            // SAFETY: this `Simd` proves AVX-512's features.
-            unsafe {
-                match n {
-                    4 => q8_0::tile::<4>(group, std::array::from_fn(at), tile),
-                    3 => q8_0::tile::<3>(group, std::array::from_fn(at), tile),
-                    2 => q8_0::tile::<2>(group, std::array::from_fn(at), tile),
-                    _ => q8_0::tile::<1>(group, [at(0)], tile),
+        let token = |t: usize| &x[t * blocks..(t + 1) * blocks];
+        let correction = |t: usize| &corrections[t * blocks..(t + 1) * blocks];
+        let mut tile = [[0.0; ROWS]; q8_0::TOKENS];
+        for chunk in (0..tokens).step_by(TOKENS_PER_CHUNK) {
+            let chunk_end = (chunk + TOKENS_PER_CHUNK).min(tokens);
+            for (g, group) in groups.chunks_exact(group_bytes).enumerate() {
+                for t0 in (chunk..chunk_end).step_by(q8_0::TOKENS) {
+                    let n = (chunk_end - t0).min(q8_0::TOKENS);
+                    macro_rules! tile {
+                        ($n:literal) => {{
+                            let tile = tile.first_chunk_mut::<$n>().expect("eight tokens");
+                            unsafe {
+                                q8_0::tile::<$n>(
+                                    group,
+                                    std::array::from_fn(|i| token(t0 + i)),
+                                    std::array::from_fn(|i| correction(t0 + i)),
+                                    tile,
+                                )
+                            }
+                        }};
+                    }
+                    match n {
+                        8 => tile!(8),
+                        7 => tile!(7),
+                        6 => tile!(6),
+                        5 => tile!(5),
+                        4 => tile!(4),
+                        3 => tile!(3),
+                        2 => tile!(2),
+                        _ => tile!(1),
+                    }
+                    for (i, values) in tile[..n].iter().enumerate() {
+                        for (r, value) in values.iter().enumerate() {
+                            out[(g * ROWS + r) * tokens + t0 + i] = *value;
+                        }
+                    }
                 }
             }
-            for (r, values) in tile.iter().enumerate() {
-                let at = (first + r) * tokens + 2 * p0;
-                out[at..at + 2 * n].copy_from_slice(&values[..2 * n]);
-            }
         }
+        true
     }
 }
 

@@ -1,127 +1,142 @@
-//! AVX-512's Q8_0 tiles for several tokens at once (a batched decode step, a prompt):
-//! four rows by up to eight tokens, two tokens to a 512-bit register.
+//! AVX-512's products of interleaved Q8_0 rows ([`crate::cpu::interleaved`]) with up to eight
+//! tokens at once: a decode step of several sequences, or a prompt's tokens.
 //!
-//! Each register holds one weight block (the same 32 values in both halves) against one
-//! activation block of each of two tokens, so that one `vpdpbusd`, one conversion, one
-//! multiply and one fused add cover 64 products. A half's lanes add exactly as
-//! `dot_q8_0` adds one token's: the block's eight lane sums times `d · a.d` (rounded
-//! once), block after block, then [`hsum`]; so tiles equal single rows bit for bit.
-//!
-//! What a token pair's block needs is prepared once per product ([`prepare`], shared by
-//! the product's tasks): both tokens' values side by side, the bias that turns sums of
-//! `(q + 128) · y` into `q · y`, and the two scales; the inner loop then reads them
-//! straight from memory.
+//! A block of sixteen rows is eight 512-bit registers, loaded once for every token of
+//! the tile. Per token, eight `vpdpbusd` against four of its values each (a broadcast
+//! operand read from memory) sum the block for all sixteen rows, starting from the
+//! token's correction; then one conversion, one multiply (the rows' scales by the
+//! token's) and one fused add, as [`crate::cpu::interleaved::dot`] adds, so results equal it bit for
+//! bit.
 
 use super::*;
+use crate::cpu::interleaved::{PAIR_BYTES, ROWS};
 
-/// Bytes of a Q8_0 block: a half-precision scale, then 32 signed values.
-const BLOCK: usize = 34;
+/// Tokens of a tile: eight registers of values, eight accumulators and a few temporaries
+/// of the 32.
+pub(super) const TOKENS: usize = 8;
 
-/// Rows of a tile.
-pub(super) const ROWS: usize = 4;
-
-/// One block of two tokens as the tiles read it: both tokens' 32 values, -128 times the
-/// sum of each lane's four (the lane sums of `(q + 128) · y` start there), and each
-/// token's scale in its eight lanes.
-#[derive(Debug, Clone, Copy)]
-#[repr(C, align(64))]
-pub struct PairBlock {
-    values: [i8; 64],
-    bias: [i32; 16],
-    scales: [f32; 16],
-}
-
-/// Prepares the first `tokens` (even) of the tokens in `x` (`blocks` blocks each) into
-/// `pairs`: pair `p`'s block `b` at `p * blocks + b`.
+/// The `ROWS` rows of `group` (interleaved) times `T` tokens (`acts[t]`, with their
+/// corrections `corrections[t]`) into `out[t]`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) fn prepare(x: &[Q8Block], blocks: usize, tokens: usize, pairs: &mut Vec<PairBlock>) {
-    let flip = _mm512_set1_epi8(i8::MIN);
-    pairs.clear();
-    pairs.reserve(tokens / 2 * blocks);
-    for two in x[..tokens * blocks].chunks_exact(2 * blocks) {
-        let (first, second) = two.split_at(blocks);
-        for (a0, a1) in first.iter().zip(second) {
-            let mut pair = PairBlock {
-                values: [0; 64],
-                bias: [0; 16],
-                scales: [0.0; 16],
-            };
-            // SAFETY: each `qs` is 32 bytes and each of `pair`'s fields 64; this
-            // function has the features.
-            unsafe {
-                let y = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(load_act(a0)), load_act(a1));
-                let bias = _mm512_sub_epi32(
-                    _mm512_setzero_si512(),
-                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), flip, y),
-                );
-                let scales = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
-                    _mm512_castps_pd(_mm512_set1_ps(a0.d)),
-                    _mm256_castps_pd(_mm256_set1_ps(a1.d)),
-                ));
-                _mm512_store_si512(pair.values.as_mut_ptr().cast(), y);
-                _mm512_store_si512(pair.bias.as_mut_ptr().cast(), bias);
-                _mm512_store_ps(pair.scales.as_mut_ptr(), scales);
-            }
-            pairs.push(pair);
-        }
-    }
-}
-
-/// A tile of `ROWS` rows by `2 · P` tokens: `acts[p]` is token pair `p`'s prepared
-/// blocks, and `out[r][2p + i]` gets row `r` times the pair's token `i`.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) fn tile<const P: usize>(
-    rows: [&[u8]; ROWS],
-    acts: [&[PairBlock]; P],
-    out: &mut [[f32; 8]; ROWS],
+pub(super) fn tile<const T: usize>(
+    group: &[u8],
+    acts: [&[Q8Block]; T],
+    corrections: [&[i32]; T],
+    out: &mut [[f32; ROWS]; T],
 ) {
     let blocks = acts[0].len();
-    assert!(rows.iter().all(|row| row.len() >= blocks * BLOCK));
+    assert!(blocks.is_multiple_of(2) && group.len() >= blocks / 2 * PAIR_BYTES);
     assert!(acts.iter().all(|a| a.len() >= blocks));
+    assert!(corrections.iter().all(|c| c.len() >= blocks));
     // Raw pointers from here, checked above: bounds checks would take the inner loop's
     // registers. (`map` holds no intrinsics: a closure does not inherit this function's
     // target features.)
-    let weights = rows.map(<[u8]>::as_ptr);
-    let acts = acts.map(<[PairBlock]>::as_ptr);
-    let flip = _mm512_set1_epi8(i8::MIN);
-    let mut acc = [[_mm512_setzero_ps(); P]; ROWS];
+    let group = group.as_ptr();
+    let acts = acts.map(<[Q8Block]>::as_ptr);
+    let corrections = corrections.map(<[i32]>::as_ptr);
+    let mut acc = [_mm512_setzero_ps(); T];
     for b in 0..blocks {
-        let mut q = [_mm512_setzero_si512(); ROWS];
-        let mut d = [_mm512_setzero_ps(); ROWS];
-        for r in 0..ROWS {
-            // SAFETY: block `b` is inside the row; this function has the features.
-            unsafe {
-                let w = weights[r].add(b * BLOCK);
-                // The block's values in both halves, made unsigned (q + 128).
-                let values = _mm256_loadu_si256(w.add(2).cast());
-                q[r] = _mm512_xor_si512(_mm512_broadcast_i64x4(values), flip);
-                let scale = w.cast::<i16>().read_unaligned();
-                d[r] = _mm512_cvtph_ps(_mm256_set1_epi16(scale));
-            }
-        }
-        for p in 0..P {
-            // SAFETY: block `b` is inside each pair's blocks, 64-byte aligned.
-            let (y, bias, ad) = unsafe {
-                let a = &*acts[p].add(b);
-                (
-                    _mm512_load_si512(a.values.as_ptr().cast()),
-                    _mm512_load_si512(a.bias.as_ptr().cast()),
-                    _mm512_load_ps(a.scales.as_ptr()),
-                )
-            };
-            for r in 0..ROWS {
-                let sums = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(bias, q[r], y));
-                // `d · a.d` rounded once, as `dot_q8_0` computes it.
-                acc[r][p] = _mm512_fmadd_ps(sums, _mm512_mul_ps(d[r], ad), acc[r][p]);
+        // SAFETY: block `b` is inside the group, each token's blocks and corrections;
+        // this function has the features.
+        unsafe {
+            let pair = group.add(b / 2 * PAIR_BYTES);
+            let h = b % 2;
+            prefetch_ahead(pair, h);
+            let values: [__m512i; 8] =
+                std::array::from_fn(|k| _mm512_loadu_si512(pair.add((h * 8 + k) * 64).cast()));
+            let scales = _mm512_cvtph_ps(_mm256_loadu_si256(
+                pair.add(16 * 64 + h * 32).cast::<__m256i>(),
+            ));
+            for t in 0..T {
+                let a = &*acts[t].add(b);
+                let y = a.qs.as_ptr().cast::<i32>();
+                let mut sums = _mm512_set1_epi32(*corrections[t].add(b));
+                for (k, v) in values.iter().enumerate() {
+                    sums =
+                        _mm512_dpbusd_epi32(sums, *v, _mm512_set1_epi32(y.add(k).read_unaligned()));
+                }
+                let scale = _mm512_mul_ps(scales, _mm512_set1_ps(a.d));
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), scale, acc[t]);
             }
         }
     }
-    for r in 0..ROWS {
-        for p in 0..P {
-            let low = _mm512_castps512_ps256(acc[r][p]);
-            let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc[r][p])));
-            out[r][2 * p] = hsum(low);
-            out[r][2 * p + 1] = hsum(high);
+    for (t, sums) in acc.iter().enumerate() {
+        // SAFETY: each `out[t]` is sixteen floats.
+        unsafe { _mm512_storeu_ps(out[t].as_mut_ptr(), *sums) };
+    }
+}
+
+/// One token against two groups at once (`groups` holds both, one after the other):
+/// a decode step of one sequence, whose eight `vpdpbusd` a block would otherwise wait on
+/// one another. The sums of each block are split in two halves (integers, so exactly).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) fn two_groups(groups: &[u8], x: &[Q8Block], correction: &[i32], out: &mut [f32]) {
+    let blocks = x.len();
+    let group_bytes = blocks / 2 * PAIR_BYTES;
+    assert!(blocks.is_multiple_of(2) && groups.len() >= 2 * group_bytes);
+    assert!(correction.len() >= blocks && out.len() >= 2 * ROWS);
+    let base = groups.as_ptr();
+    let x = x.as_ptr();
+    let correction = correction.as_ptr();
+    let mut acc = [_mm512_setzero_ps(); 2];
+    for b in 0..blocks {
+        // SAFETY: block `b` is inside both groups and the token's blocks; this function
+        // has the features.
+        unsafe {
+            let a = &*x.add(b);
+            let y = a.qs.as_ptr().cast::<i32>();
+            let ad = _mm512_set1_ps(a.d);
+            let start = _mm512_set1_epi32(*correction.add(b));
+            for (g, acc) in acc.iter_mut().enumerate() {
+                let pair = base.add(g * group_bytes + b / 2 * PAIR_BYTES);
+                let h = b % 2;
+                prefetch_ahead(pair, h);
+                let mut low = start;
+                let mut high = _mm512_setzero_si512();
+                for k in 0..4 {
+                    let v = |k: usize| _mm512_loadu_si512(pair.add((h * 8 + k) * 64).cast());
+                    let y = |k: usize| _mm512_set1_epi32(y.add(k).read_unaligned());
+                    low = _mm512_dpbusd_epi32(low, v(k), y(k));
+                    high = _mm512_dpbusd_epi32(high, v(k + 4), y(k + 4));
+                }
+                let scales = _mm512_cvtph_ps(_mm256_loadu_si256(
+                    pair.add(16 * 64 + h * 32).cast::<__m256i>(),
+                ));
+                let sums = _mm512_cvtepi32_ps(_mm512_add_epi32(low, high));
+                *acc = _mm512_fmadd_ps(sums, _mm512_mul_ps(scales, ad), *acc);
+            }
         }
+    }
+    // SAFETY: `out` holds both groups' rows.
+    unsafe {
+        _mm512_storeu_ps(out.as_mut_ptr(), acc[0]);
+        _mm512_storeu_ps(out.as_mut_ptr().add(ROWS), acc[1]);
+    }
+}
+
+/// [`crate::cpu::interleaved::dot`] for one group and one token.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) fn one_group(group: &[u8], x: &[Q8Block], correction: &[i32], out: &mut [f32; ROWS]) {
+    let mut values = [[0.0; ROWS]; 1];
+    tile::<1>(group, [x], [correction], &mut values);
+    *out = values[0];
+}
+
+/// Pairs ahead that a block's loads fetch for later: the tiles' arithmetic fills the
+/// core's window so that few of a group's loads are in flight at once, and the
+/// hardware's prefetchers alone leave them waiting on memory.
+const PREFETCH_PAIRS: usize = 3;
+
+/// Asks for the cache lines of half `h` of the pair `PREFETCH_PAIRS` after `pair` (and
+/// its scales, with the second half). Prefetches never fault, so past the group's end
+/// they are harmless.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn prefetch_ahead(pair: *const u8, h: usize) {
+    let ahead = pair.wrapping_add(PREFETCH_PAIRS * PAIR_BYTES);
+    for k in 0..8 {
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add((h * 8 + k) * 64).cast());
+    }
+    if h == 1 {
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(16 * 64).cast());
     }
 }

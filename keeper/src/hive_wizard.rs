@@ -167,16 +167,17 @@ fn choose_identity() -> anyhow::Result<Option<String>> {
     );
     items.push("another file…".to_owned());
     let picked = prompt::select("Identity to log in with", &items)?;
-    Ok(
-        if picked == 0 || (picked > files.len() && picked < items.len() - 1) {
-            None
-        } else if picked <= files.len() {
-            Some(files[picked - 1].display().to_string())
-        } else {
+    let (first_agent_key, another_file) = (1 + files.len(), items.len() - 1);
+    Ok(match picked {
+        0 => None,
+        i if i < first_agent_key => Some(files[i - 1].display().to_string()),
+        // The queen offers ssh-agent's keys itself, after any file.
+        i if i < another_file => None,
+        _ => {
             let typed = prompt::text("Private key file", None, "--identity-file")?;
             Some(absolute(&rbee_config::paths::expand_home(&typed))?)
-        },
-    )
+        }
+    })
 }
 
 /// The private keys in `dir`: files with a `.pub` beside them, by name.

@@ -238,11 +238,13 @@ struct Terminal {
 }
 
 impl Terminal {
-    fn start(command: &str) -> Terminal {
+    /// Runs `command` with `home` as its home directory (its `~/.ssh`).
+    fn start(command: &str, home: &Path) -> Terminal {
         use std::io::Read;
         let mut child = std::process::Command::new("script")
             .args(["-qfec", command, "/dev/null"])
             .env("TERM", "xterm")
+            .env("HOME", home)
             .env_remove("RBEE_QUEEN_URL")
             .env_remove("RBEE_API_TOKEN")
             .env_remove("SSH_AUTH_SOCK")
@@ -326,8 +328,7 @@ async fn the_wizard_at_a_terminal_asks_shows_the_fingerprint_and_adds_the_hive()
     std::fs::write(
         &path,
         format!(
-            "[defaults]\nssh_user = \"root\"\nidentity_file = \"{}\"\nknown_hosts = \"{}\"\n",
-            lab.dir.path().join("id_ed25519").display(),
+            "[defaults]\nssh_user = \"root\"\nknown_hosts = \"{}\"\n",
             known_hosts.display()
         ),
     )
@@ -349,15 +350,26 @@ async fn the_wizard_at_a_terminal_asks_shows_the_fingerprint_and_adds_the_hive()
         crate::support::bin_dir().join("rbee-keeper").display(),
         keeper_config.display()
     );
+    // The operator's ~/.ssh holds the lab's key pair, which the wizard offers.
+    let home = dir.path().join("home");
+    let key = home.join(".ssh/lab_key");
+    std::fs::create_dir_all(home.join(".ssh")).expect("~/.ssh");
+    std::fs::copy(lab.dir.path().join("id_ed25519"), &key).expect("key");
+    std::fs::copy(
+        lab.dir.path().join("id_ed25519.pub"),
+        key.with_extension("pub"),
+    )
+    .expect("pub");
     let install_dir = host.install_dir.clone();
     let expected_dir = install_dir.clone();
     let (status, screen) = tokio::task::spawn_blocking(move || {
-        let mut terminal = Terminal::start(&command);
+        let mut terminal = Terminal::start(&command, &home);
         terminal.answer("Host", &format!("{}\r", host.host));
         terminal.answer("Alias", "lab-one\r");
         terminal.answer("SSH user", "\r");
         terminal.answer("SSH port", "\r");
-        terminal.answer("Identity", "\r");
+        // Down to the first key of ~/.ssh, below the inventory's default.
+        terminal.answer("lab_key", "\x1b[B\r");
         terminal.answer("Groups", "lab, wizard\r");
         terminal.answer("Install directory", &format!("{install_dir}\r"));
         terminal.answer("Trust this host key", "y");
@@ -375,6 +387,7 @@ async fn the_wizard_at_a_terminal_asks_shows_the_fingerprint_and_adds_the_hive()
     let hive = queen.state.inventory().hives["lab-one"].clone();
     assert_eq!(hive.install_dir, expected_dir);
     assert_eq!(hive.ssh_user.as_deref(), Some("root"), "left to [defaults]");
+    assert_eq!(hive.identity_file.as_deref(), Some(key.as_path()));
     assert!(hive.groups.contains("wizard"), "{hive:?}");
     assert!(
         std::fs::read_to_string(&known_hosts)
@@ -408,13 +421,14 @@ async fn at_a_terminal_a_model_stem_two_files_match_is_chosen_from_a_list() {
         ),
     )
     .expect("keeper config");
+    let home = dir.path().to_path_buf();
     let command = format!(
         "{} --config {} worker spawn --hive hive-1 --model twin",
         crate::support::bin_dir().join("rbee-keeper").display(),
         keeper_config.display()
     );
     let (status, screen) = tokio::task::spawn_blocking(move || {
-        let mut terminal = Terminal::start(&command);
+        let mut terminal = Terminal::start(&command, &home);
         terminal.answer("Which model?", "\r");
         terminal.wait()
     })

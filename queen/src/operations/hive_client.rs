@@ -243,7 +243,6 @@ impl<'a> HiveClient<'a> {
 
     async fn run_candidate_probe(&self) -> Result<HiveProbe, HiveError> {
         let started = Instant::now();
-        let connection = self.connection().await?;
         let script = shell::script(
             &[("d", Value::Path(&self.host.hive.install_dir))],
             "printf 'uname=%s\\n' \"$(uname -sm)\"; mkdir -p \"$d\" 2>/dev/null; \
@@ -251,7 +250,30 @@ impl<'a> HiveClient<'a> {
              if [ -d \"$d\" ] && [ -w \"$d\" ]; then echo writable=yes; else echo writable=no; fi; \
              printf 'avail_kb=%s\\n' \"$(df -Pk \"$d\" 2>/dev/null | awk 'NR==2 {print $4}')\"",
         );
-        let (_, answer) = connection.output(&script).await?;
+        // A localhost hive of a `local-hive` queen is this machine, reached without SSH.
+        let (answer, host, port, user, fingerprint) = if self.in_process() {
+            let answer = self.run_here(&script).await?;
+            let user = std::env::var("USER").unwrap_or_default();
+            let hive = &self.host.hive;
+            (
+                answer,
+                hive.host.clone(),
+                0,
+                user,
+                "none: in-process (local-hive)".to_owned(),
+            )
+        } else {
+            let connection = self.connection().await?;
+            let (_, answer) = connection.output(&script).await?;
+            let target = &connection.target;
+            (
+                answer,
+                target.host.clone(),
+                target.port,
+                target.user.clone(),
+                connection.host_key_fingerprint.clone(),
+            )
+        };
         self.timed("probe", started);
         let field = |name: &str| {
             answer
@@ -262,14 +284,13 @@ impl<'a> HiveClient<'a> {
                 .to_owned()
         };
         let (os, arch) = platform(&field("uname"));
-        let target = &connection.target;
         let dir = field("dir");
         Ok(HiveProbe {
             alias: self.host.hive.alias.clone(),
-            host: target.host.clone(),
-            port: target.port,
-            user: target.user.clone(),
-            fingerprint: connection.host_key_fingerprint.clone(),
+            host,
+            port,
+            user,
+            fingerprint,
             os,
             arch,
             install_dir: if dir.is_empty() {
@@ -280,6 +301,23 @@ impl<'a> HiveClient<'a> {
             writable: field("writable") == "yes",
             free_disk_bytes: field("avail_kb").parse::<u64>().ok().map(|kb| kb * 1024),
         })
+    }
+
+    /// Runs `script` on this machine, as the hive's shell would; its stdout.
+    async fn run_here(&self, script: &shell::Line) -> Result<String, HiveError> {
+        let out = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(script.as_str())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|e| HiveError::Step {
+                hive: self.host.hive.alias.clone(),
+                step: "probing this machine",
+                stderr: e.to_string(),
+                hint: "the queen runs `sh` to probe a local-hive; check that it can",
+            })?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// The paths of the decompressors the hive has (`zstd`, `gzip`), one a line; empty

@@ -77,14 +77,25 @@ pub struct Installed {
     pub sha256: BTreeMap<String, String>,
 }
 
-/// One binary to push: the file to send (in the wire form `codec` names) and the
-/// sha256 the hive must find once it is unpacked.
+/// One binary to push: the file to send (in the wire form `codec` names), its own
+/// sha256 (which names the partial upload on the hive, so only an upload of these very
+/// bytes is resumed) and the sha256 the hive must find once it is unpacked.
 pub struct BinaryPush<'p> {
     pub bin_dir: &'p str,
     pub name: &'p str,
     pub sha256: &'p str,
     pub codec: &'static str,
     pub wire: &'p Path,
+    pub wire_sha256: &'p str,
+}
+
+/// What a binary push sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pushed {
+    /// Bytes sent on the wire by this push.
+    pub sent: u64,
+    /// Bytes an earlier, cut push had left on the hive, which this one kept.
+    pub resumed_at: u64,
 }
 
 /// What the agent reads on stdin besides the cancel signal.
@@ -338,26 +349,72 @@ impl<'a> HiveClient<'a> {
     /// Streams one binary to the hive, which unpacks it beside its final name, checks
     /// its sha256 and only then moves it into place (a cut push leaves the old binary),
     /// reporting bytes, rate and time left as model pushes do.
-    pub async fn push_binary(&self, push: BinaryPush<'_>) -> Result<(), HiveError> {
+    ///
+    /// Resumable: the wire form (compressed here once per build, so the same bytes
+    /// every time) lands on the hive as `.<name>.<wire sha16>.wire.partial` before it
+    /// is unpacked. A push that is cut leaves what arrived; the next push of the same
+    /// bytes asks for that file's size and sends only the rest, appended. The whole
+    /// wire file's sha256 is checked before unpacking, so a damaged partial is removed
+    /// (and the push after it starts over) rather than installed.
+    pub async fn push_binary(&self, push: BinaryPush<'_>) -> Result<Pushed, HiveError> {
         let result = self.send_binary(push).await;
         self.observe_step(&result);
         result
     }
 
-    async fn send_binary(&self, push: BinaryPush<'_>) -> Result<(), HiveError> {
+    async fn send_binary(&self, push: BinaryPush<'_>) -> Result<Pushed, HiveError> {
         let started = Instant::now();
+        let size = std::fs::metadata(push.wire)
+            .map_err(|source| HiveError::LocalFile {
+                path: push.wire.to_owned(),
+                source,
+            })?
+            .len();
+        let size_word = size.to_string();
+        let wire_id = &push.wire_sha256[..16.min(push.wire_sha256.len())];
+        let vars = [
+            ("d", Value::Path(push.bin_dir)),
+            ("n", Value::Word(push.name)),
+            ("w", Value::Word(wire_id)),
+        ];
+        let connection = self.connection().await?;
+        let (_, arrived) = connection
+            .output(&shell::script(
+                &vars,
+                "p=\"$d/.$n.$w.wire.partial\"; if [ -f \"$p\" ]; then stat -c %s \"$p\"; else echo 0; fi",
+            ))
+            .await?;
+        // A partial longer than the file (not ours after all) is cut back to nothing.
+        let resumed_at = arrived
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|&n| n < size)
+            .unwrap_or(0);
+        let offset_word = resumed_at.to_string();
         let script = shell::script(
             &[
                 ("d", Value::Path(push.bin_dir)),
                 ("n", Value::Word(push.name)),
+                ("w", Value::Word(wire_id)),
+                ("wsha", Value::Word(push.wire_sha256)),
+                ("z", Value::Word(&size_word)),
+                ("o", Value::Word(&offset_word)),
                 ("sha", Value::Word(push.sha256)),
                 ("c", Value::Word(push.codec)),
             ],
-            "set -e; mkdir -p \"$d\"; t=\"$d/.$n.partial.$$\"; trap 'rm -f \"$t\"' EXIT; \
-             case \"$c\" in zstd) zstd -dqc > \"$t\" ;; gzip) gzip -dc > \"$t\" ;; *) cat > \"$t\" ;; esac; \
+            "set -e; mkdir -p \"$d\"; p=\"$d/.$n.$w.wire.partial\"; t=\"$d/.$n.partial.$$\"; \
+             trap 'rm -f \"$t\"' EXIT; \
+             for f in \"$d/.$n\".*.wire.partial; do [ \"$f\" = \"$p\" ] || rm -f \"$f\"; done; \
+             truncate -s \"$o\" \"$p\"; cat >> \"$p\"; \
+             a=$(stat -c %s \"$p\"); \
+             if [ \"$a\" -lt \"$z\" ]; then echo \"cut after $a of $z bytes; the next push sends the rest\" >&2; exit 4; fi; \
+             if [ \"$(sha256sum < \"$p\" | cut -d' ' -f1)\" != \"$wsha\" ]; then rm -f \"$p\"; \
+               echo \"the uploaded file does not match its checksum; the next push starts over\" >&2; exit 3; fi; \
+             case \"$c\" in zstd) zstd -dqc < \"$p\" > \"$t\" ;; gzip) gzip -dc < \"$p\" > \"$t\" ;; *) cat < \"$p\" > \"$t\" ;; esac; \
              s=$(sha256sum < \"$t\" | cut -d' ' -f1); \
-             if [ \"$s\" != \"$sha\" ]; then echo \"checksum mismatch: got $s\" >&2; exit 3; fi; \
-             chmod 755 \"$t\"; mv -f \"$t\" \"$d/$n\"; trap - EXIT; \
+             if [ \"$s\" != \"$sha\" ]; then rm -f \"$p\"; echo \"checksum mismatch: got $s\" >&2; exit 3; fi; \
+             chmod 755 \"$t\"; mv -f \"$t\" \"$d/$n\"; rm -f \"$p\"; trap - EXIT; \
              echo \"$s $(stat -c '%s %Y' \"$d/$n\")\" > \"$d/.$n.sha256\"",
         );
         let (job, alias, label) = (
@@ -373,13 +430,12 @@ impl<'a> HiveClient<'a> {
                 job.emit(JobEvent::Progress(progress));
             }
         };
-        let outcome = self
-            .connection()
-            .await?
+        let outcome = connection
             .exec(
                 &script,
                 Some(Upload {
                     path: push.wire,
+                    offset: resumed_at,
                     on_progress: &mut on_progress,
                 }),
                 &mut |_| {},
@@ -387,13 +443,16 @@ impl<'a> HiveClient<'a> {
             .await?;
         self.timed("push", started);
         if outcome.success() {
-            Ok(())
+            Ok(Pushed {
+                sent: size - resumed_at,
+                resumed_at,
+            })
         } else {
             Err(HiveError::Step {
                 hive: self.host.hive.alias.clone(),
                 step: "pushing a binary",
                 stderr: outcome.stderr,
-                hint: "check free disk space and permissions of the install directory on the hive",
+                hint: "check free disk space and permissions of the install directory on the hive; a push that was cut resumes where it stopped",
             })
         }
     }
@@ -555,6 +614,7 @@ impl<'a> HiveClient<'a> {
                 };
                 let upload = Upload {
                     path: &path,
+                    offset: 0,
                     on_progress: &mut on_progress,
                 };
                 agent::run_over_ssh_with(host, &connection, command, Stdin::Upload(upload)).await

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::agent::answer_as;
 use super::fan_out::{HostContext, HostDone, fan_out};
-use super::hive_client::{BinaryPush, HiveClient, Installed, no_usable_agent};
+use super::hive_client::{BinaryPush, HiveClient, Installed, no_usable_agent, unreadable};
 use super::push::{self, Codec, Forms};
 use super::{JobContext, OpResult};
 use crate::ssh::shell;
@@ -156,6 +156,7 @@ pub(super) async fn install_on(
     let mut pushed = Vec::new();
     let mut codecs = std::collections::BTreeSet::new();
     let mut on_wire = 0u64;
+    let mut resumed = Vec::new();
     for binary in stale {
         let codec = Codec::pick(&tools, &binary.forms);
         codecs.insert(codec.word());
@@ -164,17 +165,31 @@ pub(super) async fn install_on(
             "push",
             format!("pushing {} to {bin_dir}", binary.name),
         );
-        let wire = binary.forms.wire(codec);
-        client
+        let wire = binary.forms.wire(codec).to_owned();
+        let wire_sha256 = {
+            let path = wire.clone();
+            tokio::task::spawn_blocking(move || sha256_cached(&path))
+                .await
+                .map_err(|e| ErrorDetail::new(ErrorCode::Internal, e.to_string()))?
+                .map_err(|e| unreadable(&wire, e))?
+        };
+        let done = client
             .push_binary(BinaryPush {
                 bin_dir: &bin_dir,
                 name: binary.name,
                 sha256: &binary.sha256,
                 codec: codec.word(),
-                wire,
+                wire: &wire,
+                wire_sha256: &wire_sha256,
             })
             .await?;
-        on_wire += std::fs::metadata(wire).map_or(0, |m| m.len());
+        on_wire += done.sent;
+        if done.resumed_at > 0 {
+            resumed.push(format!(
+                "{} resumed at byte {}",
+                binary.name, done.resumed_at
+            ));
+        }
         pushed.push(binary.name);
     }
     if !pushed.is_empty() {
@@ -184,11 +199,17 @@ pub(super) async fn install_on(
     Ok(if pushed.is_empty() {
         HostDone::ok("binaries up to date (same checksum); nothing uploaded")
     } else {
+        // The bytes this push sent: a resumed binary counts only what was missing.
+        let codecs = codecs.into_iter().collect::<Vec<_>>().join(", ");
+        let resumed = if resumed.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", resumed.join(", "))
+        };
         HostDone::changed(format!(
-            "pushed {} ({:.1} MB on the wire, {})",
+            "pushed {} ({:.1} MB on the wire, {codecs}; {on_wire} bytes sent{resumed})",
             pushed.join(", "),
             on_wire as f64 / 1e6,
-            codecs.into_iter().collect::<Vec<_>>().join(", ")
         ))
     })
 }

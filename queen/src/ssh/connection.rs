@@ -70,6 +70,10 @@ impl ExecOutcome {
 /// Bytes to send to a command's stdin, with a callback told how many went so far.
 pub struct Upload<'a> {
     pub path: &'a Path,
+    /// Where in the file to start: the bytes before it are already on the other side
+    /// (a resumed transfer).
+    pub offset: u64,
+    /// Told the file's position so far and its size, from `offset` on.
     pub on_progress: &'a mut (dyn FnMut(u64, u64) + Send),
 }
 
@@ -407,7 +411,13 @@ impl SshConnection {
                         reason: format!("cannot read {}: {e}", upload.path.display()),
                     })?;
             let total = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-            let mut sent = 0u64;
+            tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(upload.offset))
+                .await
+                .map_err(|e| SshError::Local {
+                    host: self.target.host.clone(),
+                    reason: format!("seeking in {}: {e}", upload.path.display()),
+                })?;
+            let mut sent = upload.offset;
             let mut buffer = vec![0u8; 256 * 1024];
             loop {
                 let n = file.read(&mut buffer).await.map_err(|e| SshError::Local {

@@ -463,3 +463,178 @@ async fn quick_operations_share_one_agent_session_that_ends_with_the_connection(
     assert_eq!(sessions(&dir), 0, "the session outlived its connection");
     queen.stop().await;
 }
+
+/// The files of `dir` whose names end with `suffix`, with their sizes.
+fn files_ending(dir: &std::path::Path, suffix: &str) -> Vec<(std::path::PathBuf, u64)> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
+                .map(|e| (e.path(), e.metadata().map_or(0, |m| m.len())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The recap message of the run's one hive.
+fn recap_message(events: &[(Instant, JobEvent)]) -> String {
+    events
+        .iter()
+        .rev()
+        .find_map(|(_, e)| match e {
+            JobEvent::Result { hive: None, result } => Some(payload(result)),
+            _ => None,
+        })
+        .and_then(|rows| rows[0]["message"].as_str().map(str::to_owned))
+        .expect("a recap row")
+}
+
+fn bytes_sent(message: &str) -> u64 {
+    message
+        .split(" bytes sent")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no bytes sent in {message:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_binary_push_resumes_and_sends_only_the_rest() {
+    let lab = Lab::up(1);
+    let state_dir = tempfile::tempdir().expect("state dir");
+    let queen = queen(lab.inventory(None), |config| {
+        config.queen.state_dir = Some(state_dir.path().to_owned());
+    })
+    .await;
+    let bin = lab.dir.path().join("hosts/hive-1/rbee/bin");
+    let install = json!({"operation": "hive_install", "hive_id": "hive-1"});
+
+    // Cut for real: the job is cancelled once the worker binary has begun to land on
+    // the hive, which closes the channel under the upload.
+    let cutter = {
+        let (bin, state) = (bin.clone(), queen.state.clone());
+        tokio::spawn(async move {
+            loop {
+                let landed = files_ending(&bin, ".wire.partial")
+                    .iter()
+                    .any(|(path, size)| {
+                        *size >= 64 << 10
+                            && path.file_name().is_some_and(|n| {
+                                n.to_string_lossy().starts_with(".llm-worker-rbee.")
+                            })
+                    });
+                if landed {
+                    state.jobs.cancel_all("cut by the test");
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let first = queen.run(install.clone()).await;
+    cutter.abort();
+    assert!(
+        matches!(terminal(&first), JobEvent::Cancelled { .. }),
+        "{first:?}"
+    );
+    assert!(
+        !bin.join("llm-worker-rbee").exists(),
+        "nothing half-installed"
+    );
+    let partials = files_ending(&bin, ".wire.partial");
+    let [(partial, _)] = partials.as_slice() else {
+        panic!("one partial upload is kept: {partials:?}");
+    };
+    // The hive may still be writing what was in flight when the channel closed.
+    let mut kept = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = std::fs::metadata(partial).expect("partial").len();
+        if now == kept {
+            break;
+        }
+        kept = now;
+    }
+    assert!(kept > 0, "something arrived before the cut");
+    // A stale partial of other bytes (an earlier build) is not resumed, and goes.
+    let stale = bin.join(".llm-worker-rbee.0123456789abcdef.wire.partial");
+    std::fs::write(&stale, b"an earlier build").expect("stale partial");
+
+    // The next install sends only the rest: its progress starts where the cut left
+    // off, and the hive's row reports the bytes this push sent.
+    let second = queen.run(install.clone()).await;
+    assert_eq!(terminal(&second), &JobEvent::Done, "{second:?}");
+    let message = recap_message(&second);
+    assert!(
+        message.contains(&format!("llm-worker-rbee resumed at byte {kept}")),
+        "{message}"
+    );
+    // Only the worker was left to push: what was kept and what was sent make its wire
+    // form exactly.
+    let push_dir = state_dir.path().join("push");
+    let wire = if message.contains("zstd") {
+        ".zst"
+    } else {
+        ".gz"
+    };
+    let wire_size = files_ending(&push_dir, wire)
+        .into_iter()
+        .find(|(path, _)| {
+            path.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("llm-worker-rbee-"))
+        })
+        .map(|(_, size)| size)
+        .expect("the worker's wire form");
+    let sent = bytes_sent(&message);
+    assert_eq!(
+        sent + kept,
+        wire_size,
+        "{message}: {sent} sent after {kept} kept"
+    );
+    assert!(sent < wire_size, "{message}");
+    let first_progress = second
+        .iter()
+        .find_map(|(_, e)| match e {
+            JobEvent::Progress(p) if p.label == "llm-worker-rbee" => Some(p.current),
+            _ => None,
+        })
+        .expect("progress of the rest");
+    assert!(first_progress > kept, "{first_progress} after {kept}");
+    assert!(!partial.exists() && !stale.exists(), "partials are gone");
+    let stripped = files_ending(&push_dir, ".stripped")
+        .into_iter()
+        .find(|(path, _)| {
+            path.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("llm-worker-rbee-"))
+        })
+        .expect("the stripped worker");
+    assert_eq!(
+        std::fs::read(bin.join("llm-worker-rbee")).expect("installed worker"),
+        std::fs::read(&stripped.0).expect("stripped worker"),
+        "the hive runs the stripped worker, byte for byte"
+    );
+
+    // A damaged partial is caught by the wire file's checksum and removed; the push
+    // after it starts over and sends everything.
+    std::fs::remove_file(bin.join("llm-worker-rbee")).expect("remove the worker");
+    std::fs::write(
+        bin.join(partial.file_name().expect("name")),
+        vec![0u8; kept as usize],
+    )
+    .expect("damage a partial");
+    let damaged = queen.run(install.clone()).await;
+    assert_eq!(
+        recap(&damaged),
+        rows(&[("hive-1", "failed")]),
+        "{damaged:?}"
+    );
+    let message = recap_message(&damaged);
+    assert!(message.contains("does not match its checksum"), "{message}");
+    assert!(files_ending(&bin, ".wire.partial").is_empty());
+    let whole = queen.run(install).await;
+    assert_eq!(terminal(&whole), &JobEvent::Done, "{whole:?}");
+    let message = recap_message(&whole);
+    assert_eq!(bytes_sent(&message), wire_size, "{message}");
+    assert!(!message.contains("resumed"), "{message}");
+}

@@ -15,6 +15,11 @@
 //! template keeps the expression's type (`count = "{{ n }}"` is a number). Every error
 //! says where in its text it is (line and column), and the playbook adds its file,
 //! play and task.
+//!
+//! Where minijinja differs from Python's Jinja2: a filter name is looked up when the
+//! expression runs, so an unknown filter fails the task on each hive rather than the
+//! playbook at load (syntax errors are found at load); and `<` between a number and a
+//! string orders them by kind instead of failing.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;

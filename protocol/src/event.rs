@@ -61,6 +61,9 @@ pub enum JobEvent {
     Token {
         t: String,
         i: u32,
+        /// The tokens' log probabilities, when the request asked for them.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        lp: Vec<crate::TokenLogprob>,
     },
     Result {
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -40,6 +40,36 @@ pub struct InferenceRequest {
     /// Carried from the queen so one request can be followed through both logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Whether each token's event carries its log probability (OpenAI's `logprobs`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub logprobs: bool,
+    /// How many of the most likely tokens each position also reports (0 to
+    /// [`MAX_TOP_LOGPROBS`], OpenAI's `top_logprobs`); implies `logprobs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<u32>,
+}
+
+/// The most alternatives a position may report (as OpenAI allows).
+pub const MAX_TOP_LOGPROBS: u32 = 20;
+
+/// A generated token's log probability under the model (the log-softmax of its logits,
+/// before sampling's filters) and, when asked, the most likely tokens at its position.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub logprob: f32,
+    /// The token's bytes (a token may hold part of a character).
+    pub bytes: Vec<u8>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top: Vec<TopLogprob>,
+}
+
+/// One of the most likely tokens at a position.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct TopLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
 }
 
 /// How a request's `prompt` reaches the model.
@@ -99,6 +129,15 @@ impl InferenceRequest {
                 field: "repeat_penalty",
                 allowed: "a number above 0 (1 means no penalty)",
                 got: penalty.to_string(),
+            });
+        }
+        if let Some(top) = self.top_logprobs
+            && top > MAX_TOP_LOGPROBS
+        {
+            return Err(InvalidField {
+                field: "top_logprobs",
+                allowed: "between 0 and 20",
+                got: top.to_string(),
             });
         }
         if self.max_tokens == Some(0) {
@@ -198,9 +237,14 @@ pub enum InferenceEvent {
         request_id: Option<String>,
         prompt_tokens: u32,
     },
+    /// Text of the tokens up to output token `i` not sent before (a character split
+    /// across tokens, or text that may begin a stop sequence, waits for the next), and
+    /// when the request asked, the log probabilities of those tokens.
     Token {
         t: String,
         i: u32,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        lp: Vec<TokenLogprob>,
     },
     End {
         stop_reason: StopReason,

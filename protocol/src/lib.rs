@@ -25,7 +25,10 @@ pub use capabilities::{DeviceInfo, DeviceKind, DeviceSpec, HiveCapabilities, Unk
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{JobEvent, Level, Narration, Progress};
 pub use heartbeat::{WorkerHeartbeat, WorkerState};
-pub use inference::{ChatMessage, InferenceEvent, InferenceRequest, PromptFormat, StopReason};
+pub use inference::{
+    ChatMessage, InferenceEvent, InferenceRequest, MAX_TOP_LOGPROBS, PromptFormat, StopReason,
+    TokenLogprob, TopLogprob,
+};
 pub use keep_alive::KeepAlive;
 pub use operation::Operation;
 pub use result::OperationResult;

@@ -250,6 +250,7 @@ async fn fake_worker() -> Result<(String, tokio::task::JoinHandle<()>)> {
             frame(InferenceEvent::Token {
                 t: " tok".to_owned(),
                 i,
+                lp: Vec::new(),
             })
         });
         let end = std::iter::once(frame(InferenceEvent::End {

@@ -64,6 +64,61 @@ check("streamed usage", usage is not None and usage.completion_tokens > 0, repr(
 limited = client.chat.completions.create(model=model, messages=question, max_tokens=2, temperature=0)
 check("max_tokens ends with length", limited.choices[0].finish_reason == "length", repr(limited.choices[0]))
 
+import math
+
+scored = client.chat.completions.create(
+    model=model, messages=question, max_tokens=8, temperature=0, logprobs=True, top_logprobs=3
+)
+entries = scored.choices[0].logprobs.content
+check(
+    "chat logprobs: one entry per generated token",
+    len(entries) == scored.usage.completion_tokens,
+    f"{len(entries)} entries, {scored.usage.completion_tokens} tokens",
+)
+check(
+    "chat logprobs: greedy picks the most likely token, three alternatives sorted",
+    all(
+        len(e.top_logprobs) == 3
+        and e.top_logprobs[0].token == e.token
+        and math.isclose(e.top_logprobs[0].logprob, e.logprob)
+        and e.logprob <= 0
+        and e.top_logprobs[0].logprob >= e.top_logprobs[1].logprob >= e.top_logprobs[2].logprob
+        for e in entries
+    ),
+    repr(entries[:2]),
+)
+check(
+    "chat logprobs: the tokens spell the answer",
+    "".join(e.token for e in entries) == scored.choices[0].message.content,
+    repr([e.token for e in entries]),
+)
+plain = client.chat.completions.create(model=model, messages=question, max_tokens=4, temperature=0)
+check("no logprobs unless asked", plain.choices[0].logprobs is None, repr(plain.choices[0].logprobs))
+streamed_scores = client.chat.completions.create(
+    model=model, messages=question, max_tokens=8, temperature=0, logprobs=True, stream=True
+)
+streamed_entries = [
+    e for chunk in streamed_scores for c in chunk.choices if c.logprobs for e in c.logprobs.content
+]
+check(
+    "streamed chat logprobs equal the whole answer's",
+    [(e.token, round(e.logprob, 4)) for e in streamed_entries]
+    == [(e.token, round(e.logprob, 4)) for e in entries],
+    repr(streamed_entries[:2]),
+)
+text_scores = client.completions.create(
+    model=model, prompt="The capital of France is", max_tokens=4, temperature=0, logprobs=2
+)
+scores = text_scores.choices[0].logprobs
+check(
+    "completion logprobs: tokens, their logprobs, two alternatives and offsets",
+    len(scores.tokens) == len(scores.token_logprobs) == len(scores.top_logprobs) == 4
+    and all(len(top) == 2 for top in scores.top_logprobs)
+    and scores.text_offset[0] == 0
+    and "".join(scores.tokens) == text_scores.choices[0].text,
+    repr(scores),
+)
+
 completion = client.completions.create(model=model, prompt="The capital of France is", max_tokens=8, temperature=0)
 check("completion object", completion.object == "text_completion", completion.object)
 check("completion text", len(completion.choices[0].text) > 0, repr(completion.choices[0].text))

@@ -7,13 +7,13 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rbee_protocol::{ErrorCode, InferenceEvent, StopReason, WorkerState};
+use rbee_protocol::{ErrorCode, InferenceEvent, StopReason, TokenLogprob, TopLogprob, WorkerState};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::cpu::SequenceChunk;
 use crate::model::Model;
-use crate::sampling::{Sampler, SamplingParams};
+use crate::sampling::{self, Sampler, SamplingParams};
 use crate::slots::SlotPhase;
 use crate::status::WorkerStatus;
 use crate::text_stream::{Piece, TextStream};
@@ -26,6 +26,8 @@ pub struct Job {
     pub max_tokens: usize,
     pub sampling: SamplingParams,
     pub stop: Vec<String>,
+    /// Each token's log probability and this many alternatives, when asked.
+    pub logprobs: Option<usize>,
     /// Closed when the client goes away, which cancels the job.
     pub events: mpsc::Sender<InferenceEvent>,
 }
@@ -104,11 +106,21 @@ struct Generation {
     generated: u32,
     started: Instant,
     first_token_at: Option<Instant>,
+    /// Alternatives per position when the request asked for log probabilities.
+    logprobs: Option<usize>,
+    /// Log probabilities of tokens whose text has not been sent yet.
+    pending_logprobs: Vec<TokenLogprob>,
 }
 
 impl Generation {
     fn send(&self, event: InferenceEvent) -> bool {
         self.events.blocking_send(event).is_ok()
+    }
+
+    /// Sends text `t` up to output token `i` with the log probabilities not sent yet.
+    fn send_text(&mut self, t: String, i: u32) -> bool {
+        let lp = std::mem::take(&mut self.pending_logprobs);
+        self.send(InferenceEvent::Token { t, i, lp })
     }
 }
 
@@ -221,6 +233,8 @@ impl Engine {
             generated: 0,
             started: Instant::now(),
             first_token_at: None,
+            logprobs: job.logprobs,
+            pending_logprobs: Vec::new(),
         };
         if !generation.send(InferenceEvent::Started {
             request_id: generation.request_id.clone(),
@@ -361,10 +375,37 @@ impl Engine {
         let Some(g) = slot.active.as_mut() else {
             return Next::Continue;
         };
+        // Log probabilities come from the model's logits, before sampling changes them.
+        let raw = g.logprobs.map(|top| (top, logits.to_vec()));
         let token = g.sampler.sample(logits, &g.history);
         g.first_token_at.get_or_insert_with(Instant::now);
         if self.tokenizer.is_end_of_generation(token) {
             return Next::Stop(StopReason::Eos);
+        }
+        // The end-of-generation token is not output, and has no entry, as with OpenAI.
+        if let Some((top, raw)) = raw {
+            let (logprob, best) = sampling::logprobs(&raw, token, top);
+            let entry = |id: u32| {
+                let bytes = self.tokenizer.token_bytes(id).to_vec();
+                (String::from_utf8_lossy(&bytes).into_owned(), bytes)
+            };
+            let (text, bytes) = entry(token);
+            g.pending_logprobs.push(TokenLogprob {
+                token: text,
+                logprob,
+                bytes,
+                top: best
+                    .into_iter()
+                    .map(|(id, logprob)| {
+                        let (token, bytes) = entry(id);
+                        TopLogprob {
+                            token,
+                            logprob,
+                            bytes,
+                        }
+                    })
+                    .collect(),
+            });
         }
         let index_in_output = g.generated;
         g.generated += 1;
@@ -372,21 +413,13 @@ impl Engine {
         g.history.push(token);
         match g.text.push(self.tokenizer.token_bytes(token)) {
             Piece::Text(t) => {
-                if !t.is_empty()
-                    && !g.send(InferenceEvent::Token {
-                        t,
-                        i: index_in_output,
-                    })
-                {
+                if !t.is_empty() && !g.send_text(t, index_in_output) {
                     return Next::Stop(StopReason::Cancelled);
                 }
             }
             Piece::Stopped(t) => {
                 if !t.is_empty() {
-                    g.send(InferenceEvent::Token {
-                        t,
-                        i: index_in_output,
-                    });
+                    g.send_text(t, index_in_output);
                 }
                 return Next::Stop(StopReason::Stop);
             }
@@ -419,9 +452,9 @@ impl Engine {
                 StopReason::Eos | StopReason::Length | StopReason::Context
             ) {
                 let rest = g.text.finish();
-                if !rest.is_empty() {
+                if !rest.is_empty() || !g.pending_logprobs.is_empty() {
                     let i = g.generated.saturating_sub(1);
-                    g.send(InferenceEvent::Token { t: rest, i });
+                    g.send_text(rest, i);
                 }
             }
             let finished = Instant::now();

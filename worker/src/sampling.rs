@@ -116,6 +116,31 @@ impl Sampler {
     }
 }
 
+/// What OpenAI's `logprobs` report of one position, from the model's logits before
+/// any sampling filter: `token`'s log probability and the `top` most likely tokens
+/// with theirs, most likely first (ties: the lower id).
+pub fn logprobs(logits: &[f32], token: u32, top: usize) -> (f32, Vec<(u32, f32)>) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+    let log_sum = max + sum.ln() as f32;
+    let logprob = |id: u32| logits[id as usize] - log_sum;
+    let mut best: Vec<u32> = Vec::with_capacity(top + 1);
+    if top > 0 {
+        for (id, &l) in logits.iter().enumerate() {
+            if best.len() == top && l <= logits[best[top - 1] as usize] {
+                continue;
+            }
+            let at = best.partition_point(|&b| logits[b as usize] >= l);
+            best.insert(at, id as u32);
+            best.truncate(top);
+        }
+    }
+    (
+        logprob(token),
+        best.into_iter().map(|id| (id, logprob(id))).collect(),
+    )
+}
+
 /// The index of the largest logit; the first one wins a tie.
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
@@ -163,6 +188,25 @@ mod tests {
             temperature,
             ..SamplingParams::default()
         }
+    }
+
+    #[test]
+    fn logprobs_are_the_log_softmax_with_the_best_first() {
+        let logits = [1.0f32, 3.0, -2.0, 3.0, 0.5];
+        let (chosen, top) = logprobs(&logits, 4, 3);
+        let total: f32 = logits
+            .iter()
+            .map(|&l| logprobs(&logits, 0, 0).0 - logits[0] + l)
+            .map(f32::exp)
+            .sum();
+        assert!((total - 1.0).abs() < 1e-5, "probabilities sum to {total}");
+        let exact = 0.5 - logits.iter().map(|&l| l.exp()).sum::<f32>().ln();
+        assert!((chosen - exact).abs() < 1e-5, "{chosen} vs {exact}");
+        let ids: Vec<u32> = top.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [1, 3, 0], "ties keep the lower id first");
+        assert!(top.windows(2).all(|w| w[0].1 >= w[1].1));
+        assert!(logprobs(&logits, 1, 0).1.is_empty());
+        assert_eq!(logprobs(&logits, 1, 9).1.len(), logits.len());
     }
 
     #[test]

@@ -364,6 +364,8 @@ fn build_job(
         max_tokens,
         sampling,
         stop: request.stop,
+        logprobs: (request.logprobs || request.top_logprobs.is_some())
+            .then(|| request.top_logprobs.unwrap_or(0) as usize),
         events,
     })
 }

@@ -18,7 +18,7 @@ use rbee_protocol::inference::InvalidField;
 use rbee_protocol::result::InferenceStats;
 use rbee_protocol::{
     ChatMessage, ErrorCode, ErrorDetail, InferenceRequest, JobEvent, Operation, OperationResult,
-    StopReason,
+    StopReason, TokenLogprob,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -178,6 +178,22 @@ struct Sampling {
     /// How long the serving worker stays loaded without requests (Ollama's field).
     #[serde(default)]
     keep_alive: Option<rbee_protocol::KeepAlive>,
+    /// Chat: whether to return each token's log probability; completions: how many
+    /// alternatives to return with it.
+    #[serde(default)]
+    logprobs: Option<Logprobs>,
+    /// Chat: how many alternatives each position returns (0 to 20).
+    #[serde(default)]
+    top_logprobs: Option<u32>,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy)]
+#[serde(untagged)]
+enum Logprobs {
+    /// Chat's form.
+    Flag(bool),
+    /// The completions endpoint's form: alternatives per position.
+    Count(u32),
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -230,8 +246,71 @@ impl Sampling {
                 Some(Stop::One(s)) => vec![s.clone()],
                 Some(Stop::Many(list)) => list.clone(),
             },
+            logprobs: self.wants_logprobs(),
+            top_logprobs: match self.logprobs {
+                Some(Logprobs::Count(n)) => Some(n),
+                _ => self.top_logprobs,
+            },
             ..InferenceRequest::default()
         })
+    }
+
+    fn wants_logprobs(&self) -> bool {
+        match self.logprobs {
+            Some(Logprobs::Flag(on)) => on,
+            Some(Logprobs::Count(_)) => true,
+            None => false,
+        }
+    }
+}
+
+/// The `logprobs` of a choice: `null` unless the request asked, otherwise the tokens'
+/// entries in the endpoint's form (chat's `content` list, or the completions
+/// endpoint's parallel lists with text offsets from `offset`).
+fn logprobs_value(kind: Kind, asked: bool, entries: &[TokenLogprob], offset: usize) -> Value {
+    if !asked {
+        return Value::Null;
+    }
+    match kind {
+        Kind::Chat => {
+            let content: Vec<Value> = entries
+                .iter()
+                .map(|e| {
+                    let top: Vec<Value> = e
+                        .top
+                        .iter()
+                        .map(|t| json!({"token": t.token, "logprob": t.logprob, "bytes": t.bytes}))
+                        .collect();
+                    json!({"token": e.token, "logprob": e.logprob, "bytes": e.bytes, "top_logprobs": top})
+                })
+                .collect();
+            json!({"content": content, "refusal": Value::Null})
+        }
+        Kind::Text => {
+            let mut at = offset;
+            let offsets: Vec<usize> = entries
+                .iter()
+                .map(|e| {
+                    let here = at;
+                    at += e.token.len();
+                    here
+                })
+                .collect();
+            json!({
+                "tokens": entries.iter().map(|e| e.token.as_str()).collect::<Vec<_>>(),
+                "token_logprobs": entries.iter().map(|e| e.logprob).collect::<Vec<_>>(),
+                "top_logprobs": entries
+                    .iter()
+                    .map(|e| {
+                        e.top
+                            .iter()
+                            .map(|t| (t.token.clone(), json!(t.logprob)))
+                            .collect::<serde_json::Map<_, _>>()
+                    })
+                    .collect::<Vec<_>>(),
+                "text_offset": offsets,
+            })
+        }
     }
 }
 
@@ -259,25 +338,31 @@ impl Kind {
     }
 
     /// The choice of a whole (non-streamed) answer.
-    fn choice(self, text: String, finish_reason: &str) -> Value {
+    fn choice(self, text: String, finish_reason: &str, logprobs: Value) -> Value {
         match self {
             Kind::Chat => json!({
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
                 "finish_reason": finish_reason,
-                "logprobs": Value::Null,
+                "logprobs": logprobs,
             }),
             Kind::Text => json!({
                 "index": 0,
                 "text": text,
                 "finish_reason": finish_reason,
-                "logprobs": Value::Null,
+                "logprobs": logprobs,
             }),
         }
     }
 
     /// The choice of one streamed piece.
-    fn delta(self, text: Option<&str>, first: bool, finish_reason: Option<&str>) -> Value {
+    fn delta(
+        self,
+        text: Option<&str>,
+        first: bool,
+        finish_reason: Option<&str>,
+        logprobs: Value,
+    ) -> Value {
         match self {
             Kind::Chat => {
                 let mut delta = serde_json::Map::new();
@@ -287,13 +372,13 @@ impl Kind {
                 if let Some(text) = text {
                     delta.insert("content".into(), json!(text));
                 }
-                json!({"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": Value::Null})
+                json!({"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs})
             }
             Kind::Text => json!({
                 "index": 0,
                 "text": text.unwrap_or(""),
                 "finish_reason": finish_reason,
-                "logprobs": Value::Null,
+                "logprobs": logprobs,
             }),
         }
     }
@@ -566,12 +651,17 @@ async fn complete(
         }
     };
 
+    let asked = sampling.wants_logprobs();
     if !sampling.stream {
         let mut result = None;
+        let mut entries = Vec::new();
         let mut next = first;
         while let Some(event) = next {
             match event {
-                JobEvent::Token { t, .. } => text.push_str(&t),
+                JobEvent::Token { t, lp, .. } => {
+                    text.push_str(&t);
+                    entries.extend(lp);
+                }
                 JobEvent::Result {
                     result: OperationResult::Inference(stats),
                     ..
@@ -595,7 +685,11 @@ async fn complete(
             "object": kind.object(false),
             "created": created,
             "model": model,
-            "choices": [kind.choice(text, outcome.finish_reason)],
+            "choices": [kind.choice(
+                text,
+                outcome.finish_reason,
+                logprobs_value(kind, asked, &entries, 0),
+            )],
             "usage": usage(&outcome),
             "system_fingerprint": Value::Null,
         }))
@@ -617,7 +711,7 @@ async fn complete(
         }
         Event::default().data(body.to_string())
     };
-    let stream = completion_chunks(first, events, guard, kind, include_usage, chunk);
+    let stream = completion_chunks(first, events, guard, kind, asked, include_usage, chunk);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(keepalive))
         .into_response())
@@ -629,6 +723,7 @@ fn completion_chunks(
     events: impl Stream<Item = JobEvent> + Send + Unpin + 'static,
     guard: CancelOnDrop,
     kind: Kind,
+    logprobs: bool,
     include_usage: bool,
     chunk: impl Fn(Vec<Value>, Option<Value>) -> Event + Send + 'static,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
@@ -640,6 +735,9 @@ fn completion_chunks(
         finished: bool,
         _guard: CancelOnDrop,
         kind: Kind,
+        logprobs: bool,
+        /// Bytes of text streamed so far (the completions endpoint's offsets).
+        offset: usize,
         include_usage: bool,
         chunk: F,
         tail: Vec<Event>,
@@ -652,6 +750,8 @@ fn completion_chunks(
         finished: false,
         _guard: guard,
         kind,
+        logprobs,
+        offset: 0,
         include_usage,
         chunk,
         tail: Vec::new(),
@@ -672,10 +772,12 @@ fn completion_chunks(
                 },
             };
             match event {
-                JobEvent::Token { t, .. } => {
+                JobEvent::Token { t, lp, .. } => {
                     let first = !walk.sent_first;
                     walk.sent_first = true;
-                    let choice = walk.kind.delta(Some(&t), first, None);
+                    let logprobs = logprobs_value(walk.kind, walk.logprobs, &lp, walk.offset);
+                    walk.offset += t.len();
+                    let choice = walk.kind.delta(Some(&t), first, None, logprobs);
                     return Some((Ok((walk.chunk)(vec![choice], None)), walk));
                 }
                 JobEvent::Result {
@@ -701,9 +803,12 @@ fn completion_chunks(
                     if walk.include_usage {
                         tail.push((walk.chunk)(Vec::new(), Some(usage(&outcome))));
                     }
-                    let finish =
-                        walk.kind
-                            .delta(None, !walk.sent_first, Some(outcome.finish_reason));
+                    let finish = walk.kind.delta(
+                        None,
+                        !walk.sent_first,
+                        Some(outcome.finish_reason),
+                        Value::Null,
+                    );
                     tail.push((walk.chunk)(vec![finish], None));
                     walk.tail = tail;
                 }

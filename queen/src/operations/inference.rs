@@ -673,10 +673,10 @@ async fn relay(
             })?;
             match event {
                 InferenceEvent::Started { .. } => {}
-                InferenceEvent::Token { t, i } => {
+                InferenceEvent::Token { t, i, lp } => {
                     first_token_ms.get_or_insert_with(|| started.elapsed().as_secs_f64() * 1000.0);
                     tokens_seen += 1;
-                    ctx.emit(JobEvent::Token { t, i });
+                    ctx.emit(JobEvent::Token { t, i, lp });
                 }
                 InferenceEvent::End {
                     stop_reason,

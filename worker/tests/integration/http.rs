@@ -54,6 +54,56 @@ async fn greedy_chat_answers_paris_deterministically() {
 }
 
 #[tokio::test]
+async fn logprobs_come_with_each_token_when_asked() {
+    let worker = Worker::start(NO_QUEEN, None, &[]);
+    worker.ready().await;
+    let body = |extra: serde_json::Value| {
+        let mut body =
+            json!({ "prompt": "The capital of France is", "temperature": 0, "max_tokens": 6 });
+        body.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
+        body
+    };
+    let events = worker.infer(body(json!({ "top_logprobs": 4 }))).await;
+    let entries: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            InferenceEvent::Token { lp, .. } => Some(lp.iter()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let (_, tokens) = end_of(&events);
+    assert_eq!(entries.len(), tokens as usize, "one entry per token");
+    let spelled: String = entries.iter().map(|e| e.token.as_str()).collect();
+    assert_eq!(spelled, text_of(&events));
+    for entry in &entries {
+        assert_eq!(entry.top.len(), 4, "{entry:?}");
+        // Greedy: the token chosen is the most likely one.
+        assert_eq!(entry.top[0].token, entry.token, "{entry:?}");
+        assert_eq!(entry.top[0].logprob, entry.logprob);
+        assert!(entry.logprob <= 0.0 && entry.logprob > -30.0, "{entry:?}");
+        assert!(
+            entry.top.windows(2).all(|w| w[0].logprob >= w[1].logprob),
+            "{entry:?}"
+        );
+    }
+    // Asking changes nothing of the text, and not asking sends none.
+    let plain = worker.infer(body(json!({}))).await;
+    assert_eq!(text_of(&plain), text_of(&events));
+    assert!(
+        plain
+            .iter()
+            .all(|e| !matches!(e, InferenceEvent::Token { lp, .. } if !lp.is_empty()))
+    );
+    let bare = worker.infer(body(json!({ "logprobs": true }))).await;
+    assert!(bare.iter().any(
+        |e| matches!(e, InferenceEvent::Token { lp, .. } if !lp.is_empty() && lp[0].top.is_empty())
+    ));
+}
+
+#[tokio::test]
 async fn max_tokens_and_stop_sequences_are_honoured() {
     let worker = Worker::start(NO_QUEEN, None, &[]);
     worker.ready().await;
@@ -91,6 +141,7 @@ async fn bad_requests_get_an_error_body() {
         ),
         (r#"{"prompt":"x","top_p":-0.5}"#, ErrorCode::BadRequest),
         (r#"{"prompt":"x","min_p":5}"#, ErrorCode::BadRequest),
+        (r#"{"prompt":"x","top_logprobs":21}"#, ErrorCode::BadRequest),
         (
             r#"{"prompt":"x","stop":["a","b","c","d","e"]}"#,
             ErrorCode::BadRequest,
@@ -107,7 +158,7 @@ async fn bad_requests_get_an_error_body() {
         let error: ErrorBody = response.json().await.expect("error body");
         assert_eq!(error.error.code, code, "{body}");
         // A field out of range is named, with what it may be.
-        if let Some(field) = ["temperature", "top_p", "min_p", "stop"]
+        if let Some(field) = ["temperature", "top_p", "min_p", "stop", "top_logprobs"]
             .into_iter()
             .find(|f| body.contains(f))
         {

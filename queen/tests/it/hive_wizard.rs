@@ -445,3 +445,47 @@ async fn at_a_terminal_a_model_stem_two_files_match_is_chosen_from_a_list() {
     assert!(!status.success(), "the chosen file is no model: {screen}");
     queen.stop().await;
 }
+
+/// A localhost hive of a `local-hive` queen is probed on this machine, with no SSH
+/// (and so no host key), and leaves nothing of itself in the running inventory.
+#[cfg(feature = "local-hive")]
+#[tokio::test]
+async fn a_local_hive_candidate_is_probed_without_ssh() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("inventory.toml");
+    std::fs::write(&path, "# empty for now\n").expect("inventory");
+    let inventory = Inventory::load(&path, true).expect("loads");
+    let queen = start_queen_on(config(&dir.path().join("state")), inventory, "127.0.0.1:0").await;
+    let install_dir = dir.path().join("local-rbee");
+    let events = queen
+        .run(json!({
+            "operation": "hive_probe", "alias": "localhost", "host": "127.0.0.1",
+            "install_dir": install_dir.display().to_string(),
+        }))
+        .await;
+    assert_eq!(
+        events.last().expect("events").1,
+        JobEvent::Done,
+        "{events:#?}"
+    );
+    let probe = crate::support::Queen::result_of(&events).expect("a result");
+    assert!(
+        probe["fingerprint"]
+            .as_str()
+            .is_some_and(|f| f.contains("in-process")),
+        "{probe}"
+    );
+    assert_eq!(probe["os"], std::env::consts::OS);
+    assert_eq!(probe["writable"], true);
+    assert!(install_dir.is_dir(), "made when missing");
+    assert!(
+        probe["free_disk_bytes"].as_u64().is_some_and(|b| b > 0),
+        "{probe}"
+    );
+    assert!(queen.state.inventory().hives.is_empty());
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("inventory"),
+        "# empty for now\n"
+    );
+    queen.stop().await;
+}

@@ -59,12 +59,43 @@ pub enum LoadError {
         architecture: String,
         source: crate::cpu::CpuLoadError,
     },
+    #[error(
+        "{path} holds a `{architecture}` model that no engine of this worker runs correctly: \
+         {reason}; llama.cpp runs it"
+    )]
+    NoCorrectEngine {
+        path: PathBuf,
+        architecture: String,
+        reason: &'static str,
+    },
     #[error("cannot build the {architecture} model from {path}: {source}")]
     Weights {
         path: PathBuf,
         architecture: String,
         source: Box<candle_core::Error>,
     },
+}
+
+/// Why candle's model of `architecture` would compute something else than the file
+/// means, where it would: no output beats fluent wrong output.
+fn candle_would_be_wrong(architecture: &str, content: &gguf_file::Content) -> Option<&'static str> {
+    if matches!(architecture, "gemma" | "gemma2" | "gemma3") {
+        return Some("candle's Gemma model continues prompts otherwise than llama.cpp does");
+    }
+    let scaled = content
+        .metadata
+        .get(&format!("{architecture}.rope.scaling.type"))
+        .and_then(|v| v.to_string().ok())
+        .is_some_and(|kind| kind != "none");
+    if scaled
+        || content
+            .tensor_infos
+            .keys()
+            .any(|name| name.starts_with("rope_"))
+    {
+        return Some("its rotary embedding is scaled, which candle's models ignore");
+    }
+    None
 }
 
 /// What the worker reports about its model in `/ready` and its heartbeats.
@@ -347,6 +378,15 @@ pub fn load_reporting(
         Engine::Cpu(kernels) => Some(kernels),
     }
     .filter(|_| device.is_cpu() && CpuLlama::supports(&content));
+    if cpu_kernels.is_none()
+        && let Some(reason) = candle_would_be_wrong(&architecture, &content)
+    {
+        return Err(LoadError::NoCorrectEngine {
+            path: path.to_owned(),
+            architecture,
+            reason,
+        });
+    }
     let (weights, context_length) = match architecture.as_str() {
         // Set only where the CPU engine runs this file (`CpuLlama::supports`).
         _ if cpu_kernels.is_some() => {

@@ -238,9 +238,11 @@ impl CpuLlama {
         read_config(content, 1).is_ok()
             && content.tensor_infos.iter().all(|(name, info)| {
                 let is_norm = name.ends_with("_norm.weight");
-                if name.starts_with("rope_") {
-                    // Rotary scaling factors (llama3, su/longrope) change the model:
-                    // leave it to candle.
+                if name == ROPE_FREQS {
+                    // llama3's rotary scaling, one factor per frequency.
+                    info.ggml_dtype == GgmlDType::F32
+                } else if name.starts_with("rope_") {
+                    // phi3's su/longrope factors: not handled.
                     false
                 } else if is_norm || name.ends_with(".bias") {
                     info.ggml_dtype == GgmlDType::F32
@@ -263,7 +265,7 @@ impl CpuLlama {
         kernels: Kernels,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<CpuLlama, CpuLoadError> {
-        let (config, freq_base) = read_config(content, max_positions)?;
+        let (config, rope) = read_config(content, max_positions)?;
         let (dim, layers, head_dim, family) =
             (config.dim, config.layers, config.head_dim, config.family);
 
@@ -353,7 +355,12 @@ impl CpuLlama {
             None
         };
         let output_norm = tensors.vector("output_norm.weight", dim)?;
-        let (cos, sin) = rope_tables(config.head_dim, freq_base, max_positions);
+        let factors = if content.tensor_infos.contains_key(ROPE_FREQS) {
+            Some(tensors.vector(ROPE_FREQS, config.head_dim / 2)?)
+        } else {
+            None
+        };
+        let (cos, sin) = rope_tables(config.head_dim, rope, factors.as_deref(), max_positions);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(thread_count())
             .thread_name(|i| format!("cpu-engine-{i}"))
@@ -593,7 +600,10 @@ impl CpuLlama {
 
 /// The shape and hooks of a file the engine runs, with its rotary base; an error says
 /// why the engine does not run it (then candle does, where it can).
-fn read_config(content: &Content, max_positions: usize) -> Result<(Config, f32), CpuLoadError> {
+fn read_config(
+    content: &Content,
+    max_positions: usize,
+) -> Result<(Config, RopeScaling), CpuLoadError> {
     let arch = content
         .metadata
         .get("general.architecture")
@@ -642,11 +652,37 @@ fn read_config(content: &Content, max_positions: usize) -> Result<(Config, f32),
         max_positions,
         family,
     };
-    let freq_base = content
+    let float = |name: &str| {
+        content
+            .metadata
+            .get(&key(name))
+            .and_then(|v| v.to_f32().ok())
+    };
+    let kind = content
         .metadata
-        .get(&key("rope.freq_base"))
-        .and_then(|v| v.to_f32().ok())
-        .unwrap_or(10000.0);
+        .get(&key("rope.scaling.type"))
+        .and_then(|v| v.to_string().ok())
+        .map_or("none", String::as_str);
+    // As llama.cpp reads them: linear scaling divides positions by the factor; llama3's
+    // is the `rope_freqs` tensor alone (its metadata only describes how it was made).
+    let position_scale = match kind {
+        "none" | "llama3" => 1.0,
+        "linear" => match float("rope.scaling.factor") {
+            Some(factor) if factor > 0.0 => 1.0 / factor,
+            _ => 1.0,
+        },
+        "yarn" => return Err(CpuLoadError::Unsupported("YaRN rotary scaling")),
+        "longrope" | "su" => return Err(CpuLoadError::Unsupported("longrope rotary scaling")),
+        _ => {
+            return Err(CpuLoadError::Unsupported(
+                "a rotary scaling of an unknown kind",
+            ));
+        }
+    };
+    let rope = RopeScaling {
+        base: float("rope.freq_base").unwrap_or(10000.0),
+        position_scale,
+    };
     if config.heads == 0
         || config.kv_heads == 0
         || !config.heads.is_multiple_of(config.kv_heads)
@@ -669,7 +705,18 @@ fn read_config(content: &Content, max_positions: usize) -> Result<(Config, f32),
             "rotary embedding of part of a head",
         ));
     }
-    Ok((config, freq_base))
+    Ok((config, rope))
+}
+
+/// The tensor of llama3's rotary scaling: a divisor of each frequency.
+const ROPE_FREQS: &str = "rope_freqs.weight";
+
+/// How the rotation's angles are made from positions.
+#[derive(Debug, Clone, Copy)]
+struct RopeScaling {
+    base: f32,
+    /// Linear scaling's `1 / factor` (1 without).
+    position_scale: f32,
 }
 
 impl Scratch {
@@ -840,14 +887,22 @@ fn rope_halves(head: &mut [f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
-fn rope_tables(head_dim: usize, base: f32, positions: usize) -> (Vec<f32>, Vec<f32>) {
+/// The rotation's cosines and sines for every position and frequency: angle
+/// `pos · scale · base^(-2i/d) / factor_i`, as llama.cpp's rope with frequency factors.
+fn rope_tables(
+    head_dim: usize,
+    rope: RopeScaling,
+    factors: Option<&[f32]>,
+    positions: usize,
+) -> (Vec<f32>, Vec<f32>) {
     let half = head_dim / 2;
     let mut cos = Vec::with_capacity(positions * half);
     let mut sin = Vec::with_capacity(positions * half);
     for pos in 0..positions {
         for i in 0..half {
-            let freq = 1.0 / base.powf((2 * i) as f32 / head_dim as f32);
-            let angle = pos as f32 * freq;
+            let factor = factors.map_or(1.0, |f| f[i]);
+            let freq = 1.0 / rope.base.powf((2 * i) as f32 / head_dim as f32) / factor;
+            let angle = pos as f32 * rope.position_scale * freq;
             cos.push(angle.cos());
             sin.push(angle.sin());
         }

@@ -70,6 +70,11 @@ impl Writer {
 /// Writes a random `arch` model to `path`: qwen3 with heads of 96 (4 × 96 = 384 query
 /// width for an embedding of 256), the others with heads of 64.
 fn write_model(arch: &str, path: &Path, extra: &[(&str, Value)]) {
+    write_model_with(arch, path, extra, None);
+}
+
+/// [`write_model`] with llama3's `rope_freqs` tensor when given.
+fn write_model_with(arch: &str, path: &Path, extra: &[(&str, Value)], rope_freqs: Option<&[f32]>) {
     let head_dim = if arch == "qwen3" { 96 } else { HIDDEN / HEADS };
     let (q_dim, kv_dim) = (HEADS * head_dim, KV_HEADS * head_dim);
     let mut w = Writer {
@@ -108,6 +113,12 @@ fn write_model(arch: &str, path: &Path, extra: &[(&str, Value)]) {
         w.matrix(&name("ffn_down.weight"), HIDDEN, FFN);
     }
     w.vector("output_norm.weight", HIDDEN, 1.0, 0.1);
+    if let Some(factors) = rope_freqs {
+        let tensor =
+            Tensor::from_vec(factors.to_vec(), factors.len(), &Device::Cpu).expect("tensor");
+        let q = QTensor::quantize(&tensor, GgmlDType::F32).expect("f32");
+        w.tensors.push(("rope_freqs.weight".to_owned(), q));
+    }
     // qwen2 ties the output to the embedding, as its small models do.
     if arch != "qwen2" {
         w.matrix("output.weight", VOCAB, HIDDEN);
@@ -251,4 +262,88 @@ fn the_cpu_engine_reports_its_load_tensor_by_tensor() {
     let (done, total) = *seen.last().expect("a report");
     assert_eq!(done, total);
     assert!(seen[0].0 < total);
+}
+
+/// The CPU engine's logits after `PROMPT` and each of its own greedy steps.
+fn cpu_logits(path: &Path) -> Vec<Vec<f32>> {
+    let (engine, logits, _) = run(path, Engine::Auto, None);
+    assert!(engine.starts_with("cpu-"), "runs on {engine}");
+    logits
+}
+
+#[test]
+fn rotary_scaling_runs_on_the_cpu_engine_as_llama_cpp_defines_it() {
+    // llama.cpp's angle is `pos · scale · base^(-2i/d) / factor_i`: llama3's
+    // `rope_freqs` tensor gives the factors, linear scaling the scale (1 / factor).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let at = |name: &str| dir.path().join(name);
+    let half = HIDDEN / HEADS / 2;
+    write_model("llama", &at("plain.gguf"), &[]);
+    write_model_with("llama", &at("ones.gguf"), &[], Some(&vec![1.0; half]));
+    write_model_with("llama", &at("twos.gguf"), &[], Some(&vec![2.0; half]));
+    let linear = [
+        ("rope.scaling.type", Value::String("linear".into())),
+        ("rope.scaling.factor", Value::F32(2.0)),
+    ];
+    write_model("llama", &at("linear.gguf"), &linear);
+    let llama3: Vec<f32> = (0..half)
+        .map(|i| if i < half / 2 { 1.0 } else { 8.0 })
+        .collect();
+    write_model_with("llama", &at("llama3.gguf"), &[], Some(&llama3));
+
+    let plain = cpu_logits(&at("plain.gguf"));
+    assert_eq!(
+        cpu_logits(&at("ones.gguf")),
+        plain,
+        "factors of 1 change nothing"
+    );
+    // Halving every frequency either way is the same angle, exactly.
+    let twos = cpu_logits(&at("twos.gguf"));
+    assert_eq!(cpu_logits(&at("linear.gguf")), twos);
+    assert!(
+        relative_difference(&twos[1], &plain[1]) > 1e-3,
+        "scaling is applied"
+    );
+    let llama3 = cpu_logits(&at("llama3.gguf"));
+    assert!(
+        relative_difference(&llama3[1], &plain[1]) > 1e-3,
+        "rope_freqs is applied"
+    );
+}
+
+#[test]
+fn what_candle_would_get_wrong_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scaled = dir.path().join("scaled.gguf");
+    write_model_with("llama", &scaled, &[], Some(&[2.0; HIDDEN / HEADS / 2]));
+    let error = model::load_with(&scaled, &Device::Cpu, Engine::Candle)
+        .err()
+        .expect("candle refuses")
+        .to_string();
+    assert!(error.contains("rotary embedding is scaled"), "{error}");
+    // Scaling the CPU engine does not handle leaves no engine: refused, not run wrong.
+    let yarn = dir.path().join("yarn.gguf");
+    write_model(
+        "llama",
+        &yarn,
+        &[("rope.scaling.type", Value::String("yarn".into()))],
+    );
+    let error = model::load_with(&yarn, &Device::Cpu, Engine::Auto)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        error.contains("no engine of this worker runs correctly"),
+        "{error}"
+    );
+    let gemma2 = dir.path().join("gemma2.gguf");
+    write_model("gemma2", &gemma2, &[]);
+    let error = model::load_with(&gemma2, &Device::Cpu, Engine::Auto)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        error.contains("Gemma") && error.contains("llama.cpp runs it"),
+        "{error}"
+    );
 }

@@ -11,13 +11,11 @@ use crate::cpu::{CpuLlama, Kernels, SequenceChunk};
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::{
-    quantized_gemma3, quantized_llama, quantized_phi3, quantized_qwen2, quantized_qwen3,
+    quantized_llama, quantized_phi3, quantized_qwen2, quantized_qwen3,
 };
 
 /// The architectures, as `general.architecture` spells them, that this worker can run.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
-    "llama", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "gemma3",
-];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "phi3"];
 
 /// candle's quantized llama precomputes rotary tables for this many positions only, so
 /// a longer context advertised by the file cannot be used.
@@ -79,9 +77,6 @@ pub enum LoadError {
 /// Why candle's model of `architecture` would compute something else than the file
 /// means, where it would: no output beats fluent wrong output.
 fn candle_would_be_wrong(architecture: &str, content: &gguf_file::Content) -> Option<&'static str> {
-    if matches!(architecture, "gemma" | "gemma2" | "gemma3") {
-        return Some("candle's Gemma model continues prompts otherwise than llama.cpp does");
-    }
     let scaled = content
         .metadata
         .get(&format!("{architecture}.rope.scaling.type"))
@@ -128,7 +123,6 @@ enum Weights {
     Qwen2(quantized_qwen2::ModelWeights),
     Qwen3(quantized_qwen3::ModelWeights),
     Phi3(quantized_phi3::ModelWeights),
-    Gemma(quantized_gemma3::ModelWeights),
 }
 
 /// Which code computes the tokens.
@@ -262,7 +256,6 @@ impl Model {
                 m.forward(&input()?, position)?
             }
             Weights::Phi3(m) => m.forward(&input()?, position)?,
-            Weights::Gemma(m) => m.forward(&input()?, position)?,
         };
         Ok(vec![logits.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?])
     }
@@ -434,13 +427,6 @@ pub fn load_reporting(
         "phi3" => (
             Weights::Phi3(
                 quantized_phi3::ModelWeights::from_gguf(false, content, &mut reader, device)
-                    .map_err(weights_error)?,
-            ),
-            file_context,
-        ),
-        "gemma" | "gemma2" | "gemma3" => (
-            Weights::Gemma(
-                quantized_gemma3::ModelWeights::from_gguf(content, &mut reader, device)
                     .map_err(weights_error)?,
             ),
             file_context,

@@ -166,7 +166,6 @@ impl QMatrix {
         mut first: usize,
         x: &[Q8Block],
         tokens: usize,
-        prepared: &Prepared,
         mut out: &mut [f32],
     ) {
         for part in &self.parts {
@@ -181,15 +180,41 @@ impl QMatrix {
             let (now, rest) = out.split_at_mut(rows * tokens);
             let at = (first - part.first_row) * part.row_bytes;
             let bytes = &part.bytes()[at..at + rows * part.row_bytes];
-            if part.interleaved {
-                // Tasks split rows on groups: whole groups, whole rows of bytes.
-                debug_assert!((first - part.first_row).is_multiple_of(interleaved::ROWS));
-                kernels.dot_interleaved(bytes, x, tokens, prepared, now);
-            } else {
-                kernels.dot_rows_tokens(part.ty, bytes, part.row_bytes, x, tokens, now);
-            }
+            kernels.dot_rows_tokens(part.ty, bytes, part.row_bytes, x, tokens, now);
             first += rows;
             out = rest;
+        }
+    }
+
+    /// Rows `first..` of an interleaved matrix times `tokens` tokens' activations into
+    /// `out`, token-major for these rows (`out[t * count + i]` for row `first + i`),
+    /// part by part.
+    fn dot_range_interleaved(
+        &self,
+        kernels: Kernels,
+        first: usize,
+        x: &[Q8Block],
+        tokens: usize,
+        prepared: &Prepared,
+        out: &mut [f32],
+    ) {
+        let count = out.len() / tokens;
+        let mut row = first;
+        for part in &self.parts {
+            let end = part.first_row + part.rows;
+            if row >= first + count {
+                break;
+            }
+            if row >= end {
+                continue;
+            }
+            // Tasks and parts split rows on groups: whole groups, whole rows of bytes.
+            debug_assert!((row - part.first_row).is_multiple_of(interleaved::ROWS));
+            let rows = (end - row).min(first + count - row);
+            let at = (row - part.first_row) * part.row_bytes;
+            let bytes = &part.bytes()[at..at + rows * part.row_bytes];
+            kernels.dot_interleaved(bytes, x, tokens, prepared, &mut out[row - first..], count);
+            row += rows;
         }
     }
 
@@ -225,37 +250,30 @@ impl QMatrix {
         let out = &mut out[..tokens * self.rows];
         // `x` may be scratch longer than these tokens' blocks.
         let x = &x[..tokens * blocks];
+        // All parts or none (`interleaved`).
         let interleaved = self.parts.iter().any(|p| p.interleaved);
+        if interleaved {
+            return self.matmul_interleaved(kernels, x, tokens, out, transposed);
+        }
         if tokens == 1 {
             // Whole groups of interleaved rows to a task (two, for its kernel's pairs).
-            let per_task = self
-                .rows
-                .div_ceil(rayon::current_num_threads() * 4)
-                .next_multiple_of(2 * interleaved::ROWS);
-            PREPARED.with_borrow_mut(|prepared| {
-                kernels.prepare(x, interleaved, prepared);
-                let prepared = &*prepared;
-                out.par_chunks_mut(per_task)
-                    .enumerate()
-                    .for_each(|(task, values)| {
-                        self.dot_range(kernels, task * per_task, x, 1, prepared, values);
-                    });
-            });
+            let per_task = self.rows.div_ceil(rayon::current_num_threads() * 4).max(16);
+            out.par_chunks_mut(per_task)
+                .enumerate()
+                .for_each(|(task, values)| {
+                    self.dot_range(kernels, task * per_task, x, 1, values);
+                });
             return;
         }
         let per_task = rows_per_task(self.rows, tokens);
         // Row-major results per row chunk, so each task writes one contiguous slice.
         let transposed = &mut transposed[..tokens * self.rows];
-        PREPARED.with_borrow_mut(|prepared| {
-            kernels.prepare(x, interleaved, prepared);
-            let prepared = &*prepared;
-            transposed
-                .par_chunks_mut(per_task * tokens)
-                .enumerate()
-                .for_each(|(task, values)| {
-                    self.dot_range(kernels, task * per_task, x, tokens, prepared, values);
-                });
-        });
+        transposed
+            .par_chunks_mut(per_task * tokens)
+            .enumerate()
+            .for_each(|(task, values)| {
+                self.dot_range(kernels, task * per_task, x, tokens, values);
+            });
         // Back to token-major, one token per task: done on one thread this took 6% of a
         // prompt's time.
         let transposed = &*transposed;
@@ -266,5 +284,67 @@ impl QMatrix {
                     *value = transposed[r * tokens + t];
                 }
             });
+    }
+
+    /// [`QMatrix::matmul`] of an interleaved matrix. Each task writes its rows
+    /// token-major into its own chunk of `scratch`, so that putting the tokens' rows
+    /// together is a copy of whole runs of rows, not a transposition.
+    fn matmul_interleaved(
+        &self,
+        kernels: Kernels,
+        x: &[Q8Block],
+        tokens: usize,
+        out: &mut [f32],
+        scratch: &mut [f32],
+    ) {
+        PREPARED.with_borrow_mut(|prepared| {
+            kernels.prepare(x, prepared);
+            let prepared = &*prepared;
+            if tokens == 1 {
+                // Whole groups to a task (two, for its kernel's pairs).
+                let per_task = self
+                    .rows
+                    .div_ceil(rayon::current_num_threads() * 4)
+                    .next_multiple_of(2 * interleaved::ROWS);
+                out.par_chunks_mut(per_task)
+                    .enumerate()
+                    .for_each(|(task, values)| {
+                        self.dot_range_interleaved(
+                            kernels,
+                            task * per_task,
+                            x,
+                            1,
+                            prepared,
+                            values,
+                        );
+                    });
+                return;
+            }
+            let per_task = rows_per_task(self.rows, tokens);
+            let scratch = &mut scratch[..tokens * self.rows];
+            scratch
+                .par_chunks_mut(per_task * tokens)
+                .enumerate()
+                .for_each(|(task, values)| {
+                    self.dot_range_interleaved(
+                        kernels,
+                        task * per_task,
+                        x,
+                        tokens,
+                        prepared,
+                        values,
+                    );
+                });
+            let scratch = &*scratch;
+            out.par_chunks_mut(self.rows)
+                .enumerate()
+                .for_each(|(t, values)| {
+                    for (task, chunk) in scratch.chunks(per_task * tokens).enumerate() {
+                        let count = chunk.len() / tokens;
+                        values[task * per_task..task * per_task + count]
+                            .copy_from_slice(&chunk[t * count..(t + 1) * count]);
+                    }
+                });
+        });
     }
 }

@@ -106,20 +106,15 @@ impl Kernels {
         }
     }
 
-    /// Prepares `tokens` tokens' activations (`x` holds exactly those) into `into` for
-    /// the products of interleaved matrices (`interleaved`), once for every task of a
-    /// product.
-    pub fn prepare(self, x: &[Q8Block], interleaved: bool, into: &mut Prepared) {
-        if interleaved {
-            interleaved::correction(x, &mut into.corrections);
-        } else {
-            into.corrections.clear();
-        }
+    /// Prepares activations `x` for the products of interleaved matrices, once for
+    /// every task of a product: each block's correction ([`interleaved::correction`]).
+    pub fn prepare(self, x: &[Q8Block], into: &mut Prepared) {
+        interleaved::correction(x, &mut into.corrections);
     }
 
     /// Interleaved Q8_0 groups ([`interleaved`]) times `tokens` tokens' activations (`x`
     /// holds exactly those, one after another; `prepared` is what [`Kernels::prepare`]
-    /// made of them): `out[i * tokens + t]` is row `i` times token `t`. Every set gives
+    /// made of them): `out[t * stride + i]` is row `i` times token `t`. Every set gives
     /// [`interleaved::dot`]'s bits; AVX-512's kernels are the fast ones.
     pub fn dot_interleaved(
         self,
@@ -128,11 +123,12 @@ impl Kernels {
         tokens: usize,
         prepared: &Prepared,
         out: &mut [f32],
+        stride: usize,
     ) {
         let corrections = &prepared.corrections;
         #[cfg(target_arch = "x86_64")]
         if let Kernels::X86(simd) = self
-            && simd.dot_interleaved(groups, x, tokens, corrections, out)
+            && simd.dot_interleaved(groups, x, tokens, corrections, out, stride)
         {
             return;
         }
@@ -143,9 +139,8 @@ impl Kernels {
             for t in 0..tokens {
                 let at = t * blocks..(t + 1) * blocks;
                 interleaved::dot(group, &x[at.clone()], &corrections[at], &mut values);
-                for (r, value) in values.iter().enumerate() {
-                    out[(g * interleaved::ROWS + r) * tokens + t] = *value;
-                }
+                let at = t * stride + g * interleaved::ROWS;
+                out[at..at + interleaved::ROWS].copy_from_slice(&values);
             }
         }
     }

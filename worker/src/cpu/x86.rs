@@ -160,7 +160,7 @@ const TOKENS_PER_CHUNK: usize = 32;
 impl Simd {
     /// Interleaved Q8_0 groups (`groups`, whole groups of [`interleaved::ROWS`] rows)
     /// times `tokens` tokens' activations (`x`, one token after another, with their
-    /// `corrections`) into `out` (`out[row * tokens + token]`), equal bit for bit to
+    /// `corrections`) into `out` (`out[token * stride + row]`), equal bit for bit to
     /// [`interleaved::dot`]; `false` (and nothing done) for a set without AVX-512.
     pub fn dot_interleaved(
         self,
@@ -169,6 +169,7 @@ impl Simd {
         tokens: usize,
         corrections: &[i32],
         out: &mut [f32],
+        stride: usize,
     ) -> bool {
         use interleaved::ROWS;
         if self.0 != Level::Avx512 {
@@ -177,12 +178,12 @@ impl Simd {
         let blocks = x.len() / tokens;
         let group_bytes = blocks / 2 * interleaved::PAIR_BYTES;
         let count = groups.len() / group_bytes;
-        assert_eq!(out.len(), count * ROWS * tokens);
+        assert!(out.len() >= (tokens - 1) * stride + count * ROWS);
         // SAFETY (every call below): this `Simd` proves AVX-512's features; the kernels
         // check their slices.
         if tokens == 1 {
             let mut pairs = groups.chunks_exact(2 * group_bytes);
-            let mut outs = out.chunks_exact_mut(2 * ROWS);
+            let mut outs = out[..count * ROWS].chunks_exact_mut(2 * ROWS);
             for (two, values) in (&mut pairs).zip(&mut outs) {
                 unsafe { q8_0::two_groups(two, x, corrections, values) };
             }
@@ -223,9 +224,8 @@ impl Simd {
                         _ => tile!(1),
                     }
                     for (i, values) in tile[..n].iter().enumerate() {
-                        for (r, value) in values.iter().enumerate() {
-                            out[(g * ROWS + r) * tokens + t0 + i] = *value;
-                        }
+                        let at = (t0 + i) * stride + g * ROWS;
+                        out[at..at + ROWS].copy_from_slice(values);
                     }
                 }
             }

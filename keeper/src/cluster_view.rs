@@ -34,10 +34,9 @@ pub fn capabilities(caps: &HiveCapabilities) -> String {
         })
         .collect();
     format!(
-        "{} ({}/{}): {} device(s): {}; RAM {} free of {}; disk {} free",
+        "{} ({}): {} device(s): {}; RAM {} free of {}; disk {} free",
         caps.hostname,
-        caps.os,
-        caps.arch,
+        caps.platform(),
         caps.devices.len(),
         devices.join(", "),
         bytes(caps.ram_available),
@@ -82,9 +81,13 @@ pub fn binaries(installed: &InstalledBinaries) -> String {
         .map(|(name, sha)| format!("{name} {}", sha.get(..12).unwrap_or(sha)))
         .collect();
     format!(
-        "binaries on {}/{}: {}",
+        "binaries on {}/{}{}: {}",
         installed.os,
         installed.arch,
+        installed
+            .libc
+            .as_ref()
+            .map_or_else(String::new, |libc| format!(", {libc}")),
         if files.is_empty() {
             "none".to_owned()
         } else {

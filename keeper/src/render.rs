@@ -114,6 +114,7 @@ impl Renderer {
                 logs.lines, logs.worker_id, logs.log
             ),
             OperationResult::Models(entries) => model_table::render(entries),
+            OperationResult::Platform(platform) => platform.to_string(),
             OperationResult::Model(entry) => model_table::render(std::slice::from_ref(entry)),
             OperationResult::ModelTransfer(transfer) => {
                 model_table::render(std::slice::from_ref(&transfer.model))

@@ -17,12 +17,16 @@ pub struct AgentVersion {
     pub arch: String,
 }
 
-/// The files under `<install_dir>/bin` with their sha256, and the platform: what
-/// `hive install` compares with the binaries it would push.
+/// The files under `<install_dir>/bin` with their sha256, and the platform (machine
+/// and C library): what `hive install` compares with the binaries it would push.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct InstalledBinaries {
     pub os: String,
     pub arch: String,
+    /// The hive's C library; `None` from an agent that predates the field (the queen
+    /// then asks the shell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub libc: Option<crate::platform::Libc>,
     pub sha256: std::collections::BTreeMap<String, String>,
 }
 

@@ -101,6 +101,10 @@ pub struct HiveCapabilities {
     pub agent_version: String,
     pub os: String,
     pub arch: String,
+    /// The C library the hive's programs link against (`Unknown` from an agent that
+    /// predates the field).
+    #[serde(default)]
+    pub libc: crate::platform::Libc,
     pub hostname: String,
     pub devices: Vec<DeviceInfo>,
     pub ram_total: u64,

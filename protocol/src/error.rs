@@ -26,6 +26,9 @@ pub enum ErrorCode {
     QueueFull,
     /// A worker would not fit in the chosen device's free memory.
     InsufficientMemory,
+    /// The hive cannot run the binaries the queen holds (another architecture, an
+    /// older glibc, another C library): refused before anything is pushed.
+    UnsupportedPlatform,
     Timeout,
     ShuttingDown,
     Internal,
@@ -52,6 +55,7 @@ impl ErrorCode {
             ErrorCode::WorkerFailed => "worker_failed",
             ErrorCode::QueueFull => "queue_full",
             ErrorCode::InsufficientMemory => "insufficient_memory",
+            ErrorCode::UnsupportedPlatform => "unsupported_platform",
             ErrorCode::Timeout => "timeout",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",

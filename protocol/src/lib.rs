@@ -15,6 +15,7 @@ pub mod inventory;
 pub mod keep_alive;
 pub mod models;
 pub mod operation;
+pub mod platform;
 pub mod result;
 pub mod serve;
 pub mod sse;

@@ -37,6 +37,8 @@ pub enum OperationResult {
     WorkerLogs(WorkerLogs),
     /// `model list` on one hive.
     Models(Vec<ModelEntry>),
+    /// A hive's OS, architecture and C library (`model list` names each hive's).
+    Platform(crate::platform::Platform),
     /// `model get` and `model delete` on one hive.
     Model(ModelEntry),
     /// `model download` and a pushed file's receipt on one hive.
@@ -78,6 +80,7 @@ impl OperationResult {
             OperationResult::HiveWorkers(_) => "hive_workers",
             OperationResult::WorkerLogs(_) => "worker_logs",
             OperationResult::Models(_) => "models",
+            OperationResult::Platform(_) => "platform",
             OperationResult::Model(_) => "model",
             OperationResult::ModelTransfer(_) => "model_transfer",
             OperationResult::ModelPresence(_) => "model_presence",

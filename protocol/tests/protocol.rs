@@ -172,7 +172,8 @@ fn heartbeat_round_trips() {
 #[test]
 fn capabilities_round_trip() {
     let caps: HiveCapabilities = round_trip(json!({
-        "agent_version":"0.1.0","os":"linux","arch":"x86_64","hostname":"h",
+        "agent_version":"0.1.0","os":"linux","arch":"x86_64",
+        "libc":{"kind":"glibc","version":"2.36"},"hostname":"h",
         "devices":[
             {"id":"GPU-0","kind":"cuda","index":0,"name":"H100","memory_total":80,"memory_free":70,"compute_capability":"9.0","driver":"550"},
             {"id":"CPU-0","kind":"cpu","index":0,"name":"EPYC","memory_total":64,"memory_free":32,"cores":16}
@@ -181,6 +182,12 @@ fn capabilities_round_trip() {
     }));
     assert_eq!(caps.devices[0].worker_device().to_string(), "cuda:0");
     assert_eq!(caps.devices[1].worker_device().to_string(), "cpu");
+    assert_eq!(caps.platform().to_string(), "linux/x86_64, glibc 2.36");
+    // An agent that predates the C library says nothing of it: unknown, not an error.
+    let mut older = serde_json::to_value(&caps).expect("json");
+    older.as_object_mut().expect("object").remove("libc");
+    let older: HiveCapabilities = serde_json::from_value(older).expect("parses");
+    assert_eq!(older.libc, rbee_protocol::platform::Libc::Unknown);
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! `binaries`: the files under `<install_dir>/bin` and their sha256, so `hive install`
-//! on a hive whose agent answers in a session needs no shell probe.
+//! `binaries`: the files under `<install_dir>/bin` and their sha256, and the C library,
+//! so `hive install` on a hive whose agent answers in a session needs no shell probe.
 //!
 //! Checksums are cached beside each file as `.NAME.sha256` holding `HASH SIZE MTIME`,
 //! the format the queen's install probe writes too; a cache entry counts only while
@@ -24,6 +24,7 @@ pub fn installed(bin: &Path) -> Result<InstalledBinaries, AgentError> {
             return Ok(InstalledBinaries {
                 os: version.os,
                 arch: version.arch,
+                libc: Some(crate::detect::c_library::detect()),
                 sha256,
             });
         }
@@ -64,6 +65,7 @@ pub fn installed(bin: &Path) -> Result<InstalledBinaries, AgentError> {
     Ok(InstalledBinaries {
         os: version.os,
         arch: version.arch,
+        libc: Some(crate::detect::c_library::detect()),
         sha256,
     })
 }

@@ -20,6 +20,7 @@ use rbee_hive::AgentCommand;
 use rbee_hive::models::ProgressMeter;
 use rbee_protocol::inventory::HiveProbe;
 use rbee_protocol::models::HubAccess;
+use rbee_protocol::platform::{LIBC_PROBE, Libc};
 use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent};
 
 use super::agent;
@@ -69,11 +70,12 @@ impl From<HiveError> for ErrorDetail {
     }
 }
 
-/// What a hive has installed: its platform in Rust's names and the sha256 of each of
-/// the named binaries it has.
+/// What a hive has installed: its platform in Rust's names, its C library and the
+/// sha256 of each of the named binaries it has.
 pub struct Installed {
     pub os: String,
     pub arch: String,
+    pub libc: Libc,
     pub sha256: BTreeMap<String, String>,
 }
 
@@ -188,9 +190,9 @@ impl<'a> HiveClient<'a> {
             .ssh_operation(name, "ssh", started.elapsed());
     }
 
-    /// The hive's platform and the checksums of the binaries in `bin_dir`: from its
-    /// agent's session when one runs, else by one shell command (a hive without an
-    /// agent). The shell caches a checksum beside the binary with its size and mtime,
+    /// The hive's platform (machine and C library) and the checksums of the binaries in
+    /// `bin_dir`: from its agent's session when one runs, else by one shell command (a
+    /// hive without an agent). The shell caches a checksum beside the binary with its size and mtime,
     /// so an unchanged hive is not re-hashed (hashing the worker takes long); any write
     /// to the binary changes its mtime. sha256sum hashes its stdin: given a path with a
     /// newline or backslash (an install_dir may hold any character), GNU's prints the
@@ -216,18 +218,26 @@ impl<'a> HiveClient<'a> {
                 rbee_protocol::OperationResult::Binaries(installed) => Some(installed),
                 _ => None,
             });
-        if let Some(installed) = from_agent {
+        // An agent that predates the C library question leaves it to the shell.
+        if let Some((installed, libc)) =
+            from_agent.and_then(|i| i.libc.clone().map(|libc| (i, libc)))
+        {
             return Ok(Installed {
                 os: installed.os,
                 arch: installed.arch,
+                libc,
                 sha256: installed.sha256,
             });
         }
         let started = Instant::now();
         let names = names.join(" ");
         let probe = shell::script(
-            &[("d", Value::Path(bin_dir)), ("names", Value::Word(&names))],
-            "uname -sm; for n in $names; do f=\"$d/$n\"; s=\"$d/.$n.sha256\"; \
+            &[
+                ("d", Value::Path(bin_dir)),
+                ("names", Value::Word(&names)),
+                ("q", Value::Word(LIBC_PROBE)),
+            ],
+            "uname -sm; printf 'libc %s\\n' \"$(eval \"$q\")\"; for n in $names; do f=\"$d/$n\"; s=\"$d/.$n.sha256\"; \
              if [ ! -f \"$f\" ]; then echo \"$n -\"; continue; fi; st=$(stat -c '%s %Y' \"$f\"); \
              if [ -f \"$s\" ] && [ \"$(cut -d' ' -f2,3 \"$s\")\" = \"$st\" ]; then echo \"$n $(cut -d' ' -f1 \"$s\")\"; \
              else h=$(sha256sum < \"$f\" | cut -d' ' -f1); echo \"$h $st\" > \"$s\" 2>/dev/null; echo \"$n $h\"; fi; done",
@@ -236,11 +246,22 @@ impl<'a> HiveClient<'a> {
         self.timed("probe", started);
         let mut lines = answer.lines();
         let (os, arch) = platform(lines.next().unwrap_or("").trim());
+        let libc = Libc::from_probe(
+            lines
+                .next()
+                .and_then(|line| line.strip_prefix("libc"))
+                .unwrap_or(""),
+        );
         let sha256 = lines
             .filter_map(|line| line.split_once(' '))
             .map(|(name, hash)| (name.to_owned(), hash.to_owned()))
             .collect();
-        Ok(Installed { os, arch, sha256 })
+        Ok(Installed {
+            os,
+            arch,
+            libc,
+            sha256,
+        })
     }
 
     /// Reaches a hive that may have nothing of rbee yet and checks what `hive add`

@@ -11,9 +11,11 @@ use rbee_protocol::{ErrorCode, ErrorDetail, HiveCapabilities, Level};
 use sha2::{Digest, Sha256};
 
 use super::agent::answer_as;
+use super::elf;
 use super::fan_out::{HostContext, HostDone, fan_out};
 use super::hive_client::{BinaryPush, HiveClient, Installed, no_usable_agent, unreadable};
 use super::push::{self, Codec, Forms};
+use super::runnable::{self, HivePlatform, Unsettled};
 use super::{JobContext, OpResult};
 use crate::ssh::shell;
 
@@ -25,6 +27,8 @@ pub(super) struct LocalBinary {
     /// The sha256 of the file as the hive gets it (stripped).
     sha256: String,
     forms: Forms,
+    /// The architecture and glibc the file needs, read from its ELF headers.
+    needs: elf::Needs,
 }
 
 /// Hashes a file, reusing the last hash while its size and mtime stay the same.
@@ -86,7 +90,14 @@ pub(super) async fn local_binaries(ctx: &JobContext) -> Result<Arc<Vec<LocalBina
                 let built = sha256_cached(&path).map_err(unreadable)?;
                 let forms = push::prepare(&path, name, &built, &forms_dir);
                 let sha256 = sha256_cached(&forms.installed).map_err(unreadable)?;
-                Ok(LocalBinary { name, sha256, forms })
+                let needs = elf::read(&forms.installed).map_err(|e| {
+                    ErrorDetail::new(
+                        ErrorCode::NotFound,
+                        format!("cannot tell what {} needs to run: {e}", path.display()),
+                    )
+                    .with_hint("bin_dir under [queen] in config.toml must hold Linux (ELF) builds of rbee-hive and llm-worker-rbee")
+                })?;
+                Ok(LocalBinary { name, sha256, forms, needs })
             })
             .collect::<Result<Vec<_>, ErrorDetail>>()
     })
@@ -114,21 +125,19 @@ pub(super) async fn install_on(
     let Installed {
         os,
         arch,
+        libc,
         sha256: present,
     } = client.installed(&bin_dir, &names).await?;
-    if (os.as_str(), arch.as_str()) != (std::env::consts::OS, std::env::consts::ARCH) {
-        return Err(ErrorDetail::new(
-            ErrorCode::AgentFailed,
-            format!(
-                "{} runs {os}/{arch}, but these binaries are built for {}/{}",
-                host.hive.alias,
-                std::env::consts::OS,
-                std::env::consts::ARCH
-            ),
-        )
-        .with_hint(format!(
-            "build rbee for {arch}-unknown-{os} and set bin_dir under [queen] to it"
-        )));
+    // Nothing is pushed to a hive that could not run it.
+    let hive = HivePlatform {
+        alias: &host.hive.alias,
+        os: &os,
+        arch: &arch,
+        libc: &libc,
+    };
+    let needs: Vec<(&str, &elf::Needs)> = binaries.iter().map(|b| (b.name, &b.needs)).collect();
+    if let Some(Unsettled(note)) = runnable::check(&hive, &needs)? {
+        host.narrate(Level::Warn, "install", note);
     }
     if check {
         let stale: Vec<&str> = binaries
@@ -236,7 +245,8 @@ fn describe(caps: &HiveCapabilities) -> String {
         .map(|d| format!("{} {}", d.id, d.name))
         .collect();
     format!(
-        "{} device(s): {}; {} GiB RAM free",
+        "{}; {} device(s): {}; {} GiB RAM free",
+        caps.platform(),
         caps.devices.len(),
         devices.join(", "),
         caps.ram_available / (1 << 30)

@@ -6,6 +6,7 @@
 
 mod agent;
 mod cluster;
+mod elf;
 mod fan_out;
 mod hive_client;
 mod hives;
@@ -14,6 +15,7 @@ mod inventory;
 mod models;
 mod playbook;
 mod push;
+mod runnable;
 mod workers;
 
 pub use crate::fake_hive::FakeHive;

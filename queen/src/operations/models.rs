@@ -1,5 +1,5 @@
 //! Model operations: download from the hub on hives, push from this machine, and the
-//! catalog (list, get, delete). Each fans out over the hives a pattern selects; the
+//! catalog (list, with each hive's platform; get, delete). Each fans out over the hives a pattern selects; the
 //! agent does the work on the hive and its events (progress included) are relayed as
 //! they arrive.
 
@@ -9,7 +9,8 @@ use std::sync::Arc;
 use rbee_hive::AgentCommand;
 use rbee_hive::models::ModelCommand;
 use rbee_protocol::models::{HubAccess, ModelEntry, ModelTransfer};
-use rbee_protocol::{ErrorCode, ErrorDetail, Level, validate};
+use rbee_protocol::platform::Platform;
+use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent, Level, OperationResult, validate};
 
 use super::agent::answer_as;
 use super::fan_out::{HostContext, HostDone, fan_out, fan_out_within};
@@ -238,13 +239,47 @@ pub async fn list(ctx: &JobContext, pattern: &str) -> OpResult {
     fan_out(ctx, pattern, "model_list", |host| async move {
         let entries = held(&host).await?;
         let total: u64 = entries.iter().map(|e| e.size).sum();
+        let platform = match platform_of(&host).await {
+            Some(platform) => {
+                let said = format!("; {platform}");
+                host.job.emit(JobEvent::Result {
+                    hive: Some(host.hive.alias.clone()),
+                    result: OperationResult::Platform(platform),
+                });
+                said
+            }
+            None => String::new(),
+        };
         Ok(HostDone::ok(format!(
-            "{} model(s), {}",
+            "{} model(s), {}{platform}",
             entries.len(),
             size(total)
         )))
     })
     .await
+}
+
+/// The hive's OS, architecture and C library: as its last detection found them, else
+/// asked of its agent (without marking the hive started); `None` when the agent does
+/// not answer, which does not fail a listing that succeeded.
+async fn platform_of(host: &HostContext) -> Option<Platform> {
+    if let Some(caps) = host
+        .job
+        .state
+        .hives
+        .get(&host.hive.alias)
+        .and_then(|r| r.capabilities)
+    {
+        return Some(caps.platform());
+    }
+    let answer = HiveClient::new(&host.quiet())
+        .call(AgentCommand::Detect)
+        .await
+        .ok()?;
+    match answer {
+        OperationResult::Capabilities(caps) => Some(caps.platform()),
+        _ => None,
+    }
 }
 
 /// The models one hive holds, remembered as its catalog (`/v1/models`, the list a

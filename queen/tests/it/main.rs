@@ -13,6 +13,7 @@ mod local_hive;
 mod models;
 mod on_demand;
 mod openai;
+mod platforms;
 mod playbooks;
 mod queen_process;
 mod scheduling;

@@ -1,6 +1,7 @@
 //! Device detection: what a hive offers workers (NVIDIA GPUs, the CPU), its memory and
-//! the free space for models.
+//! the free space for models, and the platform it runs (OS, architecture, C library).
 
+pub mod c_library;
 mod disk;
 mod nvidia;
 mod proc;
@@ -152,6 +153,7 @@ pub fn detect_capabilities(
         agent_version: VERSION.to_owned(),
         os: uname.os,
         arch: uname.arch,
+        libc: c_library::detect(),
         hostname: uname.hostname,
         devices,
         ram_total: memory.total,

@@ -1,0 +1,188 @@
+//! Hives as they come: one whose C library is older than the binaries need is refused
+//! before anything is pushed, and each hive's OS, architecture and C library are
+//! reported.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rbee_protocol::platform::{GlibcVersion, Libc};
+use rbee_protocol::{JobEvent, OperationResult};
+use serde_json::{Value, json};
+
+use crate::hives::{queen, recap, rows, terminal};
+use crate::support::{Lab, bin_dir, payload};
+
+/// The newest `GLIBC_x.y` that `objdump` finds in a binary's version needs.
+fn glibc_needed(binary: &Path) -> GlibcVersion {
+    let out = std::process::Command::new("objdump")
+        .arg("-p")
+        .arg(binary)
+        .output()
+        .expect("objdump runs");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("GLIBC_").and_then(GlibcVersion::parse))
+        .max()
+        .expect("the binary names glibc versions")
+}
+
+/// A lab host whose PATH starts with `getconf` and `ldd` wrappers that report glibc
+/// 2.17, as an older distribution's do.
+fn host_with_old_glibc(lab: &Lab, index: u32) {
+    let host = lab.dir.path().join(format!("hosts/hive-{index}"));
+    let wrappers = host.join("old-glibc");
+    std::fs::create_dir_all(&wrappers).expect("wrapper dir");
+    let scripts = [
+        (
+            "getconf",
+            "#!/bin/sh\nif [ \"$1\" = GNU_LIBC_VERSION ]; then echo 'glibc 2.17'; exit 0; fi\nexec /usr/bin/getconf \"$@\"\n",
+        ),
+        (
+            "ldd",
+            "#!/bin/sh\necho 'ldd (GNU libc) 2.17'\necho 'Copyright (C) 2012 Free Software Foundation, Inc.'\n",
+        ),
+    ];
+    for (name, text) in scripts {
+        let path = wrappers.join(name);
+        std::fs::write(&path, text).expect("wrapper");
+        std::process::Command::new("chmod")
+            .arg("755")
+            .arg(&path)
+            .status()
+            .expect("chmod");
+    }
+    std::fs::write(
+        host.join("environment"),
+        format!(
+            "PATH={}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n",
+            wrappers.display()
+        ),
+    )
+    .expect("environment");
+}
+
+fn recap_rows(events: &[(Instant, JobEvent)]) -> Vec<Value> {
+    events
+        .iter()
+        .rev()
+        .find_map(|(_, e)| match e {
+            JobEvent::Result { hive: None, result } => Some(payload(result)),
+            _ => None,
+        })
+        .and_then(|v| v.as_array().cloned())
+        .expect("a recap")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hive_with_an_older_glibc_is_refused_before_any_byte_is_pushed() {
+    let lab = Lab::unstarted();
+    host_with_old_glibc(&lab, 1);
+    lab.script(&["up", "2"]);
+    let inventory = lab.inventory(None);
+    let old_dir = PathBuf::from(&inventory.hives["hive-1"].install_dir);
+    let new_dir = PathBuf::from(&inventory.hives["hive-2"].install_dir);
+    let queen = queen(inventory, |_| {}).await;
+
+    let events = queen
+        .run(json!({"operation": "hive_install", "hive_id": "lab"}))
+        .await;
+    assert_eq!(
+        recap(&events),
+        rows(&[("hive-1", "failed"), ("hive-2", "changed")]),
+        "{events:#?}"
+    );
+    let refused = recap_rows(&events)
+        .into_iter()
+        .find(|r| r["hive"] == "hive-1")
+        .expect("hive-1's row");
+    assert_eq!(refused["code"], "unsupported_platform", "{refused}");
+    // Both versions are named: the hive's, and the one read from the binary itself.
+    let needed = glibc_needed(&bin_dir().join("rbee-hive"));
+    assert_eq!(
+        refused["message"],
+        format!(
+            "hive-1 has glibc 2.17, but rbee-hive needs glibc {needed} or newer; nothing was pushed"
+        ),
+    );
+    let JobEvent::Error(error) = terminal(&events) else {
+        panic!("{events:#?}")
+    };
+    assert!(error.message.contains("hive-1"), "{error:?}");
+    // Not one byte landed: the install directory is as the lab made it, empty.
+    let left: Vec<_> = std::fs::read_dir(&old_dir)
+        .expect("install dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // The hive beside it, on this machine's glibc, installed.
+    assert!(new_dir.join("bin/rbee-hive").is_file());
+    assert!(new_dir.join("bin/llm-worker-rbee").is_file());
+    queen.stop().await;
+}
+
+/// The platform results a job's events carry, by hive.
+fn platforms(events: &[(Instant, JobEvent)]) -> Vec<(String, String, String, Libc)> {
+    events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            JobEvent::Result {
+                hive: Some(hive),
+                result: OperationResult::Platform(p),
+            } => Some((hive.clone(), p.os.clone(), p.arch.clone(), p.libc.clone())),
+            JobEvent::Result {
+                hive: Some(hive),
+                result: OperationResult::AgentStatus(status),
+            } => {
+                let caps = &status.capabilities;
+                Some((
+                    hive.clone(),
+                    caps.os.clone(),
+                    caps.arch.clone(),
+                    caps.libc.clone(),
+                ))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// This machine's glibc, as `getconf` says.
+fn local_glibc() -> Libc {
+    let out = std::process::Command::new("getconf")
+        .arg("GNU_LIBC_VERSION")
+        .output()
+        .expect("getconf");
+    Libc::from_probe(&String::from_utf8_lossy(&out.stdout))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hive_status_and_model_list_name_each_hives_os_architecture_and_libc() {
+    let lab = Lab::up(1);
+    let queen = queen(lab.inventory(None), |_| {}).await;
+    queen.run_each(&["hive_install"], "hive-1").await;
+    let expected = vec![(
+        "hive-1".to_owned(),
+        std::env::consts::OS.to_owned(),
+        std::env::consts::ARCH.to_owned(),
+        local_glibc(),
+    )];
+    assert!(matches!(expected[0].3, Libc::Glibc { .. }));
+    // Before `hive start` the queen asks the agent; after it, it knows.
+    for operation in ["model_list", "hive_start", "hive_status", "model_list"] {
+        let events = queen
+            .run(json!({"operation": operation, "hive_id": "hive-1"}))
+            .await;
+        assert_eq!(terminal(&events), &JobEvent::Done, "{events:#?}");
+        if operation != "hive_start" {
+            assert_eq!(platforms(&events), expected, "{operation}: {events:#?}");
+            let row = &recap_rows(&events)[0];
+            let libc = expected[0].3.to_string();
+            assert!(
+                row["message"].as_str().is_some_and(|m| m.contains(&libc)),
+                "{operation}: {row}"
+            );
+        }
+    }
+    queen.stop().await;
+}

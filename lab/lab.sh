@@ -227,7 +227,7 @@ Port $(ssh_port)
 ListenAddress $(host_addr "$i")
 HostKey "$dir/ssh_host_ed25519_key"
 PidFile "$dir/sshd.pid"
-AuthorizedKeysFile "$DIR/authorized_keys"
+AuthorizedKeysFile "$DIR/authorized_keys" .ssh/authorized_keys
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -303,6 +303,42 @@ start_host() {
     done
 }
 
+# A host whose `user` file (written by a test before `up`) names an account logs that
+# account in instead of root: an unprivileged user (no sudo) with the lab's key in its
+# own ~/.ssh/authorized_keys, as an operator prepares a new machine, and its hive
+# installs under ~/.rbee. The hosts share this machine's accounts, so the account is
+# made here (and removed by `down` when the lab made it).
+host_user() {
+    local file
+    file="$(host_dir "$1")/user"
+    [[ -f "$file" ]] && cat "$file"
+}
+
+prepare_user() {
+    local i="$1" name group home
+    name="$(host_user "$i")"
+    [[ "$name" =~ ^[a-z_][a-z0-9_-]{0,30}$ ]] || die "hive-$i: '$name' is not a user name"
+    [[ $EUID -eq 0 ]] || die "hive-$i: only root can make the account $name (netns mode)"
+    if ! id -u "$name" >/dev/null 2>&1; then
+        useradd --create-home --shell /bin/bash "$name"
+        touch "$(host_dir "$i")/user.created"
+    fi
+    # Without PAM, sshd refuses an account whose password is locked ('!'), keys and
+    # all; '*' is an account with no password, which keys may still log in to.
+    usermod -p '*' "$name"
+    group="$(id -gn "$name")"
+    home="$(getent passwd "$name" | cut -d: -f6)"
+    install -d -m 700 -o "$name" -g "$group" "$home/.ssh"
+    install -m 600 -o "$name" -g "$group" "$DIR/id_ed25519.pub" "$home/.ssh/authorized_keys"
+}
+
+remove_user() {
+    local i="$1"
+    [[ -f "$(host_dir "$i")/user.created" ]] || return 0
+    userdel --remove "$(host_user "$i")" 2>/dev/null || true
+    rm -f "$(host_dir "$i")/user.created"
+}
+
 # ---- the whole lab -----------------------------------------------------------------
 
 host_indices() {
@@ -343,8 +379,13 @@ write_inventory() {
             echo
             echo "[hives.hive-$i]"
             echo "host = \"$(host_addr "$i")\""
-            # The hosts share one file system, so each gets its own install directory.
-            echo "install_dir = \"$(host_dir "$i")/rbee\""
+            if user="$(host_user "$i")"; then
+                echo "ssh_user = \"$user\""
+                echo "install_dir = \"~/.rbee\""
+            else
+                # The hosts share one file system, so each gets its own install directory.
+                echo "install_dir = \"$(host_dir "$i")/rbee\""
+            fi
             echo "groups = [\"lab\"]"
         done
     } >"$DIR/inventory.toml.tmp"
@@ -368,6 +409,9 @@ cmd_up() {
     cp "$DIR/id_ed25519.pub" "$DIR/authorized_keys"
     # sshd refuses to start as root without its privilege-separation directory.
     [[ $EUID -ne 0 ]] || mkdir -p /run/sshd
+    for ((i = 1; i <= n; i++)); do
+        if host_user "$i" >/dev/null; then prepare_user "$i"; fi
+    done
 
     local pids=()
     for ((i = 1; i <= n; i++)); do
@@ -386,7 +430,14 @@ cmd_up() {
 }
 
 ssh_user_at() {
-    if [[ "$(mode)" == netns ]]; then echo "root@$(host_addr "$1")"; else echo "$(id -un)@$(host_addr "$1")"; fi
+    local user
+    if user="$(host_user "$1")"; then
+        echo "$user@$(host_addr "$1")"
+    elif [[ "$(mode)" == netns ]]; then
+        echo "root@$(host_addr "$1")"
+    else
+        echo "$(id -un)@$(host_addr "$1")"
+    fi
 }
 
 cmd_down() {
@@ -400,6 +451,7 @@ cmd_down() {
         pids+=("$!")
     done
     for i in "${pids[@]}"; do wait "$i" || true; done
+    for i in $(host_indices); do remove_user "$i"; done
     release_slot
     rm -f "$DIR/mode"
     echo "lab: down ($DIR)"

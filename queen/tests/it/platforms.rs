@@ -1,6 +1,6 @@
 //! Hives as they come: one whose C library is older than the binaries need is refused
-//! before anything is pushed, and each hive's OS, architecture and C library are
-//! reported.
+//! before anything is pushed, each hive's OS, architecture and C library are reported,
+//! and a hive whose SSH user is not root works end to end within its home directory.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -10,7 +10,8 @@ use rbee_protocol::{JobEvent, OperationResult};
 use serde_json::{Value, json};
 
 use crate::hives::{queen, recap, rows, terminal};
-use crate::support::{Lab, bin_dir, payload};
+use crate::support::{Lab, bin_dir, payload, start_queen_on, test_model};
+use crate::workers::{MODEL, config};
 
 /// The newest `GLIBC_x.y` that `objdump` finds in a binary's version needs.
 fn glibc_needed(binary: &Path) -> GlibcVersion {
@@ -185,4 +186,98 @@ async fn hive_status_and_model_list_name_each_hives_os_architecture_and_libc() {
         }
     }
     queen.stop().await;
+}
+
+/// The account the lab logs in as on its unprivileged host.
+const USER: &str = "rbee-lab-user";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hive_whose_user_is_not_root_works_within_its_home_directory() {
+    let lab = Lab::unstarted();
+    let host = lab.dir.path().join("hosts/hive-1");
+    std::fs::create_dir_all(&host).expect("host dir");
+    std::fs::write(host.join("user"), format!("{USER}\n")).expect("user file");
+    lab.script(&["up", "1"]);
+    let inventory = lab.inventory(None);
+    assert_eq!(inventory.hives["hive-1"].ssh_user.as_deref(), Some(USER));
+    assert_eq!(inventory.hives["hive-1"].install_dir, "~/.rbee");
+    let home = PathBuf::from(format!("/home/{USER}"));
+    let install_dir = home.join(".rbee");
+    let state_dir = tempfile::tempdir().expect("state dir");
+    let queen = start_queen_on(config(state_dir.path()), inventory, "0.0.0.0:0").await;
+
+    queen
+        .run_each(&["hive_install", "hive_start"], "hive-1")
+        .await;
+    let model = test_model();
+    let pushed = queen
+        .run(json!({"operation": "model_push", "hive_id": "hive-1",
+                     "path": model.display().to_string()}))
+        .await;
+    assert_eq!(terminal(&pushed), &JobEvent::Done, "{pushed:#?}");
+    let spawned = queen
+        .run(json!({"operation": "worker_spawn", "hive_id": "hive-1",
+                     "model": MODEL, "device": "cpu"}))
+        .await;
+    assert_eq!(terminal(&spawned), &JobEvent::Done, "{spawned:#?}");
+
+    // Everything landed in the user's home, owned by the user.
+    let uid = owner_uid(&home);
+    assert_ne!(uid, 0);
+    for path in [
+        install_dir.join("bin/rbee-hive"),
+        install_dir.join("bin/llm-worker-rbee"),
+        install_dir.join(format!("models/local/{MODEL}.gguf")),
+    ] {
+        assert_eq!(owner_uid(&path), uid, "{}", path.display());
+    }
+    let worker_files: Vec<_> = std::fs::read_dir(install_dir.join("workers"))
+        .expect("workers dir")
+        .flatten()
+        .collect();
+    assert_eq!(worker_files.len(), 1, "{worker_files:?}");
+
+    let answer = queen
+        .run(json!({
+            "operation": "infer",
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+            "max_tokens": 8,
+            "temperature": 0.0,
+        }))
+        .await;
+    assert_eq!(terminal(&answer), &JobEvent::Done, "{answer:#?}");
+    let text: String = answer
+        .iter()
+        .filter_map(|(_, e)| match e {
+            JobEvent::Token { t, .. } => Some(t.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(text.contains("Paris"), "{text}");
+
+    let removed = queen
+        .run(json!({"operation": "hive_uninstall", "hive_id": "hive-1"}))
+        .await;
+    assert_eq!(terminal(&removed), &JobEvent::Done, "{removed:#?}");
+    assert_eq!(
+        recap(&removed),
+        [("hive-1".to_owned(), "changed".to_owned())]
+    );
+    assert!(!install_dir.join("bin").exists());
+    assert!(!install_dir.join("workers").exists());
+    // Models are kept, as uninstall promises.
+    assert!(
+        install_dir
+            .join(format!("models/local/{MODEL}.gguf"))
+            .is_file()
+    );
+    queen.stop().await;
+}
+
+fn owner_uid(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .uid()
 }

@@ -187,7 +187,7 @@ function renderHive(hive) {
     el(
       "div",
       { class: "facts" },
-      [hive.host, caps ? `${caps.hostname} · ${caps.os}/${caps.arch}` : null, hive.agent_version ? `agent ${hive.agent_version}` : null]
+      [hive.host, caps ? `${caps.hostname} · ${caps.os}/${caps.arch}, ${describeLibc(caps.libc)}` : null, hive.agent_version ? `agent ${hive.agent_version}` : null]
         .filter(Boolean)
         .join(" · "),
     ),
@@ -374,6 +374,12 @@ function describe(kind, data) {
   }
 }
 
+// A hive's C library as the keeper prints it: `glibc 2.36`, `musl 1.2.4`, `libc unknown`.
+function describeLibc(libc) {
+  if (!libc || libc.kind === "unknown") return "libc unknown";
+  return libc.version ? `${libc.kind} ${libc.version}` : libc.kind;
+}
+
 // A result by its kind, as a line; a kind this page does not know shows its name.
 function describeResult(kind, v) {
   const count = (list, what) => `${list.length} ${what}`;
@@ -401,6 +407,8 @@ function describeResult(kind, v) {
     case "workers":
     case "hive_workers":
       return count(v, "worker(s)");
+    case "platform":
+      return `${v.os}/${v.arch}, ${describeLibc(v.libc)}`;
     case "models":
       return v.length ? v.map((m) => m.id).join(", ") : "no models";
     case "model":

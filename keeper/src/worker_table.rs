@@ -16,6 +16,7 @@ pub fn render(workers: &[WorkerView]) -> String {
                 beat.hive_id.clone(),
                 beat.model.clone(),
                 beat.device.clone(),
+                beat.engine.clone().unwrap_or_else(|| "-".to_owned()),
                 w.status.as_str().to_owned(),
                 // Busy slots as the worker last said, of the requests it runs at once.
                 format!("{}/{}", beat.slots_busy, w.capacity(1)),
@@ -33,6 +34,7 @@ pub fn render(workers: &[WorkerView]) -> String {
             "hive",
             "model",
             "device",
+            "engine",
             "status",
             "slots",
             "in_flight",
@@ -101,7 +103,8 @@ mod tests {
             heartbeat: serde_json::from_value(serde_json::json!({
                 "worker_id": "w1", "hive_id": "h", "model": "m", "device": "cpu",
                 "url": "http://x:1", "state": "ready", "tokens_generated": 5,
-                "memory_bytes": 1, "pid": 2, "slots_total": 4, "slots_busy": 3
+                "memory_bytes": 1, "pid": 2, "slots_total": 4, "slots_busy": 3,
+                "engine": "cpu-avx2"
             }))
             .expect("a heartbeat"),
             status: WorkerStatus::Stale,
@@ -118,6 +121,7 @@ mod tests {
                 "HIVE",
                 "MODEL",
                 "DEVICE",
+                "ENGINE",
                 "STATUS",
                 "SLOTS",
                 "IN_FLIGHT",
@@ -133,6 +137,7 @@ mod tests {
                 "h",
                 "m",
                 "cpu",
+                "cpu-avx2",
                 "stale",
                 "3/4",
                 "0",

@@ -69,6 +69,10 @@ pub struct WorkerHeartbeat {
     /// engine can tell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_percent: Option<u8>,
+    /// What computes the tokens once the model is loaded: `cpu-` and the kernel set
+    /// (`cpu-avx512`, `cpu-neon`, ...) or `candle`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
 }
 
 fn default_interval_ms() -> u64 {

@@ -114,6 +114,7 @@ fn beat(i: usize, model: &str, url: &str) -> WorkerHeartbeat {
         interval_ms: 2_000,
         pid: None,
         load_percent: None,
+        engine: None,
     }
 }
 

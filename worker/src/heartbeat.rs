@@ -100,6 +100,7 @@ impl Heartbeat {
             interval_ms: self.interval.as_millis() as u64,
             pid: Some(std::process::id()),
             load_percent: status.load_percent(),
+            engine: status.engine().map(str::to_owned),
         };
         let mut request = client.post(endpoint).json(&beat);
         if let Some(token) = &self.token {

@@ -299,6 +299,7 @@ fn serve(
         template: loaded.template,
         jobs,
     });
+    status.set_engine(&info.engine);
     status.set_state(WorkerState::Ready);
     tracing::info!(model = %info.name, architecture = %info.architecture, engine = %info.engine, slots = info.slots, context = info.context_length, load_ms, "model ready");
     println!(

@@ -106,6 +106,7 @@ async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
         "state": state.status.state(),
         "slots_total": slots_total,
         "slots_busy": slots_busy,
+        "engine": state.status.engine(),
     }))
 }
 

@@ -24,6 +24,8 @@ pub struct WorkerStatus {
     step_sequences: [AtomicU64; STEP_SEQUENCE_BUCKETS.len() + 1],
     step_sequences_sum: AtomicU64,
     slots: SlotTable,
+    /// The engine computing the tokens, once the model is loaded.
+    engine: std::sync::OnceLock<String>,
 }
 
 const NO_PERCENT: u8 = u8::MAX;
@@ -45,6 +47,7 @@ impl Default for WorkerStatus {
             step_sequences: Default::default(),
             step_sequences_sum: AtomicU64::new(0),
             slots: SlotTable::default(),
+            engine: std::sync::OnceLock::new(),
         }
     }
 }
@@ -64,6 +67,16 @@ pub struct Counters {
 }
 
 impl WorkerStatus {
+    /// Notes the engine the loaded model runs on.
+    pub fn set_engine(&self, engine: &str) {
+        let _ = self.engine.set(engine.to_owned());
+    }
+
+    /// The engine the loaded model runs on; `None` while loading.
+    pub fn engine(&self) -> Option<&str> {
+        self.engine.get().map(String::as_str)
+    }
+
     /// Notes how far the load has come: `done` of `total` bytes.
     pub fn set_load_progress(&self, done: u64, total: u64) {
         let percent = (done.min(total) * 100).checked_div(total).unwrap_or(100) as u8;

@@ -84,6 +84,9 @@ pub struct WorkerRow {
     /// While loading: how much of the weights it has read, 0 to 100.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load_percent: Option<u8>,
+    /// What computes the worker's tokens (`cpu-avx512`, `candle`, ...), once loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
 }
 
 pub fn snapshot(state: &AppState) -> ClusterSnapshot {
@@ -126,6 +129,7 @@ pub fn snapshot(state: &AppState) -> ClusterSnapshot {
             tokens_generated: w.heartbeat.tokens_generated,
             memory_bytes: w.heartbeat.memory_bytes,
             load_percent: w.heartbeat.load_percent,
+            engine: w.heartbeat.engine,
         })
         .collect();
     ClusterSnapshot {

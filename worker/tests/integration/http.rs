@@ -23,6 +23,21 @@ async fn greedy_chat_answers_paris_deterministically() {
     let worker = Worker::start(NO_QUEEN, None, &[]);
     let ready = worker.ready().await;
     assert_eq!(ready["model"]["architecture"], "llama");
+    let health: serde_json::Value = worker
+        .request(reqwest::Method::GET, "/health")
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("health JSON");
+    assert_eq!(health["engine"], ready["model"]["engine"], "{health}");
+    assert!(
+        health["engine"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("cpu-")),
+        "{health}"
+    );
     let body = json!({
         "messages": [{"role": "user", "content": "What is the capital of France? Answer in one word."}],
         "temperature": 0.0,
@@ -332,6 +347,10 @@ async fn heartbeats_follow_the_worker_until_sigterm() {
     assert_eq!(last.url, worker.url);
     assert_eq!(last.tokens_generated, 3);
     assert!(last.memory_bytes > 50_000_000, "the model is resident");
+    // Which engine computes the tokens: unknown while loading, then the CPU engine's.
+    assert_eq!(beats[0].engine, None, "{:?}", beats[0]);
+    let engine = last.engine.as_deref().expect("the engine, once loaded");
+    assert!(engine.starts_with("cpu-"), "{engine}");
 }
 
 #[tokio::test]

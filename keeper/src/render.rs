@@ -158,6 +158,8 @@ impl Renderer {
             let bar = self.bars.add(ProgressBar::new(p.total.unwrap_or(0)));
             let template = if p.unit == "bytes" {
                 "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+            } else if p.unit == "%" {
+                "{prefix} [{bar:30}] {pos}%"
             } else {
                 "{prefix} [{bar:30}] {pos}/{len}"
             };

@@ -7,7 +7,9 @@ use std::time::Duration;
 use rbee_config::Hive;
 use rbee_hive::{AgentCommand, SpawnRequest};
 use rbee_protocol::agent::HiveWorker;
-use rbee_protocol::{ErrorCode, ErrorDetail, KeepAlive, Level, OperationResult, validate};
+use rbee_protocol::{
+    ErrorCode, ErrorDetail, JobEvent, KeepAlive, Level, OperationResult, Progress, validate,
+};
 
 use super::agent::answer_as;
 use super::fan_out::{HostContext, HostDone};
@@ -533,13 +535,35 @@ pub(super) async fn wait_for(
     let where_ = hive.map(|h| format!(" on {h}")).unwrap_or_default();
     let mut changed = ctx.state.workers.subscribe();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_s);
+    // The load percent last shown for each loading worker.
+    let mut shown: std::collections::HashMap<String, u8> = std::collections::HashMap::new();
     loop {
         changed.borrow_and_update();
-        let ready = ctx.state.workers.list().into_iter().find(|w| {
-            w.is_schedulable() && w.serves(model) && hive.is_none_or(|h| w.heartbeat.hive_id == h)
-        });
-        if let Some(worker) = ready {
-            return Ok(worker);
+        let candidates: Vec<WorkerView> = ctx
+            .state
+            .workers
+            .list()
+            .into_iter()
+            .filter(|w| w.serves(model) && hive.is_none_or(|h| w.heartbeat.hive_id == h))
+            .collect();
+        if let Some(worker) = candidates.iter().find(|w| w.is_schedulable()) {
+            return Ok(worker.clone());
+        }
+        for worker in &candidates {
+            let beat = &worker.heartbeat;
+            if let Some(percent) = beat.load_percent
+                && shown.insert(beat.worker_id.clone(), percent) != Some(percent)
+            {
+                ctx.emit(JobEvent::Progress(Progress {
+                    label: format!("loading {model} ({})", beat.worker_id),
+                    current: u64::from(percent),
+                    total: Some(100),
+                    unit: "%".to_owned(),
+                    rate: None,
+                    eta_s: None,
+                    hive: Some(beat.hive_id.clone()),
+                }));
+            }
         }
         if tokio::time::timeout_at(deadline, changed.changed())
             .await

@@ -74,6 +74,58 @@ async fn a_job_streams_to_done_with_typed_frames() {
 }
 
 #[tokio::test]
+async fn waiting_for_a_loading_worker_shows_its_load_percent() {
+    let queen = start().await;
+    let job = queen
+        .submit(json!({"operation": "wait_ready", "model": "m.gguf", "timeout_s": 30}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let beat = |percent: Option<u8>, state: &str| {
+        let mut body = json!({
+            "worker_id": "w1", "hive_id": "gpu-a", "model": "m.gguf", "device": "cpu",
+            "url": "http://127.0.0.1:1", "state": state, "interval_ms": 1000
+        });
+        if let Some(percent) = percent {
+            body["load_percent"] = json!(percent);
+        }
+        body
+    };
+    for body in [
+        beat(Some(30), "loading"),
+        beat(Some(30), "loading"),
+        beat(Some(85), "loading"),
+        beat(None, "ready"),
+    ] {
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/worker-heartbeat", queen.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("heartbeat");
+        assert_eq!(response.status(), 204);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let events = queen.events(&job).await;
+    let shown: Vec<(u64, Option<u64>, &str)> = events
+        .iter()
+        .filter_map(|e| match e {
+            JobEvent::Progress(p) => Some((p.current, p.total, p.unit.as_str())),
+            _ => None,
+        })
+        .collect();
+    // Each new percent once, out of 100, then the worker is the answer.
+    assert_eq!(
+        shown,
+        [(30, Some(100), "%"), (85, Some(100), "%")],
+        "{events:?}"
+    );
+    assert!(events.iter().any(
+        |e| matches!(e, JobEvent::Result { result: OperationResult::Worker(w), .. } if w.heartbeat.worker_id == "w1")
+    ));
+    queen.stop_cleanly().await;
+}
+
+#[tokio::test]
 async fn late_subscriber_receives_every_event_from_the_first() {
     let queen = start().await;
     let job = queen

@@ -97,12 +97,18 @@ async fn a_hive_with_an_older_glibc_is_refused_before_any_byte_is_pushed() {
         .find(|r| r["hive"] == "hive-1")
         .expect("hive-1's row");
     assert_eq!(refused["code"], "unsupported_platform", "{refused}");
-    // Both versions are named: the hive's, and the one read from the binary itself.
-    let needed = glibc_needed(&bin_dir().join("rbee-hive"));
+    // Both versions are named: the hive's, and the one read from the first binary
+    // (in push order) that needs a newer one.
+    let old = GlibcVersion::parse("2.17").expect("version");
+    let (name, needed) = ["rbee-hive", "llm-worker-rbee"]
+        .into_iter()
+        .map(|name| (name, glibc_needed(&bin_dir().join(name))))
+        .find(|(_, needed)| *needed > old)
+        .expect("a binary built here needs a glibc newer than 2.17");
     assert_eq!(
         refused["message"],
         format!(
-            "hive-1 has glibc 2.17, but rbee-hive needs glibc {needed} or newer; nothing was pushed"
+            "hive-1 has glibc 2.17, but {name} needs glibc {needed} or newer; nothing was pushed"
         ),
     );
     let JobEvent::Error(error) = terminal(&events) else {

@@ -256,7 +256,7 @@ impl QMatrix {
             return self.matmul_interleaved(kernels, x, tokens, out, transposed);
         }
         if tokens == 1 {
-            // Whole groups of interleaved rows to a task (two, for its kernel's pairs).
+            // About four tasks a thread.
             let per_task = self.rows.div_ceil(rayon::current_num_threads() * 4).max(16);
             out.par_chunks_mut(per_task)
                 .enumerate()

@@ -479,13 +479,7 @@ fn files_ending(dir: &std::path::Path, suffix: &str) -> Vec<(std::path::PathBuf,
 
 /// The recap message of the run's one hive.
 fn recap_message(events: &[(Instant, JobEvent)]) -> String {
-    events
-        .iter()
-        .rev()
-        .find_map(|(_, e)| match e {
-            JobEvent::Result { hive: None, result } => Some(payload(result)),
-            _ => None,
-        })
+    crate::support::Queen::result_of(events)
         .and_then(|rows| rows[0]["message"].as_str().map(str::to_owned))
         .expect("a recap row")
 }

@@ -10,7 +10,7 @@ use rbee_protocol::{JobEvent, OperationResult};
 use serde_json::{Value, json};
 
 use crate::hives::{queen, recap, rows, terminal};
-use crate::support::{Lab, bin_dir, payload, start_queen_on, test_model};
+use crate::support::{Lab, bin_dir, start_queen_on, test_model};
 use crate::workers::{MODEL, config};
 
 /// The newest `GLIBC_x.y` that `objdump` finds in a binary's version needs.
@@ -63,13 +63,7 @@ fn host_with_old_glibc(lab: &Lab, index: u32) {
 }
 
 fn recap_rows(events: &[(Instant, JobEvent)]) -> Vec<Value> {
-    events
-        .iter()
-        .rev()
-        .find_map(|(_, e)| match e {
-            JobEvent::Result { hive: None, result } => Some(payload(result)),
-            _ => None,
-        })
+    crate::support::Queen::result_of(events)
         .and_then(|v| v.as_array().cloned())
         .expect("a recap")
 }

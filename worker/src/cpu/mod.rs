@@ -101,7 +101,7 @@ impl Kernels {
     pub fn interleaves_q8_0(self) -> bool {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Kernels::X86(simd) => simd.name() == "avx512",
+            Kernels::X86(simd) => simd.reads_interleaved(),
             _ => false,
         }
     }

@@ -158,6 +158,11 @@ impl Simd {
 const TOKENS_PER_CHUNK: usize = 32;
 
 impl Simd {
+    /// Whether this set has kernels for interleaved Q8_0 rows ([`Simd::dot_interleaved`]).
+    pub fn reads_interleaved(self) -> bool {
+        self.0 == Level::Avx512
+    }
+
     /// Interleaved Q8_0 groups (`groups`, whole groups of [`interleaved::ROWS`] rows)
     /// times `tokens` tokens' activations (`x`, one token after another, with their
     /// `corrections`) into `out` (`out[token * stride + row]`), equal bit for bit to
@@ -172,7 +177,7 @@ impl Simd {
         stride: usize,
     ) -> bool {
         use interleaved::ROWS;
-        if self.0 != Level::Avx512 {
+        if !self.reads_interleaved() {
             return false;
         }
         let blocks = x.len() / tokens;

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use minijinja::value::{Value, ValueKind};
-use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, Expression, UndefinedBehavior};
 
 /// One environment for every playbook: its settings are the language's rules.
 static JINJA: LazyLock<Environment<'static>> = LazyLock::new(|| {
@@ -66,22 +66,64 @@ pub fn parse(text: &str) -> Result<Condition, String> {
     if text.trim().is_empty() {
         return Err(format!("when {text:?}: the expression is empty"));
     }
-    JINJA
-        .compile_expression(text)
-        .map_err(|e| format!("when {text:?}: {}", explain(&e, text, 0, None)))?;
+    compile(text, text, 0).map_err(|e| format!("when {text:?}: {e}"))?;
     Ok(Condition {
         text: text.to_owned(),
     })
+}
+
+/// Compiles `expr`, found at byte `at` of `source`; an error says where it is.
+/// minijinja reads `}}` outside brackets as the end of a `{{ }}` and then panics on the
+/// next token when there was no `{{`, so such text is refused here first.
+fn compile<'s>(expr: &'s str, source: &str, at: usize) -> Result<Expression<'s, 's>, String> {
+    if let Some(offset) = closing_braces_at_top(expr) {
+        let (line, column) = line_and_column(source, at + offset);
+        return Err(format!(
+            "line {line} column {column}: syntax error: `}}}}` outside brackets (a condition, like a `{{{{ }}}}` part, is one expression without `{{{{ }}}}` of its own)"
+        ));
+    }
+    JINJA
+        .compile_expression(expr)
+        .map_err(|e| explain(&e, source, at, None))
+}
+
+/// Where `}}` first stands outside strings and outside every `(`, `[` and `{`, as
+/// minijinja's lexer counts them.
+fn closing_braces_at_top(expr: &str) -> Option<usize> {
+    let bytes = expr.as_bytes();
+    let mut depth = 0i64;
+    let mut quote = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            Some(q) => {
+                if b == b'\\' {
+                    i += 1;
+                } else if b == q {
+                    quote = None;
+                }
+            }
+            None => match b {
+                b'\'' | b'"' => quote = Some(b),
+                b'}' if depth == 0 && bytes.get(i + 1) == Some(&b'}') => return Some(i),
+                b'(' | b'[' | b'{' => depth += 1,
+                b')' | b']' | b'}' => depth -= 1,
+                _ => {}
+            },
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Checks the syntax of every template in `value`'s strings.
 pub fn check_templates(value: &toml::Value) -> Result<(), String> {
     match value {
         toml::Value::String(text) if has_template(text) => match lone_template(text) {
-            Some((inner, at)) => JINJA
-                .compile_expression(inner)
+            Some((inner, at)) => compile(inner, text, at)
                 .map(drop)
-                .map_err(|e| format!("{text:?}: {}", explain(&e, text, at, None))),
+                .map_err(|e| format!("{text:?}: {e}")),
             None => JINJA
                 .template_from_str(text)
                 .map(drop)
@@ -148,9 +190,8 @@ fn lone_template(text: &str) -> Option<(&str, usize)> {
 
 /// Evaluates the expression `expr`, found at byte `at` of `source` (for positions).
 fn evaluate(expr: &str, at: usize, source: &str, vars: &toml::Table) -> Result<Value, String> {
-    let value = JINJA
-        .compile_expression(expr)
-        .and_then(|compiled| compiled.eval(context(vars)))
+    let value = compile(expr, source, at)?
+        .eval(context(vars))
         .map_err(|e| explain(&e, source, at, Some(vars)))?;
     // Strict mode refuses to use an undefined value, but an expression that is only
     // a name (`when = "missing"`) gives it back unused.
@@ -209,18 +250,12 @@ fn name_offset(source: &str, name: &str) -> Option<usize> {
 /// The first name `source`'s expressions read that `vars` lacks.
 fn undefined_name(source: &str, vars: &toml::Table) -> Option<String> {
     let names = match lone_template(source) {
-        Some((inner, _)) => JINJA
-            .compile_expression(inner)
-            .ok()?
-            .undeclared_variables(false),
+        Some((inner, at)) => compile(inner, source, at).ok()?.undeclared_variables(false),
         None if source.contains("{{") || source.contains("{%") => JINJA
             .template_from_str(source)
             .ok()?
             .undeclared_variables(false),
-        None => JINJA
-            .compile_expression(source)
-            .ok()?
-            .undeclared_variables(false),
+        None => compile(source, source, 0).ok()?.undeclared_variables(false),
     };
     let mut missing: Vec<String> = names
         .into_iter()
@@ -399,6 +434,25 @@ mod tests {
         );
         let unknown = parse("gpus | frobnicate").expect("parses").holds(&vars());
         assert!(unknown.is_err_and(|e| e.contains("frobnicate")));
+    }
+
+    #[test]
+    fn closing_braces_of_a_template_in_a_bare_expression_are_an_error_not_a_panic() {
+        // minijinja panicked on these (a fuzzer found the first).
+        let err = parse("worker}}per_hive > 0").expect_err("stray }}");
+        assert!(err.contains("line 1 column 7: syntax error: `}}`"), "{err}");
+        assert!(parse("gpus > 1 }} and x").is_err());
+        assert!(parse("a\n  -}} b").is_err());
+        let value = toml::Value::String("{{ gpus }} and {{ x }}}}".to_owned());
+        assert!(
+            check_templates(&value).is_ok(),
+            "text after a template is text"
+        );
+        // Inside brackets or strings the same characters are what they are.
+        let nested = parse("{'a': {'b': 1}}['a']['b'] == 1").expect("nested dicts parse");
+        assert_eq!(nested.holds(&vars()), Ok(true));
+        let quoted = parse("'}}' in '{{}}' and \"}}\" != ''").expect("strings parse");
+        assert_eq!(quoted.holds(&vars()), Ok(true));
     }
 
     #[test]

@@ -71,6 +71,51 @@ struct Sums;
 
 impl BlockSums for Sums {
     #[inline(always)]
+    fn q4_0(w: &[u8], y: &[i8; QK]) -> i32 {
+        // SAFETY: NEON is part of the target; the block holds 16 value bytes after 2.
+        unsafe {
+            let q = load_u8(&w[2..18]);
+            let offset = vdupq_n_s8(8);
+            let lo = vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0f)));
+            let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(q));
+            block_sum(vsubq_s8(lo, offset), vsubq_s8(hi, offset), y)
+        }
+    }
+
+    #[inline(always)]
+    fn q5_1(w: &[u8], y: &[i8; QK]) -> i32 {
+        // SAFETY: as in `q4_0`; the block holds 16 value bytes after 8.
+        unsafe {
+            let qh = u32::from_le_bytes([w[4], w[5], w[6], w[7]]);
+            let q = load_u8(&w[8..24]);
+            let lo = vorrq_u8(vandq_u8(q, vdupq_n_u8(0x0f)), fifth_bits(qh as u16));
+            let hi = vorrq_u8(vshrq_n_u8::<4>(q), fifth_bits((qh >> 16) as u16));
+            block_sum(vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi), y)
+        }
+    }
+
+    #[inline(always)]
+    fn q5k(w: &[u8], group: usize, y: &[i8; QK]) -> i32 {
+        let qs = &w[48 + (group / 2) * 32..][..32];
+        let qh = &w[16..48];
+        // SAFETY: as in `q4_0`; `qs` and `qh` are 32 long.
+        unsafe {
+            let bit = vdupq_n_u8(1 << group);
+            let value = |at: usize| {
+                let q = load_u8(&qs[at..at + 16]);
+                let nibbles = if group.is_multiple_of(2) {
+                    vandq_u8(q, vdupq_n_u8(0x0f))
+                } else {
+                    vshrq_n_u8::<4>(q)
+                };
+                let fifth = vandq_u8(vtstq_u8(load_u8(&qh[at..at + 16]), bit), vdupq_n_u8(0x10));
+                vreinterpretq_s8_u8(vorrq_u8(nibbles, fifth))
+            };
+            block_sum(value(0), value(16), y)
+        }
+    }
+
+    #[inline(always)]
     fn q4_1(w: &[u8], y: &[i8; QK]) -> i32 {
         // SAFETY: NEON is part of the target; the block holds 16 value bytes after 4.
         unsafe {

@@ -1,5 +1,11 @@
-//! GGML's quantized block formats as bytes: dequantisation (the reference), activation
+//! GGML's weight formats as bytes: dequantisation (the reference), activation
 //! quantisation to Q8 blocks, and the portable dot products every fast path must match.
+//!
+//! Unquantized weights (F16, BF16, F32) are read as "blocks" of 32 values too, so that
+//! every type meets the same Q8 activation blocks: llama.cpp multiplies them by f16,
+//! bf16 or f32 activations instead, but here each activation row is quantized once for
+//! every matrix it meets, whatever their types, and 8-bit activations keep the
+//! engine's one invariant (the dequantised weights' result up to activation rounding).
 
 /// Elements in one activation block and in the smallest weight block.
 pub const QK: usize = 32;
@@ -7,18 +13,32 @@ pub const QK: usize = 32;
 /// The weight formats this engine reads, with GGML's byte layout per block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuantType {
+    /// 32 weights: f16 scale, 16 bytes of 4-bit values; value - 8.
+    Q4_0,
     /// 32 weights: f16 scale `d`, f16 minimum `m`, 16 bytes of 4-bit values.
     Q4_1,
     /// 32 weights: f16 scale, 32-bit high bits, 16 bytes of low nibbles; value - 16.
     Q5_0,
+    /// 32 weights: f16 scale `d`, f16 minimum `m`, 32-bit high bits, 16 bytes of low
+    /// nibbles.
+    Q5_1,
     /// 32 weights: f16 scale, 32 signed bytes.
     Q8_0,
     /// 256 weights: f16 `d` and `dmin`, 12 bytes of packed 6-bit scales and minimums
     /// for eight 32-weight groups, 128 bytes of 4-bit values.
     Q4K,
+    /// 256 weights: Q4_K's `d`, `dmin` and scales, 32 bytes of fifth bits (bit `j` of
+    /// byte `l` for weight `l` of group `j`), 128 bytes of low nibbles.
+    Q5K,
     /// 256 weights: 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, sixteen
     /// signed 8-bit scales (one per 16 weights), f16 `d`; value - 32.
     Q6K,
+    /// IEEE half precision, taken 32 weights to a block.
+    F16,
+    /// bfloat16 (the upper half of an f32), 32 weights to a block.
+    BF16,
+    /// f32, 32 weights to a block.
+    F32,
 }
 
 impl QuantType {
@@ -26,39 +46,56 @@ impl QuantType {
     pub fn from_ggml(dtype: candle_core::quantized::GgmlDType) -> Option<QuantType> {
         use candle_core::quantized::GgmlDType;
         match dtype {
+            GgmlDType::Q4_0 => Some(QuantType::Q4_0),
             GgmlDType::Q4_1 => Some(QuantType::Q4_1),
             GgmlDType::Q5_0 => Some(QuantType::Q5_0),
+            GgmlDType::Q5_1 => Some(QuantType::Q5_1),
             GgmlDType::Q8_0 => Some(QuantType::Q8_0),
             GgmlDType::Q4K => Some(QuantType::Q4K),
+            GgmlDType::Q5K => Some(QuantType::Q5K),
             GgmlDType::Q6K => Some(QuantType::Q6K),
+            GgmlDType::F16 => Some(QuantType::F16),
+            GgmlDType::BF16 => Some(QuantType::BF16),
+            GgmlDType::F32 => Some(QuantType::F32),
             _ => None,
         }
     }
 
-    pub const ALL: [QuantType; 5] = [
+    pub const ALL: [QuantType; 11] = [
+        QuantType::Q4_0,
         QuantType::Q4_1,
         QuantType::Q5_0,
+        QuantType::Q5_1,
         QuantType::Q8_0,
         QuantType::Q4K,
+        QuantType::Q5K,
         QuantType::Q6K,
+        QuantType::F16,
+        QuantType::BF16,
+        QuantType::F32,
     ];
 
     /// Weights per block.
     pub fn block_elems(self) -> usize {
         match self {
-            QuantType::Q4_1 | QuantType::Q5_0 | QuantType::Q8_0 => 32,
-            QuantType::Q4K | QuantType::Q6K => 256,
+            QuantType::Q4K | QuantType::Q5K | QuantType::Q6K => 256,
+            _ => 32,
         }
     }
 
     /// Bytes per block.
     pub fn block_bytes(self) -> usize {
         match self {
+            QuantType::Q4_0 => 18,
             QuantType::Q4_1 => 20,
             QuantType::Q5_0 => 22,
+            QuantType::Q5_1 => 24,
             QuantType::Q8_0 => 34,
             QuantType::Q4K => 144,
+            QuantType::Q5K => 176,
             QuantType::Q6K => 210,
+            QuantType::F16 | QuantType::BF16 => 64,
+            QuantType::F32 => 128,
         }
     }
 
@@ -134,6 +171,40 @@ pub fn read_f16(bytes: &[u8], at: usize) -> f32 {
     f16_to_f32(u16::from_le_bytes([bytes[at], bytes[at + 1]]))
 }
 
+/// The 32 weights of an F16, BF16 or F32 block as f32.
+pub fn float_block(ty: QuantType, block: &[u8]) -> [f32; QK] {
+    std::array::from_fn(|i| match ty {
+        QuantType::F16 => read_f16(block, 2 * i),
+        QuantType::BF16 => {
+            f32::from_bits(u32::from(u16::from_le_bytes([block[2 * i], block[2 * i + 1]])) << 16)
+        }
+        _ => f32::from_le_bytes([
+            block[4 * i],
+            block[4 * i + 1],
+            block[4 * i + 2],
+            block[4 * i + 3],
+        ]),
+    })
+}
+
+/// The fifth bits of a Q5_0 or Q5_1 block's 32 values (`qh`, little-endian) and its 16
+/// bytes of nibbles `qs`: value `j` (0..32), 0..32.
+fn q5_value(qh: u32, qs: &[u8], j: usize) -> i32 {
+    let nibble = if j < 16 { qs[j] & 0xf } else { qs[j - 16] >> 4 };
+    i32::from(nibble) | (((qh >> j) & 1) << 4) as i32
+}
+
+/// Weight `l` (0..32) of group `group` (0..8) of a Q5_K block, 0..32.
+fn q5k_value(block: &[u8], group: usize, l: usize) -> i32 {
+    let byte = block[48 + (group / 2) * 32 + l];
+    let nibble = if group.is_multiple_of(2) {
+        byte & 0xf
+    } else {
+        byte >> 4
+    };
+    i32::from(nibble) | ((i32::from(block[16 + l] >> group) & 1) << 4)
+}
+
 /// The six-bit scale and minimum of group `j` (0..8) of a Q4_K block.
 pub fn q4k_scale_min(scales: &[u8], j: usize) -> (u8, u8) {
     if j < 4 {
@@ -174,6 +245,32 @@ pub fn dequantize_row(ty: QuantType, row: &[u8], out: &mut [f32]) {
         .zip(out.chunks_exact_mut(per))
     {
         match ty {
+            QuantType::Q4_0 => {
+                let d = read_f16(block, 0);
+                for j in 0..16 {
+                    y[j] = (f32::from(block[2 + j] & 0xf) - 8.0) * d;
+                    y[j + 16] = (f32::from(block[2 + j] >> 4) - 8.0) * d;
+                }
+            }
+            QuantType::Q5_1 => {
+                let (d, m) = (read_f16(block, 0), read_f16(block, 2));
+                let qh = u32::from_le_bytes([block[4], block[5], block[6], block[7]]);
+                for (j, v) in y.iter_mut().enumerate() {
+                    *v = q5_value(qh, &block[8..24], j) as f32 * d + m;
+                }
+            }
+            QuantType::Q5K => {
+                let (d, dmin) = (read_f16(block, 0), read_f16(block, 2));
+                for (i, v) in y.iter_mut().enumerate() {
+                    let (group, l) = (i / 32, i % 32);
+                    let (sc, m) = q4k_scale_min(&block[4..16], group);
+                    let q = q5k_value(block, group, l) as f32;
+                    *v = d * f32::from(sc) * q - dmin * f32::from(m);
+                }
+            }
+            QuantType::F16 | QuantType::BF16 | QuantType::F32 => {
+                y.copy_from_slice(&float_block(ty, block));
+            }
             QuantType::Q4_1 => {
                 let (d, m) = (read_f16(block, 0), read_f16(block, 2));
                 for j in 0..16 {
@@ -232,15 +329,21 @@ pub fn dot_portable(ty: QuantType, row: &[u8], x: &[Q8Block]) -> f32 {
 /// byte. [`dot_blocks`] does the floating-point rest, so kernels that differ only here
 /// give equal results bit for bit.
 pub trait BlockSums {
+    /// A Q4_0 block (18 bytes): the sum of (value - 8) * y.
+    fn q4_0(w: &[u8], y: &[i8; QK]) -> i32;
     /// A Q4_1 block (20 bytes): the sum of value * y.
     fn q4_1(w: &[u8], y: &[i8; QK]) -> i32;
     /// A Q5_0 block (22 bytes): the sum of (value - 16) * y.
     fn q5_0(w: &[u8], y: &[i8; QK]) -> i32;
+    /// A Q5_1 block (24 bytes): the sum of value * y.
+    fn q5_1(w: &[u8], y: &[i8; QK]) -> i32;
     /// A Q8_0 block (34 bytes): the sum of value * y.
     fn q8_0(w: &[u8], y: &[i8; QK]) -> i32;
     /// One group of a Q4_K block: the sum of value * y over the low nibbles of `bytes`
     /// (32 of them), or their high nibbles when `high`.
     fn q4k(bytes: &[u8], high: bool, y: &[i8; QK]) -> i32;
+    /// Group `group` (0..8) of a Q5_K block (176 bytes): the sum of value * y.
+    fn q5k(w: &[u8], group: usize, y: &[i8; QK]) -> i32;
     /// Group `group` (0..8) of a Q6_K block (210 bytes): the sums of (value - 32) * y
     /// over its two halves of 16, which have a scale each.
     fn q6k(w: &[u8], group: usize, y: &[i8; QK]) -> [i32; 2];
@@ -250,6 +353,30 @@ pub trait BlockSums {
 pub struct Scalar;
 
 impl BlockSums for Scalar {
+    fn q4_0(w: &[u8], y: &[i8; QK]) -> i32 {
+        let mut sum = 0i32;
+        for j in 0..16 {
+            sum += (i32::from(w[2 + j] & 0xf) - 8) * i32::from(y[j]);
+            sum += (i32::from(w[2 + j] >> 4) - 8) * i32::from(y[j + 16]);
+        }
+        sum
+    }
+
+    fn q5_1(w: &[u8], y: &[i8; QK]) -> i32 {
+        let qh = u32::from_le_bytes([w[4], w[5], w[6], w[7]]);
+        y.iter()
+            .enumerate()
+            .map(|(j, y)| q5_value(qh, &w[8..24], j) * i32::from(*y))
+            .sum()
+    }
+
+    fn q5k(w: &[u8], group: usize, y: &[i8; QK]) -> i32 {
+        y.iter()
+            .enumerate()
+            .map(|(l, y)| q5k_value(w, group, l) * i32::from(*y))
+            .sum()
+    }
+
     fn q4_1(w: &[u8], y: &[i8; QK]) -> i32 {
         let mut sum = 0i32;
         for j in 0..16 {
@@ -302,6 +429,39 @@ impl BlockSums for Scalar {
 #[inline(always)]
 pub fn dot_blocks<S: BlockSums>(ty: QuantType, row: &[u8], x: &[Q8Block]) -> f32 {
     match ty {
+        QuantType::Q4_0 => row
+            .chunks_exact(18)
+            .zip(x)
+            .map(|(w, a)| read_f16(w, 0) * a.d * S::q4_0(w, &a.qs) as f32)
+            .sum(),
+        QuantType::Q5_1 => row
+            .chunks_exact(24)
+            .zip(x)
+            .map(|(w, a)| {
+                let sum = S::q5_1(w, &a.qs);
+                read_f16(w, 0) * a.d * sum as f32 + read_f16(w, 2) * a.s
+            })
+            .sum(),
+        QuantType::Q5K => row
+            .chunks_exact(176)
+            .zip(x.chunks_exact(8))
+            .map(|(w, a)| {
+                let (d, dmin) = (read_f16(w, 0), read_f16(w, 2));
+                let mut total = 0.0;
+                for (group, block) in a.iter().enumerate() {
+                    let sum = S::q5k(w, group, &block.qs);
+                    let (sc, m) = q4k_scale_min(&w[4..16], group);
+                    total +=
+                        d * f32::from(sc) * block.d * sum as f32 - dmin * f32::from(m) * block.s;
+                }
+                total
+            })
+            .sum(),
+        QuantType::F16 | QuantType::BF16 | QuantType::F32 => row
+            .chunks_exact(ty.block_bytes())
+            .zip(x)
+            .map(|(w, a)| a.d * dot_float_block(&float_block(ty, w), &a.qs))
+            .sum(),
         QuantType::Q4_1 => row
             .chunks_exact(20)
             .zip(x)
@@ -353,4 +513,17 @@ pub fn dot_blocks<S: BlockSums>(ty: QuantType, row: &[u8], x: &[Q8Block]) -> f32
             })
             .sum(),
     }
+}
+
+/// `w · q` over one block of 32, in eight running sums (lane `i % 8`) added pairwise at
+/// the end: an order a compiler can keep in vector registers.
+fn dot_float_block(w: &[f32; QK], q: &[i8; QK]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    for (w, q) in w.chunks_exact(8).zip(q.chunks_exact(8)) {
+        for i in 0..8 {
+            lanes[i] += w[i] * f32::from(q[i]);
+        }
+    }
+    let quads: [f32; 4] = std::array::from_fn(|i| lanes[i] + lanes[i + 4]);
+    (quads[0] + quads[2]) + (quads[1] + quads[3])
 }

@@ -12,11 +12,17 @@ const ROWS: usize = 8;
 
 fn ggml(ty: QuantType) -> GgmlDType {
     match ty {
+        QuantType::Q4_0 => GgmlDType::Q4_0,
         QuantType::Q4_1 => GgmlDType::Q4_1,
         QuantType::Q5_0 => GgmlDType::Q5_0,
+        QuantType::Q5_1 => GgmlDType::Q5_1,
         QuantType::Q8_0 => GgmlDType::Q8_0,
         QuantType::Q4K => GgmlDType::Q4K,
+        QuantType::Q5K => GgmlDType::Q5K,
         QuantType::Q6K => GgmlDType::Q6K,
+        QuantType::F16 => GgmlDType::F16,
+        QuantType::BF16 => GgmlDType::BF16,
+        QuantType::F32 => GgmlDType::F32,
     }
 }
 

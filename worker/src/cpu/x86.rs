@@ -353,9 +353,9 @@ impl Simd {
         into: &mut Unpacked,
     ) -> bool {
         into.subtract = match ty {
-            QuantType::Q4_1 => false,
-            QuantType::Q5_0 | QuantType::Q4K => true,
-            QuantType::Q8_0 | QuantType::Q6K => return false,
+            QuantType::Q4_1 | QuantType::Q5_1 => false,
+            QuantType::Q4_0 | QuantType::Q5_0 | QuantType::Q4K | QuantType::Q5K => true,
+            _ => return false,
         };
         let count = rows.len() / row_bytes;
         into.blocks = blocks;
@@ -366,8 +366,11 @@ impl Simd {
         // of `values`.
         unsafe {
             match ty {
+                QuantType::Q4_0 => unpack_q4_0(rows, row_bytes, into),
                 QuantType::Q4_1 => unpack_q4_1(rows, row_bytes, into),
                 QuantType::Q5_0 => unpack_q5_0(rows, row_bytes, into),
+                QuantType::Q5_1 => unpack_q5_1(rows, row_bytes, into),
+                QuantType::Q5K => unpack_q5k(rows, row_bytes, into),
                 _ => unpack_q4k(rows, row_bytes, into),
             }
         }
@@ -398,6 +401,72 @@ fn store32(values: &mut [u8], at: usize, v: __m256i) {
     let slot = &mut values[at * 32..at * 32 + 32];
     // SAFETY: `slot` is 32 bytes.
     unsafe { _mm256_storeu_si256(slot.as_mut_ptr().cast(), v) };
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn unpack_q4_0(rows: &[u8], row_bytes: usize, into: &mut Unpacked) {
+    let blocks = rows
+        .chunks_exact(row_bytes)
+        .flat_map(|row| row.chunks_exact(18));
+    for (k, w) in blocks.enumerate() {
+        store32(&mut into.values, k, nibbles16(&w[2..]));
+        let d = half(w, 0);
+        into.scales[k] = d;
+        into.coefs[k] = 8.0 * d;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn unpack_q5_1(rows: &[u8], row_bytes: usize, into: &mut Unpacked) {
+    let blocks = rows
+        .chunks_exact(row_bytes)
+        .flat_map(|row| row.chunks_exact(24));
+    for (k, w) in blocks.enumerate() {
+        store32(&mut into.values, k, q5_0_values(&w[2..]));
+        into.scales[k] = half(w, 0);
+        into.coefs[k] = half(w, 2);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn unpack_q5k(rows: &[u8], row_bytes: usize, into: &mut Unpacked) {
+    let blocks = rows
+        .chunks_exact(row_bytes)
+        .flat_map(|row| row.chunks_exact(176));
+    for (n, w) in blocks.enumerate() {
+        let (d, dmin) = (half(w, 0), half(w, 2));
+        for (group, values) in q5k_groups(w).into_iter().enumerate() {
+            let (sc, m) = q4k_scale_min(&w[4..16], group);
+            let k = n * 8 + group;
+            store32(&mut into.values, k, values);
+            into.scales[k] = d * f32::from(sc);
+            into.coefs[k] = dmin * f32::from(m);
+        }
+    }
+}
+
+/// The eight groups of 32 values (0..32) of a Q5_K block (176 bytes).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5k_groups(w: &[u8]) -> [__m256i; 8] {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let fifth = _mm256_set1_epi8(0x10);
+    let (qh, qs) = (&w[16..48], &w[48..176]);
+    // SAFETY: `qh` is 32 bytes and `qs` 128.
+    let qh = unsafe { _mm256_loadu_si256(qh.as_ptr().cast()) };
+    std::array::from_fn(|group| {
+        let at = (group / 2) * 32;
+        // SAFETY: `at + 32 <= 128`.
+        let q = unsafe { _mm256_loadu_si256(qs[at..at + 32].as_ptr().cast()) };
+        let nibbles = if group.is_multiple_of(2) {
+            _mm256_and_si256(q, m4)
+        } else {
+            _mm256_and_si256(_mm256_srli_epi16(q, 4), m4)
+        };
+        // Bit `group` of each byte of `qh`, as 0x10 where set.
+        let bit = _mm256_set1_epi8((1u8 << group) as i8);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
+        _mm256_or_si256(nibbles, _mm256_and_si256(set, fifth))
+    })
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -542,6 +611,90 @@ unsafe fn dot4_q4_1<P: Products>(rows: [&[u8]; ROWS_AT_ONCE], x: &[Q8Block], out
         }
         for r in 0..ROWS_AT_ONCE {
             out[r] = hsum(acc[r]) + offsets[r];
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn dot4_q4_0<P: Products>(rows: [&[u8]; ROWS_AT_ONCE], x: &[Q8Block], out: &mut [f32]) {
+    // SAFETY: called only from an entry point compiled with its set's features.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); ROWS_AT_ONCE];
+        let mut offsets = [0.0f32; ROWS_AT_ONCE];
+        let [mut b0, mut b1, mut b2, mut b3] = rows.map(|r| r.chunks_exact(18));
+        for a in x {
+            let (Some(w0), Some(w1), Some(w2), Some(w3)) =
+                (b0.next(), b1.next(), b2.next(), b3.next())
+            else {
+                break;
+            };
+            let y = load_act(a);
+            prefetch_next_group(w0, 18 * x.len());
+            for (r, w) in [w0, w1, w2, w3].into_iter().enumerate() {
+                let d = half(w, 0);
+                acc[r] = _mm256_fmadd_ps(
+                    products::<P>(nibbles16(&w[2..]), y),
+                    _mm256_set1_ps(d * a.d),
+                    acc[r],
+                );
+                offsets[r] += 8.0 * d * a.s;
+            }
+        }
+        for r in 0..ROWS_AT_ONCE {
+            out[r] = hsum(acc[r]) - offsets[r];
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn dot4_q5_1<P: Products>(rows: [&[u8]; ROWS_AT_ONCE], x: &[Q8Block], out: &mut [f32]) {
+    // SAFETY: called only from an entry point compiled with its set's features.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); ROWS_AT_ONCE];
+        let mut offsets = [0.0f32; ROWS_AT_ONCE];
+        let [mut b0, mut b1, mut b2, mut b3] = rows.map(|r| r.chunks_exact(24));
+        for a in x {
+            let (Some(w0), Some(w1), Some(w2), Some(w3)) =
+                (b0.next(), b1.next(), b2.next(), b3.next())
+            else {
+                break;
+            };
+            let y = load_act(a);
+            prefetch_next_group(w0, 24 * x.len());
+            for (r, w) in [w0, w1, w2, w3].into_iter().enumerate() {
+                let sums = products::<P>(q5_0_values(&w[2..]), y);
+                acc[r] = _mm256_fmadd_ps(sums, _mm256_set1_ps(half(w, 0) * a.d), acc[r]);
+                offsets[r] += half(w, 2) * a.s;
+            }
+        }
+        for r in 0..ROWS_AT_ONCE {
+            out[r] = hsum(acc[r]) + offsets[r];
+        }
+    }
+}
+
+/// Four rows of F16, BF16 or F32 weights (`F`) at once: each activation block is
+/// converted to floats once for the four.
+#[inline(always)]
+unsafe fn dot4_float<F: FloatWeights>(rows: [&[u8]; ROWS_AT_ONCE], x: &[Q8Block], out: &mut [f32]) {
+    // SAFETY: called only from an entry point compiled with its set's features.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); ROWS_AT_ONCE];
+        let [mut b0, mut b1, mut b2, mut b3] = rows.map(|r| r.chunks_exact(F::BYTES));
+        for a in x {
+            let (Some(w0), Some(w1), Some(w2), Some(w3)) =
+                (b0.next(), b1.next(), b2.next(), b3.next())
+            else {
+                break;
+            };
+            let y = float_act(a);
+            let d = _mm256_set1_ps(a.d);
+            for (r, w) in [w0, w1, w2, w3].into_iter().enumerate() {
+                acc[r] = _mm256_fmadd_ps(float_block::<F>(w, &y), d, acc[r]);
+            }
+        }
+        for r in 0..ROWS_AT_ONCE {
+            out[r] = hsum(acc[r]);
         }
     }
 }
@@ -742,6 +895,155 @@ unsafe fn dot_q4_1<P: Products>(row: &[u8], x: &[Q8Block]) -> f32 {
             offsets += half(w, 2) * a.s;
         }
         hsum(acc) + offsets
+    }
+}
+
+#[inline(always)]
+unsafe fn dot_q4_0<P: Products>(row: &[u8], x: &[Q8Block]) -> f32 {
+    // SAFETY: called only from an entry point compiled with its set's features.
+    unsafe {
+        let mut acc = _mm256_setzero_ps();
+        let mut offsets = 0.0;
+        for (w, a) in row.chunks_exact(18).zip(x) {
+            let d = half(w, 0);
+            let sums = products::<P>(nibbles16(&w[2..]), load_act(a));
+            acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(d * a.d), acc);
+            // The stored values are offset by 8: subtract 8 * d * sum(activations).
+            offsets += 8.0 * d * a.s;
+        }
+        hsum(acc) - offsets
+    }
+}
+
+#[inline(always)]
+unsafe fn dot_q5_1<P: Products>(row: &[u8], x: &[Q8Block]) -> f32 {
+    // SAFETY: called only from an entry point compiled with its set's features.
+    unsafe {
+        let mut acc = _mm256_setzero_ps();
+        let mut offsets = 0.0;
+        for (w, a) in row.chunks_exact(24).zip(x) {
+            // From byte 2 on, a Q5_1 block is laid out as a Q5_0 one.
+            let sums = products::<P>(q5_0_values(&w[2..]), load_act(a));
+            acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(half(w, 0) * a.d), acc);
+            offsets += half(w, 2) * a.s;
+        }
+        hsum(acc) + offsets
+    }
+}
+
+#[inline(always)]
+unsafe fn dot_q5k<P: Products>(row: &[u8], x: &[Q8Block]) -> f32 {
+    // SAFETY: called only from an entry point compiled with its set's features.
+    unsafe {
+        let mut acc = _mm256_setzero_ps();
+        let mut offsets = 0.0;
+        for (w, a) in row.chunks_exact(176).zip(x.chunks_exact(8)) {
+            let (d, dmin) = (half(w, 0), half(w, 2));
+            for (group, values) in q5k_groups(w).into_iter().enumerate() {
+                let (sc, m) = q4k_scale_min(&w[4..16], group);
+                let block = &a[group];
+                let scale = d * f32::from(sc) * block.d;
+                acc = _mm256_fmadd_ps(
+                    products::<P>(values, load_act(block)),
+                    _mm256_set1_ps(scale),
+                    acc,
+                );
+                offsets += dmin * f32::from(m) * block.s;
+            }
+        }
+        hsum(acc) - offsets
+    }
+}
+
+/// F16, BF16 or F32 weights (`F`) times Q8 activations: each block's 32 products summed
+/// in floats, then scaled by the block's `d` in one fused add, as `dot4_float` does.
+#[inline(always)]
+unsafe fn dot_float<F: FloatWeights>(row: &[u8], x: &[Q8Block]) -> f32 {
+    // SAFETY: called only from an entry point compiled with its set's features.
+    unsafe {
+        let mut acc = _mm256_setzero_ps();
+        for (w, a) in row.chunks_exact(F::BYTES).zip(x) {
+            let y = float_act(a);
+            acc = _mm256_fmadd_ps(float_block::<F>(w, &y), _mm256_set1_ps(a.d), acc);
+        }
+        hsum(acc)
+    }
+}
+
+/// An activation block's 32 bytes as four vectors of eight floats.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn float_act(a: &Q8Block) -> [__m256; 4] {
+    std::array::from_fn(|i| {
+        // SAFETY: `qs` is 32 bytes, so `8 * i..8 * i + 8` is inside it.
+        let bytes = unsafe { _mm_loadl_epi64(a.qs[8 * i..].as_ptr().cast()) };
+        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes))
+    })
+}
+
+/// One block's 32 weights times activations `y`, eight lane sums.
+#[inline(always)]
+unsafe fn float_block<F: FloatWeights>(w: &[u8], y: &[__m256; 4]) -> __m256 {
+    // SAFETY: called only from an entry point compiled with its set's features.
+    unsafe {
+        let w = F::load(w);
+        let mut sums = _mm256_mul_ps(w[0], y[0]);
+        for i in 1..4 {
+            sums = _mm256_fmadd_ps(w[i], y[i], sums);
+        }
+        sums
+    }
+}
+
+/// How a block of 32 unquantized weights becomes four vectors of eight floats.
+trait FloatWeights {
+    /// Bytes of a block.
+    const BYTES: usize;
+
+    /// The block's weights (`w` holds at least `BYTES`).
+    unsafe fn load(w: &[u8]) -> [__m256; 4];
+}
+
+struct Halves;
+
+impl FloatWeights for Halves {
+    const BYTES: usize = 64;
+
+    #[inline(always)]
+    unsafe fn load(w: &[u8]) -> [__m256; 4] {
+        assert!(w.len() >= 64);
+        // SAFETY: each load is 16 of the 64 bytes checked above; F16C is in every set.
+        std::array::from_fn(|i| unsafe {
+            _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(16 * i).cast()))
+        })
+    }
+}
+
+struct Bfloats;
+
+impl FloatWeights for Bfloats {
+    const BYTES: usize = 64;
+
+    #[inline(always)]
+    unsafe fn load(w: &[u8]) -> [__m256; 4] {
+        assert!(w.len() >= 64);
+        // SAFETY: as in `Halves`; a bfloat16 is an f32's upper 16 bits.
+        std::array::from_fn(|i| unsafe {
+            let bits = _mm256_cvtepu16_epi32(_mm_loadu_si128(w.as_ptr().add(16 * i).cast()));
+            _mm256_castsi256_ps(_mm256_slli_epi32(bits, 16))
+        })
+    }
+}
+
+struct Singles;
+
+impl FloatWeights for Singles {
+    const BYTES: usize = 128;
+
+    #[inline(always)]
+    unsafe fn load(w: &[u8]) -> [__m256; 4] {
+        assert!(w.len() >= 128);
+        // SAFETY: each load is 32 of the 128 bytes checked above.
+        std::array::from_fn(|i| unsafe { _mm256_loadu_ps(w.as_ptr().add(32 * i).cast()) })
     }
 }
 
@@ -1053,11 +1355,17 @@ macro_rules! entry_points {
                 // SAFETY: the bodies need no features beyond this function's.
                 unsafe {
                     match ty {
+                        QuantType::Q4_0 => dot_q4_0::<$products>(row, x),
                         QuantType::Q4_1 => dot_q4_1::<$products>(row, x),
                         QuantType::Q5_0 => dot_q5_0::<$products>(row, x),
+                        QuantType::Q5_1 => dot_q5_1::<$products>(row, x),
                         QuantType::Q8_0 => dot_q8_0::<$products>(row, x),
                         QuantType::Q4K => dot_q4k::<$products>(row, x),
+                        QuantType::Q5K => dot_q5k::<$products>(row, x),
                         QuantType::Q6K => dot_q6k::<$products>(row, x),
+                        QuantType::F16 => dot_float::<Halves>(row, x),
+                        QuantType::BF16 => dot_float::<Bfloats>(row, x),
+                        QuantType::F32 => dot_float::<Singles>(row, x),
                     }
                 }
             }
@@ -1073,9 +1381,14 @@ macro_rules! entry_points {
                 // SAFETY: as in `dot`.
                 unsafe {
                     match ty {
+                        QuantType::Q4_0 => dot4_q4_0::<$products>(rows, x, out),
                         QuantType::Q4_1 => dot4_q4_1::<$products>(rows, x, out),
                         QuantType::Q5_0 => dot4_q5_0::<$products>(rows, x, out),
+                        QuantType::Q5_1 => dot4_q5_1::<$products>(rows, x, out),
                         QuantType::Q8_0 => dot4_q8_0::<$products>(rows, x, out),
+                        QuantType::F16 => dot4_float::<Halves>(rows, x, out),
+                        QuantType::BF16 => dot4_float::<Bfloats>(rows, x, out),
+                        QuantType::F32 => dot4_float::<Singles>(rows, x, out),
                         _ => return false,
                     }
                 }

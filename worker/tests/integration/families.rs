@@ -75,6 +75,17 @@ fn write_model(arch: &str, path: &Path, extra: &[(&str, Value)]) {
 
 /// [`write_model`] with llama3's `rope_freqs` tensor when given.
 fn write_model_with(arch: &str, path: &Path, extra: &[(&str, Value)], rope_freqs: Option<&[f32]>) {
+    write_model_of(arch, path, extra, rope_freqs, GgmlDType::Q8_0);
+}
+
+/// [`write_model_with`] with the matrices in `matrix_type` (requantized from Q8_0).
+fn write_model_of(
+    arch: &str,
+    path: &Path,
+    extra: &[(&str, Value)],
+    rope_freqs: Option<&[f32]>,
+    matrix_type: GgmlDType,
+) {
     let head_dim = if arch == "qwen3" { 96 } else { HIDDEN / HEADS };
     let (q_dim, kv_dim) = (HEADS * head_dim, KV_HEADS * head_dim);
     let mut w = Writer {
@@ -153,6 +164,12 @@ fn write_model_with(arch: &str, path: &Path, extra: &[(&str, Value)], rope_freqs
     for (name, value) in extra {
         metadata.push((key(name), value.clone()));
     }
+    for (_, tensor) in &mut w.tensors {
+        if tensor.dtype() == GgmlDType::Q8_0 && matrix_type != GgmlDType::Q8_0 {
+            let values = tensor.dequantize(&Device::Cpu).expect("dequantize");
+            *tensor = QTensor::quantize(&values, matrix_type).expect("quantize");
+        }
+    }
     let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tensors: Vec<(&str, &QTensor)> = w.tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let mut file = std::fs::File::create(path).expect("create");
@@ -179,9 +196,15 @@ fn run(path: &Path, engine: Engine, leader: Option<&[u32]>) -> (String, Vec<Vec<
 }
 
 fn compare(arch: &str) {
+    compare_of(arch, GgmlDType::Q8_0);
+}
+
+/// The CPU engine's logits against candle's on a random `arch` model whose matrices are
+/// `matrix_type`.
+fn compare_of(arch: &str, matrix_type: GgmlDType) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join(format!("{arch}.gguf"));
-    write_model(arch, &path, &[]);
+    write_model_of(arch, &path, &[], None, matrix_type);
     let (name, candle, steps) = run(&path, Engine::Candle, None);
     assert_eq!(name, "candle");
     let (name, ours, _) = run(&path, Engine::Auto, Some(&steps));
@@ -224,6 +247,27 @@ fn phi3_runs_on_the_cpu_engine_with_candles_logits() {
 #[test]
 fn llama_written_here_runs_on_the_cpu_engine_with_candles_logits() {
     compare("llama");
+}
+
+#[test]
+fn every_weight_type_runs_on_the_cpu_engine_with_candles_logits() {
+    // The types beside Q8_0 that GGUF files are shipped in; the kernels' own tests
+    // cover each against the dequantised reference, this the engine reading them.
+    for ty in [
+        GgmlDType::Q4_0,
+        GgmlDType::Q4_1,
+        GgmlDType::Q5_0,
+        GgmlDType::Q5_1,
+        GgmlDType::Q4K,
+        GgmlDType::Q5K,
+        GgmlDType::Q6K,
+        GgmlDType::F16,
+        GgmlDType::BF16,
+        GgmlDType::F32,
+    ] {
+        eprintln!("{ty:?}");
+        compare_of("llama", ty);
+    }
 }
 
 #[test]

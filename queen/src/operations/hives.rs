@@ -1,116 +1,27 @@
 //! Hive operations: install, uninstall, start, stop, status, list, refresh, and the
 //! inventory check. Each fans out over the hives a pattern selects.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use rbee_hive::AgentCommand;
 use rbee_protocol::agent::HiveWorker;
 use rbee_protocol::cluster::WorkerStatus;
 use rbee_protocol::{ErrorCode, ErrorDetail, HiveCapabilities, Level};
-use sha2::{Digest, Sha256};
 
 use super::agent::answer_as;
-use super::elf;
+use super::binaries::{Binaries, LocalBinary, sha256_cached};
 use super::fan_out::{HostContext, HostDone, fan_out};
 use super::hive_client::{BinaryPush, HiveClient, Installed, no_usable_agent, unreadable};
-use super::push::{self, Codec, Forms};
-use super::runnable::{self, HivePlatform, Unsettled};
+use super::push::Codec;
+use super::runnable::{HivePlatform, Unsettled};
 use super::{JobContext, OpResult};
 use crate::ssh::shell;
-
-/// The binaries `hive install` pushes.
-const BINARIES: [&str; 2] = ["rbee-hive", "llm-worker-rbee"];
-
-pub(super) struct LocalBinary {
-    name: &'static str,
-    /// The sha256 of the file as the hive gets it (stripped).
-    sha256: String,
-    forms: Forms,
-    /// The architecture and glibc the file needs, read from its ELF headers.
-    needs: elf::Needs,
-}
-
-/// Hashes a file, reusing the last hash while its size and mtime stay the same.
-pub(super) fn sha256_cached(path: &std::path::Path) -> std::io::Result<String> {
-    type Cache =
-        std::sync::Mutex<std::collections::HashMap<PathBuf, (std::time::SystemTime, u64, String)>>;
-    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
-    let meta = std::fs::metadata(path)?;
-    let stamp = (meta.modified()?, meta.len());
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some((modified, len, hash)) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(path)
-        && (*modified, *len) == stamp
-    {
-        return Ok(hash.clone());
-    }
-    // Streamed: a model pushed from here can be larger than this machine's memory.
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
-    let hash = hex::encode(hasher.finalize());
-    cache
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(path.to_owned(), (stamp.0, stamp.1, hash.clone()));
-    Ok(hash)
-}
-
-/// Finds and hashes the binaries to push, once per job.
-pub(super) async fn local_binaries(ctx: &JobContext) -> Result<Arc<Vec<LocalBinary>>, ErrorDetail> {
-    let dir = match &ctx.state.config.queen.bin_dir {
-        Some(dir) => dir.clone(),
-        None => std::env::current_exe()
-            .ok()
-            .and_then(|exe| exe.parent().map(PathBuf::from))
-            .ok_or_else(|| {
-                ErrorDetail::new(
-                    ErrorCode::Internal,
-                    "cannot tell where queen-rbee runs from",
-                )
-            })?,
-    };
-    let forms_dir = ctx
-        .state
-        .config
-        .queen
-        .state_dir
-        .clone()
-        .unwrap_or_else(rbee_config::paths::state_dir)
-        .join("push");
-    let hashed = tokio::task::spawn_blocking(move || {
-        BINARIES
-            .iter()
-            .map(|name| {
-                let path = dir.join(name);
-                let unreadable = |e: std::io::Error| {
-                    ErrorDetail::new(ErrorCode::NotFound, format!("cannot read {}: {e}", path.display())).with_hint(
-                        "build the binaries (`cargo build --release --workspace`) or set bin_dir under [queen] in config.toml",
-                    )
-                };
-                let built = sha256_cached(&path).map_err(unreadable)?;
-                let forms = push::prepare(&path, name, &built, &forms_dir);
-                let sha256 = sha256_cached(&forms.installed).map_err(unreadable)?;
-                let needs = elf::read(&forms.installed).map_err(|e| {
-                    ErrorDetail::new(
-                        ErrorCode::NotFound,
-                        format!("cannot tell what {} needs to run: {e}", path.display()),
-                    )
-                    .with_hint("bin_dir under [queen] in config.toml must hold Linux (ELF) builds of rbee-hive and llm-worker-rbee")
-                })?;
-                Ok(LocalBinary { name, sha256, forms, needs })
-            })
-            .collect::<Result<Vec<_>, ErrorDetail>>()
-    })
-    .await
-    .map_err(|e| ErrorDetail::new(ErrorCode::Internal, e.to_string()))??;
-    Ok(Arc::new(hashed))
-}
 
 /// Pushes the agent and worker binaries unless the hive has them already; with
 /// `check`, only says which it would push.
 pub(super) async fn install_on(
     host: &HostContext,
-    binaries: &[LocalBinary],
+    binaries: Option<&Binaries>,
     accept: bool,
     check: bool,
 ) -> Result<HostDone, ErrorDetail> {
@@ -119,9 +30,15 @@ pub(super) async fn install_on(
             "local-hive: this queen runs localhost operations in-process; nothing to push",
         ));
     }
+    let binaries = binaries.ok_or_else(|| {
+        ErrorDetail::new(
+            ErrorCode::Internal,
+            "a hive reached over SSH was given no binaries to push",
+        )
+    })?;
     let client = HiveClient::new(host).accepting_new_host_keys(accept);
     let bin_dir = shell::join(&host.hive.install_dir, "bin");
-    let names: Vec<&str> = binaries.iter().map(|b| b.name).collect();
+    let names = super::binaries::NAMES;
     let Installed {
         os,
         arch,
@@ -135,10 +52,22 @@ pub(super) async fn install_on(
         arch: &arch,
         libc: &libc,
     };
-    let needs: Vec<(&str, &elf::Needs)> = binaries.iter().map(|b| (b.name, &b.needs)).collect();
-    if let Some(Unsettled(note)) = runnable::check(&hive, &needs)? {
+    let (set, unsettled) = binaries.pick(&hive)?;
+    if let Some(Unsettled(note)) = unsettled {
         host.narrate(Level::Warn, "install", note);
     }
+    if !set.is_in(binaries.bin_dir()) {
+        host.narrate(
+            Level::Info,
+            "install",
+            format!(
+                "{} cannot run the queen's own build; using {}",
+                host.hive.alias,
+                set.describe(binaries.bin_dir())
+            ),
+        );
+    }
+    let binaries = set.prepared().await?;
     if check {
         let stale: Vec<&str> = binaries
             .iter()
@@ -225,14 +154,15 @@ pub(super) async fn install_on(
 
 pub async fn install(ctx: &JobContext, pattern: &str, accept: bool) -> OpResult {
     // A missing binary fails the hives that need a push, not the ones run in-process.
-    let binaries = local_binaries(ctx).await;
+    let binaries = Binaries::find(ctx).await;
     fan_out(ctx, pattern, "install", |host| {
         let binaries = binaries.clone();
         async move {
             if HiveClient::new(&host).in_process() {
-                return install_on(&host, &[], accept, false).await;
+                return install_on(&host, None, accept, false).await;
             }
-            install_on(&host, &binaries?, accept, false).await
+            let binaries = binaries?;
+            install_on(&host, Some(&binaries), accept, false).await
         }
     })
     .await
@@ -290,10 +220,10 @@ pub(super) async fn detect_unknown(host: &HostContext) -> Result<HiveCapabilitie
 }
 
 pub async fn start(ctx: &JobContext, pattern: &str, accept: bool) -> OpResult {
-    let binaries: Option<Arc<Vec<LocalBinary>>> = local_binaries(ctx).await.ok();
+    let binaries: Option<Arc<Binaries>> = Binaries::find(ctx).await.ok();
     fan_out(ctx, pattern, "start", |host| {
         let binaries = binaries.clone();
-        async move { start_on(&host, binaries.as_deref().map(Vec::as_slice), accept, false).await }
+        async move { start_on(&host, binaries.as_deref(), accept, false).await }
     })
     .await
 }
@@ -302,7 +232,7 @@ pub async fn start(ctx: &JobContext, pattern: &str, accept: bool) -> OpResult {
 /// hive online; with `check`, only says whether the agent would be (re)installed.
 pub(super) async fn start_on(
     host: &HostContext,
-    binaries: Option<&[LocalBinary]>,
+    binaries: Option<&Binaries>,
     accept: bool,
     check: bool,
 ) -> Result<HostDone, ErrorDetail> {
@@ -358,7 +288,9 @@ pub(super) async fn start_on(
             )
             .with_hint("set bin_dir under [queen] in config.toml")
         })?;
-        changed = install_on(host, binaries, accept, false).await?.changed;
+        changed = install_on(host, Some(binaries), accept, false)
+            .await?
+            .changed;
     }
     if check {
         return Ok(HostDone::ok(format!(

@@ -16,6 +16,7 @@ use rbee_config::inventory_edit::{self, EditError};
 use rbee_protocol::inventory::{HiveSpec, InventoryChange};
 use rbee_protocol::{ErrorCode, ErrorDetail, Level, OperationResult};
 
+use super::binaries::Binaries;
 use super::fan_out::HostContext;
 use super::hive_client::HiveClient;
 use super::{JobContext, OpResult};
@@ -61,16 +62,24 @@ pub async fn probe(ctx: &JobContext, alias: &str, spec: &HiveSpec, accept: bool)
             probe.user, probe.host, probe.port, probe.fingerprint
         ),
     );
-    let (os, arch) = (std::env::consts::OS, std::env::consts::ARCH);
-    if probe.os != os || probe.arch != arch {
-        host.narrate(
-            Level::Warn,
-            "probe",
-            format!(
-                "{alias} is {}/{}, but this queen's binaries are {os}/{arch}: `hive install` needs binaries built for {}/{} in the queen's bin_dir",
-                probe.os, probe.arch, probe.os, probe.arch
-            ),
-        );
+    // The C library is judged at `hive install`, which asks for it; the architecture
+    // already tells whether any of the queen's binary sets could run there.
+    if let Ok(binaries) = Binaries::find(ctx).await {
+        let archs = binaries.archs();
+        if probe.os != "linux" || !archs.iter().any(|a| *a == probe.arch) {
+            host.narrate(
+                Level::Warn,
+                "probe",
+                format!(
+                    "{alias} is {}/{}, but this queen's binaries are for linux/{}: `hive install` needs binaries built for {}/{} in the queen's bin_dir (scripts/release.sh)",
+                    probe.os,
+                    probe.arch,
+                    archs.join(", linux/"),
+                    probe.os,
+                    probe.arch
+                ),
+            );
+        }
     }
     if let Some(free) = probe.free_disk_bytes.filter(|&free| free < LOW_DISK_BYTES) {
         host.narrate(

@@ -5,6 +5,7 @@
 //! future, so whatever it holds (SSH channels, HTTP streams) is dropped and closed.
 
 mod agent;
+mod binaries;
 mod cluster;
 mod elf;
 mod fan_out;

@@ -151,7 +151,7 @@ pub(super) async fn push_file(path: &str) -> Result<Arc<PushFile>, ErrorDetail> 
                 format!("{} is not a usable GGUF file: {e}", path.display()),
             )
         })?;
-        let sha256 = super::hives::sha256_cached(&path).map_err(|e| unreadable(&path, e))?;
+        let sha256 = super::binaries::sha256_cached(&path).map_err(|e| unreadable(&path, e))?;
         Ok(Arc::new(PushFile {
             path,
             name,

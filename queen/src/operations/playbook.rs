@@ -17,9 +17,9 @@ use rbee_protocol::result::{PlayTally, PlaybookRecap, TaskOutcome, TaskStatus};
 use rbee_protocol::{ErrorCode, ErrorDetail, JobEvent, Level, OperationResult};
 use tokio::sync::OnceCell;
 
+use super::binaries::Binaries;
 use super::fan_out::{HostContext, HostDone, is_unreachable, within};
 use super::hive_client::HiveClient;
-use super::hives::LocalBinary;
 use super::models::PushFile;
 use super::{JobContext, OpResult, hives, models, workers};
 
@@ -29,7 +29,7 @@ struct Run<'a> {
     check: bool,
     /// Where relative paths in the playbook start: the playbook's directory.
     dir: Option<PathBuf>,
-    binaries: OnceCell<Result<Arc<Vec<LocalBinary>>, ErrorDetail>>,
+    binaries: OnceCell<Result<Arc<Binaries>, ErrorDetail>>,
     push_files: tokio::sync::Mutex<HashMap<PathBuf, Arc<PushFile>>>,
     tally: Mutex<BTreeMap<String, PlayTally>>,
     /// Hives that failed or were unreachable: out of the rest of the run.
@@ -332,22 +332,16 @@ impl Run<'_> {
                 accept_new_host_keys,
             } => {
                 if HiveClient::new(host).in_process() {
-                    return hives::install_on(host, &[], *accept_new_host_keys, check).await;
+                    return hives::install_on(host, None, *accept_new_host_keys, check).await;
                 }
                 let binaries = self.binaries().await?;
-                hives::install_on(host, &binaries, *accept_new_host_keys, check).await
+                hives::install_on(host, Some(&binaries), *accept_new_host_keys, check).await
             }
             Resolved::HiveStart {
                 accept_new_host_keys,
             } => {
                 let binaries = self.binaries().await.ok();
-                hives::start_on(
-                    host,
-                    binaries.as_deref().map(Vec::as_slice),
-                    *accept_new_host_keys,
-                    check,
-                )
-                .await
+                hives::start_on(host, binaries.as_deref(), *accept_new_host_keys, check).await
             }
             Resolved::HiveRefresh => hives::refresh_on(host).await,
             Resolved::ModelDownload { model } => models::download_on(host, model, check).await,
@@ -373,9 +367,9 @@ impl Run<'_> {
     }
 
     /// The binaries to push, found and hashed once per run.
-    async fn binaries(&self) -> Result<Arc<Vec<LocalBinary>>, ErrorDetail> {
+    async fn binaries(&self) -> Result<Arc<Binaries>, ErrorDetail> {
         self.binaries
-            .get_or_init(|| hives::local_binaries(self.ctx))
+            .get_or_init(|| Binaries::find(self.ctx))
             .await
             .clone()
     }

@@ -274,7 +274,7 @@ failed_sshd() {
 }
 
 start_host() {
-    local i="$1" dir pid deadline
+    local i="$1" dir pid deadline root
     dir="$(host_dir "$i")"
     mkdir -p "$dir/rbee"
     if [[ ! -f "$dir/ssh_host_ed25519_key" ]]; then
@@ -285,7 +285,10 @@ start_host() {
         return
     fi
     rm -f "$dir/sshd.pid"
-    if [[ "$(mode)" == netns ]]; then
+    if [[ "$(mode)" == netns ]] && root="$(host_root "$i")"; then
+        setup_netns "$i"
+        start_rooted_host "$i" "$root"
+    elif [[ "$(mode)" == netns ]]; then
         setup_netns "$i"
         # Its own UTS namespace gives the host its own hostname, as a machine has.
         # shellcheck disable=SC2016 # $1..$4 are the inner shell's arguments.
@@ -301,6 +304,39 @@ start_host() {
         ((SECONDS < deadline)) || failed_sshd "$i"
         sleep 0.02
     done
+}
+
+# A host whose `root` file (written by a test before `up`) names a directory holding
+# another distribution's root file system (lab/debian-root.sh makes one) is that
+# distribution: its own sshd, C library and tools, chrooted into an overlay of the root
+# (the root itself stays as it was made; the host's changes go to its `upper`
+# directory and outlive restarts of its sshd). /proc, /dev and /sys are the machine's;
+# the lab directory is mounted at its own path so the sshd config, keys and logs are
+# where the other hosts have them. Netns mode only.
+host_root() {
+    local file
+    file="$(host_dir "$1")/root"
+    [[ -f "$file" ]] && cat "$file"
+}
+
+start_rooted_host() {
+    local i="$1" root="$2" dir
+    dir="$(host_dir "$i")"
+    [[ -x "$root/usr/sbin/sshd" ]] || die "hive-$i: $root has no sshd (make it with lab/debian-root.sh)"
+    mkdir -p "$dir/upper" "$dir/work" "$dir/merged"
+    # shellcheck disable=SC2016 # $1..$6 are the inner shell's arguments.
+    ip netns exec "$(netns_name "$i")" unshare --uts --mount --propagation private -- sh -c '
+        set -e
+        hostname "$1"
+        m="$3/merged"
+        mount -t overlay overlay -o "lowerdir=$2,upperdir=$3/upper,workdir=$3/work" "$m"
+        mount -t proc proc "$m/proc"
+        mount --rbind /dev "$m/dev"
+        mount --rbind /sys "$m/sys"
+        mkdir -p "$m$4" "$m/run/sshd" "$m/tmp"
+        mount --bind "$4" "$m$4"
+        exec chroot "$m" /usr/sbin/sshd -f "$5" -E "$6"
+    ' sh "hive-$i" "$root" "$dir" "$DIR" "$dir/sshd_config" "$dir/sshd.log" || failed_sshd "$i"
 }
 
 # A host whose `user` file (written by a test before `up`) names an account logs that
@@ -381,6 +417,9 @@ write_inventory() {
             echo "host = \"$(host_addr "$i")\""
             if user="$(host_user "$i")"; then
                 echo "ssh_user = \"$user\""
+                echo "install_dir = \"~/.rbee\""
+            elif host_root "$i" >/dev/null; then
+                # Its own file system: the home directory, as on a machine of its own.
                 echo "install_dir = \"~/.rbee\""
             else
                 # The hosts share one file system, so each gets its own install directory.

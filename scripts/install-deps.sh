@@ -8,8 +8,10 @@
 #   scripts/install-deps.sh tests   the test command: the above, and curl, python3-venv
 #                                   for the Python peers, prometheus for promtool (which
 #                                   checks /metrics), chromium with its WebDriver (the
-#                                   dashboard test, headless) and vagrant (which
-#                                   validates the Vagrant lab)
+#                                   dashboard test, headless), vagrant (which
+#                                   validates the Vagrant lab), debootstrap (the lab's
+#                                   Debian 11 host) and binutils (strip and objdump for
+#                                   the portable binaries)
 set -euo pipefail
 
 set_name="${1:-tests}"
@@ -26,6 +28,8 @@ case "$set_name" in
         [[ -x /usr/bin/chromium ]] || need+=(chromium)
         command -v chromedriver >/dev/null || need+=(chromium-driver)
         command -v vagrant >/dev/null || need+=(vagrant)
+        command -v debootstrap >/dev/null || need+=(debootstrap)
+        command -v objdump >/dev/null || need+=(binutils)
         ;;
     *) echo "usage: $0 main|tests" >&2; exit 2 ;;
 esac

@@ -312,7 +312,9 @@ start_host() {
 # (the root itself stays as it was made; the host's changes go to its `upper`
 # directory and outlive restarts of its sshd). /proc, /dev and /sys are the machine's;
 # the lab directory is mounted at its own path so the sshd config, keys and logs are
-# where the other hosts have them. Netns mode only.
+# where the other hosts have them. A root of another architecture (arm64 on this x86-64
+# machine) runs under QEMU, which lab/binfmt.sh registers with the kernel first. Netns
+# mode only.
 host_root() {
     local file
     file="$(host_dir "$1")/root"
@@ -323,6 +325,7 @@ start_rooted_host() {
     local i="$1" root="$2" dir
     dir="$(host_dir "$i")"
     [[ -x "$root/usr/sbin/sshd" ]] || die "hive-$i: $root has no sshd (make it with lab/debian-root.sh)"
+    "$SCRIPT_DIR/binfmt.sh" "$root/usr/sbin/sshd" || die "hive-$i: this machine cannot run $root's programs"
     mkdir -p "$dir/upper" "$dir/work" "$dir/merged"
     # shellcheck disable=SC2016 # $1..$6 are the inner shell's arguments.
     ip netns exec "$(netns_name "$i")" unshare --uts --mount --propagation private -- sh -c '

@@ -15,7 +15,9 @@ use candle_transformers::models::{
 };
 
 /// The architectures, as `general.architecture` spells them, that this worker can run.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "phi3"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
+    "llama", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "gemma3",
+];
 
 /// candle's quantized llama precomputes rotary tables for this many positions only, so
 /// a longer context advertised by the file cannot be used.
@@ -77,6 +79,15 @@ pub enum LoadError {
 /// Why candle's model of `architecture` would compute something else than the file
 /// means, where it would: no output beats fluent wrong output.
 fn candle_would_be_wrong(architecture: &str, content: &gguf_file::Content) -> Option<&'static str> {
+    if matches!(architecture, "gemma" | "gemma2" | "gemma3") {
+        // candle's Gemma models continued prompts otherwise than llama.cpp; only the
+        // CPU engine runs these files.
+        return Some(
+            "candle's Gemma models compute otherwise than llama.cpp, and the worker's CPU \
+             engine runs Gemma only on `--device cpu` with Q4_1, Q5_0, Q8_0, Q4_K or Q6_K \
+             matrices",
+        );
+    }
     let scaled = content
         .metadata
         .get(&format!("{architecture}.rope.scaling.type"))

@@ -189,8 +189,9 @@ impl TextTokenizer {
         .into_iter()
         .flatten()
         .collect();
-        // Chat models end a turn with one of these control tokens even when the file
-        // names another EOS; llama.cpp treats them as end-of-generation too.
+        // Chat models end a turn with one of these tokens even when the file names
+        // another EOS; llama.cpp treats them as end-of-generation too, whether the file
+        // marks them control or user-defined (it makes them control).
         const END_OF_TURN: &[&str] = &[
             "<|im_end|>",
             "<|eot_id|>",
@@ -200,7 +201,9 @@ impl TextTokenizer {
             "<|end_of_text|>",
         ];
         for (id, text) in tokens.iter().enumerate() {
-            if token_type(id) == TOKEN_TYPE_CONTROL && END_OF_TURN.contains(&text.as_str()) {
+            if matches!(token_type(id), TOKEN_TYPE_CONTROL | TOKEN_TYPE_USER_DEFINED)
+                && END_OF_TURN.contains(&text.as_str())
+            {
                 end_of_generation.push(id as u32);
             }
         }

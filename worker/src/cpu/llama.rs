@@ -5,13 +5,17 @@
 //! file's metadata into a [`Family`] and applied as small hooks: the rotary layout
 //! (llama's consecutive pairs or the NEOX halves of qwen2/qwen3), biases on the query,
 //! key and value projections (qwen2), a per-head RMS norm of queries and keys before
-//! the rotation (qwen3), and a head width other than `embedding / heads` (qwen3).
+//! the rotation (qwen3 and gemma3), a head width other than `embedding / heads` (qwen3,
+//! gemma), and gemma's changes to the block ([`Gemma`]): a scaled embedding, GELU,
+//! norms after attention and after the feed-forward network, soft-capped attention
+//! scores and logits, and layers that attend over a sliding window with their own
+//! rotary base.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
 
 use candle_core::quantized::GgmlDType;
-use candle_core::quantized::gguf_file::Content;
+use candle_core::quantized::gguf_file::{Content, Value};
 use rayon::prelude::*;
 
 use super::matrix::QMatrix;
@@ -77,28 +81,69 @@ struct Family {
     /// One `attn_qkv` tensor for the three projections and one `ffn_up` for gate and
     /// up, stacked as the engine stacks them (phi3).
     fused: bool,
+    /// Gemma's block, when the file is one of its generations.
+    gemma: Option<Gemma>,
+}
+
+/// The generations of Gemma, as llama.cpp builds them (`src/models/gemma*.cpp`). All
+/// scale the embedding by `sqrt(embedding)`, gate the feed-forward network with GELU
+/// (tanh approximation), rotate NEOX halves and tie the output to the embedding; the
+/// converter stores every norm weight with Gemma's `+ 1` already added, so the norms
+/// are plain RMS norms here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gemma {
+    /// Gemma: nothing more.
+    One,
+    /// Gemma 2: norms after attention and after the feed-forward network, attention
+    /// scores and logits soft-capped (50 and 30 unless the file says otherwise), and
+    /// every other layer, the first among them, attending over a window of 4096
+    /// positions unless the file says otherwise.
+    Two,
+    /// Gemma 3: Gemma 2's post norms, qwen3's per-head query and key norms, a final
+    /// soft cap only where the file sets one, and, where the file sets a window, five
+    /// windowed layers to one global, the windowed ones rotating with base 10000
+    /// unscaled.
+    Three,
 }
 
 impl Family {
     /// The family of an architecture as `general.architecture` names it; `None` for
     /// those the engine does not run.
     fn of(architecture: &str) -> Option<Family> {
-        let family = |rope, qkv_bias, qk_norm, fused| {
+        let family = |rope, qkv_bias, qk_norm, fused, gemma| {
             Some(Family {
                 rope,
                 qkv_bias,
                 qk_norm,
                 fused,
+                gemma,
             })
         };
         match architecture {
-            "llama" => family(Rope::Pairs, false, false, false),
-            "qwen2" => family(Rope::Halves, true, false, false),
-            "qwen3" => family(Rope::Halves, false, true, false),
-            "phi3" => family(Rope::Halves, false, false, true),
+            "llama" => family(Rope::Pairs, false, false, false, None),
+            "qwen2" => family(Rope::Halves, true, false, false, None),
+            "qwen3" => family(Rope::Halves, false, true, false, None),
+            "phi3" => family(Rope::Halves, false, false, true, None),
+            "gemma" => family(Rope::Halves, false, false, false, Some(Gemma::One)),
+            "gemma2" => family(Rope::Halves, false, false, false, Some(Gemma::Two)),
+            "gemma3" => family(Rope::Halves, false, true, false, Some(Gemma::Three)),
             _ => None,
         }
     }
+
+    /// Gemma 2 and 3 normalise the attention's and the feed-forward network's outputs
+    /// before adding them to the residual stream.
+    fn post_norms(self) -> bool {
+        matches!(self.gemma, Some(Gemma::Two | Gemma::Three))
+    }
+}
+
+/// The feed-forward network's gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Activation {
+    Silu,
+    /// GELU's tanh approximation, as ggml computes it.
+    Gelu,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -113,6 +158,23 @@ struct Config {
     /// Positions of one sequence slot's KV cache: the context of one sequence.
     max_positions: usize,
     family: Family,
+    /// What each token's embedding is multiplied by (gemma's `sqrt(embedding)`).
+    embedding_scale: Option<f32>,
+    activation: Activation,
+    /// What each query-key product is multiplied by before the softmax.
+    query_scale: f32,
+    /// Attention scores become `cap · tanh(score / cap)` (gemma2).
+    attention_cap: Option<f32>,
+    /// Logits become `cap · tanh(logit / cap)` (gemma2, some gemma3).
+    output_cap: Option<f32>,
+}
+
+/// How one layer attends: over every earlier position or the last `window` only, and
+/// with which rotation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct LayerAttention {
+    window: Option<usize>,
+    rope: RopeScaling,
 }
 
 impl Config {
@@ -140,10 +202,17 @@ struct Layer {
     q_norm: Option<Vec<f32>>,
     k_norm: Option<Vec<f32>>,
     attn_out: QMatrix,
+    /// Norms of the attention's and the feed-forward network's outputs (gemma2/3).
+    attn_post_norm: Option<Vec<f32>>,
+    ffn_post_norm: Option<Vec<f32>>,
     ffn_norm: Vec<f32>,
     /// Gate and up projections stacked.
     gate_up: QMatrix,
     down: QMatrix,
+    /// Attends over the last this many positions only (a sliding-window layer).
+    window: Option<usize>,
+    /// Which of the model's rotary tables this layer rotates with.
+    rope_table: usize,
 }
 
 /// One sequence slot's keys and values, per layer, for positions `0..max_positions`.
@@ -222,8 +291,9 @@ pub struct CpuLlama {
     output_norm: Vec<f32>,
     /// `None` when the output projection is the embedding (tied weights).
     output: Option<QMatrix>,
-    cos: Vec<f32>,
-    sin: Vec<f32>,
+    /// One rotary table per distinct rotation among the layers (gemma3's windowed and
+    /// global layers rotate differently).
+    rope_tables: Vec<RopeTable>,
     caches: Vec<KvCache>,
     scratch: Scratch,
     /// Shared so that a forward pass can run inside it while borrowing the model.
@@ -265,7 +335,7 @@ impl CpuLlama {
         kernels: Kernels,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<CpuLlama, CpuLoadError> {
-        let (config, rope) = read_config(content, max_positions)?;
+        let (config, attention) = read_config(content, max_positions)?;
         let (dim, layers, head_dim, family) =
             (config.dim, config.layers, config.head_dim, config.family);
 
@@ -325,6 +395,14 @@ impl CpuLlama {
                     tensors.matrix(&name("ffn_up"), Some(config.ffn), dim)?,
                 ]
             };
+            let (attn_post_norm, ffn_post_norm) = if family.post_norms() {
+                (
+                    Some(tensors.vector(&name("post_attention_norm"), dim)?),
+                    Some(tensors.vector(&name("post_ffw_norm"), dim)?),
+                )
+            } else {
+                (None, None)
+            };
             blocks.push(Layer {
                 attn_norm: tensors.vector(&name("attn_norm"), dim)?,
                 qkv: QMatrix::stack(qkv)
@@ -336,6 +414,8 @@ impl CpuLlama {
                 attn_out: tensors
                     .matrix(&name("attn_output"), Some(dim), config.q_dim())?
                     .arranged_for(kernels),
+                attn_post_norm,
+                ffn_post_norm,
                 ffn_norm: tensors.vector(&name("ffn_norm"), dim)?,
                 gate_up: QMatrix::stack(gate_up)
                     .ok_or(CpuLoadError::Unsupported("mismatched widths"))?
@@ -343,7 +423,30 @@ impl CpuLlama {
                 down: tensors
                     .matrix(&name("ffn_down"), Some(dim), config.ffn)?
                     .arranged_for(kernels),
+                window: None,
+                rope_table: 0,
             });
+        }
+        let factors = if content.tensor_infos.contains_key(ROPE_FREQS) {
+            Some(tensors.vector(ROPE_FREQS, config.head_dim / 2)?)
+        } else {
+            None
+        };
+        let mut rope_tables: Vec<RopeTable> = Vec::new();
+        for (block, attention) in blocks.iter_mut().zip(&attention) {
+            block.window = attention.window;
+            block.rope_table = match rope_tables.iter().position(|t| t.rope == attention.rope) {
+                Some(known) => known,
+                None => {
+                    rope_tables.push(RopeTable::new(
+                        config.head_dim,
+                        attention.rope,
+                        factors.as_deref(),
+                        config.max_positions,
+                    ));
+                    rope_tables.len() - 1
+                }
+            };
         }
         let output = if content.tensor_infos.contains_key("output.weight") {
             Some(
@@ -355,12 +458,6 @@ impl CpuLlama {
             None
         };
         let output_norm = tensors.vector("output_norm.weight", dim)?;
-        let factors = if content.tensor_infos.contains_key(ROPE_FREQS) {
-            Some(tensors.vector(ROPE_FREQS, config.head_dim / 2)?)
-        } else {
-            None
-        };
-        let (cos, sin) = rope_tables(config.head_dim, rope, factors.as_deref(), max_positions);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(thread_count())
             .thread_name(|i| format!("cpu-engine-{i}"))
@@ -376,8 +473,7 @@ impl CpuLlama {
             layers: blocks,
             output_norm,
             output,
-            cos,
-            sin,
+            rope_tables,
             caches,
             scratch: Scratch::default(),
             pool,
@@ -501,8 +597,11 @@ impl CpuLlama {
         let (q_dim, qkv_width) = (c.q_dim(), c.qkv_width());
 
         for (t, &token) in tokens.iter().enumerate() {
-            self.embedding
-                .dequantize_row(token as usize, &mut s.x[t * dim..(t + 1) * dim]);
+            let row = &mut s.x[t * dim..(t + 1) * dim];
+            self.embedding.dequantize_row(token as usize, row);
+            if let Some(scale) = c.embedding_scale {
+                row.iter_mut().for_each(|v| *v *= scale);
+            }
         }
         for (l, layer) in self.layers.iter().enumerate() {
             rms_norm_rows(&s.x[..n * dim], &layer.attn_norm, c.eps, &mut s.normed);
@@ -523,9 +622,10 @@ impl CpuLlama {
                     let (q, kv) = row.split_at_mut(q_dim);
                     let (k, v) = kv.split_at_mut(kv_dim);
                     let half = hd / 2;
+                    let table = &self.rope_tables[layer.rope_table];
                     let (cos, sin) = (
-                        &self.cos[pos * half..(pos + 1) * half],
-                        &self.sin[pos * half..(pos + 1) * half],
+                        &table.cos[pos * half..(pos + 1) * half],
+                        &table.sin[pos * half..(pos + 1) * half],
                     );
                     if let (Some(q_norm), Some(k_norm)) = (&layer.q_norm, &layer.k_norm) {
                         rms_norm_in_place(q, q_norm, c.eps);
@@ -541,7 +641,7 @@ impl CpuLlama {
                     cache.values[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(v);
                 }
             }
-            attention(kernels, &c, &self.caches, l, spans, s, n);
+            attention(kernels, &c, &self.caches, l, layer.window, spans, s, n);
             quantize_rows(kernels, &s.attention[..n * q_dim], q_dim, &mut s.quantized);
             layer.attn_out.matmul(
                 kernels,
@@ -550,6 +650,9 @@ impl CpuLlama {
                 &mut s.projected,
                 &mut s.transposed,
             );
+            if let Some(norm) = &layer.attn_post_norm {
+                rms_norm_in_place(&mut s.projected[..n * dim], norm, c.eps);
+            }
             add(&mut s.x[..n * dim], &s.projected[..n * dim]);
 
             rms_norm_rows(&s.x[..n * dim], &layer.ffn_norm, c.eps, &mut s.normed);
@@ -565,7 +668,10 @@ impl CpuLlama {
                     .zip(gate)
                     .zip(up)
                 {
-                    *h = g / (1.0 + (-g).exp()) * u;
+                    *h = match c.activation {
+                        Activation::Silu => g / (1.0 + (-g).exp()),
+                        Activation::Gelu => gelu(*g),
+                    } * u;
                 }
             }
             quantize_rows(kernels, &s.hidden[..n * c.ffn], c.ffn, &mut s.quantized);
@@ -576,6 +682,9 @@ impl CpuLlama {
                 &mut s.projected,
                 &mut s.transposed,
             );
+            if let Some(norm) = &layer.ffn_post_norm {
+                rms_norm_in_place(&mut s.projected[..n * dim], norm, c.eps);
+            }
             add(&mut s.x[..n * dim], &s.projected[..n * dim]);
         }
 
@@ -595,15 +704,18 @@ impl CpuLlama {
         quantize_rows(kernels, &s.normed[..m * dim], dim, &mut s.quantized);
         let output = self.output.as_ref().unwrap_or(&self.embedding);
         output.matmul(kernels, &s.quantized, m, &mut s.logits, &mut s.transposed);
+        if let Some(cap) = c.output_cap {
+            soft_cap(&mut s.logits[..m * vocab], cap);
+        }
     }
 }
 
-/// The shape and hooks of a file the engine runs, with its rotary base; an error says
-/// why the engine does not run it (then candle does, where it can).
+/// The shape and hooks of a file the engine runs, with how each layer attends; an
+/// error says why the engine does not run it (then candle does, where it can).
 fn read_config(
     content: &Content,
     max_positions: usize,
-) -> Result<(Config, RopeScaling), CpuLoadError> {
+) -> Result<(Config, Vec<LayerAttention>), CpuLoadError> {
     let arch = content
         .metadata
         .get("general.architecture")
@@ -628,35 +740,23 @@ fn read_config(
             .map(|n| n as usize)
     };
     let number = |name: &str| optional(name).ok_or_else(|| CpuLoadError::Metadata(key(name)));
-    let heads = number("attention.head_count")?;
-    let dim = number("embedding_length")?;
-    let layers = number("block_count")?;
-    let head_dim = optional("attention.key_length").unwrap_or(dim.checked_div(heads).unwrap_or(0));
-    // A sliding window shorter than the context: each slot holds no more than the
-    // window, so no position ever attends beyond it.
-    let max_positions = optional("attention.sliding_window")
-        .filter(|&w| w > 0)
-        .map_or(max_positions, |w| max_positions.min(w));
-    let config = Config {
-        dim,
-        layers,
-        heads,
-        kv_heads: number("attention.head_count_kv")?,
-        head_dim,
-        ffn: number("feed_forward_length")?,
-        eps: content
-            .metadata
-            .get(&key("attention.layer_norm_rms_epsilon"))
-            .and_then(|v| v.to_f32().ok())
-            .ok_or_else(|| CpuLoadError::Metadata(key("attention.layer_norm_rms_epsilon")))?,
-        max_positions,
-        family,
-    };
     let float = |name: &str| {
         content
             .metadata
             .get(&key(name))
             .and_then(|v| v.to_f32().ok())
+    };
+    let heads = number("attention.head_count")?;
+    let dim = number("embedding_length")?;
+    let layers = number("block_count")?;
+    let head_dim = optional("attention.key_length").unwrap_or(dim.checked_div(heads).unwrap_or(0));
+    let window = optional("attention.sliding_window").filter(|&w| w > 0);
+    // Outside gemma a sliding window covers every layer: each slot holds no more than
+    // the window, so no position ever attends beyond it. Gemma's global layers see
+    // the whole context, so its slots keep every position.
+    let max_positions = match (family.gemma, window) {
+        (None, Some(w)) => max_positions.min(w),
+        _ => max_positions,
     };
     let kind = content
         .metadata
@@ -683,6 +783,82 @@ fn read_config(
         base: float("rope.freq_base").unwrap_or(10000.0),
         position_scale,
     };
+    let mut config = Config {
+        dim,
+        layers,
+        heads,
+        kv_heads: number("attention.head_count_kv")?,
+        head_dim,
+        ffn: number("feed_forward_length")?,
+        eps: float("attention.layer_norm_rms_epsilon")
+            .ok_or_else(|| CpuLoadError::Metadata(key("attention.layer_norm_rms_epsilon")))?,
+        max_positions,
+        family,
+        embedding_scale: None,
+        activation: Activation::Silu,
+        query_scale: 1.0 / (head_dim as f32).sqrt(),
+        attention_cap: None,
+        output_cap: None,
+    };
+    let mut attention = vec![LayerAttention { window: None, rope }; layers];
+    if let Some(gemma) = family.gemma {
+        config.embedding_scale = Some((dim as f32).sqrt());
+        config.activation = Activation::Gelu;
+        // llama.cpp (after gemma_pytorch) scales queries by the embedding per head
+        // rather than the head width in the 27B models, which it knows by their depth.
+        let large = match gemma {
+            Gemma::One => false,
+            Gemma::Two => layers == 46,
+            Gemma::Three => layers == 62,
+        };
+        if large {
+            config.query_scale = 1.0 / ((dim / heads.max(1)) as f32).sqrt();
+        }
+        let cap =
+            |name: &str, default: Option<f32>| float(name).or(default).filter(|&cap| cap > 0.0);
+        // Windowed layers: llama.cpp's `sliding_window_pattern` (one flag per layer, or
+        // a period whose last layer is global), with each generation's defaults.
+        let mut windowed = |window: Option<usize>, period: usize| -> Result<(), CpuLoadError> {
+            let Some(window) = window else {
+                return Ok(());
+            };
+            let flags = sliding_window_flags(
+                content,
+                &key("attention.sliding_window_pattern"),
+                layers,
+                period,
+            )?;
+            let base = float("rope.freq_base_swa");
+            for (layer, windowed) in attention.iter_mut().zip(flags) {
+                if windowed {
+                    layer.window = Some(window);
+                    layer.rope = match gemma {
+                        Gemma::Three => RopeScaling {
+                            base: base.unwrap_or(10000.0),
+                            position_scale: 1.0,
+                        },
+                        _ => RopeScaling {
+                            base: base.unwrap_or(rope.base),
+                            position_scale: rope.position_scale,
+                        },
+                    };
+                }
+            }
+            Ok(())
+        };
+        match gemma {
+            Gemma::One => {}
+            Gemma::Two => {
+                config.attention_cap = cap("attn_logit_softcapping", Some(50.0));
+                config.output_cap = cap("final_logit_softcapping", Some(30.0));
+                windowed(window.or(Some(4096)), 2)?;
+            }
+            Gemma::Three => {
+                config.output_cap = cap("final_logit_softcapping", None);
+                windowed(window, 6)?;
+            }
+        }
+    }
     if config.heads == 0
         || config.kv_heads == 0
         || !config.heads.is_multiple_of(config.kv_heads)
@@ -705,14 +881,40 @@ fn read_config(
             "rotary embedding of part of a head",
         ));
     }
-    Ok((config, rope))
+    Ok((config, attention))
+}
+
+/// Which layers attend over the sliding window, as llama.cpp reads
+/// `sliding_window_pattern`: one flag per layer, or a period `n` in which every layer
+/// but the last of each `n` is windowed (`n = 0`: all of them), `period` when absent.
+fn sliding_window_flags(
+    content: &Content,
+    key: &str,
+    layers: usize,
+    period: usize,
+) -> Result<Vec<bool>, CpuLoadError> {
+    let period = match content.metadata.get(key) {
+        None => period,
+        Some(Value::Array(flags)) => {
+            let flags: Option<Vec<bool>> = flags.iter().map(|f| f.to_bool().ok()).collect();
+            return flags
+                .filter(|f| f.len() == layers)
+                .ok_or_else(|| CpuLoadError::Metadata(key.to_owned()));
+        }
+        Some(value) => value
+            .to_u32()
+            .map_err(|_| CpuLoadError::Metadata(key.to_owned()))? as usize,
+    };
+    Ok((0..layers)
+        .map(|layer| period == 0 || layer % period < period - 1)
+        .collect())
 }
 
 /// The tensor of llama3's rotary scaling: a divisor of each frequency.
 const ROPE_FREQS: &str = "rope_freqs.weight";
 
 /// How the rotation's angles are made from positions.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct RopeScaling {
     base: f32,
     /// Linear scaling's `1 / factor` (1 without).
@@ -760,11 +962,13 @@ impl Scratch {
 /// Causal attention of every chunk's tokens over its own sequence's cache, one
 /// (chunk, head) pair per task; the result goes to `scratch.attention` as `n` rows of
 /// `dim`.
+#[allow(clippy::too_many_arguments)]
 fn attention(
     kernels: Kernels,
     c: &Config,
     caches: &[KvCache],
     layer: usize,
+    window: Option<usize>,
     spans: &[Span],
     s: &mut Scratch,
     n: usize,
@@ -772,7 +976,7 @@ fn attention(
     let (q_dim, kv_dim, hd) = (c.q_dim(), c.kv_dim(), c.head_dim);
     let qkv_width = c.qkv_width();
     let group = c.heads / c.kv_heads;
-    let scale = 1.0 / (hd as f32).sqrt();
+    let scale = c.query_scale;
     let qkv = &s.qkv;
     // `by_head` holds each chunk's rows head by head: chunk i's head h is the
     // `len × hd` block at `(first · q_dim) + h · len · hd`.
@@ -794,15 +998,20 @@ fn attention(
             for t in 0..span.len {
                 let q = &qkv[(span.first + t) * qkv_width + head * hd..][..hd];
                 let seen = span.position + t + 1;
-                let scores = &mut scores[..seen];
-                for (j, score) in scores.iter_mut().enumerate() {
+                // As llama.cpp masks a window of `w`: position `p` sees `p - w + 1..=p`.
+                let first = window.map_or(0, |w| seen.saturating_sub(w));
+                let scores = &mut scores[..seen - first];
+                for (j, score) in (first..).zip(scores.iter_mut()) {
                     let k = &cache.keys[j * kv_dim + kv_offset..][..hd];
                     *score = kernels.dot_f32(q, k) * scale;
+                }
+                if let Some(cap) = c.attention_cap {
+                    soft_cap(scores, cap);
                 }
                 softmax(scores);
                 let out = &mut out[t * hd..(t + 1) * hd];
                 out.fill(0.0);
-                for (j, &w) in scores.iter().enumerate() {
+                for (j, &w) in (first..).zip(scores.iter()) {
                     let v = &cache.values[j * kv_dim + kv_offset..][..hd];
                     kernels.axpy(w, v, out);
                 }
@@ -829,6 +1038,21 @@ fn softmax(x: &mut [f32]) {
     for v in x.iter_mut() {
         *v /= sum;
     }
+}
+
+/// `cap · tanh(x / cap)`, in ggml's order: scale by the reciprocal, tanh, scale back.
+fn soft_cap(x: &mut [f32], cap: f32) {
+    let inverse = 1.0 / cap;
+    for v in x {
+        *v = (*v * inverse).tanh() * cap;
+    }
+}
+
+/// GELU's tanh approximation, with ggml's constants.
+fn gelu(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const COEF_A: f32 = 0.044_715;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh())
 }
 
 fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
@@ -887,27 +1111,36 @@ fn rope_halves(head: &mut [f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// The rotation's cosines and sines for every position and frequency: angle
-/// `pos · scale · base^(-2i/d) / factor_i`, as llama.cpp's rope with frequency factors.
-fn rope_tables(
-    head_dim: usize,
+/// The rotation's cosines and sines for every position and frequency.
+struct RopeTable {
     rope: RopeScaling,
-    factors: Option<&[f32]>,
-    positions: usize,
-) -> (Vec<f32>, Vec<f32>) {
-    let half = head_dim / 2;
-    let mut cos = Vec::with_capacity(positions * half);
-    let mut sin = Vec::with_capacity(positions * half);
-    for pos in 0..positions {
-        for i in 0..half {
-            let factor = factors.map_or(1.0, |f| f[i]);
-            let freq = 1.0 / rope.base.powf((2 * i) as f32 / head_dim as f32) / factor;
-            let angle = pos as f32 * rope.position_scale * freq;
-            cos.push(angle.cos());
-            sin.push(angle.sin());
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl RopeTable {
+    /// Angle `pos · scale · base^(-2i/d) / factor_i`, as llama.cpp's rope with
+    /// frequency factors.
+    fn new(
+        head_dim: usize,
+        rope: RopeScaling,
+        factors: Option<&[f32]>,
+        positions: usize,
+    ) -> RopeTable {
+        let half = head_dim / 2;
+        let mut cos = Vec::with_capacity(positions * half);
+        let mut sin = Vec::with_capacity(positions * half);
+        for pos in 0..positions {
+            for i in 0..half {
+                let factor = factors.map_or(1.0, |f| f[i]);
+                let freq = 1.0 / rope.base.powf((2 * i) as f32 / head_dim as f32) / factor;
+                let angle = pos as f32 * rope.position_scale * freq;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
         }
+        RopeTable { rope, cos, sin }
     }
-    (cos, sin)
 }
 
 /// Reads tensors of one GGUF file by name, telling `progress` the bytes read so far of

@@ -26,7 +26,7 @@ const DECODE_STEPS: usize = 4;
 
 /// Deterministic normal-ish numbers (the sum of uniforms), so every run writes the same
 /// file.
-struct Noise(u64);
+pub(crate) struct Noise(pub(crate) u64);
 
 impl Noise {
     fn next(&mut self) -> f32 {
@@ -45,13 +45,13 @@ impl Noise {
     }
 }
 
-struct Writer {
-    noise: Noise,
-    tensors: Vec<(String, QTensor)>,
+pub(crate) struct Writer {
+    pub(crate) noise: Noise,
+    pub(crate) tensors: Vec<(String, QTensor)>,
 }
 
 impl Writer {
-    fn matrix(&mut self, name: &str, rows: usize, cols: usize) {
+    pub(crate) fn matrix(&mut self, name: &str, rows: usize, cols: usize) {
         let scale = 1.0 / (cols as f32).sqrt();
         let values = self.noise.values(rows * cols, 0.0, scale);
         let tensor = Tensor::from_vec(values, (rows, cols), &Device::Cpu).expect("tensor");
@@ -59,7 +59,7 @@ impl Writer {
         self.tensors.push((name.to_owned(), q));
     }
 
-    fn vector(&mut self, name: &str, len: usize, mean: f32, scale: f32) {
+    pub(crate) fn vector(&mut self, name: &str, len: usize, mean: f32, scale: f32) {
         let values = self.noise.values(len, mean, scale);
         let tensor = Tensor::from_vec(values, len, &Device::Cpu).expect("tensor");
         let q = QTensor::quantize(&tensor, GgmlDType::F32).expect("f32");
@@ -378,17 +378,6 @@ fn what_candle_would_get_wrong_is_refused_with_the_reason() {
         .to_string();
     assert!(
         error.contains("no engine of this worker runs correctly"),
-        "{error}"
-    );
-    let gemma2 = dir.path().join("gemma2.gguf");
-    write_model("gemma2", &gemma2, &[]);
-    let error = model::load_with(&gemma2, &Device::Cpu, Engine::Auto)
-        .err()
-        .expect("refused")
-        .to_string();
-    // candle's Gemma answered fluently and otherwise than llama.cpp: not offered at all.
-    assert!(
-        error.contains("`gemma2` model, which this worker cannot run"),
         "{error}"
     );
 }

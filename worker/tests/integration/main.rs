@@ -5,6 +5,7 @@
 mod batching;
 mod cpu_engine;
 mod families;
+mod gemma;
 mod http;
 mod load_errors;
 mod support;

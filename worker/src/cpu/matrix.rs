@@ -159,13 +159,15 @@ impl QMatrix {
     }
 
     /// Rows `first..` times `tokens` tokens' activations into `out` (`out[i * tokens + t]`
-    /// for row `first + i`), part by part.
+    /// for row `first + i`), part by part; `prepared` is what
+    /// [`Kernels::prepare_floats`] made of `x`, or empty.
     fn dot_range(
         &self,
         kernels: Kernels,
         mut first: usize,
         x: &[Q8Block],
         tokens: usize,
+        prepared: &Prepared,
         mut out: &mut [f32],
     ) {
         for part in &self.parts {
@@ -180,7 +182,7 @@ impl QMatrix {
             let (now, rest) = out.split_at_mut(rows * tokens);
             let at = (first - part.first_row) * part.row_bytes;
             let bytes = &part.bytes()[at..at + rows * part.row_bytes];
-            kernels.dot_rows_tokens(part.ty, bytes, part.row_bytes, x, tokens, now);
+            kernels.dot_rows_tokens(part.ty, bytes, part.row_bytes, x, tokens, prepared, now);
             first += rows;
             out = rest;
         }
@@ -258,22 +260,32 @@ impl QMatrix {
         if tokens == 1 {
             // About four tasks a thread.
             let per_task = self.rows.div_ceil(rayon::current_num_threads() * 4).max(16);
+            let none = Prepared::default();
             out.par_chunks_mut(per_task)
                 .enumerate()
                 .for_each(|(task, values)| {
-                    self.dot_range(kernels, task * per_task, x, 1, values);
+                    self.dot_range(kernels, task * per_task, x, 1, &none, values);
                 });
             return;
         }
         let per_task = rows_per_task(self.rows, tokens);
         // Row-major results per row chunk, so each task writes one contiguous slice.
         let transposed = &mut transposed[..tokens * self.rows];
-        transposed
-            .par_chunks_mut(per_task * tokens)
-            .enumerate()
-            .for_each(|(task, values)| {
-                self.dot_range(kernels, task * per_task, x, tokens, values);
-            });
+        PREPARED.with_borrow_mut(|prepared| {
+            // Float rows' tiles read the tokens' values as floats, made once here.
+            if self.parts.iter().any(|p| p.ty.is_float()) {
+                kernels.prepare_floats(x, prepared);
+            } else {
+                prepared.floats.clear();
+            }
+            let prepared = &*prepared;
+            transposed
+                .par_chunks_mut(per_task * tokens)
+                .enumerate()
+                .for_each(|(task, values)| {
+                    self.dot_range(kernels, task * per_task, x, tokens, prepared, values);
+                });
+        });
         // Back to token-major, one token per task: done on one thread this took 6% of a
         // prompt's time.
         let transposed = &*transposed;

@@ -112,6 +112,17 @@ impl Kernels {
         interleaved::correction(x, &mut into.corrections);
     }
 
+    /// Prepares activations `x` for a product of several tokens with F16, BF16 or F32
+    /// rows, once for every task: the values as floats, where this set's tiles read
+    /// them (empty otherwise).
+    pub fn prepare_floats(self, x: &[Q8Block], into: &mut Prepared) {
+        into.floats.clear();
+        #[cfg(target_arch = "x86_64")]
+        if let Kernels::X86(_) = self {
+            x86::float_activations(x, &mut into.floats);
+        }
+    }
+
     /// Interleaved Q8_0 groups ([`interleaved`]) times `tokens` tokens' activations (`x`
     /// holds exactly those, one after another; `prepared` is what [`Kernels::prepare`]
     /// made of them): `out[t * stride + i]` is row `i` times token `t`. Every set gives
@@ -146,9 +157,11 @@ impl Kernels {
     }
 
     /// Dot products of consecutive rows (`row_bytes` each) with `tokens` tokens'
-    /// activations (`x` holds exactly those, one after another): `out[i * tokens + t]`
-    /// is row `i` times token `t`. Equal, bit for bit, to `dot_rows` token by token;
-    /// faster where a tile kernel unpacks each weight block once for several tokens.
+    /// activations (`x` holds exactly those, one after another; `prepared` is what
+    /// [`Kernels::prepare_floats`] made of them, or empty): `out[i * tokens + t]` is row
+    /// `i` times token `t`. Equal, bit for bit, to `dot_rows` token by token; faster
+    /// where a tile kernel unpacks each weight block once for several tokens.
+    #[allow(clippy::too_many_arguments)]
     pub fn dot_rows_tokens(
         self,
         ty: QuantType,
@@ -156,6 +169,7 @@ impl Kernels {
         row_bytes: usize,
         x: &[Q8Block],
         tokens: usize,
+        prepared: &Prepared,
         out: &mut [f32],
     ) {
         if tokens == 1 {
@@ -166,6 +180,13 @@ impl Kernels {
         let token = |t: usize| &x[t * blocks..(t + 1) * blocks];
         #[cfg(target_arch = "x86_64")]
         let (done_rows, done_tokens) = match self {
+            Kernels::X86(simd)
+                if tokens >= x86::TILE_TOKENS
+                    && ty.is_float()
+                    && prepared.floats.len() == x.len() * quant::QK =>
+            {
+                float_tiles(simd, ty, rows, row_bytes, tokens, &prepared.floats, out)
+            }
             Kernels::X86(simd) if tokens >= x86::TILE_TOKENS => UNPACKED
                 .with_borrow_mut(|unpacked| {
                     unpacked_tiles(simd, ty, rows, row_bytes, x, tokens, out, unpacked)
@@ -257,11 +278,13 @@ impl Kernels {
 }
 
 /// What the kernels read of a product's activations besides their blocks, made once
-/// per product by [`Kernels::prepare`] and shared by its tasks: the corrections the
-/// interleaved Q8_0 products start from; empty where no kernel needs them.
+/// per product by [`Kernels::prepare`] or [`Kernels::prepare_floats`] and shared by
+/// its tasks: the corrections the interleaved Q8_0 products start from, or the values
+/// as floats that tiles of float weights read; empty where no kernel needs them.
 #[derive(Debug, Default)]
 pub struct Prepared {
     corrections: Vec<i32>,
+    floats: Vec<f32>,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -317,6 +340,42 @@ fn packed_tiles(
         let group = std::array::from_fn(|r| &rows[(first + r) * row_bytes..][..row_bytes]);
         kernel(simd, group, xs, tile);
     })
+}
+
+/// The whole tiles of `dot_rows_tokens` over F16, BF16 or F32 rows, against the
+/// tokens' activations as floats (`floats`, made once per product); returns the rows
+/// and tokens they covered. Tokens go in the outer loop: a tile's four tokens of floats
+/// stay in L1 while the task's rows pass, rather than every token's floats passing
+/// through L1 for each pair of rows.
+#[cfg(target_arch = "x86_64")]
+fn float_tiles(
+    simd: x86::Simd,
+    ty: QuantType,
+    rows: &[u8],
+    row_bytes: usize,
+    tokens: usize,
+    floats: &[f32],
+    out: &mut [f32],
+) -> (usize, usize) {
+    use x86::{TILE_ROWS, TILE_TOKENS as T};
+    let cols = floats.len() / tokens;
+    let count = out.len() / tokens;
+    let full_rows = count - count % TILE_ROWS;
+    let full_tokens = tokens - tokens % T;
+    let mut tile = [[0.0; T]; TILE_ROWS];
+    for t0 in (0..full_tokens).step_by(T) {
+        let xs = std::array::from_fn(|t| &floats[(t0 + t) * cols..(t0 + t + 1) * cols]);
+        for first in (0..full_rows).step_by(TILE_ROWS) {
+            let group = std::array::from_fn(|r| &rows[(first + r) * row_bytes..][..row_bytes]);
+            simd.dot_tile_float(ty, group, xs, &mut tile);
+            for (r, values) in tile.iter().enumerate() {
+                for (t, value) in values.iter().enumerate() {
+                    out[(first + r) * tokens + t0 + t] = *value;
+                }
+            }
+        }
+    }
+    (full_rows, full_tokens)
 }
 
 /// Runs `kernel(first_row, tokens' activations, tile)` over every whole tile of

@@ -99,6 +99,11 @@ impl QuantType {
         }
     }
 
+    /// Whether the weights are unquantized floats (F16, BF16, F32).
+    pub fn is_float(self) -> bool {
+        matches!(self, QuantType::F16 | QuantType::BF16 | QuantType::F32)
+    }
+
     /// Bytes of one row of `cols` weights; `None` when `cols` is not whole blocks.
     pub fn row_bytes(self, cols: usize) -> Option<usize> {
         (cols.is_multiple_of(self.block_elems()))

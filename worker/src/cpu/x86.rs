@@ -132,6 +132,25 @@ impl Simd {
 }
 
 impl Simd {
+    /// Dot products of `TILE_ROWS` rows of F16, BF16 or F32 weights (`ty`) with
+    /// `TILE_TOKENS` tokens' activations as [`float_activations`] writes them. Computed
+    /// in the order `dot_rows` uses, so equal to it bit for bit.
+    pub fn dot_tile_float(
+        self,
+        ty: QuantType,
+        rows: [&[u8]; TILE_ROWS],
+        xs: [&[f32]; TILE_TOKENS],
+        out: &mut [[f32; TILE_TOKENS]; TILE_ROWS],
+    ) {
+        // SAFETY: as in `dot`.
+        unsafe {
+            match self.0 {
+                Level::Avx2 => avx2::tile_float(ty, rows, xs, out),
+                Level::Avx512 => avx512::tile_float(ty, rows, xs, out),
+            }
+        }
+    }
+
     /// Dot products of `TILE_ROWS` Q8_0 rows with `TILE_TOKENS` tokens' activations, on
     /// the packed blocks: each weight block is loaded, made unsigned and its scale
     /// converted once for the tile's tokens. Computed in the order `dot_rows` uses, so
@@ -673,8 +692,8 @@ unsafe fn dot4_q5_1<P: Products>(rows: [&[u8]; ROWS_AT_ONCE], x: &[Q8Block], out
     }
 }
 
-/// Four rows of F16, BF16 or F32 weights (`F`) at once: each activation block is
-/// converted to floats once for the four.
+/// Four rows of F16, BF16 or F32 weights (`F`) at once, in `dot_float`'s order: each
+/// activation block is converted to floats once for the four.
 #[inline(always)]
 unsafe fn dot4_float<F: FloatWeights>(rows: [&[u8]; ROWS_AT_ONCE], x: &[Q8Block], out: &mut [f32]) {
     // SAFETY: called only from an entry point compiled with its set's features.
@@ -688,9 +707,10 @@ unsafe fn dot4_float<F: FloatWeights>(rows: [&[u8]; ROWS_AT_ONCE], x: &[Q8Block]
                 break;
             };
             let y = float_act(a);
-            let d = _mm256_set1_ps(a.d);
             for (r, w) in [w0, w1, w2, w3].into_iter().enumerate() {
-                acc[r] = _mm256_fmadd_ps(float_block::<F>(w, &y), d, acc[r]);
+                for (i, y) in y.iter().enumerate() {
+                    acc[r] = _mm256_fmadd_ps(F::load(w, i), *y, acc[r]);
+                }
             }
         }
         for r in 0..ROWS_AT_ONCE {
@@ -955,52 +975,90 @@ unsafe fn dot_q5k<P: Products>(row: &[u8], x: &[Q8Block]) -> f32 {
     }
 }
 
-/// F16, BF16 or F32 weights (`F`) times Q8 activations: each block's 32 products summed
-/// in floats, then scaled by the block's `d` in one fused add, as `dot4_float` does.
+/// F16, BF16 or F32 weights (`F`) times Q8 activations taken as floats (each value
+/// times its block's scale, as [`float_activations`] writes them): one fused add per
+/// eight weights into one sum of eight lanes, in weight order. `dot4_float` and
+/// `tile_float` add in the same order, so a prompt's results equal one token's.
 #[inline(always)]
 unsafe fn dot_float<F: FloatWeights>(row: &[u8], x: &[Q8Block]) -> f32 {
     // SAFETY: called only from an entry point compiled with its set's features.
     unsafe {
         let mut acc = _mm256_setzero_ps();
         for (w, a) in row.chunks_exact(F::BYTES).zip(x) {
-            let y = float_act(a);
-            acc = _mm256_fmadd_ps(float_block::<F>(w, &y), _mm256_set1_ps(a.d), acc);
+            for (i, y) in float_act(a).into_iter().enumerate() {
+                acc = _mm256_fmadd_ps(F::load(w, i), y, acc);
+            }
         }
         hsum(acc)
     }
 }
 
-/// An activation block's 32 bytes as four vectors of eight floats.
+/// An activation block as four vectors of eight floats, each value times the block's
+/// scale: the values [`float_activations`] writes.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn float_act(a: &Q8Block) -> [__m256; 4] {
+    let d = _mm256_set1_ps(a.d);
     std::array::from_fn(|i| {
         // SAFETY: `qs` is 32 bytes, so `8 * i..8 * i + 8` is inside it.
         let bytes = unsafe { _mm_loadl_epi64(a.qs[8 * i..].as_ptr().cast()) };
-        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes))
+        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)), d)
     })
 }
 
-/// One block's 32 weights times activations `y`, eight lane sums.
+/// Activations `x` as floats for `tile_float`, into `out`: each value times its block's
+/// scale, one rounding, the same values `float_act` makes.
+pub fn float_activations(x: &[Q8Block], out: &mut Vec<f32>) {
+    out.clear();
+    out.extend(
+        x.iter()
+            .flat_map(|a| a.qs.iter().map(move |&q| f32::from(q) * a.d)),
+    );
+}
+
+/// Two rows of F16, BF16 or F32 weights by four tokens' float activations (each
+/// covering the rows): each group of eight weights is converted once for the four
+/// tokens, and every product is added in `dot_float`'s order.
+// Block `b` of every token is indexed in the same loop, not one slice walked.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
-unsafe fn float_block<F: FloatWeights>(w: &[u8], y: &[__m256; 4]) -> __m256 {
+unsafe fn tile_float<F: FloatWeights>(
+    rows: [&[u8]; TILE_ROWS],
+    xs: [&[f32]; TILE_TOKENS],
+    out: &mut [[f32; TILE_TOKENS]; TILE_ROWS],
+) {
     // SAFETY: called only from an entry point compiled with its set's features.
     unsafe {
-        let w = F::load(w);
-        let mut sums = _mm256_mul_ps(w[0], y[0]);
-        for i in 1..4 {
-            sums = _mm256_fmadd_ps(w[i], y[i], sums);
+        const T: usize = TILE_TOKENS;
+        let mut acc = [[_mm256_setzero_ps(); T]; TILE_ROWS];
+        let [w0s, w1s] = rows.map(|r| r.chunks_exact(F::BYTES));
+        for (b, (w0, w1)) in w0s.zip(w1s).enumerate() {
+            for i in 0..4 {
+                let (v0, v1) = (F::load(w0, i), F::load(w1, i));
+                let at = b * 32 + i * 8;
+                for t in 0..T {
+                    let y = &xs[t][at..at + 8];
+                    // In bounds: `y` is eight floats.
+                    let y = _mm256_loadu_ps(y.as_ptr());
+                    acc[0][t] = _mm256_fmadd_ps(v0, y, acc[0][t]);
+                    acc[1][t] = _mm256_fmadd_ps(v1, y, acc[1][t]);
+                }
+            }
         }
-        sums
+        for r in 0..TILE_ROWS {
+            for t in 0..T {
+                out[r][t] = hsum(acc[r][t]);
+            }
+        }
     }
 }
 
-/// How a block of 32 unquantized weights becomes four vectors of eight floats.
+/// How a block of 32 unquantized weights becomes floats, eight at a time.
 trait FloatWeights {
     /// Bytes of a block.
     const BYTES: usize;
 
-    /// The block's weights (`w` holds at least `BYTES`).
-    unsafe fn load(w: &[u8]) -> [__m256; 4];
+    /// Weights `8 * i..8 * i + 8` (`i` < 4) of the block starting `w`.
+    unsafe fn load(w: &[u8], i: usize) -> __m256;
 }
 
 struct Halves;
@@ -1009,12 +1067,10 @@ impl FloatWeights for Halves {
     const BYTES: usize = 64;
 
     #[inline(always)]
-    unsafe fn load(w: &[u8]) -> [__m256; 4] {
-        assert!(w.len() >= 64);
-        // SAFETY: each load is 16 of the 64 bytes checked above; F16C is in every set.
-        std::array::from_fn(|i| unsafe {
-            _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(16 * i).cast()))
-        })
+    unsafe fn load(w: &[u8], i: usize) -> __m256 {
+        let eight = &w[16 * i..16 * i + 16];
+        // SAFETY: `eight` is 16 bytes; F16C is in every set.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(eight.as_ptr().cast())) }
     }
 }
 
@@ -1024,13 +1080,13 @@ impl FloatWeights for Bfloats {
     const BYTES: usize = 64;
 
     #[inline(always)]
-    unsafe fn load(w: &[u8]) -> [__m256; 4] {
-        assert!(w.len() >= 64);
+    unsafe fn load(w: &[u8], i: usize) -> __m256 {
+        let eight = &w[16 * i..16 * i + 16];
         // SAFETY: as in `Halves`; a bfloat16 is an f32's upper 16 bits.
-        std::array::from_fn(|i| unsafe {
-            let bits = _mm256_cvtepu16_epi32(_mm_loadu_si128(w.as_ptr().add(16 * i).cast()));
+        unsafe {
+            let bits = _mm256_cvtepu16_epi32(_mm_loadu_si128(eight.as_ptr().cast()));
             _mm256_castsi256_ps(_mm256_slli_epi32(bits, 16))
-        })
+        }
     }
 }
 
@@ -1040,10 +1096,10 @@ impl FloatWeights for Singles {
     const BYTES: usize = 128;
 
     #[inline(always)]
-    unsafe fn load(w: &[u8]) -> [__m256; 4] {
-        assert!(w.len() >= 128);
-        // SAFETY: each load is 32 of the 128 bytes checked above.
-        std::array::from_fn(|i| unsafe { _mm256_loadu_ps(w.as_ptr().add(32 * i).cast()) })
+    unsafe fn load(w: &[u8], i: usize) -> __m256 {
+        let eight = &w[32 * i..32 * i + 32];
+        // SAFETY: `eight` is 32 bytes.
+        unsafe { _mm256_loadu_ps(eight.as_ptr().cast()) }
     }
 }
 
@@ -1414,6 +1470,23 @@ macro_rules! entry_points {
             ) {
                 // SAFETY: as in `dot`.
                 unsafe { super::tile_q8_0::<$products>(rows, xs, out) }
+            }
+
+            #[target_feature(enable = $features)]
+            pub fn tile_float(
+                ty: QuantType,
+                rows: [&[u8]; TILE_ROWS],
+                xs: [&[f32]; TILE_TOKENS],
+                out: &mut [[f32; TILE_TOKENS]; TILE_ROWS],
+            ) {
+                // SAFETY: as in `dot`.
+                unsafe {
+                    match ty {
+                        QuantType::F16 => super::tile_float::<Halves>(rows, xs, out),
+                        QuantType::BF16 => super::tile_float::<Bfloats>(rows, xs, out),
+                        _ => super::tile_float::<Singles>(rows, xs, out),
+                    }
+                }
             }
 
             #[target_feature(enable = $features)]

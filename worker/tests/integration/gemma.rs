@@ -268,9 +268,10 @@ fn record_path(arch: &str) -> PathBuf {
 }
 
 /// The worst difference (of the spread) between the engine's logits and the record's,
-/// over every position, checking the argmax at each. The prompt runs token by token,
-/// then again as one chunk (the last position's logits).
-fn compare_with_record(gguf: &Path, record: &Record) -> f32 {
+/// over every position, checking the argmax at each, or with `near_ties` only where
+/// the record's best two logits are more than `TOLERANCE` of the spread apart. The
+/// prompt runs token by token, then again as one chunk (the last position's logits).
+fn compare_with_record(gguf: &Path, record: &Record, near_ties: bool) -> f32 {
     let loaded = model::load_with(gguf, &Device::Cpu, Engine::Auto).expect("load");
     assert!(
         loaded.model.info.engine.starts_with("cpu-"),
@@ -288,6 +289,9 @@ fn compare_with_record(gguf: &Path, record: &Record) -> f32 {
             gguf.display()
         );
         worst = worst.max(difference);
+        if near_ties && top_two_gap(expected) <= TOLERANCE {
+            continue;
+        }
         assert_eq!(
             argmax(&ours),
             argmax(expected),
@@ -298,8 +302,17 @@ fn compare_with_record(gguf: &Path, record: &Record) -> f32 {
     let whole = model.forward(&record.tokens, 0).expect("prompt");
     let last = record.logits.last().expect("a position");
     worst = worst.max(relative_difference(&whole, last));
-    assert_eq!(argmax(&whole), argmax(last));
+    if !near_ties || top_two_gap(last) > TOLERANCE {
+        assert_eq!(argmax(&whole), argmax(last));
+    }
     worst
+}
+
+/// How far apart the two largest logits are, as a share of the spread.
+fn top_two_gap(logits: &[f32]) -> f32 {
+    let mut sorted = logits.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    (sorted[0] - sorted[1]) / (sorted[0] - sorted[sorted.len() - 1])
 }
 
 /// Writes `arch`'s file, checks it is the one the record was made from and that the
@@ -328,7 +341,7 @@ fn check(arch: &str, extra: &[(&str, Value)]) -> f32 {
         record.tokens.len() > 2 * WINDOW as usize,
         "the prompt outgrows the window"
     );
-    compare_with_record(&gguf, &record)
+    compare_with_record(&gguf, &record, false)
 }
 
 #[test]
@@ -421,14 +434,16 @@ fn write_files_for_llama_cpp() {
 }
 
 /// Compares any file with a record made from it: `RBEE_LLAMA_CPP_CHECK=FILE.gguf:RECORD`
-/// (`bench/llama_cpp_logits.py FILE.gguf PROMPT.txt RECORD` makes the record).
+/// (`bench/llama_cpp_logits.py FILE.gguf PROMPT.txt RECORD` makes the record). Deep
+/// models of random weights give nearly flat logits, whose best two llama.cpp itself
+/// swaps against an unrounded computation, so near ties are not held to one argmax.
 #[test]
 #[ignore = "compares a file named in RBEE_LLAMA_CPP_CHECK with llama.cpp's record of it"]
 fn a_named_file_gives_llama_cpps_logits() {
     let check = std::env::var("RBEE_LLAMA_CPP_CHECK").expect("RBEE_LLAMA_CPP_CHECK");
     let (gguf, record) = check.rsplit_once(':').expect("FILE.gguf:RECORD");
     let record = Record::read(Path::new(record));
-    let worst = compare_with_record(Path::new(gguf), &record);
+    let worst = compare_with_record(Path::new(gguf), &record, true);
     eprintln!("{gguf}: worst difference {worst:.5} of the spread");
     assert!(worst < TOLERANCE, "{worst}");
 }

@@ -84,8 +84,7 @@ fn candle_would_be_wrong(architecture: &str, content: &gguf_file::Content) -> Op
         // CPU engine runs these files.
         return Some(
             "candle's Gemma models compute otherwise than llama.cpp, and the worker's CPU \
-             engine runs Gemma only on `--device cpu` with Q4_1, Q5_0, Q8_0, Q4_K or Q6_K \
-             matrices",
+             engine runs Gemma only on `--device cpu`, where it handles every tensor's type",
         );
     }
     let scaled = content

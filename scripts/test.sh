@@ -10,6 +10,13 @@ cd "$repo"
 "$repo/scripts/fetch-test-model.sh" >/dev/null
 "$repo/scripts/setup-test-tools.sh"
 
+# The lab's Debian 11 host (a debootstrap root, made once into .rbee-cache/roots) and
+# the portable agent and worker it runs (cargo-zigbuild against glibc 2.17, in the test
+# profile, into target/portable-bin): made here so their time shows apart from the
+# tests', which find them ready.
+"$repo/lab/debian-root.sh" bullseye >/dev/null
+RBEE_PROFILE=dev "$repo/scripts/release.sh" "$repo/target/portable-bin" >/dev/null
+
 # nextest builds every package's binaries along with the tests (the process tests run
 # them from target/debug), all with one feature resolution, so nothing is compiled
 # twice; a separate `cargo build --bins` would resolve features without the

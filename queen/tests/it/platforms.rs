@@ -1,6 +1,8 @@
 //! Hives as they come: one whose C library is older than the binaries need is refused
 //! before anything is pushed, each hive's OS, architecture and C library are reported,
-//! and a hive whose SSH user is not root works end to end within its home directory.
+//! a hive whose SSH user is not root works end to end within its home directory, and a
+//! Debian 11 hive (glibc 2.31) runs the main path on the portable binaries the queen
+//! holds beside its own build.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -10,7 +12,7 @@ use rbee_protocol::{JobEvent, OperationResult};
 use serde_json::{Value, json};
 
 use crate::hives::{queen, recap, rows, terminal};
-use crate::support::{Lab, bin_dir, start_queen_on, test_model};
+use crate::support::{Lab, bin_dir, repo, start_queen_on, test_model};
 use crate::workers::{MODEL, config};
 
 /// The newest `GLIBC_x.y` that `objdump` finds in a binary's version needs.
@@ -280,4 +282,129 @@ fn owner_uid(path: &Path) -> u32 {
     std::fs::metadata(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .uid()
+}
+
+/// Runs a repository script that prints a path on its last line, and returns the path.
+fn script_output(script: &str, args: &[&str], env: &[(&str, &str)]) -> PathBuf {
+    let out = std::process::Command::new(repo().join(script))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("script runs");
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    PathBuf::from(stdout.lines().last().expect("a path").trim())
+}
+
+/// A queen bin_dir as `scripts/release.sh` and a build leave it: this machine's own
+/// build (needing its glibc) in the directory, the portable build (glibc 2.17) in
+/// `x86_64-unknown-linux-gnu/`. The test command makes both beforehand; run alone, the
+/// test makes what is missing (minutes, once).
+fn bin_dir_with_portable_set(dir: &Path) -> PathBuf {
+    let portable = script_output(
+        "scripts/release.sh",
+        &[&repo().join("target/portable-bin").display().to_string()],
+        &[("RBEE_PROFILE", "dev")],
+    );
+    for name in ["rbee-hive", "llm-worker-rbee"] {
+        std::os::unix::fs::symlink(bin_dir().join(name), dir.join(name)).expect("symlink");
+    }
+    let target = portable.file_name().expect("a target directory");
+    std::os::unix::fs::symlink(&portable, dir.join(target)).expect("symlink");
+    portable
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_debian_11_hive_runs_the_main_path_on_the_portable_binaries() {
+    let root = script_output("lab/debian-root.sh", &["bullseye"], &[]);
+    let lab = Lab::unstarted();
+    let host = lab.dir.path().join("hosts/hive-1");
+    std::fs::create_dir_all(&host).expect("host dir");
+    std::fs::write(host.join("root"), format!("{}\n", root.display())).expect("root file");
+    lab.script(&["up", "1"]);
+    let bins = tempfile::tempdir().expect("bin dir");
+    let portable = bin_dir_with_portable_set(bins.path());
+    let state_dir = tempfile::tempdir().expect("state dir");
+    let mut config = config(state_dir.path());
+    config.queen.bin_dir = Some(bins.path().to_path_buf());
+    let queen = start_queen_on(config, lab.inventory(None), "0.0.0.0:0").await;
+
+    let installed = queen
+        .run(json!({"operation": "hive_install", "hive_id": "hive-1"}))
+        .await;
+    assert_eq!(terminal(&installed), &JobEvent::Done, "{installed:#?}");
+    assert_eq!(recap(&installed), rows(&[("hive-1", "changed")]));
+    // The hive's glibc is older than this machine's build needs, so the portable set
+    // went, and the operator is told so.
+    let debian = Libc::from_probe("glibc 2.31");
+    let said = |events: &[(Instant, JobEvent)], text: &str| {
+        events.iter().any(|(_, e)| format!("{e:?}").contains(text))
+    };
+    assert!(
+        said(
+            &installed,
+            "cannot run the queen's own build; using bin_dir/x86_64-unknown-linux-gnu: x86_64, glibc 2.17 or newer"
+        ),
+        "{installed:#?}"
+    );
+    let upper = host.join("upper/root/.rbee/bin");
+    for name in ["rbee-hive", "llm-worker-rbee"] {
+        let pushed = std::fs::read(upper.join(name)).expect("pushed binary");
+        let built = std::fs::read(portable.join(name)).expect("portable binary");
+        assert!(
+            pushed == built,
+            "{name} on the hive is not the portable build"
+        );
+    }
+
+    let started = queen
+        .run(json!({"operation": "hive_start", "hive_id": "hive-1"}))
+        .await;
+    assert_eq!(terminal(&started), &JobEvent::Done, "{started:#?}");
+    let status = queen
+        .run(json!({"operation": "hive_status", "hive_id": "hive-1"}))
+        .await;
+    assert_eq!(
+        platforms(&status),
+        vec![(
+            "hive-1".to_owned(),
+            "linux".to_owned(),
+            "x86_64".to_owned(),
+            debian.clone()
+        )],
+        "{status:#?}"
+    );
+    let pushed = queen
+        .run(json!({"operation": "model_push", "hive_id": "hive-1",
+                     "path": test_model().display().to_string()}))
+        .await;
+    assert_eq!(terminal(&pushed), &JobEvent::Done, "{pushed:#?}");
+    let spawned = queen
+        .run(json!({"operation": "worker_spawn", "hive_id": "hive-1",
+                     "model": MODEL, "device": "cpu"}))
+        .await;
+    assert_eq!(terminal(&spawned), &JobEvent::Done, "{spawned:#?}");
+    let answer = queen
+        .run(json!({
+            "operation": "infer",
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+            "max_tokens": 8,
+            "temperature": 0.0,
+        }))
+        .await;
+    assert_eq!(terminal(&answer), &JobEvent::Done, "{answer:#?}");
+    let text: String = answer
+        .iter()
+        .filter_map(|(_, e)| match e {
+            JobEvent::Token { t, .. } => Some(t.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(text.contains("Paris"), "{text}");
+    queen.stop().await;
 }

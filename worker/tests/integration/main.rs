@@ -8,5 +8,6 @@ mod families;
 mod gemma;
 mod http;
 mod load_errors;
+mod portable;
 mod support;
 mod tokenizer_ids;

@@ -41,8 +41,18 @@ pub struct Worker {
 impl Worker {
     /// Starts the worker on a free port and waits until it listens.
     pub fn start(queen_url: &str, token: Option<&str>, extra: &[&str]) -> Worker {
+        Worker::start_binary(Path::new(WORKER_BIN), queen_url, token, extra)
+    }
+
+    /// [`Worker::start`] with another build of the worker.
+    pub fn start_binary(
+        binary: &Path,
+        queen_url: &str,
+        token: Option<&str>,
+        extra: &[&str],
+    ) -> Worker {
         let model = model_path();
-        let mut command = Command::new(WORKER_BIN);
+        let mut command = Command::new(binary);
         command
             .args([
                 "--worker-id",

@@ -216,12 +216,13 @@ pub fn recap(rows: &[RecapRow]) -> String {
 /// `root@10.251.1.2:22, linux/x86_64, host key SHA256:…; ~/.rbee writable, 12.0 GiB free`.
 pub fn probe(probe: &HiveProbe) -> String {
     format!(
-        "{}@{}:{}, {}/{}, host key {}; {} {}, {}",
+        "{}@{}:{}, {}/{}, {}, host key {}; {} {}, {}",
         probe.user,
         probe.host,
         probe.port,
         probe.os,
         probe.arch,
+        probe.libc,
         probe.fingerprint,
         probe.install_dir,
         if probe.writable {

@@ -35,6 +35,9 @@ pub struct HiveProbe {
     /// The platform in Rust's names (`linux`, `x86_64`), as `hive install` compares it.
     pub os: String,
     pub arch: String,
+    /// The C library, as `hive install` judges it (absent from older queens' probes).
+    #[serde(default)]
+    pub libc: crate::platform::Libc,
     /// The install directory as the hive's shell expands it.
     pub install_dir: String,
     /// Whether the install directory exists (or could be made) and is writable.

@@ -229,19 +229,6 @@ impl Binaries {
     pub fn bin_dir(&self) -> &Path {
         &self.bin_dir
     }
-
-    /// The architectures the sets are for, each once, in the sets' order.
-    pub fn archs(&self) -> Vec<&str> {
-        let mut archs: Vec<&str> = Vec::new();
-        for set in &self.sets {
-            for (_, needs) in &set.needs {
-                if !archs.contains(&needs.arch.as_str()) {
-                    archs.push(&needs.arch);
-                }
-            }
-        }
-        archs
-    }
 }
 
 fn prepare(dir: &Path, forms_dir: &Path) -> Result<Vec<LocalBinary>, ErrorDetail> {
@@ -320,7 +307,6 @@ mod tests {
             picked("aarch64", "glibc 2.36"),
             Ok("bin_dir/aarch64-unknown-linux-gnu: aarch64, glibc 2.17 or newer".to_owned())
         );
-        assert_eq!(binaries.archs(), ["x86_64", "aarch64"]);
 
         // Nothing fits: the own set's refusal, with every set named in the hint.
         let refused = picked("x86_64", "glibc 2.12").expect_err("too old for all");
@@ -372,7 +358,7 @@ mod tests {
         std::fs::copy(&exe, dir.path().join("half/rbee-hive")).expect("copy");
         let binaries = Binaries::scan(dir.path().to_path_buf(), &forms).expect("one set");
         assert_eq!(binaries.sets.len(), 1);
-        assert_eq!(binaries.archs(), [std::env::consts::ARCH]);
+        assert_eq!(binaries.sets[0].needs[0].1.arch, std::env::consts::ARCH);
         assert!(!binaries.sets[0].is_in(binaries.bin_dir()));
     }
 }

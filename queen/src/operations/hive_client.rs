@@ -276,8 +276,11 @@ impl<'a> HiveClient<'a> {
     async fn run_candidate_probe(&self) -> Result<HiveProbe, HiveError> {
         let started = Instant::now();
         let script = shell::script(
-            &[("d", Value::Path(&self.host.hive.install_dir))],
-            "printf 'uname=%s\\n' \"$(uname -sm)\"; mkdir -p \"$d\" 2>/dev/null; \
+            &[
+                ("d", Value::Path(&self.host.hive.install_dir)),
+                ("q", Value::Word(LIBC_PROBE)),
+            ],
+            "printf 'uname=%s\\n' \"$(uname -sm)\"; printf 'libc=%s\\n' \"$(eval \"$q\")\"; mkdir -p \"$d\" 2>/dev/null; \
              printf 'dir=%s\\n' \"$(cd \"$d\" 2>/dev/null && pwd)\"; \
              if [ -d \"$d\" ] && [ -w \"$d\" ]; then echo writable=yes; else echo writable=no; fi; \
              printf 'avail_kb=%s\\n' \"$(df -Pk \"$d\" 2>/dev/null | awk 'NR==2 {print $4}')\"",
@@ -325,6 +328,7 @@ impl<'a> HiveClient<'a> {
             fingerprint,
             os,
             arch,
+            libc: Libc::from_probe(&field("libc")),
             install_dir: if dir.is_empty() {
                 self.host.hive.install_dir.clone()
             } else {

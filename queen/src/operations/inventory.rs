@@ -19,6 +19,7 @@ use rbee_protocol::{ErrorCode, ErrorDetail, Level, OperationResult};
 use super::binaries::Binaries;
 use super::fan_out::HostContext;
 use super::hive_client::HiveClient;
+use super::runnable::{HivePlatform, Unsettled};
 use super::{JobContext, OpResult};
 
 /// Below this much free disk at the install directory, `hive_probe` warns: one small
@@ -62,23 +63,26 @@ pub async fn probe(ctx: &JobContext, alias: &str, spec: &HiveSpec, accept: bool)
             probe.user, probe.host, probe.port, probe.fingerprint
         ),
     );
-    // The C library is judged at `hive install`, which asks for it; the architecture
-    // already tells whether any of the queen's binary sets could run there.
+    // Judged as `hive install` will judge it: against every binary set the queen holds.
     if let Ok(binaries) = Binaries::find(ctx).await {
-        let archs = binaries.archs();
-        if probe.os != "linux" || !archs.iter().any(|a| *a == probe.arch) {
-            host.narrate(
+        let platform = HivePlatform {
+            alias,
+            os: &probe.os,
+            arch: &probe.arch,
+            libc: &probe.libc,
+        };
+        match binaries.pick(&platform) {
+            Ok((_, Some(Unsettled(note)))) => host.narrate(Level::Warn, "probe", note),
+            Ok((_, None)) => {}
+            Err(refusal) => host.narrate(
                 Level::Warn,
                 "probe",
                 format!(
-                    "{alias} is {}/{}, but this queen's binaries are for linux/{}: `hive install` needs binaries built for {}/{} in the queen's bin_dir (scripts/release.sh)",
-                    probe.os,
-                    probe.arch,
-                    archs.join(", linux/"),
-                    probe.os,
-                    probe.arch
+                    "`hive install` will refuse it: {} ({})",
+                    refusal.message.trim_end_matches("; nothing was pushed"),
+                    refusal.hint.unwrap_or_default()
                 ),
-            );
+            ),
         }
     }
     if let Some(free) = probe.free_disk_bytes.filter(|&free| free < LOW_DISK_BYTES) {

@@ -261,6 +261,7 @@ mod tests {
         let needs = elf::Needs {
             arch: arch.to_owned(),
             glibc: glibc.and_then(GlibcVersion::parse),
+            interpreter: None,
         };
         BinarySet {
             dir: PathBuf::from(dir),

@@ -1,10 +1,11 @@
 //! What a binary needs of the machine that runs it, read from its own ELF headers: the
-//! architecture it is built for (`e_machine`) and the newest glibc it links against
+//! architecture it is built for (`e_machine`), the newest glibc it links against
 //! (the highest `GLIBC_x.y` among its version needs, `.gnu.version_r`, whose names
-//! are in the string table that section links to). `hive install` compares both with
-//! the hive before pushing.
+//! are in the string table that section links to) and its program interpreter
+//! (`PT_INTERP`: the dynamic loader, `ld-musl-*` for a dynamically linked musl
+//! binary). `hive install` compares them with the hive before pushing.
 //!
-//! Only the headers and those two sections are read, each checked against the file's
+//! Only the headers, the program header table and those sections are read, each checked against the file's
 //! size first: a damaged or foreign file is an [`ElfError`], never a panic or a huge
 //! allocation.
 
@@ -36,7 +37,26 @@ pub enum ElfError {
 pub struct Needs {
     pub arch: String,
     pub glibc: Option<GlibcVersion>,
+    /// The dynamic loader it names (`/lib64/ld-linux-x86-64.so.2`,
+    /// `/lib/ld-musl-x86_64.so.1`); `None` for a static binary.
+    pub interpreter: Option<String>,
 }
+
+impl Needs {
+    /// Whether it is linked dynamically against musl, so only a musl hive runs it.
+    pub fn dynamic_musl(&self) -> bool {
+        self.interpreter.as_deref().is_some_and(|path| {
+            path.rsplit('/')
+                .next()
+                .is_some_and(|f| f.starts_with("ld-musl"))
+        })
+    }
+}
+
+/// `PT_INTERP`: the program header naming the dynamic loader.
+const PT_INTERP: u32 = 3;
+/// The longest interpreter path read; a longer one is a damaged file.
+const MAX_INTERPRETER: u64 = 4096;
 
 /// Reads the needs of the file at `path`.
 pub fn read(path: &Path) -> Result<Needs, ElfError> {
@@ -70,11 +90,35 @@ fn needs(len: u64, read_at: &mut ReadAt<'_>) -> Result<Needs, ElfError> {
         return Err(ElfError::NotElf);
     }
     let header = Header::parse(&read(0, 64, "header")?)?;
+    let interpreter = match header.program_count {
+        0 => None,
+        count => {
+            let table = read(
+                header.program_offset,
+                u64::from(header.program_size) * u64::from(count),
+                "program header table out of the file",
+            )?;
+            let mut found = None;
+            for entry in table.chunks_exact(usize::from(header.program_size)) {
+                let (kind, offset, size) = header.program(entry)?;
+                if kind == PT_INTERP {
+                    if size > MAX_INTERPRETER {
+                        return Err(ElfError::Damaged("interpreter path too long"));
+                    }
+                    let bytes = read(offset, size, "interpreter out of the file")?;
+                    found = Some(string_at(&bytes, 0)?.to_owned());
+                    break;
+                }
+            }
+            found
+        }
+    };
     if header.section_count == 0 {
         // No sections: nothing names a version (a fully stripped or static file).
         return Ok(Needs {
             arch: arch_name(header.machine, header.wide),
             glibc: None,
+            interpreter,
         });
     }
     let table = read(
@@ -101,6 +145,7 @@ fn needs(len: u64, read_at: &mut ReadAt<'_>) -> Result<Needs, ElfError> {
     Ok(Needs {
         arch: arch_name(header.machine, header.wide),
         glibc: newest,
+        interpreter,
     })
 }
 
@@ -112,6 +157,9 @@ struct Header {
     section_offset: u64,
     section_size: u16,
     section_count: u16,
+    program_offset: u64,
+    program_size: u16,
+    program_count: u16,
 }
 
 struct Section {
@@ -143,6 +191,9 @@ impl Header {
             section_offset: 0,
             section_size: 0,
             section_count: 0,
+            program_offset: 0,
+            program_size: 0,
+            program_count: 0,
         };
         let (offset, size, count) = if wide {
             (header.u64(bytes, 0x28)?, 0x3a, 0x3c)
@@ -155,12 +206,42 @@ impl Header {
         if section_count > 0 && section_size < minimum {
             return Err(ElfError::Damaged("section entries too small"));
         }
+        let (program_offset, program_size, program_count) = if wide {
+            (header.u64(bytes, 0x20)?, 0x36, 0x38)
+        } else {
+            (u64::from(header.u32(bytes, 0x1c)?), 0x2a, 0x2c)
+        };
+        let program_size = header.u16(bytes, program_size)?;
+        let program_count = header.u16(bytes, program_count)?;
+        if program_count > 0 && program_size < if wide { 56 } else { 32 } {
+            return Err(ElfError::Damaged("program header entries too small"));
+        }
         Ok(Header {
             machine: header.u16(bytes, 18)?,
             section_offset: offset,
             section_size,
             section_count,
+            program_offset,
+            program_size,
+            program_count,
             ..header
+        })
+    }
+
+    /// A program header's type, file offset and size in the file.
+    fn program(&self, entry: &[u8]) -> Result<(u32, u64, u64), ElfError> {
+        Ok(if self.wide {
+            (
+                self.u32(entry, 0)?,
+                self.u64(entry, 8)?,
+                self.u64(entry, 32)?,
+            )
+        } else {
+            (
+                self.u32(entry, 0)?,
+                u64::from(self.u32(entry, 4)?),
+                u64::from(self.u32(entry, 16)?),
+            )
         })
     }
 
@@ -354,6 +435,57 @@ mod tests {
         assert_eq!(none.glibc, None);
     }
 
+    /// `file` with a program header table of one `PT_INTERP` naming `path`.
+    fn with_interpreter(mut file: Vec<u8>, path: &str) -> Vec<u8> {
+        let at = file.len() as u64;
+        file.extend_from_slice(path.as_bytes());
+        file.push(0);
+        let table_at = file.len() as u64;
+        let mut entry = vec![0u8; 56];
+        entry[..4].copy_from_slice(&PT_INTERP.to_le_bytes());
+        entry[8..16].copy_from_slice(&at.to_le_bytes());
+        entry[32..40].copy_from_slice(&(path.len() as u64 + 1).to_le_bytes());
+        file.extend(entry);
+        file[0x20..0x28].copy_from_slice(&table_at.to_le_bytes());
+        file[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        file[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
+        file
+    }
+
+    #[test]
+    fn the_interpreter_tells_a_dynamic_musl_binary_from_a_glibc_one() {
+        let musl = with_interpreter(
+            elf_with_versions(&[("libgcc_s.so.1", &["GCC_3.0"])]),
+            "/lib/ld-musl-x86_64.so.1",
+        );
+        let needs = parse(&musl).expect("parses");
+        assert_eq!(
+            needs.interpreter.as_deref(),
+            Some("/lib/ld-musl-x86_64.so.1")
+        );
+        assert!(needs.dynamic_musl());
+        assert_eq!(needs.glibc, None);
+        let glibc = with_interpreter(
+            elf_with_versions(&[("libc.so.6", &["GLIBC_2.17"])]),
+            "/lib64/ld-linux-x86-64.so.2",
+        );
+        let needs = parse(&glibc).expect("parses");
+        assert!(!needs.dynamic_musl());
+        assert_eq!(needs.glibc, GlibcVersion::parse("2.17"));
+        // No program headers: a static binary names no loader.
+        let none = parse(&elf_with_versions(&[("libc.so.6", &["GLIBC_2.17"])])).expect("ok");
+        assert_eq!(none.interpreter, None);
+        // Damage in the program headers is an error, not a panic.
+        for cut in 0..musl.len() {
+            let _ = parse(&musl[..cut]);
+        }
+        for at in 0..musl.len() {
+            let mut bad = musl.clone();
+            bad[at] = 0xff;
+            let _ = parse(&bad);
+        }
+    }
+
     #[test]
     fn this_test_binary_reads_as_what_objdump_says_it_needs() {
         let exe = std::env::current_exe().expect("exe");
@@ -371,6 +503,11 @@ mod tests {
             .max();
         assert!(newest.is_some(), "a glibc build names glibc versions");
         assert_eq!(needs.glibc, newest);
+        assert!(!needs.dynamic_musl());
+        let interpreter = needs
+            .interpreter
+            .expect("a dynamic executable names its loader");
+        assert!(interpreter.contains("/ld-linux"), "{interpreter}");
     }
 
     #[test]

@@ -50,6 +50,30 @@ pub fn check(
                 ),
             ));
         }
+        if needs.dynamic_musl() {
+            match hive.libc {
+                Libc::Musl { .. } => {}
+                Libc::Unknown => {
+                    unsettled.get_or_insert_with(|| {
+                        Unsettled(format!(
+                            "{alias} did not say which C library it has; {name} is linked against musl"
+                        ))
+                    });
+                }
+                other => {
+                    return Err(refusal(
+                        format!(
+                            "{alias}'s C library is {other}, but {name} is linked dynamically against musl; nothing was pushed"
+                        ),
+                        format!(
+                            "build static binaries (--target {}-unknown-linux-musl with static linking) or glibc ones, and set bin_dir under [queen] in config.toml to them",
+                            needs.arch
+                        ),
+                    ));
+                }
+            }
+            continue;
+        }
         let Some(needed) = needs.glibc else {
             continue;
         };
@@ -103,6 +127,7 @@ mod tests {
         Needs {
             arch: arch.to_owned(),
             glibc: glibc.and_then(GlibcVersion::parse),
+            interpreter: glibc.map(|_| "/lib64/ld-linux-x86-64.so.2".to_owned()),
         }
     }
 
@@ -174,6 +199,28 @@ mod tests {
             .expect("goes on")
             .expect("noted");
         assert!(unsettled.0.contains("needs glibc 2.34"), "{}", unsettled.0);
+        // Linked dynamically against musl: a musl hive only.
+        let dynamic_musl = Needs {
+            interpreter: Some("/lib/ld-musl-x86_64.so.1".to_owned()),
+            ..needs("x86_64", None)
+        };
+        let glibc = Libc::from_probe("glibc 2.36");
+        let refused =
+            check(&hive("x86_64", &glibc), &[("w", &dynamic_musl)]).expect_err("glibc hive");
+        assert_eq!(
+            refused.message,
+            "h1's C library is glibc 2.36, but w is linked dynamically against musl; nothing was pushed"
+        );
+        let musl = Libc::from_probe("musl libc (x86_64) Version 1.2.4");
+        assert_eq!(
+            check(&hive("x86_64", &musl), &[("w", &dynamic_musl)]),
+            Ok(None)
+        );
+        assert!(
+            check(&hive("x86_64", &Libc::Unknown), &[("w", &dynamic_musl)])
+                .expect("goes on")
+                .is_some()
+        );
         let fully_static = needs("x86_64", None);
         let musl = Libc::Musl { version: None };
         assert_eq!(

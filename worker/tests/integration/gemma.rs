@@ -41,8 +41,9 @@ const PROMPT: &str =
 /// Both engines round activations to 8 bits before each product (llama.cpp also keeps
 /// keys and values in f16 and looks GELU up in an f16 table). Measured: at most 0.5%
 /// (gemma), 1.6% (gemma2, gemma3), with the same argmax at every position; a float64
-/// computation of the same graph without rounding is as far from either (0.5%, 1.9%,
-/// 1.6% from llama.cpp's). A missing window or soft cap differs by 11% or more.
+/// computation of the same graph without rounding (`bench/gemma_reference.py`) is as
+/// far from either (0.5%, 1.9%, 1.6% from llama.cpp's). A missing window or soft cap
+/// differs by 11% or more.
 const TOLERANCE: f32 = 0.025;
 
 const GENERATIONS: &[&str] = &["gemma", "gemma2", "gemma3"];

@@ -6,8 +6,9 @@
 #   THREADS=4 PROFILE=dev scripts/bench-worker.sh
 #   QUANT=Q8_0 scripts/bench-worker.sh # the test model requantized (also Q4_K_M)
 #   RBEE_WORKER_ENGINE=candle scripts/bench-worker.sh  # the worker on candle's kernels
-#   ARCH=qwen2 scripts/bench-worker.sh  # a random-weight qwen2 (or qwen3) of a real
-#                                       # model's shape, Q8_0 (bench/make_random_model.py)
+#   ARCH=qwen2 scripts/bench-worker.sh  # a random-weight qwen2 (or qwen3, gemma2,
+#                                       # gemma3) of a real model's shape, Q8_0
+#                                       # (bench/make_random_model.py)
 #
 # llama-cpp-python is built from source once (about 15 minutes on 2 cores) into
 # .rbee-cache/llama-venv and reused afterwards.

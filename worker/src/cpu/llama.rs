@@ -1233,3 +1233,155 @@ impl<R: Read + Seek> TensorReader<'_, R> {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use candle_core::quantized::gguf_file::{Content, Value, VersionedMagic};
+
+    use super::*;
+
+    /// Metadata of a small `arch` file with `layers` layers and `extra` keys (under the
+    /// architecture's prefix).
+    fn content(arch: &str, layers: u32, extra: &[(&str, Value)]) -> Content {
+        let key = |name: &str| format!("{arch}.{name}");
+        let mut metadata: HashMap<String, Value> = [
+            (
+                "general.architecture".to_owned(),
+                Value::String(arch.into()),
+            ),
+            (key("embedding_length"), Value::U32(512)),
+            (key("block_count"), Value::U32(layers)),
+            (key("feed_forward_length"), Value::U32(1024)),
+            (key("attention.head_count"), Value::U32(4)),
+            (key("attention.head_count_kv"), Value::U32(2)),
+            (key("attention.key_length"), Value::U32(256)),
+            (key("attention.layer_norm_rms_epsilon"), Value::F32(1e-6)),
+            (key("rope.freq_base"), Value::F32(1_000_000.0)),
+        ]
+        .into_iter()
+        .collect();
+        for (name, value) in extra {
+            metadata.insert(key(name), value.clone());
+        }
+        Content {
+            magic: VersionedMagic::GgufV3,
+            metadata,
+            tensor_infos: HashMap::new(),
+            tensor_data_offset: 0,
+        }
+    }
+
+    fn windows(attention: &[LayerAttention]) -> Vec<Option<usize>> {
+        attention.iter().map(|a| a.window).collect()
+    }
+
+    #[test]
+    fn gemma2_windows_every_other_layer_from_the_first() {
+        let (config, attention) = read_config(&content("gemma2", 4, &[]), 8192).expect("config");
+        // Gemma 2's window when the file names none, and its caps.
+        let w = Some(4096);
+        assert_eq!(windows(&attention), [w, None, w, None]);
+        assert_eq!(config.attention_cap, Some(50.0));
+        assert_eq!(config.output_cap, Some(30.0));
+        // Windowed layers rotate as the global ones when the file says nothing else.
+        assert!(attention.iter().all(|a| a.rope == attention[1].rope));
+        // Global layers see the whole context.
+        assert_eq!(config.max_positions, 8192);
+    }
+
+    #[test]
+    fn gemma3_windows_five_layers_in_six_with_their_own_rotation() {
+        let extra = [
+            ("attention.sliding_window", Value::U32(512)),
+            ("rope.scaling.type", Value::String("linear".into())),
+            ("rope.scaling.factor", Value::F32(8.0)),
+        ];
+        let (config, attention) = read_config(&content("gemma3", 7, &extra), 4096).expect("config");
+        let w = Some(512);
+        assert_eq!(windows(&attention), [w, w, w, w, w, None, w]);
+        let local = RopeScaling {
+            base: 10000.0,
+            position_scale: 1.0,
+        };
+        let global = RopeScaling {
+            base: 1_000_000.0,
+            position_scale: 0.125,
+        };
+        assert_eq!(attention[0].rope, local);
+        assert_eq!(attention[5].rope, global);
+        assert_eq!(config.attention_cap, None);
+        assert_eq!(config.output_cap, None, "only where the file sets one");
+        // Without a window every layer is global.
+        let (_, attention) = read_config(&content("gemma3", 7, &[]), 4096).expect("config");
+        assert_eq!(windows(&attention), [None; 7]);
+    }
+
+    #[test]
+    fn a_window_pattern_in_the_file_overrides_the_default() {
+        let flags = Value::Array([true, false, false].map(Value::Bool).to_vec());
+        let extra = [
+            ("attention.sliding_window", Value::U32(16)),
+            ("attention.sliding_window_pattern", flags),
+        ];
+        let (_, attention) = read_config(&content("gemma3", 3, &extra), 64).expect("config");
+        assert_eq!(windows(&attention), [Some(16), None, None]);
+        let extra = [
+            ("attention.sliding_window", Value::U32(16)),
+            ("attention.sliding_window_pattern", Value::U32(3)),
+        ];
+        let (_, attention) = read_config(&content("gemma2", 4, &extra), 64).expect("config");
+        assert_eq!(windows(&attention), [Some(16), Some(16), None, Some(16)]);
+        // One flag per layer or none: a wrong count names the key.
+        let short = Value::Array(vec![Value::Bool(true)]);
+        let extra = [
+            ("attention.sliding_window", Value::U32(16)),
+            ("attention.sliding_window_pattern", short),
+        ];
+        let error = read_config(&content("gemma3", 3, &extra), 64).expect_err("refused");
+        assert!(
+            error
+                .to_string()
+                .contains("gemma3.attention.sliding_window_pattern"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn gemma_scales_queries_by_the_head_width_except_in_the_27b_models() {
+        let (config, _) = read_config(&content("gemma2", 4, &[]), 64).expect("config");
+        assert_eq!(config.query_scale, 1.0 / 256f32.sqrt());
+        // Gemma 2 27B (46 layers) and Gemma 3 27B (62): embedding / heads = 128.
+        for (arch, layers) in [("gemma2", 46), ("gemma3", 62)] {
+            let (config, _) = read_config(&content(arch, layers, &[]), 64).expect("config");
+            assert_eq!(config.query_scale, 1.0 / 128f32.sqrt(), "{arch}");
+        }
+        let (config, _) = read_config(&content("gemma3", 62, &[]), 64).expect("config");
+        assert_eq!(config.embedding_scale, Some(512f32.sqrt()));
+        assert_eq!(config.activation, Activation::Gelu);
+    }
+
+    #[test]
+    fn a_missing_key_is_named() {
+        let mut gemma = content("gemma2", 4, &[]);
+        gemma.metadata.remove("gemma2.attention.head_count_kv");
+        let error = read_config(&gemma, 64).expect_err("refused");
+        assert!(
+            error.to_string().contains("gemma2.attention.head_count_kv"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn soft_caps_bend_large_values_only() {
+        let mut x = [0.1, -0.1, 100.0, -100.0];
+        soft_cap(&mut x, 30.0);
+        assert!((x[0] - 0.1).abs() < 1e-5 && (x[1] + 0.1).abs() < 1e-5);
+        assert!(x[2] < 30.0 && x[2] > 29.0 && x[3] > -30.0);
+        // GELU's tanh approximation at a few points (ggml's `ggml_gelu_f32`).
+        assert_eq!(gelu(0.0), 0.0);
+        assert!((gelu(1.0) - 0.841_192).abs() < 1e-5);
+        assert!((gelu(-3.0) + 0.003_637).abs() < 1e-5);
+    }
+}

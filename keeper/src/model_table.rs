@@ -11,7 +11,7 @@ pub fn render(entries: &[ModelEntry]) -> String {
     let rows: Vec<Vec<String>> = entries.iter().map(row).collect();
     crate::table::rows(
         &[
-            "id", "size", "arch", "params", "quant", "context", "chat", "problem",
+            "id", "size", "arch", "params", "quant", "context", "chat", "engine", "problem",
         ],
         &rows,
     )
@@ -28,6 +28,7 @@ fn row(entry: &ModelEntry) -> Vec<String> {
         or_dash(meta.and_then(|m| m.quantization.clone())),
         or_dash(meta.and_then(|m| m.context_length.map(|c| c.to_string()))),
         or_dash(meta.map(|m| if m.chat_template { "yes" } else { "no" }.to_owned())),
+        or_dash(entry.engine.clone()),
         or_dash(entry.problem.clone()),
     ]
 }
@@ -79,6 +80,7 @@ mod tests {
                     ..ModelMetadata::default()
                 }),
                 problem: None,
+                engine: Some("cpu-avx2".to_owned()),
             },
             ModelEntry {
                 id: "local:bad.gguf".to_owned(),
@@ -87,6 +89,7 @@ mod tests {
                 size: 10,
                 metadata: None,
                 problem: Some("not a readable GGUF file".to_owned()),
+                engine: None,
             },
         ];
         let text = render(&entries);
@@ -94,7 +97,7 @@ mod tests {
         assert_eq!(
             lines[0].split_whitespace().collect::<Vec<_>>(),
             [
-                "ID", "SIZE", "ARCH", "PARAMS", "QUANT", "CONTEXT", "CHAT", "PROBLEM"
+                "ID", "SIZE", "ARCH", "PARAMS", "QUANT", "CONTEXT", "CHAT", "ENGINE", "PROBLEM"
             ]
         );
         assert_eq!(
@@ -108,6 +111,7 @@ mod tests {
                 "Q4_1",
                 "8192",
                 "yes",
+                "cpu-avx2",
                 "-"
             ]
         );

@@ -24,9 +24,14 @@ pub struct ModelEntry {
     /// What the GGUF header says; absent when the header could not be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<ModelMetadata>,
-    /// Why the header could not be read.
+    /// Why the header could not be read, or why no engine of the worker would run it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// The engine a CPU worker would run it on (`cpu-avx512`, `candle`; `none` where it
+    /// would refuse it, with the reason in `problem`), as the hive's worker binary
+    /// plans it from the header; absent where no worker binary answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
 }
 
 /// Read from a GGUF file's header.
@@ -109,6 +114,7 @@ mod tests {
                     ..ModelMetadata::default()
                 }),
                 problem: None,
+                engine: Some("cpu-avx2".to_owned()),
             },
             changed: true,
             sha256: Some("ab".repeat(32)),

@@ -538,7 +538,7 @@ fn free_port(bind: IpAddr) -> Result<u16, AgentError> {
 
 /// The installed worker binary, else the one beside this program (the queen's
 /// in-process agent, or a development build).
-fn worker_binary(install_dir: &Path) -> Result<PathBuf, AgentError> {
+pub(crate) fn worker_binary(install_dir: &Path) -> Result<PathBuf, AgentError> {
     let installed = install_dir.join("bin/llm-worker-rbee");
     if installed.is_file() {
         return Ok(installed);

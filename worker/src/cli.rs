@@ -84,6 +84,23 @@ pub struct Args {
     pub gpu_matmul: GpuMatmul,
 }
 
+/// `llm-worker-rbee plan`: which engine the worker would run a model on, from its
+/// header alone, printed as one JSON line (`{"engine":"cpu-avx512"}`, or
+/// `{"refused":"…why…"}`); the hive's `model list` asks it for each model.
+#[derive(Debug, clap::Parser)]
+#[command(name = "llm-worker-rbee plan")]
+pub struct PlanArgs {
+    /// The GGUF model file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// cpu, cuda:N or metal.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// As the worker's `--engine`.
+    #[arg(long, env = "RBEE_WORKER_ENGINE", default_value = "auto")]
+    pub engine: Engine,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ArgsError {
     #[error("--{name} must be a positive number of seconds, got {value}")]

@@ -5,9 +5,15 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use llm_worker_rbee::cli::Args;
+use llm_worker_rbee::cli::{Args, PlanArgs};
 
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|word| word == "plan")
+    {
+        return plan(PlanArgs::parse_from(std::env::args_os().skip(1)));
+    }
     let args = Args::parse();
     // SAFETY: the first thing the worker does; no other thread runs yet.
     unsafe { args.gpu_matmul.configure(args.device) };
@@ -29,6 +35,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints the engine the model would run on, or why it would be refused; fails only
+/// when it cannot say.
+fn plan(args: PlanArgs) -> ExitCode {
+    let answer = match llm_worker_rbee::model::plan(
+        &args.model,
+        args.device == llm_worker_rbee::device::DeviceSpec::Cpu,
+        args.engine,
+    ) {
+        Ok(engine) => serde_json::json!({ "engine": engine }),
+        Err(refused) => serde_json::json!({ "refused": refused.to_string() }),
+    };
+    println!("{answer}");
+    ExitCode::SUCCESS
 }
 
 fn run(args: Args) -> anyhow::Result<()> {

@@ -19,6 +19,10 @@ pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
     "llama", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "gemma3",
 ];
 
+/// The architectures candle's models run here (where it runs them right; see
+/// [`candle_would_be_wrong`]): the arms of `load_reporting`'s match.
+const CANDLE_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "phi3"];
+
 /// candle's quantized llama precomputes rotary tables for this many positions only, so
 /// a longer context advertised by the file cannot be used.
 const LLAMA_MAX_POSITIONS: usize = quantized_llama::MAX_SEQ_LEN;
@@ -326,42 +330,13 @@ pub fn load_reporting(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<LoadedGguf, LoadError> {
     let started = Instant::now();
-    let open_error = |source| LoadError::Open {
-        path: path.to_owned(),
-        source,
-    };
-    let file = File::open(path).map_err(open_error)?;
-    let file_bytes = file.metadata().map_err(open_error)?.len();
-    let mut reader = BufReader::new(file);
-    rbee_gguf::check(&mut reader, file_bytes).map_err(|source| LoadError::Corrupt {
-        path: path.to_owned(),
-        source,
-    })?;
-    let content = gguf_file::Content::read(&mut reader).map_err(|source| LoadError::NotGguf {
-        path: path.to_owned(),
-        source: Box::new(source),
-    })?;
-
-    // candle reads tensors lazily and would fail deep inside a model constructor with a
-    // bare I/O error; checking the extent up front names the real problem.
-    let data_len = tensor_data_len(&content);
-    let needed = content.tensor_data_offset.saturating_add(data_len);
-    if needed > file_bytes {
-        return Err(LoadError::Truncated {
-            path: path.to_owned(),
-            needed,
-            actual: file_bytes,
-        });
-    }
-
-    let architecture = content
-        .metadata
-        .get("general.architecture")
-        .and_then(|v| v.to_string().ok())
-        .cloned()
-        .ok_or_else(|| LoadError::MissingArchitecture {
-            path: path.to_owned(),
-        })?;
+    let Header {
+        mut reader,
+        content,
+        file_bytes,
+        data_len,
+        architecture,
+    } = read_header(path)?;
     let context_key = format!("{architecture}.context_length");
     let file_context = content
         .metadata
@@ -375,21 +350,7 @@ pub fn load_reporting(
         architecture: architecture.clone(),
         source: Box::new(source),
     };
-    let cpu_kernels = match engine {
-        Engine::Auto => Some(Kernels::detect()),
-        Engine::Candle => None,
-        Engine::Cpu(kernels) => Some(kernels),
-    }
-    .filter(|_| device.is_cpu() && CpuLlama::supports(&content));
-    if cpu_kernels.is_none()
-        && let Some(reason) = candle_would_be_wrong(&architecture, &content)
-    {
-        return Err(LoadError::NoCorrectEngine {
-            path: path.to_owned(),
-            architecture,
-            reason,
-        });
-    }
+    let cpu_kernels = choose_engine(path, &content, &architecture, device.is_cpu(), engine)?;
     let (weights, context_length) = match architecture.as_str() {
         // Set only where the CPU engine runs this file (`CpuLlama::supports`).
         _ if cpu_kernels.is_some() => {
@@ -481,6 +442,105 @@ pub fn load_reporting(
         },
         metadata,
     })
+}
+
+/// A GGUF file's header, read and checked: where loading and planning both start.
+struct Header {
+    reader: BufReader<File>,
+    content: gguf_file::Content,
+    file_bytes: u64,
+    /// Bytes from the start of the tensor data to the end of the last tensor.
+    data_len: u64,
+    architecture: String,
+}
+
+fn read_header(path: &Path) -> Result<Header, LoadError> {
+    let open_error = |source| LoadError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(open_error)?;
+    let file_bytes = file.metadata().map_err(open_error)?.len();
+    let mut reader = BufReader::new(file);
+    rbee_gguf::check(&mut reader, file_bytes).map_err(|source| LoadError::Corrupt {
+        path: path.to_owned(),
+        source,
+    })?;
+    let content = gguf_file::Content::read(&mut reader).map_err(|source| LoadError::NotGguf {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })?;
+
+    // candle reads tensors lazily and would fail deep inside a model constructor with a
+    // bare I/O error; checking the extent up front names the real problem.
+    let data_len = tensor_data_len(&content);
+    let needed = content.tensor_data_offset.saturating_add(data_len);
+    if needed > file_bytes {
+        return Err(LoadError::Truncated {
+            path: path.to_owned(),
+            needed,
+            actual: file_bytes,
+        });
+    }
+
+    let architecture = content
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .ok_or_else(|| LoadError::MissingArchitecture {
+            path: path.to_owned(),
+        })?;
+    Ok(Header {
+        reader,
+        content,
+        file_bytes,
+        data_len,
+        architecture,
+    })
+}
+
+/// The CPU engine's kernels where it runs the file (`cpu`: the device is the CPU), or
+/// `None` for candle; an error where no engine would compute what the file means.
+fn choose_engine(
+    path: &Path,
+    content: &gguf_file::Content,
+    architecture: &str,
+    cpu: bool,
+    engine: Engine,
+) -> Result<Option<Kernels>, LoadError> {
+    let cpu_kernels = match engine {
+        Engine::Auto => Some(Kernels::detect()),
+        Engine::Candle => None,
+        Engine::Cpu(kernels) => Some(kernels),
+    }
+    .filter(|_| cpu && CpuLlama::supports(content));
+    if cpu_kernels.is_none()
+        && let Some(reason) = candle_would_be_wrong(architecture, content)
+    {
+        return Err(LoadError::NoCorrectEngine {
+            path: path.to_owned(),
+            architecture: architecture.to_owned(),
+            reason,
+        });
+    }
+    Ok(cpu_kernels)
+}
+
+/// The engine [`load_with`] would run the file on (`cpu-avx512`, `candle`, …), or why
+/// it would refuse it, from the header alone: `model list` shows it without loading.
+pub fn plan(path: &Path, cpu: bool, engine: Engine) -> Result<String, LoadError> {
+    let header = read_header(path)?;
+    match choose_engine(path, &header.content, &header.architecture, cpu, engine)? {
+        Some(kernels) => Ok(format!("cpu-{}", kernels.name())),
+        None if CANDLE_ARCHITECTURES.contains(&header.architecture.as_str()) => {
+            Ok("candle".to_owned())
+        }
+        None => Err(LoadError::UnsupportedArchitecture {
+            path: path.to_owned(),
+            architecture: header.architecture,
+        }),
+    }
 }
 
 /// The number of bytes from the start of the tensor data to the end of its last tensor.

@@ -476,6 +476,13 @@ async fn models_push_to_two_hives_once_and_the_catalog_shows_gguf_metadata() {
     assert_eq!(metadata["quantization"], "Q4_1");
     assert_eq!(metadata["context_length"], 8192);
     assert_eq!(metadata["chat_template"], true);
+    // The engine a worker would run it on, as the hive's worker binary plans it.
+    assert!(
+        entry["engine"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("cpu-")),
+        "{entry}"
+    );
     let parameters = metadata["parameters"].as_u64().expect("parameters");
     assert!(
         (130_000_000..140_000_000).contains(&parameters),
@@ -499,6 +506,7 @@ async fn models_push_to_two_hives_once_and_the_catalog_shows_gguf_metadata() {
         hive_results(&got, "hive-1")[0]["id"],
         format!("local:{FILE}")
     );
+    assert_eq!(hive_results(&got, "hive-1")[0]["engine"], entry["engine"]);
     let missing = queen
         .run(json!({"operation": "model_get", "hive_id": "hive-1", "model": "nope"}))
         .await;

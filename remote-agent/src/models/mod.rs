@@ -46,7 +46,10 @@ pub(crate) fn execute(
 ) -> Result<(), AgentError> {
     match command {
         ModelCommand::List => {
-            let entries = list(install_dir)?;
+            let mut entries = list(install_dir)?;
+            for entry in &mut entries {
+                plan_engine(install_dir, entry);
+            }
             report.narrate(
                 Level::Info,
                 "model_list",
@@ -59,7 +62,9 @@ pub(crate) fn execute(
             report.result(OperationResult::Models(entries));
         }
         ModelCommand::Get { model } => {
-            report.result(OperationResult::Model(resolve(install_dir, model)?));
+            let mut entry = resolve(install_dir, model)?;
+            plan_engine(install_dir, &mut entry);
+            report.result(OperationResult::Model(entry));
         }
         ModelCommand::Delete { model } => {
             let entry = delete(install_dir, model)?;
@@ -196,6 +201,51 @@ pub(crate) fn entry(id: String, file: String, path: &Path) -> ModelEntry {
         size,
         metadata,
         problem,
+        engine: None,
+    }
+}
+
+/// Asks the hive's worker binary which engine a CPU worker would run `entry` on
+/// (`llm-worker-rbee plan`), from the header alone; where it would refuse the file,
+/// the engine is `none` and the reason the entry's problem. Left unset when no worker
+/// binary answers (none installed, or one older than `plan`).
+fn plan_engine(install_dir: &Path, entry: &mut ModelEntry) {
+    if entry.problem.is_some() {
+        return;
+    }
+    let Ok(worker) = crate::workers::worker_binary(install_dir) else {
+        return;
+    };
+    let Ok(out) = std::process::Command::new(worker)
+        .args(["plan", "--device", "cpu", "--model"])
+        .arg(&entry.path)
+        .env_remove("RBEE_WORKER_ENGINE")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+    else {
+        return;
+    };
+    #[derive(serde::Deserialize)]
+    struct Plan {
+        engine: Option<String>,
+        refused: Option<String>,
+    }
+    let answer = String::from_utf8_lossy(&out.stdout);
+    let Some(plan) = answer
+        .lines()
+        .find_map(|line| serde_json::from_str::<Plan>(line).ok())
+        .filter(|_| out.status.success())
+    else {
+        return;
+    };
+    match (plan.engine, plan.refused) {
+        (Some(engine), _) => entry.engine = Some(engine),
+        (None, Some(reason)) => {
+            entry.engine = Some("none".to_owned());
+            entry.problem = Some(reason);
+        }
+        (None, None) => {}
     }
 }
 

@@ -14,7 +14,8 @@
 # (scripts/release.sh does so for `--targets aarch64`).
 #
 # The root is made in DIR.partial and renamed when complete, so an interrupted run
-# leaves nothing that looks finished; when DIR exists this prints it at once. Needs root
+# leaves nothing that looks finished; when DIR exists this prints it at once (several
+# runs at once are safe: one makes it, the others wait). Needs root
 # and debootstrap (installed here when missing) and deb.debian.org, a few minutes and
 # some 400 MB of downloads the first time. RBEE_DEBIAN_MIRROR names another mirror.
 set -euo pipefail
@@ -41,10 +42,17 @@ if [[ -z "${RBEE_CROSS_NAMESPACE:-}" ]]; then
         bash "${BASH_SOURCE[0]}" "$@"
 fi
 
+# One maker at a time: a second run waits for the first and finds the root made.
+mkdir -p "$(dirname "$dir")"
+exec 9>"$dir.lock"
+flock 9
+if [[ -d "$dir" ]]; then
+    echo "$dir"
+    exit 0
+fi
 partial="$dir.partial"
 log="$dir.log"
 rm -rf "$partial"
-mkdir -p "$(dirname "$dir")"
 echo "cross-toolchain.sh: debootstrap sid into $partial (log: $log)" >&2
 if ! debootstrap --variant=minbase sid "$partial" "$mirror" >"$log" 2>&1; then
     tail -n 20 "$log" >&2

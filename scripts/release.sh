@@ -3,14 +3,21 @@
 # built portable with cargo-zigbuild against an old glibc (2.17 by default,
 # RBEE_GLIBC=2.N for another), stripped, with SHA256SUMS, in
 # dist/<target>/ (or DIR/<target>/ given `release.sh DIR`). They run on any Linux of
-# this machine's architecture with that glibc or newer; set bin_dir under [queen] in
-# config.toml to the directory and `hive install` pushes them.
+# their architecture with that glibc or newer; set bin_dir under [queen] in config.toml
+# to the directory and `hive install` pushes each hive the set it can run.
+#
+#   scripts/release.sh [--targets ARCH,...] [DIR]
 #
 # RBEE_PROFILE=dev builds them in the test profile instead (dependencies optimised as
 # in release, the agent not): what the test command does for the lab's Debian 11 host.
 #
-# Only this machine's architecture: rustup here cannot download another target's
-# standard library, so an aarch64 build is not made.
+# --targets (or RBEE_TARGETS) names the architectures, this machine's by default:
+# x86_64 and aarch64 on an x86-64 machine. rustup here cannot download another target's
+# standard library, so aarch64 is built by Debian sid's rustc with its arm64 standard
+# library, chrooted in the root scripts/cross-toolchain.sh makes (scripts/cross-run.sh;
+# needs root), with the same cargo-zigbuild and zig against the same glibc, in
+# target/cross, and stripped by aarch64-linux-gnu-strip. Each set's directory is
+# printed, one a line.
 #
 # Tools, installed when missing: zig from the `ziglang` package on PyPI, in
 # .rbee-cache/zig-venv (cargo-zigbuild runs it as `python -m ziglang`); cargo-zigbuild
@@ -29,8 +36,12 @@ case "$profile" in
     dev) profile_dir=debug ;;
     *) echo "release.sh: RBEE_PROFILE is release or dev, not '$profile'" >&2; exit 2 ;;
 esac
-target="$(uname -m)-unknown-linux-gnu"
-out="$(realpath -m -- "${1:-$repo/dist}")/$target"
+targets="${RBEE_TARGETS:-$(uname -m)}"
+if [[ "${1:-}" == --targets ]]; then
+    targets="${2:?release.sh: --targets needs a list, such as x86_64,aarch64}"
+    shift 2
+fi
+dist="$(realpath -m -- "${1:-$repo/dist}")"
 binaries=(rbee-hive llm-worker-rbee)
 
 # zig in a virtual environment of its own (a system Python may refuse pip installs).
@@ -49,29 +60,45 @@ command -v strip >/dev/null && command -v objdump >/dev/null || {
 }
 
 cd "$repo"
-# The binaries are named as their packages are. A target directory of its own: the
-# portable build shares no artifact with the usual one, and holds no lock the usual
-# builds wait on.
-cargo zigbuild --locked --profile "$profile" --target "$target.$glibc" \
-    --target-dir "$repo/target/portable" "${binaries[@]/#/--package=}" --bins >&2
+for arch in ${targets//,/ }; do
+    target="$arch-unknown-linux-gnu"
+    out="$dist/$target"
+    # The binaries are named as their packages are. A target directory of its own: the
+    # portable build shares no artifact with the usual one, and holds no lock the usual
+    # builds wait on.
+    build=(cargo zigbuild --locked --profile "$profile" --target "$target.$glibc"
+           "${binaries[@]/#/--package=}" --bins)
+    if [[ "$arch" == "$(uname -m)" ]]; then
+        "${build[@]}" --target-dir "$repo/target/portable" >&2
+        built="$repo/target/portable/$target/$profile_dir"
+        strip=(strip)
+    elif [[ "$arch" == aarch64 && "$(uname -m)" == x86_64 ]]; then
+        "$repo/scripts/cross-run.sh" "${build[@]}" --target-dir "$repo/target/cross" >&2
+        built="$repo/target/cross/$target/$profile_dir"
+        strip=("$repo/scripts/cross-run.sh" aarch64-linux-gnu-strip)
+    else
+        echo "release.sh: cannot build for $arch on $(uname -m) (targets: $(uname -m)," \
+            "and aarch64 on x86_64)" >&2
+        exit 2
+    fi
 
-built="$repo/target/portable/$target/$profile_dir"
-mkdir -p "$out"
-for binary in "${binaries[@]}"; do
-    if [[ "$out/$binary" -nt "$built/$binary" ]]; then
-        continue
-    fi
-    partial="$out/.$binary.$$.partial"
-    strip --strip-all -o "$partial" "$built/$binary"
-    # The promise of the build, checked: no symbol version newer than the baseline.
-    newest="$(objdump -T "$partial" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n 1)"
-    if [[ -n "$newest" && "$(printf '%s\n%s\n' "$newest" "$glibc" | sort -V | tail -n 1)" != "$glibc" ]]; then
-        rm -f "$partial"
-        echo "release.sh: $binary needs glibc $newest, newer than $glibc" >&2
-        exit 1
-    fi
-    mv -f "$partial" "$out/$binary"
-    echo "$binary: needs glibc ${newest:-none} or newer" >&2
+    mkdir -p "$out"
+    for binary in "${binaries[@]}"; do
+        if [[ "$out/$binary" -nt "$built/$binary" ]]; then
+            continue
+        fi
+        partial="$out/.$binary.$$.partial"
+        "${strip[@]}" --strip-all -o "$partial" "$built/$binary"
+        # The promise of the build, checked: no symbol version newer than the baseline.
+        newest="$(objdump -T "$partial" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n 1)"
+        if [[ -n "$newest" && "$(printf '%s\n%s\n' "$newest" "$glibc" | sort -V | tail -n 1)" != "$glibc" ]]; then
+            rm -f "$partial"
+            echo "release.sh: $target's $binary needs glibc $newest, newer than $glibc" >&2
+            exit 1
+        fi
+        mv -f "$partial" "$out/$binary"
+        echo "$target's $binary: needs glibc ${newest:-none} or newer" >&2
+    done
+    (cd "$out" && sha256sum "${binaries[@]}" >".SHA256SUMS.$$.partial" && mv -f ".SHA256SUMS.$$.partial" SHA256SUMS)
+    echo "$out"
 done
-(cd "$out" && sha256sum "${binaries[@]}" >".SHA256SUMS.$$.partial" && mv -f ".SHA256SUMS.$$.partial" SHA256SUMS)
-echo "$out"

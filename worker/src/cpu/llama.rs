@@ -142,7 +142,9 @@ impl Family {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Activation {
     Silu,
-    /// GELU's tanh approximation, as ggml computes it.
+    /// GELU's tanh approximation with ggml's constants, in f32 (ggml's CPU backend
+    /// looks it up by the input rounded to f16, a difference well below the rounding
+    /// of activations to 8 bits).
     Gelu,
 }
 

@@ -1,5 +1,6 @@
 //! `binaries`: the files under `<install_dir>/bin` and their sha256, and the C library,
-//! so `hive install` on a hive whose agent answers in a session needs no shell probe.
+//! so `hive install` on a hive whose agent answers in a session needs no shell probe;
+//! and where the worker binary is, for the commands that run it.
 //!
 //! Checksums are cached beside each file as `.NAME.sha256` holding `HASH SIZE MTIME`,
 //! the format the queen's install probe writes too; a cache entry counts only while
@@ -7,9 +8,10 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
+use rbee_protocol::ErrorCode;
 use rbee_protocol::agent::InstalledBinaries;
 use sha2::{Digest, Sha256};
 
@@ -81,6 +83,26 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
         }
         hasher.update(&buffer[..n]);
     }
+}
+
+/// The installed worker binary, else the one beside this program (the queen's
+/// in-process agent, or a development build).
+pub(crate) fn worker_binary(install_dir: &Path) -> Result<PathBuf, AgentError> {
+    let installed = install_dir.join("bin/llm-worker-rbee");
+    if installed.is_file() {
+        return Ok(installed);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("llm-worker-rbee")))
+        .filter(|beside| beside.is_file())
+        .ok_or_else(|| {
+            AgentError::refused(
+                ErrorCode::NotFound,
+                format!("no worker binary at {}", installed.display()),
+                "install it with `rbee-keeper hive install`",
+            )
+        })
 }
 
 #[cfg(test)]

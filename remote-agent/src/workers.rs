@@ -100,7 +100,7 @@ pub fn spawn(
         )
     })?;
     let port = free_port(bind)?;
-    let binary = worker_binary(install_dir)?;
+    let binary = crate::binaries::worker_binary(install_dir)?;
     let logs = install_dir.join("logs");
     for dir in [&logs, &workers_dir(install_dir)] {
         fs::create_dir_all(dir).map_err(|e| AgentError::io("create", dir, e))?;
@@ -534,26 +534,6 @@ fn free_port(bind: IpAddr) -> Result<u16, AgentError> {
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
         .map_err(|e| AgentError::io("find a free port on", bind.to_string(), e))
-}
-
-/// The installed worker binary, else the one beside this program (the queen's
-/// in-process agent, or a development build).
-pub(crate) fn worker_binary(install_dir: &Path) -> Result<PathBuf, AgentError> {
-    let installed = install_dir.join("bin/llm-worker-rbee");
-    if installed.is_file() {
-        return Ok(installed);
-    }
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("llm-worker-rbee")))
-        .filter(|beside| beside.is_file())
-        .ok_or_else(|| {
-            AgentError::refused(
-                ErrorCode::NotFound,
-                format!("no worker binary at {}", installed.display()),
-                "install it with `rbee-keeper hive install`",
-            )
-        })
 }
 
 /// A host for a URL: IPv6 addresses go in brackets.

@@ -213,7 +213,7 @@ fn plan_engine(install_dir: &Path, entry: &mut ModelEntry) {
     if entry.problem.is_some() {
         return;
     }
-    let Ok(worker) = crate::workers::worker_binary(install_dir) else {
+    let Ok(worker) = crate::binaries::worker_binary(install_dir) else {
         return;
     };
     let Ok(out) = std::process::Command::new(worker)

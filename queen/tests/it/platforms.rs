@@ -549,7 +549,7 @@ async fn an_aarch64_hive_runs_the_main_path_on_the_aarch64_binaries() {
             "operation": "infer",
             "model": MODEL,
             "messages": [{"role": "user", "content": "What is the capital of France? Answer in one word."}],
-            "max_tokens": 4,
+            "max_tokens": 8,
             "temperature": 0.0,
         }))
         .await;

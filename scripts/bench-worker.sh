@@ -4,7 +4,7 @@
 #
 #   scripts/bench-worker.sh            # 2 threads, release build
 #   THREADS=4 PROFILE=dev scripts/bench-worker.sh
-#   QUANT=Q8_0 scripts/bench-worker.sh # the test model requantized (also Q4_K_M)
+#   QUANT=Q8_0 scripts/bench-worker.sh # the test model requantized (also Q4_K_M, Q5_K_M, Q4_0, F16, BF16)
 #   RBEE_WORKER_ENGINE=candle scripts/bench-worker.sh  # the worker on candle's kernels
 #   ARCH=qwen2 scripts/bench-worker.sh  # a random-weight qwen2 (or qwen3, gemma2,
 #                                       # gemma3) of a real model's shape, Q8_0

@@ -121,6 +121,8 @@ impl Kernels {
         if let Kernels::X86(_) = self {
             x86::float_activations(x, &mut into.floats);
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = x; // no tile of another architecture reads floats
     }
 
     /// Interleaved Q8_0 groups ([`interleaved`]) times `tokens` tokens' activations (`x`
@@ -196,7 +198,10 @@ impl Kernels {
             Kernels::Portable => (0, 0),
         };
         #[cfg(not(target_arch = "x86_64"))]
-        let (done_rows, done_tokens) = (0, 0);
+        let (done_rows, done_tokens) = {
+            let _ = prepared; // only x86's float tiles read the prepared floats
+            (0, 0)
+        };
         // What the tiles left: whole columns of tokens past the tiles' for the rows they
         // covered, and every token for the rows after them. Rows go in groups that stay
         // in cache while every token passes over them, so weights are read from memory

@@ -112,10 +112,8 @@ impl Binaries {
         dirs.extend(subdirs);
         let mut sets = Vec::new();
         for dir in dirs {
+            // Subdirectories were taken only holding both binaries.
             let own = dir == bin_dir;
-            if !own && !NAMES.iter().all(|name| dir.join(name).is_file()) {
-                continue;
-            }
             let mut needs = Vec::new();
             for name in NAMES {
                 let path = dir.join(name);

@@ -261,24 +261,7 @@ async fn a_hive_whose_user_is_not_root_works_within_its_home_directory() {
         .collect();
     assert_eq!(worker_files.len(), 1, "{worker_files:?}");
 
-    let answer = queen
-        .run(json!({
-            "operation": "infer",
-            "model": MODEL,
-            "messages": [{"role": "user", "content": "What is the capital of France? Answer in one word."}],
-            "max_tokens": 8,
-            "temperature": 0.0,
-        }))
-        .await;
-    assert_eq!(terminal(&answer), &JobEvent::Done, "{answer:#?}");
-    let text: String = answer
-        .iter()
-        .filter_map(|(_, e)| match e {
-            JobEvent::Token { t, .. } => Some(t.as_str()),
-            _ => None,
-        })
-        .collect();
-    assert!(text.contains("Paris"), "{text}");
+    assert_answers_paris(&queen).await;
 
     let removed = queen
         .run(json!({"operation": "hive_uninstall", "hive_id": "hive-1"}))
@@ -340,19 +323,32 @@ fn bin_dir_with_portable_set(dir: &Path) -> PathBuf {
     portable
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_debian_11_hive_runs_the_main_path_on_the_portable_binaries() {
-    let root = script_output("lab/debian-root.sh", &["bullseye"], &[]);
+/// A lab of one host, hive-1, that is the distribution in `root` (lab/README.md).
+fn rooted_lab(root: &Path) -> (Lab, PathBuf) {
     let lab = Lab::unstarted();
     let host = lab.dir.path().join("hosts/hive-1");
     std::fs::create_dir_all(&host).expect("host dir");
     std::fs::write(host.join("root"), format!("{}\n", root.display())).expect("root file");
     lab.script(&["up", "1"]);
-    let bins = tempfile::tempdir().expect("bin dir");
-    let portable = bin_dir_with_portable_set(bins.path());
+    (lab, host)
+}
+
+/// The main path on hive-1 of a rooted lab `host` whose bin_dir is `bins`: install
+/// pushes `set`'s bytes and says `picked`; the started hive reports linux, `arch` and
+/// glibc 2.31; the test model is pushed and a worker spawned on it (`engine`, when
+/// given, is the one it reports); the queen's answer says Paris.
+async fn main_path_on_rooted_host(
+    lab: &Lab,
+    host: &Path,
+    bins: &Path,
+    set: &Path,
+    picked: &str,
+    arch: &str,
+    engine: Option<&str>,
+) {
     let state_dir = tempfile::tempdir().expect("state dir");
     let mut config = config(state_dir.path());
-    config.queen.bin_dir = Some(bins.path().to_path_buf());
+    config.queen.bin_dir = Some(bins.to_path_buf());
     let queen = start_queen_on(config, lab.inventory(None), "0.0.0.0:0").await;
 
     let installed = queen
@@ -360,26 +356,20 @@ async fn a_debian_11_hive_runs_the_main_path_on_the_portable_binaries() {
         .await;
     assert_eq!(terminal(&installed), &JobEvent::Done, "{installed:#?}");
     assert_eq!(recap(&installed), rows(&[("hive-1", "changed")]));
-    // The hive's glibc is older than this machine's build needs, so the portable set
-    // went, and the operator is told so.
-    let debian = Libc::from_probe("glibc 2.31");
-    let said = |events: &[(Instant, JobEvent)], text: &str| {
-        events.iter().any(|(_, e)| format!("{e:?}").contains(text))
-    };
     assert!(
-        said(
-            &installed,
-            "cannot run the queen's own build; using bin_dir/x86_64-unknown-linux-gnu: x86_64, glibc 2.17 or newer"
-        ),
+        installed
+            .iter()
+            .any(|(_, e)| format!("{e:?}").contains(picked)),
         "{installed:#?}"
     );
     let upper = host.join("upper/root/.rbee/bin");
     for name in ["rbee-hive", "llm-worker-rbee"] {
         let pushed = std::fs::read(upper.join(name)).expect("pushed binary");
-        let built = std::fs::read(portable.join(name)).expect("portable binary");
+        let built = std::fs::read(set.join(name)).expect("the set's binary");
         assert!(
             pushed == built,
-            "{name} on the hive is not the portable build"
+            "{name} on the hive is not {}'s",
+            set.display()
         );
     }
 
@@ -395,8 +385,8 @@ async fn a_debian_11_hive_runs_the_main_path_on_the_portable_binaries() {
         vec![(
             "hive-1".to_owned(),
             "linux".to_owned(),
-            "x86_64".to_owned(),
-            debian.clone()
+            arch.to_owned(),
+            Libc::from_probe("glibc 2.31")
         )],
         "{status:#?}"
     );
@@ -410,6 +400,27 @@ async fn a_debian_11_hive_runs_the_main_path_on_the_portable_binaries() {
                      "model": MODEL, "device": "cpu"}))
         .await;
     assert_eq!(terminal(&spawned), &JobEvent::Done, "{spawned:#?}");
+    if let Some(engine) = engine {
+        let listed = queen.run(json!({"operation": "worker_list"})).await;
+        let engines: Vec<Option<String>> = listed
+            .iter()
+            .filter_map(|(_, e)| match e {
+                JobEvent::Result {
+                    result: OperationResult::Workers(workers),
+                    ..
+                } => Some(workers.iter().map(|w| w.heartbeat.engine.clone())),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(engines, [Some(engine.to_owned())], "{listed:#?}");
+    }
+    assert_answers_paris(&queen).await;
+    queen.stop().await;
+}
+
+/// The queen's greedy answer to the capital question, in 8 tokens, says Paris.
+async fn assert_answers_paris(queen: &crate::support::Queen) {
     let answer = queen
         .run(json!({
             "operation": "infer",
@@ -428,7 +439,26 @@ async fn a_debian_11_hive_runs_the_main_path_on_the_portable_binaries() {
         })
         .collect();
     assert!(text.contains("Paris"), "{text}");
-    queen.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_debian_11_hive_runs_the_main_path_on_the_portable_binaries() {
+    let root = script_output("lab/debian-root.sh", &["bullseye"], &[]);
+    let (lab, host) = rooted_lab(&root);
+    let bins = tempfile::tempdir().expect("bin dir");
+    let portable = bin_dir_with_portable_set(bins.path());
+    // The hive's glibc is older than this machine's build needs, so the portable set
+    // goes, and the operator is told so.
+    main_path_on_rooted_host(
+        &lab,
+        &host,
+        bins.path(),
+        &portable,
+        "cannot run the queen's own build; using bin_dir/x86_64-unknown-linux-gnu: x86_64, glibc 2.17 or newer",
+        "x86_64",
+        None,
+    )
+    .await;
 }
 
 /// The aarch64 set, as `scripts/release.sh --targets aarch64` leaves it: built by Debian
@@ -454,11 +484,7 @@ fn aarch64_set() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_aarch64_hive_runs_the_main_path_on_the_aarch64_binaries() {
     let root = script_output("lab/debian-root.sh", &["--arch", "arm64", "bullseye"], &[]);
-    let lab = Lab::unstarted();
-    let host = lab.dir.path().join("hosts/hive-1");
-    std::fs::create_dir_all(&host).expect("host dir");
-    std::fs::write(host.join("root"), format!("{}\n", root.display())).expect("root file");
-    lab.script(&["up", "1"]);
+    let (lab, host) = rooted_lab(&root);
     // The queen holds three sets: its own build and the portable x86-64 one, which the
     // hive cannot run, and the aarch64 one.
     let bins = tempfile::tempdir().expect("bin dir");
@@ -476,91 +502,17 @@ async fn an_aarch64_hive_runs_the_main_path_on_the_aarch64_binaries() {
         needed <= GlibcVersion::parse("2.31").expect("version"),
         "{needed}"
     );
-    let state_dir = tempfile::tempdir().expect("state dir");
-    let mut config = config(state_dir.path());
-    config.queen.bin_dir = Some(bins.path().to_path_buf());
-    let queen = start_queen_on(config, lab.inventory(None), "0.0.0.0:0").await;
-
-    let installed = queen
-        .run(json!({"operation": "hive_install", "hive_id": "hive-1"}))
-        .await;
-    assert_eq!(terminal(&installed), &JobEvent::Done, "{installed:#?}");
-    assert_eq!(recap(&installed), rows(&[("hive-1", "changed")]));
-    let said = |events: &[(Instant, JobEvent)], text: &str| {
-        events.iter().any(|(_, e)| format!("{e:?}").contains(text))
-    };
-    let picked = format!(
-        "hive-1 cannot run the queen's own build; using bin_dir/aarch64-unknown-linux-gnu: aarch64, glibc {needed} or newer"
-    );
-    assert!(said(&installed, &picked), "{installed:#?}");
-    let upper = host.join("upper/root/.rbee/bin");
-    for name in ["rbee-hive", "llm-worker-rbee"] {
-        let pushed = std::fs::read(upper.join(name)).expect("pushed binary");
-        let built = std::fs::read(arm.join(name)).expect("aarch64 binary");
-        assert!(
-            pushed == built,
-            "{name} on the hive is not the aarch64 build"
-        );
-    }
-
-    let started = queen
-        .run(json!({"operation": "hive_start", "hive_id": "hive-1"}))
-        .await;
-    assert_eq!(terminal(&started), &JobEvent::Done, "{started:#?}");
-    let status = queen
-        .run(json!({"operation": "hive_status", "hive_id": "hive-1"}))
-        .await;
-    assert_eq!(
-        platforms(&status),
-        vec![(
-            "hive-1".to_owned(),
-            "linux".to_owned(),
-            "aarch64".to_owned(),
-            Libc::from_probe("glibc 2.31")
-        )],
-        "{status:#?}"
-    );
-    let pushed = queen
-        .run(json!({"operation": "model_push", "hive_id": "hive-1",
-                     "path": test_model().display().to_string()}))
-        .await;
-    assert_eq!(terminal(&pushed), &JobEvent::Done, "{pushed:#?}");
-    let spawned = queen
-        .run(json!({"operation": "worker_spawn", "hive_id": "hive-1",
-                     "model": MODEL, "device": "cpu"}))
-        .await;
-    assert_eq!(terminal(&spawned), &JobEvent::Done, "{spawned:#?}");
     // The worker computes with its NEON kernels, which QEMU runs as an ARM core would.
-    let listed = queen.run(json!({"operation": "worker_list"})).await;
-    let engines: Vec<Option<String>> = listed
-        .iter()
-        .filter_map(|(_, e)| match e {
-            JobEvent::Result {
-                result: OperationResult::Workers(workers),
-                ..
-            } => Some(workers.iter().map(|w| w.heartbeat.engine.clone())),
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    assert_eq!(engines, [Some("cpu-neon".to_owned())], "{listed:#?}");
-    let answer = queen
-        .run(json!({
-            "operation": "infer",
-            "model": MODEL,
-            "messages": [{"role": "user", "content": "What is the capital of France? Answer in one word."}],
-            "max_tokens": 8,
-            "temperature": 0.0,
-        }))
-        .await;
-    assert_eq!(terminal(&answer), &JobEvent::Done, "{answer:#?}");
-    let text: String = answer
-        .iter()
-        .filter_map(|(_, e)| match e {
-            JobEvent::Token { t, .. } => Some(t.as_str()),
-            _ => None,
-        })
-        .collect();
-    assert!(text.contains("Paris"), "{text}");
-    queen.stop().await;
+    main_path_on_rooted_host(
+        &lab,
+        &host,
+        bins.path(),
+        &arm,
+        &format!(
+            "hive-1 cannot run the queen's own build; using bin_dir/aarch64-unknown-linux-gnu: aarch64, glibc {needed} or newer"
+        ),
+        "aarch64",
+        Some("cpu-neon"),
+    )
+    .await;
 }

@@ -22,8 +22,8 @@ struct Part {
     first_row: usize,
     rows: usize,
     row_bytes: usize,
-    /// The rows' bytes from `start` on: GGML's layout, or Q8_0 rows interleaved
-    /// ([`interleaved`]), which start on a cache line.
+    /// The rows' bytes from `start` on: GGML's layout, or Q8_0 or Q4_0 rows
+    /// interleaved ([`interleaved`]), which start on a cache line.
     data: Vec<u8>,
     start: usize,
     interleaved: bool,
@@ -82,18 +82,19 @@ impl QMatrix {
         })
     }
 
-    /// This matrix in the layout `kernels` read fastest: Q8_0 rows interleaved
-    /// ([`interleaved`]) for AVX-512 where every part can be, as it is otherwise.
+    /// This matrix in the layout `kernels` read fastest: Q8_0 and Q4_0 rows
+    /// interleaved ([`interleaved`]) for AVX-512 where every part can be, as it is
+    /// otherwise.
     pub fn arranged_for(self, kernels: Kernels) -> QMatrix {
-        if kernels.interleaves_q8_0() {
+        if kernels.interleaves() {
             self.interleaved()
         } else {
             self
         }
     }
 
-    /// This matrix with its Q8_0 rows interleaved, where every part can be (whole
-    /// groups of rows, whole pairs of blocks); as it is otherwise. Every kernel set
+    /// This matrix with its Q8_0 and Q4_0 rows interleaved, where every part can be
+    /// (whole groups of rows, whole pairs of blocks); as it is otherwise. Every kernel set
     /// reads either layout.
     pub(super) fn interleaved(mut self) -> QMatrix {
         let blocks = self.cols / QK;
@@ -109,7 +110,7 @@ impl QMatrix {
             // Groups start on a cache line, so that the kernels' loads are aligned.
             let mut data = vec![0u8; len + 63];
             let start = data.as_ptr().align_offset(64);
-            interleaved::interleave(part.bytes(), blocks, &mut data[start..start + len]);
+            interleaved::interleave(part.ty, part.bytes(), blocks, &mut data[start..start + len]);
             part.data = data;
             part.start = start;
             part.interleaved = true;
@@ -215,7 +216,15 @@ impl QMatrix {
             let rows = (end - row).min(first + count - row);
             let at = (row - part.first_row) * part.row_bytes;
             let bytes = &part.bytes()[at..at + rows * part.row_bytes];
-            kernels.dot_interleaved(bytes, x, tokens, prepared, &mut out[row - first..], count);
+            kernels.dot_interleaved(
+                part.ty,
+                bytes,
+                x,
+                tokens,
+                prepared,
+                &mut out[row - first..],
+                count,
+            );
             row += rows;
         }
     }
@@ -230,7 +239,7 @@ impl QMatrix {
             );
             let group_bytes = interleaved::ROWS * part.row_bytes;
             let group = &part.bytes()[group * group_bytes..(group + 1) * group_bytes];
-            let row = interleaved::row(group, lane, self.cols / QK);
+            let row = interleaved::row(part.ty, group, lane, self.cols / QK);
             return quant::dequantize_row(part.ty, &row, out);
         }
         let (ty, bytes) = self.row(r);

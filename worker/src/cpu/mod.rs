@@ -96,9 +96,9 @@ impl Kernels {
         }
     }
 
-    /// Whether this set reads Q8_0 matrices faster interleaved (AVX-512's products,
-    /// [`interleaved`]), so that loading them should interleave them.
-    pub fn interleaves_q8_0(self) -> bool {
+    /// Whether this set reads Q8_0 and Q4_0 matrices faster interleaved (AVX-512's
+    /// products, [`interleaved`]), so that loading them should interleave them.
+    pub fn interleaves(self) -> bool {
         match self {
             #[cfg(target_arch = "x86_64")]
             Kernels::X86(simd) => simd.reads_interleaved(),
@@ -125,12 +125,15 @@ impl Kernels {
         let _ = x; // no tile of another architecture reads floats
     }
 
-    /// Interleaved Q8_0 groups ([`interleaved`]) times `tokens` tokens' activations (`x`
-    /// holds exactly those, one after another; `prepared` is what [`Kernels::prepare`]
-    /// made of them): `out[t * stride + i]` is row `i` times token `t`. Every set gives
-    /// [`interleaved::dot`]'s bits; AVX-512's kernels are the fast ones.
+    /// Interleaved groups of `ty` rows ([`interleaved`]) times `tokens` tokens'
+    /// activations (`x` holds exactly those, one after another; `prepared` is what
+    /// [`Kernels::prepare`] made of them): `out[t * stride + i]` is row `i` times token
+    /// `t`. Every set gives [`interleaved::dot`]'s bits; AVX-512's kernels are the fast
+    /// ones.
+    #[allow(clippy::too_many_arguments)]
     pub fn dot_interleaved(
         self,
+        ty: QuantType,
         groups: &[u8],
         x: &[Q8Block],
         tokens: usize,
@@ -141,17 +144,17 @@ impl Kernels {
         let corrections = &prepared.corrections;
         #[cfg(target_arch = "x86_64")]
         if let Kernels::X86(simd) = self
-            && simd.dot_interleaved(groups, x, tokens, corrections, out, stride)
+            && simd.dot_interleaved(ty, groups, x, tokens, corrections, out, stride)
         {
             return;
         }
         let blocks = x.len() / tokens;
-        let group_bytes = blocks / 2 * interleaved::PAIR_BYTES;
+        let group_bytes = blocks / 2 * interleaved::pair_bytes(ty);
         let mut values = [0.0; interleaved::ROWS];
         for (g, group) in groups.chunks_exact(group_bytes).enumerate() {
             for t in 0..tokens {
                 let at = t * blocks..(t + 1) * blocks;
-                interleaved::dot(group, &x[at.clone()], &corrections[at], &mut values);
+                interleaved::dot(ty, group, &x[at.clone()], &corrections[at], &mut values);
                 let at = t * stride + g * interleaved::ROWS;
                 out[at..at + interleaved::ROWS].copy_from_slice(&values);
             }
@@ -284,7 +287,7 @@ impl Kernels {
 
 /// What the kernels read of a product's activations besides their blocks, made once
 /// per product by [`Kernels::prepare`] or [`Kernels::prepare_floats`] and shared by
-/// its tasks: the corrections the interleaved Q8_0 products start from, or the values
+/// its tasks: the corrections the interleaved products start from, or the values
 /// as floats that tiles of float weights read; empty where no kernel needs them.
 #[derive(Debug, Default)]
 pub struct Prepared {

@@ -287,32 +287,34 @@ fn every_kernel_set_quantizes_activations_as_the_portable_code() {
     }
 }
 
-/// A Q8_0 matrix of `rows` rows (a multiple of 16, up to 48) in both layouts.
-fn q8_0_both_layouts(rows: usize) -> (QMatrix, QMatrix) {
+/// A matrix of `ty` (Q8_0 or Q4_0) of `rows` rows (a multiple of 16, up to 48) in
+/// both layouts.
+fn both_layouts(ty: QuantType, rows: usize) -> (QMatrix, QMatrix) {
     let w = Tensor::from_vec(values(48 * COLS, 13), (48, COLS), &Device::Cpu).expect("tensor");
-    let q = QTensor::quantize(&w, GgmlDType::Q8_0).expect("quantize");
-    let bytes = q.data().expect("bytes").into_owned();
-    let row_bytes = QuantType::Q8_0.row_bytes(COLS).expect("whole blocks");
-    let matrix = || {
-        QMatrix::new(
-            QuantType::Q8_0,
-            rows,
-            COLS,
-            bytes[..rows * row_bytes].to_vec(),
-        )
+    let dtype = match ty {
+        QuantType::Q4_0 => GgmlDType::Q4_0,
+        _ => GgmlDType::Q8_0,
     };
+    let q = QTensor::quantize(&w, dtype).expect("quantize");
+    let bytes = q.data().expect("bytes").into_owned();
+    let row_bytes = ty.row_bytes(COLS).expect("whole blocks");
+    let matrix = || QMatrix::new(ty, rows, COLS, bytes[..rows * row_bytes].to_vec());
     let interleaved = matrix().expect("matrix").interleaved();
     (matrix().expect("matrix"), interleaved)
 }
 
+const INTERLEAVED: [QuantType; 2] = [QuantType::Q8_0, QuantType::Q4_0];
+
 #[test]
 fn interleaved_rows_read_back_as_they_were() {
-    let (plain, interleaved) = q8_0_both_layouts(32);
-    for r in 0..32 {
-        let (mut a, mut b) = (vec![0.0; COLS], vec![0.0; COLS]);
-        plain.dequantize_row(r, &mut a);
-        interleaved.dequantize_row(r, &mut b);
-        assert_eq!(a, b, "row {r}");
+    for ty in INTERLEAVED {
+        let (plain, interleaved) = both_layouts(ty, 32);
+        for r in 0..32 {
+            let (mut a, mut b) = (vec![0.0; COLS], vec![0.0; COLS]);
+            plain.dequantize_row(r, &mut a);
+            interleaved.dequantize_row(r, &mut b);
+            assert_eq!(a, b, "{ty:?} row {r}");
+        }
     }
 }
 
@@ -321,8 +323,8 @@ fn interleaved_products_agree_on_every_set_alone_and_batched() {
     // Every kernel set gives the portable code's bits over interleaved rows, a token
     // alone the same as batched with others (odd counts leave partial tiles and a lone
     // group), and the results stay within Q8 rounding of the row-major layout's.
-    for rows in [16, 48] {
-        let (plain, interleaved) = q8_0_both_layouts(rows);
+    for (ty, rows) in INTERLEAVED.into_iter().flat_map(|ty| [(ty, 16), (ty, 48)]) {
+        let (plain, interleaved) = both_layouts(ty, rows);
         let tokens = 19;
         let x = values(tokens * COLS, 17);
         let mut blocks = vec![Q8Block::default(); tokens * COLS / QK];
@@ -339,7 +341,10 @@ fn interleaved_products_agree_on_every_set_alone_and_batched() {
         let reference = run(&interleaved, Kernels::Portable, 0, tokens);
         let row_major = run(&plain, Kernels::Portable, 0, tokens);
         for (a, b) in reference.iter().zip(&row_major) {
-            assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+            assert!(
+                (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                "{ty:?}: {a} vs {b}"
+            );
         }
         for kernels in kernels() {
             for count in [1, 2, 3, 8, 9, 19] {
@@ -347,7 +352,7 @@ fn interleaved_products_agree_on_every_set_alone_and_batched() {
                 assert_eq!(
                     got,
                     reference[..count * rows],
-                    "{} rows {rows} tokens {count}",
+                    "{} {ty:?} rows {rows} tokens {count}",
                     kernels.name()
                 );
             }
@@ -355,7 +360,7 @@ fn interleaved_products_agree_on_every_set_alone_and_batched() {
                 assert_eq!(
                     run(&interleaved, kernels, t, 1),
                     reference[t * rows..(t + 1) * rows],
-                    "{} rows {rows} token {t} alone",
+                    "{} {ty:?} rows {rows} token {t} alone",
                     kernels.name()
                 );
             }

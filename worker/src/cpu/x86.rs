@@ -12,8 +12,8 @@ use std::arch::x86_64::*;
 use super::interleaved;
 use super::quant::{Q8Block, QuantType, q4k_scale_min};
 
-#[path = "x86_q8_0.rs"]
-mod q8_0;
+#[path = "x86_groups.rs"]
+mod groups;
 
 /// Proof that this CPU runs a kernel set: the only way to reach the kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,23 +171,26 @@ impl Simd {
     }
 }
 
-/// Tokens of a prompt's chunk in the interleaved Q8_0 products: their blocks stay in
-/// L2 while a group of rows passes over them, and a group's rows (139 KB for an
-/// 8192-wide row) stay there while the chunk's tiles pass over them.
+/// Tokens of a prompt's chunk in the interleaved products: their blocks stay in L2
+/// while a group of rows passes over them, and a group's rows (139 KB for an 8192-wide
+/// Q8_0 row) stay there while the chunk's tiles pass over them.
 const TOKENS_PER_CHUNK: usize = 32;
 
 impl Simd {
-    /// Whether this set has kernels for interleaved Q8_0 rows ([`Simd::dot_interleaved`]).
+    /// Whether this set has kernels for interleaved Q8_0 and Q4_0 rows
+    /// ([`Simd::dot_interleaved`]).
     pub fn reads_interleaved(self) -> bool {
         self.0 == Level::Avx512
     }
 
-    /// Interleaved Q8_0 groups (`groups`, whole groups of [`interleaved::ROWS`] rows)
-    /// times `tokens` tokens' activations (`x`, one token after another, with their
-    /// `corrections`) into `out` (`out[token * stride + row]`), equal bit for bit to
-    /// [`interleaved::dot`]; `false` (and nothing done) for a set without AVX-512.
+    /// Interleaved groups of `ty` rows (`groups`, whole groups of [`interleaved::ROWS`]
+    /// rows) times `tokens` tokens' activations (`x`, one token after another, with
+    /// their `corrections`) into `out` (`out[token * stride + row]`), equal bit for bit
+    /// to [`interleaved::dot`]; `false` (and nothing done) for a set without AVX-512.
+    #[allow(clippy::too_many_arguments)]
     pub fn dot_interleaved(
         self,
+        ty: QuantType,
         groups: &[u8],
         x: &[Q8Block],
         tokens: usize,
@@ -195,66 +198,84 @@ impl Simd {
         out: &mut [f32],
         stride: usize,
     ) -> bool {
-        use interleaved::ROWS;
         if !self.reads_interleaved() {
             return false;
         }
-        let blocks = x.len() / tokens;
-        let group_bytes = blocks / 2 * interleaved::PAIR_BYTES;
-        let count = groups.len() / group_bytes;
-        assert!(out.len() >= (tokens - 1) * stride + count * ROWS);
-        // SAFETY (every call below): this `Simd` proves AVX-512's features; the kernels
-        // check their slices.
-        if tokens == 1 {
-            let mut pairs = groups.chunks_exact(2 * group_bytes);
-            let mut outs = out[..count * ROWS].chunks_exact_mut(2 * ROWS);
-            for (two, values) in (&mut pairs).zip(&mut outs) {
-                unsafe { q8_0::two_groups(two, x, corrections, values) };
+        match ty {
+            QuantType::Q4_0 => {
+                interleaved_products::<true>(groups, x, tokens, corrections, out, stride)
             }
-            if let Some(values) = outs.into_remainder().first_chunk_mut::<ROWS>() {
-                unsafe { q8_0::one_group(pairs.remainder(), x, corrections, values) };
-            }
-            return true;
+            _ => interleaved_products::<false>(groups, x, tokens, corrections, out, stride),
         }
-        let token = |t: usize| &x[t * blocks..(t + 1) * blocks];
-        let correction = |t: usize| &corrections[t * blocks..(t + 1) * blocks];
-        let mut tile = [[0.0; ROWS]; q8_0::TOKENS];
-        for chunk in (0..tokens).step_by(TOKENS_PER_CHUNK) {
-            let chunk_end = (chunk + TOKENS_PER_CHUNK).min(tokens);
-            for (g, group) in groups.chunks_exact(group_bytes).enumerate() {
-                for t0 in (chunk..chunk_end).step_by(q8_0::TOKENS) {
-                    let n = (chunk_end - t0).min(q8_0::TOKENS);
-                    macro_rules! tile {
-                        ($n:literal) => {{
-                            let tile = tile.first_chunk_mut::<$n>().expect("eight tokens");
-                            unsafe {
-                                q8_0::tile::<$n>(
-                                    group,
-                                    std::array::from_fn(|i| token(t0 + i)),
-                                    std::array::from_fn(|i| correction(t0 + i)),
-                                    tile,
-                                )
-                            }
-                        }};
-                    }
-                    match n {
-                        8 => tile!(8),
-                        7 => tile!(7),
-                        6 => tile!(6),
-                        5 => tile!(5),
-                        4 => tile!(4),
-                        3 => tile!(3),
-                        2 => tile!(2),
-                        _ => tile!(1),
-                    }
-                    for (i, values) in tile[..n].iter().enumerate() {
-                        let at = (t0 + i) * stride + g * ROWS;
-                        out[at..at + ROWS].copy_from_slice(values);
-                    }
+        true
+    }
+}
+
+/// [`Simd::dot_interleaved`] on an AVX-512 machine, for Q4_0's layout (`Q4`) or
+/// Q8_0's.
+fn interleaved_products<const Q4: bool>(
+    groups: &[u8],
+    x: &[Q8Block],
+    tokens: usize,
+    corrections: &[i32],
+    out: &mut [f32],
+    stride: usize,
+) {
+    use interleaved::ROWS;
+    let blocks = x.len() / tokens;
+    let group_bytes = blocks / 2 * groups::pair_bytes(Q4);
+    let count = groups.len() / group_bytes;
+    assert!(out.len() >= (tokens - 1) * stride + count * ROWS);
+    // SAFETY (every call below): only an AVX-512 `Simd` calls this; the kernels check
+    // their slices.
+    if tokens == 1 {
+        let mut pairs = groups.chunks_exact(2 * group_bytes);
+        let mut outs = out[..count * ROWS].chunks_exact_mut(2 * ROWS);
+        for (two, values) in (&mut pairs).zip(&mut outs) {
+            unsafe { groups::two_groups::<Q4>(two, x, corrections, values) };
+        }
+        if let Some(values) = outs.into_remainder().first_chunk_mut::<ROWS>() {
+            unsafe { groups::one_group::<Q4>(pairs.remainder(), x, corrections, values) };
+        }
+        return;
+    }
+    let token = |t: usize| &x[t * blocks..(t + 1) * blocks];
+    let correction = |t: usize| &corrections[t * blocks..(t + 1) * blocks];
+    let mut tile = [[0.0; ROWS]; groups::TOKENS];
+    for chunk in (0..tokens).step_by(TOKENS_PER_CHUNK) {
+        let chunk_end = (chunk + TOKENS_PER_CHUNK).min(tokens);
+        for (g, group) in groups.chunks_exact(group_bytes).enumerate() {
+            for t0 in (chunk..chunk_end).step_by(groups::TOKENS) {
+                let n = (chunk_end - t0).min(groups::TOKENS);
+                macro_rules! tile {
+                    ($n:literal) => {{
+                        let tile = tile.first_chunk_mut::<$n>().expect("eight tokens");
+                        unsafe {
+                            groups::tile::<$n, Q4>(
+                                group,
+                                std::array::from_fn(|i| token(t0 + i)),
+                                std::array::from_fn(|i| correction(t0 + i)),
+                                tile,
+                            )
+                        }
+                    }};
+                }
+                match n {
+                    8 => tile!(8),
+                    7 => tile!(7),
+                    6 => tile!(6),
+                    5 => tile!(5),
+                    4 => tile!(4),
+                    3 => tile!(3),
+                    2 => tile!(2),
+                    _ => tile!(1),
+                }
+                for (i, values) in tile[..n].iter().enumerate() {
+                    let at = (t0 + i) * stride + g * ROWS;
+                    out[at..at + ROWS].copy_from_slice(values);
                 }
             }
         }
-        true
     }
 }
 

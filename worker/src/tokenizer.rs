@@ -6,9 +6,9 @@ use std::path::Path;
 
 use candle_core::quantized::gguf_file::Value;
 use tokenizers::models::bpe::BPE;
+use tokenizers::normalizers::{NormalizerWrapper, Prepend, Replace};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
@@ -372,13 +372,20 @@ fn sentencepiece_bpe(
         .byte_fallback(true)
         .build()
         .map_err(TokenizerError::Build)?;
-    let prepend = if add_space_prefix {
-        PrependScheme::First
-    } else {
-        PrependScheme::Never
-    };
+    // llama.cpp prefixes a space to every stretch of text between special tokens (the
+    // first and each after one), whether or not it starts with a space; a normalizer
+    // runs on each such stretch alone.
+    let mut normalizers: Vec<NormalizerWrapper> = Vec::new();
+    if add_space_prefix {
+        normalizers.push(Prepend::new("\u{2581}".to_owned()).into());
+    }
+    normalizers.push(
+        Replace::new(" ", "\u{2581}")
+            .map_err(TokenizerError::Build)?
+            .into(),
+    );
     let mut tokenizer = Tokenizer::new(bpe);
-    tokenizer.with_pre_tokenizer(Some(Metaspace::new('\u{2581}', prepend, false)));
+    tokenizer.with_normalizer(Some(tokenizers::normalizers::Sequence::new(normalizers)));
     Ok(tokenizer)
 }
 
@@ -480,6 +487,12 @@ mod tests {
             [13, 3, 5, 6]
         );
         assert_eq!(tokenizer.token_bytes(13), b" hello");
+        // As llama.cpp: a space before every stretch of text, also one that starts with
+        // a space and one after a special token.
+        assert_eq!(
+            tokenizer.encode(" hello</s>hello").expect("encode"),
+            [4, 13, 2, 13]
+        );
         assert_eq!(tokenizer.token_bytes(3), b"\n");
         assert!(tokenizer.is_end_of_generation(2));
     }

@@ -14,7 +14,7 @@ are from these and writes them as a record with hash 0, which the worker's ignor
 compares with the engine:
 
     RBEE_LLAMA_CPP_CHECK=MODEL.gguf:OUT cargo test -p llm-worker-rbee --test integration \
-        gemma::a_named_file_gives_llama_cpps_logits -- --ignored --nocapture
+        llama_cpp::a_named_file_gives_llama_cpps_logits -- --ignored --nocapture
 """
 
 import argparse

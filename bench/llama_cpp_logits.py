@@ -6,7 +6,7 @@ Tokenizes the prompt as llama.cpp does for a chat prompt (BOS added where the mo
 wants it, special tokens parsed), evaluates every token in one batch with
 llama-cpp-python on the CPU, and writes (little-endian) `RBEELGT1`, the FNV-1a 64 of
 MODEL.gguf's bytes (0 when over 64 MB), the token count and vocabulary size (u32 each), the tokens (u32),
-then each position's logits (f32). worker/tests/integration/gemma.rs reads it.
+then each position's logits (f32). worker/tests/integration/llama_cpp.rs reads it.
 """
 
 import struct

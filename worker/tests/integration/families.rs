@@ -19,7 +19,7 @@ const HEADS: usize = 4;
 const KV_HEADS: usize = 2;
 const FFN: usize = 512;
 const LAYERS: usize = 2;
-const VOCAB: usize = 512;
+pub(crate) const VOCAB: usize = 512;
 const CONTEXT: u32 = 256;
 const PROMPT: &[u32] = &[3, 77, 141, 9, 300, 12, 451];
 const DECODE_STEPS: usize = 4;
@@ -67,26 +67,29 @@ impl Writer {
     }
 }
 
-/// Writes a random `arch` model to `path`: qwen3 with heads of 96 (4 × 96 = 384 query
-/// width for an embedding of 256), the others with heads of 64.
+/// Writes a random `arch` model to `path`: qwen3 with heads of 128 (4 × 128 = 512 query
+/// width for an embedding of 256), the others with heads of 64. Every matrix width is a
+/// multiple of 256, so K-quants hold them too.
 fn write_model(arch: &str, path: &Path, extra: &[(&str, Value)]) {
     write_model_with(arch, path, extra, None);
 }
 
 /// [`write_model`] with llama3's `rope_freqs` tensor when given.
 fn write_model_with(arch: &str, path: &Path, extra: &[(&str, Value)], rope_freqs: Option<&[f32]>) {
-    write_model_of(arch, path, extra, rope_freqs, GgmlDType::Q8_0);
+    write_model_of(arch, path, extra, rope_freqs, GgmlDType::Q8_0, &[]);
 }
 
-/// [`write_model_with`] with the matrices in `matrix_type` (requantized from Q8_0).
-fn write_model_of(
+/// [`write_model_with`] with the matrices in `matrix_type` (requantized from Q8_0) and
+/// `global` metadata (a tokenizer's `tokenizer.ggml.*` keys) as given.
+pub(crate) fn write_model_of(
     arch: &str,
     path: &Path,
     extra: &[(&str, Value)],
     rope_freqs: Option<&[f32]>,
     matrix_type: GgmlDType,
+    global: &[(String, Value)],
 ) {
-    let head_dim = if arch == "qwen3" { 96 } else { HIDDEN / HEADS };
+    let head_dim = if arch == "qwen3" { 128 } else { HIDDEN / HEADS };
     let (q_dim, kv_dim) = (HEADS * head_dim, KV_HEADS * head_dim);
     let mut w = Writer {
         noise: Noise(0x9e37_79b9_7f4a_7c15),
@@ -164,6 +167,7 @@ fn write_model_of(
     for (name, value) in extra {
         metadata.push((key(name), value.clone()));
     }
+    metadata.extend(global.iter().cloned());
     for (_, tensor) in &mut w.tensors {
         if tensor.dtype() == GgmlDType::Q8_0 && matrix_type != GgmlDType::Q8_0 {
             let values = tensor.dequantize(&Device::Cpu).expect("dequantize");
@@ -204,7 +208,7 @@ fn compare(arch: &str) {
 fn compare_of(arch: &str, matrix_type: GgmlDType) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join(format!("{arch}.gguf"));
-    write_model_of(arch, &path, &[], None, matrix_type);
+    write_model_of(arch, &path, &[], None, matrix_type, &[]);
     let (name, candle, steps) = run(&path, Engine::Candle, None);
     assert_eq!(name, "candle");
     let (name, ours, _) = run(&path, Engine::Auto, Some(&steps));
@@ -308,6 +312,16 @@ fn the_cpu_engine_reports_its_load_tensor_by_tensor() {
     assert!(seen[0].0 < total);
 }
 
+/// llama3's `rope_freqs`, the divisor of each frequency: from 1 for the fastest to 8
+/// for the slowest, as Llama 3's rise from 1 to its scaling factor (there, only past a
+/// wavelength these few positions never reach, so here from the first).
+pub(crate) fn llama3_factors() -> Vec<f32> {
+    let half = HIDDEN / HEADS / 2;
+    (0..half)
+        .map(|i| 1.0 + 7.0 * i as f32 / (half - 1) as f32)
+        .collect()
+}
+
 /// The CPU engine's logits after `PROMPT` and each of its own greedy steps.
 fn cpu_logits(path: &Path) -> Vec<Vec<f32>> {
     let (engine, logits, _) = run(path, Engine::Auto, None);
@@ -330,10 +344,7 @@ fn rotary_scaling_runs_on_the_cpu_engine_as_llama_cpp_defines_it() {
         ("rope.scaling.factor", Value::F32(2.0)),
     ];
     write_model("llama", &at("linear.gguf"), &linear);
-    let llama3: Vec<f32> = (0..half)
-        .map(|i| if i < half / 2 { 1.0 } else { 8.0 })
-        .collect();
-    write_model_with("llama", &at("llama3.gguf"), &[], Some(&llama3));
+    write_model_with("llama", &at("llama3.gguf"), &[], Some(&llama3_factors()));
 
     let plain = cpu_logits(&at("plain.gguf"));
     assert_eq!(

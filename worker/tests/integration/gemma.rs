@@ -5,22 +5,20 @@
 //! random weights with a SentencePiece vocabulary of 512 tokens (every hook of the
 //! generation present: post norms, per-head query/key norms, soft caps, windowed layers
 //! with their own rotation), and compares the engine's logits at every position of a
-//! prompt with those llama-cpp-python computed from the same file, committed in
-//! `tests/data/gemma/`. `scripts/record-gemma-logits.sh` writes the files with this
-//! module's ignored test and records them again; each record holds a hash of the file it
-//! came from, so a change to the writer without a new record fails here.
+//! prompt with those llama-cpp-python computed from the same file, as `llama_cpp.rs`
+//! does for the other families (its records, `tests/data/llama-cpp/`, hold these too).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::Device;
 use candle_core::quantized::QTensor;
 use candle_core::quantized::gguf_file::{self, Value};
 use llm_worker_rbee::model::{self, Engine};
-use llm_worker_rbee::sampling::argmax;
 use llm_worker_rbee::tokenizer::TextTokenizer;
 
 use crate::cpu_engine::relative_difference;
-use crate::families::{Noise, Writer};
+use crate::families::{Noise, VOCAB, Writer};
+use crate::llama_cpp::{Record, compare_with_record, sentencepiece};
 
 const HIDDEN: usize = 128;
 const HEADS: usize = 4;
@@ -28,7 +26,6 @@ const KV_HEADS: usize = 2;
 /// Wider than `HIDDEN / HEADS`, as in Gemma (`attention.key_length`).
 const HEAD_DIM: usize = 64;
 const FFN: usize = 256;
-const VOCAB: usize = 512;
 const CONTEXT: u32 = 512;
 /// Shorter than the prompt, so that windowed layers see less than global ones.
 const WINDOW: u32 = 6;
@@ -58,57 +55,21 @@ fn layers(arch: &str) -> usize {
     }
 }
 
-/// The vocabulary: Gemma's control tokens at Gemma's ids, the 256 byte tokens, then
-/// pieces (letters, a few words with every prefix, letter pairs) scored so that longer
-/// pieces merge first.
+/// The vocabulary: Gemma's control tokens at Gemma's ids (llama.cpp ends a generation
+/// at `<end_of_turn>` whatever its type; files mark it as a control token or a
+/// user-defined one), the 256 byte tokens, then pieces.
 fn vocabulary() -> (Vec<String>, Vec<f32>, Vec<i32>) {
-    let mut tokens: Vec<String> = ["<pad>", "<eos>", "<bos>", "<unk>"]
-        .map(String::from)
-        .to_vec();
-    let mut types = vec![3, 3, 3, 2];
-    // llama.cpp ends a generation at `<end_of_turn>` whatever its type; files mark it
-    // as a control token or a user-defined one.
-    tokens.push("<start_of_turn>".into());
-    types.push(3);
-    tokens.push("<end_of_turn>".into());
-    types.push(4);
-    for byte in 0..=255u8 {
-        tokens.push(format!("<0x{byte:02X}>"));
-        types.push(6);
-    }
-    let room = VOCAB - tokens.len();
-    let mut pieces: Vec<String> = Vec::with_capacity(room);
-    let mut add = |piece: String| {
-        if pieces.len() < room && !pieces.contains(&piece) {
-            pieces.push(piece);
-        }
-    };
-    add("\u{2581}".into());
-    for c in 'a'..='z' {
-        add(c.to_string());
-        add(format!("\u{2581}{c}"));
-    }
-    for word in ["user", "model", "why", "the", "sky", "blue", "is", "hello"] {
-        for spaced in [word.to_owned(), format!("\u{2581}{word}")] {
-            let chars: Vec<char> = spaced.chars().collect();
-            for end in 2..=chars.len() {
-                add(chars[..end].iter().collect());
-            }
-        }
-    }
-    for a in 'a'..='z' {
-        for b in 'a'..='z' {
-            add(format!("{a}{b}"));
-        }
-    }
-    let mut scores = vec![0.0; tokens.len()];
-    for piece in pieces {
-        scores.push(piece.chars().count() as f32 - tokens.len() as f32 / VOCAB as f32);
-        tokens.push(piece);
-        types.push(1);
-    }
-    assert_eq!(tokens.len(), VOCAB);
-    (tokens, scores, types)
+    sentencepiece(
+        &[
+            ("<pad>", 3),
+            ("<eos>", 3),
+            ("<bos>", 3),
+            ("<unk>", 2),
+            ("<start_of_turn>", 3),
+            ("<end_of_turn>", 4),
+        ],
+        &["user", "model", "why", "the", "sky", "blue", "is", "hello"],
+    )
 }
 
 /// Writes a random `arch` model (`gemma`, `gemma2`, `gemma3`) with `extra` metadata
@@ -212,137 +173,19 @@ fn write_gemma(arch: &str, path: &Path, extra: &[(&str, Value)]) {
     gguf_file::write(&mut file, &metadata, &tensors).expect("write gguf");
 }
 
-/// FNV-1a, 64 bits: which file a record was made from (`bench/llama_cpp_logits.py`
-/// computes the same).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-/// llama.cpp's tokens of a prompt and its logits at every one of them, as
-/// `bench/llama_cpp_logits.py` writes them: `RBEELGT1`, the file's FNV-1a (u64), the
-/// token count and vocabulary (u32 each), the tokens (u32), then the logits row by row
-/// (f32), all little-endian.
-struct Record {
-    file_hash: u64,
-    tokens: Vec<u32>,
-    logits: Vec<Vec<f32>>,
-}
-
-impl Record {
-    fn read(path: &Path) -> Record {
-        let bytes = std::fs::read(path)
-            .unwrap_or_else(|e| panic!("{}: {e} (scripts/record-gemma-logits.sh)", path.display()));
-        assert_eq!(
-            &bytes[..8],
-            b"RBEELGT1",
-            "{} is not a record",
-            path.display()
-        );
-        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4"));
-        let file_hash = u64::from_le_bytes(bytes[8..16].try_into().expect("8"));
-        let (count, vocab) = (u32_at(16) as usize, u32_at(20) as usize);
-        let tokens: Vec<u32> = (0..count).map(|i| u32_at(24 + 4 * i)).collect();
-        let start = 24 + 4 * count;
-        assert_eq!(bytes.len(), start + 4 * count * vocab, "{}", path.display());
-        let logits = bytes[start..]
-            .chunks_exact(4 * vocab)
-            .map(|row| {
-                row.chunks_exact(4)
-                    .map(|b| f32::from_le_bytes(b.try_into().expect("4")))
-                    .collect()
-            })
-            .collect();
-        Record {
-            file_hash,
-            tokens,
-            logits,
-        }
-    }
-}
-
-fn record_path(arch: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/gemma")
-        .join(format!("{arch}.logits"))
-}
-
-/// The worst difference (of the spread) between the engine's logits and the record's,
-/// over every position, checking the argmax at each, or with `near_ties` only where
-/// the record's best two logits are more than `TOLERANCE` of the spread apart. The
-/// prompt runs token by token, then again as one chunk (the last position's logits).
-fn compare_with_record(gguf: &Path, record: &Record, near_ties: bool) -> f32 {
-    let loaded = model::load_with(gguf, &Device::Cpu, Engine::Auto).expect("load");
-    assert!(
-        loaded.model.info.engine.starts_with("cpu-"),
-        "runs on {}",
-        loaded.model.info.engine
-    );
-    let mut model = loaded.model;
-    let mut worst: f32 = 0.0;
-    for (position, (&token, expected)) in record.tokens.iter().zip(&record.logits).enumerate() {
-        let ours = model.forward(&[token], position).expect("forward");
-        assert_eq!(ours.len(), expected.len());
-        let difference = relative_difference(&ours, expected);
-        eprintln!(
-            "{}: position {position}: worst difference {difference:.5} of the spread",
-            gguf.display()
-        );
-        worst = worst.max(difference);
-        if near_ties && top_two_gap(expected) <= TOLERANCE {
-            continue;
-        }
-        assert_eq!(
-            argmax(&ours),
-            argmax(expected),
-            "{}: position {position}",
-            gguf.display()
-        );
-    }
-    let whole = model.forward(&record.tokens, 0).expect("prompt");
-    let last = record.logits.last().expect("a position");
-    worst = worst.max(relative_difference(&whole, last));
-    if !near_ties || top_two_gap(last) > TOLERANCE {
-        assert_eq!(argmax(&whole), argmax(last));
-    }
-    worst
-}
-
-/// How far apart the two largest logits are, as a share of the spread.
-fn top_two_gap(logits: &[f32]) -> f32 {
-    let mut sorted = logits.to_vec();
-    sorted.sort_by(|a, b| b.total_cmp(a));
-    (sorted[0] - sorted[1]) / (sorted[0] - sorted[sorted.len() - 1])
-}
-
 /// Writes `arch`'s file, checks it is the one the record was made from and that the
 /// worker tokenizes the prompt as llama.cpp did, and returns the worst difference.
 fn check(arch: &str, extra: &[(&str, Value)]) -> f32 {
     let dir = tempfile::tempdir().expect("tempdir");
     let gguf = dir.path().join(format!("{arch}.gguf"));
     write_gemma(arch, &gguf, extra);
-    let record = Record::read(&record_path(arch));
-    if extra.is_empty() {
-        let hash = fnv1a(&std::fs::read(&gguf).expect("read back"));
-        assert_eq!(
-            hash, record.file_hash,
-            "{arch}: the record was made from another file; run scripts/record-gemma-logits.sh"
-        );
-    }
-    let mut file = std::fs::File::open(&gguf).expect("open");
-    let content = gguf_file::Content::read(&mut file).expect("header");
-    let tokenizer = TextTokenizer::from_gguf(&content.metadata, &gguf).expect("tokenizer");
-    assert_eq!(
-        tokenizer.encode_prompt(PROMPT).expect("encode"),
-        record.tokens,
-        "{arch}: llama.cpp's tokens of the prompt"
-    );
+    let record = Record::of(arch);
+    record.check_source(&gguf, PROMPT);
     assert!(
         record.tokens.len() > 2 * WINDOW as usize,
         "the prompt outgrows the window"
     );
-    compare_with_record(&gguf, &record, false)
+    compare_with_record(&gguf, &record, false).0
 }
 
 #[test]
@@ -391,7 +234,7 @@ fn a_missing_window_or_soft_cap_is_seen() {
         let dir = tempfile::tempdir().expect("tempdir");
         let gguf = dir.path().join(format!("{arch}.gguf"));
         write_gemma(arch, &gguf, std::slice::from_ref(&change));
-        let record = Record::read(&record_path(arch));
+        let record = Record::of(arch);
         let loaded = model::load_with(&gguf, &Device::Cpu, Engine::Auto).expect("load");
         let mut model = loaded.model;
         let logits = model.forward(&record.tokens, 0).expect("prompt");
@@ -421,30 +264,11 @@ fn candle_is_refused_gemma_with_the_reason() {
     }
 }
 
-/// Writes the files the records are made from into `$RBEE_GEMMA_FILES`, with the
-/// prompt beside them; `scripts/record-gemma-logits.sh` runs it.
-#[test]
-#[ignore = "writes the files for scripts/record-gemma-logits.sh"]
-fn write_files_for_llama_cpp() {
-    let dir = PathBuf::from(std::env::var("RBEE_GEMMA_FILES").expect("RBEE_GEMMA_FILES"));
-    std::fs::create_dir_all(&dir).expect("create");
+/// Writes the files the records are made from into `dir`, each `NAME.gguf` with its
+/// prompt in `NAME.txt` (for `llama_cpp::write_files_for_llama_cpp`).
+pub(crate) fn write_files(dir: &Path) {
     for arch in GENERATIONS {
         write_gemma(arch, &dir.join(format!("{arch}.gguf")), &[]);
+        std::fs::write(dir.join(format!("{arch}.txt")), PROMPT).expect("write prompt");
     }
-    std::fs::write(dir.join("prompt.txt"), PROMPT).expect("write prompt");
-}
-
-/// Compares any file with a record made from it: `RBEE_LLAMA_CPP_CHECK=FILE.gguf:RECORD`
-/// (`bench/llama_cpp_logits.py FILE.gguf PROMPT.txt RECORD` makes the record). Deep
-/// models of random weights give nearly flat logits, whose best two llama.cpp itself
-/// swaps against an unrounded computation, so near ties are not held to one argmax.
-#[test]
-#[ignore = "compares a file named in RBEE_LLAMA_CPP_CHECK with llama.cpp's record of it"]
-fn a_named_file_gives_llama_cpps_logits() {
-    let check = std::env::var("RBEE_LLAMA_CPP_CHECK").expect("RBEE_LLAMA_CPP_CHECK");
-    let (gguf, record) = check.rsplit_once(':').expect("FILE.gguf:RECORD");
-    let record = Record::read(Path::new(record));
-    let worst = compare_with_record(Path::new(gguf), &record, true);
-    eprintln!("{gguf}: worst difference {worst:.5} of the spread");
-    assert!(worst < TOLERANCE, "{worst}");
 }

@@ -7,6 +7,7 @@ mod cpu_engine;
 mod families;
 mod gemma;
 mod http;
+mod llama_cpp;
 mod load_errors;
 mod portable;
 mod support;

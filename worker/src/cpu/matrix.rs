@@ -22,8 +22,9 @@ struct Part {
     first_row: usize,
     rows: usize,
     row_bytes: usize,
-    /// The rows' bytes from `start` on: GGML's layout, or Q8_0 or Q4_0 rows
-    /// interleaved ([`interleaved`]), which start on a cache line.
+    /// The rows' bytes from `start` on: GGML's layout, or Q8_0, Q4_0 or Q4_K rows
+    /// interleaved ([`interleaved`], `row_bytes` a row then), which start on a cache
+    /// line.
     data: Vec<u8>,
     start: usize,
     interleaved: bool,
@@ -61,6 +62,9 @@ thread_local! {
     /// The prepared activations of the products this thread starts, kept so that a
     /// step allocates only on its first.
     static PREPARED: std::cell::RefCell<Prepared> = std::cell::RefCell::default();
+    /// A task's row-major results of a part an interleaved matrix keeps in GGML's
+    /// layout, before they are put token-major.
+    static ROW_MAJOR: std::cell::RefCell<Vec<f32>> = std::cell::RefCell::default();
 }
 
 impl QMatrix {
@@ -82,7 +86,7 @@ impl QMatrix {
         })
     }
 
-    /// This matrix in the layout `kernels` read fastest: Q8_0 and Q4_0 rows
+    /// This matrix in the layout `kernels` read fastest: Q8_0, Q4_0 and Q4_K rows
     /// interleaved ([`interleaved`]) for AVX-512 where every part can be, as it is
     /// otherwise.
     pub fn arranged_for(self, kernels: Kernels) -> QMatrix {
@@ -93,26 +97,31 @@ impl QMatrix {
         }
     }
 
-    /// This matrix with its Q8_0 and Q4_0 rows interleaved, where every part can be
-    /// (whole groups of rows, whole pairs of blocks); as it is otherwise. Every kernel set
-    /// reads either layout.
+    /// This matrix with its Q8_0, Q4_0 and Q4_K parts interleaved, where whole groups
+    /// of rows and whole pairs of blocks allow (the others stay as they are, and are
+    /// read by their own kernels part by part); as it is otherwise, and wholly as it is
+    /// unless every part is whole groups of rows, so that tasks split on groups.
     pub(super) fn interleaved(mut self) -> QMatrix {
         let blocks = self.cols / QK;
-        if !self
-            .parts
-            .iter()
-            .all(|p| !p.interleaved && interleaved::fits(p.ty, p.rows, blocks))
+        let fits = |p: &Part| !p.interleaved && interleaved::fits(p.ty, p.rows, blocks);
+        if !self.parts.iter().any(fits)
+            || !self
+                .parts
+                .iter()
+                .all(|p| p.rows.is_multiple_of(interleaved::ROWS))
         {
             return self;
         }
-        for part in &mut self.parts {
-            let len = part.rows * part.row_bytes;
+        for part in self.parts.iter_mut().filter(|p| fits(p)) {
+            let row_bytes = interleaved::row_bytes(part.ty, blocks);
+            let len = part.rows * row_bytes;
             // Groups start on a cache line, so that the kernels' loads are aligned.
             let mut data = vec![0u8; len + 63];
             let start = data.as_ptr().align_offset(64);
             interleaved::interleave(part.ty, part.bytes(), blocks, &mut data[start..start + len]);
             part.data = data;
             part.start = start;
+            part.row_bytes = row_bytes;
             part.interleaved = true;
         }
         self
@@ -216,15 +225,32 @@ impl QMatrix {
             let rows = (end - row).min(first + count - row);
             let at = (row - part.first_row) * part.row_bytes;
             let bytes = &part.bytes()[at..at + rows * part.row_bytes];
-            kernels.dot_interleaved(
-                part.ty,
-                bytes,
-                x,
-                tokens,
-                prepared,
-                &mut out[row - first..],
-                count,
-            );
+            let out = &mut out[row - first..];
+            if part.interleaved {
+                kernels.dot_interleaved(part.ty, bytes, x, tokens, prepared, out, count);
+            } else if tokens == 1 {
+                kernels.dot_rows(part.ty, bytes, part.row_bytes, x, &mut out[..rows]);
+            } else {
+                // A part kept in GGML's layout: its kernels' row-major results, turned
+                // token-major.
+                ROW_MAJOR.with_borrow_mut(|values| {
+                    values.resize(rows * tokens, 0.0);
+                    kernels.dot_rows_tokens(
+                        part.ty,
+                        bytes,
+                        part.row_bytes,
+                        x,
+                        tokens,
+                        prepared,
+                        values,
+                    );
+                    for (i, row) in values.chunks_exact(tokens).enumerate() {
+                        for (t, &value) in row.iter().enumerate() {
+                            out[t * count + i] = value;
+                        }
+                    }
+                });
+            }
             row += rows;
         }
     }
@@ -261,7 +287,7 @@ impl QMatrix {
         let out = &mut out[..tokens * self.rows];
         // `x` may be scratch longer than these tokens' blocks.
         let x = &x[..tokens * blocks];
-        // All parts or none (`interleaved`).
+        // Any part interleaved: tasks split on groups.
         let interleaved = self.parts.iter().any(|p| p.interleaved);
         if interleaved {
             return self.matmul_interleaved(kernels, x, tokens, out, transposed);
@@ -319,6 +345,12 @@ impl QMatrix {
         scratch: &mut [f32],
     ) {
         PREPARED.with_borrow_mut(|prepared| {
+            // Parts kept in GGML's layout may be float rows, whose tiles read floats.
+            if tokens > 1 && self.parts.iter().any(|p| p.ty.is_float()) {
+                kernels.prepare_floats(x, prepared);
+            } else {
+                prepared.floats.clear();
+            }
             kernels.prepare(x, prepared);
             let prepared = &*prepared;
             if tokens == 1 {

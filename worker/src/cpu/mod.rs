@@ -96,7 +96,7 @@ impl Kernels {
         }
     }
 
-    /// Whether this set reads Q8_0 and Q4_0 matrices faster interleaved (AVX-512's
+    /// Whether this set reads Q8_0, Q4_0 and Q4_K matrices faster interleaved (AVX-512's
     /// products, [`interleaved`]), so that loading them should interleave them.
     pub fn interleaves(self) -> bool {
         match self {
@@ -149,7 +149,7 @@ impl Kernels {
             return;
         }
         let blocks = x.len() / tokens;
-        let group_bytes = blocks / 2 * interleaved::pair_bytes(ty);
+        let group_bytes = interleaved::ROWS * interleaved::row_bytes(ty, blocks);
         let mut values = [0.0; interleaved::ROWS];
         for (g, group) in groups.chunks_exact(group_bytes).enumerate() {
             for t in 0..tokens {

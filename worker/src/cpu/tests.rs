@@ -287,15 +287,11 @@ fn every_kernel_set_quantizes_activations_as_the_portable_code() {
     }
 }
 
-/// A matrix of `ty` (Q8_0 or Q4_0) of `rows` rows (a multiple of 16, up to 48) in
-/// both layouts.
+/// A matrix of `ty` (one of [`INTERLEAVED`]) of `rows` rows (a multiple of 16, up to
+/// 48) in both layouts.
 fn both_layouts(ty: QuantType, rows: usize) -> (QMatrix, QMatrix) {
     let w = Tensor::from_vec(values(48 * COLS, 13), (48, COLS), &Device::Cpu).expect("tensor");
-    let dtype = match ty {
-        QuantType::Q4_0 => GgmlDType::Q4_0,
-        _ => GgmlDType::Q8_0,
-    };
-    let q = QTensor::quantize(&w, dtype).expect("quantize");
+    let q = QTensor::quantize(&w, ggml(ty)).expect("quantize");
     let bytes = q.data().expect("bytes").into_owned();
     let row_bytes = ty.row_bytes(COLS).expect("whole blocks");
     let matrix = || QMatrix::new(ty, rows, COLS, bytes[..rows * row_bytes].to_vec());
@@ -303,7 +299,8 @@ fn both_layouts(ty: QuantType, rows: usize) -> (QMatrix, QMatrix) {
     (matrix().expect("matrix"), interleaved)
 }
 
-const INTERLEAVED: [QuantType; 2] = [QuantType::Q8_0, QuantType::Q4_0];
+/// The types AVX-512 reads interleaved.
+const INTERLEAVED: [QuantType; 3] = [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4K];
 
 #[test]
 fn interleaved_rows_read_back_as_they_were() {
@@ -363,6 +360,64 @@ fn interleaved_products_agree_on_every_set_alone_and_batched() {
                     "{} {ty:?} rows {rows} token {t} alone",
                     kernels.name()
                 );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_stack_interleaves_the_parts_that_can_be_and_reads_the_others_as_they_are() {
+    // Q4_K_M files stack a Q6_K value projection under Q4_K queries and keys: the
+    // stack's products equal each part's own, bit for bit, a token alone and batched.
+    let parts = [
+        (QuantType::Q4K, 32),
+        (QuantType::Q6K, 16),
+        (QuantType::Q8_0, 16),
+        (QuantType::Q5_0, 16),
+    ];
+    let matrix = |(ty, rows): (QuantType, usize), seed| {
+        let w = Tensor::from_vec(values(rows * COLS, seed), (rows, COLS), &Device::Cpu)
+            .expect("tensor");
+        let q = QTensor::quantize(&w, ggml(ty)).expect("quantize");
+        QMatrix::new(ty, rows, COLS, q.data().expect("bytes").into_owned()).expect("matrix")
+    };
+    let alone: Vec<QMatrix> = (0..parts.len())
+        .map(|i| matrix(parts[i], 40 + i as u32).interleaved())
+        .collect();
+    let stack = QMatrix::stack(
+        (0..parts.len())
+            .map(|i| matrix(parts[i], 40 + i as u32))
+            .collect(),
+    )
+    .expect("one width")
+    .interleaved();
+    let rows: usize = parts.iter().map(|p| p.1).sum();
+    let tokens = 11;
+    let x = values(tokens * COLS, 23);
+    let mut blocks = vec![Q8Block::default(); tokens * COLS / QK];
+    for (row, out) in x.chunks_exact(COLS).zip(blocks.chunks_exact_mut(COLS / QK)) {
+        quantize_row(row, out);
+    }
+    for kernels in kernels() {
+        for count in [1, 2, 9, 11] {
+            let x = &blocks[..count * COLS / QK];
+            let mut got = vec![0.0; count * rows];
+            let mut scratch = vec![0.0; count * rows];
+            stack.matmul(kernels, x, count, &mut got, &mut scratch);
+            let mut first = 0;
+            for part in &alone {
+                let mut want = vec![0.0; count * part.rows()];
+                let mut scratch = want.clone();
+                part.matmul(kernels, x, count, &mut want, &mut scratch);
+                for t in 0..count {
+                    assert_eq!(
+                        got[t * rows + first..][..part.rows()],
+                        want[t * part.rows()..][..part.rows()],
+                        "{} tokens {count}, rows from {first}",
+                        kernels.name()
+                    );
+                }
+                first += part.rows();
             }
         }
     }

@@ -177,7 +177,7 @@ impl Simd {
 const TOKENS_PER_CHUNK: usize = 32;
 
 impl Simd {
-    /// Whether this set has kernels for interleaved Q8_0 and Q4_0 rows
+    /// Whether this set has kernels for interleaved Q8_0, Q4_0 and Q4_K rows
     /// ([`Simd::dot_interleaved`]).
     pub fn reads_interleaved(self) -> bool {
         self.0 == Level::Avx512
@@ -203,17 +203,24 @@ impl Simd {
         }
         match ty {
             QuantType::Q4_0 => {
-                interleaved_products::<true>(groups, x, tokens, corrections, out, stride)
+                interleaved_products::<Q4_0_ROWS>(groups, x, tokens, corrections, out, stride)
             }
-            _ => interleaved_products::<false>(groups, x, tokens, corrections, out, stride),
+            QuantType::Q4K => {
+                interleaved_products::<Q4K_ROWS>(groups, x, tokens, corrections, out, stride)
+            }
+            _ => interleaved_products::<Q8_0_ROWS>(groups, x, tokens, corrections, out, stride),
         }
         true
     }
 }
 
-/// [`Simd::dot_interleaved`] on an AVX-512 machine, for Q4_0's layout (`Q4`) or
-/// Q8_0's.
-fn interleaved_products<const Q4: bool>(
+/// The layouts [`interleaved_products`] reads (a const parameter).
+const Q8_0_ROWS: u8 = 0;
+const Q4_0_ROWS: u8 = 1;
+const Q4K_ROWS: u8 = 2;
+
+/// [`Simd::dot_interleaved`] on an AVX-512 machine, for the layout `LAYOUT` names.
+fn interleaved_products<const LAYOUT: u8>(
     groups: &[u8],
     x: &[Q8Block],
     tokens: usize,
@@ -223,7 +230,12 @@ fn interleaved_products<const Q4: bool>(
 ) {
     use interleaved::ROWS;
     let blocks = x.len() / tokens;
-    let group_bytes = blocks / 2 * groups::pair_bytes(Q4);
+    let ty = match LAYOUT {
+        Q4_0_ROWS => QuantType::Q4_0,
+        Q4K_ROWS => QuantType::Q4K,
+        _ => QuantType::Q8_0,
+    };
+    let group_bytes = ROWS * interleaved::row_bytes(ty, blocks);
     let count = groups.len() / group_bytes;
     assert!(out.len() >= (tokens - 1) * stride + count * ROWS);
     // SAFETY (every call below): only an AVX-512 `Simd` calls this; the kernels check
@@ -232,10 +244,23 @@ fn interleaved_products<const Q4: bool>(
         let mut pairs = groups.chunks_exact(2 * group_bytes);
         let mut outs = out[..count * ROWS].chunks_exact_mut(2 * ROWS);
         for (two, values) in (&mut pairs).zip(&mut outs) {
-            unsafe { groups::two_groups::<Q4>(two, x, corrections, values) };
+            match LAYOUT {
+                Q4K_ROWS => unsafe { groups::two_groups_q4k(two, x, values) },
+                Q4_0_ROWS => unsafe { groups::two_groups::<true>(two, x, corrections, values) },
+                _ => unsafe { groups::two_groups::<false>(two, x, corrections, values) },
+            }
         }
         if let Some(values) = outs.into_remainder().first_chunk_mut::<ROWS>() {
-            unsafe { groups::one_group::<Q4>(pairs.remainder(), x, corrections, values) };
+            let one = pairs.remainder();
+            match LAYOUT {
+                Q4K_ROWS => {
+                    let mut tile = [[0.0; ROWS]; 1];
+                    unsafe { groups::tile_q4k::<1>(one, [x], &mut tile) };
+                    *values = tile[0];
+                }
+                Q4_0_ROWS => unsafe { groups::one_group::<true>(one, x, corrections, values) },
+                _ => unsafe { groups::one_group::<false>(one, x, corrections, values) },
+            }
         }
         return;
     }
@@ -250,13 +275,16 @@ fn interleaved_products<const Q4: bool>(
                 macro_rules! tile {
                     ($n:literal) => {{
                         let tile = tile.first_chunk_mut::<$n>().expect("eight tokens");
-                        unsafe {
-                            groups::tile::<$n, Q4>(
-                                group,
-                                std::array::from_fn(|i| token(t0 + i)),
-                                std::array::from_fn(|i| correction(t0 + i)),
-                                tile,
-                            )
+                        let acts = std::array::from_fn(|i| token(t0 + i));
+                        let corrections = std::array::from_fn(|i| correction(t0 + i));
+                        match LAYOUT {
+                            Q4K_ROWS => unsafe { groups::tile_q4k::<$n>(group, acts, tile) },
+                            Q4_0_ROWS => unsafe {
+                                groups::tile::<$n, true>(group, acts, corrections, tile)
+                            },
+                            _ => unsafe {
+                                groups::tile::<$n, false>(group, acts, corrections, tile)
+                            },
                         }
                     }};
                 }

@@ -1,6 +1,8 @@
-//! AVX-512's products of interleaved Q8_0 and Q4_0 rows ([`crate::cpu::interleaved`])
-//! with up to eight tokens at once: a decode step of several sequences, or a prompt's
-//! tokens. `Q4` picks Q4_0's layout, Q8_0's otherwise.
+//! AVX-512's products of interleaved Q8_0, Q4_0 and Q4_K rows
+//! ([`crate::cpu::interleaved`]) with up to eight tokens at once: a decode step of
+//! several sequences, or a prompt's tokens. `Q4` picks Q4_0's layout, Q8_0's otherwise;
+//! the `_q4k` kernels read Q4_K's, whose 32-weight groups are Q4_0's blocks with a
+//! scale and a minimum each.
 //!
 //! A block of sixteen rows is eight 512-bit registers of values (Q4_0's four, each
 //! split into its low and high nibbles), loaded once for every token of the tile. Per
@@ -11,7 +13,7 @@
 //! bit.
 
 use super::*;
-use crate::cpu::interleaved::ROWS;
+use crate::cpu::interleaved::{Q4K_GROUP_BYTES, ROWS};
 
 /// Tokens of a tile: eight registers of values, eight accumulators and a few temporaries
 /// of the 32.
@@ -189,5 +191,142 @@ fn prefetch_ahead<const Q4: bool>(pair: *const u8, h: usize) {
     }
     if h == 1 {
         _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(2 * half_lines(Q4) * 64).cast());
+    }
+}
+
+/// Where a Q4_K super-block of sixteen rows keeps its scales, minimums, `d` and `dmin`
+/// ([`crate::cpu::interleaved`]).
+const Q4K_SCALES: usize = 2048;
+const Q4K_MINS: usize = Q4K_SCALES + 8 * ROWS;
+const Q4K_D: usize = Q4K_MINS + 8 * ROWS;
+
+/// The sixteen rows' `d · scale_j` and `dmin · min_j` of group `j` of `block`, given
+/// the rows' `d` and `dmin` as floats (exact: an f16 times six bits).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn q4k_scales(block: *const u8, j: usize, d: __m512, dmin: __m512) -> (__m512, __m512) {
+    let bytes = |at: usize| {
+        // SAFETY: the caller's block holds its scales and minimums.
+        let sixteen = unsafe { _mm_loadu_si128(block.add(at + j * ROWS).cast()) };
+        _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sixteen))
+    };
+    (
+        _mm512_mul_ps(bytes(Q4K_SCALES), d),
+        _mm512_mul_ps(bytes(Q4K_MINS), dmin),
+    )
+}
+
+/// The sixteen rows' `d` and `dmin` of `block`, as floats.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn q4k_d(block: *const u8) -> (__m512, __m512) {
+    // SAFETY: the caller's block holds its `d` and `dmin`, one after the other.
+    let both =
+        |at: usize| unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(block.add(at).cast::<__m256i>())) };
+    (both(Q4K_D), both(Q4K_D + 2 * ROWS))
+}
+
+/// [`tile`] for Q4_K: the `ROWS` rows of `group` times `T` tokens into `out[t]`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) fn tile_q4k<const T: usize>(
+    group: &[u8],
+    acts: [&[Q8Block]; T],
+    out: &mut [[f32; ROWS]; T],
+) {
+    let blocks = acts[0].len();
+    assert!(blocks.is_multiple_of(8) && group.len() >= blocks / 8 * Q4K_GROUP_BYTES);
+    assert!(acts.iter().all(|a| a.len() >= blocks));
+    let group = group.as_ptr();
+    let acts = acts.map(<[Q8Block]>::as_ptr);
+    let mut acc = [_mm512_setzero_ps(); T];
+    let mut mins = [_mm512_setzero_ps(); T];
+    for s in 0..blocks / 8 {
+        // SAFETY: super-block `s` is inside the group and each token's blocks; this
+        // function has the features.
+        unsafe {
+            let block = group.add(s * Q4K_GROUP_BYTES);
+            prefetch_q4k(block);
+            let (d, dmin) = q4k_d(block);
+            for j in 0..8 {
+                let values = values::<true>(block.add(j * 256), 0);
+                let (scale, min) = q4k_scales(block, j, d, dmin);
+                for t in 0..T {
+                    let a = &*acts[t].add(8 * s + j);
+                    let y = a.qs.as_ptr().cast::<i32>();
+                    let mut sums = _mm512_setzero_si512();
+                    for (k, v) in values.iter().enumerate() {
+                        sums = _mm512_dpbusd_epi32(
+                            sums,
+                            *v,
+                            _mm512_set1_epi32(y.add(k).read_unaligned()),
+                        );
+                    }
+                    let scale = _mm512_mul_ps(scale, _mm512_set1_ps(a.d));
+                    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), scale, acc[t]);
+                    mins[t] = _mm512_fmadd_ps(min, _mm512_set1_ps(a.s), mins[t]);
+                }
+            }
+        }
+    }
+    for t in 0..T {
+        // SAFETY: each `out[t]` is sixteen floats.
+        unsafe { _mm512_storeu_ps(out[t].as_mut_ptr(), _mm512_sub_ps(acc[t], mins[t])) };
+    }
+}
+
+/// [`two_groups`] for Q4_K: one token against two groups (`groups` holds both).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) fn two_groups_q4k(groups: &[u8], x: &[Q8Block], out: &mut [f32]) {
+    let blocks = x.len();
+    let group_bytes = blocks / 8 * Q4K_GROUP_BYTES;
+    assert!(blocks.is_multiple_of(8) && groups.len() >= 2 * group_bytes);
+    assert!(out.len() >= 2 * ROWS);
+    let base = groups.as_ptr();
+    let x = x.as_ptr();
+    let mut acc = [_mm512_setzero_ps(); 2];
+    let mut mins = [_mm512_setzero_ps(); 2];
+    for s in 0..blocks / 8 {
+        for (g, (acc, mins)) in acc.iter_mut().zip(&mut mins).enumerate() {
+            // SAFETY: super-block `s` is inside both groups and the token's blocks; this
+            // function has the features.
+            unsafe {
+                let block = base.add(g * group_bytes + s * Q4K_GROUP_BYTES);
+                prefetch_q4k(block);
+                let (d, dmin) = q4k_d(block);
+                for j in 0..8 {
+                    let a = &*x.add(8 * s + j);
+                    let y = a.qs.as_ptr().cast::<i32>();
+                    let v = values::<true>(block.add(j * 256), 0);
+                    let (scale, min) = q4k_scales(block, j, d, dmin);
+                    let mut low = _mm512_setzero_si512();
+                    let mut high = _mm512_setzero_si512();
+                    for k in 0..4 {
+                        let y = |k: usize| _mm512_set1_epi32(y.add(k).read_unaligned());
+                        low = _mm512_dpbusd_epi32(low, v[k], y(k));
+                        high = _mm512_dpbusd_epi32(high, v[k + 4], y(k + 4));
+                    }
+                    let sums = _mm512_cvtepi32_ps(_mm512_add_epi32(low, high));
+                    *acc = _mm512_fmadd_ps(sums, _mm512_mul_ps(scale, _mm512_set1_ps(a.d)), *acc);
+                    *mins = _mm512_fmadd_ps(min, _mm512_set1_ps(a.s), *mins);
+                }
+            }
+        }
+    }
+    // SAFETY: `out` holds both groups' rows.
+    unsafe {
+        _mm512_storeu_ps(out.as_mut_ptr(), _mm512_sub_ps(acc[0], mins[0]));
+        _mm512_storeu_ps(out.as_mut_ptr().add(ROWS), _mm512_sub_ps(acc[1], mins[1]));
+    }
+}
+
+/// Super-blocks ahead that a Q4_K super-block's loads fetch for later.
+const PREFETCH_Q4K: usize = 1;
+
+/// Asks for the cache lines of the super-block `PREFETCH_Q4K` after `block`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn prefetch_q4k(block: *const u8) {
+    let ahead = block.wrapping_add(PREFETCH_Q4K * Q4K_GROUP_BYTES);
+    for line in 0..Q4K_GROUP_BYTES / 64 {
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line * 64).cast());
     }
 }

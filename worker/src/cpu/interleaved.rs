@@ -1,4 +1,4 @@
-//! Q8_0, Q4_0 and Q4_K rows interleaved sixteen at a time, the layout AVX-512's
+//! Q8_0, Q4_0, Q4_K and Q6_K rows interleaved sixteen at a time, the layout AVX-512's
 //! products of those types read.
 //!
 //! In GGML's layout a row's blocks follow one another, so a 512-bit register holds one
@@ -45,6 +45,19 @@
 //! `Σ (dmin · min_j) × y_j.s`, each sum in its own accumulator, in group order (`d ·
 //! scale_j` and `dmin · min_j` are exact in f32); the portable [`dot`] defines it here
 //! too.
+//!
+//! Q6_K's super-blocks interleave as Q8_0's blocks do, each six-bit value (0..64, 32
+//! more than the weight) a byte of its own, so that no register needs unpacking
+//! ([`Q6K_GROUP_BYTES`], 4,416 bytes, 69 cache lines: 276 bytes a row, against GGML's
+//! 210):
+//!
+//! - `values[j][k][r][i]` (4,096 bytes): value `32j + 4k + i` of row `r`;
+//! - `scales[m][r]` (256 bytes): the signed scale of values `16m..16m + 16`;
+//! - `d[r]` (32 bytes), then 32 bytes of padding.
+//!
+//! Each group of 32 is two sums of sixteen, each started from `-32 · Σ y` of its half
+//! of the activation block ([`half_corrections`]) and scaled by `d · scale_m × y.d`
+//! (`d · scale_m` exact), added in group order.
 
 use super::quant::{self, Q8Block, QK, QuantType};
 
@@ -61,11 +74,18 @@ const Q4K_MINS: usize = Q4K_SCALES + 8 * ROWS;
 const Q4K_D: usize = Q4K_MINS + 8 * ROWS;
 const Q4K_DMIN: usize = Q4K_D + 2 * ROWS;
 
+/// Bytes of a super-block of sixteen Q6_K rows, interleaved.
+pub const Q6K_GROUP_BYTES: usize = 4416;
+/// Where a Q6_K super-block's scales and `d` start.
+const Q6K_SCALES: usize = 4096;
+const Q6K_D: usize = Q6K_SCALES + 16 * ROWS;
+
 /// Bytes one row of `blocks` 32-weight blocks of `ty` takes interleaved: GGML's, but
-/// Q4_K's 148 a super-block.
+/// Q4_K's 148 a super-block and Q6_K's 276.
 pub fn row_bytes(ty: QuantType, blocks: usize) -> usize {
     match ty {
         QuantType::Q4K => blocks / 8 * Q4K_GROUP_BYTES / ROWS,
+        QuantType::Q6K => blocks / 8 * Q6K_GROUP_BYTES / ROWS,
         _ => blocks * ty.block_bytes(),
     }
 }
@@ -95,10 +115,12 @@ fn flip(ty: QuantType) -> u8 {
 }
 
 /// Whether `rows` rows of `blocks` 32-weight blocks of `ty` can be interleaved: Q8_0,
-/// Q4_0 or Q4_K, whole groups and whole pairs of blocks.
+/// Q4_0, Q4_K or Q6_K, whole groups and whole pairs of blocks.
 pub fn fits(ty: QuantType, rows: usize, blocks: usize) -> bool {
-    matches!(ty, QuantType::Q8_0 | QuantType::Q4_0 | QuantType::Q4K)
-        && rows.is_multiple_of(ROWS)
+    matches!(
+        ty,
+        QuantType::Q8_0 | QuantType::Q4_0 | QuantType::Q4K | QuantType::Q6K
+    ) && rows.is_multiple_of(ROWS)
         && blocks.is_multiple_of(2)
         && rows > 0
 }
@@ -106,8 +128,10 @@ pub fn fits(ty: QuantType, rows: usize, blocks: usize) -> bool {
 /// `rows` rows of `ty` (one [`fits`] takes) of `blocks` 32-weight blocks each (GGML's
 /// layout, `data`) interleaved, into `out` (`rows` × [`row_bytes`]).
 pub fn interleave(ty: QuantType, data: &[u8], blocks: usize, out: &mut [u8]) {
-    if ty == QuantType::Q4K {
-        return interleave_q4k(data, blocks, out);
+    match ty {
+        QuantType::Q4K => return interleave_q4k(data, blocks, out),
+        QuantType::Q6K => return interleave_q6k(data, blocks, out),
+        _ => {}
     }
     let block_bytes = ty.block_bytes();
     let row_bytes = blocks * block_bytes;
@@ -172,8 +196,10 @@ fn interleave_q4k(data: &[u8], blocks: usize, out: &mut [u8]) {
 /// Row `r` of an interleaved group of `ty` rows (`group`, `blocks` 32-weight blocks)
 /// back in GGML's layout.
 pub fn row(ty: QuantType, group: &[u8], r: usize, blocks: usize) -> Vec<u8> {
-    if ty == QuantType::Q4K {
-        return row_q4k(group, r, blocks / 8);
+    match ty {
+        QuantType::Q4K => return row_q4k(group, r, blocks / 8),
+        QuantType::Q6K => return row_q6k(group, r, blocks / 8),
+        _ => {}
     }
     let block_bytes = ty.block_bytes();
     let mut out = vec![0; blocks * block_bytes];
@@ -233,6 +259,21 @@ pub fn correction(x: &[Q8Block], into: &mut Vec<i32>) {
     );
 }
 
+/// `-32 · Σ y` of each half (sixteen values) of each activation block: what turns
+/// Q6_K's sums of `(q + 32) · y` into `q · y`.
+pub fn half_corrections(x: &[Q8Block], into: &mut Vec<[i32; 2]>) {
+    into.clear();
+    into.extend(x.iter().map(|a| {
+        let half = |h: usize| {
+            -32 * a.qs[16 * h..][..16]
+                .iter()
+                .map(|&q| i32::from(q))
+                .sum::<i32>()
+        };
+        [half(0), half(1)]
+    }));
+}
+
 /// The correction of a block of `ty` rows from the block's [`correction`] (a multiple
 /// of 128, so the shift is exact).
 pub fn correction_for(ty: QuantType, correction: i32) -> i32 {
@@ -244,10 +285,20 @@ pub fn correction_for(ty: QuantType, correction: i32) -> i32 {
 }
 
 /// The sixteen rows of `group` (of `ty`) times one token's activations `x` (with its
-/// [`correction`]s), in the order every kernel over this layout adds.
-pub fn dot(ty: QuantType, group: &[u8], x: &[Q8Block], correction: &[i32], out: &mut [f32; ROWS]) {
-    if ty == QuantType::Q4K {
-        return dot_q4k(group, x, out);
+/// [`correction`]s and [`half_corrections`]), in the order every kernel over this layout
+/// adds.
+pub fn dot(
+    ty: QuantType,
+    group: &[u8],
+    x: &[Q8Block],
+    correction: &[i32],
+    halves: &[[i32; 2]],
+    out: &mut [f32; ROWS],
+) {
+    match ty {
+        QuantType::Q4K => return dot_q4k(group, x, out),
+        QuantType::Q6K => return dot_q6k(group, x, halves, out),
+        _ => {}
     }
     *out = [0.0; ROWS];
     for (b, (a, &c)) in x.iter().zip(correction).enumerate() {
@@ -293,5 +344,89 @@ fn dot_q4k(group: &[u8], x: &[Q8Block], out: &mut [f32; ROWS]) {
     }
     for (value, min_sum) in out.iter_mut().zip(mins) {
         *value -= min_sum;
+    }
+}
+
+/// [`interleave`] for Q6_K.
+fn interleave_q6k(data: &[u8], blocks: usize, out: &mut [u8]) {
+    let supers = blocks / 8;
+    let ggml_row = supers * 210;
+    assert!(data.len().is_multiple_of(ROWS * ggml_row));
+    assert_eq!(
+        out.len(),
+        data.len() / ggml_row * row_bytes(QuantType::Q6K, blocks)
+    );
+    for (rows, group) in data
+        .chunks_exact(ROWS * ggml_row)
+        .zip(out.chunks_exact_mut(supers * Q6K_GROUP_BYTES))
+    {
+        for (s, into) in group.chunks_exact_mut(Q6K_GROUP_BYTES).enumerate() {
+            for (r, row) in rows.chunks_exact(ggml_row).enumerate() {
+                let block = &row[s * 210..(s + 1) * 210];
+                into[Q6K_D + 2 * r..][..2].copy_from_slice(&block[208..210]);
+                for m in 0..16 {
+                    into[Q6K_SCALES + m * ROWS + r] = block[192 + m];
+                }
+                for i in 0..256 {
+                    let (q, _) = quant::q6k_value(block, i);
+                    into[q6k_at(i, r)] = q as u8;
+                }
+            }
+        }
+    }
+}
+
+/// Where value `i` (0..256) of row `r` sits in an interleaved Q6_K super-block.
+fn q6k_at(i: usize, r: usize) -> usize {
+    i / 32 * 512 + i % 32 / 4 * 4 * ROWS + 4 * r + i % 4
+}
+
+/// [`row`] for Q6_K, `supers` super-blocks.
+fn row_q6k(group: &[u8], r: usize, supers: usize) -> Vec<u8> {
+    let mut out = vec![0; supers * 210];
+    for (block, from) in out
+        .chunks_exact_mut(210)
+        .zip(group.chunks_exact(Q6K_GROUP_BYTES))
+    {
+        block[208..210].copy_from_slice(&from[Q6K_D + 2 * r..][..2]);
+        for m in 0..16 {
+            block[192 + m] = from[Q6K_SCALES + m * ROWS + r];
+        }
+        for i in 0..256 {
+            let q = from[q6k_at(i, r)];
+            let (half, rest) = (i / 128, i % 128);
+            let (quarter, l) = (rest / 32, rest % 32);
+            let low = if quarter < 2 { q & 15 } else { (q & 15) << 4 };
+            block[half * 64 + l + 32 * (quarter % 2)] |= low;
+            block[128 + half * 32 + l] |= (q >> 4) << (2 * quarter);
+        }
+    }
+    out
+}
+
+/// [`dot`] for Q6_K.
+fn dot_q6k(group: &[u8], x: &[Q8Block], halves: &[[i32; 2]], out: &mut [f32; ROWS]) {
+    *out = [0.0; ROWS];
+    for ((from, a), halves) in group
+        .chunks_exact(Q6K_GROUP_BYTES)
+        .zip(x.chunks_exact(8))
+        .zip(halves.chunks_exact(8))
+    {
+        for (r, value) in out.iter_mut().enumerate() {
+            let d = quant::f16_to_f32(u16::from_le_bytes([
+                from[Q6K_D + 2 * r],
+                from[Q6K_D + 2 * r + 1],
+            ]));
+            for (j, (a, half)) in a.iter().zip(halves).enumerate() {
+                for h in 0..2 {
+                    let mut sum = half[h];
+                    for i in 16 * h..16 * h + 16 {
+                        sum += i32::from(from[q6k_at(32 * j + i, r)]) * i32::from(a.qs[i]);
+                    }
+                    let scale = d * f32::from(from[Q6K_SCALES + (2 * j + h) * ROWS + r] as i8);
+                    *value = (sum as f32).mul_add(scale * a.d, *value);
+                }
+            }
+        }
     }
 }

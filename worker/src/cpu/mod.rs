@@ -107,9 +107,11 @@ impl Kernels {
     }
 
     /// Prepares activations `x` for the products of interleaved matrices, once for
-    /// every task of a product: each block's correction ([`interleaved::correction`]).
+    /// every task of a product: each block's correction ([`interleaved::correction`])
+    /// and its halves' ([`interleaved::half_corrections`]).
     pub fn prepare(self, x: &[Q8Block], into: &mut Prepared) {
         interleaved::correction(x, &mut into.corrections);
+        interleaved::half_corrections(x, &mut into.halves);
     }
 
     /// Prepares activations `x` for a product of several tokens with F16, BF16 or F32
@@ -141,20 +143,22 @@ impl Kernels {
         out: &mut [f32],
         stride: usize,
     ) {
-        let corrections = &prepared.corrections;
         #[cfg(target_arch = "x86_64")]
         if let Kernels::X86(simd) = self
-            && simd.dot_interleaved(ty, groups, x, tokens, corrections, out, stride)
+            && simd.dot_interleaved(ty, groups, x, tokens, prepared, out, stride)
         {
             return;
         }
+        let (corrections, halves) = (&prepared.corrections, &prepared.halves);
         let blocks = x.len() / tokens;
         let group_bytes = interleaved::ROWS * interleaved::row_bytes(ty, blocks);
         let mut values = [0.0; interleaved::ROWS];
         for (g, group) in groups.chunks_exact(group_bytes).enumerate() {
             for t in 0..tokens {
                 let at = t * blocks..(t + 1) * blocks;
-                interleaved::dot(ty, group, &x[at.clone()], &corrections[at], &mut values);
+                let (x, corrections, halves) =
+                    (&x[at.clone()], &corrections[at.clone()], &halves[at]);
+                interleaved::dot(ty, group, x, corrections, halves, &mut values);
                 let at = t * stride + g * interleaved::ROWS;
                 out[at..at + interleaved::ROWS].copy_from_slice(&values);
             }
@@ -292,6 +296,7 @@ impl Kernels {
 #[derive(Debug, Default)]
 pub struct Prepared {
     corrections: Vec<i32>,
+    halves: Vec<[i32; 2]>,
     floats: Vec<f32>,
 }
 

@@ -223,7 +223,7 @@ pub fn q4k_scale_min(scales: &[u8], j: usize) -> (u8, u8) {
 }
 
 /// The 6-bit value (0..64) of weight `i` (0..256) of a Q6_K block and its scale index.
-fn q6k_value(block: &[u8], i: usize) -> (i32, usize) {
+pub(super) fn q6k_value(block: &[u8], i: usize) -> (i32, usize) {
     let (half, rest) = (i / 128, i % 128);
     let (quarter, l) = (rest / 32, rest % 32);
     let ql = &block[half * 64..];

@@ -300,7 +300,12 @@ fn both_layouts(ty: QuantType, rows: usize) -> (QMatrix, QMatrix) {
 }
 
 /// The types AVX-512 reads interleaved.
-const INTERLEAVED: [QuantType; 3] = [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4K];
+const INTERLEAVED: [QuantType; 4] = [
+    QuantType::Q8_0,
+    QuantType::Q4_0,
+    QuantType::Q4K,
+    QuantType::Q6K,
+];
 
 #[test]
 fn interleaved_rows_read_back_as_they_were() {
@@ -367,10 +372,12 @@ fn interleaved_products_agree_on_every_set_alone_and_batched() {
 
 #[test]
 fn a_stack_interleaves_the_parts_that_can_be_and_reads_the_others_as_they_are() {
-    // Q4_K_M files stack a Q6_K value projection under Q4_K queries and keys: the
-    // stack's products equal each part's own, bit for bit, a token alone and batched.
+    // Q4_K_M files stack a Q6_K value projection under Q4_K queries and keys (Q5_K_M
+    // files a Q6_K one under Q5_K ones): the stack's products equal each part's own, bit
+    // for bit, a token alone and batched.
     let parts = [
         (QuantType::Q4K, 32),
+        (QuantType::Q5K, 16),
         (QuantType::Q6K, 16),
         (QuantType::Q8_0, 16),
         (QuantType::Q5_0, 16),

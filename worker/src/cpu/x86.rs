@@ -177,7 +177,7 @@ impl Simd {
 const TOKENS_PER_CHUNK: usize = 32;
 
 impl Simd {
-    /// Whether this set has kernels for interleaved Q8_0, Q4_0 and Q4_K rows
+    /// Whether this set has kernels for interleaved Q8_0, Q4_0, Q4_K and Q6_K rows
     /// ([`Simd::dot_interleaved`]).
     pub fn reads_interleaved(self) -> bool {
         self.0 == Level::Avx512
@@ -185,8 +185,9 @@ impl Simd {
 
     /// Interleaved groups of `ty` rows (`groups`, whole groups of [`interleaved::ROWS`]
     /// rows) times `tokens` tokens' activations (`x`, one token after another, with
-    /// their `corrections`) into `out` (`out[token * stride + row]`), equal bit for bit
-    /// to [`interleaved::dot`]; `false` (and nothing done) for a set without AVX-512.
+    /// what [`super::Kernels::prepare`] made of them) into `out` (`out[token * stride +
+    /// row]`), equal bit for bit to [`interleaved::dot`]; `false` (and nothing done) for
+    /// a set without AVX-512.
     #[allow(clippy::too_many_arguments)]
     pub fn dot_interleaved(
         self,
@@ -194,22 +195,20 @@ impl Simd {
         groups: &[u8],
         x: &[Q8Block],
         tokens: usize,
-        corrections: &[i32],
+        prepared: &super::Prepared,
         out: &mut [f32],
         stride: usize,
     ) -> bool {
         if !self.reads_interleaved() {
             return false;
         }
-        match ty {
-            QuantType::Q4_0 => {
-                interleaved_products::<Q4_0_ROWS>(groups, x, tokens, corrections, out, stride)
-            }
-            QuantType::Q4K => {
-                interleaved_products::<Q4K_ROWS>(groups, x, tokens, corrections, out, stride)
-            }
-            _ => interleaved_products::<Q8_0_ROWS>(groups, x, tokens, corrections, out, stride),
-        }
+        let products = match ty {
+            QuantType::Q4_0 => interleaved_products::<Q4_0_ROWS>,
+            QuantType::Q4K => interleaved_products::<Q4K_ROWS>,
+            QuantType::Q6K => interleaved_products::<Q6K_ROWS>,
+            _ => interleaved_products::<Q8_0_ROWS>,
+        };
+        products(groups, x, tokens, prepared, out, stride);
         true
     }
 }
@@ -218,21 +217,24 @@ impl Simd {
 const Q8_0_ROWS: u8 = 0;
 const Q4_0_ROWS: u8 = 1;
 const Q4K_ROWS: u8 = 2;
+const Q6K_ROWS: u8 = 3;
 
 /// [`Simd::dot_interleaved`] on an AVX-512 machine, for the layout `LAYOUT` names.
 fn interleaved_products<const LAYOUT: u8>(
     groups: &[u8],
     x: &[Q8Block],
     tokens: usize,
-    corrections: &[i32],
+    prepared: &super::Prepared,
     out: &mut [f32],
     stride: usize,
 ) {
     use interleaved::ROWS;
+    let (corrections, halves) = (&prepared.corrections, &prepared.halves);
     let blocks = x.len() / tokens;
     let ty = match LAYOUT {
         Q4_0_ROWS => QuantType::Q4_0,
         Q4K_ROWS => QuantType::Q4K,
+        Q6K_ROWS => QuantType::Q6K,
         _ => QuantType::Q8_0,
     };
     let group_bytes = ROWS * interleaved::row_bytes(ty, blocks);
@@ -246,6 +248,7 @@ fn interleaved_products<const LAYOUT: u8>(
         for (two, values) in (&mut pairs).zip(&mut outs) {
             match LAYOUT {
                 Q4K_ROWS => unsafe { groups::two_groups_q4k(two, x, values) },
+                Q6K_ROWS => unsafe { groups::two_groups_q6k(two, x, halves, values) },
                 Q4_0_ROWS => unsafe { groups::two_groups::<true>(two, x, corrections, values) },
                 _ => unsafe { groups::two_groups::<false>(two, x, corrections, values) },
             }
@@ -258,6 +261,11 @@ fn interleaved_products<const LAYOUT: u8>(
                     unsafe { groups::tile_q4k::<1>(one, [x], &mut tile) };
                     *values = tile[0];
                 }
+                Q6K_ROWS => {
+                    let mut tile = [[0.0; ROWS]; 1];
+                    unsafe { groups::tile_q6k::<1>(one, [x], [halves], &mut tile) };
+                    *values = tile[0];
+                }
                 Q4_0_ROWS => unsafe { groups::one_group::<true>(one, x, corrections, values) },
                 _ => unsafe { groups::one_group::<false>(one, x, corrections, values) },
             }
@@ -266,6 +274,7 @@ fn interleaved_products<const LAYOUT: u8>(
     }
     let token = |t: usize| &x[t * blocks..(t + 1) * blocks];
     let correction = |t: usize| &corrections[t * blocks..(t + 1) * blocks];
+    let half = |t: usize| &halves[t * blocks..(t + 1) * blocks];
     let mut tile = [[0.0; ROWS]; groups::TOKENS];
     for chunk in (0..tokens).step_by(TOKENS_PER_CHUNK) {
         let chunk_end = (chunk + TOKENS_PER_CHUNK).min(tokens);
@@ -279,6 +288,10 @@ fn interleaved_products<const LAYOUT: u8>(
                         let corrections = std::array::from_fn(|i| correction(t0 + i));
                         match LAYOUT {
                             Q4K_ROWS => unsafe { groups::tile_q4k::<$n>(group, acts, tile) },
+                            Q6K_ROWS => unsafe {
+                                let halves = std::array::from_fn(|i| half(t0 + i));
+                                groups::tile_q6k::<$n>(group, acts, halves, tile)
+                            },
                             Q4_0_ROWS => unsafe {
                                 groups::tile::<$n, true>(group, acts, corrections, tile)
                             },

@@ -2,7 +2,8 @@
 //! ([`crate::cpu::interleaved`]) with up to eight tokens at once: a decode step of
 //! several sequences, or a prompt's tokens. `Q4` picks Q4_0's layout, Q8_0's otherwise;
 //! the `_q4k` kernels read Q4_K's, whose 32-weight groups are Q4_0's blocks with a
-//! scale and a minimum each.
+//! scale and a minimum each, the `_q6k` kernels Q6_K's, a byte a value, two scales a
+//! group.
 //!
 //! A block of sixteen rows is eight 512-bit registers of values (Q4_0's four, each
 //! split into its low and high nibbles), loaded once for every token of the tile. Per
@@ -13,7 +14,7 @@
 //! bit.
 
 use super::*;
-use crate::cpu::interleaved::{Q4K_GROUP_BYTES, ROWS};
+use crate::cpu::interleaved::{Q4K_GROUP_BYTES, Q6K_GROUP_BYTES, ROWS};
 
 /// Tokens of a tile: eight registers of values, eight accumulators and a few temporaries
 /// of the 32.
@@ -245,9 +246,9 @@ pub(super) fn tile_q4k<const T: usize>(
         // function has the features.
         unsafe {
             let block = group.add(s * Q4K_GROUP_BYTES);
-            prefetch_q4k(block);
             let (d, dmin) = q4k_d(block);
             for j in 0..8 {
+                prefetch_eighth(block, Q4K_GROUP_BYTES, j);
                 let values = values::<true>(block.add(j * 256), 0);
                 let (scale, min) = q4k_scales(block, j, d, dmin);
                 for t in 0..T {
@@ -291,9 +292,9 @@ pub(super) fn two_groups_q4k(groups: &[u8], x: &[Q8Block], out: &mut [f32]) {
             // function has the features.
             unsafe {
                 let block = base.add(g * group_bytes + s * Q4K_GROUP_BYTES);
-                prefetch_q4k(block);
                 let (d, dmin) = q4k_d(block);
                 for j in 0..8 {
+                    prefetch_eighth(block, Q4K_GROUP_BYTES, j);
                     let a = &*x.add(8 * s + j);
                     let y = a.qs.as_ptr().cast::<i32>();
                     let v = values::<true>(block.add(j * 256), 0);
@@ -319,14 +320,142 @@ pub(super) fn two_groups_q4k(groups: &[u8], x: &[Q8Block], out: &mut [f32]) {
     }
 }
 
-/// Super-blocks ahead that a Q4_K super-block's loads fetch for later.
-const PREFETCH_Q4K: usize = 1;
-
-/// Asks for the cache lines of the super-block `PREFETCH_Q4K` after `block`.
+/// Asks for the `j`th eighth (`j` in 0..8) of the cache lines of the super-block after
+/// `block`, of `bytes` bytes: spread over a super-block's groups, since a burst of
+/// prefetches waits for the core's few line-fill buffers. Prefetches never fault, so
+/// past the end they are harmless.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn prefetch_q4k(block: *const u8) {
-    let ahead = block.wrapping_add(PREFETCH_Q4K * Q4K_GROUP_BYTES);
-    for line in 0..Q4K_GROUP_BYTES / 64 {
+fn prefetch_eighth(block: *const u8, bytes: usize, j: usize) {
+    let lines = bytes.div_ceil(64);
+    let ahead = block.wrapping_add(bytes);
+    for line in j * lines / 8..(j + 1) * lines / 8 {
         _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line * 64).cast());
+    }
+}
+
+/// Where a Q6_K super-block of sixteen rows keeps its scales and `d`.
+const Q6K_SCALES: usize = 4096;
+const Q6K_D: usize = Q6K_SCALES + 16 * ROWS;
+
+/// The sixteen rows' `d · scale` of both halves of group `j` of `block` (exact: an f16
+/// times eight bits).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn q6k_scales(block: *const u8, j: usize, d: __m512) -> [__m512; 2] {
+    std::array::from_fn(|h| {
+        // SAFETY: the caller's block holds its scales.
+        let sixteen = unsafe { _mm_loadu_si128(block.add(Q6K_SCALES + (2 * j + h) * ROWS).cast()) };
+        _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sixteen)), d)
+    })
+}
+
+/// The values of group `j` of `block`: register `k` against the token's values
+/// `4k..4k + 4`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn q6k_values(block: *const u8, j: usize) -> [__m512i; 8] {
+    // SAFETY: the caller's block holds group `j`.
+    std::array::from_fn(|k| unsafe { _mm512_loadu_si512(block.add(j * 512 + k * 64).cast()) })
+}
+
+/// [`tile`] for Q6_K: the `ROWS` rows of `group` times `T` tokens (with their
+/// activations' half corrections) into `out[t]`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) fn tile_q6k<const T: usize>(
+    group: &[u8],
+    acts: [&[Q8Block]; T],
+    halves: [&[[i32; 2]]; T],
+    out: &mut [[f32; ROWS]; T],
+) {
+    let blocks = acts[0].len();
+    assert!(blocks.is_multiple_of(8) && group.len() >= blocks / 8 * Q6K_GROUP_BYTES);
+    assert!(acts.iter().all(|a| a.len() >= blocks));
+    assert!(halves.iter().all(|h| h.len() >= blocks));
+    let group = group.as_ptr();
+    let acts = acts.map(<[Q8Block]>::as_ptr);
+    let halves = halves.map(<[[i32; 2]]>::as_ptr);
+    let mut acc = [_mm512_setzero_ps(); T];
+    for s in 0..blocks / 8 {
+        // SAFETY: super-block `s` is inside the group and each token's blocks; this
+        // function has the features.
+        unsafe {
+            let block = group.add(s * Q6K_GROUP_BYTES);
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(block.add(Q6K_D).cast::<__m256i>()));
+            for j in 0..8 {
+                prefetch_eighth(block, Q6K_GROUP_BYTES, j);
+                let values = q6k_values(block, j);
+                let scales = q6k_scales(block, j, d);
+                for t in 0..T {
+                    let a = &*acts[t].add(8 * s + j);
+                    let half = &*halves[t].add(8 * s + j);
+                    let y = a.qs.as_ptr().cast::<i32>();
+                    let ad = _mm512_set1_ps(a.d);
+                    for h in 0..2 {
+                        let mut sums = _mm512_set1_epi32(half[h]);
+                        for (k, v) in values.iter().enumerate().skip(4 * h).take(4) {
+                            sums = _mm512_dpbusd_epi32(
+                                sums,
+                                *v,
+                                _mm512_set1_epi32(y.add(k).read_unaligned()),
+                            );
+                        }
+                        let scale = _mm512_mul_ps(scales[h], ad);
+                        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), scale, acc[t]);
+                    }
+                }
+            }
+        }
+    }
+    for t in 0..T {
+        // SAFETY: each `out[t]` is sixteen floats.
+        unsafe { _mm512_storeu_ps(out[t].as_mut_ptr(), acc[t]) };
+    }
+}
+
+/// [`two_groups`] for Q6_K: one token against two groups (`groups` holds both).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) fn two_groups_q6k(groups: &[u8], x: &[Q8Block], halves: &[[i32; 2]], out: &mut [f32]) {
+    let blocks = x.len();
+    let group_bytes = blocks / 8 * Q6K_GROUP_BYTES;
+    assert!(blocks.is_multiple_of(8) && groups.len() >= 2 * group_bytes);
+    assert!(halves.len() >= blocks && out.len() >= 2 * ROWS);
+    let base = groups.as_ptr();
+    let x = x.as_ptr();
+    let halves = halves.as_ptr();
+    let mut acc = [_mm512_setzero_ps(); 2];
+    for s in 0..blocks / 8 {
+        for (g, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: super-block `s` is inside both groups and the token's blocks; this
+            // function has the features.
+            unsafe {
+                let block = base.add(g * group_bytes + s * Q6K_GROUP_BYTES);
+                let d = _mm512_cvtph_ps(_mm256_loadu_si256(block.add(Q6K_D).cast::<__m256i>()));
+                for j in 0..8 {
+                    prefetch_eighth(block, Q6K_GROUP_BYTES, j);
+                    let a = &*x.add(8 * s + j);
+                    let half = &*halves.add(8 * s + j);
+                    let y = a.qs.as_ptr().cast::<i32>();
+                    let ad = _mm512_set1_ps(a.d);
+                    let v = q6k_values(block, j);
+                    let scales = q6k_scales(block, j, d);
+                    let y = |k: usize| _mm512_set1_epi32(y.add(k).read_unaligned());
+                    let mut first = _mm512_set1_epi32(half[0]);
+                    let mut second = _mm512_set1_epi32(half[1]);
+                    for k in 0..4 {
+                        first = _mm512_dpbusd_epi32(first, v[k], y(k));
+                        second = _mm512_dpbusd_epi32(second, v[k + 4], y(k + 4));
+                    }
+                    let first = _mm512_cvtepi32_ps(first);
+                    *acc = _mm512_fmadd_ps(first, _mm512_mul_ps(scales[0], ad), *acc);
+                    let second = _mm512_cvtepi32_ps(second);
+                    *acc = _mm512_fmadd_ps(second, _mm512_mul_ps(scales[1], ad), *acc);
+                }
+            }
+        }
+    }
+    // SAFETY: `out` holds both groups' rows.
+    unsafe {
+        _mm512_storeu_ps(out.as_mut_ptr(), acc[0]);
+        _mm512_storeu_ps(out.as_mut_ptr().add(ROWS), acc[1]);
     }
 }

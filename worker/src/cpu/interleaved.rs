@@ -1,5 +1,5 @@
-//! Q8_0, Q4_0, Q4_K and Q6_K rows interleaved sixteen at a time, the layout AVX-512's
-//! products of those types read.
+//! Q8_0, Q4_0, Q5_0, Q4_K and Q6_K rows interleaved sixteen at a time, the layout
+//! AVX-512's products of those types read.
 //!
 //! In GGML's layout a row's blocks follow one another, so a 512-bit register holds one
 //! block of one row against one token, and every block's 32 products end in a sum
@@ -11,22 +11,25 @@
 //! product is a sixteenth of the row-major tiles'.
 //!
 //! A group of sixteen rows is stored block pair by block pair, each pair sixteen rows'
-//! blocks, twice ([`pair_bytes`]: 1,088 bytes for Q8_0, 576 for Q4_0, whole cache
-//! lines either way):
+//! blocks, twice ([`pair_bytes`]: 1,088 bytes for Q8_0 and Q5_0, 576 for Q4_0, whole
+//! cache lines either way):
 //!
 //! - `values[h][k][r][j]` (512 or 256 bytes a block): byte `4k + j` of the values of
 //!   row `r`'s block `2p + h`. Q8_0's bytes get 128 added, so that they are the
-//!   unsigned operand `vpdpbusd` takes; Q4_0's are GGML's, value `4k + j` in the low
-//!   nibble and value `16 + 4k + j` in the high one (each value plus 8);
+//!   unsigned operand `vpdpbusd` takes; Q5_0's five-bit values (each weight plus 16)
+//!   take a byte each, so that they read as Q8_0's do (34 bytes a block, against
+//!   GGML's 22); Q4_0's are GGML's, value `4k + j` in the low nibble and value
+//!   `16 + 4k + j` in the high one (each value plus 8);
 //! - `scales[h][r]` (32 bytes a block): the blocks' half-precision scales, by row.
 //!
-//! Every 512-bit load of values is aligned when the group is. A group takes the bytes
-//! its sixteen rows took, and row ranges that start and end on group boundaries keep
-//! their byte offsets.
+//! Every 512-bit load of values is aligned when the group is. A group of Q8_0 or Q4_0
+//! rows takes the bytes its sixteen rows took, and row ranges that start and end on
+//! group boundaries keep their byte offsets ([`row_bytes`] a row for every type).
 //!
 //! The sum of `(q + 128) · y` less `128 · Σ y` is `q · y` exactly (`(q + 8) · y` less
-//! `8 · Σ y` for Q4_0); `128 · Σ y` is the activations' ([`correction`]), computed once
-//! per product, and Q4_0's is a sixteenth of it. Each row's result is
+//! `8 · Σ y` for Q4_0, `(q + 16) · y` less `16 · Σ y` for Q5_0); `128 · Σ y` is the
+//! activations' ([`correction`]), computed once per product, and the others a
+//! sixteenth and an eighth of it. Each row's result is
 //! `Σ_b float(q_b · y_b) × (d_b · y.d_b)`, the product of scales rounded once and each
 //! block added with one fused multiply-add, in block order; [`dot`] computes exactly
 //! that, so every kernel over this layout gives the same bits.
@@ -81,16 +84,17 @@ const Q6K_SCALES: usize = 4096;
 const Q6K_D: usize = Q6K_SCALES + 16 * ROWS;
 
 /// Bytes one row of `blocks` 32-weight blocks of `ty` takes interleaved: GGML's, but
-/// Q4_K's 148 a super-block and Q6_K's 276.
+/// Q5_0's 34 a block (Q8_0's), Q4_K's 148 a super-block and Q6_K's 276.
 pub fn row_bytes(ty: QuantType, blocks: usize) -> usize {
     match ty {
+        QuantType::Q5_0 => blocks * QuantType::Q8_0.block_bytes(),
         QuantType::Q4K => blocks / 8 * Q4K_GROUP_BYTES / ROWS,
         QuantType::Q6K => blocks / 8 * Q6K_GROUP_BYTES / ROWS,
         _ => blocks * ty.block_bytes(),
     }
 }
 
-/// Bytes of one row's values in one block: Q8_0's 32, Q4_0's 16.
+/// Bytes of one row's values in one block: Q8_0's and Q5_0's 32, Q4_0's 16.
 fn value_bytes(ty: QuantType) -> usize {
     match ty {
         QuantType::Q4_0 => QK / 2,
@@ -109,17 +113,65 @@ pub fn offsets(ty: QuantType, h: usize) -> (usize, usize) {
     (h * values, 2 * values + h * SCALES)
 }
 
-/// What interleaving adds to each byte of values: 128 to Q8_0's, nothing to Q4_0's.
-fn flip(ty: QuantType) -> u8 {
-    if ty == QuantType::Q8_0 { 0x80 } else { 0 }
+/// The bytes of values interleaving stores for a GGML block of `ty`: Q8_0's values
+/// plus 128, Q4_0's bytes as they are, Q5_0's five-bit values (each weight plus 16) a
+/// byte each.
+fn stored(ty: QuantType, block: &[u8]) -> [u8; QK] {
+    let mut out = [0; QK];
+    match ty {
+        QuantType::Q5_0 => {
+            let qh = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
+            for (j, value) in out.iter_mut().enumerate() {
+                let nibble = if j < 16 {
+                    block[6 + j] & 15
+                } else {
+                    block[6 + j - 16] >> 4
+                };
+                *value = nibble | (((qh >> j) & 1) as u8) << 4;
+            }
+        }
+        QuantType::Q4_0 => out[..QK / 2].copy_from_slice(&block[2..2 + QK / 2]),
+        _ => {
+            for (value, &q) in out.iter_mut().zip(&block[2..]) {
+                *value = q ^ 0x80;
+            }
+        }
+    }
+    out
+}
+
+/// [`stored`] undone: the values of a GGML block of `ty` (after its scale) from what
+/// interleaving stored.
+fn restore(ty: QuantType, stored: &[u8; QK], block: &mut [u8]) {
+    match ty {
+        QuantType::Q5_0 => {
+            let mut qh = 0u32;
+            for (j, &value) in stored.iter().enumerate() {
+                qh |= u32::from(value >> 4) << j;
+                let nibble = value & 15;
+                if j < 16 {
+                    block[6 + j] |= nibble;
+                } else {
+                    block[6 + j - 16] |= nibble << 4;
+                }
+            }
+            block[2..6].copy_from_slice(&qh.to_le_bytes());
+        }
+        QuantType::Q4_0 => block[2..2 + QK / 2].copy_from_slice(&stored[..QK / 2]),
+        _ => {
+            for (q, &value) in block[2..].iter_mut().zip(stored) {
+                *q = value ^ 0x80;
+            }
+        }
+    }
 }
 
 /// Whether `rows` rows of `blocks` 32-weight blocks of `ty` can be interleaved: Q8_0,
-/// Q4_0, Q4_K or Q6_K, whole groups and whole pairs of blocks.
+/// Q4_0, Q5_0, Q4_K or Q6_K, whole groups and whole pairs of blocks.
 pub fn fits(ty: QuantType, rows: usize, blocks: usize) -> bool {
     matches!(
         ty,
-        QuantType::Q8_0 | QuantType::Q4_0 | QuantType::Q4K | QuantType::Q6K
+        QuantType::Q8_0 | QuantType::Q4_0 | QuantType::Q5_0 | QuantType::Q4K | QuantType::Q6K
     ) && rows.is_multiple_of(ROWS)
         && blocks.is_multiple_of(2)
         && rows > 0
@@ -134,22 +186,22 @@ pub fn interleave(ty: QuantType, data: &[u8], blocks: usize, out: &mut [u8]) {
         _ => {}
     }
     let block_bytes = ty.block_bytes();
-    let row_bytes = blocks * block_bytes;
-    assert_eq!(data.len(), out.len());
-    assert!(data.len().is_multiple_of(ROWS * row_bytes) && blocks.is_multiple_of(2));
+    let ggml_row = blocks * block_bytes;
+    assert!(data.len().is_multiple_of(ROWS * ggml_row) && blocks.is_multiple_of(2));
+    assert_eq!(out.len(), data.len() / ggml_row * row_bytes(ty, blocks));
     for (rows, group) in data
-        .chunks_exact(ROWS * row_bytes)
-        .zip(out.chunks_exact_mut(ROWS * row_bytes))
+        .chunks_exact(ROWS * ggml_row)
+        .zip(out.chunks_exact_mut(ROWS * row_bytes(ty, blocks)))
     {
         for (p, pair) in group.chunks_exact_mut(pair_bytes(ty)).enumerate() {
             for h in 0..2 {
                 let b = 2 * p + h;
                 let (values, scales) = offsets(ty, h);
-                for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
+                for (r, row) in rows.chunks_exact(ggml_row).enumerate() {
                     let block = &row[b * block_bytes..(b + 1) * block_bytes];
                     pair[scales + 2 * r..][..2].copy_from_slice(&block[..2]);
-                    for (i, &q) in block[2..].iter().enumerate() {
-                        pair[values + i / 4 * 4 * ROWS + 4 * r + i % 4] = q ^ flip(ty);
+                    for (i, &q) in stored(ty, block)[..value_bytes(ty)].iter().enumerate() {
+                        pair[values + i / 4 * 4 * ROWS + 4 * r + i % 4] = q;
                     }
                 }
             }
@@ -207,9 +259,11 @@ pub fn row(ty: QuantType, group: &[u8], r: usize, blocks: usize) -> Vec<u8> {
         let pair = &group[b / 2 * pair_bytes(ty)..][..pair_bytes(ty)];
         let (values, scales) = offsets(ty, b % 2);
         block[..2].copy_from_slice(&pair[scales + 2 * r..][..2]);
-        for (i, q) in block[2..].iter_mut().enumerate() {
-            *q = pair[values + i / 4 * 4 * ROWS + 4 * r + i % 4] ^ flip(ty);
+        let mut values_of_row = [0; QK];
+        for (i, q) in values_of_row[..value_bytes(ty)].iter_mut().enumerate() {
+            *q = pair[values + i / 4 * 4 * ROWS + 4 * r + i % 4];
         }
+        restore(ty, &values_of_row, block);
     }
     out
 }
@@ -274,13 +328,14 @@ pub fn half_corrections(x: &[Q8Block], into: &mut Vec<[i32; 2]>) {
     }));
 }
 
-/// The correction of a block of `ty` rows from the block's [`correction`] (a multiple
-/// of 128, so the shift is exact).
+/// The correction of a block of `ty` rows from the block's [`correction`]: a sixteenth
+/// for Q4_0's `+ 8`, an eighth for Q5_0's `+ 16` (a multiple of 128, so the shift is
+/// exact).
 pub fn correction_for(ty: QuantType, correction: i32) -> i32 {
-    if ty == QuantType::Q4_0 {
-        correction >> 4
-    } else {
-        correction
+    match ty {
+        QuantType::Q4_0 => correction >> 4,
+        QuantType::Q5_0 => correction >> 3,
+        _ => correction,
     }
 }
 

@@ -118,7 +118,12 @@ impl QMatrix {
             // Groups start on a cache line, so that the kernels' loads are aligned.
             let mut data = vec![0u8; len + 63];
             let start = data.as_ptr().align_offset(64);
-            interleaved::interleave(part.ty, part.bytes(), blocks, &mut data[start..start + len]);
+            // Group by group on every thread: a model's loading waits for this.
+            let (ty, group_in) = (part.ty, interleaved::ROWS * part.row_bytes);
+            part.bytes()
+                .par_chunks(group_in)
+                .zip(data[start..start + len].par_chunks_mut(interleaved::ROWS * row_bytes))
+                .for_each(|(rows, group)| interleaved::interleave(ty, rows, blocks, group));
             part.data = data;
             part.start = start;
             part.row_bytes = row_bytes;

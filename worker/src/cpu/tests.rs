@@ -300,9 +300,10 @@ fn both_layouts(ty: QuantType, rows: usize) -> (QMatrix, QMatrix) {
 }
 
 /// The types AVX-512 reads interleaved.
-const INTERLEAVED: [QuantType; 4] = [
+const INTERLEAVED: [QuantType; 5] = [
     QuantType::Q8_0,
     QuantType::Q4_0,
+    QuantType::Q5_0,
     QuantType::Q4K,
     QuantType::Q6K,
 ];
@@ -381,6 +382,7 @@ fn a_stack_interleaves_the_parts_that_can_be_and_reads_the_others_as_they_are() 
         (QuantType::Q6K, 16),
         (QuantType::Q8_0, 16),
         (QuantType::Q5_0, 16),
+        (QuantType::Q4_1, 16),
     ];
     let matrix = |(ty, rows): (QuantType, usize), seed| {
         let w = Tensor::from_vec(values(rows * COLS, seed), (rows, COLS), &Device::Cpu)

@@ -177,7 +177,7 @@ impl Simd {
 const TOKENS_PER_CHUNK: usize = 32;
 
 impl Simd {
-    /// Whether this set has kernels for interleaved Q8_0, Q4_0, Q4_K and Q6_K rows
+    /// Whether this set has kernels for interleaved Q8_0, Q4_0, Q5_0, Q4_K and Q6_K rows
     /// ([`Simd::dot_interleaved`]).
     pub fn reads_interleaved(self) -> bool {
         self.0 == Level::Avx512
@@ -206,6 +206,7 @@ impl Simd {
             QuantType::Q4_0 => interleaved_products::<Q4_0_ROWS>,
             QuantType::Q4K => interleaved_products::<Q4K_ROWS>,
             QuantType::Q6K => interleaved_products::<Q6K_ROWS>,
+            QuantType::Q5_0 => interleaved_products::<Q5_0_ROWS>,
             _ => interleaved_products::<Q8_0_ROWS>,
         };
         products(groups, x, tokens, prepared, out, stride);
@@ -218,6 +219,7 @@ const Q8_0_ROWS: u8 = 0;
 const Q4_0_ROWS: u8 = 1;
 const Q4K_ROWS: u8 = 2;
 const Q6K_ROWS: u8 = 3;
+const Q5_0_ROWS: u8 = 4;
 
 /// [`Simd::dot_interleaved`] on an AVX-512 machine, for the layout `LAYOUT` names.
 fn interleaved_products<const LAYOUT: u8>(
@@ -235,6 +237,7 @@ fn interleaved_products<const LAYOUT: u8>(
         Q4_0_ROWS => QuantType::Q4_0,
         Q4K_ROWS => QuantType::Q4K,
         Q6K_ROWS => QuantType::Q6K,
+        Q5_0_ROWS => QuantType::Q5_0,
         _ => QuantType::Q8_0,
     };
     let group_bytes = ROWS * interleaved::row_bytes(ty, blocks);
@@ -249,8 +252,9 @@ fn interleaved_products<const LAYOUT: u8>(
             match LAYOUT {
                 Q4K_ROWS => unsafe { groups::two_groups_q4k(two, x, values) },
                 Q6K_ROWS => unsafe { groups::two_groups_q6k(two, x, halves, values) },
-                Q4_0_ROWS => unsafe { groups::two_groups::<true>(two, x, corrections, values) },
-                _ => unsafe { groups::two_groups::<false>(two, x, corrections, values) },
+                Q4_0_ROWS => unsafe { groups::two_groups::<true, 4>(two, x, corrections, values) },
+                Q5_0_ROWS => unsafe { groups::two_groups::<false, 3>(two, x, corrections, values) },
+                _ => unsafe { groups::two_groups::<false, 0>(two, x, corrections, values) },
             }
         }
         if let Some(values) = outs.into_remainder().first_chunk_mut::<ROWS>() {
@@ -266,8 +270,9 @@ fn interleaved_products<const LAYOUT: u8>(
                     unsafe { groups::tile_q6k::<1>(one, [x], [halves], &mut tile) };
                     *values = tile[0];
                 }
-                Q4_0_ROWS => unsafe { groups::one_group::<true>(one, x, corrections, values) },
-                _ => unsafe { groups::one_group::<false>(one, x, corrections, values) },
+                Q4_0_ROWS => unsafe { groups::one_group::<true, 4>(one, x, corrections, values) },
+                Q5_0_ROWS => unsafe { groups::one_group::<false, 3>(one, x, corrections, values) },
+                _ => unsafe { groups::one_group::<false, 0>(one, x, corrections, values) },
             }
         }
         return;
@@ -293,10 +298,13 @@ fn interleaved_products<const LAYOUT: u8>(
                                 groups::tile_q6k::<$n>(group, acts, halves, tile)
                             },
                             Q4_0_ROWS => unsafe {
-                                groups::tile::<$n, true>(group, acts, corrections, tile)
+                                groups::tile::<$n, true, 4>(group, acts, corrections, tile)
+                            },
+                            Q5_0_ROWS => unsafe {
+                                groups::tile::<$n, false, 3>(group, acts, corrections, tile)
                             },
                             _ => unsafe {
-                                groups::tile::<$n, false>(group, acts, corrections, tile)
+                                groups::tile::<$n, false, 0>(group, acts, corrections, tile)
                             },
                         }
                     }};

@@ -1,6 +1,8 @@
 //! AVX-512's products of interleaved Q8_0, Q4_0 and Q4_K rows
 //! ([`crate::cpu::interleaved`]) with up to eight tokens at once: a decode step of
-//! several sequences, or a prompt's tokens. `Q4` picks Q4_0's layout, Q8_0's otherwise;
+//! several sequences, or a prompt's tokens. `Q4` picks Q4_0's layout, a byte a value
+//! otherwise (Q8_0's and Q5_0's), and `SHIFT` the type's correction
+//! ([`crate::cpu::interleaved::correction_for`]);
 //! the `_q4k` kernels read Q4_K's, whose 32-weight groups are Q4_0's blocks with a
 //! scale and a minimum each, the `_q6k` kernels Q6_K's, a byte a value, two scales a
 //! group.
@@ -60,15 +62,16 @@ unsafe fn scales<const Q4: bool>(pair: *const u8, h: usize) -> __m512 {
     _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(pair.add(at).cast::<__m256i>()) })
 }
 
-/// A block's correction for this layout ([`crate::cpu::interleaved::correction_for`]).
-fn correction<const Q4: bool>(c: i32) -> i32 {
-    if Q4 { c >> 4 } else { c }
+/// A block's correction for this layout ([`crate::cpu::interleaved::correction_for`]):
+/// exact, the correction being a multiple of 128.
+fn correction<const SHIFT: u32>(c: i32) -> i32 {
+    c >> SHIFT
 }
 
 /// The `ROWS` rows of `group` (interleaved) times `T` tokens (`acts[t]`, with their
 /// corrections `corrections[t]`) into `out[t]`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) fn tile<const T: usize, const Q4: bool>(
+pub(super) fn tile<const T: usize, const Q4: bool, const SHIFT: u32>(
     group: &[u8],
     acts: [&[Q8Block]; T],
     corrections: [&[i32]; T],
@@ -97,7 +100,7 @@ pub(super) fn tile<const T: usize, const Q4: bool>(
             for t in 0..T {
                 let a = &*acts[t].add(b);
                 let y = a.qs.as_ptr().cast::<i32>();
-                let mut sums = _mm512_set1_epi32(correction::<Q4>(*corrections[t].add(b)));
+                let mut sums = _mm512_set1_epi32(correction::<SHIFT>(*corrections[t].add(b)));
                 for (k, v) in values.iter().enumerate() {
                     sums =
                         _mm512_dpbusd_epi32(sums, *v, _mm512_set1_epi32(y.add(k).read_unaligned()));
@@ -117,7 +120,7 @@ pub(super) fn tile<const T: usize, const Q4: bool>(
 /// a decode step of one sequence, whose eight `vpdpbusd` a block would otherwise wait on
 /// one another. The sums of each block are split in two halves (integers, so exactly).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) fn two_groups<const Q4: bool>(
+pub(super) fn two_groups<const Q4: bool, const SHIFT: u32>(
     groups: &[u8],
     x: &[Q8Block],
     corrections: &[i32],
@@ -138,7 +141,7 @@ pub(super) fn two_groups<const Q4: bool>(
             let a = &*x.add(b);
             let y = a.qs.as_ptr().cast::<i32>();
             let ad = _mm512_set1_ps(a.d);
-            let start = _mm512_set1_epi32(correction::<Q4>(*corrections.add(b)));
+            let start = _mm512_set1_epi32(correction::<SHIFT>(*corrections.add(b)));
             for (g, acc) in acc.iter_mut().enumerate() {
                 let pair = base.add(g * group_bytes + b / 2 * pair_bytes(Q4));
                 let h = b % 2;
@@ -165,14 +168,14 @@ pub(super) fn two_groups<const Q4: bool>(
 
 /// [`crate::cpu::interleaved::dot`] for one group and one token.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) fn one_group<const Q4: bool>(
+pub(super) fn one_group<const Q4: bool, const SHIFT: u32>(
     group: &[u8],
     x: &[Q8Block],
     corrections: &[i32],
     out: &mut [f32; ROWS],
 ) {
     let mut values = [[0.0; ROWS]; 1];
-    tile::<1, Q4>(group, [x], [corrections], &mut values);
+    tile::<1, Q4, SHIFT>(group, [x], [corrections], &mut values);
     *out = values[0];
 }
 

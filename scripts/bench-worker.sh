@@ -9,6 +9,8 @@
 #   ARCH=qwen2 scripts/bench-worker.sh  # a random-weight qwen2 (or qwen3, gemma2,
 #                                       # gemma3) of a real model's shape, Q8_0
 #                                       # (bench/make_random_model.py)
+#   ARCH=qwen3 QUANT=Q4_K_M scripts/bench-worker.sh  # that file requantized
+#   scripts/bench-worker.sh --model FILE.gguf        # any GGUF file
 #
 # llama-cpp-python is built from source once (about 15 minutes on 2 cores) into
 # .rbee-cache/llama-venv and reused afterwards.
@@ -19,7 +21,20 @@ threads="${THREADS:-2}"
 profile="${PROFILE:-release}"
 venv="$repo/.rbee-cache/llama-venv"
 
-model="$("$repo/scripts/fetch-test-model.sh")"
+model=""
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --model) model="${2:?--model needs a file}"; shift 2 ;;
+        *) echo "bench-worker.sh: unknown argument '$1' (hint: --model FILE.gguf)" >&2; exit 2 ;;
+    esac
+done
+if [[ -n "$model" && ! -f "$model" ]]; then
+    echo "bench-worker.sh: no such model file '$model'" >&2
+    exit 2
+fi
+if [[ -z "$model" ]]; then
+    model="$("$repo/scripts/fetch-test-model.sh")"
+fi
 
 if ! "$venv/bin/python" -c 'import llama_cpp' 2>/dev/null; then
     echo "building llama-cpp-python from source into $venv (once; ~15 min on 2 cores)" >&2
@@ -29,6 +44,7 @@ if ! "$venv/bin/python" -c 'import llama_cpp' 2>/dev/null; then
 fi
 
 if [[ -n "${ARCH:-}" ]]; then
+    model="$("$repo/scripts/fetch-test-model.sh")"
     # Written once, with the test model's tokenizer.
     random_model="$repo/.rbee-cache/models/rbee-bench-$ARCH.Q8_0.gguf"
     if [[ ! -f "$random_model" ]]; then
@@ -39,7 +55,8 @@ if [[ -n "${ARCH:-}" ]]; then
         mv "$random_model.partial" "$random_model"
     fi
     model="$random_model"
-elif [[ -n "${QUANT:-}" ]]; then
+fi
+if [[ -n "${QUANT:-}" ]]; then
     # llama.cpp's quantizer writes the same weights in another format, once.
     requantized="${model%.*.gguf}.$QUANT.gguf"
     if [[ ! -f "$requantized" ]]; then

@@ -200,8 +200,9 @@ pub fn interleave(ty: QuantType, data: &[u8], blocks: usize, out: &mut [u8]) {
                 for (r, row) in rows.chunks_exact(ggml_row).enumerate() {
                     let block = &row[b * block_bytes..(b + 1) * block_bytes];
                     pair[scales + 2 * r..][..2].copy_from_slice(&block[..2]);
-                    for (i, &q) in stored(ty, block)[..value_bytes(ty)].iter().enumerate() {
-                        pair[values + i / 4 * 4 * ROWS + 4 * r + i % 4] = q;
+                    let stored = stored(ty, block);
+                    for (k, four) in stored[..value_bytes(ty)].chunks_exact(4).enumerate() {
+                        pair[values + k * 4 * ROWS + 4 * r..][..4].copy_from_slice(four);
                     }
                 }
             }

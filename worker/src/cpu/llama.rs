@@ -1054,7 +1054,11 @@ fn soft_cap(x: &mut [f32], cap: f32) {
 fn gelu(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     const COEF_A: f32 = 0.044_715;
-    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh())
+    // `(1 + tanh u) / 2` is `1 - 1 / (1 + e^2u)`: one exponential, where libm's
+    // `tanhf` costs two functions' time; right at both ends (e^2u overflowing to
+    // infinity gives 1, underflowing to 0 gives 0).
+    let u = SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x);
+    x * (1.0 - 1.0 / (1.0 + (2.0 * u).exp()))
 }
 
 fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {

@@ -72,16 +72,16 @@ const SCALES: usize = ROWS * 2;
 /// Bytes of a super-block of sixteen Q4_K rows, interleaved.
 pub const Q4K_GROUP_BYTES: usize = 2368;
 /// Where a Q4_K super-block's scales, minimums, `d` and `dmin` start.
-const Q4K_SCALES: usize = 2048;
-const Q4K_MINS: usize = Q4K_SCALES + 8 * ROWS;
-const Q4K_D: usize = Q4K_MINS + 8 * ROWS;
-const Q4K_DMIN: usize = Q4K_D + 2 * ROWS;
+pub const Q4K_SCALES: usize = 2048;
+pub const Q4K_MINS: usize = Q4K_SCALES + 8 * ROWS;
+pub const Q4K_D: usize = Q4K_MINS + 8 * ROWS;
+pub const Q4K_DMIN: usize = Q4K_D + 2 * ROWS;
 
 /// Bytes of a super-block of sixteen Q6_K rows, interleaved.
 pub const Q6K_GROUP_BYTES: usize = 4416;
 /// Where a Q6_K super-block's scales and `d` start.
-const Q6K_SCALES: usize = 4096;
-const Q6K_D: usize = Q6K_SCALES + 16 * ROWS;
+pub const Q6K_SCALES: usize = 4096;
+pub const Q6K_D: usize = Q6K_SCALES + 16 * ROWS;
 
 /// Bytes one row of `blocks` 32-weight blocks of `ty` takes interleaved: GGML's, but
 /// Q5_0's 34 a block (Q8_0's), Q4_K's 148 a super-block and Q6_K's 276.

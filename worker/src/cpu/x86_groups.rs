@@ -16,7 +16,10 @@
 //! bit.
 
 use super::*;
-use crate::cpu::interleaved::{Q4K_GROUP_BYTES, Q6K_GROUP_BYTES, ROWS};
+use crate::cpu::interleaved::{
+    Q4K_D, Q4K_DMIN, Q4K_GROUP_BYTES, Q4K_MINS, Q4K_SCALES, Q6K_D, Q6K_GROUP_BYTES, Q6K_SCALES,
+    ROWS,
+};
 
 /// Tokens of a tile: eight registers of values, eight accumulators and a few temporaries
 /// of the 32.
@@ -198,12 +201,6 @@ fn prefetch_ahead<const Q4: bool>(pair: *const u8, h: usize) {
     }
 }
 
-/// Where a Q4_K super-block of sixteen rows keeps its scales, minimums, `d` and `dmin`
-/// ([`crate::cpu::interleaved`]).
-const Q4K_SCALES: usize = 2048;
-const Q4K_MINS: usize = Q4K_SCALES + 8 * ROWS;
-const Q4K_D: usize = Q4K_MINS + 8 * ROWS;
-
 /// The sixteen rows' `d · scale_j` and `dmin · min_j` of group `j` of `block`, given
 /// the rows' `d` and `dmin` as floats (exact: an f16 times six bits).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -227,7 +224,7 @@ unsafe fn q4k_d(block: *const u8) -> (__m512, __m512) {
     // SAFETY: the caller's block holds its `d` and `dmin`, one after the other.
     let both =
         |at: usize| unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(block.add(at).cast::<__m256i>())) };
-    (both(Q4K_D), both(Q4K_D + 2 * ROWS))
+    (both(Q4K_D), both(Q4K_DMIN))
 }
 
 /// [`tile`] for Q4_K: the `ROWS` rows of `group` times `T` tokens into `out[t]`.
@@ -335,10 +332,6 @@ fn prefetch_eighth(block: *const u8, bytes: usize, j: usize) {
         _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line * 64).cast());
     }
 }
-
-/// Where a Q6_K super-block of sixteen rows keeps its scales and `d`.
-const Q6K_SCALES: usize = 4096;
-const Q6K_D: usize = Q6K_SCALES + 16 * ROWS;
 
 /// The sixteen rows' `d · scale` of both halves of group `j` of `block` (exact: an f16
 /// times eight bits).

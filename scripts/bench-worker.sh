@@ -11,15 +11,33 @@
 #                                       # (bench/make_random_model.py)
 #   ARCH=qwen3 QUANT=Q4_K_M scripts/bench-worker.sh  # that file requantized
 #   scripts/bench-worker.sh --model FILE.gguf        # any GGUF file
+#   LLAMA_CPU=avx2 RBEE_WORKER_ENGINE=avx2 scripts/bench-worker.sh
+#                                # both engines limited to AVX2 (an AVX2 machine's
+#                                # code, on whatever CPU runs it)
 #
-# llama-cpp-python is built from source once (about 15 minutes on 2 cores) into
-# .rbee-cache/llama-venv and reused afterwards.
+# llama-cpp-python is built from source once per LLAMA_CPU (about 15 minutes on 2
+# cores) and reused afterwards: `native` (the default) into .rbee-cache/llama-venv-native,
+# for this CPU's widest instructions (AVX-512 where it has them; AMX off, as a VM may
+# list AMX and trap it), `avx2` into .rbee-cache/llama-venv (AVX2, FMA, F16C, no
+# AVX-512: the build the conformance records come from).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 threads="${THREADS:-2}"
 profile="${PROFILE:-release}"
-venv="$repo/.rbee-cache/llama-venv"
+# pip would reuse a wheel it built for another LLAMA_CPU: --no-cache-dir.
+llama_cpu="${LLAMA_CPU:-native}"
+case "$llama_cpu" in
+    native)
+        venv="$repo/.rbee-cache/llama-venv-native"
+        cmake_args="-DGGML_NATIVE=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+        ;;
+    avx2)
+        venv="$repo/.rbee-cache/llama-venv"
+        cmake_args="-DGGML_NATIVE=OFF"
+        ;;
+    *) echo "bench-worker.sh: LLAMA_CPU is native or avx2, not '$llama_cpu'" >&2; exit 2 ;;
+esac
 
 model=""
 while [[ $# -gt 0 ]]; do
@@ -39,8 +57,9 @@ fi
 if ! "$venv/bin/python" -c 'import llama_cpp' 2>/dev/null; then
     echo "building llama-cpp-python from source into $venv (once; ~15 min on 2 cores)" >&2
     python3 -m venv "$venv"
-    CMAKE_ARGS="-DGGML_NATIVE=OFF" CMAKE_BUILD_PARALLEL_LEVEL="$threads" \
-        "$venv/bin/pip" install --quiet --no-binary llama-cpp-python llama-cpp-python
+    CMAKE_ARGS="$cmake_args" CMAKE_BUILD_PARALLEL_LEVEL="$threads" \
+        "$venv/bin/pip" install --quiet --no-cache-dir --no-binary llama-cpp-python \
+            llama-cpp-python
 fi
 
 if [[ -n "${ARCH:-}" ]]; then
@@ -75,6 +94,6 @@ else
     worker="$repo/target/debug/llm-worker-rbee"
 fi
 
-echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; threads: $threads; worker build: $profile" >&2
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; threads: $threads; worker build: $profile; llama.cpp: $("$venv/bin/python" -c 'import llama_cpp; print(llama_cpp.llama_print_system_info().decode().strip())')" >&2
 exec "$venv/bin/python" "$repo/bench/worker_bench.py" \
     --worker "$worker" --model "$model" --threads "$threads"

@@ -1,5 +1,6 @@
 //! Q8_0, Q4_0, Q5_0, Q4_K and Q6_K rows interleaved sixteen at a time, the layout
-//! AVX-512's products of those types read.
+//! AVX-512's and AVX2's products of those types read (AVX2 as two halves of eight rows,
+//! `vpmaddubsw` and `vpmaddwd` in place of `vpdpbusd`: `x86_groups_avx2.rs`).
 //!
 //! In GGML's layout a row's blocks follow one another, so a 512-bit register holds one
 //! block of one row against one token, and every block's 32 products end in a sum

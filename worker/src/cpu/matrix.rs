@@ -86,9 +86,9 @@ impl QMatrix {
         })
     }
 
-    /// This matrix in the layout `kernels` read fastest: Q8_0, Q4_0 and Q4_K rows
-    /// interleaved ([`interleaved`]) for AVX-512 where every part can be, as it is
-    /// otherwise.
+    /// This matrix in the layout `kernels` read fastest: Q8_0, Q4_0, Q5_0, Q4_K and Q6_K
+    /// rows interleaved ([`interleaved`]) for AVX2 and AVX-512 where whole groups of a
+    /// part can be, as it is otherwise.
     pub fn arranged_for(self, kernels: Kernels) -> QMatrix {
         if kernels.interleaves() {
             self.interleaved()
@@ -97,9 +97,9 @@ impl QMatrix {
         }
     }
 
-    /// This matrix with its Q8_0, Q4_0 and Q4_K parts interleaved, where whole groups
-    /// of rows and whole pairs of blocks allow (the others stay as they are, and are
-    /// read by their own kernels part by part); as it is otherwise, and wholly as it is
+    /// This matrix with its Q8_0, Q4_0, Q5_0, Q4_K and Q6_K parts interleaved, where
+    /// whole groups of rows and whole pairs of blocks allow (the others stay as they
+    /// are, and are read by their own kernels part by part); as it is otherwise, and wholly as it is
     /// unless every part is whole groups of rows, so that tasks split on groups.
     pub(super) fn interleaved(mut self) -> QMatrix {
         let blocks = self.cols / QK;

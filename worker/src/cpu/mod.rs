@@ -96,12 +96,13 @@ impl Kernels {
         }
     }
 
-    /// Whether this set reads Q8_0, Q4_0 and Q4_K matrices faster interleaved (AVX-512's
-    /// products, [`interleaved`]), so that loading them should interleave them.
+    /// Whether this set reads Q8_0, Q4_0, Q5_0, Q4_K and Q6_K matrices faster
+    /// interleaved ([`interleaved`]: AVX2's and AVX-512's products), so that loading them
+    /// should interleave them.
     pub fn interleaves(self) -> bool {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Kernels::X86(simd) => simd.reads_interleaved(),
+            Kernels::X86(_) => true,
             _ => false,
         }
     }
@@ -130,8 +131,8 @@ impl Kernels {
     /// Interleaved groups of `ty` rows ([`interleaved`]) times `tokens` tokens'
     /// activations (`x` holds exactly those, one after another; `prepared` is what
     /// [`Kernels::prepare`] made of them): `out[t * stride + i]` is row `i` times token
-    /// `t`. Every set gives [`interleaved::dot`]'s bits; AVX-512's kernels are the fast
-    /// ones.
+    /// `t`. Every set gives [`interleaved::dot`]'s bits; AVX2's and AVX-512's kernels are
+    /// the fast ones (the portable code runs only where a test asks for it).
     #[allow(clippy::too_many_arguments)]
     pub fn dot_interleaved(
         self,
@@ -144,10 +145,8 @@ impl Kernels {
         stride: usize,
     ) {
         #[cfg(target_arch = "x86_64")]
-        if let Kernels::X86(simd) = self
-            && simd.dot_interleaved(ty, groups, x, tokens, prepared, out, stride)
-        {
-            return;
+        if let Kernels::X86(simd) = self {
+            return simd.dot_interleaved(ty, groups, x, tokens, prepared, out, stride);
         }
         let (corrections, halves) = (&prepared.corrections, &prepared.halves);
         let blocks = x.len() / tokens;

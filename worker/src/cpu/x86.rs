@@ -12,8 +12,10 @@ use std::arch::x86_64::*;
 use super::interleaved;
 use super::quant::{Q8Block, QuantType, q4k_scale_min};
 
-#[path = "x86_groups.rs"]
-mod groups;
+#[path = "x86_groups_avx2.rs"]
+mod avx2_groups;
+#[path = "x86_groups_avx512.rs"]
+mod avx512_groups;
 
 /// Proof that this CPU runs a kernel set: the only way to reach the kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,17 +179,10 @@ impl Simd {
 const TOKENS_PER_CHUNK: usize = 32;
 
 impl Simd {
-    /// Whether this set has kernels for interleaved Q8_0, Q4_0, Q5_0, Q4_K and Q6_K rows
-    /// ([`Simd::dot_interleaved`]).
-    pub fn reads_interleaved(self) -> bool {
-        self.0 == Level::Avx512
-    }
-
     /// Interleaved groups of `ty` rows (`groups`, whole groups of [`interleaved::ROWS`]
     /// rows) times `tokens` tokens' activations (`x`, one token after another, with
     /// what [`super::Kernels::prepare`] made of them) into `out` (`out[token * stride +
-    /// row]`), equal bit for bit to [`interleaved::dot`]; `false` (and nothing done) for
-    /// a set without AVX-512.
+    /// row]`), equal bit for bit to [`interleaved::dot`].
     #[allow(clippy::too_many_arguments)]
     pub fn dot_interleaved(
         self,
@@ -198,19 +193,21 @@ impl Simd {
         prepared: &super::Prepared,
         out: &mut [f32],
         stride: usize,
-    ) -> bool {
-        if !self.reads_interleaved() {
-            return false;
-        }
-        let products = match ty {
-            QuantType::Q4_0 => interleaved_products::<Q4_0_ROWS>,
-            QuantType::Q4K => interleaved_products::<Q4K_ROWS>,
-            QuantType::Q6K => interleaved_products::<Q6K_ROWS>,
-            QuantType::Q5_0 => interleaved_products::<Q5_0_ROWS>,
-            _ => interleaved_products::<Q8_0_ROWS>,
+    ) {
+        let products = match (self.0, ty) {
+            (Level::Avx512, QuantType::Q4_0) => interleaved_products::<Avx512, Q4_0_ROWS>,
+            (Level::Avx512, QuantType::Q4K) => interleaved_products::<Avx512, Q4K_ROWS>,
+            (Level::Avx512, QuantType::Q6K) => interleaved_products::<Avx512, Q6K_ROWS>,
+            (Level::Avx512, QuantType::Q5_0) => interleaved_products::<Avx512, Q5_0_ROWS>,
+            (Level::Avx512, _) => interleaved_products::<Avx512, Q8_0_ROWS>,
+            (Level::Avx2, QuantType::Q4_0) => interleaved_products::<Avx2, Q4_0_ROWS>,
+            (Level::Avx2, QuantType::Q4K) => interleaved_products::<Avx2, Q4K_ROWS>,
+            (Level::Avx2, QuantType::Q6K) => interleaved_products::<Avx2, Q6K_ROWS>,
+            (Level::Avx2, QuantType::Q5_0) => interleaved_products::<Avx2, Q5_0_ROWS>,
+            (Level::Avx2, _) => interleaved_products::<Avx2, Q8_0_ROWS>,
         };
-        products(groups, x, tokens, prepared, out, stride);
-        true
+        // SAFETY: `self` proves the CPU has the chosen set's features.
+        unsafe { products(groups, x, tokens, prepared, out, stride) };
     }
 }
 
@@ -221,8 +218,157 @@ const Q4K_ROWS: u8 = 2;
 const Q6K_ROWS: u8 = 3;
 const Q5_0_ROWS: u8 = 4;
 
-/// [`Simd::dot_interleaved`] on an AVX-512 machine, for the layout `LAYOUT` names.
-fn interleaved_products<const LAYOUT: u8>(
+/// Cache lines of one block's values (half a pair).
+const fn half_lines(q4: bool) -> usize {
+    if q4 { 4 } else { 8 }
+}
+
+/// Bytes of a pair of blocks: both halves' values, then a line of scales.
+const fn pair_bytes(q4: bool) -> usize {
+    (2 * half_lines(q4) + 1) * 64
+}
+
+/// Pairs ahead that a block's loads fetch for later: the tiles' arithmetic fills the
+/// core's window so that few of a group's loads are in flight at once, and the
+/// hardware's prefetchers alone leave them waiting on memory.
+const PREFETCH_PAIRS: usize = 3;
+
+/// Asks for the cache lines of half `h` of the pair `PREFETCH_PAIRS` after `pair` (and
+/// its scales, with the second half). Prefetches never fault, so past the group's end
+/// they are harmless.
+#[inline(always)]
+fn prefetch_ahead<const Q4: bool>(pair: *const u8, h: usize) {
+    let ahead = pair.wrapping_add(PREFETCH_PAIRS * pair_bytes(Q4));
+    // SAFETY (the prefetches): SSE is part of every x86-64 CPU.
+    for k in 0..half_lines(Q4) {
+        let line = ahead.wrapping_add((h * half_lines(Q4) + k) * 64);
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(line.cast()) };
+    }
+    if h == 1 {
+        let scales = ahead.wrapping_add(2 * half_lines(Q4) * 64);
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(scales.cast()) };
+    }
+}
+
+/// Asks for the `j`th eighth (`j` in 0..8) of the cache lines of the super-block after
+/// `block`, of `bytes` bytes: spread over a super-block's groups, since a burst of
+/// prefetches waits for the core's few line-fill buffers. Prefetches never fault, so
+/// past the end they are harmless.
+#[inline(always)]
+fn prefetch_eighth(block: *const u8, bytes: usize, j: usize) {
+    let lines = bytes.div_ceil(64);
+    let ahead = block.wrapping_add(bytes);
+    for line in j * lines / 8..(j + 1) * lines / 8 {
+        // SAFETY: SSE is part of every x86-64 CPU.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line * 64).cast()) };
+    }
+}
+
+/// One kernel set's products over the interleaved layouts: AVX-512's
+/// (`x86_groups_avx512.rs`) or AVX2's (`x86_groups_avx2.rs`), with one contract.
+///
+/// - `tile::<T, Q4, SHIFT>`: the sixteen rows of a group of Q8_0 (`Q4` false, `SHIFT`
+///   0), Q4_0 (true, 4) or Q5_0 (false, 3) times `T` ≤ 8 tokens, with their blocks'
+///   corrections ([`interleaved::correction`], shifted by `SHIFT`), into `out[t]`;
+/// - `two_groups::<Q4, SHIFT>`: one token against two groups (`groups` holds both),
+///   into `out[..32]`;
+/// - the `_q4k` and `_q6k` kernels the same for Q4_K and Q6_K (Q6_K's with the
+///   activations' half corrections).
+///
+/// Each gives [`interleaved::dot`]'s bits. Safety: the CPU has the set's features.
+trait Groups {
+    unsafe fn tile<const T: usize, const Q4: bool, const SHIFT: u32>(
+        group: &[u8],
+        acts: [&[Q8Block]; T],
+        corrections: [&[i32]; T],
+        out: &mut [[f32; interleaved::ROWS]; T],
+    );
+    unsafe fn two_groups<const Q4: bool, const SHIFT: u32>(
+        groups: &[u8],
+        x: &[Q8Block],
+        corrections: &[i32],
+        out: &mut [f32],
+    );
+    unsafe fn tile_q4k<const T: usize>(
+        group: &[u8],
+        acts: [&[Q8Block]; T],
+        out: &mut [[f32; interleaved::ROWS]; T],
+    );
+    unsafe fn two_groups_q4k(groups: &[u8], x: &[Q8Block], out: &mut [f32]);
+    unsafe fn tile_q6k<const T: usize>(
+        group: &[u8],
+        acts: [&[Q8Block]; T],
+        halves: [&[[i32; 2]]; T],
+        out: &mut [[f32; interleaved::ROWS]; T],
+    );
+    unsafe fn two_groups_q6k(groups: &[u8], x: &[Q8Block], halves: &[[i32; 2]], out: &mut [f32]);
+}
+
+macro_rules! groups_of {
+    ($set:ident, $module:ident) => {
+        struct $set;
+
+        // SAFETY (every body): the caller vouches for the features, the kernels check
+        // their slices.
+        impl Groups for $set {
+            unsafe fn tile<const T: usize, const Q4: bool, const SHIFT: u32>(
+                group: &[u8],
+                acts: [&[Q8Block]; T],
+                corrections: [&[i32]; T],
+                out: &mut [[f32; interleaved::ROWS]; T],
+            ) {
+                unsafe { $module::tile::<T, Q4, SHIFT>(group, acts, corrections, out) }
+            }
+            unsafe fn two_groups<const Q4: bool, const SHIFT: u32>(
+                groups: &[u8],
+                x: &[Q8Block],
+                corrections: &[i32],
+                out: &mut [f32],
+            ) {
+                unsafe { $module::two_groups::<Q4, SHIFT>(groups, x, corrections, out) }
+            }
+            unsafe fn tile_q4k<const T: usize>(
+                group: &[u8],
+                acts: [&[Q8Block]; T],
+                out: &mut [[f32; interleaved::ROWS]; T],
+            ) {
+                unsafe { $module::tile_q4k::<T>(group, acts, out) }
+            }
+            unsafe fn two_groups_q4k(groups: &[u8], x: &[Q8Block], out: &mut [f32]) {
+                unsafe { $module::two_groups_q4k(groups, x, out) }
+            }
+            unsafe fn tile_q6k<const T: usize>(
+                group: &[u8],
+                acts: [&[Q8Block]; T],
+                halves: [&[[i32; 2]]; T],
+                out: &mut [[f32; interleaved::ROWS]; T],
+            ) {
+                unsafe { $module::tile_q6k::<T>(group, acts, halves, out) }
+            }
+            unsafe fn two_groups_q6k(
+                groups: &[u8],
+                x: &[Q8Block],
+                halves: &[[i32; 2]],
+                out: &mut [f32],
+            ) {
+                unsafe { $module::two_groups_q6k(groups, x, halves, out) }
+            }
+        }
+    };
+}
+
+groups_of!(Avx2, avx2_groups);
+groups_of!(Avx512, avx512_groups);
+
+/// Tokens of a tile of [`interleaved_products`].
+const GROUP_TOKENS: usize = 8;
+
+/// [`Simd::dot_interleaved`] on set `K`, for the layout `LAYOUT` names.
+///
+/// # Safety
+///
+/// The CPU has `K`'s features.
+unsafe fn interleaved_products<K: Groups, const LAYOUT: u8>(
     groups: &[u8],
     x: &[Q8Block],
     tokens: usize,
@@ -243,69 +389,61 @@ fn interleaved_products<const LAYOUT: u8>(
     let group_bytes = ROWS * interleaved::row_bytes(ty, blocks);
     let count = groups.len() / group_bytes;
     assert!(out.len() >= (tokens - 1) * stride + count * ROWS);
-    // SAFETY (every call below): only an AVX-512 `Simd` calls this; the kernels check
-    // their slices.
+    // SAFETY (every call below): the caller vouches for `K`'s features; the kernels
+    // check their slices.
     if tokens == 1 {
         let mut pairs = groups.chunks_exact(2 * group_bytes);
         let mut outs = out[..count * ROWS].chunks_exact_mut(2 * ROWS);
         for (two, values) in (&mut pairs).zip(&mut outs) {
             match LAYOUT {
-                Q4K_ROWS => unsafe { groups::two_groups_q4k(two, x, values) },
-                Q6K_ROWS => unsafe { groups::two_groups_q6k(two, x, halves, values) },
-                Q4_0_ROWS => unsafe { groups::two_groups::<true, 4>(two, x, corrections, values) },
-                Q5_0_ROWS => unsafe { groups::two_groups::<false, 3>(two, x, corrections, values) },
-                _ => unsafe { groups::two_groups::<false, 0>(two, x, corrections, values) },
+                Q4K_ROWS => unsafe { K::two_groups_q4k(two, x, values) },
+                Q6K_ROWS => unsafe { K::two_groups_q6k(two, x, halves, values) },
+                Q4_0_ROWS => unsafe { K::two_groups::<true, 4>(two, x, corrections, values) },
+                Q5_0_ROWS => unsafe { K::two_groups::<false, 3>(two, x, corrections, values) },
+                _ => unsafe { K::two_groups::<false, 0>(two, x, corrections, values) },
             }
         }
         if let Some(values) = outs.into_remainder().first_chunk_mut::<ROWS>() {
             let one = pairs.remainder();
+            let mut tile = [[0.0; ROWS]; 1];
             match LAYOUT {
-                Q4K_ROWS => {
-                    let mut tile = [[0.0; ROWS]; 1];
-                    unsafe { groups::tile_q4k::<1>(one, [x], &mut tile) };
-                    *values = tile[0];
-                }
-                Q6K_ROWS => {
-                    let mut tile = [[0.0; ROWS]; 1];
-                    unsafe { groups::tile_q6k::<1>(one, [x], [halves], &mut tile) };
-                    *values = tile[0];
-                }
-                Q4_0_ROWS => unsafe { groups::one_group::<true, 4>(one, x, corrections, values) },
-                Q5_0_ROWS => unsafe { groups::one_group::<false, 3>(one, x, corrections, values) },
-                _ => unsafe { groups::one_group::<false, 0>(one, x, corrections, values) },
+                Q4K_ROWS => unsafe { K::tile_q4k::<1>(one, [x], &mut tile) },
+                Q6K_ROWS => unsafe { K::tile_q6k::<1>(one, [x], [halves], &mut tile) },
+                Q4_0_ROWS => unsafe { K::tile::<1, true, 4>(one, [x], [corrections], &mut tile) },
+                Q5_0_ROWS => unsafe { K::tile::<1, false, 3>(one, [x], [corrections], &mut tile) },
+                _ => unsafe { K::tile::<1, false, 0>(one, [x], [corrections], &mut tile) },
             }
+            *values = tile[0];
         }
         return;
     }
     let token = |t: usize| &x[t * blocks..(t + 1) * blocks];
     let correction = |t: usize| &corrections[t * blocks..(t + 1) * blocks];
     let half = |t: usize| &halves[t * blocks..(t + 1) * blocks];
-    let mut tile = [[0.0; ROWS]; groups::TOKENS];
+    let mut tile = [[0.0; ROWS]; GROUP_TOKENS];
     for chunk in (0..tokens).step_by(TOKENS_PER_CHUNK) {
         let chunk_end = (chunk + TOKENS_PER_CHUNK).min(tokens);
         for (g, group) in groups.chunks_exact(group_bytes).enumerate() {
-            for t0 in (chunk..chunk_end).step_by(groups::TOKENS) {
-                let n = (chunk_end - t0).min(groups::TOKENS);
+            for t0 in (chunk..chunk_end).step_by(GROUP_TOKENS) {
+                let n = (chunk_end - t0).min(GROUP_TOKENS);
                 macro_rules! tile {
                     ($n:literal) => {{
                         let tile = tile.first_chunk_mut::<$n>().expect("eight tokens");
                         let acts = std::array::from_fn(|i| token(t0 + i));
                         let corrections = std::array::from_fn(|i| correction(t0 + i));
                         match LAYOUT {
-                            Q4K_ROWS => unsafe { groups::tile_q4k::<$n>(group, acts, tile) },
+                            Q4K_ROWS => unsafe { K::tile_q4k::<$n>(group, acts, tile) },
                             Q6K_ROWS => unsafe {
                                 let halves = std::array::from_fn(|i| half(t0 + i));
-                                groups::tile_q6k::<$n>(group, acts, halves, tile)
+                                K::tile_q6k::<$n>(group, acts, halves, tile)
                             },
                             Q4_0_ROWS => unsafe {
-                                groups::tile::<$n, true, 4>(group, acts, corrections, tile)
+                                K::tile::<$n, true, 4>(group, acts, corrections, tile)
                             },
                             Q5_0_ROWS => unsafe {
-                                groups::tile::<$n, false, 3>(group, acts, corrections, tile)
+                                K::tile::<$n, false, 3>(group, acts, corrections, tile)
                             },
-                            _ => unsafe {
-                                groups::tile::<$n, false, 0>(group, acts, corrections, tile)
-                            },
+                            _ => unsafe { K::tile::<$n, false, 0>(group, acts, corrections, tile) },
                         }
                     }};
                 }

@@ -1,4 +1,4 @@
-//! AVX-512's products of interleaved Q8_0, Q4_0 and Q4_K rows
+//! AVX-512's products of interleaved Q8_0, Q4_0, Q5_0, Q4_K and Q6_K rows
 //! ([`crate::cpu::interleaved`]) with up to eight tokens at once: a decode step of
 //! several sequences, or a prompt's tokens. `Q4` picks Q4_0's layout, a byte a value
 //! otherwise (Q8_0's and Q5_0's), and `SHIFT` the type's correction
@@ -20,20 +20,6 @@ use crate::cpu::interleaved::{
     Q4K_D, Q4K_DMIN, Q4K_GROUP_BYTES, Q4K_MINS, Q4K_SCALES, Q6K_D, Q6K_GROUP_BYTES, Q6K_SCALES,
     ROWS,
 };
-
-/// Tokens of a tile: eight registers of values, eight accumulators and a few temporaries
-/// of the 32.
-pub(super) const TOKENS: usize = 8;
-
-/// Cache lines of one block's values (half a pair).
-const fn half_lines(q4: bool) -> usize {
-    if q4 { 4 } else { 8 }
-}
-
-/// Bytes of a pair of blocks: both halves' values, then a line of scales.
-pub(super) const fn pair_bytes(q4: bool) -> usize {
-    (2 * half_lines(q4) + 1) * 64
-}
 
 /// The values of half `h` of `pair`, register `k` against the token's values
 /// `4k..4k + 4`: Q8_0's eight registers as stored, Q4_0's low nibbles (values
@@ -169,38 +155,6 @@ pub(super) fn two_groups<const Q4: bool, const SHIFT: u32>(
     }
 }
 
-/// [`crate::cpu::interleaved::dot`] for one group and one token.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) fn one_group<const Q4: bool, const SHIFT: u32>(
-    group: &[u8],
-    x: &[Q8Block],
-    corrections: &[i32],
-    out: &mut [f32; ROWS],
-) {
-    let mut values = [[0.0; ROWS]; 1];
-    tile::<1, Q4, SHIFT>(group, [x], [corrections], &mut values);
-    *out = values[0];
-}
-
-/// Pairs ahead that a block's loads fetch for later: the tiles' arithmetic fills the
-/// core's window so that few of a group's loads are in flight at once, and the
-/// hardware's prefetchers alone leave them waiting on memory.
-const PREFETCH_PAIRS: usize = 3;
-
-/// Asks for the cache lines of half `h` of the pair `PREFETCH_PAIRS` after `pair` (and
-/// its scales, with the second half). Prefetches never fault, so past the group's end
-/// they are harmless.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn prefetch_ahead<const Q4: bool>(pair: *const u8, h: usize) {
-    let ahead = pair.wrapping_add(PREFETCH_PAIRS * pair_bytes(Q4));
-    for k in 0..half_lines(Q4) {
-        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add((h * half_lines(Q4) + k) * 64).cast());
-    }
-    if h == 1 {
-        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(2 * half_lines(Q4) * 64).cast());
-    }
-}
-
 /// The sixteen rows' `d · scale_j` and `dmin · min_j` of group `j` of `block`, given
 /// the rows' `d` and `dmin` as floats (exact: an f16 times six bits).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -317,19 +271,6 @@ pub(super) fn two_groups_q4k(groups: &[u8], x: &[Q8Block], out: &mut [f32]) {
     unsafe {
         _mm512_storeu_ps(out.as_mut_ptr(), _mm512_sub_ps(acc[0], mins[0]));
         _mm512_storeu_ps(out.as_mut_ptr().add(ROWS), _mm512_sub_ps(acc[1], mins[1]));
-    }
-}
-
-/// Asks for the `j`th eighth (`j` in 0..8) of the cache lines of the super-block after
-/// `block`, of `bytes` bytes: spread over a super-block's groups, since a burst of
-/// prefetches waits for the core's few line-fill buffers. Prefetches never fault, so
-/// past the end they are harmless.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn prefetch_eighth(block: *const u8, bytes: usize, j: usize) {
-    let lines = bytes.div_ceil(64);
-    let ahead = block.wrapping_add(bytes);
-    for line in j * lines / 8..(j + 1) * lines / 8 {
-        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line * 64).cast());
     }
 }
 

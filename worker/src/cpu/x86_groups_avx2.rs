@@ -1,0 +1,454 @@
+//! AVX2's products of interleaved Q8_0, Q4_0, Q5_0, Q4_K and Q6_K rows
+//! ([`crate::cpu::interleaved`]): the layout AVX-512 reads sixteen rows at a time, read
+//! here as two halves of eight rows, a 256-bit register holding four values of each.
+//!
+//! AVX2 has no `vpdpbusd`: `vpmaddubsw` multiplies the unsigned values by a token's
+//! signed ones (broadcast) and adds them in pairs to sixteen bits, and `vpmaddwd` by
+//! ones adds those pairs to each row's 32-bit lane. Sixteen bits hold the pairs' sums
+//! only while they stay below 2^15, so the kernels add as many pairs before widening as
+//! each type allows (|y| ≤ 127):
+//!
+//! - Q4_0's and Q4_K's nibbles (0..16): a whole block, 16 · 15 · 127 = 30,480;
+//! - Q5_0's values (0..32): half a block, 8 · 31 · 127 = 31,496;
+//! - Q6_K's (0..64): a quarter of a block, 4 · 63 · 127 = 32,004;
+//! - Q8_0's (0..256, the weight plus 128) not even one pair: the kernels take the
+//!   weight's sign onto the token's values (`vpsignb`) and multiply its magnitude
+//!   (at most 128), so the sum is `q · y` itself and starts from zero, not from the
+//!   correction. The integer is the same either way, and so are the results.
+//!
+//! Every block's integer sum is exact, and the floating-point work is
+//! [`crate::cpu::interleaved::dot`]'s in its order, row by row and token by token, so
+//! these kernels give its bits, as AVX-512's do.
+//!
+//! A pass computes eight rows for up to four tokens (two for Q4_K, whose minimums take
+//! an accumulator of their own), the values of a block loaded once for all of them; a
+//! tile of more tokens or of both halves makes several passes over the group, which
+//! stays in the caches between them.
+
+use super::*;
+use crate::cpu::interleaved::{
+    Q4K_D, Q4K_DMIN, Q4K_GROUP_BYTES, Q4K_MINS, Q4K_SCALES, Q6K_D, Q6K_GROUP_BYTES, Q6K_SCALES,
+    ROWS,
+};
+
+/// Rows of a half group: a 256-bit register's 32-bit lanes.
+const HALF: usize = ROWS / 2;
+
+/// Tokens of one pass (Q4_K's: two).
+const PASS: usize = 4;
+const PASS_Q4K: usize = 2;
+
+/// Four values of `token`'s block (`y`, its 32 bytes as eight 32-bit words), word `k`,
+/// in every lane.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn broadcast(y: *const i32, k: usize) -> __m256i {
+    // SAFETY: the caller's `y` is a block's 32 bytes.
+    _mm256_set1_epi32(unsafe { y.add(k).read_unaligned() })
+}
+
+/// The 32 bytes of half `r` of the 64-byte line at `line`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn half_line(line: *const u8, r: usize) -> __m256i {
+    // SAFETY: the caller's line is inside its group.
+    unsafe { _mm256_loadu_si256(line.add(r * 32).cast()) }
+}
+
+/// Q4_0's (or a Q4_K group's) eight registers of values for rows `8r..8r + 8` of the
+/// block whose four lines start at `lines`: the low nibbles (values `4k + j`), then the
+/// high ones (values `16 + 4k + j`).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn nibbles(lines: *const u8, r: usize) -> [__m256i; 8] {
+    let low = _mm256_set1_epi8(0x0f);
+    // SAFETY: the caller's block holds its four lines.
+    let packed: [__m256i; 4] = std::array::from_fn(|k| unsafe { half_line(lines.add(k * 64), r) });
+    std::array::from_fn(|k| match k {
+        0..4 => _mm256_and_si256(packed[k], low),
+        _ => _mm256_and_si256(_mm256_srli_epi16::<4>(packed[k - 4]), low),
+    })
+}
+
+/// Eight registers of a byte a value (Q5_0's, Q6_K's groups, or Q8_0's weights plus
+/// 128) for rows `8r..8r + 8`, from the eight lines at `lines`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn bytes(lines: *const u8, r: usize) -> [__m256i; 8] {
+    // SAFETY: the caller's block holds its eight lines.
+    std::array::from_fn(|k| unsafe { half_line(lines.add(k * 64), r) })
+}
+
+/// Eight rows' half-precision scales at `at`, as floats.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn halves_to_floats(at: *const u8) -> __m256 {
+    // SAFETY: the caller's `at` holds eight scales.
+    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(at.cast()) })
+}
+
+/// `Σ_k unsigned[k] · y_k` over `k` in `range`, in sixteen bits (the caller keeps the
+/// range short enough not to saturate), two chains added at the end.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn pairs(unsigned: &[__m256i; 8], y: *const i32, range: std::ops::Range<usize>) -> __m256i {
+    let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+    for k in range {
+        // SAFETY: `y` is the caller's block.
+        let product = _mm256_maddubs_epi16(unsigned[k], unsafe { broadcast(y, k) });
+        if k % 2 == 0 {
+            even = _mm256_add_epi16(even, product);
+        } else {
+            odd = _mm256_add_epi16(odd, product);
+        }
+    }
+    _mm256_add_epi16(even, odd)
+}
+
+/// Sixteen-bit pairs widened to each row's 32-bit lane.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn widen(pairs: __m256i) -> __m256i {
+    _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+}
+
+/// One block's integer sums for eight rows and one token (`y`, with its correction `c`
+/// for this layout's offset), as [`crate::cpu::interleaved::dot`] defines them.
+/// `values` are the block's unsigned values (Q8_0: the weights' magnitudes) and
+/// `signed` Q8_0's weights themselves (unused otherwise).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn block_sums<const Q4: bool, const SHIFT: u32>(
+    values: &[__m256i; 8],
+    signed: &[__m256i; 8],
+    y: *const i32,
+    c: i32,
+) -> __m256i {
+    // SAFETY (the broadcasts): `y` is the caller's block.
+    unsafe {
+        if Q4 {
+            _mm256_add_epi32(widen(pairs(values, y, 0..8)), _mm256_set1_epi32(c >> SHIFT))
+        } else if SHIFT == 0 {
+            // Q8_0: |q| · (y with q's sign), a pair at most 2 · 128 · 127.
+            let mut sums = [_mm256_setzero_si256(); 2];
+            for k in 0..8 {
+                let y = _mm256_sign_epi8(broadcast(y, k), signed[k]);
+                let product = widen(_mm256_maddubs_epi16(values[k], y));
+                sums[k % 2] = _mm256_add_epi32(sums[k % 2], product);
+            }
+            _mm256_add_epi32(sums[0], sums[1])
+        } else {
+            let low = widen(pairs(values, y, 0..4));
+            let high = widen(pairs(values, y, 4..8));
+            _mm256_add_epi32(_mm256_add_epi32(low, high), _mm256_set1_epi32(c >> SHIFT))
+        }
+    }
+}
+
+/// The `ROWS` rows of `group` (interleaved) times `T` tokens (`acts[t]`, with their
+/// corrections `corrections[t]`) into `out[t]`: [`super::avx512_groups::tile`]'s
+/// contract.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn tile<const T: usize, const Q4: bool, const SHIFT: u32>(
+    group: &[u8],
+    acts: [&[Q8Block]; T],
+    corrections: [&[i32]; T],
+    out: &mut [[f32; ROWS]; T],
+) {
+    let blocks = acts[0].len();
+    assert!(blocks.is_multiple_of(2) && group.len() >= blocks / 2 * pair_bytes(Q4));
+    assert!(acts.iter().all(|a| a.len() >= blocks));
+    assert!(corrections.iter().all(|c| c.len() >= blocks));
+    let acts = acts.map(<[Q8Block]>::as_ptr);
+    let corrections = corrections.map(<[i32]>::as_ptr);
+    for t0 in (0..T).step_by(PASS) {
+        let n = (T - t0).min(PASS);
+        let out = &mut out[t0..t0 + n];
+        // SAFETY: checked above, for every token of the pass.
+        unsafe {
+            match n {
+                4 => pass::<4, Q4, SHIFT>(
+                    group.as_ptr(),
+                    blocks,
+                    &acts[t0..],
+                    &corrections[t0..],
+                    out,
+                ),
+                3 => pass::<3, Q4, SHIFT>(
+                    group.as_ptr(),
+                    blocks,
+                    &acts[t0..],
+                    &corrections[t0..],
+                    out,
+                ),
+                2 => pass::<2, Q4, SHIFT>(
+                    group.as_ptr(),
+                    blocks,
+                    &acts[t0..],
+                    &corrections[t0..],
+                    out,
+                ),
+                _ => pass::<1, Q4, SHIFT>(
+                    group.as_ptr(),
+                    blocks,
+                    &acts[t0..],
+                    &corrections[t0..],
+                    out,
+                ),
+            }
+        }
+    }
+}
+
+/// [`tile`] for `N` tokens: both halves of the group, block by block.
+// Half `r` of every token's accumulators is indexed in the same loop.
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pass<const N: usize, const Q4: bool, const SHIFT: u32>(
+    group: *const u8,
+    blocks: usize,
+    acts: &[*const Q8Block],
+    corrections: &[*const i32],
+    out: &mut [[f32; ROWS]],
+) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; N];
+    for b in 0..blocks {
+        // SAFETY: the caller checked that block `b` is inside the group and each
+        // token's blocks and corrections.
+        unsafe {
+            let pair = group.add(b / 2 * pair_bytes(Q4));
+            let h = b % 2;
+            prefetch_ahead::<Q4>(pair, h);
+            let lines = pair.add(h * half_lines(Q4) * 64);
+            for r in 0..2 {
+                let (values, signed) = if Q4 {
+                    (nibbles(lines, r), [_mm256_setzero_si256(); 8])
+                } else if SHIFT == 0 {
+                    let signed =
+                        bytes(lines, r).map(|v| _mm256_xor_si256(v, _mm256_set1_epi8(-128)));
+                    (signed.map(|q| _mm256_abs_epi8(q)), signed)
+                } else {
+                    (bytes(lines, r), [_mm256_setzero_si256(); 8])
+                };
+                let scales = halves_to_floats(pair.add(2 * half_lines(Q4) * 64 + h * 32 + r * 16));
+                for t in 0..N {
+                    let a = &*acts[t].add(b);
+                    let y = a.qs.as_ptr().cast::<i32>();
+                    let sums = block_sums::<Q4, SHIFT>(&values, &signed, y, *corrections[t].add(b));
+                    let scale = _mm256_mul_ps(scales, _mm256_set1_ps(a.d));
+                    acc[t][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc[t][r]);
+                }
+            }
+        }
+    }
+    for (out, acc) in out.iter_mut().zip(acc) {
+        for (r, acc) in acc.into_iter().enumerate() {
+            // SAFETY: each half of `out` is eight floats.
+            unsafe { _mm256_storeu_ps(out[r * HALF..].as_mut_ptr(), acc) };
+        }
+    }
+}
+
+/// One token against two groups (`groups` holds both, one after the other).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn two_groups<const Q4: bool, const SHIFT: u32>(
+    groups: &[u8],
+    x: &[Q8Block],
+    corrections: &[i32],
+    out: &mut [f32],
+) {
+    let group_bytes = x.len() / 2 * pair_bytes(Q4);
+    for (g, out) in out[..2 * ROWS].chunks_exact_mut(ROWS).enumerate() {
+        let mut values = [[0.0; ROWS]; 1];
+        tile::<1, Q4, SHIFT>(&groups[g * group_bytes..], [x], [corrections], &mut values);
+        out.copy_from_slice(&values[0]);
+    }
+}
+
+/// Eight rows' six-bit Q4_K scales or minimums (bytes at `at`) times `by`, exact.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn eight_bytes_times(at: *const u8, by: __m256) -> __m256 {
+    // SAFETY: the caller's `at` holds eight bytes.
+    let eight = unsafe { _mm_loadl_epi64(at.cast()) };
+    _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(eight)), by)
+}
+
+/// [`tile`] for Q4_K: the `ROWS` rows of `group` times `T` tokens into `out[t]`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn tile_q4k<const T: usize>(
+    group: &[u8],
+    acts: [&[Q8Block]; T],
+    out: &mut [[f32; ROWS]; T],
+) {
+    let blocks = acts[0].len();
+    assert!(blocks.is_multiple_of(8) && group.len() >= blocks / 8 * Q4K_GROUP_BYTES);
+    assert!(acts.iter().all(|a| a.len() >= blocks));
+    let acts = acts.map(<[Q8Block]>::as_ptr);
+    for t0 in (0..T).step_by(PASS_Q4K) {
+        let out = &mut out[t0..(t0 + PASS_Q4K).min(T)];
+        // SAFETY: checked above, for every token of the pass.
+        unsafe {
+            match out.len() {
+                2 => pass_q4k::<2>(group.as_ptr(), blocks, &acts[t0..], out),
+                _ => pass_q4k::<1>(group.as_ptr(), blocks, &acts[t0..], out),
+            }
+        }
+    }
+}
+
+/// [`tile_q4k`] for `N` tokens.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pass_q4k<const N: usize>(
+    group: *const u8,
+    blocks: usize,
+    acts: &[*const Q8Block],
+    out: &mut [[f32; ROWS]],
+) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; N];
+    let mut mins = [[_mm256_setzero_ps(); 2]; N];
+    for s in 0..blocks / 8 {
+        // SAFETY: the caller checked that super-block `s` is inside the group and each
+        // token's blocks.
+        unsafe {
+            let block = group.add(s * Q4K_GROUP_BYTES);
+            let d: [__m256; 2] =
+                std::array::from_fn(|r| halves_to_floats(block.add(Q4K_D + r * 16)));
+            let dmin: [__m256; 2] =
+                std::array::from_fn(|r| halves_to_floats(block.add(Q4K_DMIN + r * 16)));
+            for j in 0..8 {
+                prefetch_eighth(block, Q4K_GROUP_BYTES, j);
+                for r in 0..2 {
+                    let values = nibbles(block.add(j * 256), r);
+                    let at = j * ROWS + r * HALF;
+                    let scale = eight_bytes_times(block.add(Q4K_SCALES + at), d[r]);
+                    let min = eight_bytes_times(block.add(Q4K_MINS + at), dmin[r]);
+                    for t in 0..N {
+                        let a = &*acts[t].add(8 * s + j);
+                        let y = a.qs.as_ptr().cast::<i32>();
+                        let sums = widen(pairs(&values, y, 0..8));
+                        let scale = _mm256_mul_ps(scale, _mm256_set1_ps(a.d));
+                        acc[t][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc[t][r]);
+                        mins[t][r] = _mm256_fmadd_ps(min, _mm256_set1_ps(a.s), mins[t][r]);
+                    }
+                }
+            }
+        }
+    }
+    for ((out, acc), mins) in out.iter_mut().zip(acc).zip(mins) {
+        for r in 0..2 {
+            // SAFETY: each half of `out` is eight floats.
+            unsafe {
+                _mm256_storeu_ps(out[r * HALF..].as_mut_ptr(), _mm256_sub_ps(acc[r], mins[r]))
+            };
+        }
+    }
+}
+
+/// [`two_groups`] for Q4_K.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn two_groups_q4k(groups: &[u8], x: &[Q8Block], out: &mut [f32]) {
+    let group_bytes = x.len() / 8 * Q4K_GROUP_BYTES;
+    for (g, out) in out[..2 * ROWS].chunks_exact_mut(ROWS).enumerate() {
+        let mut values = [[0.0; ROWS]; 1];
+        tile_q4k::<1>(&groups[g * group_bytes..], [x], &mut values);
+        out.copy_from_slice(&values[0]);
+    }
+}
+
+/// [`tile`] for Q6_K: the `ROWS` rows of `group` times `T` tokens (with their
+/// activations' half corrections) into `out[t]`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn tile_q6k<const T: usize>(
+    group: &[u8],
+    acts: [&[Q8Block]; T],
+    halves: [&[[i32; 2]]; T],
+    out: &mut [[f32; ROWS]; T],
+) {
+    let blocks = acts[0].len();
+    assert!(blocks.is_multiple_of(8) && group.len() >= blocks / 8 * Q6K_GROUP_BYTES);
+    assert!(acts.iter().all(|a| a.len() >= blocks));
+    assert!(halves.iter().all(|h| h.len() >= blocks));
+    let acts = acts.map(<[Q8Block]>::as_ptr);
+    let halves = halves.map(<[[i32; 2]]>::as_ptr);
+    for t0 in (0..T).step_by(PASS) {
+        let n = (T - t0).min(PASS);
+        let out = &mut out[t0..t0 + n];
+        let (acts, halves) = (&acts[t0..], &halves[t0..]);
+        // SAFETY: checked above, for every token of the pass.
+        unsafe {
+            match n {
+                4 => pass_q6k::<4>(group.as_ptr(), blocks, acts, halves, out),
+                3 => pass_q6k::<3>(group.as_ptr(), blocks, acts, halves, out),
+                2 => pass_q6k::<2>(group.as_ptr(), blocks, acts, halves, out),
+                _ => pass_q6k::<1>(group.as_ptr(), blocks, acts, halves, out),
+            }
+        }
+    }
+}
+
+/// [`tile_q6k`] for `N` tokens.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pass_q6k<const N: usize>(
+    group: *const u8,
+    blocks: usize,
+    acts: &[*const Q8Block],
+    halves: &[*const [i32; 2]],
+    out: &mut [[f32; ROWS]],
+) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; N];
+    for s in 0..blocks / 8 {
+        // SAFETY: the caller checked that super-block `s` is inside the group and each
+        // token's blocks and half corrections.
+        unsafe {
+            let block = group.add(s * Q6K_GROUP_BYTES);
+            let d: [__m256; 2] =
+                std::array::from_fn(|r| halves_to_floats(block.add(Q6K_D + r * 16)));
+            for j in 0..8 {
+                prefetch_eighth(block, Q6K_GROUP_BYTES, j);
+                for r in 0..2 {
+                    let values = bytes(block.add(j * 512), r);
+                    let scales: [__m256; 2] = std::array::from_fn(|h| {
+                        let eight = _mm_loadl_epi64(
+                            block.add(Q6K_SCALES + (2 * j + h) * ROWS + r * HALF).cast(),
+                        );
+                        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(eight)), d[r])
+                    });
+                    for t in 0..N {
+                        let a = &*acts[t].add(8 * s + j);
+                        let half = &*halves[t].add(8 * s + j);
+                        let y = a.qs.as_ptr().cast::<i32>();
+                        let ad = _mm256_set1_ps(a.d);
+                        for h in 0..2 {
+                            let first = widen(pairs(&values, y, 4 * h..4 * h + 2));
+                            let second = widen(pairs(&values, y, 4 * h + 2..4 * h + 4));
+                            let sums = _mm256_add_epi32(
+                                _mm256_add_epi32(first, second),
+                                _mm256_set1_epi32(half[h]),
+                            );
+                            let scale = _mm256_mul_ps(scales[h], ad);
+                            acc[t][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc[t][r]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (out, acc) in out.iter_mut().zip(acc) {
+        for (r, acc) in acc.into_iter().enumerate() {
+            // SAFETY: each half of `out` is eight floats.
+            unsafe { _mm256_storeu_ps(out[r * HALF..].as_mut_ptr(), acc) };
+        }
+    }
+}
+
+/// [`two_groups`] for Q6_K.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn two_groups_q6k(groups: &[u8], x: &[Q8Block], halves: &[[i32; 2]], out: &mut [f32]) {
+    let group_bytes = x.len() / 8 * Q6K_GROUP_BYTES;
+    for (g, out) in out[..2 * ROWS].chunks_exact_mut(ROWS).enumerate() {
+        let mut values = [[0.0; ROWS]; 1];
+        tile_q6k::<1>(&groups[g * group_bytes..], [x], [halves], &mut values);
+        out.copy_from_slice(&values[0]);
+    }
+}

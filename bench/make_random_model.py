@@ -11,7 +11,9 @@ query/key norms), `gemma2` (the shape of Gemma 2 2B: hidden 2304, 26 layers, 8 q
 heads and 4 KV heads of 256, FFN 9216, post norms, soft caps 50 and 30, every other
 layer windowed over 4096 positions) or `gemma3` (the shape of Gemma 3 1B: hidden 1152,
 26 layers, 4 query heads and 1 KV head of 256, FFN 6912, post norms, per-head query/key
-norms, five layers in six windowed over 512 positions). `--layers N` keeps the first N
+norms, five layers in six windowed over 512 positions) or `phi3` (Phi-3-mini's width:
+hidden 3072, 32 heads of 96, FFN 8192, fused QKV and gate/up projections; 8 of its 32
+layers, 1.0B parameters with the embedding). `--layers N` keeps the first N
 layers (a smaller model of the same width); `--window N` sets a Gemma's window (so that
 a short prompt outgrows it). Every matrix is Q8_0, every norm and bias F32, the output tied to
 the embedding. The tokenizer (every tokenizer.* key) and with it the vocabulary come
@@ -45,6 +47,9 @@ SHAPES = {
     "gemma3": dict(hidden=1152, layers=26, heads=4, kv_heads=1, head_dim=256, ffn=6912,
                    base=1_000_000.0, eps=1e-6, context=32768, seed=20261207, window=512,
                    name="rbee bench gemma3 (random weights)"),
+    "phi3": dict(hidden=3072, layers=8, heads=32, kv_heads=32, head_dim=96, ffn=8192,
+                 base=10_000.0, eps=1e-5, context=4096, seed=20261208,
+                 name="rbee bench phi3 (random weights)"),
 }
 SCALE = 0.02
 
@@ -91,7 +96,7 @@ def write(arch, source, out, layers=None, window=None):
     writer.add_feed_forward_length(s["ffn"])
     writer.add_head_count(heads)
     writer.add_head_count_kv(kv_heads)
-    if arch == "llama":
+    if arch in ("llama", "phi3"):
         writer.add_rope_dimension_count(head_dim)
     writer.add_rope_freq_base(s["base"])
     writer.add_layer_norm_rms_eps(s["eps"])
@@ -115,9 +120,13 @@ def write(arch, source, out, layers=None, window=None):
     for layer in range(s["layers"]):
         blk = f"blk.{layer}"
         writer.add_tensor(f"{blk}.attn_norm.weight", ones)
-        writer.add_tensor(f"{blk}.attn_q.weight", q8_0(rng, q_dim, hidden), raw_dtype=q8)
-        writer.add_tensor(f"{blk}.attn_k.weight", q8_0(rng, kv_dim, hidden), raw_dtype=q8)
-        writer.add_tensor(f"{blk}.attn_v.weight", q8_0(rng, kv_dim, hidden), raw_dtype=q8)
+        if arch == "phi3":
+            qkv = q8_0(rng, q_dim + 2 * kv_dim, hidden)
+            writer.add_tensor(f"{blk}.attn_qkv.weight", qkv, raw_dtype=q8)
+        else:
+            writer.add_tensor(f"{blk}.attn_q.weight", q8_0(rng, q_dim, hidden), raw_dtype=q8)
+            writer.add_tensor(f"{blk}.attn_k.weight", q8_0(rng, kv_dim, hidden), raw_dtype=q8)
+            writer.add_tensor(f"{blk}.attn_v.weight", q8_0(rng, kv_dim, hidden), raw_dtype=q8)
         if arch == "qwen2":
             for name, width in (("attn_q", q_dim), ("attn_k", kv_dim), ("attn_v", kv_dim)):
                 bias = (rng.standard_normal(width, dtype=np.float32) * SCALE).astype(np.float32)
@@ -129,8 +138,12 @@ def write(arch, source, out, layers=None, window=None):
         if gemma:
             writer.add_tensor(f"{blk}.post_attention_norm.weight", ones)
         writer.add_tensor(f"{blk}.ffn_norm.weight", ones)
-        writer.add_tensor(f"{blk}.ffn_gate.weight", q8_0(rng, s["ffn"], hidden), raw_dtype=q8)
-        writer.add_tensor(f"{blk}.ffn_up.weight", q8_0(rng, s["ffn"], hidden), raw_dtype=q8)
+        if arch == "phi3":
+            gate_up = q8_0(rng, 2 * s["ffn"], hidden)
+            writer.add_tensor(f"{blk}.ffn_up.weight", gate_up, raw_dtype=q8)
+        else:
+            writer.add_tensor(f"{blk}.ffn_gate.weight", q8_0(rng, s["ffn"], hidden), raw_dtype=q8)
+            writer.add_tensor(f"{blk}.ffn_up.weight", q8_0(rng, s["ffn"], hidden), raw_dtype=q8)
         writer.add_tensor(f"{blk}.ffn_down.weight", q8_0(rng, hidden, s["ffn"]), raw_dtype=q8)
         if gemma:
             writer.add_tensor(f"{blk}.post_ffw_norm.weight", ones)

@@ -6,8 +6,8 @@
 #   THREADS=4 PROFILE=dev scripts/bench-worker.sh
 #   QUANT=Q8_0 scripts/bench-worker.sh # the test model requantized (also Q4_K_M, Q5_K_M, Q4_0, F16, BF16)
 #   RBEE_WORKER_ENGINE=candle scripts/bench-worker.sh  # the worker on candle's kernels
-#   ARCH=qwen2 scripts/bench-worker.sh  # a random-weight qwen2 (or qwen3, gemma2,
-#                                       # gemma3) of a real model's shape, Q8_0
+#   ARCH=qwen2 scripts/bench-worker.sh  # a random-weight qwen2 (or llama, qwen3, phi3,
+#                                       # gemma2, gemma3) of a real model's shape, Q8_0
 #                                       # (bench/make_random_model.py)
 #   ARCH=qwen3 QUANT=Q4_K_M scripts/bench-worker.sh  # that file requantized
 #   scripts/bench-worker.sh --model FILE.gguf        # any GGUF file

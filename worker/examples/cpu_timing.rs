@@ -1,6 +1,6 @@
 //! Times the model alone, without HTTP or sampling: a prompt (71 tokens unless given),
 //! then greedy decode steps, three times. Used for profiling (`perf record`) the CPU
-//! engine.
+//! engine. `RBEE_WORKER_ENGINE` picks the kernels as it does for the worker (`avx2`, ...).
 //!
 //!     cargo run --release -p llm-worker-rbee --example cpu_timing -- MODEL.gguf [STEPS [PROMPT]]
 
@@ -15,7 +15,10 @@ fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("usage: cpu_timing MODEL.gguf [STEPS [PROMPT]]"))?;
     let steps: usize = args.next().map_or(Ok(128), |s| s.parse())?;
     let prompt_tokens: u32 = args.next().map_or(Ok(71), |s| s.parse())?;
-    let loaded = llm_worker_rbee::model::load(path.as_ref(), &candle_core::Device::Cpu)?;
+    let engine = std::env::var("RBEE_WORKER_ENGINE").unwrap_or_else(|_| "auto".into());
+    let engine = engine.parse()?;
+    let loaded =
+        llm_worker_rbee::model::load_with(path.as_ref(), &candle_core::Device::Cpu, engine)?;
     let mut model = loaded.model;
     println!("engine {}", model.info.engine);
     let prompt: Vec<u32> = (0..prompt_tokens).map(|i| 100 + i * 37 % 20000).collect();

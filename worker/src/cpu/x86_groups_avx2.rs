@@ -20,10 +20,9 @@
 //! [`crate::cpu::interleaved::dot`]'s in its order, row by row and token by token, so
 //! these kernels give its bits, as AVX-512's do.
 //!
-//! A pass computes eight rows for up to four tokens (two for Q4_K, whose minimums take
-//! an accumulator of their own), the values of a block loaded once for all of them; a
-//! tile of more tokens or of both halves makes several passes over the group, which
-//! stays in the caches between them.
+//! A pass computes a group's sixteen rows for up to four tokens, half by half within
+//! each block, the values of a half loaded once for all four; a tile of more tokens
+//! makes several passes over the group, which stays in the caches between them.
 
 use super::*;
 use crate::cpu::interleaved::{
@@ -34,9 +33,8 @@ use crate::cpu::interleaved::{
 /// Rows of a half group: a 256-bit register's 32-bit lanes.
 const HALF: usize = ROWS / 2;
 
-/// Tokens of one pass (Q4_K's: two).
+/// Tokens of one pass.
 const PASS: usize = 4;
-const PASS_Q4K: usize = 2;
 
 /// Four values of `token`'s block (`y`, its 32 bytes as eight 32-bit words), word `k`,
 /// in every lane.
@@ -285,11 +283,13 @@ pub(super) fn tile_q4k<const T: usize>(
     assert!(blocks.is_multiple_of(8) && group.len() >= blocks / 8 * Q4K_GROUP_BYTES);
     assert!(acts.iter().all(|a| a.len() >= blocks));
     let acts = acts.map(<[Q8Block]>::as_ptr);
-    for t0 in (0..T).step_by(PASS_Q4K) {
-        let out = &mut out[t0..(t0 + PASS_Q4K).min(T)];
+    for t0 in (0..T).step_by(PASS) {
+        let out = &mut out[t0..(t0 + PASS).min(T)];
         // SAFETY: checked above, for every token of the pass.
         unsafe {
             match out.len() {
+                4 => pass_q4k::<4>(group.as_ptr(), blocks, &acts[t0..], out),
+                3 => pass_q4k::<3>(group.as_ptr(), blocks, &acts[t0..], out),
                 2 => pass_q4k::<2>(group.as_ptr(), blocks, &acts[t0..], out),
                 _ => pass_q4k::<1>(group.as_ptr(), blocks, &acts[t0..], out),
             }

@@ -297,6 +297,8 @@ unsafe fn q6k_values(block: *const u8, j: usize) -> [__m512i; 8] {
 
 /// [`tile`] for Q6_K: the `ROWS` rows of `group` times `T` tokens (with their
 /// activations' half corrections) into `out[t]`.
+// The registers of each half are indexed (see the loop).
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(super) fn tile_q6k<const T: usize>(
     group: &[u8],
@@ -329,10 +331,12 @@ pub(super) fn tile_q6k<const T: usize>(
                     let ad = _mm512_set1_ps(a.d);
                     for h in 0..2 {
                         let mut sums = _mm512_set1_epi32(half[h]);
-                        for (k, v) in values.iter().enumerate().skip(4 * h).take(4) {
+                        // An index, not an iterator: `Take::next` over registers was
+                        // not inlined here, and cost a call per product.
+                        for k in 4 * h..4 * h + 4 {
                             sums = _mm512_dpbusd_epi32(
                                 sums,
-                                *v,
+                                values[k],
                                 _mm512_set1_epi32(y.add(k).read_unaligned()),
                             );
                         }

@@ -359,7 +359,7 @@ pub fn load_reporting(
             let kernels = cpu_kernels.unwrap_or(Kernels::Portable);
             let model = CpuLlama::load(
                 &content,
-                &mut reader,
+                map_weights(path, reader.get_ref())?,
                 context_length,
                 slots,
                 kernels,
@@ -442,6 +442,21 @@ pub fn load_reporting(
         },
         metadata,
     })
+}
+
+/// `file` mapped for the CPU engine, which reads the rows it keeps in GGML's layout in
+/// place (as llama.cpp does) and interleaves the others from the mapping, so that no
+/// weight is copied twice.
+fn map_weights(path: &Path, file: &File) -> Result<crate::cpu::FileBytes, LoadError> {
+    // SAFETY: the mapping is read-only and no one changes the file while it is mapped:
+    // the hive writes models under a temporary name and renames them into place, so a
+    // file the worker has open is never rewritten. (A file truncated by another program
+    // would fault on access, as llama.cpp's mapping would.)
+    let map = unsafe { memmap2::Mmap::map(file) }.map_err(|source| LoadError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(std::sync::Arc::new(map))
 }
 
 /// A GGUF file's header, read and checked: where loading and planning both start.

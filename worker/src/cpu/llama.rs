@@ -11,14 +11,13 @@
 //! scores and logits, and layers that attend over a sliding window with their own
 //! rotary base.
 
-use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
 
 use candle_core::quantized::GgmlDType;
 use candle_core::quantized::gguf_file::{Content, Value};
 use rayon::prelude::*;
 
-use super::matrix::QMatrix;
+use super::matrix::{FileBytes, QMatrix};
 use super::quant::{Q8Block, QK, QuantType};
 use super::{Kernels, thread_count};
 
@@ -329,9 +328,9 @@ impl CpuLlama {
     /// Reads the weights of a GGUF file of a family the engine runs, with `slots`
     /// sequence slots whose KV caches hold `max_positions` positions each (fewer when
     /// the model's sliding window is shorter).
-    pub fn load<R: Read + Seek>(
+    pub fn load(
         content: &Content,
-        reader: &mut R,
+        file: FileBytes,
         max_positions: usize,
         slots: usize,
         kernels: Kernels,
@@ -351,7 +350,7 @@ impl CpuLlama {
             .sum();
         let mut tensors = TensorReader {
             content,
-            reader,
+            file,
             read: 0,
             total,
             progress,
@@ -1150,31 +1149,36 @@ impl RopeTable {
 }
 
 /// Reads tensors of one GGUF file by name, telling `progress` the bytes read so far of
-/// all the tensors' bytes.
-struct TensorReader<'a, R> {
+/// all the tensors' bytes. Matrices stay in the file's bytes (mapped) until a kernel set
+/// wants them interleaved.
+struct TensorReader<'a> {
     content: &'a Content,
-    reader: &'a mut R,
+    file: FileBytes,
     read: u64,
     total: u64,
     progress: &'a mut dyn FnMut(u64, u64),
 }
 
-impl<R: Read + Seek> TensorReader<'_, R> {
-    fn bytes(&mut self, name: &str, len: usize) -> Result<Vec<u8>, CpuLoadError> {
+impl TensorReader<'_> {
+    /// Where tensor `name`'s `len` bytes start in the file, counted as read.
+    fn start(&mut self, name: &str, len: usize) -> Result<usize, CpuLoadError> {
         let info = &self.content.tensor_infos[name];
-        let read_error = |source| CpuLoadError::Read {
-            name: name.to_owned(),
-            source,
-        };
         let start = self.content.tensor_data_offset + info.offset;
-        self.reader
-            .seek(SeekFrom::Start(start))
-            .map_err(read_error)?;
-        let mut data = vec![0; len];
-        self.reader.read_exact(&mut data).map_err(read_error)?;
+        let file_len = (*self.file).as_ref().len() as u64;
+        if start.saturating_add(len as u64) > file_len {
+            return Err(CpuLoadError::Read {
+                name: name.to_owned(),
+                source: std::io::ErrorKind::UnexpectedEof.into(),
+            });
+        }
         self.read += len as u64;
         (self.progress)(self.read.min(self.total), self.total);
-        Ok(data)
+        Ok(start as usize)
+    }
+
+    fn bytes(&mut self, name: &str, len: usize) -> Result<&[u8], CpuLoadError> {
+        let start = self.start(name, len)?;
+        Ok(&(*self.file).as_ref()[start..start + len])
     }
 
     /// A `rows × cols` matrix (`rows` from the file when `None`).
@@ -1209,8 +1213,8 @@ impl<R: Read + Seek> TensorReader<'_, R> {
             expected: expected.clone(),
         };
         let row_bytes = ty.row_bytes(cols).ok_or_else(shape_error)?;
-        let data = self.bytes(name, file_rows * row_bytes)?;
-        QMatrix::new(ty, file_rows, cols, data).ok_or_else(shape_error)
+        let start = self.start(name, file_rows * row_bytes)?;
+        QMatrix::in_file(ty, file_rows, cols, self.file.clone(), start).ok_or_else(shape_error)
     }
 
     fn vector(&mut self, name: &str, len: usize) -> Result<Vec<f32>, CpuLoadError> {

@@ -1,5 +1,7 @@
 //! A quantized weight matrix kept in GGML's blocks, and its product with activations.
 
+use std::sync::Arc;
+
 use rayon::prelude::*;
 
 use super::interleaved;
@@ -16,23 +18,51 @@ pub struct QMatrix {
     cols: usize,
 }
 
+/// A whole file's bytes shared by the matrices read from it (the GGUF file, mapped).
+pub type FileBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// Where a part's bytes are: its own (interleaved rows, or rows a caller gave), or the
+/// file's, so that rows kept in GGML's layout are never copied.
+enum Bytes {
+    Owned(Vec<u8>),
+    Shared(FileBytes),
+}
+
+impl Bytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Owned(bytes) => bytes,
+            Bytes::Shared(file) => (**file).as_ref(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bytes::Owned(bytes) => write!(f, "{} bytes", bytes.len()),
+            Bytes::Shared(file) => write!(f, "a file of {} bytes", (**file).as_ref().len()),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Part {
     ty: QuantType,
     first_row: usize,
     rows: usize,
     row_bytes: usize,
-    /// The rows' bytes from `start` on: GGML's layout, or Q8_0, Q4_0 or Q4_K rows
-    /// interleaved ([`interleaved`], `row_bytes` a row then), which start on a cache
-    /// line.
-    data: Vec<u8>,
+    /// The rows' bytes from `start` on: GGML's layout, or Q8_0, Q4_0, Q5_0, Q4_K or Q6_K
+    /// rows interleaved ([`interleaved`], `row_bytes` a row then), which start on a
+    /// cache line.
+    data: Bytes,
     start: usize,
     interleaved: bool,
 }
 
 impl Part {
     fn bytes(&self) -> &[u8] {
-        &self.data[self.start..self.start + self.rows * self.row_bytes]
+        &self.data.as_slice()[self.start..self.start + self.rows * self.row_bytes]
     }
 }
 
@@ -70,15 +100,35 @@ thread_local! {
 impl QMatrix {
     /// A matrix over `data`, or `None` when `data` is not `rows` whole rows of `cols`.
     pub fn new(ty: QuantType, rows: usize, cols: usize, data: Vec<u8>) -> Option<QMatrix> {
+        if data.len() != rows.checked_mul(ty.row_bytes(cols)?)? {
+            return None;
+        }
+        QMatrix::over(ty, rows, cols, Bytes::Owned(data), 0)
+    }
+
+    /// A matrix over `rows` rows of `cols` from byte `start` of `file`, read in place,
+    /// or `None` when they are not whole rows inside it.
+    pub fn in_file(
+        ty: QuantType,
+        rows: usize,
+        cols: usize,
+        file: FileBytes,
+        start: usize,
+    ) -> Option<QMatrix> {
+        QMatrix::over(ty, rows, cols, Bytes::Shared(file), start)
+    }
+
+    fn over(ty: QuantType, rows: usize, cols: usize, data: Bytes, start: usize) -> Option<QMatrix> {
         let row_bytes = ty.row_bytes(cols)?;
-        (cols.is_multiple_of(QK) && data.len() == rows * row_bytes).then(|| QMatrix {
+        let end = rows.checked_mul(row_bytes)?.checked_add(start)?;
+        (cols.is_multiple_of(QK) && end <= data.as_slice().len()).then(|| QMatrix {
             parts: vec![Part {
                 ty,
                 first_row: 0,
                 rows,
                 row_bytes,
                 data,
-                start: 0,
+                start,
                 interleaved: false,
             }],
             rows,
@@ -124,7 +174,7 @@ impl QMatrix {
                 .par_chunks(group_in)
                 .zip(data[start..start + len].par_chunks_mut(interleaved::ROWS * row_bytes))
                 .for_each(|(rows, group)| interleaved::interleave(ty, rows, blocks, group));
-            part.data = data;
+            part.data = Bytes::Owned(data);
             part.start = start;
             part.row_bytes = row_bytes;
             part.interleaved = true;

@@ -15,7 +15,7 @@ pub mod quant;
 mod x86;
 
 pub use llama::{CpuLlama, CpuLoadError, ForwardError, SequenceChunk};
-pub use matrix::QMatrix;
+pub use matrix::{FileBytes, QMatrix};
 
 use quant::{Q8Block, QuantType};
 

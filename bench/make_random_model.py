@@ -13,10 +13,11 @@ layer windowed over 4096 positions) or `gemma3` (the shape of Gemma 3 1B: hidden
 26 layers, 4 query heads and 1 KV head of 256, FFN 6912, post norms, per-head query/key
 norms, five layers in six windowed over 512 positions) or `phi3` (Phi-3-mini's width:
 hidden 3072, 32 heads of 96, FFN 8192, fused QKV and gate/up projections; 8 of its 32
-layers, 1.0B parameters with the embedding). `--layers N` keeps the first N
+layers, 1.0B parameters with the embedding, and an output matrix of its own, which
+llama.cpp's phi3 requires). `--layers N` keeps the first N
 layers (a smaller model of the same width); `--window N` sets a Gemma's window (so that
 a short prompt outgrows it). Every matrix is Q8_0, every norm and bias F32, the output tied to
-the embedding. The tokenizer (every tokenizer.* key) and with it the vocabulary come
+the embedding (but phi3's). The tokenizer (every tokenizer.* key) and with it the vocabulary come
 from TOKENIZER.gguf, so prompts tokenize as for that model; the text generated is
 nonsense, the timings are what matter.
 
@@ -49,7 +50,9 @@ SHAPES = {
                    name="rbee bench gemma3 (random weights)"),
     "phi3": dict(hidden=3072, layers=8, heads=32, kv_heads=32, head_dim=96, ffn=8192,
                  base=10_000.0, eps=1e-5, context=4096, seed=20261208,
-                 name="rbee bench phi3 (random weights)"),
+                 # Not "phi3" in the name: llama.cpp then expects Phi-3's own
+                 # SentencePiece tokens (`<s>`, `</s>`) in the borrowed vocabulary.
+                 name="rbee bench phi (random weights)"),
 }
 SCALE = 0.02
 
@@ -148,6 +151,9 @@ def write(arch, source, out, layers=None, window=None):
         if gemma:
             writer.add_tensor(f"{blk}.post_ffw_norm.weight", ones)
     writer.add_tensor("output_norm.weight", ones)
+    if arch == "phi3":
+        # llama.cpp's phi3 has no tied embedding: its output matrix is required.
+        writer.add_tensor("output.weight", q8_0(rng, vocab, hidden), raw_dtype=q8)
 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

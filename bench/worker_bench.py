@@ -3,11 +3,17 @@
 Both run the same prompt greedily for the same number of tokens. Each engine's own
 timers are used: the worker's `end` event (ttft_ms, tokens_per_s) and llama.cpp's
 perf counters, so HTTP overhead is not counted against the worker.
+
+With `--llama-server PATH`, llama.cpp's server is also started on the file (same
+threads, 2048 positions) until its `/health` answers, three times, and the median of
+its start-to-ready times is reported beside the worker's: the issue's "ready no later
+than llama-server + 0.2 s".
 """
 
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -108,6 +114,40 @@ def llama_bench(model, threads):
     }
 
 
+def server_ready_s(binary, model, threads):
+    """Seconds from starting llama-server on `model` to its `/health` answering 200
+    (its default warm-up run included), the median of three starts."""
+    times = []
+    for _ in range(3):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [binary, "-m", model, "--host", "127.0.0.1", "--port", str(port),
+             "-t", str(threads), "-tb", str(threads), "-c", "2048"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            while True:
+                if proc.poll() is not None:
+                    sys.exit(f"llama-server exited ({proc.returncode}) on {model}")
+                if time.monotonic() - started > 120:
+                    sys.exit(f"llama-server not ready in 120 s on {model}")
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health",
+                                                timeout=5) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                time.sleep(0.01)
+            times.append(time.monotonic() - started)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    return statistics.median(times)
+
+
 def warm(model):
     """Reads the file once, so that both engines load it from the page cache: the
     worker runs first and would otherwise pay for the disk alone."""
@@ -121,11 +161,14 @@ def main():
     parser.add_argument("--worker", required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--llama-server", help="also time llama-server's start to ready")
     args = parser.parse_args()
 
     warm(args.model)
     worker = worker_bench(args.worker, args.model, args.threads)
     llama = llama_bench(args.model, args.threads)
+    if args.llama_server:
+        llama["server_ready_s"] = server_ready_s(args.llama_server, args.model, args.threads)
     print(f"model: {os.path.basename(args.model)}, threads: {args.threads}, "
           f"prompt {worker['prompt_tokens']} tokens, {MAX_TOKENS} generated, median of {RUNS}, "
           f"worker engine: {worker['engine']}")
@@ -136,6 +179,10 @@ def main():
         print(f"{label:18}{worker[key]:12.2f}{llama[key]:12.2f}{ratio:9.2f}x")
     print(f"(worker start-to-ready wall time {worker['start_to_ready_s']:.2f} s; "
           f"ratio is worker / llama.cpp; for load s lower is better)")
+    if "server_ready_s" in llama:
+        print(f"llama-server start-to-ready (warm-up included, median of 3): "
+              f"{llama['server_ready_s']:.2f} s; worker - llama-server: "
+              f"{worker['start_to_ready_s'] - llama['server_ready_s']:+.2f} s")
     print(json.dumps({"worker": worker, "llama_cpp": llama}))
 
 

@@ -95,5 +95,11 @@ else
 fi
 
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; threads: $threads; worker build: $profile; llama.cpp: $("$venv/bin/python" -c 'import llama_cpp; print(llama_cpp.llama_print_system_info().decode().strip())')" >&2
+# llama-server's readiness too, where bench/build-llama-server.sh built it for this CPU
+# (the same build as LLAMA_CPU=native's).
+server=()
+if [[ "$llama_cpu" == native && -x "$repo/.rbee-cache/llama-server/llama-server" ]]; then
+    server=(--llama-server "$repo/.rbee-cache/llama-server/llama-server")
+fi
 exec "$venv/bin/python" "$repo/bench/worker_bench.py" \
-    --worker "$worker" --model "$model" --threads "$threads"
+    --worker "$worker" --model "$model" --threads "$threads" "${server[@]}"

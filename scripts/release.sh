@@ -9,7 +9,9 @@
 #   scripts/release.sh [--targets ARCH,...] [DIR]
 #
 # RBEE_PROFILE=dev builds them in the test profile instead (dependencies optimised as
-# in release, the agent not): what the test command does for the lab's Debian 11 host.
+# in release, the agent not); RBEE_PROFILE=lab in the profile the test command builds
+# the sets it pushes to lab hosts in (the worker's own code optimised, its dependencies
+# not: a third of the build's time; Cargo.toml says why that is enough there).
 #
 # --targets (or RBEE_TARGETS) names the architectures, this machine's by default:
 # x86_64 and aarch64 on an x86-64 machine. rustup here cannot download another target's
@@ -34,7 +36,8 @@ profile="${RBEE_PROFILE:-release}"
 case "$profile" in
     release) profile_dir=release ;;
     dev) profile_dir=debug ;;
-    *) echo "release.sh: RBEE_PROFILE is release or dev, not '$profile'" >&2; exit 2 ;;
+    lab) profile_dir=lab ;;
+    *) echo "release.sh: RBEE_PROFILE is release, dev or lab, not '$profile'" >&2; exit 2 ;;
 esac
 targets="${RBEE_TARGETS:-$(uname -m)}"
 if [[ "${1:-}" == --targets ]]; then

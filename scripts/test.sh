@@ -6,16 +6,34 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
-"$repo/scripts/install-deps.sh" tests
-"$repo/scripts/fetch-test-model.sh" >/dev/null
-"$repo/scripts/setup-test-tools.sh"
+# Each step before the suite prints its time, so CI's log shows where the time goes.
+timed() { # WHAT COMMAND...
+    local what="$1" start=$SECONDS
+    shift
+    "$@" >/dev/null
+    echo "test.sh: $what: $((SECONDS - start)) s" >&2
+}
 
-# The lab's Debian 11 host (a debootstrap root, made once into .rbee-cache/roots) and
-# the portable agent and worker it runs (cargo-zigbuild against glibc 2.17, in the test
-# profile, into target/portable-bin): made here so their time shows apart from the
-# tests', which find them ready.
-"$repo/lab/debian-root.sh" bullseye >/dev/null
-RBEE_PROFILE=dev "$repo/scripts/release.sh" "$repo/target/portable-bin" >/dev/null
+timed "what the tests need" "$repo/scripts/install-deps.sh" tests
+timed "the test model" "$repo/scripts/fetch-test-model.sh"
+timed "the test tools" "$repo/scripts/setup-test-tools.sh"
+
+# The lab's hosts of other systems, made once into .rbee-cache/roots (debootstrap roots
+# of Debian 11, glibc 2.31, older than the 2.34 this machine's own builds need), and the
+# portable sets they run (cargo-zigbuild against glibc 2.17, in the lab profile, into
+# target/portable-bin): made here so their time shows apart from the tests', which find
+# them ready. On x86-64 also an arm64 root, run under QEMU, and the aarch64 set, built
+# by the cross toolchain (scripts/cross-toolchain.sh: Debian sid's rustc with its arm64
+# standard library).
+timed "the Debian 11 root" "$repo/lab/debian-root.sh" bullseye
+targets="$(uname -m)"
+if [[ "$targets" == x86_64 ]]; then
+    targets=x86_64,aarch64
+    timed "the Debian 11 arm64 root" "$repo/lab/debian-root.sh" --arch arm64 bullseye
+    timed "the aarch64 cross toolchain" "$repo/scripts/cross-toolchain.sh"
+fi
+timed "the portable sets ($targets)" env RBEE_PROFILE=lab \
+    "$repo/scripts/release.sh" --targets "$targets" "$repo/target/portable-bin"
 
 # nextest builds every package's binaries along with the tests (the process tests run
 # them from target/debug), all with one feature resolution, so nothing is compiled
@@ -57,4 +75,11 @@ for line in sys.stdin:
     [[ -n "$worker_tests" ]] || { echo "error: no llm-worker-rbee test binary to run under AVX-512" >&2; exit 1; }
     "$repo/scripts/avx512-run.sh" --env RBEE_EXPECT_KERNELS=avx512,avx2 "$worker_tests" \
         cpu:: --nocapture
+fi
+
+# The worker's NEON kernels, on an emulated aarch64 CPU: their tests built for aarch64
+# beside the aarch64 set above and run under QEMU (scripts/aarch64-check.sh, about two
+# minutes). On x86-64, only for the whole suite.
+if (($# == 0)) && [[ "$(uname -m)" == x86_64 ]]; then
+    "$repo/scripts/aarch64-check.sh" --lib cpu::
 fi

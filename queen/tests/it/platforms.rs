@@ -313,7 +313,7 @@ fn bin_dir_with_portable_set(dir: &Path) -> PathBuf {
     let portable = script_output(
         "scripts/release.sh",
         &[&repo().join("target/portable-bin").display().to_string()],
-        &[("RBEE_PROFILE", "dev")],
+        &[("RBEE_PROFILE", "lab")],
     );
     for name in ["rbee-hive", "llm-worker-rbee"] {
         std::os::unix::fs::symlink(bin_dir().join(name), dir.join(name)).expect("symlink");
@@ -463,8 +463,8 @@ async fn a_debian_11_hive_runs_the_main_path_on_the_portable_binaries() {
 
 /// The aarch64 set, as `scripts/release.sh --targets aarch64` leaves it: built by Debian
 /// sid's rustc in the cross toolchain's root (scripts/cross-toolchain.sh) against glibc
-/// 2.17. Made beforehand by `scripts/test-aarch64.sh`; run alone, the test makes what is
-/// missing (long, once).
+/// 2.17. The test command makes it beforehand; run alone, the test makes what is missing
+/// (minutes, once).
 fn aarch64_set() -> PathBuf {
     script_output(
         "scripts/release.sh",
@@ -473,14 +473,10 @@ fn aarch64_set() -> PathBuf {
             "aarch64",
             &repo().join("target/portable-bin").display().to_string(),
         ],
-        &[("RBEE_PROFILE", "dev")],
+        &[("RBEE_PROFILE", "lab")],
     )
 }
 
-// Ignored in the test command for its time on CI's 2-core machines (the cross
-// toolchain, the arm64 root, the aarch64 build, and every program of the hive under
-// QEMU); scripts/test-aarch64.sh makes what it needs and runs it.
-#[ignore = "the aarch64 hive under QEMU: run by scripts/test-aarch64.sh"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_aarch64_hive_runs_the_main_path_on_the_aarch64_binaries() {
     let root = script_output("lab/debian-root.sh", &["--arch", "arm64", "bullseye"], &[]);

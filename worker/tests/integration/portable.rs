@@ -9,13 +9,14 @@ use serde_json::json;
 
 use crate::support::{NO_QUEEN, Worker, text_of};
 
-/// The portable worker the test command builds (in the test profile, like this one);
+/// The portable worker the test command builds (in the lab profile: the worker's own code
+/// optimised as in this one's);
 /// run alone, the test builds it (minutes, once).
 fn portable_worker() -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = std::process::Command::new(repo.join("scripts/release.sh"))
         .arg(repo.join("target/portable-bin"))
-        .env("RBEE_PROFILE", "dev")
+        .env("RBEE_PROFILE", "lab")
         .output()
         .expect("release.sh runs");
     assert!(

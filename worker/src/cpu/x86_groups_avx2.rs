@@ -256,9 +256,24 @@ pub(super) fn two_groups<const Q4: bool, const SHIFT: u32>(
     out: &mut [f32],
 ) {
     let group_bytes = x.len() / 2 * pair_bytes(Q4);
+    group_by_group(groups, group_bytes, out, |group, values| {
+        tile::<1, Q4, SHIFT>(group, [x], [corrections], values);
+    });
+}
+
+/// What every `two_groups*` does here: the two groups of `group_bytes` each in `groups`
+/// one after the other, each by `tile` (one token's tile of the group it is given), into
+/// `out`'s first `2 * ROWS` values.
+#[inline(always)]
+fn group_by_group(
+    groups: &[u8],
+    group_bytes: usize,
+    out: &mut [f32],
+    mut tile: impl FnMut(&[u8], &mut [[f32; ROWS]; 1]),
+) {
     for (g, out) in out[..2 * ROWS].chunks_exact_mut(ROWS).enumerate() {
         let mut values = [[0.0; ROWS]; 1];
-        tile::<1, Q4, SHIFT>(&groups[g * group_bytes..], [x], [corrections], &mut values);
+        tile(&groups[g * group_bytes..], &mut values);
         out.copy_from_slice(&values[0]);
     }
 }
@@ -349,11 +364,9 @@ unsafe fn pass_q4k<const N: usize>(
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn two_groups_q4k(groups: &[u8], x: &[Q8Block], out: &mut [f32]) {
     let group_bytes = x.len() / 8 * Q4K_GROUP_BYTES;
-    for (g, out) in out[..2 * ROWS].chunks_exact_mut(ROWS).enumerate() {
-        let mut values = [[0.0; ROWS]; 1];
-        tile_q4k::<1>(&groups[g * group_bytes..], [x], &mut values);
-        out.copy_from_slice(&values[0]);
-    }
+    group_by_group(groups, group_bytes, out, |group, values| {
+        tile_q4k::<1>(group, [x], values);
+    });
 }
 
 /// [`tile`] for Q6_K: the `ROWS` rows of `group` times `T` tokens (with their
@@ -446,9 +459,7 @@ unsafe fn pass_q6k<const N: usize>(
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn two_groups_q6k(groups: &[u8], x: &[Q8Block], halves: &[[i32; 2]], out: &mut [f32]) {
     let group_bytes = x.len() / 8 * Q6K_GROUP_BYTES;
-    for (g, out) in out[..2 * ROWS].chunks_exact_mut(ROWS).enumerate() {
-        let mut values = [[0.0; ROWS]; 1];
-        tile_q6k::<1>(&groups[g * group_bytes..], [x], [halves], &mut values);
-        out.copy_from_slice(&values[0]);
-    }
+    group_by_group(groups, group_bytes, out, |group, values| {
+        tile_q6k::<1>(group, [x], [halves], values);
+    });
 }

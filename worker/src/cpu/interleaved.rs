@@ -215,16 +215,24 @@ pub fn interleave(ty: QuantType, data: &[u8], blocks: usize, out: &mut [u8]) {
         .chunks_exact(ROWS * ggml_row)
         .zip(out.chunks_exact_mut(ROWS * row_bytes(ty, blocks)))
     {
-        // Row by row, each read front to back: the rows come from memory, the group
-        // being written stays in cache.
-        for (r, row) in rows.chunks_exact(ggml_row).enumerate() {
-            for (b, block) in row.chunks_exact(block_bytes).enumerate() {
-                let pair = &mut group[b / 2 * pair_bytes(ty)..][..pair_bytes(ty)];
-                let (values, scales) = offsets(ty, b % 2);
-                pair[scales + 2 * r..][..2].copy_from_slice(&block[..2]);
-                let stored = stored(ty, block);
-                for (k, four) in stored[..value_bytes(ty)].chunks_exact(4).enumerate() {
-                    pair[values + k * 4 * ROWS + 4 * r..][..4].copy_from_slice(four);
+        // Pair by pair, each written front to back a cache line at a time: sixteen
+        // rows' four bytes (one line) from the sixteen rows' stored values. Written row
+        // by row, each row's four bytes went to another line and the stores waited on
+        // them (Q8_0 files' loading was half this loop).
+        for (p, pair) in group.chunks_exact_mut(pair_bytes(ty)).enumerate() {
+            for h in 0..2 {
+                let (values, scales) = offsets(ty, h);
+                let mut by_row = [[0; QK]; ROWS];
+                for (r, stored_values) in by_row.iter_mut().enumerate() {
+                    let block = &rows[r * ggml_row + (2 * p + h) * block_bytes..][..block_bytes];
+                    pair[scales + 2 * r..][..2].copy_from_slice(&block[..2]);
+                    *stored_values = stored(ty, block);
+                }
+                let lines = pair[values..][..ROWS * value_bytes(ty)].chunks_exact_mut(4 * ROWS);
+                for (k, line) in lines.enumerate() {
+                    for (four, stored_values) in line.chunks_exact_mut(4).zip(&by_row) {
+                        four.copy_from_slice(&stored_values[4 * k..][..4]);
+                    }
                 }
             }
         }

@@ -290,13 +290,16 @@ fn every_kernel_set_quantizes_activations_as_the_portable_code() {
 /// A matrix of `ty` (one of [`INTERLEAVED`]) of `rows` rows (a multiple of 16, up to
 /// 48) in both layouts.
 fn both_layouts(ty: QuantType, rows: usize) -> (QMatrix, QMatrix) {
+    (plain(ty, rows), plain(ty, rows).interleaved())
+}
+
+/// [`both_layouts`]' matrix in GGML's layout.
+fn plain(ty: QuantType, rows: usize) -> QMatrix {
     let w = Tensor::from_vec(values(48 * COLS, 13), (48, COLS), &Device::Cpu).expect("tensor");
     let q = QTensor::quantize(&w, ggml(ty)).expect("quantize");
     let bytes = q.data().expect("bytes").into_owned();
     let row_bytes = ty.row_bytes(COLS).expect("whole blocks");
-    let matrix = || QMatrix::new(ty, rows, COLS, bytes[..rows * row_bytes].to_vec());
-    let interleaved = matrix().expect("matrix").interleaved();
-    (matrix().expect("matrix"), interleaved)
+    QMatrix::new(ty, rows, COLS, bytes[..rows * row_bytes].to_vec()).expect("matrix")
 }
 
 /// The types AVX-512 reads interleaved.
@@ -316,6 +319,20 @@ fn interleaved_rows_read_back_as_they_were() {
             let (mut a, mut b) = (vec![0.0; COLS], vec![0.0; COLS]);
             plain.dequantize_row(r, &mut a);
             interleaved.dequantize_row(r, &mut b);
+            assert_eq!(a, b, "{ty:?} row {r}");
+        }
+    }
+}
+
+#[test]
+fn interleaving_a_group_a_task_gives_what_one_task_gives() {
+    for ty in INTERLEAVED {
+        let (_, whole) = both_layouts(ty, 48);
+        let split = plain(ty, 48).interleaved_by(1);
+        for r in 0..48 {
+            let (mut a, mut b) = (vec![0.0; COLS], vec![0.0; COLS]);
+            whole.dequantize_row(r, &mut a);
+            split.dequantize_row(r, &mut b);
             assert_eq!(a, b, "{ty:?} row {r}");
         }
     }

@@ -661,20 +661,12 @@ impl CpuLlama {
             layer
                 .gate_up
                 .matmul(kernels, &s.quantized, n, &mut s.gate_up, &mut s.transposed);
-            for t in 0..n {
-                let row = &s.gate_up[t * 2 * c.ffn..(t + 1) * 2 * c.ffn];
-                let (gate, up) = row.split_at(c.ffn);
-                for ((h, g), u) in s.hidden[t * c.ffn..(t + 1) * c.ffn]
-                    .iter_mut()
-                    .zip(gate)
-                    .zip(up)
-                {
-                    *h = match c.activation {
-                        Activation::Silu => g / (1.0 + (-g).exp()),
-                        Activation::Gelu => gelu(*g),
-                    } * u;
-                }
-            }
+            gated(
+                c.activation,
+                c.ffn,
+                &s.gate_up[..n * 2 * c.ffn],
+                &mut s.hidden[..n * c.ffn],
+            );
             quantize_rows(kernels, &s.hidden[..n * c.ffn], c.ffn, &mut s.quantized);
             layer.down.matmul(
                 kernels,
@@ -1027,6 +1019,30 @@ fn attention(
             }
         }
     }
+}
+
+/// Each token's `activation(gate) · up` (`gate_up` a token's `ffn` gates, then its ups) into
+/// `hidden`, in pieces on every thread: one exponential a value, which one thread took
+/// a tenth of a prompt's time over.
+fn gated(activation: Activation, ffn: usize, gate_up: &[f32], hidden: &mut [f32]) {
+    const PIECE: usize = 1024;
+    hidden
+        .par_chunks_mut(ffn)
+        .zip(gate_up.par_chunks(2 * ffn))
+        .for_each(|(hidden, row)| {
+            let (gate, up) = row.split_at(ffn);
+            hidden
+                .par_chunks_mut(PIECE)
+                .zip(gate.par_chunks(PIECE).zip(up.par_chunks(PIECE)))
+                .for_each(|(hidden, (gate, up))| {
+                    for ((h, g), u) in hidden.iter_mut().zip(gate).zip(up) {
+                        *h = match activation {
+                            Activation::Silu => g / (1.0 + (-g).exp()),
+                            Activation::Gelu => gelu(*g),
+                        } * u;
+                    }
+                });
+        });
 }
 
 fn softmax(x: &mut [f32]) {

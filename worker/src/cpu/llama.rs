@@ -1021,28 +1021,22 @@ fn attention(
     }
 }
 
-/// Each token's `activation(gate) · up` (`gate_up` a token's `ffn` gates, then its ups) into
-/// `hidden`, in pieces on every thread: one exponential a value, which one thread took
-/// a tenth of a prompt's time over.
+/// Each token's `activation(gate) · up` (`gate_up` a token's `ffn` gates, then its ups)
+/// into `hidden`, a token a task on every thread.
 fn gated(activation: Activation, ffn: usize, gate_up: &[f32], hidden: &mut [f32]) {
-    const PIECE: usize = 1024;
+    let token = |(hidden, row): (&mut [f32], &[f32])| {
+        let (gate, up) = row.split_at(ffn);
+        for ((h, g), u) in hidden.iter_mut().zip(gate).zip(up) {
+            *h = match activation {
+                Activation::Silu => g / (1.0 + exp(-g)),
+                Activation::Gelu => gelu(*g),
+            } * u;
+        }
+    };
     hidden
         .par_chunks_mut(ffn)
         .zip(gate_up.par_chunks(2 * ffn))
-        .for_each(|(hidden, row)| {
-            let (gate, up) = row.split_at(ffn);
-            hidden
-                .par_chunks_mut(PIECE)
-                .zip(gate.par_chunks(PIECE).zip(up.par_chunks(PIECE)))
-                .for_each(|(hidden, (gate, up))| {
-                    for ((h, g), u) in hidden.iter_mut().zip(gate).zip(up) {
-                        *h = match activation {
-                            Activation::Silu => g / (1.0 + exp(-g)),
-                            Activation::Gelu => gelu(*g),
-                        } * u;
-                    }
-                });
-        });
+        .for_each(token);
 }
 
 fn softmax(x: &mut [f32]) {

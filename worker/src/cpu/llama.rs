@@ -1041,7 +1041,7 @@ fn attention(
 /// Until `done`, this pool thread runs the pool's work as it comes, never going to
 /// sleep between: a pass forks on every thread a few hundred times, and waking a
 /// sleeping thread on another core took 25 µs a time on a virtual machine here
-/// (`perf bench sched pipe`), a sixth of a decode step. Between pieces of work it
+/// (`perf bench sched pipe`). Between pieces of work it
 /// yields to the operating system, so that other processes still get the core.
 fn keep_awake(done: &AtomicBool) {
     while !done.load(Ordering::Acquire) {
@@ -1089,7 +1089,7 @@ fn softmax(x: &mut [f32]) {
     }
 }
 
-/// `e^x` within two units in the last place of libm's, in `f32` arithmetic alone: the
+/// `e^x` within two units in the last place of the exact value, in `f32` arithmetic alone: the
 /// loops over it vectorise (a libm call a value was a twentieth of a prompt's time),
 /// and every build and kernel set gets the same bits. `x` is first clamped to
 /// `-87..=88`, where `e^x` is a normal number (so `e^x` of a large `x` is about

@@ -571,23 +571,7 @@ impl CpuLlama {
             return Ok(Vec::new());
         }
         let pool = Arc::clone(&self.pool);
-        pool.install(|| {
-            // The pool's other threads stay awake through the pass ([`keep_awake`]);
-            // one that this thread takes back itself (its own queue's last job) ends
-            // at once, as it must: the pass is beneath it.
-            let (owner, done) = (rayon::current_thread_index(), AtomicBool::new(false));
-            rayon::scope(|scope| {
-                for _ in 1..rayon::current_num_threads() {
-                    scope.spawn(|_| {
-                        if rayon::current_thread_index() != owner {
-                            keep_awake(&done);
-                        }
-                    });
-                }
-                let _done = SetOnDrop(&done);
-                self.run(&tokens, &spans, &wanted);
-            });
-        });
+        pool.install(|| with_others_awake(|| self.run(&tokens, &spans, &wanted)));
         let vocab = self.embedding.rows();
         Ok(self.scratch.logits[..wanted.len() * vocab]
             .chunks_exact(vocab)
@@ -1036,6 +1020,24 @@ fn attention(
             }
         }
     }
+}
+
+/// `pass` on this pool thread, the pool's other threads kept awake until it ends
+/// ([`keep_awake`]). A keeping-awake job this thread takes back itself (its own
+/// queue's last job) ends at once, as it must: the pass is beneath it.
+fn with_others_awake(pass: impl FnOnce() + Send) {
+    let (owner, done) = (rayon::current_thread_index(), AtomicBool::new(false));
+    rayon::scope(|scope| {
+        for _ in 1..rayon::current_num_threads() {
+            scope.spawn(|_| {
+                if rayon::current_thread_index() != owner {
+                    keep_awake(&done);
+                }
+            });
+        }
+        let _done = SetOnDrop(&done);
+        pass();
+    });
 }
 
 /// Until `done`, this pool thread runs the pool's work as it comes, never going to

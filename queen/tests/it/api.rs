@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{Queen, new_state, serve_state};
+use crate::support::{NewState, Queen, new_state, serve_state};
 use rbee_config::{Config, Inventory};
 use rbee_protocol::cluster::WorkerStatus;
 use rbee_protocol::{ErrorBody, ErrorCode, JobEvent, OperationResult};
@@ -577,7 +577,8 @@ async fn api_token_guards_every_route_but_health() {
 #[tokio::test]
 async fn serve_refuses_a_public_listener_without_a_token() {
     // Whoever starts the queen in-process, not only its CLI, meets the loopback rule.
-    let state = Arc::new(new_state(Config::default(), Inventory::default()));
+    let NewState { app, dir: _dir } = new_state(Config::default(), Inventory::default());
+    let state = Arc::new(app);
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0")
         .await
         .expect("bind");
@@ -592,7 +593,8 @@ async fn serve_refuses_a_public_listener_without_a_token() {
 
     let mut config = Config::default();
     config.queen.api_token = Some("t".to_owned());
-    let state = Arc::new(new_state(config, Inventory::default()));
+    let NewState { app, dir: _dir2 } = new_state(config, Inventory::default());
+    let state = Arc::new(app);
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0")
         .await
         .expect("bind");

@@ -22,16 +22,43 @@ pub struct Queen {
     pub state: Arc<AppState>,
     pub http: reqwest::Client,
     pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The state directory `new_state` made, removed with the queen.
+    _state_dir: Option<tempfile::TempDir>,
 }
 
-/// The queen's state; without a state directory in `config`, the worker-token key
-/// goes to a fresh temporary one.
-pub fn new_state(mut config: Config, inventory: Inventory) -> AppState {
-    if config.queen.state_dir.is_none() {
-        let dir = tempfile::tempdir().expect("tempdir").keep();
-        config.queen.state_dir = Some(dir);
+/// A queen's state before it serves, with the temporary state directory made for it.
+pub struct NewState {
+    pub app: AppState,
+    /// Removed on drop: the worker-token key and the push cache (tens of megabytes of
+    /// binaries) go with it, so a run of the suite leaves nothing in the temp dir.
+    pub dir: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for NewState {
+    type Target = AppState;
+    fn deref(&self) -> &AppState {
+        &self.app
     }
-    AppState::new(config, inventory).expect("queen state")
+}
+
+impl std::ops::DerefMut for NewState {
+    fn deref_mut(&mut self) -> &mut AppState {
+        &mut self.app
+    }
+}
+
+/// The queen's state; without a state directory in `config`, the worker-token key and
+/// the push cache go to a fresh temporary one, which lives as long as the result.
+pub fn new_state(mut config: Config, inventory: Inventory) -> NewState {
+    let dir = config.queen.state_dir.is_none().then(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        config.queen.state_dir = Some(dir.path().to_owned());
+        dir
+    });
+    NewState {
+        app: AppState::new(config, inventory).expect("queen state"),
+        dir,
+    }
 }
 
 /// Starts a queen in-process on 127.0.0.1:0.
@@ -45,8 +72,9 @@ pub async fn start_queen_on(config: Config, inventory: Inventory, addr: &str) ->
 }
 
 /// Starts a queen in-process on `state` (prepared by the test) listening on `addr`.
-pub async fn serve_state(state: AppState, addr: &str) -> Queen {
-    let state = Arc::new(state);
+pub async fn serve_state(state: NewState, addr: &str) -> Queen {
+    let NewState { app, dir } = state;
+    let state = Arc::new(app);
     let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
     let bound = listener.local_addr().expect("addr");
     let _ = state.listen_addr.set(bound);
@@ -68,6 +96,7 @@ pub async fn serve_state(state: AppState, addr: &str) -> Queen {
             .build()
             .expect("client"),
         server,
+        _state_dir: dir,
     }
 }
 

@@ -18,6 +18,9 @@ pub struct Browser {
     http: reqwest::Client,
     /// `http://127.0.0.1:<port>/session/<id>`.
     session: String,
+    /// The driver's and the browser's `TMPDIR` (Chromium's profile and scoped
+    /// directories), removed once both are killed.
+    _tmp: tempfile::TempDir,
 }
 
 impl Drop for Browser {
@@ -54,8 +57,10 @@ impl Browser {
     pub async fn start(width: u32, height: u32) -> Browser {
         use std::os::unix::process::CommandExt;
         let port = free_port();
+        let tmp = tempfile::tempdir().expect("the browser's temporary directory");
         let driver = Command::new(chromedriver())
             .arg(format!("--port={port}"))
+            .env("TMPDIR", tmp.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0)
@@ -67,6 +72,7 @@ impl Browser {
             driver,
             http,
             session: String::new(),
+            _tmp: tmp,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {

@@ -475,12 +475,16 @@ const POPULATED: usize = 1 << 20;
 
 /// The pages under `bytes`, about to be written, made present with one call
 /// (`MADV_POPULATE_WRITE`, Linux 5.14) rather than one fault each; where the kernel
-/// refuses (an older kernel, pages larger than 4 KiB), the writes fault them in as
-/// before.
+/// refuses (an older kernel), the writes fault them in as before.
 fn populate(bytes: &mut [u8]) {
     #[cfg(target_os = "linux")]
     {
-        let page = 4096;
+        // The kernel's page size (4 KiB on x86-64; 16 or 64 KiB on some arm64 kernels).
+        // SAFETY: sysconf reads a constant of the system.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .ok()
+            .filter(|&page| page > 0)
+            .unwrap_or(4096);
         let first = bytes.as_ptr().align_offset(page);
         if first < bytes.len() {
             let span = (bytes.len() - first) / page * page;

@@ -252,28 +252,46 @@ fn interleave_q4k(data: &[u8], blocks: usize, out: &mut [u8]) {
         .chunks_exact(ROWS * ggml_row)
         .zip(out.chunks_exact_mut(supers * Q4K_GROUP_BYTES))
     {
-        // Row by row, as for the other types.
-        for (r, row) in rows.chunks_exact(ggml_row).enumerate() {
-            for (block, into) in row
-                .chunks_exact(144)
-                .zip(group.chunks_exact_mut(Q4K_GROUP_BYTES))
-            {
+        // Super-block by super-block: each row's values packed a word at a time, then
+        // written front to back a cache line at a time, as for the other types (a byte
+        // at a time, row by row, was most of a Q4_K_M file's loading).
+        for (s, into) in group.chunks_exact_mut(Q4K_GROUP_BYTES).enumerate() {
+            let mut packed = [[0; 8 * QK / 2]; ROWS];
+            for (r, packed) in packed.iter_mut().enumerate() {
+                let block = &rows[r * ggml_row + s * 144..][..144];
                 into[Q4K_D + 2 * r..][..2].copy_from_slice(&block[..2]);
                 into[Q4K_DMIN + 2 * r..][..2].copy_from_slice(&block[2..4]);
                 for j in 0..8 {
                     let (scale, min) = quant::q4k_scale_min(&block[4..16], j);
                     into[Q4K_SCALES + j * ROWS + r] = scale;
                     into[Q4K_MINS + j * ROWS + r] = min;
-                    let value = |l: usize| {
-                        let byte = block[16 + j / 2 * 32 + l];
-                        if j % 2 == 0 { byte & 15 } else { byte >> 4 }
-                    };
-                    for i in 0..QK / 2 {
-                        into[j * 256 + i / 4 * 4 * ROWS + 4 * r + i % 4] =
-                            value(i) | value(i + QK / 2) << 4;
+                }
+                q4k_values(&block[16..], packed);
+            }
+            for (j, lines) in into[..Q4K_SCALES].chunks_exact_mut(256).enumerate() {
+                for (k, line) in lines.chunks_exact_mut(4 * ROWS).enumerate() {
+                    for (four, packed) in line.chunks_exact_mut(4).zip(&packed) {
+                        four.copy_from_slice(&packed[QK / 2 * j + 4 * k..][..4]);
                     }
                 }
             }
+        }
+    }
+}
+
+/// The 256 four-bit values of a GGML Q4_K block (`qs`, its last 128 bytes) packed
+/// group by group as Q4_0 packs a block: byte `16j + i` holds value `i` of group `j`
+/// in its low nibble and value `16 + i` in its high one. Group `2p` is the low nibbles
+/// of the 32 bytes of pair `p`, group `2p + 1` their high nibbles; a word at a time.
+fn q4k_values(qs: &[u8], packed: &mut [u8; 8 * QK / 2]) {
+    const LOW: u64 = 0x0f0f_0f0f_0f0f_0f0f;
+    for (p, bytes) in qs.chunks_exact(QK).enumerate() {
+        for w in 0..2 {
+            let (first, second) = (word(bytes, 8 * w), word(bytes, QK / 2 + 8 * w));
+            let even = first & LOW | (second & LOW) << 4;
+            let odd = (first >> 4) & LOW | second & !LOW;
+            packed[QK * p + 8 * w..][..8].copy_from_slice(&even.to_le_bytes());
+            packed[QK * p + QK / 2 + 8 * w..][..8].copy_from_slice(&odd.to_le_bytes());
         }
     }
 }
@@ -448,41 +466,44 @@ fn interleave_q6k(data: &[u8], blocks: usize, out: &mut [u8]) {
         .chunks_exact(ROWS * ggml_row)
         .zip(out.chunks_exact_mut(supers * Q6K_GROUP_BYTES))
     {
-        // Row by row, as for the other types.
-        for (r, row) in rows.chunks_exact(ggml_row).enumerate() {
-            for (block, into) in row
-                .chunks_exact(210)
-                .zip(group.chunks_exact_mut(Q6K_GROUP_BYTES))
-            {
+        // Super-block by super-block, each row's values a word at a time, then written
+        // front to back a cache line at a time, as for the other types.
+        for (s, into) in group.chunks_exact_mut(Q6K_GROUP_BYTES).enumerate() {
+            let mut values = [[0; 256]; ROWS];
+            for (r, values) in values.iter_mut().enumerate() {
+                let block = &rows[r * ggml_row + s * 210..][..210];
                 into[Q6K_D + 2 * r..][..2].copy_from_slice(&block[208..210]);
                 for m in 0..16 {
                     into[Q6K_SCALES + m * ROWS + r] = block[192 + m];
                 }
-                q6k_values(block, r, into);
+                q6k_values(block, values);
+            }
+            for (j, lines) in into[..Q6K_SCALES].chunks_exact_mut(512).enumerate() {
+                for (k, line) in lines.chunks_exact_mut(4 * ROWS).enumerate() {
+                    for (four, values) in line.chunks_exact_mut(4).zip(&values) {
+                        four.copy_from_slice(&values[QK * j + 4 * k..][..4]);
+                    }
+                }
             }
         }
     }
 }
 
-/// The 256 six-bit values of GGML's Q6_K `block` (each its weight plus 32) into row
-/// `r`'s places of the interleaved super-block `into`, eight at a time: group `j` of 32
-/// takes its low four bits from `ql` (low or high nibbles) and its top two from `qh`, as
-/// [`quant::q6k_value`] reads them one by one.
-fn q6k_values(block: &[u8], r: usize, into: &mut [u8]) {
+/// The 256 six-bit values of GGML's Q6_K `block` (each its weight plus 32) in order,
+/// eight at a time: group `j` of 32 takes its low four bits from `ql` (low or high
+/// nibbles) and its top two from `qh`, as [`quant::q6k_value`] reads them one by one.
+fn q6k_values(block: &[u8], values: &mut [u8; 256]) {
     const LOW: u64 = 0x0f0f_0f0f_0f0f_0f0f;
     const TWO: u64 = 0x0303_0303_0303_0303;
     let word = |at: usize| word(block, at);
-    for j in 0..8 {
+    for (j, group) in values.chunks_exact_mut(QK).enumerate() {
         let (half, quarter) = (j / 4, j % 4);
         let ql = half * 64 + 32 * (quarter % 2);
         let qh = 128 + half * 32;
-        for w in 0..4 {
+        for (w, eight) in group.chunks_exact_mut(8).enumerate() {
             let low = (word(ql + 8 * w) >> (4 * (quarter / 2))) & LOW;
             let high = (word(qh + 8 * w) >> (2 * quarter)) & TWO;
-            let values = (low | high << 4).to_le_bytes();
-            let at = q6k_at(32 * j + 8 * w, r);
-            into[at..at + 4].copy_from_slice(&values[..4]);
-            into[at + 4 * ROWS..at + 4 * ROWS + 4].copy_from_slice(&values[4..]);
+            eight.copy_from_slice(&(low | high << 4).to_le_bytes());
         }
     }
 }

@@ -321,7 +321,6 @@ unsafe fn pass_q4k<const N: usize>(
     out: &mut [[f32; ROWS]],
 ) {
     let mut acc = [[_mm256_setzero_ps(); 2]; N];
-    let mut mins = [[_mm256_setzero_ps(); 2]; N];
     for s in 0..blocks / 8 {
         // SAFETY: the caller checked that super-block `s` is inside the group and each
         // token's blocks.
@@ -344,18 +343,16 @@ unsafe fn pass_q4k<const N: usize>(
                         let sums = widen(pairs(&values, y, 0..8));
                         let scale = _mm256_mul_ps(scale, _mm256_set1_ps(a.d));
                         acc[t][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc[t][r]);
-                        mins[t][r] = _mm256_fmadd_ps(min, _mm256_set1_ps(a.s), mins[t][r]);
+                        acc[t][r] = _mm256_fnmadd_ps(min, _mm256_set1_ps(a.s), acc[t][r]);
                     }
                 }
             }
         }
     }
-    for ((out, acc), mins) in out.iter_mut().zip(acc).zip(mins) {
-        for r in 0..2 {
+    for (out, acc) in out.iter_mut().zip(acc) {
+        for (r, acc) in acc.into_iter().enumerate() {
             // SAFETY: each half of `out` is eight floats.
-            unsafe {
-                _mm256_storeu_ps(out[r * HALF..].as_mut_ptr(), _mm256_sub_ps(acc[r], mins[r]))
-            };
+            unsafe { _mm256_storeu_ps(out[r * HALF..].as_mut_ptr(), acc) };
         }
     }
 }

@@ -194,7 +194,6 @@ pub(super) fn tile_q4k<const T: usize>(
     let group = group.as_ptr();
     let acts = acts.map(<[Q8Block]>::as_ptr);
     let mut acc = [_mm512_setzero_ps(); T];
-    let mut mins = [_mm512_setzero_ps(); T];
     for s in 0..blocks / 8 {
         // SAFETY: super-block `s` is inside the group and each token's blocks; this
         // function has the features.
@@ -218,14 +217,14 @@ pub(super) fn tile_q4k<const T: usize>(
                     }
                     let scale = _mm512_mul_ps(scale, _mm512_set1_ps(a.d));
                     acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), scale, acc[t]);
-                    mins[t] = _mm512_fmadd_ps(min, _mm512_set1_ps(a.s), mins[t]);
+                    acc[t] = _mm512_fnmadd_ps(min, _mm512_set1_ps(a.s), acc[t]);
                 }
             }
         }
     }
     for t in 0..T {
         // SAFETY: each `out[t]` is sixteen floats.
-        unsafe { _mm512_storeu_ps(out[t].as_mut_ptr(), _mm512_sub_ps(acc[t], mins[t])) };
+        unsafe { _mm512_storeu_ps(out[t].as_mut_ptr(), acc[t]) };
     }
 }
 
@@ -239,9 +238,8 @@ pub(super) fn two_groups_q4k(groups: &[u8], x: &[Q8Block], out: &mut [f32]) {
     let base = groups.as_ptr();
     let x = x.as_ptr();
     let mut acc = [_mm512_setzero_ps(); 2];
-    let mut mins = [_mm512_setzero_ps(); 2];
     for s in 0..blocks / 8 {
-        for (g, (acc, mins)) in acc.iter_mut().zip(&mut mins).enumerate() {
+        for (g, acc) in acc.iter_mut().enumerate() {
             // SAFETY: super-block `s` is inside both groups and the token's blocks; this
             // function has the features.
             unsafe {
@@ -262,15 +260,15 @@ pub(super) fn two_groups_q4k(groups: &[u8], x: &[Q8Block], out: &mut [f32]) {
                     }
                     let sums = _mm512_cvtepi32_ps(_mm512_add_epi32(low, high));
                     *acc = _mm512_fmadd_ps(sums, _mm512_mul_ps(scale, _mm512_set1_ps(a.d)), *acc);
-                    *mins = _mm512_fmadd_ps(min, _mm512_set1_ps(a.s), *mins);
+                    *acc = _mm512_fnmadd_ps(min, _mm512_set1_ps(a.s), *acc);
                 }
             }
         }
     }
     // SAFETY: `out` holds both groups' rows.
     unsafe {
-        _mm512_storeu_ps(out.as_mut_ptr(), _mm512_sub_ps(acc[0], mins[0]));
-        _mm512_storeu_ps(out.as_mut_ptr().add(ROWS), _mm512_sub_ps(acc[1], mins[1]));
+        _mm512_storeu_ps(out.as_mut_ptr(), acc[0]);
+        _mm512_storeu_ps(out.as_mut_ptr().add(ROWS), acc[1]);
     }
 }
 

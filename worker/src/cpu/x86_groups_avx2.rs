@@ -306,15 +306,82 @@ pub(super) fn tile_q4k<const T: usize>(
                 4 => pass_q4k::<4>(group.as_ptr(), blocks, &acts[t0..], out),
                 3 => pass_q4k::<3>(group.as_ptr(), blocks, &acts[t0..], out),
                 2 => pass_q4k::<2>(group.as_ptr(), blocks, &acts[t0..], out),
-                _ => pass_q4k::<1>(group.as_ptr(), blocks, &acts[t0..], out),
+                _ => pass_q4k_whole::<1>(group.as_ptr(), blocks, &acts[t0..], out),
             }
         }
     }
 }
 
-/// [`tile_q4k`] for `N` tokens.
+/// [`tile_q4k`] for `N` tokens, half of the rows at a time: four tokens' accumulators
+/// and four registers of values (a group's low nibbles, then its high ones) then fit
+/// in AVX2's sixteen registers, where all sixteen rows' accumulators and a group's
+/// eight registers of values spilled.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn pass_q4k<const N: usize>(
+    group: *const u8,
+    blocks: usize,
+    acts: &[*const Q8Block],
+    out: &mut [[f32; ROWS]],
+) {
+    let low = _mm256_set1_epi8(0x0f);
+    for r in 0..2 {
+        let mut acc = [_mm256_setzero_ps(); N];
+        for s in 0..blocks / 8 {
+            // SAFETY: the caller checked that super-block `s` is inside the group and
+            // each token's blocks.
+            unsafe {
+                let block = group.add(s * Q4K_GROUP_BYTES);
+                let d = halves_to_floats(block.add(Q4K_D + r * 16));
+                let dmin = halves_to_floats(block.add(Q4K_DMIN + r * 16));
+                for j in 0..8 {
+                    prefetch_eighth(block, Q4K_GROUP_BYTES, j);
+                    let lines = block.add(j * 256);
+                    let ys: [*const i32; N] =
+                        std::array::from_fn(|t| (*acts[t].add(8 * s + j)).qs.as_ptr().cast());
+                    // Values 4k..4k + 4 (low nibbles of line k) against the token's
+                    // bytes 4k..4k + 4, then values 16 + 4k.. (high nibbles) against
+                    // bytes 16 + 4k..: the sums of [`pairs`] over 0..8, in sixteen bits.
+                    let mut sums = [_mm256_setzero_si256(); N];
+                    for high in 0..2 {
+                        let values: [__m256i; 4] = std::array::from_fn(|k| {
+                            let packed = half_line(lines.add(k * 64), r);
+                            match high {
+                                0 => _mm256_and_si256(packed, low),
+                                _ => _mm256_and_si256(_mm256_srli_epi16::<4>(packed), low),
+                            }
+                        });
+                        for (sums, y) in sums.iter_mut().zip(ys) {
+                            for (k, &values) in values.iter().enumerate() {
+                                let y = broadcast(y, 4 * high + k);
+                                *sums = _mm256_add_epi16(*sums, _mm256_maddubs_epi16(values, y));
+                            }
+                        }
+                    }
+                    let at = j * ROWS + r * HALF;
+                    let scale = eight_bytes_times(block.add(Q4K_SCALES + at), d);
+                    let min = eight_bytes_times(block.add(Q4K_MINS + at), dmin);
+                    for t in 0..N {
+                        let a = &*acts[t].add(8 * s + j);
+                        let scale = _mm256_mul_ps(scale, _mm256_set1_ps(a.d));
+                        let sums = _mm256_cvtepi32_ps(widen(sums[t]));
+                        acc[t] = _mm256_fmadd_ps(sums, scale, acc[t]);
+                        acc[t] = _mm256_fnmadd_ps(min, _mm256_set1_ps(a.s), acc[t]);
+                    }
+                }
+            }
+        }
+        for (out, acc) in out.iter_mut().zip(acc) {
+            // SAFETY: each half of `out` is eight floats.
+            unsafe { _mm256_storeu_ps(out[r * HALF..].as_mut_ptr(), acc) };
+        }
+    }
+}
+
+/// [`tile_q4k`] for `N` tokens, all sixteen rows at once: each super-block read once,
+/// which one token (decode, bound by memory) needs more than the registers
+/// [`pass_q4k`] saves (prompts, bound by the arithmetic).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pass_q4k_whole<const N: usize>(
     group: *const u8,
     blocks: usize,
     acts: &[*const Q8Block],

@@ -6,14 +6,14 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
-# A run from a clean clone writes about 9 GiB (target/, .rbee-cache/): say up front when
+# A run from a clean clone writes about 8 GiB (target/, .rbee-cache/): say up front when
 # the disk has less to spare, rather than failing half an hour in. Incremental
 # compilation is off unless asked for: a clean build has nothing to reuse, and its data
 # would add gigabytes to target/.
 free_gib=$(($(df -Pk "$repo" | awk 'NR == 2 { print $4 }') / 1048576))
 echo "test.sh: $free_gib GiB free on the disk of $repo" >&2
 if ((free_gib < 12)); then
-    echo "test.sh: warning: a run from a clean clone writes about 9 GiB; hint: remove an old target/ or free some space" >&2
+    echo "test.sh: warning: a run from a clean clone writes about 8 GiB; hint: remove an old target/ or free some space" >&2
 fi
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 

@@ -230,13 +230,20 @@ pub fn interleave(ty: QuantType, data: &[u8], blocks: usize, out: &mut [u8]) {
                     pair[scales + 2 * r..][..2].copy_from_slice(&block[..2]);
                     *stored_values = stored(ty, block);
                 }
-                let lines = pair[values..][..ROWS * value_bytes(ty)].chunks_exact_mut(4 * ROWS);
-                for (k, line) in lines.enumerate() {
-                    for (four, stored_values) in line.chunks_exact_mut(4).zip(&by_row) {
-                        four.copy_from_slice(&stored_values[4 * k..][..4]);
-                    }
-                }
+                write_lines(&by_row, &mut pair[values..][..ROWS * value_bytes(ty)]);
             }
+        }
+    }
+}
+
+/// Sixteen rows' values (`by_row`, each row's in order) into `lines` front to back, a
+/// cache line at a time: line `k` holds bytes `4k..4k + 4` of each row in turn, the
+/// layout every type's values take here. Written row by row instead, each row's four
+/// bytes went to another line and the stores waited on them.
+fn write_lines<const N: usize>(by_row: &[[u8; N]; ROWS], lines: &mut [u8]) {
+    for (k, line) in lines.chunks_exact_mut(4 * ROWS).enumerate() {
+        for (four, row) in line.chunks_exact_mut(4).zip(by_row) {
+            four.copy_from_slice(&row[4 * k..][..4]);
         }
     }
 }
@@ -270,13 +277,7 @@ fn interleave_q4k(data: &[u8], blocks: usize, out: &mut [u8]) {
                 }
                 q4k_values(&block[16..], packed);
             }
-            for (j, lines) in into[..Q4K_SCALES].chunks_exact_mut(256).enumerate() {
-                for (k, line) in lines.chunks_exact_mut(4 * ROWS).enumerate() {
-                    for (four, packed) in line.chunks_exact_mut(4).zip(&packed) {
-                        four.copy_from_slice(&packed[QK / 2 * j + 4 * k..][..4]);
-                    }
-                }
-            }
+            write_lines(&packed, &mut into[..Q4K_SCALES]);
         }
     }
 }
@@ -476,13 +477,7 @@ fn interleave_q6k(data: &[u8], blocks: usize, out: &mut [u8]) {
                 }
                 q6k_values(block, values);
             }
-            for (j, lines) in into[..Q6K_SCALES].chunks_exact_mut(512).enumerate() {
-                for (k, line) in lines.chunks_exact_mut(4 * ROWS).enumerate() {
-                    for (four, values) in line.chunks_exact_mut(4).zip(&values) {
-                        four.copy_from_slice(&values[QK * j + 4 * k..][..4]);
-                    }
-                }
-            }
+            write_lines(&values, &mut into[..Q6K_SCALES]);
         }
     }
 }

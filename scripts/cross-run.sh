@@ -12,9 +12,10 @@
 #   - CARGO_HOME .rbee-cache/cross/cargo-home, seeded once from this machine's
 #     downloaded crates and index, so sid's cargo never rewrites the host cargo's
 #     caches and crates are downloaded once;
-#   - cargo-zigbuild, this machine's (its glibc is older than sid's, so it runs there),
-#     with zig from .rbee-cache/zig-venv (a static binary; scripts/release.sh installs
-#     it) and zig's cache in .rbee-cache/cross/zig-cache;
+#   - cargo-zigbuild, this machine's: the static binary scripts/release.sh installs in
+#     .rbee-cache/zig-venv, else the one on the PATH (its glibc is older than sid's, so
+#     it runs there), with zig from the same environment (a static binary) and zig's
+#     cache in .rbee-cache/cross/zig-cache;
 #   - no cross linker or C compiler of sid's: cargo-zigbuild would use them instead of
 #     zig, and the binaries would need sid's glibc (2.43).
 # The mounts live in a mount namespace of the command's own and vanish with it. Needs
@@ -55,7 +56,8 @@ mount -t proc proc "$root/proc"
 mount --bind /dev "$root/dev"
 mount --bind "$repo" "$root$repo"
 path=/usr/local/bin:/usr/bin:/bin
-zigbuild="$(command -v cargo-zigbuild || true)"
+zigbuild="$repo/.rbee-cache/zig-venv/bin/cargo-zigbuild"
+[[ -x "$zigbuild" ]] || zigbuild="$(command -v cargo-zigbuild || true)"
 if [[ -n "$zigbuild" ]]; then
     mount --bind "$(dirname "$zigbuild")" "$root/opt/rbee-host-bin"
     path+=:/opt/rbee-host-bin

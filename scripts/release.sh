@@ -23,7 +23,8 @@
 #
 # Tools, installed when missing: zig from the `ziglang` package on PyPI, in
 # .rbee-cache/zig-venv (cargo-zigbuild runs it as `python -m ziglang`); cargo-zigbuild
-# from crates.io; strip and objdump (binutils).
+# from its PyPI package too, a static binary in the same environment (compiling it from
+# crates.io took minutes of every clean run); strip and objdump (binutils).
 #
 # Several runs at once (parallel tests) are safe: cargo takes its lock, each run strips
 # into files of its own and renames them into place, and a binary already stripped from
@@ -54,9 +55,11 @@ if ! "$zig_venv/bin/python" -c 'import ziglang' 2>/dev/null; then
     "$zig_venv/bin/pip" install --quiet --disable-pip-version-check ziglang >&2
 fi
 export CARGO_ZIGBUILD_PYTHON_PATH="$zig_venv/bin/python"
-if ! command -v cargo-zigbuild >/dev/null; then
-    cargo install --locked cargo-zigbuild >&2
+if ! "$zig_venv/bin/cargo-zigbuild" --version >/dev/null 2>&1; then
+    "$zig_venv/bin/pip" install --quiet --disable-pip-version-check cargo-zigbuild >&2
 fi
+# `cargo zigbuild` finds it on the PATH (scripts/cross-run.sh takes it from the same place).
+export PATH="$zig_venv/bin:$PATH"
 command -v strip >/dev/null && command -v objdump >/dev/null || {
     echo "release.sh: strip and objdump are missing (apt-get install binutils)" >&2
     exit 1

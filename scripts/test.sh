@@ -27,6 +27,7 @@ timed() { # WHAT COMMAND...
 
 timed "what the tests need" "$repo/scripts/install-deps.sh" tests
 timed "the test model" "$repo/scripts/fetch-test-model.sh"
+timed "the real models" "$repo/scripts/fetch-real-models.sh"
 timed "the test tools" "$repo/scripts/setup-test-tools.sh"
 
 # The lab's hosts of other systems, made once into .rbee-cache/roots (debootstrap roots

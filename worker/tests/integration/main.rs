@@ -10,5 +10,6 @@ mod http;
 mod llama_cpp;
 mod load_errors;
 mod portable;
+mod real;
 mod support;
 mod tokenizer_ids;

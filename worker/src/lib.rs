@@ -232,12 +232,22 @@ fn load(
     capacity: model::Capacity,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Loaded, WorkerError> {
-    let gguf = model::load_reporting(path, device, engine, capacity, progress)?;
-    let tokenizer = TextTokenizer::from_gguf(&gguf.metadata, path).map_err(|source| {
-        WorkerError::Tokenizer {
-            path: path.to_owned(),
-            source,
-        }
+    // The tokenizer is built on a thread of its own while the weights load (on one
+    // thread): deriving a SentencePiece vocabulary's merges takes a few hundred
+    // milliseconds for Gemma's 262,144 tokens.
+    let metadata = model::read_metadata(path)?;
+    let (gguf, tokenizer) = std::thread::scope(|scope| {
+        let tokenizer = scope.spawn(|| TextTokenizer::from_gguf(&metadata, path));
+        let gguf = model::load_reporting(path, device, engine, capacity, progress);
+        let tokenizer = tokenizer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (gguf, tokenizer)
+    });
+    let gguf = gguf?;
+    let tokenizer = tokenizer.map_err(|source| WorkerError::Tokenizer {
+        path: path.to_owned(),
+        source,
     })?;
     let token_text = |id: Option<u32>| {
         id.and_then(|id| tokenizer.token_text(id))

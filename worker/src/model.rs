@@ -309,6 +309,12 @@ pub fn load_with(path: &Path, device: &Device, engine: Engine) -> Result<LoadedG
     load_for(path, device, engine, Capacity::default())
 }
 
+/// The file's metadata alone, the file checked as [`load`] checks it: for what is
+/// built from the metadata (the tokenizer) while the weights load.
+pub fn read_metadata(path: &Path) -> Result<HashMap<String, Value>, LoadError> {
+    Ok(read_header(path)?.content.metadata)
+}
+
 /// [`load_with`] for `capacity.parallel` sequences at once where the engine allows.
 pub fn load_for(
     path: &Path,

@@ -1,7 +1,8 @@
 //! Builds the model's tokenizer from its GGUF metadata (`tokenizer.ggml.*`) and knows
 //! each token's bytes for incremental detokenisation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::Value;
@@ -355,18 +356,29 @@ fn sentencepiece_bpe(
         .enumerate()
         .map(|(id, t)| (t.clone(), id as u32))
         .collect();
-    let mut ranked: Vec<(f32, u32, String, String)> = Vec::new();
+    // Every split of a token into two tokens is a merge, ranked by the token's score:
+    // a million lookups for Gemma's 262,144 tokens, so with a cheap hash, and the
+    // strings made only once the order is known.
+    let known: HashSet<&str, BuildHasherDefault<Fnv1a>> =
+        tokens.iter().map(String::as_str).collect();
+    let mut ranked: Vec<(f32, u32, usize)> = Vec::new();
     for (id, token) in tokens.iter().enumerate() {
         for (split, _) in token.char_indices().skip(1) {
             let (left, right) = token.split_at(split);
-            if vocab.contains_key(left) && vocab.contains_key(right) {
+            if known.contains(left) && known.contains(right) {
                 let score = scores.get(id).copied().unwrap_or(0.0);
-                ranked.push((score, id as u32, left.to_owned(), right.to_owned()));
+                ranked.push((score, id as u32, split));
             }
         }
     }
     ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    let merges = ranked.into_iter().map(|(_, _, l, r)| (l, r)).collect();
+    let merges = ranked
+        .into_iter()
+        .map(|(_, id, split)| {
+            let (left, right) = tokens[id as usize].split_at(split);
+            (left.to_owned(), right.to_owned())
+        })
+        .collect();
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
         .byte_fallback(true)
@@ -387,6 +399,28 @@ fn sentencepiece_bpe(
     let mut tokenizer = Tokenizer::new(bpe);
     tokenizer.with_normalizer(Some(tokenizers::normalizers::Sequence::new(normalizers)));
     Ok(tokenizer)
+}
+
+/// FNV-1a, for short keys looked up a million times (std's SipHash guards against
+/// chosen keys, which a vocabulary read once is not worth).
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }
 
 /// GPT-2 maps every byte to a printable character; this is the inverse map.

@@ -4,7 +4,8 @@
 # prints that directory. About 15 minutes on 2 cores; later runs reuse the binaries.
 #
 # Native CPU flags (AVX2/AVX-512 where the machine has them), but AMX off: a VM may
-# list AMX in /proc/cpuinfo and still trap its instructions. Static, no curl.
+# list AMX in /proc/cpuinfo and still trap its instructions (ggml's AMX switches apply
+# only without GGML_NATIVE, so the compiler is told too). Static, no curl.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,6 +45,8 @@ fi
 build="$cache/llama-server-build"
 "$venv/bin/cmake" -S "$src/vendor/llama.cpp" -B "$build" -DCMAKE_BUILD_TYPE=Release \
     -DGGML_NATIVE=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \
+    "-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" \
+    "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" \
     -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF >&2
 "$venv/bin/cmake" --build "$build" --target llama-server llama-batched-bench -j"$jobs" >&2
 

@@ -30,7 +30,11 @@ llama_cpu="${LLAMA_CPU:-native}"
 case "$llama_cpu" in
     native)
         venv="$repo/.rbee-cache/llama-venv-native"
+        # ggml's AMX switches apply only without GGML_NATIVE; -march=native still enables
+        # AMX where the CPU lists it, so the compiler is told too.
+        no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
         cmake_args="-DGGML_NATIVE=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+        cmake_args+=" '-DCMAKE_C_FLAGS=$no_amx' '-DCMAKE_CXX_FLAGS=$no_amx'"
         ;;
     avx2)
         venv="$repo/.rbee-cache/llama-venv"

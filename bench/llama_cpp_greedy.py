@@ -29,6 +29,7 @@ PROMPTS = [
     "La tour Eiffel se trouve à",
     "<start_of_turn>user\nWhat is the tallest mountain in the world?<end_of_turn>\n"
     "<start_of_turn>model\n",
+    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
 ]
 
 

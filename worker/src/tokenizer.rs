@@ -1,10 +1,10 @@
 //! Builds the model's tokenizer from its GGUF metadata (`tokenizer.ggml.*`) and knows
 //! each token's bytes for incremental detokenisation.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::HashMap;
 use std::path::Path;
 
+use ahash::AHashSet;
 use candle_core::quantized::gguf_file::Value;
 use tokenizers::models::bpe::BPE;
 use tokenizers::normalizers::{NormalizerWrapper, Prepend, Replace};
@@ -357,10 +357,10 @@ fn sentencepiece_bpe(
         .map(|(id, t)| (t.clone(), id as u32))
         .collect();
     // Every split of a token into two tokens is a merge, ranked by the token's score:
-    // a million lookups for Gemma's 262,144 tokens, so with a cheap hash, and the
-    // strings made only once the order is known.
-    let known: HashSet<&str, BuildHasherDefault<Fnv1a>> =
-        tokens.iter().map(String::as_str).collect();
+    // a million lookups for Gemma's 262,144 tokens, so with a fast hash (std's SipHash
+    // took most of the time; aHash is keyed at random too, so a file's vocabulary
+    // cannot be made to collide), and the strings made only once the order is known.
+    let known: AHashSet<&str> = tokens.iter().map(String::as_str).collect();
     let mut ranked: Vec<(f32, u32, usize)> = Vec::new();
     for (id, token) in tokens.iter().enumerate() {
         for (split, _) in token.char_indices().skip(1) {
@@ -399,28 +399,6 @@ fn sentencepiece_bpe(
     let mut tokenizer = Tokenizer::new(bpe);
     tokenizer.with_normalizer(Some(tokenizers::normalizers::Sequence::new(normalizers)));
     Ok(tokenizer)
-}
-
-/// FNV-1a, for short keys looked up a million times (std's SipHash guards against
-/// chosen keys, which a vocabulary read once is not worth).
-struct Fnv1a(u64);
-
-impl Default for Fnv1a {
-    fn default() -> Self {
-        Fnv1a(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv1a {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
 }
 
 /// GPT-2 maps every byte to a printable character; this is the inverse map.

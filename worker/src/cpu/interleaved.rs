@@ -45,12 +45,13 @@
 //!   minimums, a byte each;
 //! - `d[r]`, then `dmin[r]` (32 bytes each): the super-block's half-precision scales.
 //!
-//! Row `r`'s result is `Σ float(q_j · y_j) × (d · scale_j × y_j.d)` less
-//! `Σ (dmin · min_j) × y_j.s`, in one accumulator, group by group: the group's product
-//! added, then its minimum's taken away, each with one fused multiply-add (`d ·
-//! scale_j` and `dmin · min_j` are exact in f32; one accumulator a row and token, not
-//! two, keeps a tile of four tokens in AVX2's sixteen registers); the portable [`dot`]
-//! defines it here too.
+//! A Q4_K product reads activations quantized with one scale a super-block
+//! ([`quant::Scales::PerSuperBlock`], GGML's Q8_K), so that its groups add in integers:
+//! row `r`'s super-block is `float(Σ_j scale_j · (q_j · y_j)) × (d · y.d)` less
+//! `float(Σ_j min_j · Σ y_j) × (dmin · y.d)`, each with one fused multiply-add, super-
+//! block by super-block in one accumulator. The integer sums are exact (at most
+//! 8 · 63 · 32 · 15 · 127 in magnitude), so the kernels may add them in any order;
+//! the portable [`dot`] defines the rest here too.
 //!
 //! Q6_K's super-blocks interleave as Q8_0's blocks do, each six-bit value (0..64, 32
 //! more than the weight) a byte of its own, so that no register needs unpacking
@@ -357,14 +358,21 @@ fn row_q4k(group: &[u8], r: usize, supers: usize) -> Vec<u8> {
     out
 }
 
-/// `-128 · Σ y` of each activation block: what turns the sums of `(q + 128) · y` into
-/// `q · y` (a sixteenth of it, for Q4_0's `(q + 8) · y`).
-pub fn correction(x: &[Q8Block], into: &mut Vec<i32>) {
+/// `Σ y` of each activation block (at most 32 · 127 in magnitude): what Q4_K's
+/// minimums are taken against, read two blocks at a time as one 32-bit word.
+pub fn sums(x: &[Q8Block], into: &mut Vec<i16>) {
     into.clear();
     into.extend(
         x.iter()
-            .map(|a| -128 * a.qs.iter().map(|&q| i32::from(q)).sum::<i32>()),
+            .map(|a| a.qs.iter().map(|&q| i16::from(q)).sum::<i16>()),
     );
+}
+
+/// `-128 · Σ y` of each activation block from its [`sums`]: what turns the sums of
+/// `(q + 128) · y` into `q · y` (a sixteenth of it, for Q4_0's `(q + 8) · y`).
+pub fn correction(sums: &[i16], into: &mut Vec<i32>) {
+    into.clear();
+    into.extend(sums.iter().map(|&sum| -128 * i32::from(sum)));
 }
 
 /// `-32 · Σ y` of each half (sixteen values) of each activation block: what turns
@@ -393,19 +401,27 @@ pub fn correction_for(ty: QuantType, correction: i32) -> i32 {
     }
 }
 
-/// The sixteen rows of `group` (of `ty`) times one token's activations `x` (with its
-/// [`correction`]s and [`half_corrections`]), in the order every kernel over this layout
-/// adds.
-pub fn dot(
-    ty: QuantType,
-    group: &[u8],
-    x: &[Q8Block],
-    correction: &[i32],
-    halves: &[[i32; 2]],
-    out: &mut [f32; ROWS],
-) {
+/// The activations of one token as the products over this layout read them: the
+/// blocks, and what [`sums`], [`correction`] and [`half_corrections`] made of them.
+#[derive(Debug, Clone, Copy)]
+pub struct Token<'a> {
+    pub x: &'a [Q8Block],
+    pub sums: &'a [i16],
+    pub corrections: &'a [i32],
+    pub halves: &'a [[i32; 2]],
+}
+
+/// The sixteen rows of `group` (of `ty`) times one token's activations, in the order
+/// every kernel over this layout adds.
+pub fn dot(ty: QuantType, group: &[u8], token: Token, out: &mut [f32; ROWS]) {
+    let Token {
+        x,
+        sums,
+        corrections: correction,
+        halves,
+    } = token;
     match ty {
-        QuantType::Q4K => return dot_q4k(group, x, out),
+        QuantType::Q4K => return dot_q4k(group, x, sums, out),
         QuantType::Q6K => return dot_q6k(group, x, halves, out),
         _ => {}
     }
@@ -430,24 +446,29 @@ pub fn dot(
     }
 }
 
-/// [`dot`] for Q4_K.
-fn dot_q4k(group: &[u8], x: &[Q8Block], out: &mut [f32; ROWS]) {
+/// [`dot`] for Q4_K: `x` under one scale a super-block.
+fn dot_q4k(group: &[u8], x: &[Q8Block], sums: &[i16], out: &mut [f32; ROWS]) {
     *out = [0.0; ROWS];
-    for (from, a) in group.chunks_exact(Q4K_GROUP_BYTES).zip(x.chunks_exact(8)) {
+    for ((from, a), sums) in group
+        .chunks_exact(Q4K_GROUP_BYTES)
+        .zip(x.chunks_exact(8))
+        .zip(sums.chunks_exact(8))
+    {
         for (r, value) in out.iter_mut().enumerate() {
             let half = |at: usize| quant::f16_to_f32(u16::from_le_bytes([from[at], from[at + 1]]));
             let (d, dmin) = (half(Q4K_D + 2 * r), half(Q4K_DMIN + 2 * r));
+            let (mut products, mut mins) = (0i32, 0i32);
             for (j, a) in a.iter().enumerate() {
                 let mut sum = 0;
                 for i in 0..QK / 2 {
                     let q = i32::from(from[j * 256 + i / 4 * 4 * ROWS + 4 * r + i % 4]);
                     sum += (q & 15) * i32::from(a.qs[i]) + (q >> 4) * i32::from(a.qs[i + QK / 2]);
                 }
-                let scale = d * f32::from(from[Q4K_SCALES + j * ROWS + r]);
-                let min = dmin * f32::from(from[Q4K_MINS + j * ROWS + r]);
-                *value = (sum as f32).mul_add(scale * a.d, *value);
-                *value = (-min).mul_add(a.s, *value);
+                products += i32::from(from[Q4K_SCALES + j * ROWS + r]) * sum;
+                mins += i32::from(from[Q4K_MINS + j * ROWS + r]) * i32::from(sums[j]);
             }
+            *value = (products as f32).mul_add(d * a[0].d, *value);
+            *value = (-(mins as f32)).mul_add(dmin * a[0].d, *value);
         }
     }
 }

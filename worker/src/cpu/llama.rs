@@ -607,7 +607,7 @@ impl CpuLlama {
         }
         for (l, layer) in self.layers.iter().enumerate() {
             rms_norm_rows(&s.x[..n * dim], &layer.attn_norm, c.eps, &mut s.normed);
-            quantize_rows(kernels, &s.normed[..n * dim], dim, &mut s.quantized);
+            quantize_rows(kernels, &layer.qkv, &s.normed[..n * dim], &mut s.quantized);
             layer
                 .qkv
                 .matmul(kernels, &s.quantized, n, &mut s.qkv, &mut s.transposed);
@@ -644,7 +644,12 @@ impl CpuLlama {
                 }
             }
             attention(kernels, &c, &self.caches, l, layer.window, spans, s, n);
-            quantize_rows(kernels, &s.attention[..n * q_dim], q_dim, &mut s.quantized);
+            quantize_rows(
+                kernels,
+                &layer.attn_out,
+                &s.attention[..n * q_dim],
+                &mut s.quantized,
+            );
             layer.attn_out.matmul(
                 kernels,
                 &s.quantized,
@@ -658,7 +663,12 @@ impl CpuLlama {
             add(&mut s.x[..n * dim], &s.projected[..n * dim]);
 
             rms_norm_rows(&s.x[..n * dim], &layer.ffn_norm, c.eps, &mut s.normed);
-            quantize_rows(kernels, &s.normed[..n * dim], dim, &mut s.quantized);
+            quantize_rows(
+                kernels,
+                &layer.gate_up,
+                &s.normed[..n * dim],
+                &mut s.quantized,
+            );
             layer
                 .gate_up
                 .matmul(kernels, &s.quantized, n, &mut s.gate_up, &mut s.transposed);
@@ -668,7 +678,12 @@ impl CpuLlama {
                 &s.gate_up[..n * 2 * c.ffn],
                 &mut s.hidden[..n * c.ffn],
             );
-            quantize_rows(kernels, &s.hidden[..n * c.ffn], c.ffn, &mut s.quantized);
+            quantize_rows(
+                kernels,
+                &layer.down,
+                &s.hidden[..n * c.ffn],
+                &mut s.quantized,
+            );
             layer.down.matmul(
                 kernels,
                 &s.quantized,
@@ -695,8 +710,8 @@ impl CpuLlama {
                 &mut s.normed[i * dim..(i + 1) * dim],
             );
         }
-        quantize_rows(kernels, &s.normed[..m * dim], dim, &mut s.quantized);
         let output = self.output.as_ref().unwrap_or(&self.embedding);
+        quantize_rows(kernels, output, &s.normed[..m * dim], &mut s.quantized);
         output.matmul(kernels, &s.quantized, m, &mut s.logits, &mut s.transposed);
         if let Some(cap) = c.output_cap {
             soft_cap(&mut s.logits[..m * vocab], cap);
@@ -1157,9 +1172,11 @@ fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-fn quantize_rows(kernels: Kernels, x: &[f32], width: usize, out: &mut [Q8Block]) {
+/// Rows of activations `x`, quantized into `out` as `matrix`'s products read them.
+fn quantize_rows(kernels: Kernels, matrix: &QMatrix, x: &[f32], out: &mut [Q8Block]) {
+    let width = matrix.cols();
     for (row, blocks) in x.chunks_exact(width).zip(out.chunks_exact_mut(width / QK)) {
-        kernels.quantize_row(row, blocks);
+        kernels.quantize_row(row, blocks, matrix.scales());
     }
 }
 

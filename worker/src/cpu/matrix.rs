@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use super::interleaved;
-use super::quant::{self, Q8Block, QK, QuantType};
+use super::quant::{self, Q8Block, QK, QuantType, Scales};
 use super::{Kernels, Prepared};
 
 /// A `rows × cols` matrix of quantized rows. It may stack matrices of different types
@@ -221,6 +221,19 @@ impl QMatrix {
         self.cols
     }
 
+    /// How the activations of this matrix's products are quantized: under one scale
+    /// a super-block where any part is a K-quant (whose interleaved Q4_K products add
+    /// a super-block's groups in integers, and which GGML multiplies by Q8_K
+    /// activations too), a scale a block otherwise. Every other part's kernels read
+    /// either.
+    pub fn scales(&self) -> Scales {
+        if self.parts.iter().any(|p| p.ty.is_k_quant()) {
+            Scales::PerSuperBlock
+        } else {
+            Scales::PerBlock
+        }
+    }
+
     /// The part holding row `r`.
     fn part(&self, r: usize) -> &Part {
         self.parts
@@ -341,7 +354,7 @@ impl QMatrix {
     }
 
     /// `out[t * rows + r] = row r · token t` for the `tokens` activation rows in `x`
-    /// (each `cols / 32` blocks). `transposed` is scratch of the same size as `out`.
+    /// (each `cols / 32` blocks, quantized as [`QMatrix::scales`] says). `transposed` is scratch of the same size as `out`.
     /// Rows are split across the current rayon pool, so callers run it inside theirs.
     pub fn matmul(
         &self,
@@ -355,6 +368,12 @@ impl QMatrix {
         let out = &mut out[..tokens * self.rows];
         // `x` may be scratch longer than these tokens' blocks.
         let x = &x[..tokens * blocks];
+        // A comparison a block: nothing beside the product.
+        assert!(
+            self.scales().hold_for(x),
+            "activations quantized with a scale a block for a matrix that needs {:?}",
+            self.scales()
+        );
         // Any part interleaved: tasks split on groups.
         let interleaved = self.parts.iter().any(|p| p.interleaved);
         if interleaved {

@@ -108,10 +108,12 @@ impl Kernels {
     }
 
     /// Prepares activations `x` for the products of interleaved matrices, once for
-    /// every task of a product: each block's correction ([`interleaved::correction`])
-    /// and its halves' ([`interleaved::half_corrections`]).
+    /// every task of a product: each block's sum and correction
+    /// ([`interleaved::sums`], [`interleaved::correction`]) and its halves'
+    /// ([`interleaved::half_corrections`]).
     pub fn prepare(self, x: &[Q8Block], into: &mut Prepared) {
-        interleaved::correction(x, &mut into.corrections);
+        interleaved::sums(x, &mut into.sums);
+        interleaved::correction(&into.sums, &mut into.corrections);
         interleaved::half_corrections(x, &mut into.halves);
     }
 
@@ -148,16 +150,13 @@ impl Kernels {
         if let Kernels::X86(simd) = self {
             return simd.dot_interleaved(ty, groups, x, tokens, prepared, out, stride);
         }
-        let (corrections, halves) = (&prepared.corrections, &prepared.halves);
         let blocks = x.len() / tokens;
         let group_bytes = interleaved::ROWS * interleaved::row_bytes(ty, blocks);
         let mut values = [0.0; interleaved::ROWS];
         for (g, group) in groups.chunks_exact(group_bytes).enumerate() {
             for t in 0..tokens {
-                let at = t * blocks..(t + 1) * blocks;
-                let (x, corrections, halves) =
-                    (&x[at.clone()], &corrections[at.clone()], &halves[at]);
-                interleaved::dot(ty, group, x, corrections, halves, &mut values);
+                let token = prepared.token(x, blocks, t);
+                interleaved::dot(ty, group, token, &mut values);
                 let at = t * stride + g * interleaved::ROWS;
                 out[at..at + interleaved::ROWS].copy_from_slice(&values);
             }
@@ -240,13 +239,14 @@ impl Kernels {
         }
     }
 
-    /// Quantizes activations `x` (a multiple of 32 long) into `out`, one block per 32
-    /// values; every set gives [`quant::quantize_row`]'s results exactly.
-    pub fn quantize_row(self, x: &[f32], out: &mut [Q8Block]) {
+    /// Quantizes activations `x` (a multiple of 32 long, of 256 for super-block
+    /// scales) into `out`, one block per 32 values; every set gives
+    /// [`quant::quantize_row`]'s results exactly.
+    pub fn quantize_row(self, x: &[f32], out: &mut [Q8Block], scales: quant::Scales) {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Kernels::X86(simd) => simd.quantize_row(x, out),
-            _ => quant::quantize_row(x, out),
+            Kernels::X86(simd) => simd.quantize_row(x, out, scales),
+            _ => quant::quantize_row(x, out, scales),
         }
     }
 
@@ -294,9 +294,24 @@ impl Kernels {
 /// as floats that tiles of float weights read; empty where no kernel needs them.
 #[derive(Debug, Default)]
 pub struct Prepared {
+    sums: Vec<i16>,
     corrections: Vec<i32>,
     halves: Vec<[i32; 2]>,
     floats: Vec<f32>,
+}
+
+impl Prepared {
+    /// Token `t`'s activations among `x` (`blocks` a token) and what was prepared of
+    /// them.
+    fn token<'a>(&'a self, x: &'a [Q8Block], blocks: usize, t: usize) -> interleaved::Token<'a> {
+        let at = t * blocks..(t + 1) * blocks;
+        interleaved::Token {
+            x: &x[at.clone()],
+            sums: &self.sums[at.clone()],
+            corrections: &self.corrections[at.clone()],
+            halves: &self.halves[at],
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -99,6 +99,11 @@ impl QuantType {
         }
     }
 
+    /// Whether this is a K-quant, in super-blocks of 256 weights (Q4_K, Q5_K, Q6_K).
+    pub fn is_k_quant(self) -> bool {
+        self.block_elems() == 256
+    }
+
     /// Whether the weights are unquantized floats (F16, BF16, F32).
     pub fn is_float(self) -> bool {
         matches!(self, QuantType::F16 | QuantType::BF16 | QuantType::F32)
@@ -121,19 +126,54 @@ pub struct Q8Block {
     pub qs: [i8; QK],
 }
 
-/// Quantizes `x` (a multiple of 32 long) into `out`, one block per 32 values.
-pub fn quantize_row(x: &[f32], out: &mut [Q8Block]) {
-    for (chunk, block) in x.chunks_exact(QK).zip(out.iter_mut()) {
+/// How many activation blocks share one scale: each its own, or the eight of a
+/// K-quant's 256-weight super-block, as GGML's Q8_K activations do, so that a K-quant's
+/// product can add its super-block's groups in integers and scale the sum once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scales {
+    PerBlock,
+    PerSuperBlock,
+}
+
+impl Scales {
+    /// Blocks of 32 values under one scale.
+    pub fn blocks(self) -> usize {
+        match self {
+            Scales::PerBlock => 1,
+            Scales::PerSuperBlock => 8,
+        }
+    }
+
+    /// Whether the blocks of `x` (whole spans of [`Scales::blocks`]) share their scales
+    /// as this asks: per-block scales hold for any blocks.
+    pub fn hold_for(self, x: &[Q8Block]) -> bool {
+        x.len().is_multiple_of(self.blocks())
+            && x.chunks_exact(self.blocks())
+                .all(|span| span.iter().all(|b| b.d.to_bits() == span[0].d.to_bits()))
+    }
+}
+
+/// Quantizes `x` (a multiple of 32 long, of 256 for super-block scales) into `out`,
+/// one block per 32 values, each span of `scales` blocks under the span's largest
+/// magnitude over 127.
+pub fn quantize_row(x: &[f32], out: &mut [Q8Block], scales: Scales) {
+    let span = scales.blocks() * QK;
+    for (chunk, blocks) in x
+        .chunks_exact(span)
+        .zip(out.chunks_exact_mut(scales.blocks()))
+    {
         let amax = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
         let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-        let mut sum = 0i32;
-        for (q, v) in block.qs.iter_mut().zip(chunk) {
-            *q = round_to_i8(v * inv);
-            sum += i32::from(*q);
+        for (chunk, block) in chunk.chunks_exact(QK).zip(blocks) {
+            let mut sum = 0i32;
+            for (q, v) in block.qs.iter_mut().zip(chunk) {
+                *q = round_to_i8(v * inv);
+                sum += i32::from(*q);
+            }
+            block.d = d;
+            block.s = d * sum as f32;
         }
-        block.d = d;
-        block.s = d * sum as f32;
     }
 }
 

@@ -5,7 +5,7 @@ use candle_core::{Device, Tensor};
 
 use super::Kernels;
 use super::matrix::QMatrix;
-use super::quant::{self, Q8Block, QK, QuantType, dequantize_row, quantize_row};
+use super::quant::{self, Q8Block, QK, QuantType, Scales, dequantize_row, quantize_row};
 
 const COLS: usize = 512;
 const ROWS: usize = 8;
@@ -71,13 +71,20 @@ fn dequantisation_matches_ggml_for_every_type() {
 #[test]
 fn every_kernel_matches_the_dequantized_reference_for_every_type() {
     let x = values(COLS, 11);
-    let mut blocks = vec![Q8Block::default(); COLS / QK];
-    quantize_row(&x, &mut blocks);
-    let x_rounded: Vec<f32> = blocks
-        .iter()
-        .flat_map(|b| b.qs.iter().map(move |q| b.d * f32::from(*q)))
-        .collect();
     for ty in QuantType::ALL {
+        // K-quants' products read activations under one scale a super-block, as the
+        // engine quantizes them.
+        let scales = if ty.is_k_quant() {
+            Scales::PerSuperBlock
+        } else {
+            Scales::PerBlock
+        };
+        let mut blocks = vec![Q8Block::default(); COLS / QK];
+        quantize_row(&x, &mut blocks, scales);
+        let x_rounded: Vec<f32> = blocks
+            .iter()
+            .flat_map(|b| b.qs.iter().map(move |q| b.d * f32::from(*q)))
+            .collect();
         let (bytes, w) = quantized(ty);
         let row_bytes = ty.row_bytes(COLS).expect("whole blocks");
         let sets = kernels();
@@ -147,7 +154,7 @@ fn batched_and_single_token_products_agree() {
                 // Scratch longer than the tokens, as the engine's is.
                 let mut blocks = vec![Q8Block::default(); (tokens + 2) * COLS / QK];
                 for (row, out) in x.chunks_exact(COLS).zip(blocks.chunks_exact_mut(COLS / QK)) {
-                    quantize_row(row, out);
+                    quantize_row(row, out, matrix.scales());
                 }
                 for kernels in kernels() {
                     let mut batched = vec![0.0; tokens * rows];
@@ -219,7 +226,7 @@ fn kernel_sets_sharing_an_order_agree_bit_for_bit() {
                 let x = values(tokens * COLS, 3);
                 let mut blocks = vec![Q8Block::default(); tokens * COLS / QK];
                 for (row, out) in x.chunks_exact(COLS).zip(blocks.chunks_exact_mut(COLS / QK)) {
-                    quantize_row(row, out);
+                    quantize_row(row, out, matrix.scales());
                 }
                 let run = |kernels| {
                     let mut out = vec![0.0; tokens * ROWS];
@@ -269,22 +276,62 @@ fn every_kernel_set_quantizes_activations_as_the_portable_code() {
     x.extend([0.0; QK]);
     x.extend((0..QK).map(|i| (i as f32 - 16.0) + 0.5));
     x.extend((0..QK).map(|i| if i % 2 == 0 { 127.0 } else { -63.5 }));
+    // Whole super-blocks: one more block, tiny beside the extremes before it.
+    x.extend(values(QK, 12).into_iter().map(|v| v * 1e-2));
     let blocks = x.len() / QK;
-    let mut reference = vec![Q8Block::default(); blocks];
-    quantize_row(&x, &mut reference);
-    for kernels in kernels() {
-        let mut ours = vec![Q8Block::default(); blocks];
-        kernels.quantize_row(&x, &mut ours);
-        for (b, (ours, reference)) in ours.iter().zip(&reference).enumerate() {
-            assert_eq!(ours.qs, reference.qs, "{} block {b}", kernels.name());
-            assert_eq!(
-                (ours.d.to_bits(), ours.s.to_bits()),
-                (reference.d.to_bits(), reference.s.to_bits()),
-                "{} block {b}",
-                kernels.name()
-            );
+    for scales in [Scales::PerBlock, Scales::PerSuperBlock] {
+        let mut reference = vec![Q8Block::default(); blocks];
+        quantize_row(&x, &mut reference, scales);
+        assert!(scales.hold_for(&reference));
+        for kernels in kernels() {
+            let mut ours = vec![Q8Block::default(); blocks];
+            kernels.quantize_row(&x, &mut ours, scales);
+            for (b, (ours, reference)) in ours.iter().zip(&reference).enumerate() {
+                let name = kernels.name();
+                assert_eq!(ours.qs, reference.qs, "{name} {scales:?} block {b}");
+                assert_eq!(
+                    (ours.d.to_bits(), ours.s.to_bits()),
+                    (reference.d.to_bits(), reference.s.to_bits()),
+                    "{name} {scales:?} block {b}"
+                );
+            }
         }
     }
+}
+
+#[test]
+fn super_block_scales_are_the_largest_magnitude_of_256_values() {
+    let x: Vec<f32> = values(2 * 256, 7)
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| if i == 300 { -50.0 } else { v })
+        .collect();
+    let mut blocks = vec![Q8Block::default(); 16];
+    quantize_row(&x, &mut blocks, Scales::PerSuperBlock);
+    let amax = |values: &[f32]| values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for (span, blocks) in x.chunks_exact(256).zip(blocks.chunks_exact(8)) {
+        for block in blocks {
+            assert_eq!(block.d, amax(span) / 127.0);
+        }
+    }
+    assert_eq!(blocks[9].qs[300 - 288], -127);
+    assert!(!Scales::PerSuperBlock.hold_for(&{
+        let mut per_block = blocks.clone();
+        quantize_row(&x, &mut per_block, Scales::PerBlock);
+        per_block
+    }));
+}
+
+#[test]
+#[should_panic(expected = "needs PerSuperBlock")]
+fn a_k_quant_product_refuses_activations_with_a_scale_a_block() {
+    let (matrix, _) = both_layouts(QuantType::Q4K, 16);
+    let x = values(COLS, 3);
+    let mut blocks = vec![Q8Block::default(); COLS / QK];
+    quantize_row(&x, &mut blocks, Scales::PerBlock);
+    let mut out = vec![0.0; 16];
+    let mut scratch = out.clone();
+    matrix.matmul(Kernels::Portable, &blocks, 1, &mut out, &mut scratch);
 }
 
 /// A matrix of `ty` (one of [`INTERLEAVED`]) of `rows` rows (a multiple of 16, up to
@@ -349,7 +396,7 @@ fn interleaved_products_agree_on_every_set_alone_and_batched() {
         let x = values(tokens * COLS, 17);
         let mut blocks = vec![Q8Block::default(); tokens * COLS / QK];
         for (row, out) in x.chunks_exact(COLS).zip(blocks.chunks_exact_mut(COLS / QK)) {
-            quantize_row(row, out);
+            quantize_row(row, out, plain.scales());
         }
         let run = |matrix: &QMatrix, kernels, first: usize, count: usize| {
             let mut out = vec![0.0; count * rows];
@@ -422,7 +469,7 @@ fn a_stack_interleaves_the_parts_that_can_be_and_reads_the_others_as_they_are() 
     let x = values(tokens * COLS, 23);
     let mut blocks = vec![Q8Block::default(); tokens * COLS / QK];
     for (row, out) in x.chunks_exact(COLS).zip(blocks.chunks_exact_mut(COLS / QK)) {
-        quantize_row(row, out);
+        quantize_row(row, out, stack.scales());
     }
     for kernels in kernels() {
         for count in [1, 2, 9, 11] {

@@ -10,7 +10,7 @@
 use std::arch::x86_64::*;
 
 use super::interleaved;
-use super::quant::{Q8Block, QuantType, q4k_scale_min};
+use super::quant::{self, Q8Block, QuantType, q4k_scale_min};
 
 #[path = "x86_groups_avx2.rs"]
 mod avx2_groups;
@@ -272,8 +272,9 @@ fn prefetch_eighth(block: *const u8, bytes: usize, j: usize) {
 ///   corrections ([`interleaved::correction`], shifted by `SHIFT`), into `out[t]`;
 /// - `two_groups::<Q4, SHIFT>`: one token against two groups (`groups` holds both),
 ///   into `out[..32]`;
-/// - the `_q4k` and `_q6k` kernels the same for Q4_K and Q6_K (Q6_K's with the
-///   activations' half corrections).
+/// - the `_q4k` and `_q6k` kernels the same for Q4_K and Q6_K (Q4_K's with the
+///   activations' block sums, under one scale a super-block; Q6_K's with their half
+///   corrections).
 ///
 /// Each gives [`interleaved::dot`]'s bits. Safety: the CPU has the set's features.
 trait Groups {
@@ -292,9 +293,10 @@ trait Groups {
     unsafe fn tile_q4k<const T: usize>(
         group: &[u8],
         acts: [&[Q8Block]; T],
+        sums: [&[i16]; T],
         out: &mut [[f32; interleaved::ROWS]; T],
     );
-    unsafe fn two_groups_q4k(groups: &[u8], x: &[Q8Block], out: &mut [f32]);
+    unsafe fn two_groups_q4k(groups: &[u8], x: &[Q8Block], sums: &[i16], out: &mut [f32]);
     unsafe fn tile_q6k<const T: usize>(
         group: &[u8],
         acts: [&[Q8Block]; T],
@@ -330,12 +332,13 @@ macro_rules! groups_of {
             unsafe fn tile_q4k<const T: usize>(
                 group: &[u8],
                 acts: [&[Q8Block]; T],
+                sums: [&[i16]; T],
                 out: &mut [[f32; interleaved::ROWS]; T],
             ) {
-                unsafe { $module::tile_q4k::<T>(group, acts, out) }
+                unsafe { $module::tile_q4k::<T>(group, acts, sums, out) }
             }
-            unsafe fn two_groups_q4k(groups: &[u8], x: &[Q8Block], out: &mut [f32]) {
-                unsafe { $module::two_groups_q4k(groups, x, out) }
+            unsafe fn two_groups_q4k(groups: &[u8], x: &[Q8Block], sums: &[i16], out: &mut [f32]) {
+                unsafe { $module::two_groups_q4k(groups, x, sums, out) }
             }
             unsafe fn tile_q6k<const T: usize>(
                 group: &[u8],
@@ -377,7 +380,7 @@ unsafe fn interleaved_products<K: Groups, const LAYOUT: u8>(
     stride: usize,
 ) {
     use interleaved::ROWS;
-    let (corrections, halves) = (&prepared.corrections, &prepared.halves);
+    let (sums, corrections, halves) = (&prepared.sums, &prepared.corrections, &prepared.halves);
     let blocks = x.len() / tokens;
     let ty = match LAYOUT {
         Q4_0_ROWS => QuantType::Q4_0,
@@ -396,7 +399,7 @@ unsafe fn interleaved_products<K: Groups, const LAYOUT: u8>(
         let mut outs = out[..count * ROWS].chunks_exact_mut(2 * ROWS);
         for (two, values) in (&mut pairs).zip(&mut outs) {
             match LAYOUT {
-                Q4K_ROWS => unsafe { K::two_groups_q4k(two, x, values) },
+                Q4K_ROWS => unsafe { K::two_groups_q4k(two, x, sums, values) },
                 Q6K_ROWS => unsafe { K::two_groups_q6k(two, x, halves, values) },
                 Q4_0_ROWS => unsafe { K::two_groups::<true, 4>(two, x, corrections, values) },
                 Q5_0_ROWS => unsafe { K::two_groups::<false, 3>(two, x, corrections, values) },
@@ -407,7 +410,7 @@ unsafe fn interleaved_products<K: Groups, const LAYOUT: u8>(
             let one = pairs.remainder();
             let mut tile = [[0.0; ROWS]; 1];
             match LAYOUT {
-                Q4K_ROWS => unsafe { K::tile_q4k::<1>(one, [x], &mut tile) },
+                Q4K_ROWS => unsafe { K::tile_q4k::<1>(one, [x], [sums], &mut tile) },
                 Q6K_ROWS => unsafe { K::tile_q6k::<1>(one, [x], [halves], &mut tile) },
                 Q4_0_ROWS => unsafe { K::tile::<1, true, 4>(one, [x], [corrections], &mut tile) },
                 Q5_0_ROWS => unsafe { K::tile::<1, false, 3>(one, [x], [corrections], &mut tile) },
@@ -420,6 +423,7 @@ unsafe fn interleaved_products<K: Groups, const LAYOUT: u8>(
     let token = |t: usize| &x[t * blocks..(t + 1) * blocks];
     let correction = |t: usize| &corrections[t * blocks..(t + 1) * blocks];
     let half = |t: usize| &halves[t * blocks..(t + 1) * blocks];
+    let sum = |t: usize| &sums[t * blocks..(t + 1) * blocks];
     let mut tile = [[0.0; ROWS]; GROUP_TOKENS];
     for chunk in (0..tokens).step_by(TOKENS_PER_CHUNK) {
         let chunk_end = (chunk + TOKENS_PER_CHUNK).min(tokens);
@@ -432,7 +436,10 @@ unsafe fn interleaved_products<K: Groups, const LAYOUT: u8>(
                         let acts = std::array::from_fn(|i| token(t0 + i));
                         let corrections = std::array::from_fn(|i| correction(t0 + i));
                         match LAYOUT {
-                            Q4K_ROWS => unsafe { K::tile_q4k::<$n>(group, acts, tile) },
+                            Q4K_ROWS => unsafe {
+                                let sums = std::array::from_fn(|i| sum(t0 + i));
+                                K::tile_q4k::<$n>(group, acts, sums, tile)
+                            },
                             Q6K_ROWS => unsafe {
                                 let halves = std::array::from_fn(|i| half(t0 + i));
                                 K::tile_q6k::<$n>(group, acts, halves, tile)
@@ -988,30 +995,33 @@ unsafe fn dot4_q8_0<P: Products>(rows: [&[u8]; ROWS_AT_ONCE], x: &[Q8Block], out
 
 impl Simd {
     /// [`quant::quantize_row`] with the same results, eight values at a time.
-    pub fn quantize_row(self, x: &[f32], out: &mut [Q8Block]) {
+    pub fn quantize_row(self, x: &[f32], out: &mut [Q8Block], scales: quant::Scales) {
         // SAFETY: every set has AVX2, FMA and F16C; loads are of 8-float chunks.
-        unsafe { quantize_row(x, out) }
+        unsafe { quantize_row(x, out, scales) }
     }
 }
 
-/// Quantizes each block of 32 as the portable code does: the largest magnitude over
-/// 127 as the scale, each value times the scale's inverse rounded half away from zero
-/// (truncation and a comparison of the exact fraction, as `round_to_i8`), and the
-/// values' sum times the scale.
+/// Quantizes each span of blocks as the portable code does: the span's largest
+/// magnitude over 127 as the scale, each value times the scale's inverse rounded half
+/// away from zero (truncation and a comparison of the exact fraction, as
+/// `round_to_i8`), and each block's values' sum times the scale.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn quantize_row(x: &[f32], out: &mut [Q8Block]) {
+fn quantize_row(x: &[f32], out: &mut [Q8Block], scales: quant::Scales) {
     let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
     let (half, minus_half, one) = (
         _mm256_set1_ps(0.5),
         _mm256_set1_ps(-0.5),
         _mm256_set1_ps(1.0),
     );
-    for (chunk, block) in x.chunks_exact(super::quant::QK).zip(out.iter_mut()) {
-        // SAFETY: `chunk` is 32 floats, four loads of eight.
-        let v: [__m256; 4] =
-            std::array::from_fn(|i| unsafe { _mm256_loadu_ps(chunk[i * 8..].as_ptr()) });
+    let span = scales.blocks() * quant::QK;
+    for (chunk, blocks) in x
+        .chunks_exact(span)
+        .zip(out.chunks_exact_mut(scales.blocks()))
+    {
         let mut amax = _mm256_setzero_ps();
-        for v in v {
+        for eight in chunk.chunks_exact(8) {
+            // SAFETY: `eight` is eight floats.
+            let v = unsafe { _mm256_loadu_ps(eight.as_ptr()) };
             amax = _mm256_max_ps(amax, _mm256_and_ps(v, abs_mask));
         }
         let mut lanes = [0.0f32; 8];
@@ -1020,27 +1030,30 @@ fn quantize_row(x: &[f32], out: &mut [Q8Block]) {
         let amax = lanes.iter().fold(0.0f32, |m, &v| m.max(v));
         let d = amax / 127.0;
         let inv = _mm256_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
-        let mut sum = _mm256_setzero_si256();
-        let mut q = [0i32; 32];
-        for (i, v) in v.into_iter().enumerate() {
-            let y = _mm256_mul_ps(v, inv);
-            let whole = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
-            let fraction = _mm256_sub_ps(y, whole);
-            let up = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(fraction, half), one);
-            let down = _mm256_and_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(fraction, minus_half), one);
-            let rounded = _mm256_cvttps_epi32(_mm256_sub_ps(_mm256_add_ps(whole, up), down));
-            sum = _mm256_add_epi32(sum, rounded);
-            // SAFETY: eight i32 slots of `q`.
-            unsafe { _mm256_storeu_si256(q[i * 8..].as_mut_ptr().cast(), rounded) };
+        for (chunk, block) in chunk.chunks_exact(quant::QK).zip(blocks) {
+            let mut sum = _mm256_setzero_si256();
+            let mut q = [0i32; 32];
+            for (i, eight) in chunk.chunks_exact(8).enumerate() {
+                // SAFETY: `eight` is eight floats.
+                let y = _mm256_mul_ps(unsafe { _mm256_loadu_ps(eight.as_ptr()) }, inv);
+                let whole = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
+                let fraction = _mm256_sub_ps(y, whole);
+                let up = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(fraction, half), one);
+                let down = _mm256_and_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(fraction, minus_half), one);
+                let rounded = _mm256_cvttps_epi32(_mm256_sub_ps(_mm256_add_ps(whole, up), down));
+                sum = _mm256_add_epi32(sum, rounded);
+                // SAFETY: eight i32 slots of `q`.
+                unsafe { _mm256_storeu_si256(q[i * 8..].as_mut_ptr().cast(), rounded) };
+            }
+            for (out, &value) in block.qs.iter_mut().zip(&q) {
+                *out = value as i8;
+            }
+            let mut sums = [0i32; 8];
+            // SAFETY: `sums` is eight i32.
+            unsafe { _mm256_storeu_si256(sums.as_mut_ptr().cast(), sum) };
+            block.d = d;
+            block.s = d * sums.iter().sum::<i32>() as f32;
         }
-        for (out, &value) in block.qs.iter_mut().zip(&q) {
-            *out = value as i8;
-        }
-        let mut sums = [0i32; 8];
-        // SAFETY: `sums` is eight i32.
-        unsafe { _mm256_storeu_si256(sums.as_mut_ptr().cast(), sum) };
-        block.d = d;
-        block.s = d * sums.iter().sum::<i32>() as f32;
     }
 }
 

@@ -278,49 +278,115 @@ fn group_by_group(
     }
 }
 
-/// Eight rows' six-bit Q4_K scales or minimums (bytes at `at`) times `by`, exact.
+/// Rows `8r..8r + 8` of a Q4_K group's scales at `at` (a byte a row), each twice, as
+/// sixteen-bit words: a row's lane holds its scale in both halves, what `vpmaddwd`
+/// multiplies the row's two sixteen-bit sums by.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn eight_bytes_times(at: *const u8, by: __m256) -> __m256 {
-    // SAFETY: the caller's `at` holds eight bytes.
-    let eight = unsafe { _mm_loadl_epi64(at.cast()) };
-    _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(eight)), by)
+unsafe fn doubled(at: *const u8, r: usize) -> __m256i {
+    // SAFETY: the caller's `at` holds sixteen bytes.
+    let eight = unsafe { _mm_loadl_epi64(at.add(r * HALF).cast()) };
+    _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(eight, eight))
 }
 
-/// [`tile`] for Q4_K: the `ROWS` rows of `group` times `T` tokens into `out[t]`.
+/// `Σ_j min_j · Σ y_j` of rows `8r..8r + 8` of the Q4_K super-block `block` for each
+/// of `N` tokens (`sums[t]`: the sums of its eight activation blocks): the minimums of
+/// groups `2p` and `2p + 1` paired in each row's lane, times both groups' sums at once.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn minimums<const N: usize>(
+    block: *const u8,
+    r: usize,
+    sums: [*const i16; N],
+) -> [__m256i; N] {
+    let mut total = [_mm256_setzero_si256(); N];
+    for p in 0..4 {
+        // SAFETY: the caller's block holds its minimums, and each token eight sums.
+        unsafe {
+            let at = block.add(Q4K_MINS + 2 * p * ROWS + r * HALF);
+            let (even, odd) = (
+                _mm_loadl_epi64(at.cast()),
+                _mm_loadl_epi64(at.add(ROWS).cast()),
+            );
+            let mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(even, odd));
+            for (total, sums) in total.iter_mut().zip(sums) {
+                let both = _mm256_set1_epi32(sums.add(2 * p).cast::<i32>().read_unaligned());
+                *total = _mm256_add_epi32(*total, _mm256_madd_epi16(mins, both));
+            }
+        }
+    }
+    total
+}
+
+/// `acc` plus a super-block of eight rows: `float(products) × (d · y_d)` less
+/// `float(mins) × (dmin · y_d)`, as [`crate::cpu::interleaved::dot`] adds them.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q4k_scaled(
+    acc: __m256,
+    products: __m256i,
+    mins: __m256i,
+    (d, dmin): (__m256, __m256),
+    y_d: f32,
+) -> __m256 {
+    let y_d = _mm256_set1_ps(y_d);
+    let acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products), _mm256_mul_ps(d, y_d), acc);
+    _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mins), _mm256_mul_ps(dmin, y_d), acc)
+}
+
+/// Rows `8r..8r + 8`'s `d` and `dmin` of the Q4_K super-block `block`, as floats.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn q4k_d(block: *const u8, r: usize) -> (__m256, __m256) {
+    // SAFETY: the caller's block holds its `d` and `dmin`.
+    unsafe {
+        (
+            halves_to_floats(block.add(Q4K_D + r * 16)),
+            halves_to_floats(block.add(Q4K_DMIN + r * 16)),
+        )
+    }
+}
+
+/// [`tile`] for Q4_K: the `ROWS` rows of `group` times `T` tokens (under one scale a
+/// super-block, with their blocks' sums) into `out[t]`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn tile_q4k<const T: usize>(
     group: &[u8],
     acts: [&[Q8Block]; T],
+    sums: [&[i16]; T],
     out: &mut [[f32; ROWS]; T],
 ) {
     let blocks = acts[0].len();
     assert!(blocks.is_multiple_of(8) && group.len() >= blocks / 8 * Q4K_GROUP_BYTES);
     assert!(acts.iter().all(|a| a.len() >= blocks));
+    assert!(sums.iter().all(|s| s.len() >= blocks));
     let acts = acts.map(<[Q8Block]>::as_ptr);
+    let sums = sums.map(<[i16]>::as_ptr);
     for t0 in (0..T).step_by(PASS) {
         let out = &mut out[t0..(t0 + PASS).min(T)];
+        let (acts, sums) = (&acts[t0..], &sums[t0..]);
         // SAFETY: checked above, for every token of the pass.
         unsafe {
             match out.len() {
-                4 => pass_q4k::<4>(group.as_ptr(), blocks, &acts[t0..], out),
-                3 => pass_q4k::<3>(group.as_ptr(), blocks, &acts[t0..], out),
-                2 => pass_q4k::<2>(group.as_ptr(), blocks, &acts[t0..], out),
-                _ => pass_q4k_whole::<1>(group.as_ptr(), blocks, &acts[t0..], out),
+                4 => pass_q4k::<4>(group.as_ptr(), blocks, acts, sums, out),
+                3 => pass_q4k::<3>(group.as_ptr(), blocks, acts, sums, out),
+                2 => pass_q4k::<2>(group.as_ptr(), blocks, acts, sums, out),
+                _ => pass_q4k_whole::<1>(group.as_ptr(), blocks, acts, sums, out),
             }
         }
     }
 }
 
-/// [`tile_q4k`] for `N` tokens, half of the rows at a time: four tokens' accumulators
-/// and four registers of values (a group's low nibbles, then its high ones) then fit
-/// in AVX2's sixteen registers, where all sixteen rows' accumulators and a group's
-/// eight registers of values spilled.
+/// [`tile_q4k`] for `N` tokens, half of the rows at a time: four tokens' sums and four
+/// registers of values (a group's low nibbles, then its high ones) then fit in AVX2's
+/// sixteen registers, where all sixteen rows' and a group's eight registers of values
+/// spilled.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn pass_q4k<const N: usize>(
     group: *const u8,
     blocks: usize,
     acts: &[*const Q8Block],
+    sums: &[*const i16],
     out: &mut [[f32; ROWS]],
 ) {
     let low = _mm256_set1_epi8(0x0f);
@@ -328,11 +394,10 @@ unsafe fn pass_q4k<const N: usize>(
         let mut acc = [_mm256_setzero_ps(); N];
         for s in 0..blocks / 8 {
             // SAFETY: the caller checked that super-block `s` is inside the group and
-            // each token's blocks.
+            // each token's blocks and sums.
             unsafe {
                 let block = group.add(s * Q4K_GROUP_BYTES);
-                let d = halves_to_floats(block.add(Q4K_D + r * 16));
-                let dmin = halves_to_floats(block.add(Q4K_DMIN + r * 16));
+                let mut products = [_mm256_setzero_si256(); N];
                 for j in 0..8 {
                     prefetch_eighth(block, Q4K_GROUP_BYTES, j);
                     let lines = block.add(j * 256);
@@ -341,7 +406,7 @@ unsafe fn pass_q4k<const N: usize>(
                     // Values 4k..4k + 4 (low nibbles of line k) against the token's
                     // bytes 4k..4k + 4, then values 16 + 4k.. (high nibbles) against
                     // bytes 16 + 4k..: the sums of [`pairs`] over 0..8, in sixteen bits.
-                    let mut sums = [_mm256_setzero_si256(); N];
+                    let mut group_sums = [_mm256_setzero_si256(); N];
                     for high in 0..2 {
                         let values: [__m256i; 4] = std::array::from_fn(|k| {
                             let packed = half_line(lines.add(k * 64), r);
@@ -350,23 +415,23 @@ unsafe fn pass_q4k<const N: usize>(
                                 _ => _mm256_and_si256(_mm256_srli_epi16::<4>(packed), low),
                             }
                         });
-                        for (sums, y) in sums.iter_mut().zip(ys) {
+                        for (sums, y) in group_sums.iter_mut().zip(ys) {
                             for (k, &values) in values.iter().enumerate() {
                                 let y = broadcast(y, 4 * high + k);
                                 *sums = _mm256_add_epi16(*sums, _mm256_maddubs_epi16(values, y));
                             }
                         }
                     }
-                    let at = j * ROWS + r * HALF;
-                    let scale = eight_bytes_times(block.add(Q4K_SCALES + at), d);
-                    let min = eight_bytes_times(block.add(Q4K_MINS + at), dmin);
-                    for t in 0..N {
-                        let a = &*acts[t].add(8 * s + j);
-                        let scale = _mm256_mul_ps(scale, _mm256_set1_ps(a.d));
-                        let sums = _mm256_cvtepi32_ps(widen(sums[t]));
-                        acc[t] = _mm256_fmadd_ps(sums, scale, acc[t]);
-                        acc[t] = _mm256_fnmadd_ps(min, _mm256_set1_ps(a.s), acc[t]);
+                    let scale = doubled(block.add(Q4K_SCALES + j * ROWS), r);
+                    for (products, sums) in products.iter_mut().zip(group_sums) {
+                        *products = _mm256_add_epi32(*products, _mm256_madd_epi16(sums, scale));
                     }
+                }
+                let mins = minimums::<N>(block, r, std::array::from_fn(|t| sums[t].add(8 * s)));
+                let d = q4k_d(block, r);
+                for t in 0..N {
+                    let y_d = (*acts[t].add(8 * s)).d;
+                    acc[t] = q4k_scaled(acc[t], products[t], mins[t], d, y_d);
                 }
             }
         }
@@ -385,33 +450,34 @@ unsafe fn pass_q4k_whole<const N: usize>(
     group: *const u8,
     blocks: usize,
     acts: &[*const Q8Block],
+    sums: &[*const i16],
     out: &mut [[f32; ROWS]],
 ) {
     let mut acc = [[_mm256_setzero_ps(); 2]; N];
     for s in 0..blocks / 8 {
         // SAFETY: the caller checked that super-block `s` is inside the group and each
-        // token's blocks.
+        // token's blocks and sums.
         unsafe {
             let block = group.add(s * Q4K_GROUP_BYTES);
-            let d: [__m256; 2] =
-                std::array::from_fn(|r| halves_to_floats(block.add(Q4K_D + r * 16)));
-            let dmin: [__m256; 2] =
-                std::array::from_fn(|r| halves_to_floats(block.add(Q4K_DMIN + r * 16)));
+            let mut products = [[_mm256_setzero_si256(); 2]; N];
             for j in 0..8 {
                 prefetch_eighth(block, Q4K_GROUP_BYTES, j);
                 for r in 0..2 {
                     let values = nibbles(block.add(j * 256), r);
-                    let at = j * ROWS + r * HALF;
-                    let scale = eight_bytes_times(block.add(Q4K_SCALES + at), d[r]);
-                    let min = eight_bytes_times(block.add(Q4K_MINS + at), dmin[r]);
-                    for t in 0..N {
-                        let a = &*acts[t].add(8 * s + j);
-                        let y = a.qs.as_ptr().cast::<i32>();
-                        let sums = widen(pairs(&values, y, 0..8));
-                        let scale = _mm256_mul_ps(scale, _mm256_set1_ps(a.d));
-                        acc[t][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc[t][r]);
-                        acc[t][r] = _mm256_fnmadd_ps(min, _mm256_set1_ps(a.s), acc[t][r]);
+                    let scale = doubled(block.add(Q4K_SCALES + j * ROWS), r);
+                    for (t, products) in products.iter_mut().enumerate() {
+                        let y = (*acts[t].add(8 * s + j)).qs.as_ptr().cast::<i32>();
+                        let scaled = _mm256_madd_epi16(pairs(&values, y, 0..8), scale);
+                        products[r] = _mm256_add_epi32(products[r], scaled);
                     }
+                }
+            }
+            for r in 0..2 {
+                let mins = minimums::<N>(block, r, std::array::from_fn(|t| sums[t].add(8 * s)));
+                let d = q4k_d(block, r);
+                for t in 0..N {
+                    let y_d = (*acts[t].add(8 * s)).d;
+                    acc[t][r] = q4k_scaled(acc[t][r], products[t][r], mins[t], d, y_d);
                 }
             }
         }
@@ -426,10 +492,10 @@ unsafe fn pass_q4k_whole<const N: usize>(
 
 /// [`two_groups`] for Q4_K.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn two_groups_q4k(groups: &[u8], x: &[Q8Block], out: &mut [f32]) {
+pub(super) fn two_groups_q4k(groups: &[u8], x: &[Q8Block], sums: &[i16], out: &mut [f32]) {
     let group_bytes = x.len() / 8 * Q4K_GROUP_BYTES;
     group_by_group(groups, group_bytes, out, |group, values| {
-        tile_q4k::<1>(group, [x], values);
+        tile_q4k::<1>(group, [x], [sums], values);
     });
 }
 

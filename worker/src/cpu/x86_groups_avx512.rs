@@ -155,20 +155,40 @@ pub(super) fn two_groups<const Q4: bool, const SHIFT: u32>(
     }
 }
 
-/// The sixteen rows' `d · scale_j` and `dmin · min_j` of group `j` of `block`, given
-/// the rows' `d` and `dmin` as floats (exact: an f16 times six bits).
+/// The sixteen rows' six-bit scales of group `j` of the Q4_K super-block `block`, a
+/// row's in its 32-bit lane.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn q4k_scales(block: *const u8, j: usize, d: __m512, dmin: __m512) -> (__m512, __m512) {
-    let bytes = |at: usize| {
-        // SAFETY: the caller's block holds its scales and minimums.
-        let sixteen = unsafe { _mm_loadu_si128(block.add(at + j * ROWS).cast()) };
-        _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sixteen))
-    };
-    (
-        _mm512_mul_ps(bytes(Q4K_SCALES), d),
-        _mm512_mul_ps(bytes(Q4K_MINS), dmin),
-    )
+unsafe fn q4k_scales(block: *const u8, j: usize) -> __m512i {
+    // SAFETY: the caller's block holds its scales.
+    _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(block.add(Q4K_SCALES + j * ROWS).cast()) })
+}
+
+/// `Σ_j min_j · Σ y_j` of the sixteen rows of the Q4_K super-block `block` for each of
+/// `T` tokens (`sums[t]`: the sums of its eight activation blocks): the minimums of
+/// groups `2p` and `2p + 1` paired in each row's lane, times both groups' sums at once.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn q4k_minimums<const T: usize>(block: *const u8, sums: [*const i16; T]) -> [__m512i; T] {
+    let mut total = [_mm512_setzero_si512(); T];
+    for p in 0..4 {
+        // SAFETY: the caller's block holds its minimums, and each token eight sums.
+        unsafe {
+            let at = block.add(Q4K_MINS + 2 * p * ROWS);
+            let (even, odd) = (
+                _mm_loadu_si128(at.cast()),
+                _mm_loadu_si128(at.add(ROWS).cast()),
+            );
+            let paired =
+                _mm256_set_m128i(_mm_unpackhi_epi8(even, odd), _mm_unpacklo_epi8(even, odd));
+            let mins = _mm512_cvtepu8_epi16(paired);
+            for (total, sums) in total.iter_mut().zip(sums) {
+                let both = _mm512_set1_epi32(sums.add(2 * p).cast::<i32>().read_unaligned());
+                *total = _mm512_dpwssd_epi32(*total, mins, both);
+            }
+        }
+    }
+    total
 }
 
 /// The sixteen rows' `d` and `dmin` of `block`, as floats.
@@ -181,45 +201,72 @@ unsafe fn q4k_d(block: *const u8) -> (__m512, __m512) {
     (both(Q4K_D), both(Q4K_DMIN))
 }
 
-/// [`tile`] for Q4_K: the `ROWS` rows of `group` times `T` tokens into `out[t]`.
+/// Adds the Q4_K super-block `block`'s sixteen rows times `T` tokens to `acc[t]`:
+/// `ys[t]` and `sums[t]` are the token's eight activation blocks (under one scale) and
+/// their sums. Each group's sums of products (eight `vpdpbusd`) times the rows' scales
+/// add up in integers; then `float(products) × (d · y.d)` less `float(mins) × (dmin ·
+/// y.d)`, as [`crate::cpu::interleaved::dot`] adds them.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn q4k_super_block<const T: usize>(
+    block: *const u8,
+    ys: [*const Q8Block; T],
+    sums: [*const i16; T],
+    acc: &mut [__m512; T],
+) {
+    let mut products = [_mm512_setzero_si512(); T];
+    // SAFETY (every block below): the caller's block is a whole super-block, and each
+    // token's pointers hold eight blocks and eight sums.
+    for j in 0..8 {
+        prefetch_eighth(block, Q4K_GROUP_BYTES, j);
+        let values = unsafe { values::<true>(block.add(j * 256), 0) };
+        let scale = unsafe { q4k_scales(block, j) };
+        for (products, y) in products.iter_mut().zip(ys) {
+            let y = unsafe { (*y.add(j)).qs.as_ptr().cast::<i32>() };
+            let mut group = _mm512_setzero_si512();
+            for (k, v) in values.iter().enumerate() {
+                let y = unsafe { y.add(k).read_unaligned() };
+                group = _mm512_dpbusd_epi32(group, *v, _mm512_set1_epi32(y));
+            }
+            *products = _mm512_add_epi32(*products, _mm512_mullo_epi32(group, scale));
+        }
+    }
+    let mins = unsafe { q4k_minimums::<T>(block, sums) };
+    let (d, dmin) = unsafe { q4k_d(block) };
+    for t in 0..T {
+        let y_d = _mm512_set1_ps(unsafe { (*ys[t]).d });
+        let products = _mm512_cvtepi32_ps(products[t]);
+        acc[t] = _mm512_fmadd_ps(products, _mm512_mul_ps(d, y_d), acc[t]);
+        let mins = _mm512_cvtepi32_ps(mins[t]);
+        acc[t] = _mm512_fnmadd_ps(mins, _mm512_mul_ps(dmin, y_d), acc[t]);
+    }
+}
+
+/// [`tile`] for Q4_K: the `ROWS` rows of `group` times `T` tokens (under one scale a
+/// super-block, with their blocks' sums) into `out[t]`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(super) fn tile_q4k<const T: usize>(
     group: &[u8],
     acts: [&[Q8Block]; T],
+    sums: [&[i16]; T],
     out: &mut [[f32; ROWS]; T],
 ) {
     let blocks = acts[0].len();
     assert!(blocks.is_multiple_of(8) && group.len() >= blocks / 8 * Q4K_GROUP_BYTES);
     assert!(acts.iter().all(|a| a.len() >= blocks));
+    assert!(sums.iter().all(|s| s.len() >= blocks));
     let group = group.as_ptr();
-    let acts = acts.map(<[Q8Block]>::as_ptr);
     let mut acc = [_mm512_setzero_ps(); T];
     for s in 0..blocks / 8 {
-        // SAFETY: super-block `s` is inside the group and each token's blocks; this
-        // function has the features.
+        // SAFETY: super-block `s` is inside the group and each token's blocks and sums;
+        // this function has the features.
         unsafe {
-            let block = group.add(s * Q4K_GROUP_BYTES);
-            let (d, dmin) = q4k_d(block);
-            for j in 0..8 {
-                prefetch_eighth(block, Q4K_GROUP_BYTES, j);
-                let values = values::<true>(block.add(j * 256), 0);
-                let (scale, min) = q4k_scales(block, j, d, dmin);
-                for t in 0..T {
-                    let a = &*acts[t].add(8 * s + j);
-                    let y = a.qs.as_ptr().cast::<i32>();
-                    let mut sums = _mm512_setzero_si512();
-                    for (k, v) in values.iter().enumerate() {
-                        sums = _mm512_dpbusd_epi32(
-                            sums,
-                            *v,
-                            _mm512_set1_epi32(y.add(k).read_unaligned()),
-                        );
-                    }
-                    let scale = _mm512_mul_ps(scale, _mm512_set1_ps(a.d));
-                    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), scale, acc[t]);
-                    acc[t] = _mm512_fnmadd_ps(min, _mm512_set1_ps(a.s), acc[t]);
-                }
-            }
+            q4k_super_block::<T>(
+                group.add(s * Q4K_GROUP_BYTES),
+                acts.map(|a| a.as_ptr().add(8 * s)),
+                sums.map(|a| a.as_ptr().add(8 * s)),
+                &mut acc,
+            );
         }
     }
     for t in 0..T {
@@ -230,45 +277,28 @@ pub(super) fn tile_q4k<const T: usize>(
 
 /// [`two_groups`] for Q4_K: one token against two groups (`groups` holds both).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) fn two_groups_q4k(groups: &[u8], x: &[Q8Block], out: &mut [f32]) {
+pub(super) fn two_groups_q4k(groups: &[u8], x: &[Q8Block], sums: &[i16], out: &mut [f32]) {
     let blocks = x.len();
     let group_bytes = blocks / 8 * Q4K_GROUP_BYTES;
     assert!(blocks.is_multiple_of(8) && groups.len() >= 2 * group_bytes);
-    assert!(out.len() >= 2 * ROWS);
+    assert!(sums.len() >= blocks && out.len() >= 2 * ROWS);
     let base = groups.as_ptr();
-    let x = x.as_ptr();
-    let mut acc = [_mm512_setzero_ps(); 2];
+    let mut acc = [[_mm512_setzero_ps(); 1]; 2];
     for s in 0..blocks / 8 {
         for (g, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: super-block `s` is inside both groups and the token's blocks; this
-            // function has the features.
+            // SAFETY: super-block `s` is inside both groups and the token's blocks and
+            // sums; this function has the features.
             unsafe {
                 let block = base.add(g * group_bytes + s * Q4K_GROUP_BYTES);
-                let (d, dmin) = q4k_d(block);
-                for j in 0..8 {
-                    prefetch_eighth(block, Q4K_GROUP_BYTES, j);
-                    let a = &*x.add(8 * s + j);
-                    let y = a.qs.as_ptr().cast::<i32>();
-                    let v = values::<true>(block.add(j * 256), 0);
-                    let (scale, min) = q4k_scales(block, j, d, dmin);
-                    let mut low = _mm512_setzero_si512();
-                    let mut high = _mm512_setzero_si512();
-                    for k in 0..4 {
-                        let y = |k: usize| _mm512_set1_epi32(y.add(k).read_unaligned());
-                        low = _mm512_dpbusd_epi32(low, v[k], y(k));
-                        high = _mm512_dpbusd_epi32(high, v[k + 4], y(k + 4));
-                    }
-                    let sums = _mm512_cvtepi32_ps(_mm512_add_epi32(low, high));
-                    *acc = _mm512_fmadd_ps(sums, _mm512_mul_ps(scale, _mm512_set1_ps(a.d)), *acc);
-                    *acc = _mm512_fnmadd_ps(min, _mm512_set1_ps(a.s), *acc);
-                }
+                let ys = [x.as_ptr().add(8 * s)];
+                q4k_super_block::<1>(block, ys, [sums.as_ptr().add(8 * s)], acc);
             }
         }
     }
     // SAFETY: `out` holds both groups' rows.
     unsafe {
-        _mm512_storeu_ps(out.as_mut_ptr(), acc[0]);
-        _mm512_storeu_ps(out.as_mut_ptr().add(ROWS), acc[1]);
+        _mm512_storeu_ps(out.as_mut_ptr(), acc[0][0]);
+        _mm512_storeu_ps(out.as_mut_ptr().add(ROWS), acc[1][0]);
     }
 }
 

@@ -62,9 +62,11 @@
 //! - `scales[m][r]` (256 bytes): the signed scale of values `16m..16m + 16`;
 //! - `d[r]` (32 bytes), then 32 bytes of padding.
 //!
-//! Each group of 32 is two sums of sixteen, each started from `-32 · Σ y` of its half
-//! of the activation block ([`half_corrections`]) and scaled by `d · scale_m × y.d`
-//! (`d · scale_m` exact), added in group order.
+//! Q6_K's products read activations under one scale a super-block too: row `r`'s
+//! super-block is `float(Σ_m scale_m · ((q + 32) · y_m) - 32 · Σ_m scale_m · Σ y_m) ×
+//! (d · y.d)`, `m` the sixteen halves of its groups (their sums [`half_sums`]), one
+//! fused multiply-add a super-block; the integers are exact (at most 2^29 in magnitude),
+//! so the kernels may add them in any order.
 
 use super::quant::{self, Q8Block, QK, QuantType};
 
@@ -375,17 +377,12 @@ pub fn correction(sums: &[i16], into: &mut Vec<i32>) {
     into.extend(sums.iter().map(|&sum| -128 * i32::from(sum)));
 }
 
-/// `-32 · Σ y` of each half (sixteen values) of each activation block: what turns
-/// Q6_K's sums of `(q + 32) · y` into `q · y`.
-pub fn half_corrections(x: &[Q8Block], into: &mut Vec<[i32; 2]>) {
+/// `Σ y` of each half (sixteen values) of each activation block, at most 16 · 127 in
+/// magnitude: 32 times it is what turns Q6_K's sums of `(q + 32) · y` into `q · y`.
+pub fn half_sums(x: &[Q8Block], into: &mut Vec<[i16; 2]>) {
     into.clear();
     into.extend(x.iter().map(|a| {
-        let half = |h: usize| {
-            -32 * a.qs[16 * h..][..16]
-                .iter()
-                .map(|&q| i32::from(q))
-                .sum::<i32>()
-        };
+        let half = |h: usize| a.qs[16 * h..][..16].iter().map(|&q| i16::from(q)).sum();
         [half(0), half(1)]
     }));
 }
@@ -402,13 +399,13 @@ pub fn correction_for(ty: QuantType, correction: i32) -> i32 {
 }
 
 /// The activations of one token as the products over this layout read them: the
-/// blocks, and what [`sums`], [`correction`] and [`half_corrections`] made of them.
+/// blocks, and what [`sums`], [`correction`] and [`half_sums`] made of them.
 #[derive(Debug, Clone, Copy)]
 pub struct Token<'a> {
     pub x: &'a [Q8Block],
     pub sums: &'a [i16],
     pub corrections: &'a [i32],
-    pub halves: &'a [[i32; 2]],
+    pub halves: &'a [[i16; 2]],
 }
 
 /// The sixteen rows of `group` (of `ty`) times one token's activations, in the order
@@ -550,8 +547,8 @@ fn row_q6k(group: &[u8], r: usize, supers: usize) -> Vec<u8> {
     out
 }
 
-/// [`dot`] for Q6_K.
-fn dot_q6k(group: &[u8], x: &[Q8Block], halves: &[[i32; 2]], out: &mut [f32; ROWS]) {
+/// [`dot`] for Q6_K: `x` under one scale a super-block, `halves` its [`half_sums`].
+fn dot_q6k(group: &[u8], x: &[Q8Block], halves: &[[i16; 2]], out: &mut [f32; ROWS]) {
     *out = [0.0; ROWS];
     for ((from, a), halves) in group
         .chunks_exact(Q6K_GROUP_BYTES)
@@ -563,16 +560,19 @@ fn dot_q6k(group: &[u8], x: &[Q8Block], halves: &[[i32; 2]], out: &mut [f32; ROW
                 from[Q6K_D + 2 * r],
                 from[Q6K_D + 2 * r + 1],
             ]));
+            let (mut products, mut sums) = (0i32, 0i32);
             for (j, (a, half)) in a.iter().zip(halves).enumerate() {
                 for h in 0..2 {
-                    let mut sum = half[h];
+                    let scale = i32::from(from[Q6K_SCALES + (2 * j + h) * ROWS + r] as i8);
+                    let mut sum = 0;
                     for i in 16 * h..16 * h + 16 {
                         sum += i32::from(from[q6k_at(32 * j + i, r)]) * i32::from(a.qs[i]);
                     }
-                    let scale = d * f32::from(from[Q6K_SCALES + (2 * j + h) * ROWS + r] as i8);
-                    *value = (sum as f32).mul_add(scale * a.d, *value);
+                    products += scale * sum;
+                    sums += scale * i32::from(half[h]);
                 }
             }
+            *value = ((products - 32 * sums) as f32).mul_add(d * a[0].d, *value);
         }
     }
 }

@@ -109,12 +109,12 @@ impl Kernels {
 
     /// Prepares activations `x` for the products of interleaved matrices, once for
     /// every task of a product: each block's sum and correction
-    /// ([`interleaved::sums`], [`interleaved::correction`]) and its halves'
-    /// ([`interleaved::half_corrections`]).
+    /// ([`interleaved::sums`], [`interleaved::correction`]) and its halves' sums
+    /// ([`interleaved::half_sums`]).
     pub fn prepare(self, x: &[Q8Block], into: &mut Prepared) {
         interleaved::sums(x, &mut into.sums);
         interleaved::correction(&into.sums, &mut into.corrections);
-        interleaved::half_corrections(x, &mut into.halves);
+        interleaved::half_sums(x, &mut into.halves);
     }
 
     /// Prepares activations `x` for a product of several tokens with F16, BF16 or F32
@@ -296,7 +296,7 @@ impl Kernels {
 pub struct Prepared {
     sums: Vec<i16>,
     corrections: Vec<i32>,
-    halves: Vec<[i32; 2]>,
+    halves: Vec<[i16; 2]>,
     floats: Vec<f32>,
 }
 

@@ -272,9 +272,9 @@ fn prefetch_eighth(block: *const u8, bytes: usize, j: usize) {
 ///   corrections ([`interleaved::correction`], shifted by `SHIFT`), into `out[t]`;
 /// - `two_groups::<Q4, SHIFT>`: one token against two groups (`groups` holds both),
 ///   into `out[..32]`;
-/// - the `_q4k` and `_q6k` kernels the same for Q4_K and Q6_K (Q4_K's with the
-///   activations' block sums, under one scale a super-block; Q6_K's with their half
-///   corrections).
+/// - the `_q4k` and `_q6k` kernels the same for Q4_K and Q6_K, with the activations
+///   under one scale a super-block (Q4_K's with their blocks' sums, Q6_K's with their
+///   halves').
 ///
 /// Each gives [`interleaved::dot`]'s bits. Safety: the CPU has the set's features.
 trait Groups {
@@ -300,10 +300,10 @@ trait Groups {
     unsafe fn tile_q6k<const T: usize>(
         group: &[u8],
         acts: [&[Q8Block]; T],
-        halves: [&[[i32; 2]]; T],
+        halves: [&[[i16; 2]]; T],
         out: &mut [[f32; interleaved::ROWS]; T],
     );
-    unsafe fn two_groups_q6k(groups: &[u8], x: &[Q8Block], halves: &[[i32; 2]], out: &mut [f32]);
+    unsafe fn two_groups_q6k(groups: &[u8], x: &[Q8Block], halves: &[[i16; 2]], out: &mut [f32]);
 }
 
 macro_rules! groups_of {
@@ -343,7 +343,7 @@ macro_rules! groups_of {
             unsafe fn tile_q6k<const T: usize>(
                 group: &[u8],
                 acts: [&[Q8Block]; T],
-                halves: [&[[i32; 2]]; T],
+                halves: [&[[i16; 2]]; T],
                 out: &mut [[f32; interleaved::ROWS]; T],
             ) {
                 unsafe { $module::tile_q6k::<T>(group, acts, halves, out) }
@@ -351,7 +351,7 @@ macro_rules! groups_of {
             unsafe fn two_groups_q6k(
                 groups: &[u8],
                 x: &[Q8Block],
-                halves: &[[i32; 2]],
+                halves: &[[i16; 2]],
                 out: &mut [f32],
             ) {
                 unsafe { $module::two_groups_q6k(groups, x, halves, out) }

@@ -278,15 +278,20 @@ fn group_by_group(
     }
 }
 
-/// Rows `8r..8r + 8` of a Q4_K group's scales at `at` (a byte a row), each twice, as
-/// sixteen-bit words: a row's lane holds its scale in both halves, what `vpmaddwd`
-/// multiplies the row's two sixteen-bit sums by.
+/// Rows `8r..8r + 8` of the scales at `at` (a byte a row: Q4_K's unsigned, Q6_K's
+/// `SIGNED`), each twice, as sixteen-bit words: a row's lane holds its scale in both
+/// halves, what `vpmaddwd` multiplies the row's two sixteen-bit sums by.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn doubled(at: *const u8, r: usize) -> __m256i {
+unsafe fn doubled<const SIGNED: bool>(at: *const u8, r: usize) -> __m256i {
     // SAFETY: the caller's `at` holds sixteen bytes.
     let eight = unsafe { _mm_loadl_epi64(at.add(r * HALF).cast()) };
-    _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(eight, eight))
+    let doubled = _mm_unpacklo_epi8(eight, eight);
+    if SIGNED {
+        _mm256_cvtepi8_epi16(doubled)
+    } else {
+        _mm256_cvtepu8_epi16(doubled)
+    }
 }
 
 /// `Σ_j min_j · Σ y_j` of rows `8r..8r + 8` of the Q4_K super-block `block` for each
@@ -422,7 +427,7 @@ unsafe fn pass_q4k<const N: usize>(
                             }
                         }
                     }
-                    let scale = doubled(block.add(Q4K_SCALES + j * ROWS), r);
+                    let scale = doubled::<false>(block.add(Q4K_SCALES + j * ROWS), r);
                     for (products, sums) in products.iter_mut().zip(group_sums) {
                         *products = _mm256_add_epi32(*products, _mm256_madd_epi16(sums, scale));
                     }
@@ -464,7 +469,7 @@ unsafe fn pass_q4k_whole<const N: usize>(
                 prefetch_eighth(block, Q4K_GROUP_BYTES, j);
                 for r in 0..2 {
                     let values = nibbles(block.add(j * 256), r);
-                    let scale = doubled(block.add(Q4K_SCALES + j * ROWS), r);
+                    let scale = doubled::<false>(block.add(Q4K_SCALES + j * ROWS), r);
                     for (t, products) in products.iter_mut().enumerate() {
                         let y = (*acts[t].add(8 * s + j)).qs.as_ptr().cast::<i32>();
                         let scaled = _mm256_madd_epi16(pairs(&values, y, 0..8), scale);
@@ -499,13 +504,13 @@ pub(super) fn two_groups_q4k(groups: &[u8], x: &[Q8Block], sums: &[i16], out: &m
     });
 }
 
-/// [`tile`] for Q6_K: the `ROWS` rows of `group` times `T` tokens (with their
-/// activations' half corrections) into `out[t]`.
+/// [`tile`] for Q6_K: the `ROWS` rows of `group` times `T` tokens (under one scale a
+/// super-block, with their halves' sums) into `out[t]`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn tile_q6k<const T: usize>(
     group: &[u8],
     acts: [&[Q8Block]; T],
-    halves: [&[[i32; 2]]; T],
+    halves: [&[[i16; 2]]; T],
     out: &mut [[f32; ROWS]; T],
 ) {
     let blocks = acts[0].len();
@@ -513,7 +518,7 @@ pub(super) fn tile_q6k<const T: usize>(
     assert!(acts.iter().all(|a| a.len() >= blocks));
     assert!(halves.iter().all(|h| h.len() >= blocks));
     let acts = acts.map(<[Q8Block]>::as_ptr);
-    let halves = halves.map(<[[i32; 2]]>::as_ptr);
+    let halves = halves.map(<[[i16; 2]]>::as_ptr);
     for t0 in (0..T).step_by(PASS) {
         let n = (T - t0).min(PASS);
         let out = &mut out[t0..t0 + n];
@@ -530,49 +535,88 @@ pub(super) fn tile_q6k<const T: usize>(
     }
 }
 
-/// [`tile_q6k`] for `N` tokens.
+/// `Σ_m scale_m · Σ y_m` of rows `8r..8r + 8` of the Q6_K super-block `block` for each
+/// of `N` tokens (`halves[t]`: the sums of the halves of its eight activation blocks):
+/// the scales of a block's two halves paired in each row's lane, times both halves'
+/// sums at once.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn q6k_sums<const N: usize>(
+    block: *const u8,
+    r: usize,
+    halves: [*const [i16; 2]; N],
+) -> [__m256i; N] {
+    let mut total = [_mm256_setzero_si256(); N];
+    for j in 0..8 {
+        // SAFETY: the caller's block holds its scales, and each token eight pairs of
+        // sums.
+        unsafe {
+            let at = block.add(Q6K_SCALES + 2 * j * ROWS + r * HALF);
+            let (first, second) = (
+                _mm_loadl_epi64(at.cast()),
+                _mm_loadl_epi64(at.add(ROWS).cast()),
+            );
+            let scales = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(first, second));
+            for (total, halves) in total.iter_mut().zip(halves) {
+                let both = _mm256_set1_epi32(halves.add(j).cast::<i32>().read_unaligned());
+                *total = _mm256_add_epi32(*total, _mm256_madd_epi16(scales, both));
+            }
+        }
+    }
+    total
+}
+
+/// [`tile_q6k`] for `N` tokens. Each quarter block's sixteen-bit sums (a quarter is as
+/// many of Q6_K's values as sixteen bits hold) are multiplied by their half's scale as
+/// they widen (`vpmaddwd`) and add up in integers for the whole super-block; the halves'
+/// `32 · Σ y` are taken away once, scaled the same way ([`q6k_sums`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn pass_q6k<const N: usize>(
     group: *const u8,
     blocks: usize,
     acts: &[*const Q8Block],
-    halves: &[*const [i32; 2]],
+    halves: &[*const [i16; 2]],
     out: &mut [[f32; ROWS]],
 ) {
     let mut acc = [[_mm256_setzero_ps(); 2]; N];
     for s in 0..blocks / 8 {
         // SAFETY: the caller checked that super-block `s` is inside the group and each
-        // token's blocks and half corrections.
+        // token's blocks and halves' sums.
         unsafe {
             let block = group.add(s * Q6K_GROUP_BYTES);
-            let d: [__m256; 2] =
-                std::array::from_fn(|r| halves_to_floats(block.add(Q6K_D + r * 16)));
+            let mut products = [[_mm256_setzero_si256(); 2]; N];
             for j in 0..8 {
                 prefetch_eighth(block, Q6K_GROUP_BYTES, j);
                 for r in 0..2 {
                     let values = bytes(block.add(j * 512), r);
-                    let scales: [__m256; 2] = std::array::from_fn(|h| {
-                        let eight = _mm_loadl_epi64(
-                            block.add(Q6K_SCALES + (2 * j + h) * ROWS + r * HALF).cast(),
-                        );
-                        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(eight)), d[r])
+                    let scales: [__m256i; 2] = std::array::from_fn(|h| {
+                        doubled::<true>(block.add(Q6K_SCALES + (2 * j + h) * ROWS), r)
                     });
-                    for t in 0..N {
-                        let a = &*acts[t].add(8 * s + j);
-                        let half = &*halves[t].add(8 * s + j);
-                        let y = a.qs.as_ptr().cast::<i32>();
-                        let ad = _mm256_set1_ps(a.d);
-                        for h in 0..2 {
-                            let first = widen(pairs(&values, y, 4 * h..4 * h + 2));
-                            let second = widen(pairs(&values, y, 4 * h + 2..4 * h + 4));
-                            let sums = _mm256_add_epi32(
-                                _mm256_add_epi32(first, second),
-                                _mm256_set1_epi32(half[h]),
+                    for (t, products) in products.iter_mut().enumerate() {
+                        let y = (*acts[t].add(8 * s + j)).qs.as_ptr().cast::<i32>();
+                        for (h, &scale) in scales.iter().enumerate() {
+                            let first = pairs(&values, y, 4 * h..4 * h + 2);
+                            let second = pairs(&values, y, 4 * h + 2..4 * h + 4);
+                            let scaled = _mm256_add_epi32(
+                                _mm256_madd_epi16(first, scale),
+                                _mm256_madd_epi16(second, scale),
                             );
-                            let scale = _mm256_mul_ps(scales[h], ad);
-                            acc[t][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc[t][r]);
+                            products[r] = _mm256_add_epi32(products[r], scaled);
                         }
                     }
+                }
+            }
+            for r in 0..2 {
+                let sums = q6k_sums::<N>(block, r, std::array::from_fn(|t| halves[t].add(8 * s)));
+                let d = halves_to_floats(block.add(Q6K_D + r * 16));
+                for t in 0..N {
+                    let total = _mm256_sub_epi32(products[t][r], _mm256_slli_epi32::<5>(sums[t]));
+                    let y_d = _mm256_set1_ps((*acts[t].add(8 * s)).d);
+                    acc[t][r] = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(total),
+                        _mm256_mul_ps(d, y_d),
+                        acc[t][r],
+                    );
                 }
             }
         }
@@ -587,7 +631,7 @@ unsafe fn pass_q6k<const N: usize>(
 
 /// [`two_groups`] for Q6_K.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn two_groups_q6k(groups: &[u8], x: &[Q8Block], halves: &[[i32; 2]], out: &mut [f32]) {
+pub(super) fn two_groups_q6k(groups: &[u8], x: &[Q8Block], halves: &[[i16; 2]], out: &mut [f32]) {
     let group_bytes = x.len() / 8 * Q6K_GROUP_BYTES;
     group_by_group(groups, group_bytes, out, |group, values| {
         tile_q6k::<1>(group, [x], [halves], values);

@@ -302,15 +302,15 @@ pub(super) fn two_groups_q4k(groups: &[u8], x: &[Q8Block], sums: &[i16], out: &m
     }
 }
 
-/// The sixteen rows' `d · scale` of both halves of group `j` of `block` (exact: an f16
-/// times eight bits).
+/// The sixteen rows' signed scales of both halves of group `j` of the Q6_K super-block
+/// `block`, a row's in its 32-bit lane.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn q6k_scales(block: *const u8, j: usize, d: __m512) -> [__m512; 2] {
+unsafe fn q6k_scales(block: *const u8, j: usize) -> [__m512i; 2] {
     std::array::from_fn(|h| {
         // SAFETY: the caller's block holds its scales.
         let sixteen = unsafe { _mm_loadu_si128(block.add(Q6K_SCALES + (2 * j + h) * ROWS).cast()) };
-        _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sixteen)), d)
+        _mm512_cvtepi8_epi32(sixteen)
     })
 }
 
@@ -323,15 +323,59 @@ unsafe fn q6k_values(block: *const u8, j: usize) -> [__m512i; 8] {
     std::array::from_fn(|k| unsafe { _mm512_loadu_si512(block.add(j * 512 + k * 64).cast()) })
 }
 
-/// [`tile`] for Q6_K: the `ROWS` rows of `group` times `T` tokens (with their
-/// activations' half corrections) into `out[t]`.
+/// Adds the Q6_K super-block `block`'s sixteen rows times `T` tokens to `acc[t]`:
+/// `ys[t]` and `halves[t]` are the token's eight activation blocks (under one scale)
+/// and their halves' sums. Each half's sums of products start from `-32 · Σ y` of the
+/// half, are multiplied by the half's scale and add up in integers for the super-block;
+/// then one conversion and one fused add, as [`crate::cpu::interleaved::dot`] adds.
 // The registers of each half are indexed (see the loop).
 #[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn q6k_super_block<const T: usize>(
+    block: *const u8,
+    ys: [*const Q8Block; T],
+    halves: [*const [i16; 2]; T],
+    acc: &mut [__m512; T],
+) {
+    let mut products = [_mm512_setzero_si512(); T];
+    // SAFETY (every block below): the caller's block is a whole super-block, and each
+    // token's pointers hold eight blocks and eight pairs of sums.
+    for j in 0..8 {
+        prefetch_eighth(block, Q6K_GROUP_BYTES, j);
+        let values = unsafe { q6k_values(block, j) };
+        let scales = unsafe { q6k_scales(block, j) };
+        for t in 0..T {
+            let y = unsafe { (*ys[t].add(j)).qs.as_ptr().cast::<i32>() };
+            let half = unsafe { *halves[t].add(j) };
+            for h in 0..2 {
+                let mut sums = _mm512_set1_epi32(-32 * i32::from(half[h]));
+                // An index, not an iterator: `Take::next` over registers was not
+                // inlined here, and cost a call per product.
+                for k in 4 * h..4 * h + 4 {
+                    let y = unsafe { y.add(k).read_unaligned() };
+                    sums = _mm512_dpbusd_epi32(sums, values[k], _mm512_set1_epi32(y));
+                }
+                products[t] = _mm512_add_epi32(products[t], _mm512_mullo_epi32(sums, scales[h]));
+            }
+        }
+    }
+    // SAFETY: the caller's block holds its `d`.
+    let d = unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(block.add(Q6K_D).cast::<__m256i>())) };
+    for t in 0..T {
+        let y_d = _mm512_set1_ps(unsafe { (*ys[t]).d });
+        let products = _mm512_cvtepi32_ps(products[t]);
+        acc[t] = _mm512_fmadd_ps(products, _mm512_mul_ps(d, y_d), acc[t]);
+    }
+}
+
+/// [`tile`] for Q6_K: the `ROWS` rows of `group` times `T` tokens (under one scale a
+/// super-block, with their halves' sums) into `out[t]`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(super) fn tile_q6k<const T: usize>(
     group: &[u8],
     acts: [&[Q8Block]; T],
-    halves: [&[[i32; 2]]; T],
+    halves: [&[[i16; 2]]; T],
     out: &mut [[f32; ROWS]; T],
 ) {
     let blocks = acts[0].len();
@@ -339,40 +383,17 @@ pub(super) fn tile_q6k<const T: usize>(
     assert!(acts.iter().all(|a| a.len() >= blocks));
     assert!(halves.iter().all(|h| h.len() >= blocks));
     let group = group.as_ptr();
-    let acts = acts.map(<[Q8Block]>::as_ptr);
-    let halves = halves.map(<[[i32; 2]]>::as_ptr);
     let mut acc = [_mm512_setzero_ps(); T];
     for s in 0..blocks / 8 {
-        // SAFETY: super-block `s` is inside the group and each token's blocks; this
-        // function has the features.
+        // SAFETY: super-block `s` is inside the group and each token's blocks and sums;
+        // this function has the features.
         unsafe {
-            let block = group.add(s * Q6K_GROUP_BYTES);
-            let d = _mm512_cvtph_ps(_mm256_loadu_si256(block.add(Q6K_D).cast::<__m256i>()));
-            for j in 0..8 {
-                prefetch_eighth(block, Q6K_GROUP_BYTES, j);
-                let values = q6k_values(block, j);
-                let scales = q6k_scales(block, j, d);
-                for t in 0..T {
-                    let a = &*acts[t].add(8 * s + j);
-                    let half = &*halves[t].add(8 * s + j);
-                    let y = a.qs.as_ptr().cast::<i32>();
-                    let ad = _mm512_set1_ps(a.d);
-                    for h in 0..2 {
-                        let mut sums = _mm512_set1_epi32(half[h]);
-                        // An index, not an iterator: `Take::next` over registers was
-                        // not inlined here, and cost a call per product.
-                        for k in 4 * h..4 * h + 4 {
-                            sums = _mm512_dpbusd_epi32(
-                                sums,
-                                values[k],
-                                _mm512_set1_epi32(y.add(k).read_unaligned()),
-                            );
-                        }
-                        let scale = _mm512_mul_ps(scales[h], ad);
-                        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), scale, acc[t]);
-                    }
-                }
-            }
+            q6k_super_block::<T>(
+                group.add(s * Q6K_GROUP_BYTES),
+                acts.map(|a| a.as_ptr().add(8 * s)),
+                halves.map(|h| h.as_ptr().add(8 * s)),
+                &mut acc,
+            );
         }
     }
     for t in 0..T {
@@ -383,48 +404,27 @@ pub(super) fn tile_q6k<const T: usize>(
 
 /// [`two_groups`] for Q6_K: one token against two groups (`groups` holds both).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) fn two_groups_q6k(groups: &[u8], x: &[Q8Block], halves: &[[i32; 2]], out: &mut [f32]) {
+pub(super) fn two_groups_q6k(groups: &[u8], x: &[Q8Block], halves: &[[i16; 2]], out: &mut [f32]) {
     let blocks = x.len();
     let group_bytes = blocks / 8 * Q6K_GROUP_BYTES;
     assert!(blocks.is_multiple_of(8) && groups.len() >= 2 * group_bytes);
     assert!(halves.len() >= blocks && out.len() >= 2 * ROWS);
     let base = groups.as_ptr();
-    let x = x.as_ptr();
-    let halves = halves.as_ptr();
-    let mut acc = [_mm512_setzero_ps(); 2];
+    let mut acc = [[_mm512_setzero_ps(); 1]; 2];
     for s in 0..blocks / 8 {
         for (g, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: super-block `s` is inside both groups and the token's blocks; this
-            // function has the features.
+            // SAFETY: super-block `s` is inside both groups and the token's blocks and
+            // sums; this function has the features.
             unsafe {
                 let block = base.add(g * group_bytes + s * Q6K_GROUP_BYTES);
-                let d = _mm512_cvtph_ps(_mm256_loadu_si256(block.add(Q6K_D).cast::<__m256i>()));
-                for j in 0..8 {
-                    prefetch_eighth(block, Q6K_GROUP_BYTES, j);
-                    let a = &*x.add(8 * s + j);
-                    let half = &*halves.add(8 * s + j);
-                    let y = a.qs.as_ptr().cast::<i32>();
-                    let ad = _mm512_set1_ps(a.d);
-                    let v = q6k_values(block, j);
-                    let scales = q6k_scales(block, j, d);
-                    let y = |k: usize| _mm512_set1_epi32(y.add(k).read_unaligned());
-                    let mut first = _mm512_set1_epi32(half[0]);
-                    let mut second = _mm512_set1_epi32(half[1]);
-                    for k in 0..4 {
-                        first = _mm512_dpbusd_epi32(first, v[k], y(k));
-                        second = _mm512_dpbusd_epi32(second, v[k + 4], y(k + 4));
-                    }
-                    let first = _mm512_cvtepi32_ps(first);
-                    *acc = _mm512_fmadd_ps(first, _mm512_mul_ps(scales[0], ad), *acc);
-                    let second = _mm512_cvtepi32_ps(second);
-                    *acc = _mm512_fmadd_ps(second, _mm512_mul_ps(scales[1], ad), *acc);
-                }
+                let ys = [x.as_ptr().add(8 * s)];
+                q6k_super_block::<1>(block, ys, [halves.as_ptr().add(8 * s)], acc);
             }
         }
     }
     // SAFETY: `out` holds both groups' rows.
     unsafe {
-        _mm512_storeu_ps(out.as_mut_ptr(), acc[0]);
-        _mm512_storeu_ps(out.as_mut_ptr().add(ROWS), acc[1]);
+        _mm512_storeu_ps(out.as_mut_ptr(), acc[0][0]);
+        _mm512_storeu_ps(out.as_mut_ptr().add(ROWS), acc[1][0]);
     }
 }

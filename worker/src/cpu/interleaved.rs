@@ -53,12 +53,17 @@
 //! 8 · 63 · 32 · 15 · 127 in magnitude), so the kernels may add them in any order;
 //! the portable [`dot`] defines the rest here too.
 //!
-//! Q6_K's super-blocks interleave as Q8_0's blocks do, each six-bit value (0..64, 32
-//! more than the weight) a byte of its own, so that no register needs unpacking
-//! ([`Q6K_GROUP_BYTES`], 4,416 bytes, 69 cache lines: 276 bytes a row, against GGML's
-//! 210):
+//! Q6_K's super-blocks interleave as Q4_K's do, each six-bit value (0..64, 32 more
+//! than the weight) split into its low four bits, packed as Q4_K's nibbles, and its
+//! high two, four values to a byte beside them; the kernels put each value back
+//! together in a byte of its own ([`Q6K_GROUP_BYTES`], 3,392 bytes, 53 cache lines:
+//! 212 bytes a row, against GGML's 210; a byte a value took 276, and decode reads every
+//! weight once a token):
 //!
-//! - `values[j][k][r][i]` (4,096 bytes): value `32j + 4k + i` of row `r`;
+//! - per group `j` of 32 values, 384 bytes: `low[k][r][i]` (256 bytes), value `32j +
+//!   4k + i`'s low four bits in the low nibble and value `32j + 16 + 4k + i`'s in the
+//!   high one; then `high[h][r][i]` (128 bytes), bits `2k..2k + 2` holding the top two
+//!   bits of value `32j + 16h + 4k + i`;
 //! - `scales[m][r]` (256 bytes): the signed scale of values `16m..16m + 16`;
 //! - `d[r]` (32 bytes), then 32 bytes of padding.
 //!
@@ -84,13 +89,17 @@ pub const Q4K_D: usize = Q4K_MINS + 8 * ROWS;
 pub const Q4K_DMIN: usize = Q4K_D + 2 * ROWS;
 
 /// Bytes of a super-block of sixteen Q6_K rows, interleaved.
-pub const Q6K_GROUP_BYTES: usize = 4416;
+pub const Q6K_GROUP_BYTES: usize = 3392;
+/// Bytes of one group of 32 values of a Q6_K super-block of sixteen rows, and where
+/// its high bits start.
+pub const Q6K_GROUP: usize = 384;
+pub const Q6K_HIGH: usize = 256;
 /// Where a Q6_K super-block's scales and `d` start.
-pub const Q6K_SCALES: usize = 4096;
+pub const Q6K_SCALES: usize = 8 * Q6K_GROUP;
 pub const Q6K_D: usize = Q6K_SCALES + 16 * ROWS;
 
 /// Bytes one row of `blocks` 32-weight blocks of `ty` takes interleaved: GGML's, but
-/// Q5_0's 34 a block (Q8_0's), Q4_K's 148 a super-block and Q6_K's 276.
+/// Q5_0's 34 a block (Q8_0's), Q4_K's 148 a super-block and Q6_K's 212.
 pub fn row_bytes(ty: QuantType, blocks: usize) -> usize {
     match ty {
         QuantType::Q5_0 => blocks * QuantType::Q8_0.block_bytes(),
@@ -486,16 +495,18 @@ fn interleave_q6k(data: &[u8], blocks: usize, out: &mut [u8]) {
         // Super-block by super-block, each row's values a word at a time, then written
         // front to back a cache line at a time, as for the other types.
         for (s, into) in group.chunks_exact_mut(Q6K_GROUP_BYTES).enumerate() {
-            let mut values = [[0; 256]; ROWS];
-            for (r, values) in values.iter_mut().enumerate() {
+            let mut packed = [[0; 8 * Q6K_GROUP / ROWS]; ROWS];
+            for (r, packed) in packed.iter_mut().enumerate() {
                 let block = &rows[r * ggml_row + s * 210..][..210];
                 into[Q6K_D + 2 * r..][..2].copy_from_slice(&block[208..210]);
                 for m in 0..16 {
                     into[Q6K_SCALES + m * ROWS + r] = block[192 + m];
                 }
-                q6k_values(block, values);
+                let mut values = [0; 256];
+                q6k_values(block, &mut values);
+                q6k_pack(&values, packed);
             }
-            write_lines(&values, &mut into[..Q6K_SCALES]);
+            write_lines(&packed, &mut into[..Q6K_SCALES]);
         }
     }
 }
@@ -519,9 +530,31 @@ fn q6k_values(block: &[u8], values: &mut [u8; 256]) {
     }
 }
 
-/// Where value `i` (0..256) of row `r` sits in an interleaved Q6_K super-block.
-fn q6k_at(i: usize, r: usize) -> usize {
-    i / 32 * 512 + i % 32 / 4 * 4 * ROWS + 4 * r + i % 4
+/// One row's 256 values as the layout keeps them, by group: for each `j`, the bytes of
+/// `low[k][i]` (sixteen), then of `high[h][i]` (eight), in the order [`write_lines`]
+/// spreads four at a time over the group's six lines.
+fn q6k_pack(values: &[u8; 256], packed: &mut [u8; 8 * Q6K_GROUP / ROWS]) {
+    for (group, out) in values.chunks_exact(QK).zip(packed.chunks_exact_mut(24)) {
+        for i in 0..16 {
+            out[i] = group[i] & 15 | (group[16 + i] & 15) << 4;
+        }
+        for h in 0..2 {
+            for i in 0..4 {
+                out[16 + 4 * h + i] = (0..4)
+                    .map(|k| (group[16 * h + 4 * k + i] >> 4) << (2 * k))
+                    .fold(0, |byte, bits| byte | bits);
+            }
+        }
+    }
+}
+
+/// Value `i` (0..256, the weight plus 32) of row `r` of an interleaved Q6_K super-block.
+fn q6k_value_at(from: &[u8], i: usize, r: usize) -> u8 {
+    let (j, v) = (i / QK, i % QK);
+    let (h, k, lane) = (v / 16, v % 16 / 4, v % 4);
+    let low = from[j * Q6K_GROUP + k * 4 * ROWS + 4 * r + lane] >> (4 * h) & 15;
+    let high = from[j * Q6K_GROUP + Q6K_HIGH + h * 4 * ROWS + 4 * r + lane] >> (2 * k) & 3;
+    low | high << 4
 }
 
 /// [`row`] for Q6_K, `supers` super-blocks.
@@ -536,7 +569,7 @@ fn row_q6k(group: &[u8], r: usize, supers: usize) -> Vec<u8> {
             block[192 + m] = from[Q6K_SCALES + m * ROWS + r];
         }
         for i in 0..256 {
-            let q = from[q6k_at(i, r)];
+            let q = q6k_value_at(from, i, r);
             let (half, rest) = (i / 128, i % 128);
             let (quarter, l) = (rest / 32, rest % 32);
             let low = if quarter < 2 { q & 15 } else { (q & 15) << 4 };
@@ -566,7 +599,7 @@ fn dot_q6k(group: &[u8], x: &[Q8Block], halves: &[[i16; 2]], out: &mut [f32; ROW
                     let scale = i32::from(from[Q6K_SCALES + (2 * j + h) * ROWS + r] as i8);
                     let mut sum = 0;
                     for i in 16 * h..16 * h + 16 {
-                        sum += i32::from(from[q6k_at(32 * j + i, r)]) * i32::from(a.qs[i]);
+                        sum += i32::from(q6k_value_at(from, 32 * j + i, r)) * i32::from(a.qs[i]);
                     }
                     products += scale * sum;
                     sums += scale * i32::from(half[h]);

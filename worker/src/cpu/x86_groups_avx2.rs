@@ -26,8 +26,8 @@
 
 use super::*;
 use crate::cpu::interleaved::{
-    Q4K_D, Q4K_DMIN, Q4K_GROUP_BYTES, Q4K_MINS, Q4K_SCALES, Q6K_D, Q6K_GROUP_BYTES, Q6K_SCALES,
-    ROWS,
+    Q4K_D, Q4K_DMIN, Q4K_GROUP_BYTES, Q4K_MINS, Q4K_SCALES, Q6K_D, Q6K_GROUP, Q6K_GROUP_BYTES,
+    Q6K_HIGH, Q6K_SCALES, ROWS,
 };
 
 /// Rows of a half group: a 256-bit register's 32-bit lanes.
@@ -75,6 +75,34 @@ unsafe fn nibbles(lines: *const u8, r: usize) -> [__m256i; 8] {
 unsafe fn bytes(lines: *const u8, r: usize) -> [__m256i; 8] {
     // SAFETY: the caller's block holds its eight lines.
     std::array::from_fn(|k| unsafe { half_line(lines.add(k * 64), r) })
+}
+
+/// Rows `8r..8r + 8`'s values of the interleaved Q6_K group at `group` (its 384
+/// bytes), a byte a value as [`bytes`] reads Q8_0's: each low nibble joined by its two
+/// high bits (a shift within sixteen-bit lanes moves bits across a byte, and the masks
+/// keep only each byte's own).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn q6k_group(group: *const u8, r: usize) -> [__m256i; 8] {
+    let (low, two) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x30));
+    // SAFETY: the caller's group holds its six lines.
+    let packed: [__m256i; 4] = std::array::from_fn(|k| unsafe { half_line(group.add(k * 64), r) });
+    let high: [__m256i; 2] =
+        std::array::from_fn(|h| unsafe { half_line(group.add(Q6K_HIGH + h * 64), r) });
+    std::array::from_fn(|k| {
+        let (h, k) = (k / 4, k % 4);
+        let nibbles = match h {
+            0 => packed[k],
+            _ => _mm256_srli_epi16::<4>(packed[k]),
+        };
+        let top = match k {
+            0 => _mm256_slli_epi16::<4>(high[h]),
+            1 => _mm256_slli_epi16::<2>(high[h]),
+            2 => high[h],
+            _ => _mm256_srli_epi16::<2>(high[h]),
+        };
+        _mm256_or_si256(_mm256_and_si256(nibbles, low), _mm256_and_si256(top, two))
+    })
 }
 
 /// Eight rows' half-precision scales at `at`, as floats.
@@ -588,7 +616,7 @@ unsafe fn pass_q6k<const N: usize>(
             for j in 0..8 {
                 prefetch_eighth(block, Q6K_GROUP_BYTES, j);
                 for r in 0..2 {
-                    let values = bytes(block.add(j * 512), r);
+                    let values = q6k_group(block.add(j * Q6K_GROUP), r);
                     let scales: [__m256i; 2] = std::array::from_fn(|h| {
                         doubled::<true>(block.add(Q6K_SCALES + (2 * j + h) * ROWS), r)
                     });

@@ -17,8 +17,8 @@
 
 use super::*;
 use crate::cpu::interleaved::{
-    Q4K_D, Q4K_DMIN, Q4K_GROUP_BYTES, Q4K_MINS, Q4K_SCALES, Q6K_D, Q6K_GROUP_BYTES, Q6K_SCALES,
-    ROWS,
+    Q4K_D, Q4K_DMIN, Q4K_GROUP_BYTES, Q4K_MINS, Q4K_SCALES, Q6K_D, Q6K_GROUP, Q6K_GROUP_BYTES,
+    Q6K_HIGH, Q6K_SCALES, ROWS,
 };
 
 /// The values of half `h` of `pair`, register `k` against the token's values
@@ -314,13 +314,34 @@ unsafe fn q6k_scales(block: *const u8, j: usize) -> [__m512i; 2] {
     })
 }
 
-/// The values of group `j` of `block`: register `k` against the token's values
-/// `4k..4k + 4`.
+/// The values of group `j` of `block`, a byte a value: register `k` against the
+/// token's values `4k..4k + 4`, each low nibble joined by its two high bits (a shift
+/// within sixteen-bit lanes moves bits across a byte, and the masks keep only each
+/// byte's own).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn q6k_values(block: *const u8, j: usize) -> [__m512i; 8] {
-    // SAFETY: the caller's block holds group `j`.
-    std::array::from_fn(|k| unsafe { _mm512_loadu_si512(block.add(j * 512 + k * 64).cast()) })
+    let group = block.wrapping_add(j * Q6K_GROUP);
+    let (low, two) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(0x30));
+    // SAFETY: the caller's block holds group `j`, six lines.
+    let packed: [__m512i; 4] =
+        std::array::from_fn(|k| unsafe { _mm512_loadu_si512(group.add(k * 64).cast()) });
+    let high: [__m512i; 2] =
+        std::array::from_fn(|h| unsafe { _mm512_loadu_si512(group.add(Q6K_HIGH + h * 64).cast()) });
+    std::array::from_fn(|k| {
+        let (h, k) = (k / 4, k % 4);
+        let nibbles = match h {
+            0 => packed[k],
+            _ => _mm512_srli_epi16::<4>(packed[k]),
+        };
+        let top = match k {
+            0 => _mm512_slli_epi16::<4>(high[h]),
+            1 => _mm512_slli_epi16::<2>(high[h]),
+            2 => high[h],
+            _ => _mm512_srli_epi16::<2>(high[h]),
+        };
+        _mm512_or_si512(_mm512_and_si512(nibbles, low), _mm512_and_si512(top, two))
+    })
 }
 
 /// Adds the Q6_K super-block `block`'s sixteen rows times `T` tokens to `acc[t]`:

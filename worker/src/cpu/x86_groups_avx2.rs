@@ -68,7 +68,7 @@ unsafe fn nibbles(lines: *const u8, r: usize) -> [__m256i; 8] {
     })
 }
 
-/// Eight registers of a byte a value (Q5_0's, Q6_K's groups, or Q8_0's weights plus
+/// Eight registers of a byte a value (Q5_0's, or Q8_0's weights plus
 /// 128) for rows `8r..8r + 8`, from the eight lines at `lines`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]

@@ -4,8 +4,9 @@
 //! otherwise (Q8_0's and Q5_0's), and `SHIFT` the type's correction
 //! ([`crate::cpu::interleaved::correction_for`]);
 //! the `_q4k` kernels read Q4_K's, whose 32-weight groups are Q4_0's blocks with a
-//! scale and a minimum each, the `_q6k` kernels Q6_K's, a byte a value, two scales a
-//! group.
+//! scale and a minimum each, the `_q6k` kernels Q6_K's, each value's low nibble and top
+//! two bits put back together in a byte, two scales a group. Both take activations
+//! under one scale a super-block and add its groups in integers.
 //!
 //! A block of sixteen rows is eight 512-bit registers of values (Q4_0's four, each
 //! split into its low and high nibbles), loaded once for every token of the tile. Per

@@ -354,8 +354,9 @@ impl QMatrix {
     }
 
     /// `out[t * rows + r] = row r · token t` for the `tokens` activation rows in `x`
-    /// (each `cols / 32` blocks, quantized as [`QMatrix::scales`] says). `transposed` is scratch of the same size as `out`.
-    /// Rows are split across the current rayon pool, so callers run it inside theirs.
+    /// (each `cols / 32` blocks, quantized as [`QMatrix::scales`] says). `transposed`
+    /// is scratch of the same size as `out`. Rows are split across the current rayon
+    /// pool, so callers run it inside theirs.
     pub fn matmul(
         &self,
         kernels: Kernels,

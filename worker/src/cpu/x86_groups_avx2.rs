@@ -244,7 +244,7 @@ unsafe fn pass<const N: usize, const Q4: bool, const SHIFT: u32>(
         unsafe {
             let pair = group.add(b / 2 * pair_bytes(Q4));
             let h = b % 2;
-            prefetch_ahead::<Q4>(pair, h);
+            prefetch_ahead::<Q4>(pair, h, N == 1);
             let lines = pair.add(h * half_lines(Q4) * 64);
             for r in 0..2 {
                 let (values, signed) = if Q4 {
@@ -432,7 +432,7 @@ unsafe fn pass_q4k<const N: usize>(
                 let block = group.add(s * Q4K_GROUP_BYTES);
                 let mut products = [_mm256_setzero_si256(); N];
                 for j in 0..8 {
-                    prefetch_eighth(block, Q4K_GROUP_BYTES, j);
+                    prefetch_eighth::<Q4K_GROUP_BYTES>(block, j, false);
                     let lines = block.add(j * 256);
                     let ys: [*const i32; N] =
                         std::array::from_fn(|t| (*acts[t].add(8 * s + j)).qs.as_ptr().cast());
@@ -494,7 +494,7 @@ unsafe fn pass_q4k_whole<const N: usize>(
             let block = group.add(s * Q4K_GROUP_BYTES);
             let mut products = [[_mm256_setzero_si256(); 2]; N];
             for j in 0..8 {
-                prefetch_eighth(block, Q4K_GROUP_BYTES, j);
+                prefetch_eighth::<Q4K_GROUP_BYTES>(block, j, N == 1);
                 for r in 0..2 {
                     let values = nibbles(block.add(j * 256), r);
                     let scale = doubled::<false>(block.add(Q4K_SCALES + j * ROWS), r);
@@ -614,7 +614,7 @@ unsafe fn pass_q6k<const N: usize>(
             let block = group.add(s * Q6K_GROUP_BYTES);
             let mut products = [[_mm256_setzero_si256(); 2]; N];
             for j in 0..8 {
-                prefetch_eighth(block, Q6K_GROUP_BYTES, j);
+                prefetch_eighth::<Q6K_GROUP_BYTES>(block, j, N == 1);
                 for r in 0..2 {
                     let values = q6k_group(block.add(j * Q6K_GROUP), r);
                     let scales: [__m256i; 2] = std::array::from_fn(|h| {

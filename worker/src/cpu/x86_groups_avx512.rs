@@ -84,7 +84,7 @@ pub(super) fn tile<const T: usize, const Q4: bool, const SHIFT: u32>(
         unsafe {
             let pair = group.add(b / 2 * pair_bytes(Q4));
             let h = b % 2;
-            prefetch_ahead::<Q4>(pair, h);
+            prefetch_ahead::<Q4>(pair, h, false);
             let values = values::<Q4>(pair, h);
             let scales = scales::<Q4>(pair, h);
             for t in 0..T {
@@ -135,7 +135,7 @@ pub(super) fn two_groups<const Q4: bool, const SHIFT: u32>(
             for (g, acc) in acc.iter_mut().enumerate() {
                 let pair = base.add(g * group_bytes + b / 2 * pair_bytes(Q4));
                 let h = b % 2;
-                prefetch_ahead::<Q4>(pair, h);
+                prefetch_ahead::<Q4>(pair, h, false);
                 let v = values::<Q4>(pair, h);
                 let mut low = start;
                 let mut high = _mm512_setzero_si512();
@@ -219,7 +219,7 @@ unsafe fn q4k_super_block<const T: usize>(
     // SAFETY (every block below): the caller's block is a whole super-block, and each
     // token's pointers hold eight blocks and eight sums.
     for j in 0..8 {
-        prefetch_eighth(block, Q4K_GROUP_BYTES, j);
+        prefetch_eighth::<Q4K_GROUP_BYTES>(block, j, false);
         let values = unsafe { values::<true>(block.add(j * 256), 0) };
         let scale = unsafe { q4k_scales(block, j) };
         for (products, y) in products.iter_mut().zip(ys) {
@@ -364,7 +364,7 @@ unsafe fn q6k_super_block<const T: usize>(
     // SAFETY (every block below): the caller's block is a whole super-block, and each
     // token's pointers hold eight blocks and eight pairs of sums.
     for j in 0..8 {
-        prefetch_eighth(block, Q6K_GROUP_BYTES, j);
+        prefetch_eighth::<Q6K_GROUP_BYTES>(block, j, false);
         let values = unsafe { q6k_values(block, j) };
         let scales = unsafe { q6k_scales(block, j) };
         for t in 0..T {

@@ -423,7 +423,7 @@ pub fn dot(ty: QuantType, group: &[u8], token: Token, out: &mut [f32; ROWS]) {
     let Token {
         x,
         sums,
-        corrections: correction,
+        corrections,
         halves,
     } = token;
     match ty {
@@ -432,7 +432,7 @@ pub fn dot(ty: QuantType, group: &[u8], token: Token, out: &mut [f32; ROWS]) {
         _ => {}
     }
     *out = [0.0; ROWS];
-    for (b, (a, &c)) in x.iter().zip(correction).enumerate() {
+    for (b, (a, &c)) in x.iter().zip(corrections).enumerate() {
         let pair = &group[b / 2 * pair_bytes(ty)..][..pair_bytes(ty)];
         let (values, scales) = offsets(ty, b % 2);
         for (r, value) in out.iter_mut().enumerate() {

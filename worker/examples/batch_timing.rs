@@ -1,6 +1,7 @@
 //! Times batched decode steps without HTTP or sampling: `B` sequences of a 32-token
 //! prompt each, then greedy steps that run one token of every sequence in one forward
 //! pass, for B = 1, 2, 4, 8 and 16. Shows what continuous batching gains per step.
+//! `RBEE_WORKER_ENGINE` picks the kernels as it does for the worker (`avx2`, ...).
 //!
 //!     cargo run --release -p llm-worker-rbee --example batch_timing -- MODEL.gguf [STEPS [B...]]
 
@@ -24,12 +25,10 @@ fn main() -> anyhow::Result<()> {
         parallel: 16,
         ctx_size: Some(16 * 512),
     };
-    let loaded = load_for(
-        path.as_ref(),
-        &candle_core::Device::Cpu,
-        Engine::Auto,
-        capacity,
-    )?;
+    let engine: Engine = std::env::var("RBEE_WORKER_ENGINE")
+        .unwrap_or_else(|_| "auto".into())
+        .parse()?;
+    let loaded = load_for(path.as_ref(), &candle_core::Device::Cpu, engine, capacity)?;
     let mut model = loaded.model;
     println!("engine {}", model.info.engine);
     for batch in batches {

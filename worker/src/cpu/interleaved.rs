@@ -534,7 +534,10 @@ fn q6k_values(block: &[u8], values: &mut [u8; 256]) {
 /// `low[k][i]` (sixteen), then of `high[h][i]` (eight), in the order [`write_lines`]
 /// spreads four at a time over the group's six lines.
 fn q6k_pack(values: &[u8; 256], packed: &mut [u8; 8 * Q6K_GROUP / ROWS]) {
-    for (group, out) in values.chunks_exact(QK).zip(packed.chunks_exact_mut(24)) {
+    for (group, out) in values
+        .chunks_exact(QK)
+        .zip(packed.chunks_exact_mut(Q6K_GROUP / ROWS))
+    {
         for i in 0..16 {
             out[i] = group[i] & 15 | (group[16 + i] & 15) << 4;
         }

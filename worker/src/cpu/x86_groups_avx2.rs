@@ -322,29 +322,36 @@ unsafe fn doubled<const SIGNED: bool>(at: *const u8, r: usize) -> __m256i {
     }
 }
 
-/// `Σ_j min_j · Σ y_j` of rows `8r..8r + 8` of the Q4_K super-block `block` for each
-/// of `N` tokens (`sums[t]`: the sums of its eight activation blocks): the minimums of
-/// groups `2p` and `2p + 1` paired in each row's lane, times both groups' sums at once.
+/// `Σ_p byte_p · sum_p` of rows `8r..8r + 8` for each of `N` tokens: `PAIRS` pairs of
+/// byte rows (`ROWS` bytes each, from `at`; `SIGNED` or not) against each token's
+/// sixteen-bit sums at `sums[t]`, two at a time: both bytes of a pair in each row's
+/// lane, times both sums at once (`vpmaddwd`). Q4_K's minimums against its blocks'
+/// sums, Q6_K's scales against its halves'.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn minimums<const N: usize>(
-    block: *const u8,
+unsafe fn paired<const N: usize, const PAIRS: usize, const SIGNED: bool>(
+    at: *const u8,
     r: usize,
     sums: [*const i16; N],
 ) -> [__m256i; N] {
     let mut total = [_mm256_setzero_si256(); N];
-    for p in 0..4 {
-        // SAFETY: the caller's block holds its minimums, and each token eight sums.
+    for p in 0..PAIRS {
+        // SAFETY: the caller's `at` holds the pairs' bytes, and each token `2 · PAIRS`
+        // sums.
         unsafe {
-            let at = block.add(Q4K_MINS + 2 * p * ROWS + r * HALF);
-            let (even, odd) = (
+            let at = at.add(2 * p * ROWS + r * HALF);
+            let both = _mm_unpacklo_epi8(
                 _mm_loadl_epi64(at.cast()),
                 _mm_loadl_epi64(at.add(ROWS).cast()),
             );
-            let mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(even, odd));
+            let bytes = if SIGNED {
+                _mm256_cvtepi8_epi16(both)
+            } else {
+                _mm256_cvtepu8_epi16(both)
+            };
             for (total, sums) in total.iter_mut().zip(sums) {
-                let both = _mm256_set1_epi32(sums.add(2 * p).cast::<i32>().read_unaligned());
-                *total = _mm256_add_epi32(*total, _mm256_madd_epi16(mins, both));
+                let two = _mm256_set1_epi32(sums.add(2 * p).cast::<i32>().read_unaligned());
+                *total = _mm256_add_epi32(*total, _mm256_madd_epi16(bytes, two));
             }
         }
     }
@@ -460,7 +467,8 @@ unsafe fn pass_q4k<const N: usize>(
                         *products = _mm256_add_epi32(*products, _mm256_madd_epi16(sums, scale));
                     }
                 }
-                let mins = minimums::<N>(block, r, std::array::from_fn(|t| sums[t].add(8 * s)));
+                let token_sums = std::array::from_fn(|t| sums[t].add(8 * s));
+                let mins = paired::<N, 4, false>(block.add(Q4K_MINS), r, token_sums);
                 let d = q4k_d(block, r);
                 for t in 0..N {
                     let y_d = (*acts[t].add(8 * s)).d;
@@ -506,7 +514,8 @@ unsafe fn pass_q4k_whole<const N: usize>(
                 }
             }
             for r in 0..2 {
-                let mins = minimums::<N>(block, r, std::array::from_fn(|t| sums[t].add(8 * s)));
+                let token_sums = std::array::from_fn(|t| sums[t].add(8 * s));
+                let mins = paired::<N, 4, false>(block.add(Q4K_MINS), r, token_sums);
                 let d = q4k_d(block, r);
                 for t in 0..N {
                     let y_d = (*acts[t].add(8 * s)).d;
@@ -563,41 +572,10 @@ pub(super) fn tile_q6k<const T: usize>(
     }
 }
 
-/// `Σ_m scale_m · Σ y_m` of rows `8r..8r + 8` of the Q6_K super-block `block` for each
-/// of `N` tokens (`halves[t]`: the sums of the halves of its eight activation blocks):
-/// the scales of a block's two halves paired in each row's lane, times both halves'
-/// sums at once.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn q6k_sums<const N: usize>(
-    block: *const u8,
-    r: usize,
-    halves: [*const [i16; 2]; N],
-) -> [__m256i; N] {
-    let mut total = [_mm256_setzero_si256(); N];
-    for j in 0..8 {
-        // SAFETY: the caller's block holds its scales, and each token eight pairs of
-        // sums.
-        unsafe {
-            let at = block.add(Q6K_SCALES + 2 * j * ROWS + r * HALF);
-            let (first, second) = (
-                _mm_loadl_epi64(at.cast()),
-                _mm_loadl_epi64(at.add(ROWS).cast()),
-            );
-            let scales = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(first, second));
-            for (total, halves) in total.iter_mut().zip(halves) {
-                let both = _mm256_set1_epi32(halves.add(j).cast::<i32>().read_unaligned());
-                *total = _mm256_add_epi32(*total, _mm256_madd_epi16(scales, both));
-            }
-        }
-    }
-    total
-}
-
 /// [`tile_q6k`] for `N` tokens. Each quarter block's sixteen-bit sums (a quarter is as
 /// many of Q6_K's values as sixteen bits hold) are multiplied by their half's scale as
 /// they widen (`vpmaddwd`) and add up in integers for the whole super-block; the halves'
-/// `32 · Σ y` are taken away once, scaled the same way ([`q6k_sums`]).
+/// `32 · Σ y` are taken away once, scaled the same way ([`paired`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn pass_q6k<const N: usize>(
     group: *const u8,
@@ -635,7 +613,8 @@ unsafe fn pass_q6k<const N: usize>(
                 }
             }
             for r in 0..2 {
-                let sums = q6k_sums::<N>(block, r, std::array::from_fn(|t| halves[t].add(8 * s)));
+                let half_sums = std::array::from_fn(|t| halves[t].add(8 * s).cast::<i16>());
+                let sums = paired::<N, 8, true>(block.add(Q6K_SCALES), r, half_sums);
                 let d = halves_to_floats(block.add(Q6K_D + r * 16));
                 for t in 0..N {
                     let total = _mm256_sub_epi32(products[t][r], _mm256_slli_epi32::<5>(sums[t]));

@@ -218,14 +218,24 @@ const Q4K_ROWS: u8 = 2;
 const Q6K_ROWS: u8 = 3;
 const Q5_0_ROWS: u8 = 4;
 
-/// Cache lines of one block's values (half a pair).
-const fn half_lines(q4: bool) -> usize {
-    if q4 { 4 } else { 8 }
+/// Cache lines of one block's values (half a pair) where a value takes `bits` (Q8_0's
+/// 8, Q4_0's 4): sixteen rows of 32 values.
+const fn half_lines(bits: u32) -> usize {
+    match bits {
+        4 => 4,
+        _ => 8,
+    }
 }
 
 /// Bytes of a pair of blocks: both halves' values, then a line of scales.
-const fn pair_bytes(q4: bool) -> usize {
-    (2 * half_lines(q4) + 1) * 64
+const fn pair_bytes(bits: u32) -> usize {
+    (2 * half_lines(bits) + 1) * 64
+}
+
+/// A block's correction for the layout of `bits`-bit values
+/// ([`interleaved::correction_for`]): exact, the correction being a multiple of 128.
+const fn correction_of<const BITS: u32>(c: i32) -> i32 {
+    c >> (8 - BITS)
 }
 
 /// Pairs ahead that a block's loads fetch for later: the tiles' arithmetic fills the
@@ -238,13 +248,16 @@ const PREFETCH_PAIRS: usize = 3;
 /// they are harmless. `in_order` as for [`prefetch_eighth`] (AVX2's one-token Q8_0
 /// decode, 10–17% faster with it).
 #[inline(always)]
-fn prefetch_ahead<const Q4: bool>(pair: *const u8, h: usize, in_order: bool) {
-    let ahead = pair.wrapping_add(PREFETCH_PAIRS * pair_bytes(Q4));
-    for k in 0..half_lines(Q4) {
-        prefetch(ahead.wrapping_add((h * half_lines(Q4) + k) * 64), in_order);
+fn prefetch_ahead<const BITS: u32>(pair: *const u8, h: usize, in_order: bool) {
+    let ahead = pair.wrapping_add(PREFETCH_PAIRS * pair_bytes(BITS));
+    for k in 0..half_lines(BITS) {
+        prefetch(
+            ahead.wrapping_add((h * half_lines(BITS) + k) * 64),
+            in_order,
+        );
     }
     if h == 1 {
-        prefetch(ahead.wrapping_add(2 * half_lines(Q4) * 64), in_order);
+        prefetch(ahead.wrapping_add(2 * half_lines(BITS) * 64), in_order);
     }
 }
 
@@ -291,10 +304,11 @@ fn prefetch_eighth<const BYTES: usize>(block: *const u8, j: usize, in_order: boo
 /// One kernel set's products over the interleaved layouts: AVX-512's
 /// (`x86_groups_avx512.rs`) or AVX2's (`x86_groups_avx2.rs`), with one contract.
 ///
-/// - `tile::<T, Q4, SHIFT>`: the sixteen rows of a group of Q8_0 (`Q4` false, `SHIFT`
-///   0), Q4_0 (true, 4) or Q5_0 (false, 3) times `T` ≤ 8 tokens, with their blocks'
-///   corrections ([`interleaved::correction`], shifted by `SHIFT`), into `out[t]`;
-/// - `two_groups::<Q4, SHIFT>`: one token against two groups (`groups` holds both),
+/// - `tile::<T, BITS>`: the sixteen rows of a group of Q8_0 (`BITS` 8), Q4_0 (4) or
+///   Q5_0 (5) times `T` ≤ 8 tokens, with their blocks' corrections
+///   ([`interleaved::correction`], as [`correction_of`] makes it the type's), into
+///   `out[t]`;
+/// - `two_groups::<BITS>`: one token against two groups (`groups` holds both),
 ///   into `out[..32]`;
 /// - the `_q4k` and `_q6k` kernels the same for Q4_K and Q6_K, with the activations
 ///   under one scale a super-block (Q4_K's with their blocks' sums, Q6_K's with their
@@ -302,13 +316,13 @@ fn prefetch_eighth<const BYTES: usize>(block: *const u8, j: usize, in_order: boo
 ///
 /// Each gives [`interleaved::dot`]'s bits. Safety: the CPU has the set's features.
 trait Groups {
-    unsafe fn tile<const T: usize, const Q4: bool, const SHIFT: u32>(
+    unsafe fn tile<const T: usize, const BITS: u32>(
         group: &[u8],
         acts: [&[Q8Block]; T],
         corrections: [&[i32]; T],
         out: &mut [[f32; interleaved::ROWS]; T],
     );
-    unsafe fn two_groups<const Q4: bool, const SHIFT: u32>(
+    unsafe fn two_groups<const BITS: u32>(
         groups: &[u8],
         x: &[Q8Block],
         corrections: &[i32],
@@ -337,21 +351,21 @@ macro_rules! groups_of {
         // SAFETY (every body): the caller vouches for the features, the kernels check
         // their slices.
         impl Groups for $set {
-            unsafe fn tile<const T: usize, const Q4: bool, const SHIFT: u32>(
+            unsafe fn tile<const T: usize, const BITS: u32>(
                 group: &[u8],
                 acts: [&[Q8Block]; T],
                 corrections: [&[i32]; T],
                 out: &mut [[f32; interleaved::ROWS]; T],
             ) {
-                unsafe { $module::tile::<T, Q4, SHIFT>(group, acts, corrections, out) }
+                unsafe { $module::tile::<T, BITS>(group, acts, corrections, out) }
             }
-            unsafe fn two_groups<const Q4: bool, const SHIFT: u32>(
+            unsafe fn two_groups<const BITS: u32>(
                 groups: &[u8],
                 x: &[Q8Block],
                 corrections: &[i32],
                 out: &mut [f32],
             ) {
-                unsafe { $module::two_groups::<Q4, SHIFT>(groups, x, corrections, out) }
+                unsafe { $module::two_groups::<BITS>(groups, x, corrections, out) }
             }
             unsafe fn tile_q4k<const T: usize>(
                 group: &[u8],
@@ -425,9 +439,9 @@ unsafe fn interleaved_products<K: Groups, const LAYOUT: u8>(
             match LAYOUT {
                 Q4K_ROWS => unsafe { K::two_groups_q4k(two, x, sums, values) },
                 Q6K_ROWS => unsafe { K::two_groups_q6k(two, x, halves, values) },
-                Q4_0_ROWS => unsafe { K::two_groups::<true, 4>(two, x, corrections, values) },
-                Q5_0_ROWS => unsafe { K::two_groups::<false, 3>(two, x, corrections, values) },
-                _ => unsafe { K::two_groups::<false, 0>(two, x, corrections, values) },
+                Q4_0_ROWS => unsafe { K::two_groups::<4>(two, x, corrections, values) },
+                Q5_0_ROWS => unsafe { K::two_groups::<5>(two, x, corrections, values) },
+                _ => unsafe { K::two_groups::<8>(two, x, corrections, values) },
             }
         }
         if let Some(values) = outs.into_remainder().first_chunk_mut::<ROWS>() {
@@ -436,9 +450,9 @@ unsafe fn interleaved_products<K: Groups, const LAYOUT: u8>(
             match LAYOUT {
                 Q4K_ROWS => unsafe { K::tile_q4k::<1>(one, [x], [sums], &mut tile) },
                 Q6K_ROWS => unsafe { K::tile_q6k::<1>(one, [x], [halves], &mut tile) },
-                Q4_0_ROWS => unsafe { K::tile::<1, true, 4>(one, [x], [corrections], &mut tile) },
-                Q5_0_ROWS => unsafe { K::tile::<1, false, 3>(one, [x], [corrections], &mut tile) },
-                _ => unsafe { K::tile::<1, false, 0>(one, [x], [corrections], &mut tile) },
+                Q4_0_ROWS => unsafe { K::tile::<1, 4>(one, [x], [corrections], &mut tile) },
+                Q5_0_ROWS => unsafe { K::tile::<1, 5>(one, [x], [corrections], &mut tile) },
+                _ => unsafe { K::tile::<1, 8>(one, [x], [corrections], &mut tile) },
             }
             *values = tile[0];
         }
@@ -469,12 +483,12 @@ unsafe fn interleaved_products<K: Groups, const LAYOUT: u8>(
                                 K::tile_q6k::<$n>(group, acts, halves, tile)
                             },
                             Q4_0_ROWS => unsafe {
-                                K::tile::<$n, true, 4>(group, acts, corrections, tile)
+                                K::tile::<$n, 4>(group, acts, corrections, tile)
                             },
                             Q5_0_ROWS => unsafe {
-                                K::tile::<$n, false, 3>(group, acts, corrections, tile)
+                                K::tile::<$n, 5>(group, acts, corrections, tile)
                             },
-                            _ => unsafe { K::tile::<$n, false, 0>(group, acts, corrections, tile) },
+                            _ => unsafe { K::tile::<$n, 8>(group, acts, corrections, tile) },
                         }
                     }};
                 }

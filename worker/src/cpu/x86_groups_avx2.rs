@@ -144,7 +144,7 @@ fn widen(pairs: __m256i) -> __m256i {
 /// `signed` Q8_0's weights themselves (unused otherwise).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn block_sums<const Q4: bool, const SHIFT: u32>(
+unsafe fn block_sums<const BITS: u32>(
     values: &[__m256i; 8],
     signed: &[__m256i; 8],
     y: *const i32,
@@ -152,9 +152,12 @@ unsafe fn block_sums<const Q4: bool, const SHIFT: u32>(
 ) -> __m256i {
     // SAFETY (the broadcasts): `y` is the caller's block.
     unsafe {
-        if Q4 {
-            _mm256_add_epi32(widen(pairs(values, y, 0..8)), _mm256_set1_epi32(c >> SHIFT))
-        } else if SHIFT == 0 {
+        if BITS == 4 {
+            _mm256_add_epi32(
+                widen(pairs(values, y, 0..8)),
+                _mm256_set1_epi32(correction_of::<BITS>(c)),
+            )
+        } else if BITS == 8 {
             // Q8_0: |q| · (y with q's sign), a pair at most 2 · 128 · 127.
             let mut sums = [_mm256_setzero_si256(); 2];
             for k in 0..8 {
@@ -166,7 +169,10 @@ unsafe fn block_sums<const Q4: bool, const SHIFT: u32>(
         } else {
             let low = widen(pairs(values, y, 0..4));
             let high = widen(pairs(values, y, 4..8));
-            _mm256_add_epi32(_mm256_add_epi32(low, high), _mm256_set1_epi32(c >> SHIFT))
+            _mm256_add_epi32(
+                _mm256_add_epi32(low, high),
+                _mm256_set1_epi32(correction_of::<BITS>(c)),
+            )
         }
     }
 }
@@ -175,14 +181,14 @@ unsafe fn block_sums<const Q4: bool, const SHIFT: u32>(
 /// corrections `corrections[t]`) into `out[t]`: [`super::avx512_groups::tile`]'s
 /// contract.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn tile<const T: usize, const Q4: bool, const SHIFT: u32>(
+pub(super) fn tile<const T: usize, const BITS: u32>(
     group: &[u8],
     acts: [&[Q8Block]; T],
     corrections: [&[i32]; T],
     out: &mut [[f32; ROWS]; T],
 ) {
     let blocks = acts[0].len();
-    assert!(blocks.is_multiple_of(2) && group.len() >= blocks / 2 * pair_bytes(Q4));
+    assert!(blocks.is_multiple_of(2) && group.len() >= blocks / 2 * pair_bytes(BITS));
     assert!(acts.iter().all(|a| a.len() >= blocks));
     assert!(corrections.iter().all(|c| c.len() >= blocks));
     let acts = acts.map(<[Q8Block]>::as_ptr);
@@ -193,34 +199,10 @@ pub(super) fn tile<const T: usize, const Q4: bool, const SHIFT: u32>(
         // SAFETY: checked above, for every token of the pass.
         unsafe {
             match n {
-                4 => pass::<4, Q4, SHIFT>(
-                    group.as_ptr(),
-                    blocks,
-                    &acts[t0..],
-                    &corrections[t0..],
-                    out,
-                ),
-                3 => pass::<3, Q4, SHIFT>(
-                    group.as_ptr(),
-                    blocks,
-                    &acts[t0..],
-                    &corrections[t0..],
-                    out,
-                ),
-                2 => pass::<2, Q4, SHIFT>(
-                    group.as_ptr(),
-                    blocks,
-                    &acts[t0..],
-                    &corrections[t0..],
-                    out,
-                ),
-                _ => pass::<1, Q4, SHIFT>(
-                    group.as_ptr(),
-                    blocks,
-                    &acts[t0..],
-                    &corrections[t0..],
-                    out,
-                ),
+                4 => pass::<4, BITS>(group.as_ptr(), blocks, &acts[t0..], &corrections[t0..], out),
+                3 => pass::<3, BITS>(group.as_ptr(), blocks, &acts[t0..], &corrections[t0..], out),
+                2 => pass::<2, BITS>(group.as_ptr(), blocks, &acts[t0..], &corrections[t0..], out),
+                _ => pass::<1, BITS>(group.as_ptr(), blocks, &acts[t0..], &corrections[t0..], out),
             }
         }
     }
@@ -230,7 +212,7 @@ pub(super) fn tile<const T: usize, const Q4: bool, const SHIFT: u32>(
 // Half `r` of every token's accumulators is indexed in the same loop.
 #[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn pass<const N: usize, const Q4: bool, const SHIFT: u32>(
+unsafe fn pass<const N: usize, const BITS: u32>(
     group: *const u8,
     blocks: usize,
     acts: &[*const Q8Block],
@@ -242,25 +224,26 @@ unsafe fn pass<const N: usize, const Q4: bool, const SHIFT: u32>(
         // SAFETY: the caller checked that block `b` is inside the group and each
         // token's blocks and corrections.
         unsafe {
-            let pair = group.add(b / 2 * pair_bytes(Q4));
+            let pair = group.add(b / 2 * pair_bytes(BITS));
             let h = b % 2;
-            prefetch_ahead::<Q4>(pair, h, N == 1);
-            let lines = pair.add(h * half_lines(Q4) * 64);
+            prefetch_ahead::<BITS>(pair, h, N == 1);
+            let lines = pair.add(h * half_lines(BITS) * 64);
             for r in 0..2 {
-                let (values, signed) = if Q4 {
+                let (values, signed) = if BITS == 4 {
                     (nibbles(lines, r), [_mm256_setzero_si256(); 8])
-                } else if SHIFT == 0 {
+                } else if BITS == 8 {
                     let signed =
                         bytes(lines, r).map(|v| _mm256_xor_si256(v, _mm256_set1_epi8(-128)));
                     (signed.map(|q| _mm256_abs_epi8(q)), signed)
                 } else {
                     (bytes(lines, r), [_mm256_setzero_si256(); 8])
                 };
-                let scales = halves_to_floats(pair.add(2 * half_lines(Q4) * 64 + h * 32 + r * 16));
+                let scales =
+                    halves_to_floats(pair.add(2 * half_lines(BITS) * 64 + h * 32 + r * 16));
                 for t in 0..N {
                     let a = &*acts[t].add(b);
                     let y = a.qs.as_ptr().cast::<i32>();
-                    let sums = block_sums::<Q4, SHIFT>(&values, &signed, y, *corrections[t].add(b));
+                    let sums = block_sums::<BITS>(&values, &signed, y, *corrections[t].add(b));
                     let scale = _mm256_mul_ps(scales, _mm256_set1_ps(a.d));
                     acc[t][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc[t][r]);
                 }
@@ -277,15 +260,15 @@ unsafe fn pass<const N: usize, const Q4: bool, const SHIFT: u32>(
 
 /// One token against two groups (`groups` holds both, one after the other).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn two_groups<const Q4: bool, const SHIFT: u32>(
+pub(super) fn two_groups<const BITS: u32>(
     groups: &[u8],
     x: &[Q8Block],
     corrections: &[i32],
     out: &mut [f32],
 ) {
-    let group_bytes = x.len() / 2 * pair_bytes(Q4);
+    let group_bytes = x.len() / 2 * pair_bytes(BITS);
     group_by_group(groups, group_bytes, out, |group, values| {
-        tile::<1, Q4, SHIFT>(group, [x], [corrections], values);
+        tile::<1, BITS>(group, [x], [corrections], values);
     });
 }
 

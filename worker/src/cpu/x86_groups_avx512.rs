@@ -1,8 +1,8 @@
 //! AVX-512's products of interleaved Q8_0, Q4_0, Q5_0, Q4_K and Q6_K rows
 //! ([`crate::cpu::interleaved`]) with up to eight tokens at once: a decode step of
-//! several sequences, or a prompt's tokens. `Q4` picks Q4_0's layout, a byte a value
-//! otherwise (Q8_0's and Q5_0's), and `SHIFT` the type's correction
-//! ([`crate::cpu::interleaved::correction_for`]);
+//! several sequences, or a prompt's tokens. `BITS`, a value's bits (Q8_0's 8, Q5_0's 5,
+//! Q4_0's 4), picks the layout (Q4_0's nibbles, a byte a value otherwise) and the
+//! type's correction ([`crate::cpu::interleaved::correction_for`]);
 //! the `_q4k` kernels read Q4_K's, whose 32-weight groups are Q4_0's blocks with a
 //! scale and a minimum each, the `_q6k` kernels Q6_K's, each value's low nibble and top
 //! two bits put back together in a byte, two scales a group. Both take activations
@@ -27,10 +27,10 @@ use crate::cpu::interleaved::{
 /// `4k + j`) then its high ones (values `16 + 4k + j`).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn values<const Q4: bool>(pair: *const u8, h: usize) -> [__m512i; 8] {
-    let line = |k: usize| pair.wrapping_add((h * half_lines(Q4) + k) * 64);
+unsafe fn values<const BITS: u32>(pair: *const u8, h: usize) -> [__m512i; 8] {
+    let line = |k: usize| pair.wrapping_add((h * half_lines(BITS) + k) * 64);
     // SAFETY (the loads): the caller's pair holds both halves.
-    if Q4 {
+    if BITS == 4 {
         let low = _mm512_set1_epi8(0x0f);
         let packed: [__m512i; 4] =
             std::array::from_fn(|k| unsafe { _mm512_loadu_si512(line(k).cast()) });
@@ -46,29 +46,23 @@ unsafe fn values<const Q4: bool>(pair: *const u8, h: usize) -> [__m512i; 8] {
 /// The sixteen rows' scales of half `h` of `pair`, as floats.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn scales<const Q4: bool>(pair: *const u8, h: usize) -> __m512 {
-    let at = 2 * half_lines(Q4) * 64 + h * 32;
+unsafe fn scales<const BITS: u32>(pair: *const u8, h: usize) -> __m512 {
+    let at = 2 * half_lines(BITS) * 64 + h * 32;
     // SAFETY: the caller's pair holds its line of scales.
     _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(pair.add(at).cast::<__m256i>()) })
-}
-
-/// A block's correction for this layout ([`crate::cpu::interleaved::correction_for`]):
-/// exact, the correction being a multiple of 128.
-fn correction<const SHIFT: u32>(c: i32) -> i32 {
-    c >> SHIFT
 }
 
 /// The `ROWS` rows of `group` (interleaved) times `T` tokens (`acts[t]`, with their
 /// corrections `corrections[t]`) into `out[t]`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) fn tile<const T: usize, const Q4: bool, const SHIFT: u32>(
+pub(super) fn tile<const T: usize, const BITS: u32>(
     group: &[u8],
     acts: [&[Q8Block]; T],
     corrections: [&[i32]; T],
     out: &mut [[f32; ROWS]; T],
 ) {
     let blocks = acts[0].len();
-    assert!(blocks.is_multiple_of(2) && group.len() >= blocks / 2 * pair_bytes(Q4));
+    assert!(blocks.is_multiple_of(2) && group.len() >= blocks / 2 * pair_bytes(BITS));
     assert!(acts.iter().all(|a| a.len() >= blocks));
     assert!(corrections.iter().all(|c| c.len() >= blocks));
     // Raw pointers from here, checked above: bounds checks would take the inner loop's
@@ -82,15 +76,15 @@ pub(super) fn tile<const T: usize, const Q4: bool, const SHIFT: u32>(
         // SAFETY: block `b` is inside the group, each token's blocks and corrections;
         // this function has the features.
         unsafe {
-            let pair = group.add(b / 2 * pair_bytes(Q4));
+            let pair = group.add(b / 2 * pair_bytes(BITS));
             let h = b % 2;
-            prefetch_ahead::<Q4>(pair, h, false);
-            let values = values::<Q4>(pair, h);
-            let scales = scales::<Q4>(pair, h);
+            prefetch_ahead::<BITS>(pair, h, false);
+            let values = values::<BITS>(pair, h);
+            let scales = scales::<BITS>(pair, h);
             for t in 0..T {
                 let a = &*acts[t].add(b);
                 let y = a.qs.as_ptr().cast::<i32>();
-                let mut sums = _mm512_set1_epi32(correction::<SHIFT>(*corrections[t].add(b)));
+                let mut sums = _mm512_set1_epi32(correction_of::<BITS>(*corrections[t].add(b)));
                 for (k, v) in values.iter().enumerate() {
                     sums =
                         _mm512_dpbusd_epi32(sums, *v, _mm512_set1_epi32(y.add(k).read_unaligned()));
@@ -110,14 +104,14 @@ pub(super) fn tile<const T: usize, const Q4: bool, const SHIFT: u32>(
 /// a decode step of one sequence, whose eight `vpdpbusd` a block would otherwise wait on
 /// one another. The sums of each block are split in two halves (integers, so exactly).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) fn two_groups<const Q4: bool, const SHIFT: u32>(
+pub(super) fn two_groups<const BITS: u32>(
     groups: &[u8],
     x: &[Q8Block],
     corrections: &[i32],
     out: &mut [f32],
 ) {
     let blocks = x.len();
-    let group_bytes = blocks / 2 * pair_bytes(Q4);
+    let group_bytes = blocks / 2 * pair_bytes(BITS);
     assert!(blocks.is_multiple_of(2) && groups.len() >= 2 * group_bytes);
     assert!(corrections.len() >= blocks && out.len() >= 2 * ROWS);
     let base = groups.as_ptr();
@@ -131,12 +125,12 @@ pub(super) fn two_groups<const Q4: bool, const SHIFT: u32>(
             let a = &*x.add(b);
             let y = a.qs.as_ptr().cast::<i32>();
             let ad = _mm512_set1_ps(a.d);
-            let start = _mm512_set1_epi32(correction::<SHIFT>(*corrections.add(b)));
+            let start = _mm512_set1_epi32(correction_of::<BITS>(*corrections.add(b)));
             for (g, acc) in acc.iter_mut().enumerate() {
-                let pair = base.add(g * group_bytes + b / 2 * pair_bytes(Q4));
+                let pair = base.add(g * group_bytes + b / 2 * pair_bytes(BITS));
                 let h = b % 2;
-                prefetch_ahead::<Q4>(pair, h, false);
-                let v = values::<Q4>(pair, h);
+                prefetch_ahead::<BITS>(pair, h, false);
+                let v = values::<BITS>(pair, h);
                 let mut low = start;
                 let mut high = _mm512_setzero_si512();
                 for k in 0..4 {
@@ -145,7 +139,7 @@ pub(super) fn two_groups<const Q4: bool, const SHIFT: u32>(
                     high = _mm512_dpbusd_epi32(high, v[k + 4], y(k + 4));
                 }
                 let sums = _mm512_cvtepi32_ps(_mm512_add_epi32(low, high));
-                *acc = _mm512_fmadd_ps(sums, _mm512_mul_ps(scales::<Q4>(pair, h), ad), *acc);
+                *acc = _mm512_fmadd_ps(sums, _mm512_mul_ps(scales::<BITS>(pair, h), ad), *acc);
             }
         }
     }
@@ -220,7 +214,7 @@ unsafe fn q4k_super_block<const T: usize>(
     // token's pointers hold eight blocks and eight sums.
     for j in 0..8 {
         prefetch_eighth::<Q4K_GROUP_BYTES>(block, j, false);
-        let values = unsafe { values::<true>(block.add(j * 256), 0) };
+        let values = unsafe { values::<4>(block.add(j * 256), 0) };
         let scale = unsafe { q4k_scales(block, j) };
         for (products, y) in products.iter_mut().zip(ys) {
             let y = unsafe { (*y.add(j)).qs.as_ptr().cast::<i32>() };

@@ -12,20 +12,22 @@
 //! product is a sixteenth of the row-major tiles'.
 //!
 //! A group of sixteen rows is stored block pair by block pair, each pair sixteen rows'
-//! blocks, twice ([`pair_bytes`]: 1,088 bytes for Q8_0 and Q5_0, 576 for Q4_0, whole
-//! cache lines either way):
+//! blocks, twice ([`pair_bytes`]: 1,088 bytes for Q8_0, 704 for Q5_0, 576 for Q4_0,
+//! whole cache lines either way):
 //!
-//! - `values[h][k][r][j]` (512 or 256 bytes a block): byte `4k + j` of the values of
-//!   row `r`'s block `2p + h`. Q8_0's bytes get 128 added, so that they are the
-//!   unsigned operand `vpdpbusd` takes; Q5_0's five-bit values (each weight plus 16)
-//!   take a byte each, so that they read as Q8_0's do (34 bytes a block, against
-//!   GGML's 22); Q4_0's are GGML's, value `4k + j` in the low nibble and value
-//!   `16 + 4k + j` in the high one (each value plus 8);
+//! - `values[h][k][r][j]` (512, 320 or 256 bytes a block): byte `4k + j` of the values
+//!   of row `r`'s block `2p + h`. Q8_0's bytes get 128 added, so that they are the
+//!   unsigned operand `vpdpbusd` takes; Q4_0's are GGML's, value `4k + j` in the low
+//!   nibble and value `16 + 4k + j` in the high one (each value plus 8); Q5_0's (each
+//!   value plus 16) are its low four bits packed as Q4_0's (`k` < 4), then a line of
+//!   its fifth bits (`k` = 4): byte `j` holds in bit `k` the fifth bit of value
+//!   `4k + j` and in bit `4 + k` that of value `16 + 4k + j`, so that one shift and a
+//!   mask put each register's fifth bits at bit 4 of its bytes;
 //! - `scales[h][r]` (32 bytes a block): the blocks' half-precision scales, by row.
 //!
-//! Every 512-bit load of values is aligned when the group is. A group of Q8_0 or Q4_0
-//! rows takes the bytes its sixteen rows took, and row ranges that start and end on
-//! group boundaries keep their byte offsets ([`row_bytes`] a row for every type).
+//! Every 512-bit load of values is aligned when the group is. A group of Q8_0, Q5_0 or
+//! Q4_0 rows takes the bytes its sixteen rows took, and row ranges that start and end
+//! on group boundaries keep their byte offsets ([`row_bytes`] a row for every type).
 //!
 //! The sum of `(q + 128) · y` less `128 · Σ y` is `q · y` exactly (`(q + 8) · y` less
 //! `8 · Σ y` for Q4_0, `(q + 16) · y` less `16 · Σ y` for Q5_0); `128 · Σ y` is the
@@ -99,20 +101,20 @@ pub const Q6K_SCALES: usize = 8 * Q6K_GROUP;
 pub const Q6K_D: usize = Q6K_SCALES + 16 * ROWS;
 
 /// Bytes one row of `blocks` 32-weight blocks of `ty` takes interleaved: GGML's, but
-/// Q5_0's 34 a block (Q8_0's), Q4_K's 148 a super-block and Q6_K's 212.
+/// Q4_K's 148 a super-block and Q6_K's 212.
 pub fn row_bytes(ty: QuantType, blocks: usize) -> usize {
     match ty {
-        QuantType::Q5_0 => blocks * QuantType::Q8_0.block_bytes(),
         QuantType::Q4K => blocks / 8 * Q4K_GROUP_BYTES / ROWS,
         QuantType::Q6K => blocks / 8 * Q6K_GROUP_BYTES / ROWS,
         _ => blocks * ty.block_bytes(),
     }
 }
 
-/// Bytes of one row's values in one block: Q8_0's and Q5_0's 32, Q4_0's 16.
+/// Bytes of one row's values in one block: Q8_0's 32, Q5_0's 20, Q4_0's 16.
 fn value_bytes(ty: QuantType) -> usize {
     match ty {
         QuantType::Q4_0 => QK / 2,
+        QuantType::Q5_0 => QK / 2 + QK / 8,
         _ => QK,
     }
 }
@@ -129,21 +131,16 @@ pub fn offsets(ty: QuantType, h: usize) -> (usize, usize) {
 }
 
 /// The bytes of values interleaving stores for a GGML block of `ty`: Q8_0's values
-/// plus 128, Q4_0's bytes as they are, Q5_0's five-bit values (each weight plus 16) a
-/// byte each.
+/// plus 128, Q4_0's bytes as they are, Q5_0's four low bits as they are and then its
+/// fifth bits, four bytes ([`fifth_bits`]).
 fn stored(ty: QuantType, block: &[u8]) -> [u8; QK] {
     let mut out = [0; QK];
     match ty {
         QuantType::Q5_0 => {
-            // Eight values a word: their nibbles, and the fifth bits spread from a byte
-            // of `qh` by a table (a byte at a time was 40% of a Q4_K_M file's load).
-            const LOW: u64 = 0x0f0f_0f0f_0f0f_0f0f;
-            for i in 0..2 {
-                let nibbles = word(block, 6 + 8 * i);
-                let low = nibbles & LOW | FIFTH_BITS[usize::from(block[2 + i])];
-                let high = (nibbles >> 4) & LOW | FIFTH_BITS[usize::from(block[4 + i])];
-                out[8 * i..][..8].copy_from_slice(&low.to_le_bytes());
-                out[16 + 8 * i..][..8].copy_from_slice(&high.to_le_bytes());
+            out[..QK / 2].copy_from_slice(&block[6..6 + QK / 2]);
+            let qh = u32::from_le_bytes(*block[2..].first_chunk().expect("four bytes"));
+            for j in 0..4 {
+                out[QK / 2 + j] = fifth_bits(qh, j);
             }
         }
         QuantType::Q4_0 => out[..QK / 2].copy_from_slice(&block[2..2 + QK / 2]),
@@ -161,34 +158,27 @@ fn word(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(*bytes[at..].first_chunk().expect("eight bytes"))
 }
 
-/// For each byte of Q5_0's fifth bits, those bits as bit 4 of eight bytes.
-const FIFTH_BITS: [u64; 256] = {
-    let mut table = [0; 256];
-    let mut byte = 0;
-    while byte < 256 {
-        let mut bit = 0;
-        while bit < 8 {
-            table[byte] |= ((byte as u64 >> bit) & 1) << (8 * bit + 4);
-            bit += 1;
-        }
-        byte += 1;
-    }
-    table
-};
+/// Byte `j` of a Q5_0 block's fifth bits as the layout stores them, from GGML's `qh`
+/// (bit `i` the fifth bit of value `i`): bits `j`, `j + 4`, `j + 8`, `j + 12` of `qh` in
+/// bits 0 to 3, and bits `16 + j`, … `28 + j` in bits 4 to 7.
+fn fifth_bits(qh: u32, j: usize) -> u8 {
+    let spread = (qh >> j) & 0x1111_1111;
+    let pairs = (spread | spread >> 3) & 0x0303_0303;
+    let nibbles = (pairs | pairs >> 6) & 0x000f_000f;
+    (nibbles | nibbles >> 12) as u8
+}
 
 /// [`stored`] undone: the values of a GGML block of `ty` (after its scale) from what
 /// interleaving stored.
 fn restore(ty: QuantType, stored: &[u8; QK], block: &mut [u8]) {
     match ty {
         QuantType::Q5_0 => {
+            block[6..6 + QK / 2].copy_from_slice(&stored[..QK / 2]);
             let mut qh = 0u32;
-            for (j, &value) in stored.iter().enumerate() {
-                qh |= u32::from(value >> 4) << j;
-                let nibble = value & 15;
-                if j < 16 {
-                    block[6 + j] |= nibble;
-                } else {
-                    block[6 + j - 16] |= nibble << 4;
+            for (j, &bits) in stored[QK / 2..][..4].iter().enumerate() {
+                for k in 0..4 {
+                    qh |= u32::from(bits >> k & 1) << (4 * k + j);
+                    qh |= u32::from(bits >> (4 + k) & 1) << (16 + 4 * k + j);
                 }
             }
             block[2..6].copy_from_slice(&qh.to_le_bytes());
@@ -437,11 +427,19 @@ pub fn dot(ty: QuantType, group: &[u8], token: Token, out: &mut [f32; ROWS]) {
         let (values, scales) = offsets(ty, b % 2);
         for (r, value) in out.iter_mut().enumerate() {
             let mut sum = correction_for(ty, c);
+            let byte = |i: usize| i32::from(pair[values + i / 4 * 4 * ROWS + 4 * r + i % 4]);
+            let y = |at: usize| i32::from(a.qs[at]);
             for i in 0..value_bytes(ty) {
-                let q = i32::from(pair[values + i / 4 * 4 * ROWS + 4 * r + i % 4]);
-                let y = |at: usize| i32::from(a.qs[at]);
+                let q = byte(i);
                 sum += match ty {
                     QuantType::Q4_0 => (q & 15) * y(i) + (q >> 4) * y(i + QK / 2),
+                    QuantType::Q5_0 if i < QK / 2 => {
+                        let (fifths, k) = (byte(QK / 2 + i % 4), i / 4);
+                        let low = q & 15 | (fifths >> k & 1) << 4;
+                        let high = q >> 4 | (fifths >> (4 + k) & 1) << 4;
+                        low * y(i) + high * y(i + QK / 2)
+                    }
+                    QuantType::Q5_0 => 0,
                     _ => q * y(i),
                 };
             }

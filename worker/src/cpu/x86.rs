@@ -219,12 +219,9 @@ const Q6K_ROWS: u8 = 3;
 const Q5_0_ROWS: u8 = 4;
 
 /// Cache lines of one block's values (half a pair) where a value takes `bits` (Q8_0's
-/// 8, Q4_0's 4): sixteen rows of 32 values.
+/// 8, Q5_0's 5, Q4_0's 4): sixteen rows of 32 values, `bits` lines.
 const fn half_lines(bits: u32) -> usize {
-    match bits {
-        4 => 4,
-        _ => 8,
-    }
+    bits as usize
 }
 
 /// Bytes of a pair of blocks: both halves' values, then a line of scales.

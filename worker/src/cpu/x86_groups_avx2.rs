@@ -68,8 +68,33 @@ unsafe fn nibbles(lines: *const u8, r: usize) -> [__m256i; 8] {
     })
 }
 
-/// Eight registers of a byte a value (Q5_0's, or Q8_0's weights plus
-/// 128) for rows `8r..8r + 8`, from the eight lines at `lines`.
+/// Q5_0's eight registers of values for rows `8r..8r + 8` of the block whose five
+/// lines start at `lines`: [`nibbles`] with each value's fifth bit at bit 4, from
+/// bit `k` (low nibbles) or `4 + k` (high ones) of its byte in the fifth line, moved
+/// there by a shift within sixteen-bit lanes (the mask keeps only each byte's own).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn five_bits(lines: *const u8, r: usize) -> [__m256i; 8] {
+    let bit4 = _mm256_set1_epi8(0x10);
+    // SAFETY: the caller's block holds its five lines.
+    let (nibbles, fifths) = unsafe { (nibbles(lines, r), half_line(lines.add(4 * 64), r)) };
+    std::array::from_fn(|k| {
+        let at_bit4 = match k {
+            0 => _mm256_slli_epi16::<4>(fifths),
+            1 => _mm256_slli_epi16::<3>(fifths),
+            2 => _mm256_slli_epi16::<2>(fifths),
+            3 => _mm256_slli_epi16::<1>(fifths),
+            4 => fifths,
+            5 => _mm256_srli_epi16::<1>(fifths),
+            6 => _mm256_srli_epi16::<2>(fifths),
+            _ => _mm256_srli_epi16::<3>(fifths),
+        };
+        _mm256_or_si256(nibbles[k], _mm256_and_si256(at_bit4, bit4))
+    })
+}
+
+/// Eight registers of a byte a value (Q8_0's weights plus 128) for rows
+/// `8r..8r + 8`, from the eight lines at `lines`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn bytes(lines: *const u8, r: usize) -> [__m256i; 8] {
@@ -236,7 +261,7 @@ unsafe fn pass<const N: usize, const BITS: u32>(
                         bytes(lines, r).map(|v| _mm256_xor_si256(v, _mm256_set1_epi8(-128)));
                     (signed.map(|q| _mm256_abs_epi8(q)), signed)
                 } else {
-                    (bytes(lines, r), [_mm256_setzero_si256(); 8])
+                    (five_bits(lines, r), [_mm256_setzero_si256(); 8])
                 };
                 let scales =
                     halves_to_floats(pair.add(2 * half_lines(BITS) * 64 + h * 32 + r * 16));

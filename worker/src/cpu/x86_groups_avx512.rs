@@ -1,15 +1,16 @@
 //! AVX-512's products of interleaved Q8_0, Q4_0, Q5_0, Q4_K and Q6_K rows
 //! ([`crate::cpu::interleaved`]) with up to eight tokens at once: a decode step of
 //! several sequences, or a prompt's tokens. `BITS`, a value's bits (Q8_0's 8, Q5_0's 5,
-//! Q4_0's 4), picks the layout (Q4_0's nibbles, a byte a value otherwise) and the
-//! type's correction ([`crate::cpu::interleaved::correction_for`]);
+//! Q4_0's 4), picks the layout (a byte a value, nibbles, or nibbles and a line of fifth
+//! bits) and the type's correction ([`crate::cpu::interleaved::correction_for`]);
 //! the `_q4k` kernels read Q4_K's, whose 32-weight groups are Q4_0's blocks with a
 //! scale and a minimum each, the `_q6k` kernels Q6_K's, each value's low nibble and top
 //! two bits put back together in a byte, two scales a group. Both take activations
 //! under one scale a super-block and add its groups in integers.
 //!
 //! A block of sixteen rows is eight 512-bit registers of values (Q4_0's four, each
-//! split into its low and high nibbles), loaded once for every token of the tile. Per
+//! split into its low and high nibbles; Q5_0's five, the fifth bits added to the
+//! nibbles), loaded once for every token of the tile. Per
 //! token, eight `vpdpbusd` against four of its values each (a broadcast operand read
 //! from memory) sum the block for all sixteen rows, starting from the token's
 //! correction; then one conversion, one multiply (the rows' scales by the token's) and
@@ -24,19 +25,32 @@ use crate::cpu::interleaved::{
 
 /// The values of half `h` of `pair`, register `k` against the token's values
 /// `4k..4k + 4`: Q8_0's eight registers as stored, Q4_0's low nibbles (values
-/// `4k + j`) then its high ones (values `16 + 4k + j`).
+/// `4k + j`) then its high ones (values `16 + 4k + j`), and Q5_0's as Q4_0's with 16
+/// added to each byte whose fifth bit is set (bit `k` of its byte in the fifth line
+/// for the low nibbles, bit `4 + k` for the high ones: a `vptestmb` and a masked
+/// `vpaddb`).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn values<const BITS: u32>(pair: *const u8, h: usize) -> [__m512i; 8] {
     let line = |k: usize| pair.wrapping_add((h * half_lines(BITS) + k) * 64);
     // SAFETY (the loads): the caller's pair holds both halves.
-    if BITS == 4 {
+    if BITS <= 5 {
         let low = _mm512_set1_epi8(0x0f);
         let packed: [__m512i; 4] =
             std::array::from_fn(|k| unsafe { _mm512_loadu_si512(line(k).cast()) });
-        std::array::from_fn(|k| match k {
+        let nibbles: [__m512i; 8] = std::array::from_fn(|k| match k {
             0..4 => _mm512_and_si512(packed[k], low),
             _ => _mm512_and_si512(_mm512_srli_epi16::<4>(packed[k - 4]), low),
+        });
+        if BITS == 4 {
+            return nibbles;
+        }
+        let fifths = unsafe { _mm512_loadu_si512(line(4).cast()) };
+        let sixteen = _mm512_set1_epi8(16);
+        std::array::from_fn(|k| {
+            let bit = (1u8 << (k % 4 + 4 * (k / 4))) as i8;
+            let set = _mm512_test_epi8_mask(fifths, _mm512_set1_epi8(bit));
+            _mm512_mask_add_epi8(nibbles[k], set, nibbles[k], sixteen)
         })
     } else {
         std::array::from_fn(|k| unsafe { _mm512_loadu_si512(line(k).cast()) })

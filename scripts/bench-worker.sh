@@ -14,6 +14,9 @@
 #   LLAMA_CPU=avx2 RBEE_WORKER_ENGINE=avx2 scripts/bench-worker.sh
 #                                # both engines limited to AVX2 (an AVX2 machine's
 #                                # code, on whatever CPU runs it)
+#   WORKER=/path/to/llm-worker-rbee scripts/bench-worker.sh
+#                                # that worker binary, not built here (another
+#                                # commit's, for a before/after in one session)
 #
 # llama-cpp-python is built from source once per LLAMA_CPU (about 15 minutes on 2
 # cores) and reused afterwards: `native` (the default) into .rbee-cache/llama-venv-native,
@@ -90,7 +93,10 @@ if [[ -n "${QUANT:-}" ]]; then
     model="$requantized"
 fi
 
-if [[ "$profile" == "release" ]]; then
+if [[ -n "${WORKER:-}" ]]; then
+    worker="$WORKER"
+    [[ -x "$worker" ]] || { echo "error: WORKER=$worker is not an executable; hint: build it with cargo build -p llm-worker-rbee" >&2; exit 1; }
+elif [[ "$profile" == "release" ]]; then
     cargo build --release -p llm-worker-rbee --manifest-path "$repo/Cargo.toml" >&2
     worker="$repo/target/release/llm-worker-rbee"
 else
@@ -98,7 +104,7 @@ else
     worker="$repo/target/debug/llm-worker-rbee"
 fi
 
-echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; threads: $threads; worker build: $profile; llama.cpp: $("$venv/bin/python" -c 'import llama_cpp; print(llama_cpp.llama_print_system_info().decode().strip())')" >&2
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; threads: $threads; worker build: ${WORKER:-$profile}; llama.cpp: $("$venv/bin/python" -c 'import llama_cpp; print(llama_cpp.llama_print_system_info().decode().strip())')" >&2
 # llama-server's readiness too, where bench/build-llama-server.sh built it for this CPU
 # (the same build as LLAMA_CPU=native's).
 server=()

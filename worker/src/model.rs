@@ -104,6 +104,19 @@ fn candle_would_be_wrong(architecture: &str, content: &gguf_file::Content) -> Op
     {
         return Some("its rotary embedding is scaled, which candle's models ignore");
     }
+    let number = |name: &str| {
+        content
+            .metadata
+            .get(&format!("{architecture}.{name}"))
+            .and_then(|v| v.to_u32().ok())
+    };
+    let head = number("attention.key_length")
+        .or_else(|| Some(number("embedding_length")? / number("attention.head_count")?.max(1)));
+    if let (Some(rotated), Some(head)) = (number("rope.dimension_count"), head)
+        && rotated != head
+    {
+        return Some("it rotates part of each head, which candle's models do not");
+    }
     None
 }
 

@@ -9,7 +9,9 @@
 //! gemma), and gemma's changes to the block ([`Gemma`]): a scaled embedding, GELU,
 //! norms after attention and after the feed-forward network, soft-capped attention
 //! scores and logits, and layers that attend over a sliding window with their own
-//! rotary base.
+//! rotary base. The rotation turns the leading `rope.dimension_count` dimensions of
+//! each head (Phi-4-mini's three quarters; all of it elsewhere), each frequency divided
+//! by llama3's `rope_freqs` or phi3's longrope factors where the file has them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -155,6 +157,13 @@ struct Config {
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
+    /// The leading dimensions of each query and key head that rotate (the rest pass
+    /// through): `rope.dimension_count`, the whole head unless the file says less.
+    rope_dims: usize,
+    /// What the rotation's cosines and sines are multiplied by, as llama.cpp's rope
+    /// scales them by its attention factor (`rope.scaling.attn_factor`, phi3's longrope
+    /// files; 1 elsewhere).
+    rope_magnitude: f32,
     ffn: usize,
     eps: f32,
     /// Positions of one sequence slot's KV cache: the context of one sequence.
@@ -310,11 +319,11 @@ impl CpuLlama {
         read_config(content, 1).is_ok()
             && content.tensor_infos.iter().all(|(name, info)| {
                 let is_norm = name.ends_with("_norm.weight");
-                if name == ROPE_FREQS {
-                    // llama3's rotary scaling, one factor per frequency.
+                if [ROPE_FREQS, LONGROPE_LONG, LONGROPE_SHORT].contains(&name.as_str()) {
+                    // Rotary scaling, one factor per frequency: llama3's, or phi3's
+                    // longrope pair.
                     info.ggml_dtype == GgmlDType::F32
                 } else if name.starts_with("rope_") {
-                    // phi3's su/longrope factors: not handled.
                     false
                 } else if is_norm || name.ends_with(".bias") {
                     info.ggml_dtype == GgmlDType::F32
@@ -429,10 +438,9 @@ impl CpuLlama {
                 rope_table: 0,
             });
         }
-        let factors = if content.tensor_infos.contains_key(ROPE_FREQS) {
-            Some(tensors.vector(ROPE_FREQS, config.head_dim / 2)?)
-        } else {
-            None
+        let factors = match rope_factors(content, &config) {
+            Some(name) => Some(tensors.vector(name, config.rope_dims / 2)?),
+            None => None,
         };
         let mut rope_tables: Vec<RopeTable> = Vec::new();
         for (block, attention) in blocks.iter_mut().zip(&attention) {
@@ -441,9 +449,10 @@ impl CpuLlama {
                 Some(known) => known,
                 None => {
                     rope_tables.push(RopeTable::new(
-                        config.head_dim,
+                        config.rope_dims,
                         attention.rope,
                         factors.as_deref(),
+                        config.rope_magnitude,
                         config.max_positions,
                     ));
                     rope_tables.len() - 1
@@ -623,7 +632,7 @@ impl CpuLlama {
                     let row = &mut s.qkv[(span.first + t) * qkv_width..][..qkv_width];
                     let (q, kv) = row.split_at_mut(q_dim);
                     let (k, v) = kv.split_at_mut(kv_dim);
-                    let half = hd / 2;
+                    let (rotated, half) = (c.rope_dims, c.rope_dims / 2);
                     let table = &self.rope_tables[layer.rope_table];
                     let (cos, sin) = (
                         &table.cos[pos * half..(pos + 1) * half],
@@ -634,6 +643,7 @@ impl CpuLlama {
                         rms_norm_in_place(k, k_norm, c.eps);
                     }
                     for head in q.chunks_exact_mut(hd).chain(k.chunks_exact_mut(hd)) {
+                        let head = &mut head[..rotated];
                         match c.family.rope {
                             Rope::Pairs => rope_pairs(head, cos, sin),
                             Rope::Halves => rope_halves(head, cos, sin),
@@ -775,13 +785,14 @@ fn read_config(
     // As llama.cpp reads them: linear scaling divides positions by the factor; llama3's
     // is the `rope_freqs` tensor alone (its metadata only describes how it was made).
     let position_scale = match kind {
-        "none" | "llama3" => 1.0,
+        // longrope's factors are tensors ([`rope_factors`]) and its magnitude a key of
+        // its own; phi3's files leave the kind out.
+        "none" | "llama3" | "longrope" | "su" => 1.0,
         "linear" => match float("rope.scaling.factor") {
             Some(factor) if factor > 0.0 => 1.0 / factor,
             _ => 1.0,
         },
         "yarn" => return Err(CpuLoadError::Unsupported("YaRN rotary scaling")),
-        "longrope" | "su" => return Err(CpuLoadError::Unsupported("longrope rotary scaling")),
         _ => {
             return Err(CpuLoadError::Unsupported(
                 "a rotary scaling of an unknown kind",
@@ -798,6 +809,8 @@ fn read_config(
         heads,
         kv_heads: number("attention.head_count_kv")?,
         head_dim,
+        rope_dims: optional("rope.dimension_count").unwrap_or(head_dim),
+        rope_magnitude: float("rope.scaling.attn_factor").unwrap_or(1.0),
         ffn: number("feed_forward_length")?,
         eps: float("attention.layer_norm_rms_epsilon")
             .ok_or_else(|| CpuLoadError::Metadata(key("attention.layer_norm_rms_epsilon")))?,
@@ -885,9 +898,9 @@ fn read_config(
             "values of another width than keys",
         ));
     }
-    if optional("rope.dimension_count").is_some_and(|r| r != head_dim) {
+    if config.rope_dims == 0 || config.rope_dims > head_dim || !config.rope_dims.is_multiple_of(2) {
         return Err(CpuLoadError::Unsupported(
-            "rotary embedding of part of a head",
+            "a rotary embedding wider than a head, or of an odd width",
         ));
     }
     Ok((config, attention))
@@ -921,6 +934,42 @@ fn sliding_window_flags(
 
 /// The tensor of llama3's rotary scaling: a divisor of each frequency.
 const ROPE_FREQS: &str = "rope_freqs.weight";
+/// phi3's longrope divisors, for a context longer than the one the model was trained
+/// on first (`rope.scaling.original_context_length`) and for one within it.
+const LONGROPE_LONG: &str = "rope_factors_long.weight";
+const LONGROPE_SHORT: &str = "rope_factors_short.weight";
+
+/// The tensor of divisors the rotation's frequencies take, if the file has any: llama3's
+/// `rope_freqs`, or longrope's long factors where a slot's context is longer than the
+/// original one and its short factors otherwise, as llama.cpp chooses them (by its
+/// context per sequence).
+fn rope_factors(content: &Content, config: &Config) -> Option<&'static str> {
+    let has = |name: &str| content.tensor_infos.contains_key(name);
+    if has(ROPE_FREQS) {
+        return Some(ROPE_FREQS);
+    }
+    if !has(LONGROPE_LONG) && !has(LONGROPE_SHORT) {
+        return None;
+    }
+    let arch = content
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())?;
+    let positions = |name: &str| {
+        content
+            .metadata
+            .get(&format!("{arch}.{name}"))
+            .and_then(|v| v.to_u32().ok())
+    };
+    let original = positions("rope.scaling.original_context_length")
+        .or_else(|| positions("context_length"))
+        .map_or(usize::MAX, |n| n as usize);
+    Some(if config.max_positions > original {
+        LONGROPE_LONG
+    } else {
+        LONGROPE_SHORT
+    })
+}
 
 /// How the rotation's angles are made from positions.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -1227,24 +1276,26 @@ struct RopeTable {
 }
 
 impl RopeTable {
-    /// Angle `pos · scale · base^(-2i/d) / factor_i`, as llama.cpp's rope with
-    /// frequency factors.
+    /// Angle `pos · scale · base^(-2i/d) / factor_i` over the `d` rotated dimensions,
+    /// cosines and sines times `magnitude`, as llama.cpp's rope with frequency factors
+    /// and an attention factor.
     fn new(
-        head_dim: usize,
+        rotated: usize,
         rope: RopeScaling,
         factors: Option<&[f32]>,
+        magnitude: f32,
         positions: usize,
     ) -> RopeTable {
-        let half = head_dim / 2;
+        let half = rotated / 2;
         let mut cos = Vec::with_capacity(positions * half);
         let mut sin = Vec::with_capacity(positions * half);
         for pos in 0..positions {
             for i in 0..half {
                 let factor = factors.map_or(1.0, |f| f[i]);
-                let freq = 1.0 / rope.base.powf((2 * i) as f32 / head_dim as f32) / factor;
+                let freq = 1.0 / rope.base.powf((2 * i) as f32 / rotated as f32) / factor;
                 let angle = pos as f32 * rope.position_scale * freq;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
+                cos.push(angle.cos() * magnitude);
+                sin.push(angle.sin() * magnitude);
             }
         }
         RopeTable { rope, cos, sin }

@@ -76,16 +76,21 @@ fn write_model(arch: &str, path: &Path, extra: &[(&str, Value)]) {
 
 /// [`write_model`] with llama3's `rope_freqs` tensor when given.
 fn write_model_with(arch: &str, path: &Path, extra: &[(&str, Value)], rope_freqs: Option<&[f32]>) {
-    write_model_of(arch, path, extra, rope_freqs, GgmlDType::Q8_0, &[]);
+    let vectors: Vec<(&str, &[f32])> = rope_freqs
+        .map(|f| ("rope_freqs.weight", f))
+        .into_iter()
+        .collect();
+    write_model_of(arch, path, extra, &vectors, GgmlDType::Q8_0, &[]);
 }
 
-/// [`write_model_with`] with the matrices in `matrix_type` (requantized from Q8_0) and
-/// `global` metadata (a tokenizer's `tokenizer.ggml.*` keys) as given.
+/// [`write_model`] with the f32 `vectors` given (rotary factors), the matrices in
+/// `matrix_type` (requantized from Q8_0) and `global` metadata (a tokenizer's
+/// `tokenizer.ggml.*` keys) as given. `extra` keys replace the writer's own.
 pub(crate) fn write_model_of(
     arch: &str,
     path: &Path,
     extra: &[(&str, Value)],
-    rope_freqs: Option<&[f32]>,
+    vectors: &[(&str, &[f32])],
     matrix_type: GgmlDType,
     global: &[(String, Value)],
 ) {
@@ -127,11 +132,10 @@ pub(crate) fn write_model_of(
         w.matrix(&name("ffn_down.weight"), HIDDEN, FFN);
     }
     w.vector("output_norm.weight", HIDDEN, 1.0, 0.1);
-    if let Some(factors) = rope_freqs {
-        let tensor =
-            Tensor::from_vec(factors.to_vec(), factors.len(), &Device::Cpu).expect("tensor");
+    for (name, values) in vectors {
+        let tensor = Tensor::from_vec(values.to_vec(), values.len(), &Device::Cpu).expect("tensor");
         let q = QTensor::quantize(&tensor, GgmlDType::F32).expect("f32");
-        w.tensors.push(("rope_freqs.weight".to_owned(), q));
+        w.tensors.push((name.to_string(), q));
     }
     // qwen2 ties the output to the embedding, as its small models do.
     if arch != "qwen2" {
@@ -165,6 +169,7 @@ pub(crate) fn write_model_of(
         metadata.push((key("attention.value_length"), Value::U32(head_dim as u32)));
     }
     for (name, value) in extra {
+        metadata.retain(|(known, _)| *known != key(name));
         metadata.push((key(name), value.clone()));
     }
     metadata.extend(global.iter().cloned());
@@ -208,7 +213,7 @@ fn compare(arch: &str) {
 fn compare_of(arch: &str, matrix_type: GgmlDType) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join(format!("{arch}.gguf"));
-    write_model_of(arch, &path, &[], None, matrix_type, &[]);
+    write_model_of(arch, &path, &[], &[], matrix_type, &[]);
     let (name, candle, steps) = run(&path, Engine::Candle, None);
     assert_eq!(name, "candle");
     let (name, ours, _) = run(&path, Engine::Auto, Some(&steps));
@@ -376,6 +381,28 @@ fn what_candle_would_get_wrong_is_refused_with_the_reason() {
         .expect("candle refuses")
         .to_string();
     assert!(error.contains("rotary embedding is scaled"), "{error}");
+    // candle's phi3 rotates whole heads; a file that rotates part of each (Phi-4-mini's
+    // three quarters) runs on the CPU engine only.
+    let partial = dir.path().join("partial.gguf");
+    write_model(
+        "phi3",
+        &partial,
+        &[(
+            "rope.dimension_count",
+            Value::U32((HIDDEN / HEADS / 2) as u32),
+        )],
+    );
+    let error = model::load_with(&partial, &Device::Cpu, Engine::Candle)
+        .err()
+        .expect("candle refuses")
+        .to_string();
+    assert!(error.contains("rotates part of each head"), "{error}");
+    let loaded = model::load_with(&partial, &Device::Cpu, Engine::Auto).expect("cpu engine");
+    assert!(
+        loaded.model.info.engine.starts_with("cpu-"),
+        "{}",
+        loaded.model.info.engine
+    );
     // Scaling the CPU engine does not handle leaves no engine: refused, not run wrong.
     let yarn = dir.path().join("yarn.gguf");
     write_model(

@@ -2,12 +2,12 @@
 //!
 //! Each file of random weights the tests write (`families.rs`'s llama, qwen2, qwen3 and
 //! phi3, each with its matrices in several weight types, a llama with llama3's
-//! `rope_freqs`, and `gemma.rs`'s Gemmas) carries a vocabulary of 512 tokens built
-//! here: SentencePiece for llama and phi3, byte-level BPE with qwen2's and llama3's
-//! pre-tokenizers for qwen2, qwen3 and the llama3 file. llama-cpp-python computed the
-//! logits at every position of a chat prompt from the same files once, committed in
-//! `tests/data/llama-cpp/`; the engine must give them, and its tokenizer llama.cpp's
-//! ids of the prompt. `scripts/record-llama-cpp-logits.sh` writes the files with this
+//! `rope_freqs`, two phi3s with longrope and a partial rotation, and `gemma.rs`'s
+//! Gemmas) carries a vocabulary of 512 tokens built here: SentencePiece for llama and
+//! phi3, byte-level BPE with qwen2's and llama3's pre-tokenizers for qwen2, qwen3 and
+//! the llama3 file. llama-cpp-python computed the logits at every position of a chat
+//! prompt from the same files once, committed in `tests/data/llama-cpp/`; the engine
+//! must give them, and its tokenizer llama.cpp's ids of the prompt. `scripts/record-llama-cpp-logits.sh` writes the files with this
 //! module's ignored test and records them again; each record holds a hash of the file
 //! it came from, so a change to a writer without a new record fails here.
 
@@ -31,7 +31,10 @@ use crate::families::{VOCAB, llama3_factors, write_model_of};
 /// Against the unrounded computation (llama.cpp on f32 copies of the same dequantised
 /// weights), the engine is at most 1.4% off on every file and llama.cpp itself 1.9%
 /// (its K-quant files), so the difference is both engines' rounding. Without
-/// `rope_freqs` the llama3 file is 24% off (`rope_freqs_are_seen`).
+/// `rope_freqs` the llama3 file is 24% off (`rope_freqs_are_seen`). The two longrope
+/// files are 1.2% and 1.4% off; read with the other divisors, 32%
+/// (`the_longrope_factors_in_use_are_seen`); measured once with the engine changed,
+/// without the attention factor 22–23% and rotating whole heads 52–63%.
 ///
 /// The best two logits of these random weights are often close: the engine chose the
 /// other of a near tie (its best two within twice the position's difference) at 12 of
@@ -48,29 +51,55 @@ const TYPES: &[GgmlDType] = &[
     GgmlDType::Q6K,
 ];
 
-/// One file compared: `families.rs`'s `arch` in `ty`, with llama3's rotation factors
-/// when `llama3`.
+/// One file compared: `families.rs`'s `arch` in `ty`, rotating as `rotation` says.
 #[derive(Clone, Copy)]
 struct Case {
     arch: &'static str,
     ty: GgmlDType,
-    llama3: bool,
+    rotation: Rotation,
+}
+
+/// How a case's file rotates queries and keys beyond its family's plain rotation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rotation {
+    Plain,
+    /// llama3's `rope_freqs` divisors.
+    Llama3,
+    /// phi3's longrope as Phi-3.5 and Phi-4-mini files carry it: long and short
+    /// divisors chosen by the context against `original` positions, an attention
+    /// factor, and (as Phi-4-mini) three quarters of each head rotated.
+    LongRope {
+        original: u32,
+    },
+}
+
+/// [`Rotation::LongRope`]'s rotated width of a head of 64, and its attention factor
+/// (Phi-3.5's: `sqrt(1 + ln 32 / ln 4096)`).
+const LONGROPE_DIMS: usize = 48;
+const LONGROPE_MAGNITUDE: f32 = 1.190_239;
+
+/// [`Rotation::LongRope`]'s divisors: the long ones up to 12.5, the short ones near 1.
+fn longrope_factors(long: bool) -> Vec<f32> {
+    let step = if long { 0.5 } else { 0.05 };
+    (0..LONGROPE_DIMS / 2)
+        .map(|i| 1.0 + step * i as f32)
+        .collect()
 }
 
 impl Case {
     /// The file's and its record's name, e.g. `qwen2-q4_k`.
     fn name(self) -> String {
         let ty = format!("{:?}", self.ty).to_lowercase().replace("k", "_k");
-        if self.llama3 {
-            format!("llama3-{ty}")
-        } else {
-            format!("{}-{ty}", self.arch)
+        match self.rotation {
+            Rotation::Plain => format!("{}-{ty}", self.arch),
+            Rotation::Llama3 => format!("llama3-{ty}"),
+            Rotation::LongRope { original } => format!("{}-longrope{original}-{ty}", self.arch),
         }
     }
 
     /// The tokenizer a model of this kind ships with and a prompt in its chat format.
     fn tokenizer(self) -> (Vec<(String, Value)>, &'static str) {
-        match (self.arch, self.llama3) {
+        match (self.arch, self.rotation == Rotation::Llama3) {
             ("llama", false) => (
                 sentencepiece_metadata(&[("<unk>", 2), ("<s>", 3), ("</s>", 3)]),
                 "[INST] why is the sky blue? [/INST]",
@@ -117,15 +146,24 @@ impl Case {
     /// Writes the file to `path` and returns its prompt.
     fn write(self, path: &Path) -> &'static str {
         let (tokenizer, prompt) = self.tokenizer();
-        let factors = self.llama3.then(llama3_factors);
-        write_model_of(
-            self.arch,
-            path,
-            &[],
-            factors.as_deref(),
-            self.ty,
-            &tokenizer,
-        );
+        let (extra, vectors) = match self.rotation {
+            Rotation::Plain => (Vec::new(), Vec::new()),
+            Rotation::Llama3 => (Vec::new(), vec![("rope_freqs.weight", llama3_factors())]),
+            Rotation::LongRope { original } => (
+                vec![
+                    ("rope.dimension_count", Value::U32(LONGROPE_DIMS as u32)),
+                    ("rope.scaling.original_context_length", Value::U32(original)),
+                    ("rope.scaling.attn_factor", Value::F32(LONGROPE_MAGNITUDE)),
+                ],
+                vec![
+                    ("rope_factors_long.weight", longrope_factors(true)),
+                    ("rope_factors_short.weight", longrope_factors(false)),
+                ],
+            ),
+        };
+        let vectors: Vec<(&str, &[f32])> =
+            vectors.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+        write_model_of(self.arch, path, &extra, &vectors, self.ty, &tokenizer);
         prompt
     }
 }
@@ -138,15 +176,28 @@ fn cases() -> Vec<Case> {
             cases.push(Case {
                 arch,
                 ty,
-                llama3: false,
+                rotation: Rotation::Plain,
             });
         }
     }
-    cases.push(Case {
-        arch: "llama",
-        ty: GgmlDType::Q8_0,
-        llama3: true,
-    });
+    // Positions both engines hold (the file's 256 here, llama.cpp's 512) are more than
+    // 128 and fewer than 4096: the long divisors in one file, the short in the other.
+    let rotations = [
+        Rotation::Llama3,
+        Rotation::LongRope { original: 128 },
+        Rotation::LongRope { original: 4096 },
+    ];
+    for rotation in rotations {
+        cases.push(Case {
+            arch: if rotation == Rotation::Llama3 {
+                "llama"
+            } else {
+                "phi3"
+            },
+            ty: GgmlDType::Q8_0,
+            rotation,
+        });
+    }
     cases
 }
 
@@ -486,14 +537,14 @@ pub(crate) fn top_two_gap(logits: &[f32]) -> f32 {
     (sorted[0] - sorted[1]) / (sorted[0] - sorted[sorted.len() - 1])
 }
 
-/// Writes each of `arch`'s files (the llama3 file when `llama3`), checks each against
-/// its record, and each within [`TOLERANCE`] of it.
-fn check(arch: &str, llama3: bool) {
+/// Writes each of `arch`'s files that `rotation` picks, checks each against its
+/// record, and each within [`TOLERANCE`] of it.
+fn check(arch: &str, rotation: impl Fn(Rotation) -> bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut worst = Vec::new();
     for case in cases()
         .into_iter()
-        .filter(|c| c.arch == arch && c.llama3 == llama3)
+        .filter(|c| c.arch == arch && rotation(c.rotation))
     {
         let name = case.name();
         let gguf = dir.path().join(format!("{name}.gguf"));
@@ -513,27 +564,49 @@ fn check(arch: &str, llama3: bool) {
 
 #[test]
 fn llama_gives_llama_cpps_logits_in_every_weight_type() {
-    check("llama", false);
+    check("llama", |r| r == Rotation::Plain);
 }
 
 #[test]
 fn llama3_rope_freqs_give_llama_cpps_logits() {
-    check("llama", true);
+    check("llama", |r| r == Rotation::Llama3);
 }
 
 #[test]
 fn qwen2_gives_llama_cpps_logits_in_every_weight_type() {
-    check("qwen2", false);
+    check("qwen2", |r| r == Rotation::Plain);
 }
 
 #[test]
 fn qwen3_gives_llama_cpps_logits_in_every_weight_type() {
-    check("qwen3", false);
+    check("qwen3", |r| r == Rotation::Plain);
 }
 
 #[test]
 fn phi3_gives_llama_cpps_logits_in_every_weight_type() {
-    check("phi3", false);
+    check("phi3", |r| r == Rotation::Plain);
+}
+
+#[test]
+fn phi3_longrope_and_a_partial_rotation_give_llama_cpps_logits() {
+    check("phi3", |r| matches!(r, Rotation::LongRope { .. }));
+}
+
+/// How far `gguf`'s logits are from `record`'s at its worst position, token by token.
+fn worst_against(gguf: &Path, record: &Record) -> f32 {
+    let mut model = model::load_with(gguf, &Device::Cpu, Engine::Auto)
+        .expect("load")
+        .model;
+    record
+        .tokens
+        .iter()
+        .zip(&record.logits)
+        .enumerate()
+        .map(|(position, (&token, expected))| {
+            let ours = model.forward(&[token], position).expect("forward");
+            relative_difference(&ours, expected)
+        })
+        .fold(0.0, f32::max)
 }
 
 /// The records can tell a missing rotation scale: the llama3 file's weights without
@@ -545,28 +618,38 @@ fn rope_freqs_are_seen() {
     let case = Case {
         arch: "llama",
         ty: GgmlDType::Q8_0,
-        llama3: true,
+        rotation: Rotation::Llama3,
     };
     let (tokenizer, _) = case.tokenizer();
-    write_model_of("llama", &gguf, &[], None, case.ty, &tokenizer);
-    let record = Record::of(&case.name());
-    let mut model = model::load_with(&gguf, &Device::Cpu, Engine::Auto)
-        .expect("load")
-        .model;
-    let worst = record
-        .tokens
-        .iter()
-        .zip(&record.logits)
-        .enumerate()
-        .map(|(position, (&token, expected))| {
-            let ours = model.forward(&[token], position).expect("forward");
-            relative_difference(&ours, expected)
-        })
-        .fold(0.0, f32::max);
+    write_model_of("llama", &gguf, &[], &[], case.ty, &tokenizer);
+    let worst = worst_against(&gguf, &Record::of(&case.name()));
     eprintln!("without rope_freqs: {worst} from llama.cpp's");
     assert!(
         worst > 2.0 * TOLERANCE,
         "without rope_freqs only {worst} from llama.cpp's"
+    );
+}
+
+/// The records can tell which of longrope's divisors are in use: the file whose
+/// context takes the long ones, read with the short ones (its twin whose original
+/// context is longer), gives logits far from llama.cpp's.
+#[test]
+fn the_longrope_factors_in_use_are_seen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (long, short) = [128, 4096]
+        .map(|original| Case {
+            arch: "phi3",
+            ty: GgmlDType::Q8_0,
+            rotation: Rotation::LongRope { original },
+        })
+        .into();
+    let gguf = dir.path().join("short.gguf");
+    short.write(&gguf);
+    let worst = worst_against(&gguf, &Record::of(&long.name()));
+    eprintln!("the short factors against the long ones' record: {worst} from llama.cpp's");
+    assert!(
+        worst > 2.0 * TOLERANCE,
+        "the short factors only {worst} from the long ones' record"
     );
 }
 

@@ -53,14 +53,48 @@ const LLAMA3_SPLIT: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|
 /// Qwen2's split: like Llama 3's but every digit on its own.
 const QWEN2_SPLIT: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
-/// The regexes llama.cpp applies, in order, for each `tokenizer.ggml.pre` value.
-fn pre_tokenizer_splits(pre: &str) -> Option<&'static [&'static str]> {
+/// GPT-4o's split (Phi-4-mini, Llama 4): words of capitals then lower-case letters,
+/// each with its contraction, and numbers in groups of up to three. llama.cpp's form of
+/// it, whose `[^a-z]` and `[^A-Z]` letters stand for the upper- and lower-case classes.
+const GPT4O_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Tekken's split (Mistral Nemo, Mistral Small 3): GPT-4o's without contractions, every
+/// digit on its own; llama.cpp's form, as for [`GPT4O_SPLIT`].
+const TEKKEN_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// How llama.cpp pre-tokenizes for one `tokenizer.ggml.pre` value.
+#[derive(Debug, Clone, Copy)]
+struct PreTokenizer {
+    /// The regexes, applied in order.
+    splits: &'static [&'static str],
+    /// A piece that is a token of its own is that token, whatever the merges say
+    /// (llama.cpp's `ignore_merges`).
+    whole_pieces: bool,
+    /// BOS is added when the file does not say (`tokenizer.ggml.add_bos_token`).
+    bos_by_default: bool,
+}
+
+/// The pre-tokenizer llama.cpp applies for each `tokenizer.ggml.pre` value it names.
+fn pre_tokenizer(pre: &str) -> Option<PreTokenizer> {
+    let plain = |splits| PreTokenizer {
+        splits,
+        whole_pieces: false,
+        bos_by_default: false,
+    };
+    let whole = |splits| PreTokenizer {
+        splits,
+        whole_pieces: true,
+        bos_by_default: true,
+    };
     Some(match pre {
-        "default" | "gpt-2" | "gpt2" => &[GPT2_SPLIT],
+        "default" | "gpt-2" | "gpt2" => plain(&[GPT2_SPLIT]),
         // These split every digit first, then apply GPT-2's regex.
-        "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" => &[r"\p{N}", GPT2_SPLIT],
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" => &[LLAMA3_SPLIT],
-        "qwen2" | "deepseek-r1-qwen" => &[QWEN2_SPLIT],
+        "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" => {
+            plain(&[r"\p{N}", GPT2_SPLIT])
+        }
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" => whole(&[LLAMA3_SPLIT]),
+        "qwen2" | "deepseek-r1-qwen" => plain(&[QWEN2_SPLIT]),
+        "gpt-4o" | "llama4" => plain(&[GPT4O_SPLIT]),
+        "tekken" => whole(&[TEKKEN_SPLIT]),
         _ => return None,
     })
 }
@@ -106,10 +140,10 @@ impl TextTokenizer {
                     .get("tokenizer.ggml.pre")
                     .and_then(|v| v.to_string().ok())
                     .map_or("default", String::as_str);
-                let splits = pre_tokenizer_splits(pre)
+                let pre = pre_tokenizer(pre)
                     .ok_or_else(|| TokenizerError::UnsupportedPreTokenizer(pre.to_owned()))?;
                 let merges = string_array(metadata, "tokenizer.ggml.merges")?;
-                let inner = byte_level_bpe(&tokens, &merges, splits)?;
+                let inner = byte_level_bpe(&tokens, &merges, pre)?;
                 let decode = byte_level_decoder();
                 let bytes = tokens
                     .iter()
@@ -123,7 +157,7 @@ impl TextTokenizer {
                             .collect(),
                     })
                     .collect();
-                (inner, bytes, false)
+                (inner, bytes, pre.bos_by_default)
             }
             "llama" => {
                 let scores =
@@ -310,7 +344,7 @@ fn string_array(
 fn byte_level_bpe(
     tokens: &[String],
     merges: &[String],
-    splits: &[&str],
+    pre_tokenizer: PreTokenizer,
 ) -> Result<Tokenizer, TokenizerError> {
     let vocab: tokenizers::models::bpe::Vocab = tokens
         .iter()
@@ -326,10 +360,11 @@ fn byte_level_bpe(
         .collect();
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
+        .ignore_merges(pre_tokenizer.whole_pieces)
         .build()
         .map_err(TokenizerError::Build)?;
     let mut pre: Vec<PreTokenizerWrapper> = Vec::new();
-    for regex in splits {
+    for regex in pre_tokenizer.splits {
         let split = Split::new(
             SplitPattern::Regex((*regex).to_owned()),
             SplitDelimiterBehavior::Isolated,
@@ -511,7 +546,8 @@ mod tests {
 
     #[test]
     fn unknown_pre_tokenizers_are_refused() {
-        assert!(pre_tokenizer_splits("smollm").is_some());
-        assert!(pre_tokenizer_splits("something-new").is_none());
+        assert!(pre_tokenizer("smollm").is_some());
+        assert!(pre_tokenizer("tekken").is_some());
+        assert!(pre_tokenizer("something-new").is_none());
     }
 }

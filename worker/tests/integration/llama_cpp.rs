@@ -353,7 +353,18 @@ fn byte_level_metadata(
     bos: Option<usize>,
     eos: usize,
 ) -> Vec<(String, Value)> {
-    let (tokens, types, merges) = byte_level(controls, WORDS);
+    byte_level_metadata_of(pre, controls, bos, eos, WORDS)
+}
+
+/// [`byte_level_metadata`] with `words`' pieces merged.
+fn byte_level_metadata_of(
+    pre: &str,
+    controls: &[&str],
+    bos: Option<usize>,
+    eos: usize,
+    words: &[&str],
+) -> Vec<(String, Value)> {
+    let (tokens, types, merges) = byte_level(controls, words);
     let first_control = (VOCAB - controls.len()) as u32;
     let array = |values: Vec<Value>| Value::Array(values);
     let mut metadata = vec![
@@ -653,6 +664,113 @@ fn the_longrope_factors_in_use_are_seen() {
     );
 }
 
+/// The byte-level pre-tokenizers whose splits [`PRE_TOKENIZER_STRINGS`] check.
+const PRE_TOKENIZERS: &[&str] = &["gpt-2", "smollm", "llama-bpe", "qwen2", "gpt-4o", "tekken"];
+
+/// Strings the pre-tokenizers split differently: contractions, capitals inside words,
+/// runs of digits, slashes, newlines, spaces, letters outside ASCII, emoji.
+const PRE_TOKENIZER_STRINGS: &[&str] = &[
+    "it's THEY'LL don't we'd",
+    "camelCase HTTPServer iPhone XMLHttpRequest",
+    "1234567 3.14159 year 2024",
+    "a/b/c path/to/file\n\n  indented\r\n",
+    "Café naïve ÉCOLE résumé",
+    "日本語の文章 中文测试",
+    "hello   world\t\t!! ...",
+    "emoji 😀 👩\u{200d}👧",
+    " leading and trailing  ",
+];
+
+/// Pieces the vocabulary of [`pre_tokenizer_file`] merges, so that where a split falls
+/// changes the ids.
+const PRE_TOKENIZER_WORDS: &[&str] = &[
+    "it's",
+    "'s",
+    "THEY'LL",
+    "'LL",
+    "don't",
+    "'t",
+    "we'd",
+    "camelCase",
+    "camel",
+    "Case",
+    "HTTPServer",
+    "HTTP",
+    "Server",
+    "iPhone",
+    "Phone",
+    "XMLHttpRequest",
+    "Http",
+    "Request",
+    "123",
+    "1234",
+    "567",
+    "3.14",
+    "2024",
+    "a/",
+    "/b",
+    "/c",
+    "path/",
+    "/to",
+    "/file",
+    "!!",
+    "...",
+    "hello",
+    "world",
+    "year",
+    "file",
+    "indented",
+    "leading",
+    "trailing",
+    "and",
+];
+
+/// The file whose tokenizer `pre` names, for the pre-tokenizer records.
+fn pre_tokenizer_file(pre: &str, path: &Path) {
+    let controls = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+    let tokenizer = byte_level_metadata_of(pre, &controls, None, 0, PRE_TOKENIZER_WORDS);
+    write_model_of("llama", path, &[], &[], GgmlDType::Q8_0, &tokenizer);
+}
+
+/// llama.cpp's ids of each of [`PRE_TOKENIZER_STRINGS`] under each of
+/// [`PRE_TOKENIZERS`] (`bench/llama_cpp_token_ids.py`): the worker's tokenizer gives the
+/// same ids from the same files.
+#[test]
+fn pre_tokenizers_split_as_llama_cpp() {
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/llama-cpp/pre-tokenizers.json"),
+        )
+        .expect("read the record"),
+    )
+    .expect("json");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for pre in PRE_TOKENIZERS {
+        let gguf = dir.path().join(format!("pre-{pre}.gguf"));
+        pre_tokenizer_file(pre, &gguf);
+        let expected = &record[pre];
+        assert_eq!(
+            expected["fnv1a"].as_u64(),
+            Some(fnv1a(&std::fs::read(&gguf).expect("read back"))),
+            "{pre}: the record was made from another file; run scripts/record-llama-cpp-logits.sh"
+        );
+        let mut file = std::fs::File::open(&gguf).expect("open");
+        let content = gguf_file::Content::read(&mut file).expect("header");
+        let tokenizer = TextTokenizer::from_gguf(&content.metadata, &gguf).expect("tokenizer");
+        for (text, ids) in PRE_TOKENIZER_STRINGS
+            .iter()
+            .zip(expected["ids"].as_array().expect("ids"))
+        {
+            let ids: Vec<u32> = serde_json::from_value(ids.clone()).expect("u32 ids");
+            assert_eq!(
+                tokenizer.encode(text).expect("encode"),
+                ids,
+                "{pre}: ids of {text:?}"
+            );
+        }
+    }
+}
+
 /// Writes the files the records are made from into `$RBEE_LLAMA_CPP_FILES`, each
 /// `NAME.gguf` with its prompt in `NAME.txt`; `scripts/record-llama-cpp-logits.sh` runs
 /// it.
@@ -666,6 +784,11 @@ fn write_files_for_llama_cpp() {
         let prompt = case.write(&dir.join(format!("{name}.gguf")));
         std::fs::write(dir.join(format!("{name}.txt")), prompt).expect("write prompt");
     }
+    for pre in PRE_TOKENIZERS {
+        pre_tokenizer_file(pre, &dir.join(format!("pre-{pre}.gguf")));
+    }
+    let strings = serde_json::to_string(PRE_TOKENIZER_STRINGS).expect("json");
+    std::fs::write(dir.join("pre-tokenizer-strings.json"), strings).expect("write strings");
     crate::gemma::write_files(&dir);
 }
 

@@ -164,6 +164,8 @@ struct Config {
     /// scales them by its attention factor (`rope.scaling.attn_factor`, phi3's longrope
     /// files; 1 elsewhere).
     rope_magnitude: f32,
+    /// The tensor of divisors the rotation's frequencies take ([`rope_factors`]).
+    rope_factors: Option<&'static str>,
     ffn: usize,
     eps: f32,
     /// Positions of one sequence slot's KV cache: the context of one sequence.
@@ -438,7 +440,7 @@ impl CpuLlama {
                 rope_table: 0,
             });
         }
-        let factors = match rope_factors(content, &config) {
+        let factors = match config.rope_factors {
             Some(name) => Some(tensors.vector(name, config.rope_dims / 2)?),
             None => None,
         };
@@ -811,6 +813,11 @@ fn read_config(
         head_dim,
         rope_dims: optional("rope.dimension_count").unwrap_or(head_dim),
         rope_magnitude: float("rope.scaling.attn_factor").unwrap_or(1.0),
+        rope_factors: rope_factors(
+            content,
+            max_positions,
+            optional("rope.scaling.original_context_length").or(optional("context_length")),
+        ),
         ffn: number("feed_forward_length")?,
         eps: float("attention.layer_norm_rms_epsilon")
             .ok_or_else(|| CpuLoadError::Metadata(key("attention.layer_norm_rms_epsilon")))?,
@@ -940,35 +947,24 @@ const LONGROPE_LONG: &str = "rope_factors_long.weight";
 const LONGROPE_SHORT: &str = "rope_factors_short.weight";
 
 /// The tensor of divisors the rotation's frequencies take, if the file has any: llama3's
-/// `rope_freqs`, or longrope's long factors where a slot's context is longer than the
-/// original one and its short factors otherwise, as llama.cpp chooses them (by its
-/// context per sequence).
-fn rope_factors(content: &Content, config: &Config) -> Option<&'static str> {
+/// `rope_freqs`, or longrope's long factors where a slot's `positions` are more than
+/// the `original` context and its short factors otherwise, as llama.cpp chooses them
+/// (by its context per sequence).
+fn rope_factors(
+    content: &Content,
+    positions: usize,
+    original: Option<usize>,
+) -> Option<&'static str> {
     let has = |name: &str| content.tensor_infos.contains_key(name);
     if has(ROPE_FREQS) {
-        return Some(ROPE_FREQS);
-    }
-    if !has(LONGROPE_LONG) && !has(LONGROPE_SHORT) {
-        return None;
-    }
-    let arch = content
-        .metadata
-        .get("general.architecture")
-        .and_then(|v| v.to_string().ok())?;
-    let positions = |name: &str| {
-        content
-            .metadata
-            .get(&format!("{arch}.{name}"))
-            .and_then(|v| v.to_u32().ok())
-    };
-    let original = positions("rope.scaling.original_context_length")
-        .or_else(|| positions("context_length"))
-        .map_or(usize::MAX, |n| n as usize);
-    Some(if config.max_positions > original {
-        LONGROPE_LONG
+        Some(ROPE_FREQS)
+    } else if !has(LONGROPE_LONG) && !has(LONGROPE_SHORT) {
+        None
+    } else if positions > original.unwrap_or(usize::MAX) {
+        Some(LONGROPE_LONG)
     } else {
-        LONGROPE_SHORT
-    })
+        Some(LONGROPE_SHORT)
+    }
 }
 
 /// How the rotation's angles are made from positions.

@@ -679,6 +679,7 @@ const PRE_TOKENIZER_STRINGS: &[&str] = &[
     "hello   world\t\t!! ...",
     "emoji 😀 👩\u{200d}👧",
     " leading and trailing  ",
+    "qjxv and qjxv",
 ];
 
 /// Pieces the vocabulary of [`pre_tokenizer_file`] merges, so that where a split falls
@@ -725,10 +726,40 @@ const PRE_TOKENIZER_WORDS: &[&str] = &[
     "and",
 ];
 
-/// The file whose tokenizer `pre` names, for the pre-tokenizer records.
+/// A token of [`pre_tokenizer_file`]'s vocabulary that no merge builds: llama.cpp's
+/// `ignore_merges` (llama3's and Tekken's) reads a piece spelling it as that one token,
+/// the other pre-tokenizers merge the piece from its letters.
+const WHOLE_TOKEN: &str = "qjxv";
+
+/// The file whose tokenizer `pre` names, for the pre-tokenizer records: the last
+/// merged token is [`WHOLE_TOKEN`] instead, its merge dropped.
 fn pre_tokenizer_file(pre: &str, path: &Path) {
     let controls = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
-    let tokenizer = byte_level_metadata_of(pre, &controls, None, 0, PRE_TOKENIZER_WORDS);
+    let mut tokenizer = byte_level_metadata_of(pre, &controls, None, 0, PRE_TOKENIZER_WORDS);
+    let mut array = |key: &str| match tokenizer.iter_mut().find(|(k, _)| k == key) {
+        Some((_, Value::Array(values))) => std::mem::take(values),
+        _ => panic!("{key} is an array"),
+    };
+    let (mut tokens, mut merges) = (
+        array("tokenizer.ggml.tokens"),
+        array("tokenizer.ggml.merges"),
+    );
+    let last = VOCAB - controls.len() - 1;
+    let dropped = merges.pop().expect("a merge");
+    let joined = dropped.to_string().expect("a string").replace(' ', "");
+    assert_eq!(
+        tokens[last].to_string().expect("a string"),
+        &joined,
+        "the last merge's token"
+    );
+    tokens[last] = Value::String(WHOLE_TOKEN.into());
+    for (key, values) in tokenizer.iter_mut() {
+        match key.as_str() {
+            "tokenizer.ggml.tokens" => *values = Value::Array(std::mem::take(&mut tokens)),
+            "tokenizer.ggml.merges" => *values = Value::Array(std::mem::take(&mut merges)),
+            _ => {}
+        }
+    }
     write_model_of("llama", path, &[], &[], GgmlDType::Q8_0, &tokenizer);
 }
 

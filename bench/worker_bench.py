@@ -29,13 +29,16 @@ PROMPT = (
 )
 MAX_TOKENS = 128
 RUNS = 3
+# How many times the prompt's paragraph is repeated (`--repeat`): 1 gives 73 tokens on
+# the bench files; more measures prompts and decode steps over a longer context.
+REPEAT = 1
 
 
 def prompt(run):
     """The prompt of one run: a different first word each run, so no engine serves a
     run's prompt from the cache an earlier one left (the worker keeps each slot's
     prefix; llama.cpp is reset between runs)."""
-    return f"{'ABCDEFGH'[run]}. {PROMPT}"
+    return f"{'ABCDEFGH'[run]}. {' '.join([PROMPT] * REPEAT)}"
 
 
 def start_worker(binary, model, threads):
@@ -115,7 +118,7 @@ def llama_bench(model, threads):
 
     started = time.monotonic()
     llm = llama_cpp.Llama(model_path=model, n_threads=threads, n_threads_batch=threads,
-                          n_ctx=2048, n_batch=512, verbose=False)
+                          n_ctx=max(2048, 128 * REPEAT + 512), n_batch=512, verbose=False)
     load_s = time.monotonic() - started
     prompt_tokens = len(llm.tokenize(prompt(0).encode(), add_bos=True))
     runs = []
@@ -183,7 +186,11 @@ def main():
     parser.add_argument("--model", required=True)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--llama-server", help="also time llama-server's start to ready")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="repeat the prompt's paragraph this many times (a longer context)")
     args = parser.parse_args()
+    global REPEAT
+    REPEAT = args.repeat
 
     warm(args.model)
     worker = worker_bench(args.worker, args.model, args.threads)

@@ -1055,20 +1055,17 @@ fn attention(
                 // As llama.cpp masks a window of `w`: position `p` sees `p - w + 1..=p`.
                 let first = window.map_or(0, |w| seen.saturating_sub(w));
                 let scores = &mut scores[..seen - first];
-                for (j, score) in (first..).zip(scores.iter_mut()) {
-                    let k = &cache.keys[j * kv_dim + kv_offset..][..hd];
-                    *score = kernels.dot_f32(q, k) * scale;
+                let keys = &cache.keys[first * kv_dim + kv_offset..];
+                kernels.dots_strided(q, keys, kv_dim, scores);
+                for score in scores.iter_mut() {
+                    *score *= scale;
                 }
                 if let Some(cap) = c.attention_cap {
                     soft_cap(scores, cap);
                 }
                 softmax(scores);
-                let out = &mut out[t * hd..(t + 1) * hd];
-                out.fill(0.0);
-                for (j, &w) in (first..).zip(scores.iter()) {
-                    let v = &cache.values[j * kv_dim + kv_offset..][..hd];
-                    kernels.axpy(w, v, out);
-                }
+                let values = &cache.values[first * kv_dim + kv_offset..];
+                kernels.weighted_sum(scores, values, kv_dim, &mut out[t * hd..(t + 1) * hd]);
             }
         });
     for span in spans {

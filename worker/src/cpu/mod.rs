@@ -276,6 +276,42 @@ impl Kernels {
         }
     }
 
+    /// `out[j] = q · keys[j · stride..][..q.len()]` for every `j`: attention's scores of
+    /// one query against a run of cached keys, each position's as [`Kernels::dot_f32`]
+    /// gives it, in one call (a call a position cost more than the products at a long
+    /// context).
+    pub fn dots_strided(self, q: &[f32], keys: &[f32], stride: usize, out: &mut [f32]) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernels::X86(simd) if q.len().is_multiple_of(8) => {
+                simd.dots_strided(q, keys, stride, out)
+            }
+            _ => {
+                for (j, o) in out.iter_mut().enumerate() {
+                    *o = self.dot_f32(q, &keys[j * stride..][..q.len()]);
+                }
+            }
+        }
+    }
+
+    /// `out = Σ_j weights[j] · values[j · stride..][..out.len()]`: attention's weighted
+    /// sum of cached values, added position by position as [`Kernels::axpy`] adds them
+    /// into zeros, with the sums kept in registers across positions.
+    pub fn weighted_sum(self, weights: &[f32], values: &[f32], stride: usize, out: &mut [f32]) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernels::X86(simd) if out.len().is_multiple_of(8) => {
+                simd.weighted_sum(weights, values, stride, out)
+            }
+            _ => {
+                out.fill(0.0);
+                for (j, &w) in weights.iter().enumerate() {
+                    self.axpy(w, &values[j * stride..][..out.len()], out);
+                }
+            }
+        }
+    }
+
     /// The dot product of one `ty` weight row with the activation blocks covering it.
     pub fn dot(self, ty: QuantType, row: &[u8], x: &[Q8Block]) -> f32 {
         match self {

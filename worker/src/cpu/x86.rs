@@ -88,6 +88,18 @@ impl Simd {
         unsafe { axpy(w, v, out) }
     }
 
+    /// [`super::Kernels::dots_strided`] (`q` a multiple of 8 long).
+    pub fn dots_strided(self, q: &[f32], keys: &[f32], stride: usize, out: &mut [f32]) {
+        // SAFETY: every set has AVX2, FMA and F16C; the slices are checked.
+        unsafe { dots_strided(q, keys, stride, out) }
+    }
+
+    /// [`super::Kernels::weighted_sum`] (`out` a multiple of 8 long).
+    pub fn weighted_sum(self, weights: &[f32], values: &[f32], stride: usize, out: &mut [f32]) {
+        // SAFETY: every set has AVX2, FMA and F16C; the slices are checked.
+        unsafe { weighted_sum(weights, values, stride, out) }
+    }
+
     /// Dot products of `ROWS_AT_ONCE` rows of `ty` with the same activations, or `false`
     /// when `ty` has no multi-row kernel (the caller then takes the rows one by one).
     pub fn dot_rows(
@@ -1093,6 +1105,37 @@ fn quantize_row(x: &[f32], out: &mut [Q8Block], scales: quant::Scales) {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
+fn dots_strided(q: &[f32], keys: &[f32], stride: usize, out: &mut [f32]) {
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = dot_f32(q, &keys[j * stride..][..q.len()]);
+    }
+}
+
+/// Floats of `out` whose sums [`weighted_sum`] keeps in registers at once.
+const SUM_FLOATS: usize = 64;
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn weighted_sum(weights: &[f32], values: &[f32], stride: usize, out: &mut [f32]) {
+    for (c, chunk) in out.chunks_mut(SUM_FLOATS).enumerate() {
+        let lanes = chunk.len() / 8;
+        let mut acc = [_mm256_setzero_ps(); SUM_FLOATS / 8];
+        for (j, &w) in weights.iter().enumerate() {
+            let v = &values[j * stride + c * SUM_FLOATS..][..chunk.len()];
+            let w = _mm256_set1_ps(w);
+            for (i, acc) in acc[..lanes].iter_mut().enumerate() {
+                // SAFETY: `v` holds `lanes` runs of 8 floats.
+                *acc = _mm256_fmadd_ps(w, unsafe { _mm256_loadu_ps(v[8 * i..].as_ptr()) }, *acc);
+            }
+        }
+        for (i, acc) in acc[..lanes].iter().enumerate() {
+            // SAFETY: `chunk` holds `lanes` runs of 8 floats.
+            unsafe { _mm256_storeu_ps(chunk[8 * i..].as_mut_ptr(), *acc) };
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
 fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (a, b) in a.chunks_exact(8).zip(b.chunks_exact(8)) {

@@ -13,6 +13,7 @@
 //! each head (Phi-4-mini's three quarters; all of it elsewhere), each frequency divided
 //! by llama3's `rope_freqs` or phi3's longrope factors where the file has them.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -284,7 +285,6 @@ struct Scratch {
     qkv: Vec<f32>,
     attention: Vec<f32>,
     by_head: Vec<f32>,
-    scores: Vec<f32>,
     projected: Vec<f32>,
     gate_up: Vec<f32>,
     hidden: Vec<f32>,
@@ -600,7 +600,6 @@ impl CpuLlama {
         s.reserve(
             &c,
             n,
-            spans.len(),
             wanted.len(),
             self.layers.first().map_or(0, |l| l.qkv.rows()),
             vocab,
@@ -976,21 +975,16 @@ struct RopeScaling {
 }
 
 impl Scratch {
-    /// Sizes the buffers for `tokens` rows in `chunks` chunks with `logit_rows` rows of
-    /// logits; they only grow.
+    /// Sizes the buffers for `tokens` rows with `logit_rows` rows of logits; they only
+    /// grow.
     fn reserve(
         &mut self,
         c: &Config,
         tokens: usize,
-        chunks: usize,
         logit_rows: usize,
         qkv_width: usize,
         vocab: usize,
     ) {
-        let scores = chunks * c.heads * c.max_positions;
-        if self.scores.len() < scores {
-            self.scores = vec![0.0; scores];
-        }
         if self.tokens >= tokens && self.logit_rows >= logit_rows && !self.logits.is_empty() {
             return;
         }
@@ -1013,9 +1007,23 @@ impl Scratch {
     }
 }
 
-/// Causal attention of every chunk's tokens over its own sequence's cache, one
-/// (chunk, head) pair per task; the result goes to `scratch.attention` as `n` rows of
-/// `dim`.
+/// Rows of a chunk that one attention task takes: small enough that a long prompt's
+/// tasks keep every thread busy as the causal mask makes later rows cost more.
+const ATTENTION_ROWS: usize = 16;
+
+thread_local! {
+    /// One attention task's scores, a row of the longest context seen per query head
+    /// it takes; kept by each pool thread so that no task allocates.
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Causal attention of every chunk's tokens over its own sequence's cache; the result
+/// goes to `scratch.attention` as `n` rows of `q_dim`.
+///
+/// A task takes some rows of one chunk and some of the query heads that share a key
+/// head: every key and value it reads serves all of those heads (seven in Qwen2.5
+/// 0.5B), instead of being read again for each. A key head's heads are split only as
+/// far as it takes to give every thread a task ([`heads_per_task`]).
 #[allow(clippy::too_many_arguments)]
 fn attention(
     kernels: Kernels,
@@ -1030,53 +1038,86 @@ fn attention(
     let (q_dim, kv_dim, hd) = (c.q_dim(), c.kv_dim(), c.head_dim);
     let qkv_width = c.qkv_width();
     let group = c.heads / c.kv_heads;
+    let per_task = heads_per_task(
+        group,
+        spans.len() * c.kv_heads,
+        rayon::current_num_threads(),
+    );
+    // `(first head, heads)` of each piece of the query heads a task takes.
+    let pieces: Vec<(usize, usize)> = (0..c.kv_heads)
+        .flat_map(|kv| {
+            (0..group)
+                .step_by(per_task)
+                .map(move |h| (kv * group + h, per_task.min(group - h)))
+        })
+        .collect();
     let scale = c.query_scale;
     let qkv = &s.qkv;
-    // `by_head` holds each chunk's rows head by head: chunk i's head h is the
-    // `len × hd` block at `(first · q_dim) + h · len · hd`.
-    let mut tasks = Vec::with_capacity(spans.len() * c.heads);
+    // `by_head` holds each chunk's rows piece by piece: a piece's block is the chunk's
+    // `len` rows of its heads, one after another.
+    let mut tasks = Vec::new();
     let mut rest = &mut s.by_head[..n * q_dim];
     for span in spans {
-        let (mine, after) = rest.split_at_mut(span.len * q_dim);
-        rest = after;
-        for (head, out) in mine.chunks_exact_mut(span.len * hd).enumerate() {
-            tasks.push((*span, head, out));
+        for &(head, heads) in &pieces {
+            let (mine, after) = rest.split_at_mut(span.len * heads * hd);
+            rest = after;
+            for (i, out) in mine.chunks_mut(ATTENTION_ROWS * heads * hd).enumerate() {
+                tasks.push((*span, head, heads, i * ATTENTION_ROWS, out));
+            }
         }
     }
     tasks
         .into_par_iter()
-        .zip(s.scores.par_chunks_mut(c.max_positions))
-        .for_each(|((span, head, out), scores)| {
+        .for_each(|(span, head, heads, row, out)| {
             let cache = &caches[span.slot].layers[layer];
             let kv_offset = (head / group) * hd;
-            for t in 0..span.len {
-                let q = &qkv[(span.first + t) * qkv_width + head * hd..][..hd];
-                let seen = span.position + t + 1;
-                // As llama.cpp masks a window of `w`: position `p` sees `p - w + 1..=p`.
-                let first = window.map_or(0, |w| seen.saturating_sub(w));
-                let scores = &mut scores[..seen - first];
-                let keys = &cache.keys[first * kv_dim + kv_offset..];
-                kernels.dots_strided(q, keys, kv_dim, scores);
-                for score in scores.iter_mut() {
-                    *score *= scale;
+            SCORES.with_borrow_mut(|scores| {
+                for (t, out) in (row..).zip(out.chunks_exact_mut(heads * hd)) {
+                    let queries = &qkv[(span.first + t) * qkv_width + head * hd..][..heads * hd];
+                    let seen = span.position + t + 1;
+                    // As llama.cpp masks a window of `w`: position `p` sees `p - w + 1..=p`.
+                    let first = window.map_or(0, |w| seen.saturating_sub(w));
+                    let len = seen - first;
+                    if scores.len() < heads * len {
+                        scores.resize(heads * len, 0.0);
+                    }
+                    let scores = &mut scores[..heads * len];
+                    let keys = &cache.keys[first * kv_dim + kv_offset..];
+                    kernels.group_dots(queries, hd, keys, kv_dim, scores);
+                    for scores in scores.chunks_exact_mut(len) {
+                        for score in scores.iter_mut() {
+                            *score *= scale;
+                        }
+                        if let Some(cap) = c.attention_cap {
+                            soft_cap(scores, cap);
+                        }
+                        softmax(scores);
+                    }
+                    let values = &cache.values[first * kv_dim + kv_offset..];
+                    kernels.group_sums(scores, values, kv_dim, out, hd);
                 }
-                if let Some(cap) = c.attention_cap {
-                    soft_cap(scores, cap);
-                }
-                softmax(scores);
-                let values = &cache.values[first * kv_dim + kv_offset..];
-                kernels.weighted_sum(scores, values, kv_dim, &mut out[t * hd..(t + 1) * hd]);
-            }
+            });
         });
+    let mut block = 0;
     for span in spans {
-        let base = span.first * q_dim;
-        for head in 0..c.heads {
+        for &(head, heads) in &pieces {
+            let width = heads * hd;
             for t in 0..span.len {
-                s.attention[(span.first + t) * q_dim + head * hd..][..hd]
-                    .copy_from_slice(&s.by_head[base + head * span.len * hd + t * hd..][..hd]);
+                s.attention[(span.first + t) * q_dim + head * hd..][..width]
+                    .copy_from_slice(&s.by_head[block + t * width..][..width]);
             }
+            block += span.len * width;
         }
     }
+}
+
+/// Query heads of a group of `group` (those sharing a key head) that one attention task
+/// takes, with `units` (chunk, key head) pairs to share among `threads`: the whole
+/// group where that gives every thread work, else the fewest heads that do, so that
+/// each key is read for as many heads at once as the threads allow.
+fn heads_per_task(group: usize, units: usize, threads: usize) -> usize {
+    let pieces = threads.div_ceil(units).clamp(1, group);
+    group.div_ceil(pieces)
 }
 
 /// `pass` on this pool thread, the pool's other threads kept awake until it ends

@@ -276,37 +276,60 @@ impl Kernels {
         }
     }
 
-    /// `out[j] = q · keys[j · stride..][..q.len()]` for every `j`: attention's scores of
-    /// one query against a run of cached keys, each position's as [`Kernels::dot_f32`]
-    /// gives it, in one call (a call a position cost more than the products at a long
-    /// context).
-    pub fn dots_strided(self, q: &[f32], keys: &[f32], stride: usize, out: &mut [f32]) {
+    /// Attention's scores of a group of queries that share their keys (the query heads
+    /// of one key head): `scores[g · n + j] = queries[g · hd..][..hd] ·
+    /// keys[j · stride..][..hd]`, `n` being `scores.len()` over the number of queries,
+    /// each score as [`Kernels::dot_f32`] gives it. The SIMD kernels read each key once
+    /// for the whole group (reading it again for every query head cost more than the
+    /// products at a long context).
+    pub fn group_dots(
+        self,
+        queries: &[f32],
+        hd: usize,
+        keys: &[f32],
+        stride: usize,
+        scores: &mut [f32],
+    ) {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Kernels::X86(simd) if q.len().is_multiple_of(8) => {
-                simd.dots_strided(q, keys, stride, out)
+            Kernels::X86(simd) if hd.is_multiple_of(8) => {
+                simd.group_dots(queries, hd, keys, stride, scores)
             }
             _ => {
-                for (j, o) in out.iter_mut().enumerate() {
-                    *o = self.dot_f32(q, &keys[j * stride..][..q.len()]);
+                let n = scores.len() / (queries.len() / hd);
+                for (i, score) in scores.iter_mut().enumerate() {
+                    let (g, j) = (i / n, i % n);
+                    *score = self.dot_f32(&queries[g * hd..][..hd], &keys[j * stride..][..hd]);
                 }
             }
         }
     }
 
-    /// `out = Σ_j weights[j] · values[j · stride..][..out.len()]`: attention's weighted
-    /// sum of cached values, added position by position as [`Kernels::axpy`] adds them
-    /// into zeros, with the sums kept in registers across positions.
-    pub fn weighted_sum(self, weights: &[f32], values: &[f32], stride: usize, out: &mut [f32]) {
+    /// Attention's weighted sums of cached values for a group of queries that share
+    /// them: `out[g · hd..][..hd] = Σ_j weights[g · n + j] · values[j · stride..][..hd]`,
+    /// added position by position as [`Kernels::axpy`] adds them into zeros. The SIMD
+    /// kernels read each value once for the whole group and keep the sums in registers
+    /// across positions.
+    pub fn group_sums(
+        self,
+        weights: &[f32],
+        values: &[f32],
+        stride: usize,
+        out: &mut [f32],
+        hd: usize,
+    ) {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Kernels::X86(simd) if out.len().is_multiple_of(8) => {
-                simd.weighted_sum(weights, values, stride, out)
+            Kernels::X86(simd) if hd.is_multiple_of(8) => {
+                simd.group_sums(weights, values, stride, out, hd)
             }
             _ => {
+                let n = weights.len() / (out.len() / hd);
                 out.fill(0.0);
-                for (j, &w) in weights.iter().enumerate() {
-                    self.axpy(w, &values[j * stride..][..out.len()], out);
+                for (g, out) in out.chunks_exact_mut(hd).enumerate() {
+                    for (j, &w) in weights[g * n..][..n].iter().enumerate() {
+                        self.axpy(w, &values[j * stride..][..hd], out);
+                    }
                 }
             }
         }

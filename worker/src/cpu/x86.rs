@@ -88,16 +88,30 @@ impl Simd {
         unsafe { axpy(w, v, out) }
     }
 
-    /// [`super::Kernels::dots_strided`] (`q` a multiple of 8 long).
-    pub fn dots_strided(self, q: &[f32], keys: &[f32], stride: usize, out: &mut [f32]) {
-        // SAFETY: every set has AVX2, FMA and F16C; the slices are checked.
-        unsafe { dots_strided(q, keys, stride, out) }
+    /// [`super::Kernels::group_dots`] (`hd` a multiple of 8).
+    pub fn group_dots(
+        self,
+        queries: &[f32],
+        hd: usize,
+        keys: &[f32],
+        stride: usize,
+        scores: &mut [f32],
+    ) {
+        // SAFETY: every set has AVX2, FMA and F16C; the tiles check their slices.
+        unsafe { group_dots(queries, hd, keys, stride, scores) }
     }
 
-    /// [`super::Kernels::weighted_sum`] (`out` a multiple of 8 long).
-    pub fn weighted_sum(self, weights: &[f32], values: &[f32], stride: usize, out: &mut [f32]) {
-        // SAFETY: every set has AVX2, FMA and F16C; the slices are checked.
-        unsafe { weighted_sum(weights, values, stride, out) }
+    /// [`super::Kernels::group_sums`] (`hd` a multiple of 8).
+    pub fn group_sums(
+        self,
+        weights: &[f32],
+        values: &[f32],
+        stride: usize,
+        out: &mut [f32],
+        hd: usize,
+    ) {
+        // SAFETY: every set has AVX2, FMA and F16C; the tiles check their slices.
+        unsafe { group_sums(weights, values, stride, out, hd) }
     }
 
     /// Dot products of `ROWS_AT_ONCE` rows of `ty` with the same activations, or `false`
@@ -1104,32 +1118,182 @@ fn quantize_row(x: &[f32], out: &mut [Q8Block], scales: quant::Scales) {
     }
 }
 
+/// [`super::Kernels::group_dots`]: the queries in tiles of at most eight.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dots_strided(q: &[f32], keys: &[f32], stride: usize, out: &mut [f32]) {
-    for (j, o) in out.iter_mut().enumerate() {
-        *o = dot_f32(q, &keys[j * stride..][..q.len()]);
+fn group_dots(queries: &[f32], hd: usize, keys: &[f32], stride: usize, scores: &mut [f32]) {
+    let n = scores.len() / (queries.len() / hd);
+    for (tile, queries) in queries.chunks(8 * hd).enumerate() {
+        let scores = &mut scores[tile * 8 * n..];
+        match queries.len() / hd {
+            1 => dots_tile::<1, 4>(queries, hd, keys, stride, scores, n),
+            2 => dots_tile::<2, 2>(queries, hd, keys, stride, scores, n),
+            3 => dots_tile::<3, 2>(queries, hd, keys, stride, scores, n),
+            4 => dots_tile::<4, 1>(queries, hd, keys, stride, scores, n),
+            5 => dots_tile::<5, 1>(queries, hd, keys, stride, scores, n),
+            6 => dots_tile::<6, 1>(queries, hd, keys, stride, scores, n),
+            7 => dots_tile::<7, 1>(queries, hd, keys, stride, scores, n),
+            _ => dots_tile::<8, 1>(queries, hd, keys, stride, scores, n),
+        }
     }
 }
 
-/// Floats of `out` whose sums [`weighted_sum`] keeps in registers at once.
-const SUM_FLOATS: usize = 64;
-
+/// [`super::Kernels::group_sums`]: the queries in tiles of at most eight.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn weighted_sum(weights: &[f32], values: &[f32], stride: usize, out: &mut [f32]) {
-    for (c, chunk) in out.chunks_mut(SUM_FLOATS).enumerate() {
-        let lanes = chunk.len() / 8;
-        let mut acc = [_mm256_setzero_ps(); SUM_FLOATS / 8];
-        for (j, &w) in weights.iter().enumerate() {
-            let v = &values[j * stride + c * SUM_FLOATS..][..chunk.len()];
-            let w = _mm256_set1_ps(w);
-            for (i, acc) in acc[..lanes].iter_mut().enumerate() {
-                // SAFETY: `v` holds `lanes` runs of 8 floats.
-                *acc = _mm256_fmadd_ps(w, unsafe { _mm256_loadu_ps(v[8 * i..].as_ptr()) }, *acc);
+fn group_sums(weights: &[f32], values: &[f32], stride: usize, out: &mut [f32], hd: usize) {
+    let n = weights.len() / (out.len() / hd);
+    for (tile, out) in out.chunks_mut(8 * hd).enumerate() {
+        let weights = &weights[tile * 8 * n..];
+        match out.len() / hd {
+            1 => sums_tile::<1, 4>(weights, n, values, stride, out, hd),
+            2 => sums_tile::<2, 4>(weights, n, values, stride, out, hd),
+            3 => sums_tile::<3, 2>(weights, n, values, stride, out, hd),
+            4 => sums_tile::<4, 2>(weights, n, values, stride, out, hd),
+            5 => sums_tile::<5, 1>(weights, n, values, stride, out, hd),
+            6 => sums_tile::<6, 1>(weights, n, values, stride, out, hd),
+            7 => sums_tile::<7, 1>(weights, n, values, stride, out, hd),
+            _ => sums_tile::<8, 1>(weights, n, values, stride, out, hd),
+        }
+    }
+}
+
+/// Attention's scores of the `Q` queries in `queries` (rows of `hd`) against `n` keys
+/// (`keys[j · stride..][..hd]`), into `scores[g · n + j]`, `K` keys at a time: every
+/// key is read once for all `Q` queries, and the `Q · K` sums are independent chains.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dots_tile<const Q: usize, const K: usize>(
+    queries: &[f32],
+    hd: usize,
+    keys: &[f32],
+    stride: usize,
+    scores: &mut [f32],
+    n: usize,
+) {
+    assert!(hd.is_multiple_of(8) && queries.len() >= Q * hd && scores.len() >= Q * n);
+    assert!(n == 0 || keys.len() >= (n - 1) * stride + hd);
+    let mut j = 0;
+    while j + K <= n {
+        // SAFETY: keys `j..j + K` lie inside `keys`, as checked above.
+        unsafe { dots_at::<Q, K>(queries, hd, keys, stride, scores, n, j) };
+        j += K;
+    }
+    for j in j..n {
+        // SAFETY: as above, for key `j`.
+        unsafe { dots_at::<Q, 1>(queries, hd, keys, stride, scores, n, j) };
+    }
+}
+
+/// The scores of keys `j..j + K` for [`dots_tile`]. Each adds its products in
+/// [`dot_f32`]'s order and ends in the same [`hsum`], so a score is the same, bit for
+/// bit, whatever the tile. Safety: the caller has checked the slices' lengths as
+/// [`dots_tile`] does, and `j + K <= n`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn dots_at<const Q: usize, const K: usize>(
+    queries: &[f32],
+    hd: usize,
+    keys: &[f32],
+    stride: usize,
+    scores: &mut [f32],
+    n: usize,
+    j: usize,
+) {
+    let mut acc = [[_mm256_setzero_ps(); K]; Q];
+    for c in (0..hd).step_by(8) {
+        for k in 0..K {
+            // SAFETY: key `j + k < n` lies inside `keys`, and `c + 8 <= hd`.
+            let key = unsafe { _mm256_loadu_ps(keys.as_ptr().add((j + k) * stride + c)) };
+            for (g, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: query `g < Q` lies inside `queries`.
+                let query = unsafe { _mm256_loadu_ps(queries.as_ptr().add(g * hd + c)) };
+                acc[k] = _mm256_fmadd_ps(query, key, acc[k]);
             }
         }
-        for (i, acc) in acc[..lanes].iter().enumerate() {
-            // SAFETY: `chunk` holds `lanes` runs of 8 floats.
-            unsafe { _mm256_storeu_ps(chunk[8 * i..].as_mut_ptr(), *acc) };
+    }
+    for (g, acc) in acc.iter().enumerate() {
+        for (k, &acc) in acc.iter().enumerate() {
+            scores[g * n + j + k] = hsum(acc);
+        }
+    }
+}
+
+/// Positions whose values [`sums_tile`] adds before it moves on to the next floats of
+/// the sums: their rows stay in the first-level cache meanwhile.
+const SUM_POSITIONS: usize = 32;
+
+/// `out[g · hd..][..hd] = Σ_j weights[g · n + j] · values[j · stride..][..hd]` for `Q`
+/// queries, `8 · C` floats of the sums at a time: each value is read once for all `Q`
+/// sums.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn sums_tile<const Q: usize, const C: usize>(
+    weights: &[f32],
+    n: usize,
+    values: &[f32],
+    stride: usize,
+    out: &mut [f32],
+    hd: usize,
+) {
+    assert!(hd.is_multiple_of(8) && weights.len() >= Q * n && out.len() >= Q * hd);
+    assert!(n == 0 || values.len() >= (n - 1) * stride + hd);
+    out[..Q * hd].fill(0.0);
+    for start in (0..n).step_by(SUM_POSITIONS) {
+        let positions = start..(start + SUM_POSITIONS).min(n);
+        let mut c = 0;
+        while c + 8 * C <= hd {
+            // SAFETY: the lengths are checked above, and `c + 8 · C <= hd`.
+            unsafe { sums_at::<Q, C>(weights, n, values, stride, out, hd, positions.clone(), c) };
+            c += 8 * C;
+        }
+        for c in (c..hd).step_by(8) {
+            // SAFETY: as above, with `c + 8 <= hd`.
+            unsafe { sums_at::<Q, 1>(weights, n, values, stride, out, hd, positions.clone(), c) };
+        }
+    }
+}
+
+/// Adds `positions`' products into floats `c..c + 8 · C` of [`sums_tile`]'s sums. Every
+/// float adds its products position by position from zero, as [`axpy`] into zeros
+/// would, so the sums are the same, bit for bit, whatever the tile. Safety: the caller
+/// has checked the slices' lengths as [`sums_tile`] does, `positions` lies in `0..n`,
+/// and `c + 8 · C <= hd`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn sums_at<const Q: usize, const C: usize>(
+    weights: &[f32],
+    n: usize,
+    values: &[f32],
+    stride: usize,
+    out: &mut [f32],
+    hd: usize,
+    positions: std::ops::Range<usize>,
+    c: usize,
+) {
+    let o = out.as_mut_ptr();
+    let mut acc = [[_mm256_setzero_ps(); C]; Q];
+    for (g, acc) in acc.iter_mut().enumerate() {
+        for (i, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: `g < Q` and `c + 8 · C <= hd` keep it inside `out`.
+            *acc = unsafe { _mm256_loadu_ps(o.add(g * hd + c + 8 * i)) };
+        }
+    }
+    for j in positions {
+        let mut value = [_mm256_setzero_ps(); C];
+        for (i, value) in value.iter_mut().enumerate() {
+            // SAFETY: position `j < n` lies inside `values`.
+            *value = unsafe { _mm256_loadu_ps(values.as_ptr().add(j * stride + c + 8 * i)) };
+        }
+        for (g, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: `g < Q` and `j < n` keep it inside `weights`.
+            let weight = _mm256_set1_ps(unsafe { *weights.as_ptr().add(g * n + j) });
+            for (acc, &value) in acc.iter_mut().zip(&value) {
+                *acc = _mm256_fmadd_ps(weight, value, *acc);
+            }
+        }
+    }
+    for (g, acc) in acc.iter().enumerate() {
+        for (i, acc) in acc.iter().enumerate() {
+            // SAFETY: as for the loads above.
+            unsafe { _mm256_storeu_ps(o.add(g * hd + c + 8 * i), *acc) };
         }
     }
 }

@@ -234,9 +234,14 @@ struct KvCache {
     layers: Vec<LayerCache>,
 }
 
+/// One layer's keys and values, key head by key head: a head's positions follow one
+/// another, so attention reads a head's run of positions as one stream (not a head's
+/// slice of every position's row, a page apart in a model with many key heads).
 struct LayerCache {
     keys: Vec<f32>,
     values: Vec<f32>,
+    positions: usize,
+    head_dim: usize,
 }
 
 impl KvCache {
@@ -248,8 +253,44 @@ impl KvCache {
                 .map(|_| LayerCache {
                     keys: vec![0.0; len],
                     values: vec![0.0; len],
+                    positions: c.max_positions,
+                    head_dim: c.head_dim,
                 })
                 .collect(),
+        }
+    }
+}
+
+impl LayerCache {
+    /// Keeps position `pos`'s keys and values (every key head's, one after another).
+    fn store(&mut self, pos: usize, keys: &[f32], values: &[f32]) {
+        let hd = self.head_dim;
+        for (head, (k, v)) in keys
+            .chunks_exact(hd)
+            .zip(values.chunks_exact(hd))
+            .enumerate()
+        {
+            let at = (head * self.positions + pos) * hd;
+            self.keys[at..at + hd].copy_from_slice(k);
+            self.values[at..at + hd].copy_from_slice(v);
+        }
+    }
+
+    /// Key head `head`'s keys and values from position `first` on, each position's
+    /// `head_dim` floats right after the one before.
+    fn head(&self, head: usize, first: usize) -> (&[f32], &[f32]) {
+        let run = (head * self.positions + first) * self.head_dim
+            ..(head + 1) * self.positions * self.head_dim;
+        (&self.keys[run.clone()], &self.values[run])
+    }
+
+    /// Positions `0..len` of `source`'s keys and values, copied.
+    fn copy_prefix(&mut self, source: &LayerCache, len: usize) {
+        let floats = len.min(self.positions) * self.head_dim;
+        for start in (0..self.keys.len()).step_by(self.positions * self.head_dim) {
+            let run = start..start + floats;
+            self.keys[run.clone()].copy_from_slice(&source.keys[run.clone()]);
+            self.values[run.clone()].copy_from_slice(&source.values[run]);
         }
     }
 }
@@ -516,7 +557,6 @@ impl CpuLlama {
             from < slots && to < slots && from != to,
             "slots {from} → {to} of {slots}"
         );
-        let end = len.min(self.config.max_positions) * self.config.kv_dim();
         let (source, target) = if from < to {
             let (left, right) = self.caches.split_at_mut(to);
             (&left[from], &mut right[0])
@@ -525,8 +565,7 @@ impl CpuLlama {
             (&right[0], &mut left[to])
         };
         for (source, target) in source.layers.iter().zip(&mut target.layers) {
-            target.keys[..end].copy_from_slice(&source.keys[..end]);
-            target.values[..end].copy_from_slice(&source.values[..end]);
+            target.copy_prefix(source, len);
         }
     }
 
@@ -650,8 +689,7 @@ impl CpuLlama {
                             Rope::Halves => rope_halves(head, cos, sin),
                         }
                     }
-                    cache.keys[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(k);
-                    cache.values[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(v);
+                    cache.store(pos, k, v);
                 }
             }
             attention(kernels, &c, &self.caches, l, layer.window, spans, s, n);
@@ -1035,7 +1073,7 @@ fn attention(
     s: &mut Scratch,
     n: usize,
 ) {
-    let (q_dim, kv_dim, hd) = (c.q_dim(), c.kv_dim(), c.head_dim);
+    let (q_dim, hd) = (c.q_dim(), c.head_dim);
     let qkv_width = c.qkv_width();
     let group = c.heads / c.kv_heads;
     let per_task = heads_per_task(
@@ -1070,7 +1108,6 @@ fn attention(
         .into_par_iter()
         .for_each(|(span, head, heads, row, out)| {
             let cache = &caches[span.slot].layers[layer];
-            let kv_offset = (head / group) * hd;
             SCORES.with_borrow_mut(|scores| {
                 for (t, out) in (row..).zip(out.chunks_exact_mut(heads * hd)) {
                     let queries = &qkv[(span.first + t) * qkv_width + head * hd..][..heads * hd];
@@ -1082,8 +1119,8 @@ fn attention(
                         scores.resize(heads * len, 0.0);
                     }
                     let scores = &mut scores[..heads * len];
-                    let keys = &cache.keys[first * kv_dim + kv_offset..];
-                    kernels.group_dots(queries, hd, keys, kv_dim, scores);
+                    let (keys, values) = cache.head(head / group, first);
+                    kernels.group_dots(queries, hd, keys, hd, scores);
                     for scores in scores.chunks_exact_mut(len) {
                         for score in scores.iter_mut() {
                             *score *= scale;
@@ -1093,8 +1130,7 @@ fn attention(
                         }
                         softmax(scores);
                     }
-                    let values = &cache.values[first * kv_dim + kv_offset..];
-                    kernels.group_sums(scores, values, kv_dim, out, hd);
+                    kernels.group_sums(scores, values, hd, out, hd);
                 }
             });
         });

@@ -1049,6 +1049,12 @@ impl Scratch {
 /// tasks keep every thread busy as the causal mask makes later rows cost more.
 const ATTENTION_ROWS: usize = 16;
 
+/// Rows of a prompt that attention scores against each key at once, head by head,
+/// where a task has fewer query heads than that (sharing a key between four queries
+/// keeps the kernels' tiles at their best shape; measured against eight on phi3's
+/// and llama's shapes at 2,800 tokens, BENCHMARKS.md).
+const TILE_ROWS: usize = 4;
+
 thread_local! {
     /// One attention task's scores, a row of the longest context seen per query head
     /// it takes; kept by each pool thread so that no task allocates.
@@ -1104,33 +1110,71 @@ fn attention(
             }
         }
     }
+    // A row's scores become its weights: scaled, capped where the family caps them,
+    // and through softmax.
+    let weigh = |scores: &mut [f32]| {
+        for score in scores.iter_mut() {
+            *score *= scale;
+        }
+        if let Some(cap) = c.attention_cap {
+            soft_cap(scores, cap);
+        }
+        softmax(scores);
+    };
+    // As llama.cpp masks a window of `w`: position `p` sees `p - w + 1..=p`, so a row
+    // that has seen `seen` positions attends to `first(seen)..seen`.
+    let first = |seen: usize| window.map_or(0, |w| seen.saturating_sub(w));
     tasks
         .into_par_iter()
         .for_each(|(span, head, heads, row, out)| {
             let cache = &caches[span.slot].layers[layer];
+            let rows = out.len() / (heads * hd);
+            let query = |t: usize, h: usize| (span.first + t) * qkv_width + (head + h) * hd;
             SCORES.with_borrow_mut(|scores| {
-                for (t, out) in (row..).zip(out.chunks_exact_mut(heads * hd)) {
-                    let queries = &qkv[(span.first + t) * qkv_width + head * hd..][..heads * hd];
-                    let seen = span.position + t + 1;
-                    // As llama.cpp masks a window of `w`: position `p` sees `p - w + 1..=p`.
-                    let first = window.map_or(0, |w| seen.saturating_sub(w));
-                    let len = seen - first;
-                    if scores.len() < heads * len {
-                        scores.resize(heads * len, 0.0);
+                if rows.min(TILE_ROWS) <= heads {
+                    // Row by row, all of the task's heads at once.
+                    for (t, out) in (row..).zip(out.chunks_exact_mut(heads * hd)) {
+                        let seen = span.position + t + 1;
+                        let len = seen - first(seen);
+                        scores.resize(scores.len().max(heads * len), 0.0);
+                        let scores = &mut scores[..heads * len];
+                        let (keys, values) = cache.head(head / group, first(seen));
+                        let queries = &qkv[query(t, 0)..][..heads * hd];
+                        kernels.group_dots(queries, hd, hd, keys, hd, scores);
+                        scores.chunks_exact_mut(len).for_each(weigh);
+                        kernels.group_sums(scores, values, hd, out, hd, hd);
                     }
-                    let scores = &mut scores[..heads * len];
-                    let (keys, values) = cache.head(head / group, first);
-                    kernels.group_dots(queries, hd, keys, hd, scores);
-                    for scores in scores.chunks_exact_mut(len) {
-                        for score in scores.iter_mut() {
-                            *score *= scale;
+                    return;
+                }
+                // Head by head, up to `TILE_ROWS` rows at once: a prompt's rows share
+                // their keys but for the last few, which the later rows see and the
+                // earlier ones are masked from. Every row is scored against the block's
+                // whole run, and a masked position weighs exactly 0: with a finite value it
+                // adds a zero, which leaves any sum as it was.
+                for h in 0..heads {
+                    for block in (0..rows).step_by(TILE_ROWS) {
+                        let count = (rows - block).min(TILE_ROWS);
+                        let seen = span.position + row + block + 1;
+                        let start = first(seen);
+                        let n = seen + count - 1 - start;
+                        scores.resize(scores.len().max(count * n), 0.0);
+                        let scores = &mut scores[..count * n];
+                        let (keys, values) = cache.head(head / group, start);
+                        let stride = qkv_width;
+                        let queries = &qkv[query(row + block, h)..][..(count - 1) * stride + hd];
+                        kernels.group_dots(queries, stride, hd, keys, hd, scores);
+                        for (i, scores) in scores.chunks_exact_mut(n).enumerate() {
+                            let seen = seen + i;
+                            let (masked, rest) = scores.split_at_mut(first(seen) - start);
+                            let (seen_here, after) = rest.split_at_mut(seen - first(seen));
+                            masked.fill(0.0);
+                            after.fill(0.0);
+                            weigh(seen_here);
                         }
-                        if let Some(cap) = c.attention_cap {
-                            soft_cap(scores, cap);
-                        }
-                        softmax(scores);
+                        let stride = heads * hd;
+                        let out = &mut out[block * stride + h * hd..][..(count - 1) * stride + hd];
+                        kernels.group_sums(scores, values, hd, out, stride, hd);
                     }
-                    kernels.group_sums(scores, values, hd, out, hd);
                 }
             });
         });

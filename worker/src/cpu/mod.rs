@@ -276,59 +276,65 @@ impl Kernels {
         }
     }
 
-    /// Attention's scores of a group of queries that share their keys (the query heads
-    /// of one key head): `scores[g · n + j] = queries[g · hd..][..hd] ·
-    /// keys[j · stride..][..hd]`, `n` being `scores.len()` over the number of queries,
-    /// each score as [`Kernels::dot_f32`] gives it. The SIMD kernels read each key once
-    /// for the whole group (reading it again for every query head cost more than the
-    /// products at a long context).
+    /// Attention's scores of several queries against the same run of cached keys (the
+    /// query heads of one key head for a token, or one head for several tokens):
+    /// `scores[g · n + j] = queries[g · query_stride..][..hd] · keys[j · key_stride..][..hd]`,
+    /// `queries` ending with the last query and `n` being `scores.len()` over the number
+    /// of queries, each score as [`Kernels::dot_f32`] gives it. The SIMD kernels read
+    /// each key once for all the queries (reading it again for every query cost more
+    /// than the products at a long context).
     pub fn group_dots(
         self,
         queries: &[f32],
+        query_stride: usize,
         hd: usize,
         keys: &[f32],
-        stride: usize,
+        key_stride: usize,
         scores: &mut [f32],
     ) {
         match self {
             #[cfg(target_arch = "x86_64")]
             Kernels::X86(simd) if hd.is_multiple_of(8) => {
-                simd.group_dots(queries, hd, keys, stride, scores)
+                simd.group_dots(queries, query_stride, hd, keys, key_stride, scores)
             }
             _ => {
-                let n = scores.len() / (queries.len() / hd);
+                let count = (queries.len() + query_stride - hd) / query_stride;
+                let n = scores.len() / count;
                 for (i, score) in scores.iter_mut().enumerate() {
-                    let (g, j) = (i / n, i % n);
-                    *score = self.dot_f32(&queries[g * hd..][..hd], &keys[j * stride..][..hd]);
+                    let (query, key) = (i / n * query_stride, i % n * key_stride);
+                    *score = self.dot_f32(&queries[query..][..hd], &keys[key..][..hd]);
                 }
             }
         }
     }
 
-    /// Attention's weighted sums of cached values for a group of queries that share
-    /// them: `out[g · hd..][..hd] = Σ_j weights[g · n + j] · values[j · stride..][..hd]`,
-    /// added position by position as [`Kernels::axpy`] adds them into zeros. The SIMD
-    /// kernels read each value once for the whole group and keep the sums in registers
-    /// across positions.
+    /// Attention's weighted sums of the same run of cached values for several queries:
+    /// `out[g · out_stride..][..hd] = Σ_j weights[g · n + j] · values[j · value_stride..][..hd]`,
+    /// `out` ending with the last query's sums, added position by position as
+    /// [`Kernels::axpy`] adds them into zeros. The SIMD kernels read each value once for
+    /// all the queries and keep the sums in registers across positions.
     pub fn group_sums(
         self,
         weights: &[f32],
         values: &[f32],
-        stride: usize,
+        value_stride: usize,
         out: &mut [f32],
+        out_stride: usize,
         hd: usize,
     ) {
         match self {
             #[cfg(target_arch = "x86_64")]
             Kernels::X86(simd) if hd.is_multiple_of(8) => {
-                simd.group_sums(weights, values, stride, out, hd)
+                simd.group_sums(weights, values, value_stride, out, out_stride, hd)
             }
             _ => {
-                let n = weights.len() / (out.len() / hd);
-                out.fill(0.0);
-                for (g, out) in out.chunks_exact_mut(hd).enumerate() {
+                let count = (out.len() + out_stride - hd) / out_stride;
+                let n = weights.len() / count;
+                for g in 0..count {
+                    let out = &mut out[g * out_stride..][..hd];
+                    out.fill(0.0);
                     for (j, &w) in weights[g * n..][..n].iter().enumerate() {
-                        self.axpy(w, &values[j * stride..][..hd], out);
+                        self.axpy(w, &values[j * value_stride..][..hd], out);
                     }
                 }
             }

@@ -497,48 +497,50 @@ fn a_stack_interleaves_the_parts_that_can_be_and_reads_the_others_as_they_are() 
 }
 
 #[test]
-fn attention_over_a_group_of_heads_gives_each_heads_own_scores_and_sums_bit_for_bit() {
-    // The group kernels read each cached position once for every query head of a key
-    // head; each head's scores and sums must be what that head's position-by-position
-    // products (`dot_f32`, `axpy` into zeros) give, on every set, for every tile shape
-    // (1 to 11 heads: the tiles of at most eight and their remainders), head widths
-    // that leave a remainder of the wide tiles (96), and runs of positions that do.
+fn attention_over_several_queries_gives_each_its_own_scores_and_sums_bit_for_bit() {
+    // The group kernels read each cached position once for several queries (the query
+    // heads of a key head, side by side, or one head's rows of a prompt, a row apart);
+    // each query's scores and sums must be what its own position-by-position products
+    // (`dot_f32`, `axpy` into zeros) give, on every set, for every tile shape (1 to 11
+    // queries: the tiles of at most eight and their remainders), head widths that
+    // leave a remainder of the wide tiles (72, 80), and runs of positions that do.
     for kernels in kernels() {
-        for (heads, hd, positions) in [
-            (1, 80, 37),
-            (2, 72, 70),
-            (3, 96, 33),
-            (4, 128, 5),
-            (7, 64, 100),
-            (11, 80, 9),
+        for (queries, hd, positions, apart) in [
+            (1, 80, 37, 1),
+            (2, 72, 70, 1),
+            (3, 96, 33, 3),
+            (4, 128, 5, 1),
+            (7, 64, 100, 1),
+            (8, 64, 41, 5),
+            (11, 80, 9, 2),
         ] {
-            let stride = hd * 3;
-            let queries = values(heads * hd, 1);
+            let (stride, apart) = (hd * 3, hd * apart);
+            let query = values((queries - 1) * apart + hd, 1);
             let cache = values(positions * stride, 2);
-            let mut scores = vec![0.0; heads * positions];
-            kernels.group_dots(&queries, hd, &cache, stride, &mut scores);
-            let mut sums = vec![f32::NAN; heads * hd];
-            kernels.group_sums(&scores, &cache, stride, &mut sums, hd);
-            for (g, query) in queries.chunks_exact(hd).enumerate() {
+            let mut scores = vec![0.0; queries * positions];
+            kernels.group_dots(&query, apart, hd, &cache, stride, &mut scores);
+            let mut sums = vec![f32::NAN; (queries - 1) * apart + hd];
+            kernels.group_sums(&scores, &cache, stride, &mut sums, apart, hd);
+            for g in 0..queries {
                 let mut sum = vec![0.0; hd];
                 for j in 0..positions {
                     let key = &cache[j * stride..][..hd];
                     let score = scores[g * positions + j];
                     assert_eq!(
                         score.to_bits(),
-                        kernels.dot_f32(query, key).to_bits(),
-                        "{} score of head {g} of {heads}, position {j}",
+                        kernels.dot_f32(&query[g * apart..][..hd], key).to_bits(),
+                        "{} score of query {g} of {queries}, position {j}",
                         kernels.name()
                     );
                     kernels.axpy(score, key, &mut sum);
                 }
                 assert_eq!(
-                    sums[g * hd..][..hd]
+                    sums[g * apart..][..hd]
                         .iter()
                         .map(|v| v.to_bits())
                         .collect::<Vec<_>>(),
                     sum.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    "{} sums of head {g} of {heads} ({hd} wide, {positions} positions)",
+                    "{} sums of query {g} of {queries} ({hd} wide, {positions} positions)",
                     kernels.name()
                 );
             }

@@ -92,13 +92,14 @@ impl Simd {
     pub fn group_dots(
         self,
         queries: &[f32],
+        query_stride: usize,
         hd: usize,
         keys: &[f32],
-        stride: usize,
+        key_stride: usize,
         scores: &mut [f32],
     ) {
         // SAFETY: every set has AVX2, FMA and F16C; the tiles check their slices.
-        unsafe { group_dots(queries, hd, keys, stride, scores) }
+        unsafe { group_dots(queries, query_stride, hd, keys, key_stride, scores) }
     }
 
     /// [`super::Kernels::group_sums`] (`hd` a multiple of 8).
@@ -106,12 +107,13 @@ impl Simd {
         self,
         weights: &[f32],
         values: &[f32],
-        stride: usize,
+        value_stride: usize,
         out: &mut [f32],
+        out_stride: usize,
         hd: usize,
     ) {
         // SAFETY: every set has AVX2, FMA and F16C; the tiles check their slices.
-        unsafe { group_sums(weights, values, stride, out, hd) }
+        unsafe { group_sums(weights, values, value_stride, out, out_stride, hd) }
     }
 
     /// Dot products of `ROWS_AT_ONCE` rows of `ty` with the same activations, or `false`
@@ -1120,65 +1122,89 @@ fn quantize_row(x: &[f32], out: &mut [Q8Block], scales: quant::Scales) {
 
 /// [`super::Kernels::group_dots`]: the queries in tiles of at most eight.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn group_dots(queries: &[f32], hd: usize, keys: &[f32], stride: usize, scores: &mut [f32]) {
-    let n = scores.len() / (queries.len() / hd);
-    for (tile, queries) in queries.chunks(8 * hd).enumerate() {
-        let scores = &mut scores[tile * 8 * n..];
-        match queries.len() / hd {
-            1 => dots_tile::<1, 4>(queries, hd, keys, stride, scores, n),
-            2 => dots_tile::<2, 2>(queries, hd, keys, stride, scores, n),
-            3 => dots_tile::<3, 2>(queries, hd, keys, stride, scores, n),
-            4 => dots_tile::<4, 1>(queries, hd, keys, stride, scores, n),
-            5 => dots_tile::<5, 1>(queries, hd, keys, stride, scores, n),
-            6 => dots_tile::<6, 1>(queries, hd, keys, stride, scores, n),
-            7 => dots_tile::<7, 1>(queries, hd, keys, stride, scores, n),
-            _ => dots_tile::<8, 1>(queries, hd, keys, stride, scores, n),
+fn group_dots(
+    queries: &[f32],
+    query_stride: usize,
+    hd: usize,
+    keys: &[f32],
+    key_stride: usize,
+    scores: &mut [f32],
+) {
+    let count = (queries.len() + query_stride - hd) / query_stride;
+    let n = scores.len() / count;
+    for first in (0..count).step_by(8) {
+        let queries = &queries[first * query_stride..];
+        let scores = &mut scores[first * n..];
+        let q = (query_stride, hd);
+        let k = (keys, key_stride);
+        match (count - first).min(8) {
+            1 => dots_tile::<1, 4>(queries, q, k, scores, n),
+            2 => dots_tile::<2, 2>(queries, q, k, scores, n),
+            3 => dots_tile::<3, 2>(queries, q, k, scores, n),
+            4 => dots_tile::<4, 2>(queries, q, k, scores, n),
+            5 => dots_tile::<5, 1>(queries, q, k, scores, n),
+            6 => dots_tile::<6, 1>(queries, q, k, scores, n),
+            7 => dots_tile::<7, 1>(queries, q, k, scores, n),
+            _ => dots_tile::<8, 1>(queries, q, k, scores, n),
         }
     }
 }
 
 /// [`super::Kernels::group_sums`]: the queries in tiles of at most eight.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn group_sums(weights: &[f32], values: &[f32], stride: usize, out: &mut [f32], hd: usize) {
-    let n = weights.len() / (out.len() / hd);
-    for (tile, out) in out.chunks_mut(8 * hd).enumerate() {
-        let weights = &weights[tile * 8 * n..];
-        match out.len() / hd {
-            1 => sums_tile::<1, 4>(weights, n, values, stride, out, hd),
-            2 => sums_tile::<2, 4>(weights, n, values, stride, out, hd),
-            3 => sums_tile::<3, 2>(weights, n, values, stride, out, hd),
-            4 => sums_tile::<4, 2>(weights, n, values, stride, out, hd),
-            5 => sums_tile::<5, 1>(weights, n, values, stride, out, hd),
-            6 => sums_tile::<6, 1>(weights, n, values, stride, out, hd),
-            7 => sums_tile::<7, 1>(weights, n, values, stride, out, hd),
-            _ => sums_tile::<8, 1>(weights, n, values, stride, out, hd),
+fn group_sums(
+    weights: &[f32],
+    values: &[f32],
+    value_stride: usize,
+    out: &mut [f32],
+    out_stride: usize,
+    hd: usize,
+) {
+    let count = (out.len() + out_stride - hd) / out_stride;
+    let n = weights.len() / count;
+    for first in (0..count).step_by(8) {
+        let weights = &weights[first * n..];
+        let out = &mut out[first * out_stride..];
+        let v = (values, value_stride);
+        let o = (out_stride, hd);
+        match (count - first).min(8) {
+            1 => sums_tile::<1, 4>(weights, n, v, out, o),
+            2 => sums_tile::<2, 4>(weights, n, v, out, o),
+            3 => sums_tile::<3, 2>(weights, n, v, out, o),
+            4 => sums_tile::<4, 2>(weights, n, v, out, o),
+            5 => sums_tile::<5, 1>(weights, n, v, out, o),
+            6 => sums_tile::<6, 1>(weights, n, v, out, o),
+            7 => sums_tile::<7, 1>(weights, n, v, out, o),
+            _ => sums_tile::<8, 1>(weights, n, v, out, o),
         }
     }
 }
 
-/// Attention's scores of the `Q` queries in `queries` (rows of `hd`) against `n` keys
-/// (`keys[j · stride..][..hd]`), into `scores[g · n + j]`, `K` keys at a time: every
+/// Attention's scores of `Q` queries (`queries[g · query_stride..][..hd]`, with
+/// `(query_stride, hd)` as `q`) against `n` keys (`keys[j · key_stride..][..hd]`, with
+/// `(keys, key_stride)` as `k`), into `scores[g · n + j]`, `K` keys at a time: every
 /// key is read once for all `Q` queries, and the `Q · K` sums are independent chains.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dots_tile<const Q: usize, const K: usize>(
     queries: &[f32],
-    hd: usize,
-    keys: &[f32],
-    stride: usize,
+    (query_stride, hd): (usize, usize),
+    (keys, key_stride): (&[f32], usize),
     scores: &mut [f32],
     n: usize,
 ) {
-    assert!(hd.is_multiple_of(8) && queries.len() >= Q * hd && scores.len() >= Q * n);
-    assert!(n == 0 || keys.len() >= (n - 1) * stride + hd);
+    assert!(hd.is_multiple_of(8) && queries.len() >= (Q - 1) * query_stride + hd);
+    assert!(scores.len() >= Q * n && (n == 0 || keys.len() >= (n - 1) * key_stride + hd));
+    let q = (queries, query_stride, hd);
+    let k = (keys, key_stride);
     let mut j = 0;
     while j + K <= n {
         // SAFETY: keys `j..j + K` lie inside `keys`, as checked above.
-        unsafe { dots_at::<Q, K>(queries, hd, keys, stride, scores, n, j) };
+        unsafe { dots_at::<Q, K>(q, k, scores, n, j) };
         j += K;
     }
     for j in j..n {
         // SAFETY: as above, for key `j`.
-        unsafe { dots_at::<Q, 1>(queries, hd, keys, stride, scores, n, j) };
+        unsafe { dots_at::<Q, 1>(q, k, scores, n, j) };
     }
 }
 
@@ -1189,10 +1215,8 @@ fn dots_tile<const Q: usize, const K: usize>(
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn dots_at<const Q: usize, const K: usize>(
-    queries: &[f32],
-    hd: usize,
-    keys: &[f32],
-    stride: usize,
+    (queries, query_stride, hd): (&[f32], usize, usize),
+    (keys, key_stride): (&[f32], usize),
     scores: &mut [f32],
     n: usize,
     j: usize,
@@ -1201,10 +1225,10 @@ unsafe fn dots_at<const Q: usize, const K: usize>(
     for c in (0..hd).step_by(8) {
         for k in 0..K {
             // SAFETY: key `j + k < n` lies inside `keys`, and `c + 8 <= hd`.
-            let key = unsafe { _mm256_loadu_ps(keys.as_ptr().add((j + k) * stride + c)) };
+            let key = unsafe { _mm256_loadu_ps(keys.as_ptr().add((j + k) * key_stride + c)) };
             for (g, acc) in acc.iter_mut().enumerate() {
                 // SAFETY: query `g < Q` lies inside `queries`.
-                let query = unsafe { _mm256_loadu_ps(queries.as_ptr().add(g * hd + c)) };
+                let query = unsafe { _mm256_loadu_ps(queries.as_ptr().add(g * query_stride + c)) };
                 acc[k] = _mm256_fmadd_ps(query, key, acc[k]);
             }
         }
@@ -1220,32 +1244,37 @@ unsafe fn dots_at<const Q: usize, const K: usize>(
 /// the sums: their rows stay in the first-level cache meanwhile.
 const SUM_POSITIONS: usize = 32;
 
-/// `out[g · hd..][..hd] = Σ_j weights[g · n + j] · values[j · stride..][..hd]` for `Q`
-/// queries, `8 · C` floats of the sums at a time: each value is read once for all `Q`
+/// `out[g · out_stride..][..hd] = Σ_j weights[g · n + j] · values[j · value_stride..][..hd]`
+/// for `Q` queries (with `(values, value_stride)` as `v` and `(out_stride, hd)` as
+/// `o`), `8 · C` floats of the sums at a time: each value is read once for all `Q`
 /// sums.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn sums_tile<const Q: usize, const C: usize>(
     weights: &[f32],
     n: usize,
-    values: &[f32],
-    stride: usize,
+    (values, value_stride): (&[f32], usize),
     out: &mut [f32],
-    hd: usize,
+    (out_stride, hd): (usize, usize),
 ) {
-    assert!(hd.is_multiple_of(8) && weights.len() >= Q * n && out.len() >= Q * hd);
-    assert!(n == 0 || values.len() >= (n - 1) * stride + hd);
-    out[..Q * hd].fill(0.0);
+    assert!(hd.is_multiple_of(8) && weights.len() >= Q * n);
+    assert!(out.len() >= (Q - 1) * out_stride + hd);
+    assert!(n == 0 || values.len() >= (n - 1) * value_stride + hd);
+    for g in 0..Q {
+        out[g * out_stride..][..hd].fill(0.0);
+    }
+    let v = (values, value_stride);
+    let o = (out_stride, hd);
     for start in (0..n).step_by(SUM_POSITIONS) {
         let positions = start..(start + SUM_POSITIONS).min(n);
         let mut c = 0;
         while c + 8 * C <= hd {
             // SAFETY: the lengths are checked above, and `c + 8 · C <= hd`.
-            unsafe { sums_at::<Q, C>(weights, n, values, stride, out, hd, positions.clone(), c) };
+            unsafe { sums_at::<Q, C>(weights, n, v, out, o, positions.clone(), c) };
             c += 8 * C;
         }
         for c in (c..hd).step_by(8) {
             // SAFETY: as above, with `c + 8 <= hd`.
-            unsafe { sums_at::<Q, 1>(weights, n, values, stride, out, hd, positions.clone(), c) };
+            unsafe { sums_at::<Q, 1>(weights, n, v, out, o, positions.clone(), c) };
         }
     }
 }
@@ -1257,14 +1286,12 @@ fn sums_tile<const Q: usize, const C: usize>(
 /// and `c + 8 · C <= hd`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-#[allow(clippy::too_many_arguments)]
 unsafe fn sums_at<const Q: usize, const C: usize>(
     weights: &[f32],
     n: usize,
-    values: &[f32],
-    stride: usize,
+    (values, value_stride): (&[f32], usize),
     out: &mut [f32],
-    hd: usize,
+    (out_stride, _): (usize, usize),
     positions: std::ops::Range<usize>,
     c: usize,
 ) {
@@ -1273,14 +1300,14 @@ unsafe fn sums_at<const Q: usize, const C: usize>(
     for (g, acc) in acc.iter_mut().enumerate() {
         for (i, acc) in acc.iter_mut().enumerate() {
             // SAFETY: `g < Q` and `c + 8 · C <= hd` keep it inside `out`.
-            *acc = unsafe { _mm256_loadu_ps(o.add(g * hd + c + 8 * i)) };
+            *acc = unsafe { _mm256_loadu_ps(o.add(g * out_stride + c + 8 * i)) };
         }
     }
     for j in positions {
         let mut value = [_mm256_setzero_ps(); C];
         for (i, value) in value.iter_mut().enumerate() {
             // SAFETY: position `j < n` lies inside `values`.
-            *value = unsafe { _mm256_loadu_ps(values.as_ptr().add(j * stride + c + 8 * i)) };
+            *value = unsafe { _mm256_loadu_ps(values.as_ptr().add(j * value_stride + c + 8 * i)) };
         }
         for (g, acc) in acc.iter_mut().enumerate() {
             // SAFETY: `g < Q` and `j < n` keep it inside `weights`.
@@ -1293,7 +1320,7 @@ unsafe fn sums_at<const Q: usize, const C: usize>(
     for (g, acc) in acc.iter().enumerate() {
         for (i, acc) in acc.iter().enumerate() {
             // SAFETY: as for the loads above.
-            unsafe { _mm256_storeu_ps(o.add(g * hd + c + 8 * i), *acc) };
+            unsafe { _mm256_storeu_ps(o.add(g * out_stride + c + 8 * i), *acc) };
         }
     }
 }

@@ -526,11 +526,23 @@ pub(crate) fn compare_with_record(
             ties.push(position);
         }
     };
+    let mut last = Vec::new();
     for (position, (&token, expected)) in record.tokens.iter().zip(&record.logits).enumerate() {
-        let ours = model.forward(&[token], position).expect("forward");
-        compare("token by token", position, &ours, expected);
+        last = model.forward(&[token], position).expect("forward");
+        compare("token by token", position, &last, expected);
     }
     let whole = model.forward(&record.tokens, 0).expect("prompt");
+    // A token's results do not depend on the tokens run beside it: attention scores a
+    // prompt's rows together (masking the positions a row must not see), a decode step
+    // alone.
+    assert!(
+        whole
+            .iter()
+            .zip(&last)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "{}: the prompt's last logits differ from those of its tokens one at a time",
+        gguf.display()
+    );
     compare(
         "one chunk",
         record.tokens.len() - 1,

@@ -276,8 +276,9 @@ impl Kernels {
         }
     }
 
-    /// Attention's scores of several queries against the same run of cached keys (the
-    /// query heads of one key head for a token, or one head for several tokens):
+    /// Attention's scores of several queries against the same run of cached keys, in
+    /// IEEE half precision as the cache keeps them (the query heads of one key head
+    /// for a token, or one head for several tokens):
     /// `scores[g · n + j] = queries[g · query_stride..][..hd] · keys[j · key_stride..][..hd]`,
     /// `queries` ending with the last query and `n` being `scores.len()` over the number
     /// of queries, each score as [`Kernels::dot_f32`] gives it. The SIMD kernels read
@@ -288,7 +289,7 @@ impl Kernels {
         queries: &[f32],
         query_stride: usize,
         hd: usize,
-        keys: &[f32],
+        keys: &[u16],
         key_stride: usize,
         scores: &mut [f32],
     ) {
@@ -300,15 +301,17 @@ impl Kernels {
             _ => {
                 let count = (queries.len() + query_stride - hd) / query_stride;
                 let n = scores.len() / count;
+                let keys = floats(keys, n, key_stride, hd);
                 for (i, score) in scores.iter_mut().enumerate() {
-                    let (query, key) = (i / n * query_stride, i % n * key_stride);
+                    let (query, key) = (i / n * query_stride, i % n * hd);
                     *score = self.dot_f32(&queries[query..][..hd], &keys[key..][..hd]);
                 }
             }
         }
     }
 
-    /// Attention's weighted sums of the same run of cached values for several queries:
+    /// Attention's weighted sums of the same run of cached values (halves) for several
+    /// queries:
     /// `out[g · out_stride..][..hd] = Σ_j weights[g · n + j] · values[j · value_stride..][..hd]`,
     /// `out` ending with the last query's sums, added position by position as
     /// [`Kernels::axpy`] adds them into zeros. The SIMD kernels read each value once for
@@ -316,7 +319,7 @@ impl Kernels {
     pub fn group_sums(
         self,
         weights: &[f32],
-        values: &[f32],
+        values: &[u16],
         value_stride: usize,
         out: &mut [f32],
         out_stride: usize,
@@ -330,11 +333,12 @@ impl Kernels {
             _ => {
                 let count = (out.len() + out_stride - hd) / out_stride;
                 let n = weights.len() / count;
+                let values = floats(values, n, value_stride, hd);
                 for g in 0..count {
                     let out = &mut out[g * out_stride..][..hd];
                     out.fill(0.0);
                     for (j, &w) in weights[g * n..][..n].iter().enumerate() {
-                        self.axpy(w, &values[j * value_stride..][..hd], out);
+                        self.axpy(w, &values[j * hd..][..hd], out);
                     }
                 }
             }
@@ -351,6 +355,15 @@ impl Kernels {
             Kernels::Neon(neon) => neon.dot(ty, row, x),
         }
     }
+}
+
+/// `n` cached rows of `width` halves, `stride` apart, as floats side by side: what the
+/// kernels without a half-precision load read.
+fn floats(halves: &[u16], n: usize, stride: usize, width: usize) -> Vec<f32> {
+    (0..n)
+        .flat_map(|j| halves[j * stride..][..width].iter())
+        .map(|&h| quant::f16_to_f32(h))
+        .collect()
 }
 
 /// What the kernels read of a product's activations besides their blocks, made once

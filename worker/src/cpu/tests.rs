@@ -498,10 +498,10 @@ fn a_stack_interleaves_the_parts_that_can_be_and_reads_the_others_as_they_are() 
 
 #[test]
 fn attention_over_several_queries_gives_each_its_own_scores_and_sums_bit_for_bit() {
-    // The group kernels read each cached position once for several queries (the query
-    // heads of a key head, side by side, or one head's rows of a prompt, a row apart);
-    // each query's scores and sums must be what its own position-by-position products
-    // (`dot_f32`, `axpy` into zeros) give, on every set, for every tile shape (1 to 11
+    // The group kernels read each cached position (halves) once for several queries
+    // (the query heads of a key head, side by side, or one head's rows of a prompt, a
+    // row apart); each query's scores and sums must be what its own position-by-position
+    // products of the halves as floats (`dot_f32`, `axpy` into zeros) give, on every set, for every tile shape (1 to 11
     // queries: the tiles of at most eight and their remainders), head widths that
     // leave a remainder of the wide tiles (72, 80), and runs of positions that do.
     for kernels in kernels() {
@@ -516,7 +516,11 @@ fn attention_over_several_queries_gives_each_its_own_scores_and_sums_bit_for_bit
         ] {
             let (stride, apart) = (hd * 3, hd * apart);
             let query = values((queries - 1) * apart + hd, 1);
-            let cache = values(positions * stride, 2);
+            let cache: Vec<u16> = values(positions * stride, 2)
+                .into_iter()
+                .map(|v| half::f16::from_f32(v).to_bits())
+                .collect();
+            let floats: Vec<f32> = cache.iter().map(|&h| quant::f16_to_f32(h)).collect();
             let mut scores = vec![0.0; queries * positions];
             kernels.group_dots(&query, apart, hd, &cache, stride, &mut scores);
             let mut sums = vec![f32::NAN; (queries - 1) * apart + hd];
@@ -524,7 +528,7 @@ fn attention_over_several_queries_gives_each_its_own_scores_and_sums_bit_for_bit
             for g in 0..queries {
                 let mut sum = vec![0.0; hd];
                 for j in 0..positions {
-                    let key = &cache[j * stride..][..hd];
+                    let key = &floats[j * stride..][..hd];
                     let score = scores[g * positions + j];
                     assert_eq!(
                         score.to_bits(),

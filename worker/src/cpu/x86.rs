@@ -94,7 +94,7 @@ impl Simd {
         queries: &[f32],
         query_stride: usize,
         hd: usize,
-        keys: &[f32],
+        keys: &[u16],
         key_stride: usize,
         scores: &mut [f32],
     ) {
@@ -106,7 +106,7 @@ impl Simd {
     pub fn group_sums(
         self,
         weights: &[f32],
-        values: &[f32],
+        values: &[u16],
         value_stride: usize,
         out: &mut [f32],
         out_stride: usize,
@@ -1126,7 +1126,7 @@ fn group_dots(
     queries: &[f32],
     query_stride: usize,
     hd: usize,
-    keys: &[f32],
+    keys: &[u16],
     key_stride: usize,
     scores: &mut [f32],
 ) {
@@ -1154,7 +1154,7 @@ fn group_dots(
 #[target_feature(enable = "avx2,fma,f16c")]
 fn group_sums(
     weights: &[f32],
-    values: &[f32],
+    values: &[u16],
     value_stride: usize,
     out: &mut [f32],
     out_stride: usize,
@@ -1188,7 +1188,7 @@ fn group_sums(
 fn dots_tile<const Q: usize, const K: usize>(
     queries: &[f32],
     (query_stride, hd): (usize, usize),
-    (keys, key_stride): (&[f32], usize),
+    (keys, key_stride): (&[u16], usize),
     scores: &mut [f32],
     n: usize,
 ) {
@@ -1216,7 +1216,7 @@ fn dots_tile<const Q: usize, const K: usize>(
 #[inline]
 unsafe fn dots_at<const Q: usize, const K: usize>(
     (queries, query_stride, hd): (&[f32], usize, usize),
-    (keys, key_stride): (&[f32], usize),
+    (keys, key_stride): (&[u16], usize),
     scores: &mut [f32],
     n: usize,
     j: usize,
@@ -1225,7 +1225,7 @@ unsafe fn dots_at<const Q: usize, const K: usize>(
     for c in (0..hd).step_by(8) {
         for k in 0..K {
             // SAFETY: key `j + k < n` lies inside `keys`, and `c + 8 <= hd`.
-            let key = unsafe { _mm256_loadu_ps(keys.as_ptr().add((j + k) * key_stride + c)) };
+            let key = unsafe { halves(keys.as_ptr().add((j + k) * key_stride + c)) };
             for (g, acc) in acc.iter_mut().enumerate() {
                 // SAFETY: query `g < Q` lies inside `queries`.
                 let query = unsafe { _mm256_loadu_ps(queries.as_ptr().add(g * query_stride + c)) };
@@ -1240,6 +1240,14 @@ unsafe fn dots_at<const Q: usize, const K: usize>(
     }
 }
 
+/// Eight halves from `at` as floats. Safety: `at..at + 8` is readable.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn halves(at: *const u16) -> __m256 {
+    // SAFETY: the caller's.
+    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(at.cast()) })
+}
+
 /// Positions whose values [`sums_tile`] adds before it moves on to the next floats of
 /// the sums: their rows stay in the first-level cache meanwhile.
 const SUM_POSITIONS: usize = 32;
@@ -1252,7 +1260,7 @@ const SUM_POSITIONS: usize = 32;
 fn sums_tile<const Q: usize, const C: usize>(
     weights: &[f32],
     n: usize,
-    (values, value_stride): (&[f32], usize),
+    (values, value_stride): (&[u16], usize),
     out: &mut [f32],
     (out_stride, hd): (usize, usize),
 ) {
@@ -1289,7 +1297,7 @@ fn sums_tile<const Q: usize, const C: usize>(
 unsafe fn sums_at<const Q: usize, const C: usize>(
     weights: &[f32],
     n: usize,
-    (values, value_stride): (&[f32], usize),
+    (values, value_stride): (&[u16], usize),
     out: &mut [f32],
     (out_stride, _): (usize, usize),
     positions: std::ops::Range<usize>,
@@ -1307,7 +1315,7 @@ unsafe fn sums_at<const Q: usize, const C: usize>(
         let mut value = [_mm256_setzero_ps(); C];
         for (i, value) in value.iter_mut().enumerate() {
             // SAFETY: position `j < n` lies inside `values`.
-            *value = unsafe { _mm256_loadu_ps(values.as_ptr().add(j * value_stride + c + 8 * i)) };
+            *value = unsafe { halves(values.as_ptr().add(j * value_stride + c + 8 * i)) };
         }
         for (g, acc) in acc.iter_mut().enumerate() {
             // SAFETY: `g < Q` and `j < n` keep it inside `weights`.

@@ -1147,9 +1147,9 @@ fn attention(
                         let scores = &mut scores[..heads * len];
                         let (keys, values) = cache.head(head / group, first(seen));
                         let queries = &qkv[query(t, 0)..][..heads * hd];
-                        kernels.group_dots(queries, hd, hd, keys, hd, scores);
+                        kernels.group_dots(queries, heads, hd, hd, keys, scores);
                         scores.chunks_exact_mut(len).for_each(weigh);
-                        kernels.group_sums(scores, values, hd, out, hd, hd);
+                        kernels.group_sums(scores, values, out, heads, hd, hd);
                     }
                     return;
                 }
@@ -1163,14 +1163,13 @@ fn attention(
                         let count = (rows - block).min(TILE_ROWS);
                         let seen = span.position + row + block + 1;
                         let start = first(seen);
-                        let n = seen + count - 1 - start;
-                        scores.resize(scores.len().max(count * n), 0.0);
-                        let scores = &mut scores[..count * n];
+                        let run = seen + count - 1 - start;
+                        scores.resize(scores.len().max(count * run), 0.0);
+                        let scores = &mut scores[..count * run];
                         let (keys, values) = cache.head(head / group, start);
-                        let stride = qkv_width;
-                        let queries = &qkv[query(row + block, h)..][..(count - 1) * stride + hd];
-                        kernels.group_dots(queries, stride, hd, keys, hd, scores);
-                        for (i, scores) in scores.chunks_exact_mut(n).enumerate() {
+                        let queries = &qkv[query(row + block, h)..];
+                        kernels.group_dots(queries, count, qkv_width, hd, keys, scores);
+                        for (i, scores) in scores.chunks_exact_mut(run).enumerate() {
                             let seen = seen + i;
                             let (masked, rest) = scores.split_at_mut(first(seen) - start);
                             let (seen_here, after) = rest.split_at_mut(seen - first(seen));
@@ -1179,8 +1178,8 @@ fn attention(
                             weigh(seen_here);
                         }
                         let stride = heads * hd;
-                        let out = &mut out[block * stride + h * hd..][..(count - 1) * stride + hd];
-                        kernels.group_sums(scores, values, hd, out, stride, hd);
+                        let out = &mut out[block * stride + h * hd..];
+                        kernels.group_sums(scores, values, out, count, stride, hd);
                     }
                 }
             });

@@ -276,71 +276,72 @@ impl Kernels {
         }
     }
 
-    /// Attention's scores of several queries against the same run of cached keys, in
-    /// IEEE half precision as the cache keeps them (the query heads of one key head
-    /// for a token, or one head for several tokens):
-    /// `scores[g · n + j] = queries[g · query_stride..][..hd] · keys[j · key_stride..][..hd]`,
-    /// `queries` ending with the last query and `n` being `scores.len()` over the number
-    /// of queries, each score as [`Kernels::dot_f32`] gives it. The SIMD kernels read
-    /// each key once for all the queries (reading it again for every query cost more
-    /// than the products at a long context).
+    /// Attention's scores of `count` queries against the same run of cached keys, in
+    /// IEEE half precision as the cache keeps them, one key's `hd` halves after
+    /// another (the query heads of one key head for a token, or one head for several
+    /// tokens): `scores[g · n + j] = queries[g · query_stride..][..hd] · keys[j · hd..][..hd]`,
+    /// `n` being `scores.len() / count`, each score as [`Kernels::dot_f32`] gives it.
+    /// The SIMD kernels read each key once for all the queries (reading it again for
+    /// every query cost more than the products at a long context).
     pub fn group_dots(
         self,
         queries: &[f32],
+        count: usize,
         query_stride: usize,
         hd: usize,
         keys: &[u16],
-        key_stride: usize,
         scores: &mut [f32],
     ) {
+        debug_assert!(count > 0 && scores.len().is_multiple_of(count));
         match self {
             #[cfg(target_arch = "x86_64")]
             Kernels::X86(simd) if hd.is_multiple_of(8) => {
-                simd.group_dots(queries, query_stride, hd, keys, key_stride, scores)
+                simd.group_dots(queries, count, query_stride, hd, keys, scores)
             }
             _ => {
-                let count = (queries.len() + query_stride - hd) / query_stride;
                 let n = scores.len() / count;
-                let keys = floats(keys, n, key_stride, hd);
-                for (i, score) in scores.iter_mut().enumerate() {
-                    let (query, key) = (i / n * query_stride, i % n * hd);
-                    *score = self.dot_f32(&queries[query..][..hd], &keys[key..][..hd]);
-                }
+                with_floats(&keys[..n * hd], |keys| {
+                    for (i, score) in scores.iter_mut().enumerate() {
+                        let (query, key) = (i / n * query_stride, i % n * hd);
+                        *score = self.dot_f32(&queries[query..][..hd], &keys[key..][..hd]);
+                    }
+                });
             }
         }
     }
 
-    /// Attention's weighted sums of the same run of cached values (halves) for several
-    /// queries:
-    /// `out[g · out_stride..][..hd] = Σ_j weights[g · n + j] · values[j · value_stride..][..hd]`,
-    /// `out` ending with the last query's sums, added position by position as
+    /// Attention's weighted sums of the same run of cached values (halves, one
+    /// position's `hd` after another) for `count` queries:
+    /// `out[g · out_stride..][..hd] = Σ_j weights[g · n + j] · values[j · hd..][..hd]`,
+    /// `n` being `weights.len() / count`, added position by position as
     /// [`Kernels::axpy`] adds them into zeros. The SIMD kernels read each value once for
     /// all the queries and keep the sums in registers across positions.
     pub fn group_sums(
         self,
         weights: &[f32],
         values: &[u16],
-        value_stride: usize,
         out: &mut [f32],
+        count: usize,
         out_stride: usize,
         hd: usize,
     ) {
+        debug_assert!(count > 0 && weights.len().is_multiple_of(count));
         match self {
             #[cfg(target_arch = "x86_64")]
             Kernels::X86(simd) if hd.is_multiple_of(8) => {
-                simd.group_sums(weights, values, value_stride, out, out_stride, hd)
+                simd.group_sums(weights, values, out, count, out_stride, hd)
             }
             _ => {
-                let count = (out.len() + out_stride - hd) / out_stride;
                 let n = weights.len() / count;
-                let values = floats(values, n, value_stride, hd);
-                for g in 0..count {
-                    let out = &mut out[g * out_stride..][..hd];
-                    out.fill(0.0);
-                    for (j, &w) in weights[g * n..][..n].iter().enumerate() {
-                        self.axpy(w, &values[j * hd..][..hd], out);
+                with_floats(&values[..n * hd], |values| {
+                    for g in 0..count {
+                        let out = &mut out[g * out_stride..][..hd];
+                        out.fill(0.0);
+                        for (j, &w) in weights[g * n..][..n].iter().enumerate() {
+                            self.axpy(w, &values[j * hd..][..hd], out);
+                        }
                     }
-                }
+                });
             }
         }
     }
@@ -357,13 +358,19 @@ impl Kernels {
     }
 }
 
-/// `n` cached rows of `width` halves, `stride` apart, as floats side by side: what the
-/// kernels without a half-precision load read.
-fn floats(halves: &[u16], n: usize, stride: usize, width: usize) -> Vec<f32> {
-    (0..n)
-        .flat_map(|j| halves[j * stride..][..width].iter())
-        .map(|&h| quant::f16_to_f32(h))
-        .collect()
+thread_local! {
+    /// Each thread's run of cached halves as floats, for the kernels without a
+    /// half-precision load: kept between calls so that a decode step does not allocate.
+    static FLOATS: std::cell::RefCell<Vec<f32>> = std::cell::RefCell::default();
+}
+
+/// Calls `f` with `halves` as floats, converted into the thread's buffer.
+fn with_floats<R>(halves: &[u16], f: impl FnOnce(&[f32]) -> R) -> R {
+    FLOATS.with_borrow_mut(|floats| {
+        floats.clear();
+        floats.extend(halves.iter().map(|&h| quant::f16_to_f32(h)));
+        f(floats)
+    })
 }
 
 /// What the kernels read of a product's activations besides their blocks, made once

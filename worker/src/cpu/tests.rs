@@ -514,21 +514,21 @@ fn attention_over_several_queries_gives_each_its_own_scores_and_sums_bit_for_bit
             (8, 64, 41, 5),
             (11, 80, 9, 2),
         ] {
-            let (stride, apart) = (hd * 3, hd * apart);
+            let apart = hd * apart;
             let query = values((queries - 1) * apart + hd, 1);
-            let cache: Vec<u16> = values(positions * stride, 2)
+            let cache: Vec<u16> = values(positions * hd, 2)
                 .into_iter()
                 .map(|v| half::f16::from_f32(v).to_bits())
                 .collect();
             let floats: Vec<f32> = cache.iter().map(|&h| quant::f16_to_f32(h)).collect();
             let mut scores = vec![0.0; queries * positions];
-            kernels.group_dots(&query, apart, hd, &cache, stride, &mut scores);
+            kernels.group_dots(&query, queries, apart, hd, &cache, &mut scores);
             let mut sums = vec![f32::NAN; (queries - 1) * apart + hd];
-            kernels.group_sums(&scores, &cache, stride, &mut sums, apart, hd);
+            kernels.group_sums(&scores, &cache, &mut sums, queries, apart, hd);
             for g in 0..queries {
                 let mut sum = vec![0.0; hd];
                 for j in 0..positions {
-                    let key = &floats[j * stride..][..hd];
+                    let key = &floats[j * hd..][..hd];
                     let score = scores[g * positions + j];
                     assert_eq!(
                         score.to_bits(),

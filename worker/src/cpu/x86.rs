@@ -92,14 +92,14 @@ impl Simd {
     pub fn group_dots(
         self,
         queries: &[f32],
+        count: usize,
         query_stride: usize,
         hd: usize,
         keys: &[u16],
-        key_stride: usize,
         scores: &mut [f32],
     ) {
         // SAFETY: every set has AVX2, FMA and F16C; the tiles check their slices.
-        unsafe { group_dots(queries, query_stride, hd, keys, key_stride, scores) }
+        unsafe { group_dots(queries, count, query_stride, hd, keys, scores) }
     }
 
     /// [`super::Kernels::group_sums`] (`hd` a multiple of 8).
@@ -107,13 +107,13 @@ impl Simd {
         self,
         weights: &[f32],
         values: &[u16],
-        value_stride: usize,
         out: &mut [f32],
+        count: usize,
         out_stride: usize,
         hd: usize,
     ) {
         // SAFETY: every set has AVX2, FMA and F16C; the tiles check their slices.
-        unsafe { group_sums(weights, values, value_stride, out, out_stride, hd) }
+        unsafe { group_sums(weights, values, out, count, out_stride, hd) }
     }
 
     /// Dot products of `ROWS_AT_ONCE` rows of `ty` with the same activations, or `false`
@@ -1124,19 +1124,18 @@ fn quantize_row(x: &[f32], out: &mut [Q8Block], scales: quant::Scales) {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn group_dots(
     queries: &[f32],
+    count: usize,
     query_stride: usize,
     hd: usize,
     keys: &[u16],
-    key_stride: usize,
     scores: &mut [f32],
 ) {
-    let count = (queries.len() + query_stride - hd) / query_stride;
     let n = scores.len() / count;
     for first in (0..count).step_by(8) {
         let queries = &queries[first * query_stride..];
         let scores = &mut scores[first * n..];
         let q = (query_stride, hd);
-        let k = (keys, key_stride);
+        let k = (keys, hd);
         match (count - first).min(8) {
             1 => dots_tile::<1, 4>(queries, q, k, scores, n),
             2 => dots_tile::<2, 2>(queries, q, k, scores, n),
@@ -1155,17 +1154,16 @@ fn group_dots(
 fn group_sums(
     weights: &[f32],
     values: &[u16],
-    value_stride: usize,
     out: &mut [f32],
+    count: usize,
     out_stride: usize,
     hd: usize,
 ) {
-    let count = (out.len() + out_stride - hd) / out_stride;
     let n = weights.len() / count;
     for first in (0..count).step_by(8) {
         let weights = &weights[first * n..];
         let out = &mut out[first * out_stride..];
-        let v = (values, value_stride);
+        let v = (values, hd);
         let o = (out_stride, hd);
         match (count - first).min(8) {
             1 => sums_tile::<1, 4>(weights, n, v, out, o),

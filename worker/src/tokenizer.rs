@@ -26,7 +26,8 @@ pub enum TokenizerError {
     #[error("tokenizer model `{0}` is not supported (supported: gpt2, llama)")]
     UnsupportedModel(String),
     #[error(
-        "pre-tokenizer `{0}` is not supported (supported: default, gpt-2, smollm, starcoder, llama3, llama-bpe, qwen2)"
+        "pre-tokenizer `{0}` (`tokenizer.ggml.pre`) is not supported; the worker splits text as llama.cpp does for {names}",
+        names = pre_tokenizer_names()
     )]
     UnsupportedPreTokenizer(String),
     #[error("cannot build the tokenizer: {0}")]
@@ -61,6 +62,56 @@ const GPT4O_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])
 /// digit on its own; llama.cpp's form, as for [`GPT4O_SPLIT`].
 const TEKKEN_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// llama.cpp's splits for a file that names no pre-tokenizer, or `default`:
+/// punctuation runs first, then GPT-2's split, then number runs, then three digits.
+const DEFAULT_SPLITS: &[&str] = &[
+    r"[\p{P}\$\+<=>\^~\|]+",
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)",
+    r"\p{N}+",
+    r"[0-9][0-9][0-9]",
+];
+/// DeepSeek LLM's splits (its 7B and 67B models): line breaks, Latin, Greek and other
+/// cased letters with a space before them, ASCII and full-width punctuation, trailing
+/// spaces, CJK and Hangul runs, number runs. Letters outside ASCII are written as
+/// code points: several of the ranges end on letters (`U+1F7D`, `U+2126`, `U+212A`)
+/// that Unicode normalization turns into others, which would break the ranges.
+const DEEPSEEK_LLM_SPLITS: &[&str] = &[
+    r"[\r\n]",
+    r"\s?[A-Za-z\x{B5}\x{C0}-\x{D6}\x{D8}-\x{F6}\x{F8}-\x{1BA}\x{1BC}-\x{1BF}\x{1C4}-\x{293}\x{295}-\x{2AF}\x{370}-\x{373}\x{376}\x{377}\x{37B}-\x{37D}\x{37F}\x{386}\x{388}-\x{38A}\x{38C}\x{38E}-\x{3A1}\x{3A3}-\x{3F5}\x{3F7}-\x{481}\x{48A}-\x{52F}\x{531}-\x{556}\x{10A0}-\x{10C5}\x{13A0}-\x{13F5}\x{13F8}-\x{13FD}\x{1C90}-\x{1CBA}\x{1CBD}-\x{1CBF}\x{1D00}-\x{1D2B}\x{1D6B}-\x{1D77}\x{1D79}-\x{1D9A}\x{1E00}-\x{1F15}\x{1F18}-\x{1F1D}\x{1F20}-\x{1F45}\x{1F48}-\x{1F4D}\x{1F50}-\x{1F57}\x{1F59}\x{1F5B}\x{1F5D}\x{1F5F}-\x{1F7D}\x{1F80}-\x{1FB4}\x{1FB6}-\x{1FBC}\x{1FBE}\x{1FC2}-\x{1FC4}\x{1FC6}-\x{1FCC}\x{1FD0}-\x{1FD3}\x{1FD6}-\x{1FDB}\x{1FE0}-\x{1FEC}\x{1FF2}-\x{1FF4}\x{1FF6}-\x{1FFC}\x{2102}\x{2107}\x{210A}-\x{2113}\x{2115}\x{2119}-\x{211D}\x{2124}\x{2126}\x{2128}\x{212A}-\x{212D}\x{212F}-\x{2134}\x{2139}\x{213C}-\x{213F}\x{2145}-\x{2149}\x{214E}\x{2183}\x{2184}\x{2C00}-\x{2C7B}\x{2C7E}-\x{2CE4}\x{2CEB}-\x{2CEE}\x{2CF2}\x{2CF3}\x{A640}-\x{A66D}\x{A680}-\x{A69B}\x{A722}-\x{A76F}\x{A771}-\x{A787}\x{A78B}-\x{A78E}\x{AB70}-\x{ABBF}\x{FB00}-\x{FB06}\x{FB13}-\x{FB17}\x{FF21}-\x{FF3A}\x{FF41}-\x{FF5A}\x{10400}-\x{1044F}\x{104B0}-\x{104D3}\x{104D8}-\x{104FB}\x{10C80}-\x{10CB2}\x{10CC0}-\x{10CF2}\x{118A0}-\x{118DF}\x{1E900}-\x{1E943}]+",
+    r"\s?[!-/:-~\x{FF01}-\x{FF0F}\x{FF1A}-\x{FF5E}\x{2018}-\x{201F}\x{3000}-\x{3002}]+",
+    r"\s+$",
+    r"[\x{4E00}-\x{9FA5}\x{800}-\x{4E00}\x{AC00}-\x{D7FF}]+",
+    r"\p{N}+",
+];
+/// DeepSeek Coder's splits: line breaks, letter runs, punctuation runs, CJK and
+/// Hangul runs, every digit on its own.
+const DEEPSEEK_CODER_SPLITS: &[&str] = &[
+    r"[\r\n]",
+    r"\s?\p{L}+",
+    r"\s?\p{P}+",
+    r"[\x{4E00}-\x{9FA5}\x{800}-\x{4E00}\x{AC00}-\x{D7FF}]+",
+    r"\p{N}",
+];
+/// DeepSeek V3's splits: numbers in groups of up to three, CJK and kana runs, then
+/// punctuation that starts a Latin word, letter and mark runs, symbol runs.
+const DEEPSEEK_V3_SPLITS: &[&str] = &[
+    r"\p{N}{1,3}",
+    r"[\x{4E00}-\x{9FA5}\x{3040}-\x{309F}\x{30A0}-\x{30FF}]+",
+    r##"[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"##,
+];
+/// Falcon's splits: punctuation runs, GPT-2's split, then three digits.
+const FALCON_SPLITS: &[&str] = &[
+    r"[\p{P}\$\+<=>\^~\|`]+",
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)",
+    r"[0-9][0-9][0-9]",
+];
+/// BLOOM's and Poro's split: runs of anything but spaces and sentence punctuation.
+const BLOOM_SPLIT: &str = r" ?[^(\s|.,!?\x{2026}\x{3002}\x{FF0C}\x{3001}\x{964}\x{6D4}\x{60C})]+";
+/// Seed-Coder's split: Qwen2's, whose punctuation runs stop at line breaks.
+const SEED_CODER_SPLIT: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1}| ?[^\s\p{L}\p{N}\r\n]+|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Ling's split (`bailingmoe`): Qwen2's with one line break a piece.
+const BAILING_SPLIT: &str = r"'(?:[sSdDmMtT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+";
+
 /// How llama.cpp pre-tokenizes for one `tokenizer.ggml.pre` value.
 #[derive(Debug, Clone, Copy)]
 struct PreTokenizer {
@@ -73,30 +124,131 @@ struct PreTokenizer {
     bos_by_default: bool,
 }
 
-/// The pre-tokenizer llama.cpp applies for each `tokenizer.ggml.pre` value it names.
-fn pre_tokenizer(pre: &str) -> Option<PreTokenizer> {
-    let plain = |splits| PreTokenizer {
-        splits,
-        whole_pieces: false,
-        bos_by_default: false,
-    };
-    let whole = |splits| PreTokenizer {
-        splits,
-        whole_pieces: true,
-        bos_by_default: true,
-    };
-    Some(match pre {
-        "default" | "gpt-2" | "gpt2" => plain(&[GPT2_SPLIT]),
-        // These split every digit first, then apply GPT-2's regex.
-        "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" => {
-            plain(&[r"\p{N}", GPT2_SPLIT])
+impl PreTokenizer {
+    const fn plain(splits: &'static [&'static str]) -> Self {
+        PreTokenizer {
+            splits,
+            whole_pieces: false,
+            bos_by_default: false,
         }
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" => whole(&[LLAMA3_SPLIT]),
-        "qwen2" | "deepseek-r1-qwen" => plain(&[QWEN2_SPLIT]),
-        "gpt-4o" | "llama4" => plain(&[GPT4O_SPLIT]),
-        "tekken" => whole(&[TEKKEN_SPLIT]),
-        _ => return None,
-    })
+    }
+
+    /// Llama 3's and Tekken's flags: whole pieces, BOS by default.
+    const fn whole(splits: &'static [&'static str]) -> Self {
+        PreTokenizer {
+            splits,
+            whole_pieces: true,
+            bos_by_default: true,
+        }
+    }
+}
+
+/// The `tokenizer.ggml.pre` values llama.cpp names and what it does for each, in its
+/// groups (`llama-vocab.cpp`): the names it gives the same splits and flags share a row.
+const PRE_TOKENIZERS: &[(&[&str], PreTokenizer)] = &[
+    (&["default"], PreTokenizer::plain(DEFAULT_SPLITS)),
+    (
+        &[
+            "gpt-2",
+            "gpt2",
+            "phi-2",
+            "mpt",
+            "olmo",
+            "jais",
+            "a.x-4.0",
+            "mellum",
+            "gigachat",
+            "exaone4",
+            "trillion",
+            "granite-docling",
+        ],
+        PreTokenizer::plain(&[GPT2_SPLIT]),
+    ),
+    // These split every digit first, then apply GPT-2's regex.
+    (
+        &[
+            "smollm",
+            "starcoder",
+            "refact",
+            "command-r",
+            "codeshell",
+            "exaone",
+            "minerva-7b",
+            "mellum2",
+        ],
+        PreTokenizer::plain(&[r"\p{N}", GPT2_SPLIT]),
+    ),
+    (
+        &[
+            "llama3",
+            "llama-v3",
+            "llama-bpe",
+            "falcon3",
+            "falcon-h1",
+            "pixtral",
+            "midm-2.0",
+            "lfm2",
+        ],
+        PreTokenizer::whole(&[LLAMA3_SPLIT]),
+    ),
+    // Llama 3's regex without its whole pieces or BOS (Phi-4's files name `dbrx`).
+    (&["dbrx", "smaug-bpe"], PreTokenizer::plain(&[LLAMA3_SPLIT])),
+    (
+        &[
+            "qwen2",
+            "deepseek-r1-qwen",
+            "stablelm2",
+            "megrez",
+            "hunyuan",
+            "grok-2",
+            "kormo",
+            "f2llmv2",
+            "solar-open",
+        ],
+        PreTokenizer::plain(&[QWEN2_SPLIT]),
+    ),
+    (&["deepseek-llm"], PreTokenizer::plain(DEEPSEEK_LLM_SPLITS)),
+    (
+        &["deepseek-coder"],
+        PreTokenizer::plain(DEEPSEEK_CODER_SPLITS),
+    ),
+    (
+        &["deepseek-v3", "hunyuan-dense"],
+        PreTokenizer::plain(DEEPSEEK_V3_SPLITS),
+    ),
+    (&["falcon"], PreTokenizer::plain(FALCON_SPLITS)),
+    (
+        &["poro-chat", "bloom", "gpt3-finnish"],
+        PreTokenizer::plain(&[BLOOM_SPLIT]),
+    ),
+    (&["viking"], PreTokenizer::plain(&[BLOOM_SPLIT, r"\p{N}"])),
+    (&["seed-coder"], PreTokenizer::plain(&[SEED_CODER_SPLIT])),
+    (
+        &["bailingmoe", "bailingmoe2", "llada-moe"],
+        PreTokenizer::plain(&[BAILING_SPLIT]),
+    ),
+    (
+        &["gpt-4o", "llama4", "kanana2", "talkie", "minimax-m2"],
+        PreTokenizer::plain(&[GPT4O_SPLIT]),
+    ),
+    (&["tekken"], PreTokenizer::whole(&[TEKKEN_SPLIT])),
+];
+
+/// The pre-tokenizer llama.cpp applies for `pre`.
+fn pre_tokenizer(pre: &str) -> Option<PreTokenizer> {
+    PRE_TOKENIZERS
+        .iter()
+        .find(|(names, _)| names.contains(&pre))
+        .map(|&(_, pre)| pre)
+}
+
+/// Every `tokenizer.ggml.pre` value the worker splits as llama.cpp does, for errors.
+fn pre_tokenizer_names() -> String {
+    PRE_TOKENIZERS
+        .iter()
+        .flat_map(|(names, _)| names.iter().copied())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The tokenizer of one model, plus what generation needs to know about its tokens.
@@ -549,5 +701,23 @@ mod tests {
         assert!(pre_tokenizer("smollm").is_some());
         assert!(pre_tokenizer("tekken").is_some());
         assert!(pre_tokenizer("something-new").is_none());
+        let error = TokenizerError::UnsupportedPreTokenizer("something-new".into()).to_string();
+        assert!(error.contains("`something-new`") && error.contains("deepseek-llm, "));
+    }
+
+    #[test]
+    fn every_pre_tokenizer_builds_and_no_name_has_two() {
+        let mut seen = std::collections::HashSet::new();
+        for (names, pre) in PRE_TOKENIZERS {
+            for name in *names {
+                assert!(seen.insert(*name), "{name} named twice");
+            }
+            byte_level_bpe(
+                &["a".into(), "b".into(), "ab".into()],
+                &["a b".into()],
+                *pre,
+            )
+            .unwrap_or_else(|e| panic!("{names:?}: {e}"));
+        }
     }
 }

@@ -677,10 +677,29 @@ fn the_longrope_factors_in_use_are_seen() {
 }
 
 /// The byte-level pre-tokenizers whose splits [`PRE_TOKENIZER_STRINGS`] check.
-const PRE_TOKENIZERS: &[&str] = &["gpt-2", "smollm", "llama-bpe", "qwen2", "gpt-4o", "tekken"];
+const PRE_TOKENIZERS: &[&str] = &[
+    "default",
+    "gpt-2",
+    "smollm",
+    "llama-bpe",
+    "dbrx",
+    "qwen2",
+    "deepseek-llm",
+    "deepseek-coder",
+    "deepseek-v3",
+    "falcon",
+    "bloom",
+    "viking",
+    "seed-coder",
+    "bailingmoe",
+    "gpt-4o",
+    "tekken",
+];
 
 /// Strings the pre-tokenizers split differently: contractions, capitals inside words,
-/// runs of digits, slashes, newlines, spaces, letters outside ASCII, emoji.
+/// runs of digits, slashes, newlines, spaces, letters outside ASCII (Greek letters
+/// that normalization would change among them), CJK, kana, Hangul and full-width
+/// punctuation, symbols, code, emoji.
 const PRE_TOKENIZER_STRINGS: &[&str] = &[
     "it's THEY'LL don't we'd",
     "camelCase HTTPServer iPhone XMLHttpRequest",
@@ -692,6 +711,10 @@ const PRE_TOKENIZER_STRINGS: &[&str] = &[
     "emoji 😀 👩\u{200d}👧",
     " leading and trailing  ",
     "qjxv and qjxv",
+    "a+b=c <x> ^y~z|w $5 `code` @user #tag",
+    "안녕하세요！ＡＢＣ、テスト。 ひらがな カタカナ",
+    "Ωμέγα \u{1F71}\u{1F7D} \u{2126}\u{212A} µ ǅ",
+    "x = [1, 2]; y.z(\"q\") -> 'r'\n\n   ",
 ];
 
 /// Pieces the vocabulary of [`pre_tokenizer_file`] merges, so that where a split falls

@@ -41,15 +41,22 @@ def prompt(run):
     return f"{'ABCDEFGH'[run]}. {' '.join([PROMPT] * REPEAT)}"
 
 
+def context():
+    """The positions each engine holds: the prompt and its answer, with room to spare."""
+    return max(2048, 128 * REPEAT + 512)
+
+
 def start_worker(binary, model, threads):
     """The worker started on `model`: its process, URL, `ready` event and seconds from
-    the start to that event."""
+    the start to that event. A context longer than the worker's default slot (4,096
+    positions) is one slot of that length, as llama.cpp's is one sequence."""
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads), RUST_LOG="warn")
     env.pop("RBEE_WORKER_TOKEN", None)
+    longer = ["--parallel", "1", "--ctx-size", str(context())] if context() > 4096 else []
     started = time.monotonic()
     proc = subprocess.Popen(
         [binary, "--worker-id", "bench", "--model", model, "--port", "0",
-         "--queen-url", "http://127.0.0.1:9", "--heartbeat-interval", "60"],
+         "--queen-url", "http://127.0.0.1:9", "--heartbeat-interval", "60", *longer],
         stdout=subprocess.PIPE, env=env, text=True)
     try:
         url = json.loads(proc.stdout.readline())["url"]
@@ -118,7 +125,7 @@ def llama_bench(model, threads):
 
     started = time.monotonic()
     llm = llama_cpp.Llama(model_path=model, n_threads=threads, n_threads_batch=threads,
-                          n_ctx=max(2048, 128 * REPEAT + 512), n_batch=512, verbose=False)
+                          n_ctx=context(), n_batch=512, verbose=False)
     load_s = time.monotonic() - started
     prompt_tokens = len(llm.tokenize(prompt(0).encode(), add_bos=True))
     runs = []

@@ -829,16 +829,28 @@ fn read_config(
         .and_then(|v| v.to_string().ok())
         .map_or("none", String::as_str);
     // As llama.cpp reads them: linear scaling divides positions by the factor; llama3's
-    // is the `rope_freqs` tensor alone (its metadata only describes how it was made).
-    let position_scale = match kind {
+    // is the `rope_freqs` tensor alone (its metadata only describes how it was made);
+    // YaRN divides them too, but only in the frequencies it interpolates.
+    let factor = || match float("rope.scaling.factor") {
+        Some(factor) if factor > 0.0 => 1.0 / factor,
+        _ => 1.0,
+    };
+    let base = float("rope.freq_base").unwrap_or(10000.0);
+    let rope_dims = optional("rope.dimension_count").unwrap_or(head_dim);
+    let original_context =
+        optional("rope.scaling.original_context_length").or(optional("context_length"));
+    let (position_scale, yarn) = match kind {
         // longrope's factors are tensors ([`rope_factors`]) and its magnitude a key of
         // its own; phi3's files leave the kind out.
-        "none" | "llama3" | "longrope" | "su" => 1.0,
-        "linear" => match float("rope.scaling.factor") {
-            Some(factor) if factor > 0.0 => 1.0 / factor,
-            _ => 1.0,
-        },
-        "yarn" => return Err(CpuLoadError::Unsupported("YaRN rotary scaling")),
+        "none" | "llama3" | "longrope" | "su" => (1.0, None),
+        "linear" => (factor(), None),
+        "yarn" => {
+            let original = original_context.ok_or(CpuLoadError::Unsupported(
+                "YaRN rotary scaling without the context it was trained on \
+                 (`rope.scaling.original_context_length`)",
+            ))?;
+            (factor(), Some(Yarn::new(rope_dims, original, base)))
+        }
         _ => {
             return Err(CpuLoadError::Unsupported(
                 "a rotary scaling of an unknown kind",
@@ -846,8 +858,9 @@ fn read_config(
         }
     };
     let rope = RopeScaling {
-        base: float("rope.freq_base").unwrap_or(10000.0),
+        base,
         position_scale,
+        yarn,
     };
     let mut config = Config {
         dim,
@@ -855,13 +868,9 @@ fn read_config(
         heads,
         kv_heads: number("attention.head_count_kv")?,
         head_dim,
-        rope_dims: optional("rope.dimension_count").unwrap_or(head_dim),
+        rope_dims,
         rope_magnitude: float("rope.scaling.attn_factor").unwrap_or(1.0),
-        rope_factors: rope_factors(
-            content,
-            max_positions,
-            optional("rope.scaling.original_context_length").or(optional("context_length")),
-        ),
+        rope_factors: rope_factors(content, max_positions, original_context),
         ffn: number("feed_forward_length")?,
         eps: float("attention.layer_norm_rms_epsilon")
             .ok_or_else(|| CpuLoadError::Metadata(key("attention.layer_norm_rms_epsilon")))?,
@@ -909,10 +918,11 @@ fn read_config(
                         Gemma::Three => RopeScaling {
                             base: base.unwrap_or(10000.0),
                             position_scale: 1.0,
+                            yarn: None,
                         },
                         _ => RopeScaling {
                             base: base.unwrap_or(rope.base),
-                            position_scale: rope.position_scale,
+                            ..rope
                         },
                     };
                 }
@@ -1015,8 +1025,48 @@ fn rope_factors(
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct RopeScaling {
     base: f32,
-    /// Linear scaling's `1 / factor` (1 without).
+    /// Linear scaling's and YaRN's `1 / factor` (1 without).
     position_scale: f32,
+    yarn: Option<Yarn>,
+}
+
+/// YaRN's frequencies, as ggml's rope takes them: those before `low` keep their angles
+/// (extrapolated), those after `high` have them divided by the factor (interpolated),
+/// and those between mix the two along a ramp; every cosine and sine is multiplied by
+/// `1 + 0.1 ln factor`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Yarn {
+    low: f32,
+    high: f32,
+}
+
+impl Yarn {
+    /// ggml's defaults, which llama.cpp keeps for every family the engine runs: the
+    /// frequencies that turn more than 32 times over the `original` context keep their
+    /// angles, those that turn less than once are interpolated.
+    const BETA_FAST: f32 = 32.0;
+    const BETA_SLOW: f32 = 1.0;
+
+    /// The ramp of `rotated` dimensions with frequency base `base`, as
+    /// `ggml_rope_yarn_corr_dims` computes it.
+    fn new(rotated: usize, original: usize, base: f32) -> Yarn {
+        let dimension = |turns: f32| {
+            rotated as f32 * (original as f32 / (turns * 2.0 * std::f32::consts::PI)).ln()
+                / (2.0 * base.ln())
+        };
+        Yarn {
+            low: dimension(Self::BETA_FAST).floor().max(0.0),
+            high: dimension(Self::BETA_SLOW)
+                .ceil()
+                .min(rotated.saturating_sub(1) as f32),
+        }
+    }
+
+    /// How much frequency `i` keeps of its own angle: 1 up to `low`, 0 from `high`.
+    fn kept(self, i: usize) -> f32 {
+        let y = (i as f32 - self.low) / (self.high - self.low).max(0.001);
+        1.0 - y.clamp(0.0, 1.0)
+    }
 }
 
 impl Scratch {
@@ -1398,7 +1448,8 @@ struct RopeTable {
 impl RopeTable {
     /// Angle `pos · scale · base^(-2i/d) / factor_i` over the `d` rotated dimensions,
     /// cosines and sines times `magnitude`, as llama.cpp's rope with frequency factors
-    /// and an attention factor.
+    /// and an attention factor; with YaRN, the unscaled angle where frequency `i` is
+    /// kept ([`Yarn`]).
     fn new(
         rotated: usize,
         rope: RopeScaling,
@@ -1409,11 +1460,23 @@ impl RopeTable {
         let half = rotated / 2;
         let mut cos = Vec::with_capacity(positions * half);
         let mut sin = Vec::with_capacity(positions * half);
+        let magnitude = match rope.yarn {
+            Some(_) => magnitude * (1.0 + 0.1 * (1.0 / rope.position_scale).ln()),
+            None => magnitude,
+        };
         for pos in 0..positions {
             for i in 0..half {
                 let factor = factors.map_or(1.0, |f| f[i]);
                 let freq = 1.0 / rope.base.powf((2 * i) as f32 / rotated as f32) / factor;
-                let angle = pos as f32 * rope.position_scale * freq;
+                let unscaled = pos as f32 * freq;
+                let scaled = unscaled * rope.position_scale;
+                let angle = match rope.yarn {
+                    Some(yarn) => {
+                        let kept = yarn.kept(i);
+                        scaled * (1.0 - kept) + unscaled * kept
+                    }
+                    None => scaled,
+                };
                 cos.push(angle.cos() * magnitude);
                 sin.push(angle.sin() * magnitude);
             }
@@ -1593,6 +1656,33 @@ mod tests {
     }
 
     #[test]
+    fn yarn_ramps_between_the_frequencies_ggml_names() {
+        // Qwen3's long-context files: a head of 128, base 10^6, 32,768 positions first.
+        let extra = [
+            ("rope.scaling.type", Value::String("yarn".into())),
+            ("rope.scaling.factor", Value::F32(4.0)),
+            ("rope.scaling.original_context_length", Value::U32(32768)),
+            ("attention.key_length", Value::U32(128)),
+        ];
+        let (_, attention) = read_config(&content("qwen3", 2, &extra), 4096).expect("config");
+        let rope = attention[0].rope;
+        assert_eq!(rope.position_scale, 0.25);
+        // 128 · ln(32768 / (β · 2π)) / (2 · ln 10^6) for β = 32 and 1: 23.6 and 39.7.
+        let yarn = rope.yarn.expect("yarn");
+        assert_eq!((yarn.low, yarn.high), (23.0, 40.0));
+        assert_eq!(
+            (yarn.kept(23), yarn.kept(40), yarn.kept(63)),
+            (1.0, 0.0, 0.0)
+        );
+        assert!((yarn.kept(31) - 0.5294).abs() < 1e-4, "{}", yarn.kept(31));
+        // Without the context it was trained on, there is no ramp to draw.
+        let error = read_config(&content("qwen3", 2, &extra[..2]), 4096)
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("original_context_length"), "{error}");
+    }
+
+    #[test]
     fn gemma3_windows_five_layers_in_six_with_their_own_rotation() {
         let extra = [
             ("attention.sliding_window", Value::U32(512)),
@@ -1605,10 +1695,12 @@ mod tests {
         let local = RopeScaling {
             base: 10000.0,
             position_scale: 1.0,
+            yarn: None,
         };
         let global = RopeScaling {
             base: 1_000_000.0,
             position_scale: 0.125,
+            yarn: None,
         };
         assert_eq!(attention[0].rope, local);
         assert_eq!(attention[5].rope, global);

@@ -404,13 +404,13 @@ fn what_candle_would_get_wrong_is_refused_with_the_reason() {
         loaded.model.info.engine
     );
     // Scaling the CPU engine does not handle leaves no engine: refused, not run wrong.
-    let yarn = dir.path().join("yarn.gguf");
+    let unknown = dir.path().join("unknown-scaling.gguf");
     write_model(
         "llama",
-        &yarn,
-        &[("rope.scaling.type", Value::String("yarn".into()))],
+        &unknown,
+        &[("rope.scaling.type", Value::String("dynamic".into()))],
     );
-    let error = model::load_with(&yarn, &Device::Cpu, Engine::Auto)
+    let error = model::load_with(&unknown, &Device::Cpu, Engine::Auto)
         .err()
         .expect("refused")
         .to_string();

@@ -71,6 +71,11 @@ enum Rotation {
     LongRope {
         original: u32,
     },
+    /// YaRN as Qwen3's long-context files carry it: a factor of 4 over `original`
+    /// positions.
+    Yarn {
+        original: u32,
+    },
 }
 
 /// [`Rotation::LongRope`]'s rotated width of a head of 64, and its attention factor
@@ -94,6 +99,7 @@ impl Case {
             Rotation::Plain => format!("{}-{ty}", self.arch),
             Rotation::Llama3 => format!("llama3-{ty}"),
             Rotation::LongRope { original } => format!("{}-longrope{original}-{ty}", self.arch),
+            Rotation::Yarn { original } => format!("{}-yarn{original}-{ty}", self.arch),
         }
     }
 
@@ -160,6 +166,14 @@ impl Case {
                     ("rope_factors_short.weight", longrope_factors(false)),
                 ],
             ),
+            Rotation::Yarn { original } => (
+                vec![
+                    ("rope.scaling.type", Value::String("yarn".into())),
+                    ("rope.scaling.factor", Value::F32(4.0)),
+                    ("rope.scaling.original_context_length", Value::U32(original)),
+                ],
+                Vec::new(),
+            ),
         };
         let vectors: Vec<(&str, &[f32])> =
             vectors.iter().map(|(n, v)| (*n, v.as_slice())).collect();
@@ -198,6 +212,14 @@ fn cases() -> Vec<Case> {
             rotation,
         });
     }
+    // Qwen3's ramp over a head of 64 with base 10^6 and 4,096 positions runs from the
+    // 6th frequency to the 16th: kept, mixed and interpolated angles all rotate the
+    // prompt's positions.
+    cases.push(Case {
+        arch: "qwen3",
+        ty: GgmlDType::Q8_0,
+        rotation: Rotation::Yarn { original: 4096 },
+    });
     cases
 }
 
@@ -615,6 +637,11 @@ fn phi3_longrope_and_a_partial_rotation_give_llama_cpps_logits() {
     check("phi3", |r| matches!(r, Rotation::LongRope { .. }));
 }
 
+#[test]
+fn qwen3_yarn_gives_llama_cpps_logits() {
+    check("qwen3", |r| matches!(r, Rotation::Yarn { .. }));
+}
+
 /// How far `gguf`'s logits are from `record`'s at its worst position, token by token.
 fn worst_against(gguf: &Path, record: &Record) -> f32 {
     let mut model = model::load_with(gguf, &Device::Cpu, Engine::Auto)
@@ -651,6 +678,39 @@ fn rope_freqs_are_seen() {
         worst > 2.0 * TOLERANCE,
         "without rope_freqs only {worst} from llama.cpp's"
     );
+}
+
+/// The record can tell YaRN's ramp: the YaRN file's weights rotated without scaling, or
+/// with every frequency interpolated and YaRN's magnitude (linear scaling by the same
+/// factor, `1 + 0.1 ln 4` on the cosines and sines), give logits far from llama.cpp's.
+#[test]
+fn yarns_ramp_is_seen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yarn = Case {
+        arch: "qwen3",
+        ty: GgmlDType::Q8_0,
+        rotation: Rotation::Yarn { original: 4096 },
+    };
+    let record = Record::of(&yarn.name());
+    let (tokenizer, _) = yarn.tokenizer();
+    let linear = [
+        ("rope.scaling.type", Value::String("linear".into())),
+        ("rope.scaling.factor", Value::F32(4.0)),
+        (
+            "rope.scaling.attn_factor",
+            Value::F32(1.0 + 0.1 * 4f32.ln()),
+        ),
+    ];
+    for (name, extra) in [("unscaled", &[][..]), ("linear", &linear[..])] {
+        let gguf = dir.path().join(format!("{name}.gguf"));
+        write_model_of("qwen3", &gguf, extra, &[], GgmlDType::Q8_0, &tokenizer);
+        let worst = worst_against(&gguf, &record);
+        eprintln!("{name} against YaRN's record: {worst} from llama.cpp's");
+        assert!(
+            worst > 2.0 * TOLERANCE,
+            "{name} only {worst} from YaRN's record"
+        );
+    }
 }
 
 /// The records can tell which of longrope's divisors are in use: the file whose

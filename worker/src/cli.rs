@@ -52,8 +52,9 @@ pub struct Args {
     /// all of them.
     #[arg(long, env = "RBEE_WORKER_PARALLEL", default_value_t = 4)]
     pub parallel: usize,
-    /// KV-cache positions of all slots together, split evenly between them; by default
-    /// every slot gets the model's context (at most 4096 positions).
+    /// KV-cache positions of all slots together, split evenly between them, each slot
+    /// up to the model's context; by default every slot gets the model's context, at
+    /// most 4096 positions.
     #[arg(long, env = "RBEE_WORKER_CTX_SIZE")]
     pub ctx_size: Option<usize>,
     /// Tokens one step may run: each generating slot's next token, then chunks of

@@ -202,13 +202,18 @@ pub enum ForwardError {
     OneSequence(usize),
 }
 
+/// A slot's positions when no `ctx_size` is asked for (the file's context if shorter):
+/// a bound on the memory a default worker takes, whatever context its file allows.
+const DEFAULT_SLOT_CONTEXT: usize = 4096;
+
 /// How many sequences a model is loaded to run at once, and the context they share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capacity {
     /// Sequence slots, each with its own KV cache (candle always has one).
     pub parallel: usize,
-    /// Positions of all slots together, split evenly between them; `None` gives every
-    /// slot the model's context (at most 4096 positions).
+    /// Positions of all slots together, split evenly between them, up to the file's
+    /// context a slot; `None` gives every slot [`DEFAULT_SLOT_CONTEXT`] positions at
+    /// most.
     pub ctx_size: Option<usize>,
 }
 
@@ -222,11 +227,13 @@ impl Default for Capacity {
 }
 
 impl Capacity {
-    /// The positions of one slot for a model whose file allows `file_context`.
-    fn slot_context(self, file_context: usize, slots: usize) -> usize {
-        let cap = file_context.min(LLAMA_MAX_POSITIONS);
-        self.ctx_size
-            .map_or(cap, |total| (total / slots.max(1)).min(cap))
+    /// The positions of one slot for a model whose file allows `file_context`, on an
+    /// engine that holds at most `engine_max` a sequence.
+    fn slot_context(self, file_context: usize, slots: usize, engine_max: usize) -> usize {
+        let cap = file_context.min(engine_max);
+        self.ctx_size.map_or(cap.min(DEFAULT_SLOT_CONTEXT), |total| {
+            (total / slots.max(1)).min(cap)
+        })
     }
 }
 
@@ -374,7 +381,7 @@ pub fn load_reporting(
         // Set only where the CPU engine runs this file (`CpuLlama::supports`).
         _ if cpu_kernels.is_some() => {
             let slots = capacity.parallel.max(1);
-            let context_length = capacity.slot_context(file_context, slots);
+            let context_length = capacity.slot_context(file_context, slots, usize::MAX);
             let kernels = cpu_kernels.unwrap_or(Kernels::Portable);
             let model = CpuLlama::load(
                 &content,
@@ -398,7 +405,7 @@ pub fn load_reporting(
                 quantized_llama::ModelWeights::from_gguf(content, &mut reader, device)
                     .map_err(weights_error)?,
             ),
-            capacity.slot_context(file_context, 1),
+            capacity.slot_context(file_context, 1, LLAMA_MAX_POSITIONS),
         ),
         "qwen2" => (
             Weights::Qwen2(
@@ -611,6 +618,23 @@ mod tests {
         )
         .expect("write gguf");
         path
+    }
+
+    #[test]
+    fn a_slot_takes_the_asked_context_up_to_the_files() {
+        let default = Capacity::default();
+        let asked = |ctx_size, parallel| Capacity {
+            parallel,
+            ctx_size: Some(ctx_size),
+        };
+        // Without a size, a slot holds the file's context up to 4,096 positions.
+        assert_eq!(default.slot_context(32768, 1, usize::MAX), 4096);
+        assert_eq!(default.slot_context(2048, 1, usize::MAX), 2048);
+        // Asked for, the context is split between the slots, each up to the file's.
+        assert_eq!(asked(65536, 4).slot_context(32768, 4, usize::MAX), 16384);
+        assert_eq!(asked(200_000, 1).slot_context(32768, 1, usize::MAX), 32768);
+        // candle's llama holds 4,096 whatever is asked.
+        assert_eq!(asked(65536, 1).slot_context(32768, 1, LLAMA_MAX_POSITIONS), 4096);
     }
 
     #[test]

@@ -10,14 +10,16 @@ use rbee_protocol::{DeviceInfo, DeviceKind, ErrorCode};
 
 use crate::error::AgentError;
 
-/// The context the worker gives a model its CPU engine runs, or a llama model on
-/// candle, at most (candle's `quantized_llama::MAX_SEQ_LEN`); other architectures get
+/// The context a slot of the worker's CPU engine gets without `--ctx-size` at most (the
+/// worker's `DEFAULT_SLOT_CONTEXT`), and a llama model on candle at most whatever is
+/// asked (candle's `quantized_llama::MAX_SEQ_LEN`); candle's other architectures get
 /// their file's context.
 const LLAMA_MAX_POSITIONS: u64 = 4096;
 /// The worker's context when a file names none.
 const DEFAULT_CONTEXT: u64 = 2048;
-/// Keys and values are kept as f32.
-const KV_BYTES_PER_VALUE: u64 = 4;
+/// Bytes of a cached key or value: the CPU engine keeps IEEE halves, candle f32.
+const CPU_ENGINE_KV_BYTES: u64 = 2;
+const CANDLE_KV_BYTES: u64 = 4;
 /// A CUDA context, cuBLAS's workspace and the kernels' modules.
 const GPU_OVERHEAD: u64 = 512 << 20;
 /// The worker's own code, tokenizer and buffers on the CPU.
@@ -53,29 +55,36 @@ impl MemoryNeed {
 }
 
 /// Estimates the need of a model of `file_bytes` whose header says `summary`, on a
-/// device of `kind`, for a worker with `cpu_slots` sequence slots on the CPU (the
-/// worker's CPU engine runs llama files with one cache per slot; candle has one).
+/// device of `kind`, for a worker with `cpu_slots` sequence slots on the CPU and its
+/// `--ctx-size`, if given (the worker's CPU engine runs its families with one cache per
+/// slot, `ctx_size` split between them, each up to the file's context; candle has one).
 pub fn estimate(
     file_bytes: u64,
     summary: &Summary,
     kind: DeviceKind,
     cpu_slots: u64,
+    ctx_size: Option<u64>,
 ) -> MemoryNeed {
     let file_context = summary.context_length.unwrap_or(DEFAULT_CONTEXT);
     let llama = summary.architecture.as_deref() == Some("llama");
-    let engine_family = runs_on_cpu_engine(summary);
-    let context = if llama || (engine_family && kind == DeviceKind::Cpu) {
-        file_context.min(LLAMA_MAX_POSITIONS)
+    let cpu_engine = runs_on_cpu_engine(summary) && kind == DeviceKind::Cpu;
+    let (slots, slot_context, bytes) = if cpu_engine {
+        let slots = cpu_slots.max(1);
+        let context = match ctx_size {
+            Some(total) => (total / slots).min(file_context),
+            None => file_context.min(LLAMA_MAX_POSITIONS),
+        };
+        (slots, context, CPU_ENGINE_KV_BYTES)
+    } else if llama {
+        (1, file_context.min(LLAMA_MAX_POSITIONS), CANDLE_KV_BYTES)
     } else {
-        file_context
+        (1, file_context, CANDLE_KV_BYTES)
     };
-    let slots = if engine_family && kind == DeviceKind::Cpu {
-        cpu_slots.max(1)
-    } else {
-        1
-    };
-    let kv_cache = match kv_bytes_per_position(summary) {
-        Some(per_position) => per_position.saturating_mul(context).saturating_mul(slots),
+    let kv_cache = match kv_values_per_position(summary) {
+        Some(values) => values
+            .saturating_mul(bytes)
+            .saturating_mul(slot_context)
+            .saturating_mul(slots),
         // A header without the attention shape: allow a quarter of the weights, what
         // the cache of a small model at a few thousand positions comes to.
         None => file_bytes / 4,
@@ -100,14 +109,14 @@ pub fn estimate(
 fn runs_on_cpu_engine(summary: &Summary) -> bool {
     matches!(
         summary.architecture.as_deref(),
-        Some("llama" | "qwen2" | "qwen3" | "phi3")
+        Some("llama" | "qwen2" | "qwen3" | "phi3" | "gemma" | "gemma2" | "gemma3")
     )
 }
 
 /// Keys and values of one position across every layer:
 /// `2 × layers × kv_heads × head width` values (the width `embedding / heads` unless
 /// the file gives `key_length`).
-fn kv_bytes_per_position(summary: &Summary) -> Option<u64> {
+fn kv_values_per_position(summary: &Summary) -> Option<u64> {
     let layers = summary.block_count?;
     let heads = summary.head_count.filter(|&heads| heads > 0)?;
     let kv_heads = summary.head_count_kv.unwrap_or(heads);
@@ -117,8 +126,7 @@ fn kv_bytes_per_position(summary: &Summary) -> Option<u64> {
     };
     2u64.checked_mul(layers)?
         .checked_mul(kv_heads)?
-        .checked_mul(head_dim)?
-        .checked_mul(KV_BYTES_PER_VALUE)
+        .checked_mul(head_dim)
 }
 
 /// Reads the model's header and refuses, with a hint, a device whose free memory is
@@ -144,15 +152,13 @@ pub fn check(
         )
     })?;
     let slots = parallel.map_or_else(cpu_slots, u64::from);
-    let mut need = estimate(file_bytes, &summary, device.kind, slots);
-    // A context size given is every slot's positions together, as the CPU engine splits
-    // it (candle's models keep their own context).
-    let cpu_engine = runs_on_cpu_engine(&summary) && device.kind == DeviceKind::Cpu;
-    if let (true, Some(ctx_size), Some(per_position)) =
-        (cpu_engine, ctx_size, kv_bytes_per_position(&summary))
-    {
-        need.kv_cache = per_position.saturating_mul(u64::from(ctx_size));
-    }
+    let need = estimate(
+        file_bytes,
+        &summary,
+        device.kind,
+        slots,
+        ctx_size.map(u64::from),
+    );
     refuse_unless_fits(&need, device, hive)?;
     Ok(need)
 }
@@ -233,18 +239,26 @@ mod tests {
 
     #[test]
     fn the_estimate_adds_weights_embedding_cache_and_runtime() {
-        let need = estimate(98_362_432, &smollm2(), DeviceKind::Cuda, 1);
+        let need = estimate(98_362_432, &smollm2(), DeviceKind::Cuda, 1, None);
         assert_eq!(need.weights, 98_362_432);
         assert_eq!(need.embedding, 49152 * 576 * 4);
-        // 2 × 30 layers × 3 kv heads × 64 per head × 4 bytes, for the 4096 positions
-        // the worker gives a llama model (not the file's 8192).
+        // 2 × 30 layers × 3 kv heads × 64 per head × 4 bytes (candle's f32), for the
+        // 4096 positions candle gives a llama model (not the file's 8192).
         assert_eq!(need.kv_cache, 2 * 30 * 3 * 64 * 4 * 4096);
+        // Asked for more, candle's llama still holds 4096.
+        let asked = estimate(98_362_432, &smollm2(), DeviceKind::Cuda, 1, Some(8192));
+        assert_eq!(asked.kv_cache, need.kv_cache);
         // A GPU also holds the output projection dequantised for a prompt's product.
         assert_eq!(need.overhead, GPU_OVERHEAD + 49152 * 576 * 4);
-        let cpu = estimate(98_362_432, &smollm2(), DeviceKind::Cpu, 4);
+        let cpu = estimate(98_362_432, &smollm2(), DeviceKind::Cpu, 4, None);
         assert_eq!(cpu.overhead, CPU_OVERHEAD);
-        // On the CPU every one of the worker's slots has a cache of its own.
-        assert_eq!(cpu.kv_cache, 4 * 2 * 30 * 3 * 64 * 4 * 4096);
+        // On the CPU every one of the worker's slots has a cache of its own, in halves.
+        assert_eq!(cpu.kv_cache, 4 * 2 * 30 * 3 * 64 * 2 * 4096);
+        // A context asked for is split between the slots, each up to the file's 8192.
+        let asked = estimate(98_362_432, &smollm2(), DeviceKind::Cpu, 4, Some(65536));
+        assert_eq!(asked.kv_cache, 4 * 2 * 30 * 3 * 64 * 2 * 8192);
+        let asked = estimate(98_362_432, &smollm2(), DeviceKind::Cpu, 1, Some(6000));
+        assert_eq!(asked.kv_cache, 2 * 30 * 3 * 64 * 2 * 6000);
     }
 
     #[test]
@@ -258,12 +272,12 @@ mod tests {
             head_count_kv: Some(4),
             ..Summary::default()
         };
-        let need = estimate(4 * GIB, &qwen, DeviceKind::Cuda, 1);
+        let need = estimate(4 * GIB, &qwen, DeviceKind::Cuda, 1, None);
         assert_eq!(need.kv_cache, 2 * 28 * 4 * 128 * 4 * 32768);
         // On the CPU the engine runs it: a cache per slot, each of at most 4096
         // positions.
-        let cpu = estimate(4 * GIB, &qwen, DeviceKind::Cpu, 2);
-        assert_eq!(cpu.kv_cache, 2 * 2 * 28 * 4 * 128 * 4 * 4096);
+        let cpu = estimate(4 * GIB, &qwen, DeviceKind::Cpu, 2, None);
+        assert_eq!(cpu.kv_cache, 2 * 2 * 28 * 4 * 128 * 2 * 4096);
         // qwen3's heads are as wide as its key_length says, not embedding / heads.
         let qwen3 = Summary {
             architecture: Some("qwen3".to_owned()),
@@ -273,8 +287,22 @@ mod tests {
             key_length: Some(128),
             ..qwen
         };
-        let cpu = estimate(GIB, &qwen3, DeviceKind::Cpu, 1);
-        assert_eq!(cpu.kv_cache, 2 * 28 * 8 * 128 * 4 * 4096);
+        let cpu = estimate(GIB, &qwen3, DeviceKind::Cpu, 1, None);
+        assert_eq!(cpu.kv_cache, 2 * 28 * 8 * 128 * 2 * 4096);
+        // Gemma runs on the CPU engine too: slots of 4096 positions, not its file's
+        // 131,072 (Gemma 3 4B's shape: 34 layers, 4 kv heads of 256).
+        let gemma3 = Summary {
+            architecture: Some("gemma3".to_owned()),
+            context_length: Some(131_072),
+            block_count: Some(34),
+            embedding_length: Some(2560),
+            head_count: Some(8),
+            head_count_kv: Some(4),
+            key_length: Some(256),
+            ..Summary::default()
+        };
+        let cpu = estimate(3 * GIB, &gemma3, DeviceKind::Cpu, 4, None);
+        assert_eq!(cpu.kv_cache, 4 * 2 * 34 * 4 * 256 * 2 * 4096);
     }
 
     #[test]
@@ -283,7 +311,7 @@ mod tests {
             architecture: Some("llama".to_owned()),
             ..Summary::default()
         };
-        let need = estimate(8 * GIB, &bare, DeviceKind::Cuda, 1);
+        let need = estimate(8 * GIB, &bare, DeviceKind::Cuda, 1, None);
         assert_eq!(need.kv_cache, 2 * GIB);
         assert_eq!(need.embedding, 0);
         // No head count: no division by zero, the same allowance.
@@ -294,14 +322,14 @@ mod tests {
             ..bare
         };
         assert_eq!(
-            estimate(8 * GIB, &zero_heads, DeviceKind::Cuda, 1).kv_cache,
+            estimate(8 * GIB, &zero_heads, DeviceKind::Cuda, 1, None).kv_cache,
             2 * GIB
         );
     }
 
     #[test]
     fn a_device_fits_when_its_free_memory_covers_the_whole_need() {
-        let need = estimate(98_362_432, &smollm2(), DeviceKind::Cuda, 1);
+        let need = estimate(98_362_432, &smollm2(), DeviceKind::Cuda, 1, None);
         let total = need.total();
         for (free, fits) in [
             (total, true),

@@ -285,7 +285,7 @@ async fn cold_models_load_on_request_and_idle_workers_unload() {
 }
 
 /// A hive whose CPU is declared with room for one worker of the test model (about
-/// 1.1 GB with four slots) but not two.
+/// 0.72 GB with four slots of 4,096 positions in halves) but not two.
 fn lab_with_room_for_one() -> Lab {
     let lab = Lab::unstarted();
     let host = lab.dir.path().join("hosts/hive-1");
@@ -294,7 +294,7 @@ fn lab_with_room_for_one() -> Lab {
     std::fs::write(
         &devices,
         json!([{"id": "CPU-0", "kind": "cpu", "index": 0, "name": "declared CPU",
-                "memory_total": 1_700_000_000u64, "memory_free": 1_600_000_000u64}])
+                "memory_total": 1_100_000_000u64, "memory_free": 1_000_000_000u64}])
         .to_string(),
     )
     .expect("devices");

@@ -17,8 +17,18 @@ fn main() -> anyhow::Result<()> {
     let prompt_tokens: u32 = args.next().map_or(Ok(71), |s| s.parse())?;
     let engine = std::env::var("RBEE_WORKER_ENGINE").unwrap_or_else(|_| "auto".into());
     let engine = engine.parse()?;
-    let loaded =
-        llm_worker_rbee::model::load_with(path.as_ref(), &candle_core::Device::Cpu, engine)?;
+    // One slot, as long as the prompt and its steps where that is more than a default
+    // slot holds.
+    let capacity = llm_worker_rbee::model::Capacity {
+        parallel: 1,
+        ctx_size: Some((prompt_tokens as usize + steps).max(4096)),
+    };
+    let loaded = llm_worker_rbee::model::load_for(
+        path.as_ref(),
+        &candle_core::Device::Cpu,
+        engine,
+        capacity,
+    )?;
     let mut model = loaded.model;
     println!("engine {}", model.info.engine);
     let prompt: Vec<u32> = (0..prompt_tokens).map(|i| 100 + i * 37 % 20000).collect();

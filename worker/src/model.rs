@@ -231,9 +231,10 @@ impl Capacity {
     /// engine that holds at most `engine_max` a sequence.
     fn slot_context(self, file_context: usize, slots: usize, engine_max: usize) -> usize {
         let cap = file_context.min(engine_max);
-        self.ctx_size.map_or(cap.min(DEFAULT_SLOT_CONTEXT), |total| {
-            (total / slots.max(1)).min(cap)
-        })
+        self.ctx_size
+            .map_or(cap.min(DEFAULT_SLOT_CONTEXT), |total| {
+                (total / slots.max(1)).min(cap)
+            })
     }
 }
 
@@ -634,7 +635,10 @@ mod tests {
         assert_eq!(asked(65536, 4).slot_context(32768, 4, usize::MAX), 16384);
         assert_eq!(asked(200_000, 1).slot_context(32768, 1, usize::MAX), 32768);
         // candle's llama holds 4,096 whatever is asked.
-        assert_eq!(asked(65536, 1).slot_context(32768, 1, LLAMA_MAX_POSITIONS), 4096);
+        assert_eq!(
+            asked(65536, 1).slot_context(32768, 1, LLAMA_MAX_POSITIONS),
+            4096
+        );
     }
 
     #[test]

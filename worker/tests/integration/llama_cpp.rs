@@ -51,6 +51,19 @@ const TYPES: &[GgmlDType] = &[
     GgmlDType::Q6K,
 ];
 
+/// The other weight types GGUF files are shipped in, compared on qwen2's shape: the
+/// legacy quantizations beside Q4_0 (Q4_K_M files keep some matrices in Q5_0), and the
+/// unquantized types, whose products the engine takes with 8-bit activations where
+/// llama.cpp takes them in f16, bf16 or f32.
+const MORE_TYPES: &[GgmlDType] = &[
+    GgmlDType::Q4_1,
+    GgmlDType::Q5_0,
+    GgmlDType::Q5_1,
+    GgmlDType::F16,
+    GgmlDType::BF16,
+    GgmlDType::F32,
+];
+
 /// One file compared: `families.rs`'s `arch` in `ty`, rotating as `rotation` says.
 #[derive(Clone, Copy)]
 struct Case {
@@ -186,7 +199,8 @@ impl Case {
 fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
     for arch in ["llama", "qwen2", "qwen3", "phi3"] {
-        for &ty in TYPES {
+        let more = if arch == "qwen2" { MORE_TYPES } else { &[] };
+        for &ty in TYPES.iter().chain(more) {
             cases.push(Case {
                 arch,
                 ty,

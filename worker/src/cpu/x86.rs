@@ -98,8 +98,10 @@ impl Simd {
         keys: &[u16],
         scores: &mut [f32],
     ) {
-        // SAFETY: every set has AVX2, FMA and F16C; the tiles check their slices.
-        unsafe { group_dots(queries, count, query_stride, hd, keys, scores) }
+        let wide = self.0 == Level::Avx512;
+        // SAFETY: every set has AVX2, FMA and F16C, and `wide` only where this CPU has
+        // AVX-512; the tiles check their slices.
+        unsafe { group_dots(queries, count, query_stride, hd, keys, scores, wide) }
     }
 
     /// [`super::Kernels::group_sums`] (`hd` a multiple of 8).
@@ -112,8 +114,10 @@ impl Simd {
         out_stride: usize,
         hd: usize,
     ) {
-        // SAFETY: every set has AVX2, FMA and F16C; the tiles check their slices.
-        unsafe { group_sums(weights, values, out, count, out_stride, hd) }
+        let wide = self.0 == Level::Avx512;
+        // SAFETY: every set has AVX2, FMA and F16C, and `wide` only where this CPU has
+        // AVX-512; the tiles check their slices.
+        unsafe { group_sums(weights, values, out, count, out_stride, hd, wide) }
     }
 
     /// Dot products of `ROWS_AT_ONCE` rows of `ty` with the same activations, or `false`
@@ -1120,15 +1124,19 @@ fn quantize_row(x: &[f32], out: &mut [Q8Block], scales: quant::Scales) {
     }
 }
 
-/// [`super::Kernels::group_dots`]: the queries in tiles of at most eight.
+/// [`super::Kernels::group_dots`]: the queries in tiles of at most eight. `wide`
+/// (AVX-512) takes two keys a register: each half is one key's eight sums, as
+/// [`dot_f32`] keeps them, so the scores are the same, bit for bit. Safety: `wide`
+/// only where the CPU has AVX-512 F.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn group_dots(
+unsafe fn group_dots(
     queries: &[f32],
     count: usize,
     query_stride: usize,
     hd: usize,
     keys: &[u16],
     scores: &mut [f32],
+    wide: bool,
 ) {
     let n = scores.len() / count;
     for first in (0..count).step_by(8) {
@@ -1136,6 +1144,22 @@ fn group_dots(
         let scores = &mut scores[first * n..];
         let q = (query_stride, hd);
         let k = (keys, hd);
+        if wide {
+            // SAFETY: the caller's.
+            unsafe {
+                match (count - first).min(8) {
+                    1 => dots_tile_wide::<1, 4>(queries, q, keys, scores, n),
+                    2 => dots_tile_wide::<2, 4>(queries, q, keys, scores, n),
+                    3 => dots_tile_wide::<3, 4>(queries, q, keys, scores, n),
+                    4 => dots_tile_wide::<4, 4>(queries, q, keys, scores, n),
+                    5 => dots_tile_wide::<5, 2>(queries, q, keys, scores, n),
+                    6 => dots_tile_wide::<6, 2>(queries, q, keys, scores, n),
+                    7 => dots_tile_wide::<7, 2>(queries, q, keys, scores, n),
+                    _ => dots_tile_wide::<8, 2>(queries, q, keys, scores, n),
+                }
+            }
+            continue;
+        }
         match (count - first).min(8) {
             1 => dots_tile::<1, 4>(queries, q, k, scores, n),
             2 => dots_tile::<2, 2>(queries, q, k, scores, n),
@@ -1149,31 +1173,124 @@ fn group_dots(
     }
 }
 
-/// [`super::Kernels::group_sums`]: the queries in tiles of at most eight.
+/// [`dots_tile`] with two keys a register (AVX-512), `2 · P` keys at a time: register
+/// `[g][p]` holds query `g`'s eight sums with key `2p` in its low half and key `2p + 1`
+/// in its high half, each half added as [`dot_f32`] adds and summed as [`hsum`] sums.
+/// The last keys of an odd run go through [`dots_at`]. Safety: the CPU has AVX-512 F.
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn dots_tile_wide<const Q: usize, const P: usize>(
+    queries: &[f32],
+    (query_stride, hd): (usize, usize),
+    keys: &[u16],
+    scores: &mut [f32],
+    n: usize,
+) {
+    assert!(hd.is_multiple_of(8) && queries.len() >= (Q - 1) * query_stride + hd);
+    assert!(scores.len() >= Q * n && keys.len() >= n * hd);
+    let (qp, kp) = (queries.as_ptr(), keys.as_ptr());
+    let mut j = 0;
+    while j + 2 * P <= n {
+        for key in j + AHEAD_POSITIONS..j + AHEAD_POSITIONS + 2 * P {
+            prefetch_row(kp.wrapping_add(key * hd), hd);
+        }
+        let mut acc = [[_mm512_setzero_ps(); P]; Q];
+        for c in (0..hd).step_by(8) {
+            let pairs: [__m512; P] = std::array::from_fn(|p| {
+                let key = |i: usize| kp.wrapping_add((j + 2 * p + i) * hd + c);
+                // SAFETY: keys `j..j + 2P` lie inside `keys`, and `c + 8 <= hd`.
+                let (low, high) = unsafe {
+                    (
+                        _mm_loadu_si128(key(0).cast()),
+                        _mm_loadu_si128(key(1).cast()),
+                    )
+                };
+                _mm512_cvtph_ps(_mm256_set_m128i(high, low))
+            });
+            for (g, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: query `g < Q` lies inside `queries`, and `c + 8 <= hd`.
+                let query = unsafe { _mm256_loadu_ps(qp.add(g * query_stride + c)) };
+                let query = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(query)));
+                for (acc, &pair) in acc.iter_mut().zip(&pairs) {
+                    *acc = _mm512_fmadd_ps(query, pair, *acc);
+                }
+            }
+        }
+        for (g, acc) in acc.iter().enumerate() {
+            for (p, &acc) in acc.iter().enumerate() {
+                let (low, high) = hsum_halves(acc);
+                scores[g * n + j + 2 * p] = low;
+                scores[g * n + j + 2 * p + 1] = high;
+            }
+        }
+        j += 2 * P;
+    }
+    let q = (queries, query_stride, hd);
+    for j in j..n {
+        // SAFETY: key `j < n` lies inside `keys`.
+        unsafe { dots_at::<Q, 1>(q, (keys, hd), scores, n, j) };
+    }
+}
+
+/// [`hsum`] of each half of `v`, in its order: lanes `i` and `i + 4` first, then those
+/// sums two apart, then the last two.
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+#[inline]
+fn hsum_halves(v: __m512) -> (f32, f32) {
+    let v = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0b10_11_00_01>(v, v));
+    let v = _mm512_add_ps(v, _mm512_permute_ps::<0b01_00_11_10>(v));
+    let v = _mm512_add_ps(v, _mm512_permute_ps::<0b10_11_00_01>(v));
+    (
+        _mm512_cvtss_f32(v),
+        _mm_cvtss_f32(_mm512_extractf32x4_ps::<2>(v)),
+    )
+}
+
+/// [`super::Kernels::group_sums`]: a block of [`SUM_POSITIONS`] positions at a time,
+/// the queries in tiles of at most four within it, so that a block's values are read
+/// from memory once for all the queries, and again only from the first-level cache
+/// (a tile of more queries holds fewer floats of its sums in registers, and loads
+/// every weight again for each eight of them). `wide` takes sixteen floats of the sums a register
+/// (AVX-512): each float still adds its products in the same order, so the sums are
+/// the same, bit for bit. Safety: `wide` only where the CPU has AVX-512 F.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn group_sums(
+unsafe fn group_sums(
     weights: &[f32],
     values: &[u16],
     out: &mut [f32],
     count: usize,
     out_stride: usize,
     hd: usize,
+    wide: bool,
 ) {
     let n = weights.len() / count;
-    for first in (0..count).step_by(8) {
-        let weights = &weights[first * n..];
-        let out = &mut out[first * out_stride..];
-        let v = (values, hd);
-        let o = (out_stride, hd);
-        match (count - first).min(8) {
-            1 => sums_tile::<1, 4>(weights, n, v, out, o),
-            2 => sums_tile::<2, 4>(weights, n, v, out, o),
-            3 => sums_tile::<3, 2>(weights, n, v, out, o),
-            4 => sums_tile::<4, 2>(weights, n, v, out, o),
-            5 => sums_tile::<5, 1>(weights, n, v, out, o),
-            6 => sums_tile::<6, 1>(weights, n, v, out, o),
-            7 => sums_tile::<7, 1>(weights, n, v, out, o),
-            _ => sums_tile::<8, 1>(weights, n, v, out, o),
+    assert!(hd.is_multiple_of(8) && weights.len() >= count * n);
+    assert!(out.len() >= (count - 1) * out_stride + hd);
+    assert!(n == 0 || values.len() >= n * hd);
+    for g in 0..count {
+        out[g * out_stride..][..hd].fill(0.0);
+    }
+    let o = (out_stride, hd);
+    for start in (0..n).step_by(SUM_POSITIONS) {
+        let positions = start..(start + SUM_POSITIONS).min(n);
+        for first in (0..count).step_by(4) {
+            let weights = &weights[first * n..];
+            let out = &mut out[first * out_stride..];
+            let ahead = first == 0;
+            let p = positions.clone();
+            // SAFETY: the lengths are checked above, and `positions` lies in `0..n`;
+            // the caller's for `wide`.
+            unsafe {
+                match (count - first).min(4) {
+                    1 if wide => sums_block_wide::<1, 4>(weights, n, values, out, o, p, ahead),
+                    2 if wide => sums_block_wide::<2, 4>(weights, n, values, out, o, p, ahead),
+                    3 if wide => sums_block_wide::<3, 4>(weights, n, values, out, o, p, ahead),
+                    _ if wide => sums_block_wide::<4, 4>(weights, n, values, out, o, p, ahead),
+                    1 => sums_block::<1, 4>(weights, n, values, out, o, p, ahead),
+                    2 => sums_block::<2, 4>(weights, n, values, out, o, p, ahead),
+                    3 => sums_block::<3, 2>(weights, n, values, out, o, p, ahead),
+                    _ => sums_block::<4, 2>(weights, n, values, out, o, p, ahead),
+                }
+            }
         }
     }
 }
@@ -1269,56 +1386,139 @@ fn prefetch_row(row: *const u16, hd: usize) {
     }
 }
 
-/// `out[g · out_stride..][..hd] = Σ_j weights[g · n + j] · values[j · value_stride..][..hd]`
-/// for `Q` queries (with `(values, value_stride)` as `v` and `(out_stride, hd)` as
-/// `o`), `8 · C` floats of the sums at a time: each value is read once for all `Q`
-/// sums.
+/// Adds `positions`' products into the sums of `Q` queries (`out[g · out_stride..][..hd]`,
+/// with `(out_stride, hd)` as `o`), `8 · C` floats of the sums at a time: each value is
+/// read once for all `Q` sums. With `ahead`, the first floats' pass asks for the rows of
+/// the next block. Safety: the caller has checked the slices' lengths as
+/// [`group_sums`] does (values one position's `hd` halves after another), `Q` queries
+/// from `weights` and `out` lie inside them, and `positions` lies in `0..n`.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn sums_tile<const Q: usize, const C: usize>(
+unsafe fn sums_block<const Q: usize, const C: usize>(
     weights: &[f32],
     n: usize,
-    (values, value_stride): (&[u16], usize),
+    values: &[u16],
     out: &mut [f32],
-    (out_stride, hd): (usize, usize),
+    o: (usize, usize),
+    positions: std::ops::Range<usize>,
+    ahead: bool,
 ) {
-    assert!(hd.is_multiple_of(8) && weights.len() >= Q * n);
-    assert!(out.len() >= (Q - 1) * out_stride + hd);
-    assert!(n == 0 || values.len() >= (n - 1) * value_stride + hd);
-    for g in 0..Q {
-        out[g * out_stride..][..hd].fill(0.0);
+    let hd = o.1;
+    let mut c = 0;
+    while c + 8 * C <= hd {
+        let ahead = ahead && c == 0;
+        // SAFETY: the caller's, and `c + 8 · C <= hd`.
+        unsafe { sums_at::<Q, C>(weights, n, values, out, o, positions.clone(), c, ahead) };
+        c += 8 * C;
     }
-    let v = (values, value_stride);
-    let o = (out_stride, hd);
-    for start in (0..n).step_by(SUM_POSITIONS) {
-        let positions = start..(start + SUM_POSITIONS).min(n);
-        let mut c = 0;
-        while c + 8 * C <= hd {
-            // SAFETY: the lengths are checked above, and `c + 8 · C <= hd`.
-            unsafe { sums_at::<Q, C>(weights, n, v, out, o, positions.clone(), c) };
-            c += 8 * C;
-        }
-        for c in (c..hd).step_by(8) {
-            // SAFETY: as above, with `c + 8 <= hd`.
-            unsafe { sums_at::<Q, 1>(weights, n, v, out, o, positions.clone(), c) };
+    for c in (c..hd).step_by(8) {
+        let ahead = ahead && c == 0;
+        // SAFETY: as above, with `c + 8 <= hd`.
+        unsafe { sums_at::<Q, 1>(weights, n, values, out, o, positions.clone(), c, ahead) };
+    }
+}
+
+/// [`sums_block`] with sixteen floats of the sums a register (AVX-512), `16 · C` at a
+/// time; the last eight floats where `hd` is not a multiple of sixteen as
+/// [`sums_block`] takes them. Safety: as [`sums_block`]'s, and the CPU has AVX-512 F.
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn sums_block_wide<const Q: usize, const C: usize>(
+    weights: &[f32],
+    n: usize,
+    values: &[u16],
+    out: &mut [f32],
+    o: (usize, usize),
+    positions: std::ops::Range<usize>,
+    ahead: bool,
+) {
+    let hd = o.1;
+    let mut c = 0;
+    while c + 16 * C <= hd {
+        let ahead = ahead && c == 0;
+        // SAFETY: the caller's, and `c + 16 · C <= hd`.
+        unsafe { sums_at_wide::<Q, C>(weights, n, values, out, o, positions.clone(), c, ahead) };
+        c += 16 * C;
+    }
+    for c in (c..hd).step_by(16) {
+        let ahead = ahead && c == 0;
+        let p = positions.clone();
+        // SAFETY: as above, with `c + 16 <= hd`, or `c + 8 <= hd` for the last eight.
+        unsafe {
+            if c + 16 <= hd {
+                sums_at_wide::<Q, 1>(weights, n, values, out, o, p, c, ahead)
+            } else {
+                sums_at::<Q, 1>(weights, n, values, out, o, p, c, ahead)
+            }
         }
     }
 }
 
-/// Adds `positions`' products into floats `c..c + 8 · C` of [`sums_tile`]'s sums. Every
-/// float adds its products position by position from zero, as [`axpy`] into zeros
-/// would, so the sums are the same, bit for bit, whatever the tile. Safety: the caller
-/// has checked the slices' lengths as [`sums_tile`] does, `positions` lies in `0..n`,
-/// and `c + 8 · C <= hd`.
-#[target_feature(enable = "avx2,fma,f16c")]
+/// [`sums_at`] with sixteen floats a register: floats `c..c + 16 · C` of
+/// [`sums_block_wide`]'s sums. Safety: as [`sums_at`]'s with `c + 16 · C <= hd`, and
+/// the CPU has AVX-512 F.
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
 #[inline]
-unsafe fn sums_at<const Q: usize, const C: usize>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn sums_at_wide<const Q: usize, const C: usize>(
     weights: &[f32],
     n: usize,
-    (values, value_stride): (&[u16], usize),
+    values: &[u16],
     out: &mut [f32],
     (out_stride, hd): (usize, usize),
     positions: std::ops::Range<usize>,
     c: usize,
+    ahead: bool,
+) {
+    let o = out.as_mut_ptr();
+    let mut acc = [[_mm512_setzero_ps(); C]; Q];
+    for (g, acc) in acc.iter_mut().enumerate() {
+        for (i, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: `g < Q` and `c + 16 · C <= hd` keep it inside `out`.
+            *acc = unsafe { _mm512_loadu_ps(o.add(g * out_stride + c + 16 * i)) };
+        }
+    }
+    for j in positions {
+        if ahead {
+            prefetch_row(values.as_ptr().wrapping_add((j + SUM_POSITIONS) * hd), hd);
+        }
+        let mut value = [_mm512_setzero_ps(); C];
+        for (i, value) in value.iter_mut().enumerate() {
+            // SAFETY: position `j < n` lies inside `values`.
+            let halves =
+                unsafe { _mm256_loadu_si256(values.as_ptr().add(j * hd + c + 16 * i).cast()) };
+            *value = _mm512_cvtph_ps(halves);
+        }
+        for (g, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: `g < Q` and `j < n` keep it inside `weights`.
+            let weight = _mm512_set1_ps(unsafe { *weights.as_ptr().add(g * n + j) });
+            for (acc, &value) in acc.iter_mut().zip(&value) {
+                *acc = _mm512_fmadd_ps(weight, value, *acc);
+            }
+        }
+    }
+    for (g, acc) in acc.iter().enumerate() {
+        for (i, acc) in acc.iter().enumerate() {
+            // SAFETY: as for the loads above.
+            unsafe { _mm512_storeu_ps(o.add(g * out_stride + c + 16 * i), *acc) };
+        }
+    }
+}
+
+/// Adds `positions`' products into floats `c..c + 8 · C` of [`sums_block`]'s sums.
+/// Every float adds its products position by position from zero, as [`axpy`] into
+/// zeros would, so the sums are the same, bit for bit, whatever the tile. Safety: as
+/// [`sums_block`]'s, and `c + 8 · C <= hd`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn sums_at<const Q: usize, const C: usize>(
+    weights: &[f32],
+    n: usize,
+    values: &[u16],
+    out: &mut [f32],
+    (out_stride, hd): (usize, usize),
+    positions: std::ops::Range<usize>,
+    c: usize,
+    ahead: bool,
 ) {
     let o = out.as_mut_ptr();
     let mut acc = [[_mm256_setzero_ps(); C]; Q];
@@ -1329,20 +1529,13 @@ unsafe fn sums_at<const Q: usize, const C: usize>(
         }
     }
     for j in positions {
-        if c == 0 {
-            // The first floats' pass over these positions asks for the rows of the
-            // next ones.
-            prefetch_row(
-                values
-                    .as_ptr()
-                    .wrapping_add((j + SUM_POSITIONS) * value_stride),
-                hd,
-            );
+        if ahead {
+            prefetch_row(values.as_ptr().wrapping_add((j + SUM_POSITIONS) * hd), hd);
         }
         let mut value = [_mm256_setzero_ps(); C];
         for (i, value) in value.iter_mut().enumerate() {
             // SAFETY: position `j < n` lies inside `values`.
-            *value = unsafe { halves(values.as_ptr().add(j * value_stride + c + 8 * i)) };
+            *value = unsafe { halves(values.as_ptr().add(j * hd + c + 8 * i)) };
         }
         for (g, acc) in acc.iter_mut().enumerate() {
             // SAFETY: `g < Q` and `j < n` keep it inside `weights`.

@@ -1143,7 +1143,6 @@ unsafe fn group_dots(
         let queries = &queries[first * query_stride..];
         let scores = &mut scores[first * n..];
         let q = (query_stride, hd);
-        let k = (keys, hd);
         if wide {
             // SAFETY: the caller's.
             unsafe {
@@ -1161,14 +1160,14 @@ unsafe fn group_dots(
             continue;
         }
         match (count - first).min(8) {
-            1 => dots_tile::<1, 4>(queries, q, k, scores, n),
-            2 => dots_tile::<2, 2>(queries, q, k, scores, n),
-            3 => dots_tile::<3, 2>(queries, q, k, scores, n),
-            4 => dots_tile::<4, 2>(queries, q, k, scores, n),
-            5 => dots_tile::<5, 1>(queries, q, k, scores, n),
-            6 => dots_tile::<6, 1>(queries, q, k, scores, n),
-            7 => dots_tile::<7, 1>(queries, q, k, scores, n),
-            _ => dots_tile::<8, 1>(queries, q, k, scores, n),
+            1 => dots_tile::<1, 4>(queries, q, keys, scores, n),
+            2 => dots_tile::<2, 2>(queries, q, keys, scores, n),
+            3 => dots_tile::<3, 2>(queries, q, keys, scores, n),
+            4 => dots_tile::<4, 2>(queries, q, keys, scores, n),
+            5 => dots_tile::<5, 1>(queries, q, keys, scores, n),
+            6 => dots_tile::<6, 1>(queries, q, keys, scores, n),
+            7 => dots_tile::<7, 1>(queries, q, keys, scores, n),
+            _ => dots_tile::<8, 1>(queries, q, keys, scores, n),
         }
     }
 }
@@ -1227,7 +1226,7 @@ unsafe fn dots_tile_wide<const Q: usize, const P: usize>(
     let q = (queries, query_stride, hd);
     for j in j..n {
         // SAFETY: key `j < n` lies inside `keys`.
-        unsafe { dots_at::<Q, 1>(q, (keys, hd), scores, n, j) };
+        unsafe { dots_at::<Q, 1>(q, keys, scores, n, j) };
     }
 }
 
@@ -1296,33 +1295,32 @@ unsafe fn group_sums(
 }
 
 /// Attention's scores of `Q` queries (`queries[g · query_stride..][..hd]`, with
-/// `(query_stride, hd)` as `q`) against `n` keys (`keys[j · key_stride..][..hd]`, with
-/// `(keys, key_stride)` as `k`), into `scores[g · n + j]`, `K` keys at a time: every
+/// `(query_stride, hd)` as `q`) against `n` keys (`keys[j · hd..][..hd]`, one after
+/// another as the cache keeps them), into `scores[g · n + j]`, `K` keys at a time: every
 /// key is read once for all `Q` queries, and the `Q · K` sums are independent chains.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dots_tile<const Q: usize, const K: usize>(
     queries: &[f32],
     (query_stride, hd): (usize, usize),
-    (keys, key_stride): (&[u16], usize),
+    keys: &[u16],
     scores: &mut [f32],
     n: usize,
 ) {
     assert!(hd.is_multiple_of(8) && queries.len() >= (Q - 1) * query_stride + hd);
-    assert!(scores.len() >= Q * n && (n == 0 || keys.len() >= (n - 1) * key_stride + hd));
+    assert!(scores.len() >= Q * n && keys.len() >= n * hd);
     let q = (queries, query_stride, hd);
-    let k = (keys, key_stride);
     let mut j = 0;
     while j + K <= n {
         for key in j + AHEAD_POSITIONS..j + AHEAD_POSITIONS + K {
-            prefetch_row(keys.as_ptr().wrapping_add(key * key_stride), hd);
+            prefetch_row(keys.as_ptr().wrapping_add(key * hd), hd);
         }
         // SAFETY: keys `j..j + K` lie inside `keys`, as checked above.
-        unsafe { dots_at::<Q, K>(q, k, scores, n, j) };
+        unsafe { dots_at::<Q, K>(q, keys, scores, n, j) };
         j += K;
     }
     for j in j..n {
         // SAFETY: as above, for key `j`.
-        unsafe { dots_at::<Q, 1>(q, k, scores, n, j) };
+        unsafe { dots_at::<Q, 1>(q, keys, scores, n, j) };
     }
 }
 
@@ -1334,7 +1332,7 @@ fn dots_tile<const Q: usize, const K: usize>(
 #[inline]
 unsafe fn dots_at<const Q: usize, const K: usize>(
     (queries, query_stride, hd): (&[f32], usize, usize),
-    (keys, key_stride): (&[u16], usize),
+    keys: &[u16],
     scores: &mut [f32],
     n: usize,
     j: usize,
@@ -1343,7 +1341,7 @@ unsafe fn dots_at<const Q: usize, const K: usize>(
     for c in (0..hd).step_by(8) {
         for k in 0..K {
             // SAFETY: key `j + k < n` lies inside `keys`, and `c + 8 <= hd`.
-            let key = unsafe { halves(keys.as_ptr().add((j + k) * key_stride + c)) };
+            let key = unsafe { halves(keys.as_ptr().add((j + k) * hd + c)) };
             for (g, acc) in acc.iter_mut().enumerate() {
                 // SAFETY: query `g < Q` lies inside `queries`.
                 let query = unsafe { _mm256_loadu_ps(queries.as_ptr().add(g * query_stride + c)) };

@@ -1157,17 +1157,17 @@ unsafe fn group_dots(
                     _ => dots_tile_wide::<8, 2>(queries, q, keys, scores, n),
                 }
             }
-            continue;
-        }
-        match (count - first).min(8) {
-            1 => dots_tile::<1, 4>(queries, q, keys, scores, n),
-            2 => dots_tile::<2, 2>(queries, q, keys, scores, n),
-            3 => dots_tile::<3, 2>(queries, q, keys, scores, n),
-            4 => dots_tile::<4, 2>(queries, q, keys, scores, n),
-            5 => dots_tile::<5, 1>(queries, q, keys, scores, n),
-            6 => dots_tile::<6, 1>(queries, q, keys, scores, n),
-            7 => dots_tile::<7, 1>(queries, q, keys, scores, n),
-            _ => dots_tile::<8, 1>(queries, q, keys, scores, n),
+        } else {
+            match (count - first).min(8) {
+                1 => dots_tile::<1, 4>(queries, q, keys, scores, n),
+                2 => dots_tile::<2, 2>(queries, q, keys, scores, n),
+                3 => dots_tile::<3, 2>(queries, q, keys, scores, n),
+                4 => dots_tile::<4, 2>(queries, q, keys, scores, n),
+                5 => dots_tile::<5, 1>(queries, q, keys, scores, n),
+                6 => dots_tile::<6, 1>(queries, q, keys, scores, n),
+                7 => dots_tile::<7, 1>(queries, q, keys, scores, n),
+                _ => dots_tile::<8, 1>(queries, q, keys, scores, n),
+            }
         }
     }
 }
@@ -1364,7 +1364,7 @@ unsafe fn halves(at: *const u16) -> __m256 {
     _mm256_cvtph_ps(unsafe { _mm_loadu_si128(at.cast()) })
 }
 
-/// Positions whose values [`sums_tile`] adds before it moves on to the next floats of
+/// Positions whose values [`sums_block`] adds before it moves on to the next floats of
 /// the sums: their rows stay in the first-level cache meanwhile.
 const SUM_POSITIONS: usize = 32;
 
@@ -1384,6 +1384,111 @@ fn prefetch_row(row: *const u16, hd: usize) {
     }
 }
 
+/// A register of floats of attention's sums, as one kernel set holds them: eight
+/// (AVX2) or sixteen (AVX-512).
+trait SumLanes {
+    type Reg: Copy;
+    /// Floats a register.
+    const LANES: usize;
+
+    unsafe fn zero() -> Self::Reg;
+    unsafe fn load(at: *const f32) -> Self::Reg;
+    unsafe fn store(at: *mut f32, v: Self::Reg);
+    /// `LANES` halves from `at` as floats.
+    unsafe fn halves(at: *const u16) -> Self::Reg;
+    unsafe fn splat(w: f32) -> Self::Reg;
+    /// `a · b + c`, each lane rounded once.
+    unsafe fn fmadd(a: Self::Reg, b: Self::Reg, c: Self::Reg) -> Self::Reg;
+}
+
+/// Eight floats a register (AVX2, and the last eight of AVX-512's sums).
+struct Ymm;
+
+impl SumLanes for Ymm {
+    type Reg = __m256;
+    const LANES: usize = 8;
+
+    #[inline(always)]
+    unsafe fn zero() -> __m256 {
+        // SAFETY: called only from an entry point compiled with AVX2.
+        unsafe { _mm256_setzero_ps() }
+    }
+
+    #[inline(always)]
+    unsafe fn load(at: *const f32) -> __m256 {
+        // SAFETY: as in `zero`, and the caller's for `at..at + 8`.
+        unsafe { _mm256_loadu_ps(at) }
+    }
+
+    #[inline(always)]
+    unsafe fn store(at: *mut f32, v: __m256) {
+        // SAFETY: as in `load`.
+        unsafe { _mm256_storeu_ps(at, v) }
+    }
+
+    #[inline(always)]
+    unsafe fn halves(at: *const u16) -> __m256 {
+        // SAFETY: as in `load`.
+        unsafe { halves(at) }
+    }
+
+    #[inline(always)]
+    unsafe fn splat(w: f32) -> __m256 {
+        // SAFETY: as in `zero`.
+        unsafe { _mm256_set1_ps(w) }
+    }
+
+    #[inline(always)]
+    unsafe fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
+        // SAFETY: as in `zero`.
+        unsafe { _mm256_fmadd_ps(a, b, c) }
+    }
+}
+
+/// Sixteen floats a register (AVX-512).
+struct Zmm;
+
+impl SumLanes for Zmm {
+    type Reg = __m512;
+    const LANES: usize = 16;
+
+    #[inline(always)]
+    unsafe fn zero() -> __m512 {
+        // SAFETY: called only from an entry point compiled with AVX-512 F.
+        unsafe { _mm512_setzero_ps() }
+    }
+
+    #[inline(always)]
+    unsafe fn load(at: *const f32) -> __m512 {
+        // SAFETY: as in `zero`, and the caller's for `at..at + 16`.
+        unsafe { _mm512_loadu_ps(at) }
+    }
+
+    #[inline(always)]
+    unsafe fn store(at: *mut f32, v: __m512) {
+        // SAFETY: as in `load`.
+        unsafe { _mm512_storeu_ps(at, v) }
+    }
+
+    #[inline(always)]
+    unsafe fn halves(at: *const u16) -> __m512 {
+        // SAFETY: as in `load`.
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(at.cast())) }
+    }
+
+    #[inline(always)]
+    unsafe fn splat(w: f32) -> __m512 {
+        // SAFETY: as in `zero`.
+        unsafe { _mm512_set1_ps(w) }
+    }
+
+    #[inline(always)]
+    unsafe fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
+        // SAFETY: as in `zero`.
+        unsafe { _mm512_fmadd_ps(a, b, c) }
+    }
+}
+
 /// Adds `positions`' products into the sums of `Q` queries (`out[g · out_stride..][..hd]`,
 /// with `(out_stride, hd)` as `o`), `8 · C` floats of the sums at a time: each value is
 /// read once for all `Q` sums. With `ahead`, the first floats' pass asks for the rows of
@@ -1400,24 +1505,12 @@ unsafe fn sums_block<const Q: usize, const C: usize>(
     positions: std::ops::Range<usize>,
     ahead: bool,
 ) {
-    let hd = o.1;
-    let mut c = 0;
-    while c + 8 * C <= hd {
-        let ahead = ahead && c == 0;
-        // SAFETY: the caller's, and `c + 8 · C <= hd`.
-        unsafe { sums_at::<Q, C>(weights, n, values, out, o, positions.clone(), c, ahead) };
-        c += 8 * C;
-    }
-    for c in (c..hd).step_by(8) {
-        let ahead = ahead && c == 0;
-        // SAFETY: as above, with `c + 8 <= hd`.
-        unsafe { sums_at::<Q, 1>(weights, n, values, out, o, positions.clone(), c, ahead) };
-    }
+    // SAFETY: the caller's; this entry point has AVX2.
+    unsafe { sums_block_in::<Ymm, Q, C>(weights, n, values, out, o, positions, ahead) }
 }
 
 /// [`sums_block`] with sixteen floats of the sums a register (AVX-512), `16 · C` at a
-/// time; the last eight floats where `hd` is not a multiple of sixteen as
-/// [`sums_block`] takes them. Safety: as [`sums_block`]'s, and the CPU has AVX-512 F.
+/// time. Safety: as [`sums_block`]'s, and the CPU has AVX-512 F.
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
 unsafe fn sums_block_wide<const Q: usize, const C: usize>(
     weights: &[f32],
@@ -1428,35 +1521,51 @@ unsafe fn sums_block_wide<const Q: usize, const C: usize>(
     positions: std::ops::Range<usize>,
     ahead: bool,
 ) {
+    // SAFETY: the caller's; this entry point has AVX-512 F.
+    unsafe { sums_block_in::<Zmm, Q, C>(weights, n, values, out, o, positions, ahead) }
+}
+
+/// The body of [`sums_block`] and [`sums_block_wide`]: `L::LANES · C` floats at a time,
+/// then a register at a time, then (sixteen lanes only) the last eight floats where
+/// `hd` is not a multiple of sixteen. Safety: as theirs, from an entry point compiled
+/// with `L`'s instructions.
+#[inline(always)]
+unsafe fn sums_block_in<L: SumLanes, const Q: usize, const C: usize>(
+    weights: &[f32],
+    n: usize,
+    values: &[u16],
+    out: &mut [f32],
+    o: (usize, usize),
+    positions: std::ops::Range<usize>,
+    ahead: bool,
+) {
     let hd = o.1;
     let mut c = 0;
-    while c + 16 * C <= hd {
-        let ahead = ahead && c == 0;
-        // SAFETY: the caller's, and `c + 16 · C <= hd`.
-        unsafe { sums_at_wide::<Q, C>(weights, n, values, out, o, positions.clone(), c, ahead) };
-        c += 16 * C;
+    while c + L::LANES * C <= hd {
+        let (p, ahead) = (positions.clone(), ahead && c == 0);
+        // SAFETY: the caller's, and `c + LANES · C <= hd`.
+        unsafe { sums_at::<L, Q, C>(weights, n, values, out, o, p, c, ahead) };
+        c += L::LANES * C;
     }
-    for c in (c..hd).step_by(16) {
-        let ahead = ahead && c == 0;
-        let p = positions.clone();
-        // SAFETY: as above, with `c + 16 <= hd`, or `c + 8 <= hd` for the last eight.
-        unsafe {
-            if c + 16 <= hd {
-                sums_at_wide::<Q, 1>(weights, n, values, out, o, p, c, ahead)
-            } else {
-                sums_at::<Q, 1>(weights, n, values, out, o, p, c, ahead)
-            }
-        }
+    while c + L::LANES <= hd {
+        let (p, ahead) = (positions.clone(), ahead && c == 0);
+        // SAFETY: as above, with `c + LANES <= hd`.
+        unsafe { sums_at::<L, Q, 1>(weights, n, values, out, o, p, c, ahead) };
+        c += L::LANES;
+    }
+    if c < hd {
+        // SAFETY: as above; `hd` is a multiple of eight, so `c + 8 <= hd`.
+        unsafe { sums_at::<Ymm, Q, 1>(weights, n, values, out, o, positions, c, ahead && c == 0) };
     }
 }
 
-/// [`sums_at`] with sixteen floats a register: floats `c..c + 16 · C` of
-/// [`sums_block_wide`]'s sums. Safety: as [`sums_at`]'s with `c + 16 · C <= hd`, and
-/// the CPU has AVX-512 F.
-#[target_feature(enable = "avx2,fma,f16c,avx512f")]
-#[inline]
+/// Adds `positions`' products into floats `c..c + L::LANES · C` of [`sums_block_in`]'s
+/// sums. Every float adds its products position by position from zero, as [`axpy`]
+/// into zeros would, so the sums are the same, bit for bit, whatever the tile or the
+/// register's width. Safety: as [`sums_block_in`]'s, and `c + L::LANES · C <= hd`.
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn sums_at_wide<const Q: usize, const C: usize>(
+unsafe fn sums_at<L: SumLanes, const Q: usize, const C: usize>(
     weights: &[f32],
     n: usize,
     values: &[u16],
@@ -1467,86 +1576,31 @@ unsafe fn sums_at_wide<const Q: usize, const C: usize>(
     ahead: bool,
 ) {
     let o = out.as_mut_ptr();
-    let mut acc = [[_mm512_setzero_ps(); C]; Q];
+    // SAFETY (every call below): `g < Q`, `j` in `positions` and `c + L::LANES · C <= hd`
+    // keep each access inside `out`, `weights` and `values`, as the caller has checked.
+    let mut acc = [[unsafe { L::zero() }; C]; Q];
     for (g, acc) in acc.iter_mut().enumerate() {
         for (i, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: `g < Q` and `c + 16 · C <= hd` keep it inside `out`.
-            *acc = unsafe { _mm512_loadu_ps(o.add(g * out_stride + c + 16 * i)) };
+            *acc = unsafe { L::load(o.add(g * out_stride + c + L::LANES * i)) };
         }
     }
     for j in positions {
         if ahead {
             prefetch_row(values.as_ptr().wrapping_add((j + SUM_POSITIONS) * hd), hd);
         }
-        let mut value = [_mm512_setzero_ps(); C];
-        for (i, value) in value.iter_mut().enumerate() {
-            // SAFETY: position `j < n` lies inside `values`.
-            let halves =
-                unsafe { _mm256_loadu_si256(values.as_ptr().add(j * hd + c + 16 * i).cast()) };
-            *value = _mm512_cvtph_ps(halves);
-        }
+        let value: [L::Reg; C] = std::array::from_fn(|i| unsafe {
+            L::halves(values.as_ptr().add(j * hd + c + L::LANES * i))
+        });
         for (g, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: `g < Q` and `j < n` keep it inside `weights`.
-            let weight = _mm512_set1_ps(unsafe { *weights.as_ptr().add(g * n + j) });
+            let weight = unsafe { L::splat(*weights.as_ptr().add(g * n + j)) };
             for (acc, &value) in acc.iter_mut().zip(&value) {
-                *acc = _mm512_fmadd_ps(weight, value, *acc);
+                *acc = unsafe { L::fmadd(weight, value, *acc) };
             }
         }
     }
     for (g, acc) in acc.iter().enumerate() {
-        for (i, acc) in acc.iter().enumerate() {
-            // SAFETY: as for the loads above.
-            unsafe { _mm512_storeu_ps(o.add(g * out_stride + c + 16 * i), *acc) };
-        }
-    }
-}
-
-/// Adds `positions`' products into floats `c..c + 8 · C` of [`sums_block`]'s sums.
-/// Every float adds its products position by position from zero, as [`axpy`] into
-/// zeros would, so the sums are the same, bit for bit, whatever the tile. Safety: as
-/// [`sums_block`]'s, and `c + 8 · C <= hd`.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-#[allow(clippy::too_many_arguments)]
-unsafe fn sums_at<const Q: usize, const C: usize>(
-    weights: &[f32],
-    n: usize,
-    values: &[u16],
-    out: &mut [f32],
-    (out_stride, hd): (usize, usize),
-    positions: std::ops::Range<usize>,
-    c: usize,
-    ahead: bool,
-) {
-    let o = out.as_mut_ptr();
-    let mut acc = [[_mm256_setzero_ps(); C]; Q];
-    for (g, acc) in acc.iter_mut().enumerate() {
-        for (i, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: `g < Q` and `c + 8 · C <= hd` keep it inside `out`.
-            *acc = unsafe { _mm256_loadu_ps(o.add(g * out_stride + c + 8 * i)) };
-        }
-    }
-    for j in positions {
-        if ahead {
-            prefetch_row(values.as_ptr().wrapping_add((j + SUM_POSITIONS) * hd), hd);
-        }
-        let mut value = [_mm256_setzero_ps(); C];
-        for (i, value) in value.iter_mut().enumerate() {
-            // SAFETY: position `j < n` lies inside `values`.
-            *value = unsafe { halves(values.as_ptr().add(j * hd + c + 8 * i)) };
-        }
-        for (g, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: `g < Q` and `j < n` keep it inside `weights`.
-            let weight = _mm256_set1_ps(unsafe { *weights.as_ptr().add(g * n + j) });
-            for (acc, &value) in acc.iter_mut().zip(&value) {
-                *acc = _mm256_fmadd_ps(weight, value, *acc);
-            }
-        }
-    }
-    for (g, acc) in acc.iter().enumerate() {
-        for (i, acc) in acc.iter().enumerate() {
-            // SAFETY: as for the loads above.
-            unsafe { _mm256_storeu_ps(o.add(g * out_stride + c + 8 * i), *acc) };
+        for (i, &acc) in acc.iter().enumerate() {
+            unsafe { L::store(o.add(g * out_stride + c + L::LANES * i), acc) };
         }
     }
 }

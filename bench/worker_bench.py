@@ -2,7 +2,10 @@
 
 Both run the same prompt greedily for the same number of tokens. Each engine's own
 timers are used: the worker's `end` event (ttft_ms, tokens_per_s) and llama.cpp's
-perf counters, so HTTP overhead is not counted against the worker.
+perf counters, so HTTP overhead is not counted against the worker. Both stay loaded
+and take turns (`--rounds`, 3 unless given, after a warm-up run each): a VM's memory
+can be a third faster in one minute than in the next, and runs of one engine and then
+the other would put that in the ratio.
 
 With `--llama-server PATH`, llama.cpp's server is also started on the file (same
 threads, 2048 positions) until its `/health` answers, three times, and the median of
@@ -29,6 +32,8 @@ PROMPT = (
 )
 MAX_TOKENS = 128
 RUNS = 3
+# Each run's prompt starts with its own letter (see `prompt`).
+RUN_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # How many times the prompt's paragraph is repeated (`--repeat`): 1 gives 73 tokens on
 # the bench files; more measures prompts and decode steps over a longer context.
 REPEAT = 1
@@ -38,7 +43,7 @@ def prompt(run):
     """The prompt of one run: a different first word each run, so no engine serves a
     run's prompt from the cache an earlier one left (the worker keeps each slot's
     prefix; llama.cpp is reset between runs)."""
-    return f"{'ABCDEFGH'[run]}. {' '.join([PROMPT] * REPEAT)}"
+    return f"{RUN_LETTERS[run]}. {' '.join([PROMPT] * REPEAT)}"
 
 
 def context():
@@ -67,39 +72,42 @@ def start_worker(binary, model, threads):
     return proc, url, ready, time.monotonic() - started
 
 
-def worker_bench(binary, model, threads):
-    # Start-to-ready is the median of three starts, as llama-server's is: one start
-    # alone has read anywhere from 0.3 to 1.6 s for a file that loads in 0.3 s.
-    ready_times = []
-    for _ in range(2):
-        proc, _, _, wall = start_worker(binary, model, threads)
-        proc.terminate()
-        proc.wait(timeout=30)
+class Worker:
+    """The worker started on a file, three times for its start-to-ready (the median of
+    three starts, as llama-server's is: one start alone has read anywhere from 0.3 to
+    1.6 s for a file that loads in 0.3 s), the third kept serving."""
+
+    def __init__(self, binary, model, threads):
+        ready_times = []
+        for _ in range(2):
+            proc, _, _, wall = start_worker(binary, model, threads)
+            proc.terminate()
+            proc.wait(timeout=30)
+            ready_times.append(wall)
+        self.proc, self.url, self.ready, wall = start_worker(binary, model, threads)
         ready_times.append(wall)
-    proc, url, ready, wall = start_worker(binary, model, threads)
-    ready_times.append(wall)
-    try:
-        wall_ready = statistics.median(ready_times)
-        runs = []
-        for i in range(RUNS + 1):
-            end = infer(url, prompt(i))
-            if i > 0:  # the first run warms caches and allocators
-                runs.append(end)
-        prompt_tps = statistics.median(r["prompt_tokens"] / (r["ttft_ms"] / 1000) for r in runs)
-        decode_tps = statistics.median(r["tokens_per_s"] for r in runs)
+        self.ready_times = ready_times
+
+    def run(self, i):
+        """One run's prompt and decode tok/s, from the worker's `end` event."""
+        end = infer(self.url, prompt(i))
+        self.generated = end["tokens"]
+        self.prompt_tokens = end["prompt_tokens"]
+        return end["prompt_tokens"] / (end["ttft_ms"] / 1000), end["tokens_per_s"]
+
+    def summary(self):
         return {
-            "engine": ready.get("engine", "candle"),
-            "load_s": ready["load_ms"] / 1000,
-            "start_to_ready_s": wall_ready,
-            "start_to_ready_runs_s": ready_times,
-            "prompt_tokens": runs[0]["prompt_tokens"],
-            "generated": runs[0]["tokens"],
-            "prompt_tps": prompt_tps,
-            "decode_tps": decode_tps,
+            "engine": self.ready.get("engine", "candle"),
+            "load_s": self.ready["load_ms"] / 1000,
+            "start_to_ready_s": statistics.median(self.ready_times),
+            "start_to_ready_runs_s": self.ready_times,
+            "prompt_tokens": self.prompt_tokens,
+            "generated": self.generated,
         }
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
 
 
 def infer(url, text):
@@ -120,29 +128,57 @@ def infer(url, text):
     sys.exit("worker stream ended without an end event")
 
 
-def llama_bench(model, threads):
-    import llama_cpp
+class LlamaCpp:
+    """llama.cpp (llama-cpp-python) on the same file, threads and context."""
 
-    started = time.monotonic()
-    llm = llama_cpp.Llama(model_path=model, n_threads=threads, n_threads_batch=threads,
-                          n_ctx=context(), n_batch=512, verbose=False)
-    load_s = time.monotonic() - started
-    prompt_tokens = len(llm.tokenize(prompt(0).encode(), add_bos=True))
-    runs = []
-    for i in range(RUNS + 1):
-        llm.reset()
-        llama_cpp.llama_perf_context_reset(llm.ctx)
-        out = llm.create_completion(prompt(i), max_tokens=MAX_TOKENS, temperature=0.0)
-        perf = llama_cpp.llama_perf_context(llm.ctx)
-        if i > 0:
-            runs.append((perf, out["usage"]["completion_tokens"]))
-    return {
-        "load_s": load_s,
-        "prompt_tokens": prompt_tokens,
-        "generated": runs[0][1],
-        "prompt_tps": statistics.median(p.n_p_eval / (p.t_p_eval_ms / 1000) for p, _ in runs),
-        "decode_tps": statistics.median(p.n_eval / (p.t_eval_ms / 1000) for p, _ in runs),
-    }
+    def __init__(self, model, threads):
+        import llama_cpp
+
+        self.llama_cpp = llama_cpp
+        started = time.monotonic()
+        self.llm = llama_cpp.Llama(model_path=model, n_threads=threads,
+                                   n_threads_batch=threads, n_ctx=context(), n_batch=512,
+                                   verbose=False)
+        self.load_s = time.monotonic() - started
+        self.prompt_tokens = len(self.llm.tokenize(prompt(0).encode(), add_bos=True))
+
+    def run(self, i):
+        """One run's prompt and decode tok/s, from llama.cpp's perf counters."""
+        self.llm.reset()
+        self.llama_cpp.llama_perf_context_reset(self.llm.ctx)
+        out = self.llm.create_completion(prompt(i), max_tokens=MAX_TOKENS, temperature=0.0)
+        perf = self.llama_cpp.llama_perf_context(self.llm.ctx)
+        self.generated = out["usage"]["completion_tokens"]
+        return perf.n_p_eval / (perf.t_p_eval_ms / 1000), perf.n_eval / (perf.t_eval_ms / 1000)
+
+    def summary(self):
+        return {"load_s": self.load_s, "prompt_tokens": self.prompt_tokens,
+                "generated": self.generated}
+
+
+def rounds(worker, llama, count):
+    """`count` rounds after one warm-up run each (caches, allocators): in each, one
+    worker run and one llama.cpp run, the first of the two alternating from round to
+    round, so that a machine whose memory is faster in one minute than the next (a VM
+    beside other guests) slows both alike. Sets each side's medians of prompt and
+    decode tok/s, and the median of the rounds' decode ratios."""
+    worker.run(0)
+    llama.run(0)
+    results = {"worker": [], "llama": []}
+    for i in range(1, count + 1):
+        order = [("worker", worker), ("llama", llama)]
+        for name, engine in order if i % 2 else reversed(order):
+            results[name].append(engine.run(i))
+    w, l = worker.summary(), llama.summary()
+    for side, runs in ((w, results["worker"]), (l, results["llama"])):
+        side["prompt_tps"] = statistics.median(p for p, _ in runs)
+        side["decode_tps"] = statistics.median(d for _, d in runs)
+        side["decode_runs_tps"] = [round(d, 2) for _, d in runs]
+    w["decode_ratio_by_round"] = statistics.median(
+        a[1] / b[1] for a, b in zip(results["worker"], results["llama"]))
+    w["prompt_ratio_by_round"] = statistics.median(
+        a[0] / b[0] for a, b in zip(results["worker"], results["llama"]))
+    return w, l
 
 
 def server_ready_s(binary, model, threads):
@@ -193,19 +229,28 @@ def main():
     parser.add_argument("--model", required=True)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--llama-server", help="also time llama-server's start to ready")
+    parser.add_argument("--rounds", type=int, default=RUNS,
+                        help="rounds of one run each, alternating which engine goes first")
     parser.add_argument("--repeat", type=int, default=1,
                         help="repeat the prompt's paragraph this many times (a longer context)")
     args = parser.parse_args()
     global REPEAT
     REPEAT = args.repeat
 
+    if not 1 <= args.rounds <= len(RUN_LETTERS) - 1:
+        sys.exit(f"--rounds is 1 to {len(RUN_LETTERS) - 1}, not {args.rounds}")
+
     warm(args.model)
-    worker = worker_bench(args.worker, args.model, args.threads)
-    llama = llama_bench(args.model, args.threads)
+    engine = Worker(args.worker, args.model, args.threads)
+    try:
+        worker, llama = rounds(engine, LlamaCpp(args.model, args.threads), args.rounds)
+    finally:
+        engine.close()
     if args.llama_server:
         llama["server_ready_s"] = server_ready_s(args.llama_server, args.model, args.threads)
     print(f"model: {os.path.basename(args.model)}, threads: {args.threads}, "
-          f"prompt {worker['prompt_tokens']} tokens, {MAX_TOKENS} generated, median of {RUNS}, "
+          f"prompt {worker['prompt_tokens']} tokens, {MAX_TOKENS} generated, "
+          f"median of {args.rounds} alternating rounds, "
           f"worker engine: {worker['engine']}")
     print(f"{'':18}{'worker':>12}{'llama.cpp':>12}{'ratio':>10}")
     rows = [("load s", "load_s"), ("prompt tok/s", "prompt_tps"), ("decode tok/s", "decode_tps")]
@@ -215,6 +260,9 @@ def main():
     print(f"(worker start-to-ready wall time, median of 3: {worker['start_to_ready_s']:.2f} s "
           f"({', '.join(f'{t:.2f}' for t in worker['start_to_ready_runs_s'])}); "
           f"ratio is worker / llama.cpp; for load s lower is better)")
+    print(f"(median of the rounds' own ratios: prompt {worker['prompt_ratio_by_round']:.2f}x, "
+          f"decode {worker['decode_ratio_by_round']:.2f}x; decode tok/s by round: worker "
+          f"{worker['decode_runs_tps']}, llama.cpp {llama['decode_runs_tps']})")
     if "server_ready_s" in llama:
         print(f"llama-server start-to-ready (warm-up included, median of 3): "
               f"{llama['server_ready_s']:.2f} s; worker - llama-server: "

@@ -14,6 +14,8 @@
 #   LLAMA_CPU=avx2 RBEE_WORKER_ENGINE=avx2 scripts/bench-worker.sh
 #                                # both engines limited to AVX2 (an AVX2 machine's
 #                                # code, on whatever CPU runs it)
+#   ROUNDS=9 scripts/bench-worker.sh  # rounds of one run of each engine, taking turns
+#                                       # (3 unless given): more on a noisy machine
 #   REPEAT=16 scripts/bench-worker.sh  # the prompt's paragraph 16 times (about 1,200
 #                                       # tokens): prompts and decode over a long context
 #   WORKER=/path/to/llm-worker-rbee scripts/bench-worker.sh
@@ -114,4 +116,5 @@ if [[ "$llama_cpu" == native && -x "$repo/.rbee-cache/llama-server/llama-server"
     server=(--llama-server "$repo/.rbee-cache/llama-server/llama-server")
 fi
 exec "$venv/bin/python" "$repo/bench/worker_bench.py" \
-    --worker "$worker" --model "$model" --threads "$threads" --repeat "${REPEAT:-1}" "${server[@]}"
+    --worker "$worker" --model "$model" --threads "$threads" --repeat "${REPEAT:-1}" --rounds "${ROUNDS:-3}" \
+    "${server[@]}"

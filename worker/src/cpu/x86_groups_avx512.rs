@@ -114,9 +114,13 @@ pub(super) fn tile<const T: usize, const BITS: u32>(
     }
 }
 
-/// One token against two groups at once (`groups` holds both, one after the other):
-/// a decode step of one sequence, whose eight `vpdpbusd` a block would otherwise wait on
-/// one another. The sums of each block are split in two halves (integers, so exactly).
+/// One token against two groups (`groups` holds both, one after the other): a decode
+/// step of one sequence. The sums of each block are split in two halves (integers, so
+/// exactly), two chains of four `vpdpbusd` rather than one of eight. The groups go one
+/// after the other, so memory is read as one stream whose prefetches run on into the
+/// next group: read side by side, block by block, the second group's first blocks were
+/// asked for by nothing, and on an AMD EPYC decode was 10–25% slower than AVX2's, which
+/// goes group by group (see BENCHMARKS.md).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(super) fn two_groups<const BITS: u32>(
     groups: &[u8],
@@ -132,15 +136,15 @@ pub(super) fn two_groups<const BITS: u32>(
     let x = x.as_ptr();
     let corrections = corrections.as_ptr();
     let mut acc = [_mm512_setzero_ps(); 2];
-    for b in 0..blocks {
-        // SAFETY: block `b` is inside both groups and the token's blocks; this function
-        // has the features.
-        unsafe {
-            let a = &*x.add(b);
-            let y = a.qs.as_ptr().cast::<i32>();
-            let ad = _mm512_set1_ps(a.d);
-            let start = _mm512_set1_epi32(correction_of::<BITS>(*corrections.add(b)));
-            for (g, acc) in acc.iter_mut().enumerate() {
+    for (g, acc) in acc.iter_mut().enumerate() {
+        for b in 0..blocks {
+            // SAFETY: block `b` is inside both groups and the token's blocks; this
+            // function has the features.
+            unsafe {
+                let a = &*x.add(b);
+                let y = a.qs.as_ptr().cast::<i32>();
+                let ad = _mm512_set1_ps(a.d);
+                let start = _mm512_set1_epi32(correction_of::<BITS>(*corrections.add(b)));
                 let pair = base.add(g * group_bytes + b / 2 * pair_bytes(BITS));
                 let h = b % 2;
                 prefetch_ahead::<BITS>(pair, h, false);
@@ -284,7 +288,8 @@ pub(super) fn tile_q4k<const T: usize>(
     }
 }
 
-/// [`two_groups`] for Q4_K: one token against two groups (`groups` holds both).
+/// [`two_groups`] for Q4_K: one token against two groups (`groups` holds both), one
+/// after the other.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(super) fn two_groups_q4k(groups: &[u8], x: &[Q8Block], sums: &[i16], out: &mut [f32]) {
     let blocks = x.len();
@@ -293,8 +298,8 @@ pub(super) fn two_groups_q4k(groups: &[u8], x: &[Q8Block], sums: &[i16], out: &m
     assert!(sums.len() >= blocks && out.len() >= 2 * ROWS);
     let base = groups.as_ptr();
     let mut acc = [[_mm512_setzero_ps(); 1]; 2];
-    for s in 0..blocks / 8 {
-        for (g, acc) in acc.iter_mut().enumerate() {
+    for (g, acc) in acc.iter_mut().enumerate() {
+        for s in 0..blocks / 8 {
             // SAFETY: super-block `s` is inside both groups and the token's blocks and
             // sums; this function has the features.
             unsafe {
@@ -432,7 +437,8 @@ pub(super) fn tile_q6k<const T: usize>(
     }
 }
 
-/// [`two_groups`] for Q6_K: one token against two groups (`groups` holds both).
+/// [`two_groups`] for Q6_K: one token against two groups (`groups` holds both), one
+/// after the other.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(super) fn two_groups_q6k(groups: &[u8], x: &[Q8Block], halves: &[[i16; 2]], out: &mut [f32]) {
     let blocks = x.len();
@@ -441,8 +447,8 @@ pub(super) fn two_groups_q6k(groups: &[u8], x: &[Q8Block], halves: &[[i16; 2]], 
     assert!(halves.len() >= blocks && out.len() >= 2 * ROWS);
     let base = groups.as_ptr();
     let mut acc = [[_mm512_setzero_ps(); 1]; 2];
-    for s in 0..blocks / 8 {
-        for (g, acc) in acc.iter_mut().enumerate() {
+    for (g, acc) in acc.iter_mut().enumerate() {
+        for s in 0..blocks / 8 {
             // SAFETY: super-block `s` is inside both groups and the token's blocks and
             // sums; this function has the features.
             unsafe {

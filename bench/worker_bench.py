@@ -161,7 +161,8 @@ def rounds(worker, llama, count):
     worker run and one llama.cpp run, the first of the two alternating from round to
     round, so that a machine whose memory is faster in one minute than the next (a VM
     beside other guests) slows both alike. Sets each side's medians of prompt and
-    decode tok/s, and the median of the rounds' decode ratios."""
+    decode tok/s, its decode by round, and the medians of the rounds' own prompt and
+    decode ratios (on the worker's side)."""
     worker.run(0)
     llama.run(0)
     results = {"worker": [], "llama": []}

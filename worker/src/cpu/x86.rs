@@ -1251,8 +1251,8 @@ fn hsum_halves(v: __m512) -> (f32, f32) {
 /// every weight again for each eight of them). Four queries take 24 floats of their
 /// sums at a time with AVX2 (twelve registers of sums, three of values): against 16,
 /// each weight broadcast serves half as many products again, and the sums of four
-/// queries against 2,048 positions of 128 took 22.4–22.6 µs rather than 24.6–25.3 on an
-/// AMD EPYC. `wide` takes sixteen floats of the sums a register (AVX-512): each float
+/// queries against 2,048 positions of 128 took 22.3–22.6 µs rather than 24.6–25.3 on an
+/// AMD EPYC (of 96, 15.5–15.8 rather than 19.3–19.7; BENCHMARKS.md). `wide` takes sixteen floats of the sums a register (AVX-512): each float
 /// still adds its products in the same order, so the sums are the same, bit for bit.
 /// Safety: `wide` only where the CPU has AVX-512 F.
 #[target_feature(enable = "avx2,fma,f16c")]
